@@ -1,0 +1,59 @@
+"""One exception hierarchy for the whole product.
+
+Every error a user or operator can cause derives from `NewsletterError`; the CLI
+and the web app print its message as one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class NewsletterError(Exception):
+    """Base of every error the product raises on purpose."""
+
+
+class ConfigurationError(NewsletterError, ValueError):
+    """A setting is missing or has a value the product cannot run with."""
+
+
+class IngestError(NewsletterError):
+    """A paper source could not be read or is not in the expected shape."""
+
+
+class SourceUnavailableError(IngestError, ConnectionError):
+    """A remote source did not answer usefully after every retry."""
+
+
+class MalformedSourceError(IngestError, ValueError):
+    """A file or response is not in the shape the source promises."""
+
+
+class RenderError(NewsletterError):
+    """A template could not be rendered into an email or a page."""
+
+
+class EditionNotFoundError(NewsletterError, LookupError):
+    """No edition (or no papers) exists for the requested date."""
+
+
+class SubscriberError(NewsletterError):
+    """Base for errors about one subscriber."""
+
+
+class InvalidEmailError(SubscriberError, ValueError):
+    """An address is not a valid email address."""
+
+
+class SubscriberNotFoundError(SubscriberError, LookupError):
+    """No subscriber has the given address."""
+
+
+class InvalidTokenError(NewsletterError, ValueError):
+    """A signed link token was tampered with, malformed or has expired."""
+
+
+class DeliveryError(NewsletterError):
+    """Sending could not start or continue."""
+
+
+class SendInProgressError(DeliveryError):
+    """Another send of the same edition is already running."""

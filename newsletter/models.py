@@ -1,0 +1,134 @@
+"""The pipeline's tables: papers, editions and their ranked papers, deliveries.
+
+The subscriber table belongs to the audience package (`subscribers.models`);
+it is re-exported here so that one import registers every table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+
+from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from newsletter.clock import UtcDateTime, utc_now
+from subscribers.models import Subscriber, SubscriberStatus
+
+__all__ = [
+    "Delivery",
+    "DeliveryStatus",
+    "Edition",
+    "EditionPaper",
+    "EditionStatus",
+    "Paper",
+    "Subscriber",
+    "SubscriberStatus",
+]
+
+
+class Paper(SQLModel, table=True):
+    """One paper, keyed by its arXiv id; every source updates the same row."""
+
+    __tablename__ = "papers"
+
+    id: int | None = Field(default=None, primary_key=True)
+    arxiv_id: str = Field(unique=True, max_length=32)
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    abstract: str = Field(default="", sa_column=Column(Text, nullable=False))
+    authors: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    published_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
+    daily_date: dt.date | None = Field(default=None, index=True)
+    upvotes: int = 0
+    num_comments: int = 0
+    github_repo: str | None = Field(default=None, max_length=500)
+    github_stars: int | None = None
+    project_page: str | None = Field(default=None, max_length=500)
+    thumbnail: str | None = Field(default=None, max_length=500)
+    ai_summary: str | None = Field(default=None, sa_column=Column(Text))
+    ai_keywords: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    sources: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: dt.datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+    updated_at: dt.datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+
+
+class EditionStatus(StrEnum):
+    """The life of one day's digest."""
+
+    DRAFT = "draft"  # ranked and rendered, not sent
+    SENDING = "sending"
+    PAUSED = "paused"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+
+
+class Edition(SQLModel, table=True):
+    """One digest per date: its ranked papers and its rendered, non-personal body."""
+
+    __tablename__ = "editions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    date: dt.date = Field(unique=True)
+    status: EditionStatus = Field(default=EditionStatus.DRAFT, sa_type=String(16))
+    subject: str = Field(default="", max_length=300)
+    html: str = Field(default="", sa_column=Column(Text, nullable=False))
+    text: str = Field(default="", sa_column=Column(Text, nullable=False))
+    status_reason: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: dt.datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+    rendered_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
+    send_started_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
+    send_finished_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class EditionPaper(SQLModel, table=True):
+    """A paper's place in an edition."""
+
+    __tablename__ = "edition_papers"
+
+    edition_id: int = Field(foreign_key="editions.id", primary_key=True)
+    paper_id: int = Field(foreign_key="papers.id", primary_key=True)
+    position: int
+    score: float
+
+
+class DeliveryStatus(StrEnum):
+    """The outcome of one message to one recipient."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+
+
+class Delivery(SQLModel, table=True):
+    """The ledger: one row per (edition, subscriber), written before the first attempt.
+
+    Test sends have no subscriber and are marked `is_test`. A worker claims a
+    row by setting `lease_owner` and `lease_expires_at`; a row whose lease has
+    expired returns to the queue.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("edition_id", "subscriber_id", name="uq_deliveries_edition_subscriber"),
+        Index("ix_deliveries_claim", "edition_id", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    edition_id: int = Field(foreign_key="editions.id")
+    subscriber_id: int | None = Field(default=None, foreign_key="subscribers.id", index=True)
+    email: str = Field(max_length=320)
+    name: str | None = Field(default=None, max_length=200)
+    subscriber_key: str | None = Field(default=None, max_length=64)
+    is_test: bool = False
+    status: DeliveryStatus = Field(default=DeliveryStatus.QUEUED, sa_type=String(16))
+    attempts: int = 0
+    last_code: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    message_id: str | None = Field(default=None, max_length=255)
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_expires_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
+    next_attempt_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
+    created_at: dt.datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+    updated_at: dt.datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+    sent_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)

@@ -1,0 +1,157 @@
+"""The one settings object, read from `NEWSLETTER_*` variables and `.env`.
+
+It is built once at an entry point (CLI, web app factory, benchmark) and passed
+down; nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from newsletter.errors import ConfigurationError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SECRET_KEY = "change-me"
+
+
+class SmtpSecurity(StrEnum):
+    """How the SMTP connection is protected."""
+
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+class Environment(StrEnum):
+    """Development allows insecure defaults; production refuses them."""
+
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Every knob of the product, documented one by one in `.env.example`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NEWSLETTER_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    environment: Environment = Environment.DEVELOPMENT
+    database_url: str = "sqlite:///./newsletter.db"
+
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_security: SmtpSecurity = SmtpSecurity.NONE
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    smtp_concurrency: int = Field(default=4, ge=1, le=256)
+    # Extra relays ("host:port" each) share the load with the main one.
+    smtp_extra_relays: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    send_rate_per_second: float = Field(default=0.0, ge=0)  # 0 = unlimited
+    send_rate_per_hour: float = Field(default=0.0, ge=0)  # 0 = unlimited
+    send_max_attempts: int = Field(default=5, ge=1)
+    send_retry_base_seconds: float = Field(default=30.0, ge=0)
+    send_lease_seconds: float = Field(default=300.0, gt=0)
+    send_batch_size: int = Field(default=500, ge=1)
+    send_failure_window: int = Field(default=200, ge=1)
+    send_failure_threshold: float = Field(default=0.5, gt=0, le=1)
+
+    from_address: str = "Daily ML Papers <digest@localhost>"
+    reply_to: str | None = None
+    list_id: str = "Daily ML Papers <daily-papers.localhost>"
+    unsubscribe_mailto: str | None = None
+    base_url: str = "http://localhost:8000"
+    secret_key: str = DEFAULT_SECRET_KEY
+    admin_token: str | None = None
+    postal_address: str = "Daily ML Papers, 1 Example Street, 00000 Example City"
+
+    top_n: int = Field(default=10, ge=1, le=100)
+    timezone: str = "UTC"
+    hf_api_url: str = "https://huggingface.co/api/daily_papers"
+    arxiv_feed_url: str = "https://rss.arxiv.org/rss"
+    arxiv_categories: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["cs.LG", "cs.CL", "cs.CV", "cs.AI"]
+    )
+    http_timeout_seconds: float = Field(default=20.0, gt=0)
+    http_retries: int = Field(default=3, ge=0)
+
+    topics: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "LLMs",
+            "Diffusion",
+            "Computer vision",
+            "Robotics",
+            "Reinforcement learning",
+            "Speech and audio",
+            "Theory",
+        ]
+    )
+    confirm_token_max_age_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    confirm_resend_interval_seconds: int = Field(default=3600, ge=0)
+    signup_rate_limit: int = Field(default=5, ge=1)
+    signup_rate_window_seconds: int = Field(default=3600, ge=1)
+
+    templates_dir: Path = PROJECT_ROOT / "templates"
+
+    @field_validator("smtp_extra_relays", "arxiv_categories", "topics", mode="before")
+    @classmethod
+    def _split_comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _refuse_insecure_production(self) -> Self:
+        if self.environment is Environment.PRODUCTION and self.secret_key in (
+            "",
+            DEFAULT_SECRET_KEY,
+        ):
+            raise ValueError(
+                "NEWSLETTER_SECRET_KEY is unset or the default; set a long random value "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return self
+
+    @property
+    def sender_domain(self) -> str:
+        """The domain of the From address, used in Message-IDs."""
+        from email.utils import parseaddr
+
+        address = parseaddr(self.from_address)[1]
+        return address.rpartition("@")[2] or "localhost"
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is an embedded SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment, turning validation errors into one line."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        problems = "; ".join(
+            f"NEWSLETTER_{'_'.join(str(p) for p in e['loc']).upper() or 'SETTINGS'}: {e['msg']}"
+            if e["loc"]
+            else e["msg"].removeprefix("Value error, ")
+            for e in error.errors()
+        )
+        raise ConfigurationError(f"invalid configuration: {problems}") from None

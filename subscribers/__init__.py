@@ -1,0 +1,1 @@
+"""The audience: the subscriber table, sign-up, confirmation, unsubscribe and preferences."""

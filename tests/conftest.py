@@ -1,0 +1,60 @@
+"""Shared fixtures: settings on a temp SQLite database, a recording SMTP server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from newsletter.db import create_db_engine, upgrade_schema
+from newsletter.settings import Settings, load_settings
+from tests.smtp_server import RecordingSmtpServer
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's `.env` or NEWSLETTER_* variables."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("NEWSLETTER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[RecordingSmtpServer]:
+    """A recording SMTP server on a free port, stopped after the test."""
+    with RecordingSmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """A fresh SQLite database file in the test's temp directory."""
+    return f"sqlite:///{tmp_path / 'test.db'}"
+
+
+@pytest.fixture
+def settings(database_url: str, smtp_server: RecordingSmtpServer) -> Settings:
+    """Settings pointing at the temp database and the recording SMTP server."""
+    return load_settings(
+        database_url=database_url,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_server.port,
+        secret_key="test-secret-key-0123456789",
+        base_url="https://news.example.org",
+        from_address="Daily ML Papers <digest@news.example.org>",
+        send_retry_base_seconds=0.0,
+    )
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    """An engine on the migrated temp database."""
+    engine = create_db_engine(settings.database_url)
+    upgrade_schema(engine)
+    yield engine
+    engine.dispose()

@@ -1,0 +1,112 @@
+"""A recording SMTP server for tests, with per-test fault injection.
+
+A `Fault` rule decides, per recipient or per message, whether the server
+answers a chosen code at RCPT or DATA, or drops the connection.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.smtp import SMTP as SmtpProtocol
+from aiosmtpd.smtp import Envelope, Session
+
+from newsletter.outbox import SmtpCatcher
+
+
+@dataclass
+class ReceivedMessage:
+    """One accepted message: the envelope and the parsed message."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+    message: EmailMessage
+
+
+# A rule gets (stage, address, attempt number for that address) and returns
+# None to accept, a reply line such as "451 4.3.0 try later" to refuse, or
+# "DROP" to close the connection without answering.
+FaultRule = Callable[[str, str, int], str | None]
+
+
+@dataclass
+class RecordingHandler:
+    """Accepts messages, records them, and applies the fault rule first."""
+
+    fault: FaultRule | None = None
+    messages: list[ReceivedMessage] = field(default_factory=list)
+    attempts: dict[tuple[str, str], int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _decide(self, stage: str, address: str) -> str | None:
+        with self.lock:
+            count = self.attempts.get((stage, address), 0) + 1
+            self.attempts[(stage, address)] = count
+        return self.fault(stage, address, count) if self.fault else None
+
+    async def handle_RCPT(
+        self,
+        server: SmtpProtocol,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        reply = self._decide("rcpt", address)
+        if reply == "DROP":
+            assert session.transport is not None
+            session.transport.close()
+            return "421 closing"
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SmtpProtocol, session: Session, envelope: Envelope) -> str:
+        address = envelope.rcpt_tos[0] if envelope.rcpt_tos else ""
+        reply = self._decide("data", address)
+        if reply == "DROP":
+            assert session.transport is not None
+            session.transport.close()
+            return "421 closing"
+        if reply:
+            return reply
+        raw = envelope.original_content or b""
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        with self.lock:
+            self.messages.append(
+                ReceivedMessage(
+                    mail_from=str(envelope.mail_from),
+                    rcpt_tos=list(envelope.rcpt_tos),
+                    raw=raw,
+                    message=parsed,
+                )
+            )
+        return "250 OK queued"
+
+    def recipients(self) -> list[str]:
+        """Every accepted recipient, one entry per accepted message and recipient."""
+        with self.lock:
+            return [rcpt for m in self.messages for rcpt in m.rcpt_tos]
+
+
+class RecordingSmtpServer(SmtpCatcher):
+    """`SmtpCatcher` with a `RecordingHandler`; `.handler.messages` holds what arrived."""
+
+    handler: RecordingHandler
+
+    def __init__(self, fault: FaultRule | None = None, **kwargs: Any) -> None:
+        super().__init__(RecordingHandler(fault=fault), **kwargs)
+
+    @property
+    def messages(self) -> list[ReceivedMessage]:
+        """What the server accepted so far."""
+        return self.handler.messages

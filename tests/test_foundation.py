@@ -1,0 +1,56 @@
+"""Settings, schema and the recording SMTP server behave as the rest relies on."""
+
+from __future__ import annotations
+
+import smtplib
+
+import pytest
+from sqlalchemy import Engine, inspect
+
+from newsletter.errors import ConfigurationError
+from newsletter.settings import load_settings
+from tests.smtp_server import RecordingSmtpServer
+
+
+def test_production_refuses_the_default_secret_key() -> None:
+    with pytest.raises(ConfigurationError, match="NEWSLETTER_SECRET_KEY"):
+        load_settings(environment="production")
+
+
+def test_production_accepts_a_real_secret_key() -> None:
+    settings = load_settings(environment="production", secret_key="x" * 40)
+    assert settings.secret_key == "x" * 40
+
+
+def test_bad_values_are_named_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_SMTP_PORT", "not-a-port")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert "NEWSLETTER_SMTP_PORT" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_comma_lists_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_ARXIV_CATEGORIES", "cs.LG, cs.CV")
+    assert load_settings().arxiv_categories == ["cs.LG", "cs.CV"]
+
+
+def test_schema_has_every_table(engine: Engine) -> None:
+    tables = set(inspect(engine).get_table_names())
+    assert {"papers", "editions", "edition_papers", "subscribers", "deliveries"} <= tables
+
+
+def test_recording_server_records_and_injects_faults() -> None:
+    def fault(stage: str, address: str, attempt: int) -> str | None:
+        return "550 5.1.1 no such user" if address.startswith("gone") else None
+
+    with (
+        RecordingSmtpServer(fault=fault) as server,
+        smtplib.SMTP("127.0.0.1", server.port) as client,
+    ):
+        refused = client.sendmail(
+            "a@example.org", ["ok@example.org", "gone@example.org"], b"Subject: hi\r\n\r\nbody\r\n"
+        )
+    assert refused == {"gone@example.org": (550, b"5.1.1 no such user")}
+    assert server.handler.recipients() == ["ok@example.org"]
+    assert server.messages[0].message["Subject"] == "hi"
