@@ -1,0 +1,132 @@
+"""Reading and changing subscribers: the only module that writes the subscriber table."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from newsletter.clock import utc_now
+from newsletter.errors import InvalidEmailError, SubscriberNotFoundError
+from subscribers.models import Subscriber, SubscriberStatus
+
+MAX_EMAIL_LENGTH = 254
+MAX_NAME_LENGTH = 100
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def normalise_email(raw: str) -> str:
+    """A syntactically valid, normalised address (no DNS look-up), or InvalidEmailError."""
+    candidate = raw.strip()
+    if not candidate:
+        raise InvalidEmailError("an email address is required")
+    if len(candidate) > MAX_EMAIL_LENGTH:
+        raise InvalidEmailError(f"that address is longer than {MAX_EMAIL_LENGTH} characters")
+    if _CONTROL_CHARACTERS.search(candidate):
+        raise InvalidEmailError("that address contains line breaks or control characters")
+    try:
+        result = validate_email(candidate, check_deliverability=False)
+    except EmailNotValidError as error:
+        raise InvalidEmailError(f"{candidate!r} is not a valid email address: {error}") from None
+    return result.normalized
+
+
+def clean_name(raw: str | None) -> str | None:
+    """A display name safe for headers and pages: no control characters, collapsed, capped."""
+    if raw is None:
+        return None
+    cleaned = " ".join(_CONTROL_CHARACTERS.sub(" ", raw).split())
+    return cleaned[:MAX_NAME_LENGTH] or None
+
+
+def find_subscriber(session: Session, email: str) -> Subscriber | None:
+    """The subscriber with this address, ignoring case."""
+    statement = select(Subscriber).where(func.lower(Subscriber.email) == email.lower())
+    return session.exec(statement).first()
+
+
+def find_subscriber_by_key(session: Session, key: str) -> Subscriber | None:
+    """The subscriber whose signed links carry this key."""
+    return session.exec(select(Subscriber).where(Subscriber.key == key)).first()
+
+
+def add_subscriber(
+    session: Session,
+    *,
+    email: str,
+    name: str | None = None,
+    topics: Sequence[str] = (),
+    confirmed: bool = False,
+) -> Subscriber:
+    """Add an address (operator path); an existing one is updated, and confirmed if asked."""
+    address = normalise_email(email)
+    now = utc_now()
+    subscriber = find_subscriber(session, address)
+    if subscriber is None:
+        subscriber = Subscriber(email=address, name=clean_name(name), topics=list(topics))
+        session.add(subscriber)
+    elif name is not None:
+        subscriber.name = clean_name(name)
+    if confirmed and subscriber.status != SubscriberStatus.CONFIRMED:
+        subscriber.status = SubscriberStatus.CONFIRMED
+        subscriber.confirmed_at = now
+    subscriber.updated_at = now
+    session.flush()
+    return subscriber
+
+
+def add_confirmed_subscribers(session: Session, emails: Iterable[str]) -> int:
+    """Bulk-add already confirmed addresses (imports, demos); returns how many were new."""
+    added = 0
+    for email in emails:
+        if find_subscriber(session, email) is None:
+            add_subscriber(session, email=email, confirmed=True)
+            added += 1
+    return added
+
+
+def iter_subscribers(session: Session, *, batch_size: int = 1000) -> Iterator[Subscriber]:
+    """Every subscriber in id order, read in batches so large lists stream."""
+    last_id = 0
+    while True:
+        batch = session.exec(
+            select(Subscriber)
+            .where(col(Subscriber.id) > last_id)
+            .order_by(col(Subscriber.id))
+            .limit(batch_size)
+        ).all()
+        if not batch:
+            return
+        yield from batch
+        last_id = batch[-1].id or last_id
+
+
+def remove_subscriber(session: Session, email: str) -> Subscriber:
+    """Unsubscribe an address on an operator's request; it receives nothing more."""
+    subscriber = find_subscriber(session, email.strip())
+    if subscriber is None:
+        raise SubscriberNotFoundError(f"no subscriber has the address {email.strip()!r}")
+    mark_unsubscribed(subscriber)
+    session.flush()
+    return subscriber
+
+
+def mark_unsubscribed(subscriber: Subscriber) -> None:
+    """Unsubscribe (idempotent: the first time is the one recorded)."""
+    if subscriber.status != SubscriberStatus.UNSUBSCRIBED:
+        now = utc_now()
+        subscriber.status = SubscriberStatus.UNSUBSCRIBED
+        subscriber.unsubscribed_at = now
+        subscriber.updated_at = now
+
+
+def count_by_status(session: Session) -> dict[SubscriberStatus, int]:
+    """How many subscribers stand in each status (every status present, zero included)."""
+    rows = session.exec(select(Subscriber.status, func.count()).group_by(Subscriber.status)).all()
+    counts = {status: 0 for status in SubscriberStatus}
+    for status, count in rows:
+        counts[SubscriberStatus(status)] = count
+    return counts
