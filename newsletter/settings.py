@@ -43,6 +43,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        # `NEWSLETTER_ADMIN_TOKEN=` in .env means unset, not an empty token.
+        env_ignore_empty=True,
     )
 
     environment: Environment = Environment.DEVELOPMENT
@@ -66,6 +68,7 @@ class Settings(BaseSettings):
     send_failure_window: int = Field(default=200, ge=1)
     send_failure_threshold: float = Field(default=0.5, gt=0, le=1)
 
+    list_name: str = "Daily ML Papers"
     from_address: str = "Daily ML Papers <digest@localhost>"
     reply_to: str | None = None
     list_id: str = "Daily ML Papers <daily-papers.localhost>"

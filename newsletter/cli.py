@@ -1,0 +1,529 @@
+"""The `newsletter` command: the operator's way into every stage of the pipeline.
+
+Each command builds the settings once, opens what it needs, and turns every
+`NewsletterError` into one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import Engine
+
+from newsletter.db import create_db_engine, current_revision, session_scope, upgrade_schema
+from newsletter.errors import ConfigurationError, NewsletterError
+from newsletter.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="A daily machine-learning paper digest: ingest, rank, render and send.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+subscribers_app = typer.Typer(help="Manage the subscriber list.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+app.add_typer(subscribers_app, name="subscribers")
+app.add_typer(db_app, name="db")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DateOption = Annotated[
+    dt.datetime | None,
+    typer.Option(
+        "--date",
+        formats=["%Y-%m-%d"],
+        help="The edition's day (YYYY-MM-DD); default: today in NEWSLETTER_TIMEZONE.",
+        show_default=False,
+    ),
+]
+
+
+class CliContext:
+    """What every command shares: the settings, and a database engine opened on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._engine: Engine | None = None
+
+    def engine(self, *, migrate_empty: bool = True) -> Engine:
+        """The engine, with the schema checked (an empty database is created on first use)."""
+        if self._engine is None:
+            engine = create_db_engine(self.settings.database_url)
+            _ensure_schema(engine, migrate_empty=migrate_empty)
+            self._engine = engine
+        return self._engine
+
+    def close(self) -> None:
+        """Release the database connections."""
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def _ensure_schema(engine: Engine, *, migrate_empty: bool) -> None:
+    from alembic.script import ScriptDirectory
+
+    from newsletter.db import MIGRATIONS_DIR
+
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    try:
+        revision = current_revision(engine)
+    except Exception as error:  # the driver's own errors: unreachable server, bad credentials
+        raise ConfigurationError(f"cannot open the database: {error}".splitlines()[0]) from None
+    if revision == head:
+        return
+    if revision is None and migrate_empty:
+        upgrade_schema(engine)
+        return
+    raise ConfigurationError(
+        f"the database schema is at {revision or 'nothing'}, this version needs {head}: "
+        "run `newsletter db upgrade`"
+    )
+
+
+def _context(ctx: typer.Context) -> CliContext:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, CliContext)
+    return obj
+
+
+def _day(settings: Settings, value: dt.datetime | None) -> dt.date:
+    if value is not None:
+        return value.date()
+    return dt.datetime.now(ZoneInfo(settings.timezone)).date()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    context = CliContext(load_settings())
+    ctx.obj = context
+    ctx.call_on_close(context.close)
+
+
+# ---- ingest, preview -------------------------------------------------------------------------
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    date: DateOption = None,
+    source: Annotated[str, typer.Option(help="Where papers come from: hf, arxiv or file.")] = "hf",
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            help="A JSON file in the Hugging Face Daily Papers shape (implies --source file)."
+        ),
+    ] = None,
+) -> None:
+    """Fetch a day's papers and store them (new ones added, counts refreshed)."""
+    from newsletter.ingest import PaperSource, ingest_papers
+
+    context = _context(ctx)
+    day = _day(context.settings, date)
+    if file is not None:
+        source = "file"
+    try:
+        paper_source = PaperSource(source)
+    except ValueError:
+        raise ConfigurationError(f"--source must be hf, arxiv or file, not {source!r}") from None
+    if paper_source is PaperSource.FILE and file is None:
+        raise ConfigurationError("--source file needs --file PATH")
+    report = asyncio.run(
+        ingest_papers(context.settings, context.engine(), day=day, source=paper_source, file=file)
+    )
+    for reason in report.skipped:
+        err_console.print(f"[yellow]skipped[/] {reason}", highlight=False)
+    console.print(
+        f"Ingested {report.fetched} papers for {day.isoformat()} from {paper_source.value}: "
+        f"{report.inserted} new, {report.updated} updated, {len(report.skipped)} skipped."
+    )
+
+
+def _write_preview(
+    settings: Settings, engine: Engine, day: dt.date, out: Path
+) -> tuple[Path, Path]:
+    from newsletter.editions import prepare_edition
+    from newsletter.values import RenderedDigest
+    from subscribers.tokens import preferences_url, unsubscribe_url
+
+    edition = prepare_edition(settings, engine, day=day)
+    digest = RenderedDigest(
+        edition_date=day, subject=edition.subject, html=edition.html, text=edition.text
+    )
+    # A preview shows what a reader gets, so it carries links of the same shape.
+    html, text = digest.personalised(
+        unsubscribe_url=unsubscribe_url(settings.base_url, settings.secret_key, "preview"),
+        preferences_url=preferences_url(settings.base_url, settings.secret_key, "preview"),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html, encoding="utf-8")
+    text_path = out.with_suffix(".txt")
+    text_path.write_text(text, encoding="utf-8")
+    return out, text_path
+
+
+@app.command()
+def preview(
+    ctx: typer.Context,
+    out: Annotated[
+        Path, typer.Option("--out", help="Where to write the HTML (text goes beside it).")
+    ],
+    date: DateOption = None,
+) -> None:
+    """Rank and render a day's digest and write it to a file to look at."""
+    context = _context(ctx)
+    day = _day(context.settings, date)
+    html_path, text_path = _write_preview(context.settings, context.engine(), day, out)
+    size_kb = html_path.stat().st_size / 1024
+    console.print(f"Wrote {html_path} ({size_kb:.1f} KB) and {text_path}.")
+
+
+# ---- send, worker, stats, run ----------------------------------------------------------------
+
+
+@app.command()
+def send(
+    ctx: typer.Context,
+    date: DateOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show who would receive it; send and record nothing.")
+    ] = False,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Send one test copy to this address only.")
+    ] = None,
+    pause: Annotated[bool, typer.Option("--pause", help="Pause a running edition.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Resume a paused edition and continue sending.")
+    ] = False,
+    cancel: Annotated[
+        bool, typer.Option("--cancel", help="Cancel the edition; nobody else receives it.")
+    ] = False,
+) -> None:
+    """Send a day's digest to every confirmed subscriber (each at most once)."""
+    from newsletter.editions import prepare_edition
+    from newsletter.send.engine import (
+        cancel_edition,
+        pause_edition,
+        resume_edition,
+        send_edition,
+        send_test_copy,
+    )
+    from newsletter.send.progress import RichSendProgress
+
+    context = _context(ctx)
+    settings = context.settings
+    day = _day(settings, date)
+    if sum([pause, resume, cancel, dry_run, to is not None]) > 1:
+        raise ConfigurationError("use only one of --pause, --resume, --cancel, --dry-run, --to")
+    engine = context.engine()
+    if pause:
+        pause_edition(engine, day, reason="paused by operator")
+        console.print(
+            f"Paused the edition of {day.isoformat()}; `newsletter send --resume` continues it."
+        )
+        return
+    if cancel:
+        cancel_edition(engine, day)
+        console.print(f"Cancelled the edition of {day.isoformat()}.")
+        return
+    if resume:
+        resume_edition(engine, day)
+    edition = prepare_edition(settings, engine, day=day)
+    if to is not None:
+        delivery = asyncio.run(send_test_copy(settings, engine, edition_date=day, email=to))
+        console.print(
+            f"Test copy of {day.isoformat()} to {delivery.email}: {delivery.status.value}"
+            + (f" ({delivery.last_code} {delivery.last_error})" if delivery.last_error else "")
+        )
+        if delivery.status.value != "sent":
+            raise typer.Exit(1)
+        return
+    if dry_run:
+        _print_dry_run(context, day, edition.subject)
+        return
+    with RichSendProgress(console) as progress:
+        report = asyncio.run(send_edition(settings, engine, edition_date=day, progress=progress))
+    _print_send_report(report)
+    if report.paused_reason:
+        raise typer.Exit(3)
+
+
+def _print_dry_run(context: CliContext, day: dt.date, subject: str) -> None:
+    from subscribers.models import SubscriberStatus
+    from subscribers.store import count_by_status
+
+    with session_scope(context.engine()) as session:
+        counts = count_by_status(session)
+    console.print(f"Dry run for {day.isoformat()}: nothing sent, nothing recorded.")
+    console.print(f"Subject: {subject}", highlight=False)
+    console.print(
+        f"Confirmed subscribers who would receive it: {counts[SubscriberStatus.CONFIRMED]}"
+    )
+
+
+def _print_send_report(report: object) -> None:
+    from newsletter.send.engine import SendReport
+
+    assert isinstance(report, SendReport)
+    table = Table(title="Send summary", show_header=True)
+    for column in ("queued", "sent", "failed", "bounced", "already done", "seconds"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(report.queued),
+        str(report.sent),
+        str(report.failed),
+        str(report.bounced),
+        str(report.already_done),
+        f"{report.elapsed_seconds:.1f}",
+    )
+    console.print(table)
+    if report.paused_reason:
+        err_console.print(
+            f"[bold yellow]The edition paused:[/] {report.paused_reason}", highlight=False
+        )
+        err_console.print("Fix the cause, then run `newsletter send --resume`.")
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    worker_id: Annotated[
+        str | None, typer.Option(help="A name for this worker in the ledger (default: host:pid).")
+    ] = None,
+    forever: Annotated[
+        bool,
+        typer.Option("--forever", help="Keep polling for editions instead of exiting when idle."),
+    ] = False,
+) -> None:
+    """Work the queue of every edition being sent (run several, on several machines)."""
+    from newsletter.send.engine import run_worker
+    from newsletter.send.progress import RichSendProgress
+
+    context = _context(ctx)
+    with RichSendProgress(console) as progress:
+        report = asyncio.run(
+            run_worker(
+                context.settings,
+                context.engine(),
+                worker_id=worker_id,
+                progress=progress,
+                stop_when_idle=not forever,
+            )
+        )
+    _print_send_report(report)
+
+
+@app.command()
+def stats(
+    ctx: typer.Context,
+    date: DateOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show an edition's delivery ledger (or the subscriber counts without --date)."""
+    from newsletter.send.stats import edition_stats
+    from subscribers.store import count_by_status
+
+    context = _context(ctx)
+    engine = context.engine()
+    if date is None:
+        with session_scope(engine) as session:
+            counts = count_by_status(session)
+        if as_json:
+            print(json.dumps({status.value: n for status, n in counts.items()}))
+            return
+        table = Table(title="Subscribers")
+        table.add_column("status")
+        table.add_column("count", justify="right")
+        for status, count in counts.items():
+            table.add_row(status.value, str(count))
+        console.print(table)
+        return
+    result = edition_stats(engine, date.date())
+    payload = {
+        "date": result.edition_date.isoformat(),
+        "status": result.status.value,
+        "status_reason": result.status_reason,
+        "deliveries": {status.value: n for status, n in result.deliveries.items()},
+        "test_sends": result.test_sends,
+        "unsubscribed_since": result.unsubscribed_since,
+    }
+    if as_json:
+        print(json.dumps(payload))
+        return
+    table = Table(title=f"Edition {payload['date']}: {result.status.value}")
+    table.add_column("deliveries")
+    table.add_column("count", justify="right")
+    for status, count in result.deliveries.items():
+        table.add_row(status.value, str(count))
+    table.add_row("test sends", str(result.test_sends))
+    table.add_row("unsubscribed since", str(result.unsubscribed_since))
+    console.print(table)
+    if result.status_reason:
+        console.print(f"Reason: {result.status_reason}", highlight=False)
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    date: DateOption = None,
+    source: Annotated[str, typer.Option(help="Where papers come from: hf or arxiv.")] = "hf",
+) -> None:
+    """Ingest, rank, render and send a day's digest: what cron runs every day."""
+    ctx.invoke(ingest, ctx=ctx, date=date, source=source, file=None)
+    ctx.invoke(
+        send, ctx=ctx, date=date, dry_run=False, to=None, pause=False, resume=False, cancel=False
+    )
+
+
+# ---- web -------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve sign-up, confirmation, unsubscribe, preferences, editions and /admin."""
+    from subscribers.web.app import serve as serve_app
+
+    context = _context(ctx)
+    context.engine()  # check the schema before accepting requests
+    serve_app(context.settings, host=host, port=port)
+
+
+# ---- subscribers -----------------------------------------------------------------------------
+
+
+@subscribers_app.command("add")
+def subscribers_add(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The address to add.")],
+    name: Annotated[str | None, typer.Option(help="The subscriber's name.")] = None,
+    confirmed: Annotated[
+        bool, typer.Option("--confirmed", help="Mark as confirmed (they agreed elsewhere).")
+    ] = False,
+) -> None:
+    """Add a subscriber (pending unless --confirmed)."""
+    from subscribers.store import add_subscriber
+
+    with session_scope(_context(ctx).engine()) as session:
+        subscriber = add_subscriber(session, email=email, name=name, confirmed=confirmed)
+        console.print(f"{subscriber.email}: {subscriber.status}", highlight=False)
+
+
+@subscribers_app.command("list")
+def subscribers_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """List subscribers with their status."""
+    from subscribers.store import iter_subscribers
+
+    with session_scope(_context(ctx).engine()) as session:
+        rows = [
+            {
+                "email": s.email,
+                "name": s.name,
+                "status": str(s.status),
+                "topics": s.topics,
+                "paused": s.paused,
+                "created_at": s.created_at.isoformat(),
+            }
+            for s in iter_subscribers(session)
+        ]
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return
+    table = Table(title=f"{len(rows)} subscribers")
+    for column in ("email", "name", "status", "since"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            str(row["email"]),
+            str(row["name"] or ""),
+            str(row["status"]),
+            str(row["created_at"])[:10],
+        )
+    console.print(table)
+
+
+@subscribers_app.command("remove")
+def subscribers_remove(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The address to remove.")],
+) -> None:
+    """Unsubscribe an address; it receives nothing more (its delivery history stays)."""
+    from subscribers.store import remove_subscriber
+
+    with session_scope(_context(ctx).engine()) as session:
+        subscriber = remove_subscriber(session, email)
+        console.print(f"{subscriber.email}: unsubscribed", highlight=False)
+
+
+# ---- db --------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Create the schema, or upgrade it to this version, keeping the data."""
+    context = _context(ctx)
+    engine = create_db_engine(context.settings.database_url)
+    try:
+        before = current_revision(engine)
+        upgrade_schema(engine)
+        after = current_revision(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        console.print(f"The schema is up to date ({after}).")
+    else:
+        console.print(f"Upgraded the schema from {before or 'nothing'} to {after}.")
+
+
+# ---- demo ------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    outbox: Annotated[
+        Path, typer.Option(help="The Maildir where the in-process SMTP server stores each message.")
+    ] = Path("./outbox"),
+    database_url: Annotated[
+        str, typer.Option(help="The demo's own database; it is reset on every run.")
+    ] = "sqlite:///./demo.db",
+) -> None:
+    """Run the whole pipeline offline: sample papers, demo subscribers, a local SMTP server."""
+    from newsletter.demo import run_demo
+
+    run_demo(_context(ctx).settings, outbox=outbox, database_url=database_url, console=console)
+
+
+def main() -> None:
+    """Entry point of the `newsletter` console script."""
+    try:
+        app()
+    except NewsletterError as error:
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)

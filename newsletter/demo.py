@@ -1,0 +1,152 @@
+"""`newsletter demo`: the real pipeline on embedded defaults, with no network and no server.
+
+It resets its own SQLite database, ingests the bundled sample day, adds a few
+demo subscribers, starts an SMTP server in the process that stores what it
+receives in a Maildir, and sends the digest to it over SMTP with the same code
+production uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import mailbox
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.engine import make_url
+
+from newsletter.db import create_db_engine, session_scope, upgrade_schema
+from newsletter.editions import prepare_edition
+from newsletter.errors import ConfigurationError
+from newsletter.ingest import PaperSource, ingest_papers
+from newsletter.outbox import MaildirHandler, SmtpCatcher
+from newsletter.sample_data import SAMPLE_DAY, sample_day_path
+from newsletter.send.engine import send_edition
+from newsletter.send.progress import RichSendProgress
+from newsletter.settings import Settings, SmtpSecurity
+from subscribers.store import add_subscriber, mark_unsubscribed
+
+DEMO_READERS = (
+    ("ada@example.org", "Ada Lovelace"),
+    ("alan@example.org", "Alan Turing"),
+    ("grace@example.org", "Grace Hopper"),
+    ("zoe@example.org", "Zoë Ægir-Østergaard"),
+)
+DEMO_PENDING = ("pending@example.org", "Not Yet Confirmed")
+DEMO_LEFT = ("left@example.org", "Already Unsubscribed")
+
+
+def _reset_sqlite(database_url: str) -> None:
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        raise ConfigurationError(
+            "the demo resets its database, so it only runs on a SQLite file URL"
+        )
+    for suffix in ("", "-wal", "-shm"):
+        Path(url.database + suffix).unlink(missing_ok=True)
+
+
+def _clear_maildir(outbox: Path) -> None:
+    box = mailbox.Maildir(outbox, create=True)
+    box.clear()
+
+
+def run_demo(settings: Settings, *, outbox: Path, database_url: str, console: Console) -> None:
+    """Run ingest → rank → render → send against a local SMTP server and report what arrived."""
+    _reset_sqlite(database_url)
+    _clear_maildir(outbox)
+    with SmtpCatcher(MaildirHandler(outbox)) as server:
+        demo_settings = settings.model_copy(
+            update={
+                "database_url": database_url,
+                "smtp_host": server.host,
+                "smtp_port": server.port,
+                "smtp_security": SmtpSecurity.NONE,
+                "smtp_username": None,
+                "smtp_password": None,
+                "send_rate_per_second": 0.0,
+                "send_rate_per_hour": 0.0,
+            }
+        )
+        engine = create_db_engine(database_url)
+        try:
+            upgrade_schema(engine)
+            console.print(f"[bold]1. Ingest[/] the bundled sample day ({SAMPLE_DAY.isoformat()})")
+            report = asyncio.run(
+                ingest_papers(
+                    demo_settings,
+                    engine,
+                    day=SAMPLE_DAY,
+                    source=PaperSource.FILE,
+                    file=sample_day_path(),
+                )
+            )
+            console.print(f"   {report.fetched} papers, {report.inserted} new")
+            with session_scope(engine) as session:
+                for address, name in DEMO_READERS:
+                    add_subscriber(session, email=address, name=name, confirmed=True)
+                add_subscriber(session, email=DEMO_PENDING[0], name=DEMO_PENDING[1])
+                left = add_subscriber(
+                    session, email=DEMO_LEFT[0], name=DEMO_LEFT[1], confirmed=True
+                )
+                mark_unsubscribed(left)
+            console.print(
+                f"   {len(DEMO_READERS)} confirmed readers, "
+                "1 pending and 1 unsubscribed (these two get nothing)"
+            )
+            console.print(f"[bold]2. Rank and render[/] the top {demo_settings.top_n}")
+            edition = prepare_edition(demo_settings, engine, day=SAMPLE_DAY)
+            console.print(f"   Subject: {edition.subject}", highlight=False)
+            console.print(f"[bold]3. Send[/] over SMTP to the local server on port {server.port}")
+            with RichSendProgress(console) as progress:
+                sent = asyncio.run(
+                    send_edition(demo_settings, engine, edition_date=SAMPLE_DAY, progress=progress)
+                )
+            preview = _write_preview(outbox, edition.html, edition.text, demo_settings)
+        finally:
+            engine.dispose()
+    _print_outbox(console, outbox)
+    console.print(
+        f"Sent {sent.sent}, failed {sent.failed}, bounced {sent.bounced}. "
+        f"Messages are in the Maildir [bold]{outbox}[/] (new/)."
+    )
+    console.print(f"Open the HTML preview: [bold]{preview.resolve()}[/]")
+
+
+def _write_preview(outbox: Path, html: str, text: str, settings: Settings) -> Path:
+    from newsletter.values import PersonalField
+    from subscribers.tokens import preferences_url, unsubscribe_url
+
+    unsubscribe = unsubscribe_url(settings.base_url, settings.secret_key, "preview")
+    preferences = preferences_url(settings.base_url, settings.secret_key, "preview")
+    path = outbox / "preview.html"
+    path.write_text(
+        html.replace(PersonalField.UNSUBSCRIBE_URL, unsubscribe).replace(
+            PersonalField.PREFERENCES_URL, preferences
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+def _print_outbox(console: Console, outbox: Path) -> None:
+    table = Table(title=f"Messages in {outbox}")
+    for column in ("to", "subject", "message-id", "HTML KB"):
+        table.add_column(column, overflow="fold")
+    box = mailbox.Maildir(outbox)
+    for key in sorted(box.keys()):
+        message = email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)
+        html_size = 0
+        for part in message.walk():
+            if part.get_content_type() == "text/html":
+                html_size = len(part.as_bytes())
+        table.add_row(
+            str(message["To"]),
+            str(message["Subject"]),
+            str(message["Message-ID"]),
+            f"{html_size / 1024:.1f}",
+        )
+    console.print(table)

@@ -1,0 +1,115 @@
+"""Editions: one day's papers ranked, rendered once and stored for sending and the web.
+
+This is where the pure stages meet the database: it loads the stored papers
+of a day, calls `rank_papers` and `render_digest`, and keeps the result in the
+`editions` row. Once an edition has started sending its content is frozen, so
+every recipient, a resend and the web view all see the same digest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from jinja2 import Environment
+from sqlalchemy import Engine, delete
+from sqlmodel import Session, col, select
+
+from newsletter.clock import utc_now
+from newsletter.db import session_scope
+from newsletter.errors import EditionNotFoundError
+from newsletter.ingest.store import load_papers_for_day
+from newsletter.models import Edition, EditionPaper, EditionStatus, Paper
+from newsletter.rank import rank_papers
+from newsletter.render import make_template_environment, render_digest
+from newsletter.settings import Settings
+from newsletter.values import RankedPaper, RenderedDigest
+
+
+def prepare_edition(
+    settings: Settings,
+    engine: Engine,
+    *,
+    day: dt.date,
+    now: dt.datetime | None = None,
+    env: Environment | None = None,
+) -> Edition:
+    """Rank and render the day's papers into its edition; a started edition stays as it is."""
+    with session_scope(engine) as session:
+        edition = _find_edition(session, day)
+        if edition is not None and edition.status != EditionStatus.DRAFT:
+            return edition
+        digest = _render_day(settings, session, day=day, now=now or utc_now(), env=env)
+        if edition is None:
+            edition = Edition(date=day)
+            session.add(edition)
+        edition.subject = digest.subject
+        edition.html = digest.html
+        edition.text = digest.text
+        edition.rendered_at = utc_now()
+        session.flush()
+        assert edition.id is not None
+        _store_ranking(session, edition.id, digest.papers)
+        return edition
+
+
+def _render_day(
+    settings: Settings, session: Session, *, day: dt.date, now: dt.datetime, env: Environment | None
+) -> RenderedDigest:
+    papers = load_papers_for_day(session, day)
+    if not papers:
+        raise EditionNotFoundError(
+            f"no papers are stored for {day.isoformat()}; "
+            f"run `newsletter ingest --date {day.isoformat()}` first"
+        )
+    ranked = rank_papers(papers, now=now, top_n=settings.top_n)
+    return render_digest(
+        env or make_template_environment(settings.templates_dir),
+        ranked,
+        edition_date=day,
+        base_url=settings.base_url,
+        postal_address=settings.postal_address,
+        list_name=settings.list_name,
+    )
+
+
+def _store_ranking(session: Session, edition_id: int, ranked: tuple[RankedPaper, ...]) -> None:
+    session.exec(delete(EditionPaper).where(col(EditionPaper.edition_id) == edition_id))  # type: ignore[call-overload]
+    ids = [item.paper.arxiv_id for item in ranked]
+    paper_ids = dict(
+        session.exec(select(Paper.arxiv_id, Paper.id).where(col(Paper.arxiv_id).in_(ids))).all()
+    )
+    for item in ranked:
+        paper_id = paper_ids[item.paper.arxiv_id]
+        assert paper_id is not None
+        session.add(
+            EditionPaper(
+                edition_id=edition_id, paper_id=paper_id, position=item.position, score=item.score
+            )
+        )
+
+
+def _find_edition(session: Session, day: dt.date) -> Edition | None:
+    return session.exec(select(Edition).where(Edition.date == day)).first()
+
+
+def get_edition(engine: Engine, day: dt.date) -> Edition | None:
+    """The stored edition of a day, if any."""
+    with Session(engine, expire_on_commit=False) as session:
+        return _find_edition(session, day)
+
+
+def list_editions(engine: Engine, limit: int = 30) -> list[Edition]:
+    """The newest editions first."""
+    with Session(engine, expire_on_commit=False) as session:
+        statement = select(Edition).order_by(col(Edition.date).desc()).limit(limit)
+        return list(session.exec(statement).all())
+
+
+def web_version(edition: Edition, *, base_url: str) -> tuple[str, str]:
+    """The edition's HTML and text with non-personal links where each reader's own would go."""
+    digest = RenderedDigest(
+        edition_date=edition.date, subject=edition.subject, html=edition.html, text=edition.text
+    )
+    return digest.personalised(
+        unsubscribe_url=f"{base_url}/#unsubscribe", preferences_url=f"{base_url}/#preferences"
+    )
