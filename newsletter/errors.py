@@ -47,8 +47,16 @@ class SubscriberNotFoundError(SubscriberError, LookupError):
     """No subscriber has the given address."""
 
 
+class InvalidSubscriberDetailsError(SubscriberError, ValueError):
+    """A name or topic choice sent with a sign-up or preferences form is not acceptable."""
+
+
 class InvalidTokenError(NewsletterError, ValueError):
     """A signed link token was tampered with, malformed or has expired."""
+
+
+class ExpiredTokenError(InvalidTokenError):
+    """A signed link token is genuine but older than its purpose allows."""
 
 
 class DeliveryError(NewsletterError):

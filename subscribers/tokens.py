@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from itsdangerous import BadData, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
-from newsletter.errors import InvalidTokenError
+from newsletter.errors import ExpiredTokenError, InvalidTokenError
 
 _UNSUBSCRIBE_SALT = "unsubscribe"
 _PREFERENCES_SALT = "preferences"
@@ -57,7 +57,7 @@ def read_confirm_token(secret_key: str, token: str, *, max_age_seconds: int) -> 
     try:
         value = serializer.loads(token, max_age=max_age_seconds)
     except SignatureExpired:
-        raise InvalidTokenError(
+        raise ExpiredTokenError(
             "this confirmation link has expired; sign up again to get a new one"
         ) from None
     except BadData:
