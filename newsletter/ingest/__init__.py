@@ -1,0 +1,132 @@
+"""The ingest stage: papers in from Hugging Face, arXiv or a local file, stored once per id.
+
+`ingest_papers` fetches and parses everything first and only then writes, in
+one transaction, so a bad response or file leaves the database untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import httpx
+from sqlalchemy import Engine
+
+from newsletter.db import session_scope
+from newsletter.errors import IngestError
+from newsletter.ingest.arxiv import fetch_arxiv_listing, parse_arxiv_listing
+from newsletter.ingest.fetching import DEFAULT_BACKOFF, USER_AGENT, Backoff
+from newsletter.ingest.file import read_papers_file
+from newsletter.ingest.huggingface import fetch_daily_papers, parse_daily_papers
+from newsletter.ingest.parsed import PaperSource, ParsedPapers
+from newsletter.ingest.store import UpsertCounts, load_papers_for_day, upsert_papers
+from newsletter.settings import Settings
+
+__all__ = [
+    "USER_AGENT",
+    "Backoff",
+    "IngestReport",
+    "PaperSource",
+    "ParsedPapers",
+    "UpsertCounts",
+    "fetch_arxiv_listing",
+    "fetch_daily_papers",
+    "ingest_papers",
+    "load_papers_for_day",
+    "parse_arxiv_listing",
+    "parse_daily_papers",
+    "read_papers_file",
+    "upsert_papers",
+]
+
+logger = logging.getLogger("newsletter.ingest")
+
+
+@dataclass(frozen=True, slots=True)
+class IngestReport:
+    """What one ingest run did: papers read, rows inserted and updated, records skipped."""
+
+    source: PaperSource
+    day: date
+    fetched: int
+    inserted: int
+    updated: int
+    skipped: tuple[str, ...] = ()
+
+
+async def ingest_papers(
+    settings: Settings,
+    engine: Engine,
+    *,
+    day: date,
+    source: PaperSource,
+    file: Path | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    backoff: Backoff = DEFAULT_BACKOFF,
+) -> IngestReport:
+    """Read the day's papers from `source` and store them; nothing is written if reading fails."""
+    if source is PaperSource.FILE:
+        if file is None:
+            raise IngestError("the file source needs a path to a Daily Papers JSON file")
+        parsed = read_papers_file(file, day=day)
+    elif file is not None:
+        raise IngestError(f"a papers file is only read with the file source, not {source}")
+    elif http_client is not None:
+        parsed = await _fetch(settings, http_client, day=day, source=source, backoff=backoff)
+    else:
+        async with httpx.AsyncClient(
+            timeout=settings.http_timeout_seconds,
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=True,
+        ) as client:
+            parsed = await _fetch(settings, client, day=day, source=source, backoff=backoff)
+
+    for reason in parsed.skipped:
+        logger.warning("skipped from %s: %s", source.value, reason)
+    with session_scope(engine) as session:
+        counts = upsert_papers(session, parsed.records)
+    logger.info(
+        "ingested %d papers for %s from %s: %d new, %d updated, %d skipped",
+        len(parsed.records),
+        day.isoformat(),
+        source.value,
+        counts.inserted,
+        counts.updated,
+        len(parsed.skipped),
+    )
+    return IngestReport(
+        source=source,
+        day=day,
+        fetched=len(parsed.records),
+        inserted=counts.inserted,
+        updated=counts.updated,
+        skipped=parsed.skipped,
+    )
+
+
+async def _fetch(
+    settings: Settings,
+    client: httpx.AsyncClient,
+    *,
+    day: date,
+    source: PaperSource,
+    backoff: Backoff,
+) -> ParsedPapers:
+    if source is PaperSource.HF:
+        return await fetch_daily_papers(
+            client,
+            api_url=settings.hf_api_url,
+            day=day,
+            retries=settings.http_retries,
+            backoff=backoff,
+        )
+    return await fetch_arxiv_listing(
+        client,
+        feed_url=settings.arxiv_feed_url,
+        categories=settings.arxiv_categories,
+        day=day,
+        retries=settings.http_retries,
+        backoff=backoff,
+    )

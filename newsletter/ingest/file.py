@@ -1,0 +1,35 @@
+"""A local JSON file in the Hugging Face Daily Papers shape (the bundled sample day is one)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+from newsletter.errors import IngestError, MalformedSourceError
+from newsletter.ingest.huggingface import parse_daily_papers
+from newsletter.ingest.parsed import PaperSource, ParsedPapers
+
+
+def read_papers_file(path: Path, *, day: date | None) -> ParsedPapers:
+    """Papers from a Daily Papers JSON file; `day`, when given, overrides each paper's date."""
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        raise IngestError(f"papers file {path} does not exist") from None
+    except IsADirectoryError:
+        raise IngestError(f"papers file {path} is a directory, not a JSON file") from None
+    except OSError as error:
+        raise IngestError(f"cannot read papers file {path}: {error.strerror}") from None
+    try:
+        payload = json.loads(content)
+    except json.JSONDecodeError as error:
+        raise MalformedSourceError(
+            f"papers file {path} is not valid JSON "
+            f"(line {error.lineno}, column {error.colno}: {error.msg})"
+        ) from None
+    except UnicodeDecodeError:
+        raise MalformedSourceError(f"papers file {path} is not UTF-8 text") from None
+    return parse_daily_papers(
+        payload, day=day, source=PaperSource.FILE, origin=f"papers file {path}"
+    )

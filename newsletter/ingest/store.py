@@ -1,0 +1,156 @@
+"""Writing papers: one row per arXiv id, however many sources and runs describe it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+
+from sqlmodel import Session, col, select
+
+from newsletter.clock import utc_now
+from newsletter.ingest.parsed import PaperSource
+from newsletter.models import Paper
+from newsletter.values import PaperRecord
+
+# Sources in the Daily Papers shape: they carry community counts and the day
+# a paper was featured, which outrank what a bare arXiv listing says.
+_DAILY_LIST_SOURCES = frozenset({PaperSource.HF.value, PaperSource.FILE.value})
+# Keeps each IN (...) list well under every database's bound-parameter limit.
+_LOOKUP_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertCounts:
+    """How many papers were new rows and how many refreshed existing ones."""
+
+    inserted: int
+    updated: int
+
+
+def merge_paper_records(stored: PaperRecord, incoming: PaperRecord) -> PaperRecord:
+    """One record from two descriptions of the same paper, keeping the richer value of each field.
+
+    Text and links: a present incoming value wins, an absent one never erases;
+    the publication time, once known, stays.
+    Counts: refreshed only by sources that report them (an arXiv listing says
+    nothing about upvotes). The daily date stays with the first source that
+    set it, unless a Daily Papers source names the day.
+    """
+    from_daily_list = not _DAILY_LIST_SOURCES.isdisjoint(incoming.sources)
+    if stored.daily_date is None or (from_daily_list and incoming.daily_date is not None):
+        daily_date = incoming.daily_date or stored.daily_date
+    else:
+        daily_date = stored.daily_date
+    return replace(
+        stored,
+        title=incoming.title or stored.title,
+        abstract=incoming.abstract or stored.abstract,
+        authors=incoming.authors or stored.authors,
+        # A paper is published once; the first source to know when keeps it.
+        published_at=stored.published_at or incoming.published_at,
+        daily_date=daily_date,
+        upvotes=incoming.upvotes if from_daily_list else stored.upvotes,
+        num_comments=incoming.num_comments if from_daily_list else stored.num_comments,
+        github_repo=incoming.github_repo or stored.github_repo,
+        github_stars=(
+            incoming.github_stars if incoming.github_stars is not None else stored.github_stars
+        ),
+        project_page=incoming.project_page or stored.project_page,
+        thumbnail=incoming.thumbnail or stored.thumbnail,
+        ai_summary=incoming.ai_summary or stored.ai_summary,
+        ai_keywords=incoming.ai_keywords or stored.ai_keywords,
+        sources=tuple(dict.fromkeys((*stored.sources, *incoming.sources))),
+    )
+
+
+def merge_batch(records: Iterable[PaperRecord]) -> dict[str, PaperRecord]:
+    """The records keyed by arXiv id, duplicates merged in order of arrival."""
+    merged: dict[str, PaperRecord] = {}
+    for record in records:
+        earlier = merged.get(record.arxiv_id)
+        merged[record.arxiv_id] = (
+            record if earlier is None else merge_paper_records(earlier, record)
+        )
+    return merged
+
+
+def upsert_papers(session: Session, records: Sequence[PaperRecord]) -> UpsertCounts:
+    """Insert new papers and refresh known ones; flushes, and leaves the commit to the caller."""
+    incoming = merge_batch(records)
+    existing = _rows_by_arxiv_id(session, list(incoming))
+    inserted = updated = 0
+    now = utc_now()
+    for arxiv_id, record in incoming.items():
+        row = existing.get(arxiv_id)
+        if row is None:
+            session.add(_new_row(record, now=now))
+            inserted += 1
+        else:
+            _copy_into_row(row, merge_paper_records(record_from_row(row), record), now=now)
+            session.add(row)
+            updated += 1
+    session.flush()
+    return UpsertCounts(inserted=inserted, updated=updated)
+
+
+def load_papers_for_day(session: Session, day: date) -> tuple[PaperRecord, ...]:
+    """The stored papers whose daily date is `day`, ordered by arXiv id."""
+    statement = select(Paper).where(Paper.daily_date == day).order_by(col(Paper.arxiv_id))
+    return tuple(record_from_row(row) for row in session.exec(statement))
+
+
+def record_from_row(row: Paper) -> PaperRecord:
+    """The immutable value a stored paper row describes."""
+    return PaperRecord(
+        arxiv_id=row.arxiv_id,
+        title=row.title,
+        abstract=row.abstract,
+        authors=tuple(row.authors),
+        published_at=row.published_at,
+        daily_date=row.daily_date,
+        upvotes=row.upvotes,
+        num_comments=row.num_comments,
+        github_repo=row.github_repo,
+        github_stars=row.github_stars,
+        project_page=row.project_page,
+        thumbnail=row.thumbnail,
+        ai_summary=row.ai_summary,
+        ai_keywords=tuple(row.ai_keywords),
+        sources=tuple(row.sources),
+    )
+
+
+def _rows_by_arxiv_id(session: Session, arxiv_ids: list[str]) -> dict[str, Paper]:
+    rows: dict[str, Paper] = {}
+    for start in range(0, len(arxiv_ids), _LOOKUP_CHUNK):
+        chunk = arxiv_ids[start : start + _LOOKUP_CHUNK]
+        statement = select(Paper).where(col(Paper.arxiv_id).in_(chunk))
+        rows.update((row.arxiv_id, row) for row in session.exec(statement))
+    return rows
+
+
+def _new_row(record: PaperRecord, *, now: datetime) -> Paper:
+    row = Paper(arxiv_id=record.arxiv_id, title=record.title)
+    _copy_into_row(row, record, now=now)
+    row.created_at = row.updated_at
+    return row
+
+
+def _copy_into_row(row: Paper, record: PaperRecord, *, now: datetime) -> None:
+    row.title = record.title
+    row.abstract = record.abstract
+    # JSON columns get fresh lists so SQLAlchemy sees the change.
+    row.authors = list(record.authors)
+    row.published_at = record.published_at
+    row.daily_date = record.daily_date
+    row.upvotes = record.upvotes
+    row.num_comments = record.num_comments
+    row.github_repo = record.github_repo
+    row.github_stars = record.github_stars
+    row.project_page = record.project_page
+    row.thumbnail = record.thumbnail
+    row.ai_summary = record.ai_summary
+    row.ai_keywords = list(record.ai_keywords)
+    row.sources = list(record.sources)
+    row.updated_at = now
