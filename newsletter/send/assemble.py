@@ -17,14 +17,13 @@ package; tests check the two agree header for header and part for part.
 
 from __future__ import annotations
 
-import binascii
 import re
 import secrets
 from base64 import b64encode
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from email.headerregistry import HeaderRegistry, UnstructuredHeader
+from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime, parseaddr
@@ -138,7 +137,7 @@ def _personal_urls(settings: Settings, subscriber_key: str | None) -> tuple[str,
 # --- the reference: one EmailMessage per recipient -------------------------
 
 
-class _UrlListHeader(UnstructuredHeader):
+class _UrlListHeader(UnstructuredHeader, BaseHeader):
     """List-Unsubscribe as mail clients read it: URLs never RFC 2047-encoded.
 
     The email package encodes any word longer than a line as encoded-words,
@@ -152,10 +151,10 @@ class _UrlListHeader(UnstructuredHeader):
         return f"{self.name}: {str(self).replace(', <', separator)}{policy.linesep}"
 
 
-def _reference_policy() -> EmailPolicy:
+def _reference_policy() -> EmailPolicy[EmailMessage]:
     registry = HeaderRegistry()
     registry.map_to_type("list-unsubscribe", _UrlListHeader)
-    policy = SMTP.clone(header_factory=registry)
+    policy: EmailPolicy[EmailMessage] = SMTP.clone(header_factory=registry)
     assert isinstance(policy, EmailPolicy)
     return policy
 
@@ -209,7 +208,7 @@ def build_message(
 
 def _fold_fixed_header(name: str, value: str) -> bytes:
     """A header whose value is the same for every recipient, folded by the email package."""
-    header = _REFERENCE_POLICY.header_factory(name, value)
+    header: BaseHeader = _REFERENCE_POLICY.header_factory(name, value)
     return header.fold(policy=_REFERENCE_POLICY).encode("ascii")
 
 
@@ -257,9 +256,52 @@ def _list_unsubscribe_header(urls: list[str]) -> bytes:
     return ("List-Unsubscribe: " + ",\r\n ".join(urls) + "\r\n").encode("ascii")
 
 
+# Each byte as quoted-printable: printable ASCII except "=" stands for itself.
+_QP_BYTE: Final = tuple(
+    chr(byte) if (33 <= byte <= 126 and byte != ord("=")) or byte in (9, 32) else f"={byte:02X}"
+    for byte in range(256)
+)
+_QP_LINE_MAX: Final = 76
+_QP_URL_SAFE: Final = re.compile(r"[!-<>-~]*")  # printable ASCII except "=" and space
+
+
+def _qp_encode_line(line: bytes) -> list[str]:
+    """One line as quoted-printable physical lines, soft-broken to stay within 76 characters."""
+    tokens = [_QP_BYTE[byte] for byte in line]
+    if tokens and line[-1] in (9, 32):
+        # Whitespace at the end of a line is dropped in transit unless encoded.
+        tokens[-1] = f"={line[-1]:02X}"
+    encoded = "".join(tokens)
+    if len(encoded) <= _QP_LINE_MAX:
+        return [encoded]
+    physical: list[str] = []
+    current = ""
+    for token in tokens:
+        # Leave room for the "=" of the soft line break; never split "=XX".
+        if len(current) + len(token) > _QP_LINE_MAX - 1:
+            physical.append(current + "=")
+            current = ""
+        current += token
+    physical.append(current)
+    return physical
+
+
 def _qp_encode(text: str) -> bytes:
-    """Quoted-printable with CRLF line ends and lines of at most 76 characters."""
-    return binascii.b2a_qp(text.encode("utf-8")).replace(b"\n", _CRLF)
+    """Quoted-printable of "\n"-separated text: CRLF line ends, lines of at most 76 characters."""
+    lines: list[str] = []
+    for line in text.encode("utf-8").split(b"\n"):
+        lines += _qp_encode_line(line)
+    return "\r\n".join(lines).encode("ascii")
+
+
+def _qp_encode_url(url: str) -> bytes:
+    """A personal URL as quoted-printable; URLs are almost always plain ASCII, a fast case."""
+    if _QP_URL_SAFE.fullmatch(url) is None:
+        return _qp_encode(url)
+    step = _QP_LINE_MAX - 1
+    return "=\r\n".join([url[start : start + step] for start in range(0, len(url), step)]).encode(
+        "ascii"
+    )
 
 
 def _normalised_body(text: str) -> str:
@@ -416,10 +458,10 @@ class CompiledDigest:
             self._date_header(),
             f"Message-ID: {message_id}\r\n".encode("ascii", "replace"),
             _list_unsubscribe_header([f"<{unsubscribe}>", *self._unsubscribe_extra]),
-            _qp_encode(unsubscribe) + _SOFT_BREAK,
-            _qp_encode(preferences) + _SOFT_BREAK,
-            _qp_encode(escape(unsubscribe, quote=True)) + _SOFT_BREAK,
-            _qp_encode(escape(preferences, quote=True)) + _SOFT_BREAK,
+            _qp_encode_url(unsubscribe) + _SOFT_BREAK,
+            _qp_encode_url(preferences) + _SOFT_BREAK,
+            _qp_encode_url(escape(unsubscribe, quote=True)) + _SOFT_BREAK,
+            _qp_encode_url(escape(preferences, quote=True)) + _SOFT_BREAK,
         )
         literals = self._literals
         parts = [literals[0]]
