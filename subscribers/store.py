@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func
+from sqlalchemy import func, or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from newsletter.clock import utc_now
@@ -130,3 +134,110 @@ def count_by_status(session: Session) -> dict[SubscriberStatus, int]:
     for status, count in rows:
         counts[SubscriberStatus(status)] = count
     return counts
+
+
+def add_pending_subscriber(
+    session: Session, *, email: str, name: str | None, topics: Sequence[str]
+) -> Subscriber:
+    """The subscriber for a sign-up: a new pending row, or the existing one for that address.
+
+    Two sign-ups of the same new address can race; the loser of the unique
+    index finds the winner's row instead of failing.
+    """
+    existing = find_subscriber(session, email)
+    if existing is not None:
+        return existing
+    subscriber = Subscriber(email=email, name=name, topics=list(topics))
+    try:
+        with session.begin_nested():
+            session.add(subscriber)
+            session.flush()
+    except IntegrityError:
+        winner = find_subscriber(session, email)
+        if winner is None:
+            raise
+        return winner
+    return subscriber
+
+
+def reopen_subscription(subscriber: Subscriber, *, name: str | None, topics: Sequence[str]) -> None:
+    """Put a not-yet-confirmed or departed address back to pending with the details it gave."""
+    subscriber.status = SubscriberStatus.PENDING
+    subscriber.name = name
+    subscriber.topics = list(topics)
+    subscriber.paused = False
+    subscriber.updated_at = utc_now()
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmationClaim:
+    """The right, taken at `claimed_at`, to send one confirmation email to a subscriber."""
+
+    subscriber_key: str
+    claimed_at: datetime
+    previous_sent_at: datetime | None
+
+
+def claim_confirmation_slot(
+    session: Session, subscriber: Subscriber, *, now: datetime, interval_seconds: int
+) -> ConfirmationClaim | None:
+    """Reserve the right to send a confirmation now; None when one went out too recently.
+
+    The check and the write are one UPDATE, so two simultaneous sign-ups of one
+    address send one email. A failed send hands the slot back with
+    `release_confirmation_slot`.
+    """
+    assert subscriber.id is not None
+    previous = subscriber.confirmation_sent_at
+    threshold = now - timedelta(seconds=interval_seconds)
+    result = session.exec(
+        update(Subscriber)
+        .where(col(Subscriber.id) == subscriber.id)
+        .where(
+            or_(
+                col(Subscriber.confirmation_sent_at).is_(None),
+                col(Subscriber.confirmation_sent_at) <= threshold,
+            )
+        )
+        .values(confirmation_sent_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    set_committed_value(subscriber, "confirmation_sent_at", now)
+    return ConfirmationClaim(
+        subscriber_key=subscriber.key, claimed_at=now, previous_sent_at=previous
+    )
+
+
+def release_confirmation_slot(session: Session, claim: ConfirmationClaim) -> None:
+    """Undo a claim whose email could not be sent, so the next sign-up may try again."""
+    session.exec(
+        update(Subscriber)
+        .where(col(Subscriber.key) == claim.subscriber_key)
+        .where(col(Subscriber.confirmation_sent_at) == claim.claimed_at)
+        .values(confirmation_sent_at=claim.previous_sent_at)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def mark_confirmed(subscriber: Subscriber, *, now: datetime, client_address: str | None) -> None:
+    """Record the double opt-in: when, and from which client address."""
+    subscriber.status = SubscriberStatus.CONFIRMED
+    subscriber.confirmed_at = now
+    subscriber.confirmed_ip = client_address[:64] if client_address else None
+    subscriber.paused = False
+    subscriber.updated_at = now
+
+
+def update_details(subscriber: Subscriber, *, name: str | None, topics: Sequence[str]) -> None:
+    """Change the name and followed topics a subscriber chose."""
+    subscriber.name = name
+    subscriber.topics = list(topics)
+    subscriber.updated_at = utc_now()
+
+
+def set_paused(subscriber: Subscriber, paused: bool) -> None:
+    """Pause or resume digests without leaving the list."""
+    subscriber.paused = paused
+    subscriber.updated_at = utc_now()

@@ -1,0 +1,244 @@
+"""Joining and leaving: sign-up, double opt-in, unsubscribe and preferences.
+
+These functions hold the rules and touch only a `Session` (writes go through
+`subscribers.store`); the web routes add HTTP, the rate limit and the sending
+of the confirmation email around them. Callers commit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from enum import StrEnum
+
+from jinja2 import Environment
+from sqlmodel import Session
+
+from newsletter.errors import InvalidSubscriberDetailsError, InvalidTokenError
+from newsletter.render import render_email
+from newsletter.settings import Settings
+from subscribers import store
+from subscribers.models import Subscriber, SubscriberStatus
+from subscribers.store import ConfirmationClaim
+from subscribers.tokens import (
+    confirm_url,
+    read_confirm_token,
+    read_preferences_token,
+    read_unsubscribe_token,
+)
+
+# Angle brackets are the one thing a real name never needs and markup always does.
+_MARKUP = re.compile(r"[<>]")
+MAX_TOPICS_INPUT = 50
+
+
+@dataclass(frozen=True, slots=True)
+class SignupDetails:
+    """A sign-up after validation: a normalised address, a clean name, known topics."""
+
+    email: str
+    name: str | None
+    topics: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmationEmail:
+    """A confirmation that is due, with the claim to hand back if it cannot be sent."""
+
+    email: str
+    name: str | None
+    claim: ConfirmationClaim
+
+
+class ConfirmOutcome(StrEnum):
+    """What a confirmation link does (or did) for its subscriber."""
+
+    CONFIRMABLE = "confirmable"  # pending: the button will confirm
+    CONFIRMED = "confirmed"  # confirmed by this request
+    ALREADY_CONFIRMED = "already-confirmed"
+    NO_LONGER_VALID = "no-longer-valid"  # the address left or bounced since the link went out
+
+
+class PreferencesAction(StrEnum):
+    """The buttons of the preferences page."""
+
+    SAVE = "save"
+    PAUSE = "pause"
+    RESUME = "resume"
+    UNSUBSCRIBE = "unsubscribe"
+
+
+def validate_name(raw: str | None) -> str | None:
+    """A display name with line breaks collapsed; markup is refused rather than mangled."""
+    name = store.clean_name(raw)
+    if name is not None and _MARKUP.search(name):
+        raise InvalidSubscriberDetailsError("a name cannot contain < or >")
+    return name
+
+
+def validate_topics(settings: Settings, raw: Iterable[str]) -> tuple[str, ...]:
+    """The chosen topics as configured (spelling and order); unknown ones are refused."""
+    chosen = [topic.strip() for topic in raw if topic.strip()]
+    if len(chosen) > MAX_TOPICS_INPUT:
+        raise InvalidSubscriberDetailsError("too many topics chosen")
+    known = {topic.casefold(): topic for topic in settings.topics}
+    unknown = [topic for topic in chosen if topic.casefold() not in known]
+    if unknown:
+        raise InvalidSubscriberDetailsError(
+            f"unknown topic {unknown[0][:40]!r}; choose from: {', '.join(settings.topics)}"
+        )
+    picked = {topic.casefold() for topic in chosen}
+    return tuple(topic for topic in settings.topics if topic.casefold() in picked)
+
+
+def register_signup(
+    session: Session, settings: Settings, details: SignupDetails, *, now: datetime
+) -> ConfirmationEmail | None:
+    """Record a sign-up and say whether a confirmation email is due now.
+
+    A confirmed address is left exactly as it is (the form must not let a
+    stranger change someone's topics); a pending one takes the new details;
+    one that left, bounced or complained goes back to pending and must confirm
+    again. Whatever happens here, the caller answers the same thing.
+    """
+    subscriber = store.add_pending_subscriber(
+        session, email=details.email, name=details.name, topics=details.topics
+    )
+    if subscriber.status == SubscriberStatus.CONFIRMED:
+        return None
+    store.reopen_subscription(subscriber, name=details.name, topics=details.topics)
+    session.flush()
+    claim = store.claim_confirmation_slot(
+        session, subscriber, now=now, interval_seconds=settings.confirm_resend_interval_seconds
+    )
+    if claim is None:
+        return None
+    return ConfirmationEmail(email=subscriber.email, name=subscriber.name, claim=claim)
+
+
+def build_confirmation_message(
+    settings: Settings, env: Environment, confirmation: ConfirmationEmail, *, now: datetime
+) -> EmailMessage:
+    """The double opt-in email: text and HTML, the signed expiring link, Date and Message-ID."""
+    link = confirm_url(settings.base_url, settings.secret_key, confirmation.claim.subscriber_key)
+    days = max(1, settings.confirm_token_max_age_seconds // 86400)
+    hours = max(1, settings.confirm_token_max_age_seconds // 3600)
+    context = {
+        "list_name": settings.list_name,
+        "name": confirmation.name,
+        "confirm_url": link,
+        "expires_in": f"{days} day{'s' if days != 1 else ''}"
+        if settings.confirm_token_max_age_seconds >= 86400
+        else f"{hours} hour{'s' if hours != 1 else ''}",
+        "base_url": settings.base_url,
+        "postal_address": settings.postal_address,
+    }
+    html, text = render_email(env, "confirm", context)
+    message = EmailMessage()
+    message["From"] = settings.from_address
+    # Address() quotes the display name; validate_name already removed CR/LF.
+    message["To"] = Address(display_name=confirmation.name or "", addr_spec=confirmation.email)
+    message["Subject"] = f"Confirm your subscription to {settings.list_name}"
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = make_msgid(domain=settings.sender_domain)
+    message["Auto-Submitted"] = "auto-generated"
+    if settings.reply_to:
+        message["Reply-To"] = settings.reply_to
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    return message
+
+
+def _subscriber_for_key(session: Session, key: str) -> Subscriber:
+    subscriber = store.find_subscriber_by_key(session, key)
+    if subscriber is None:
+        raise InvalidTokenError(
+            "this link belongs to an address that is no longer on the list; sign up again"
+        )
+    return subscriber
+
+
+def inspect_confirmation(
+    session: Session, settings: Settings, token: str
+) -> tuple[Subscriber, ConfirmOutcome]:
+    """What the confirm button would do, without changing anything (scanners prefetch GETs)."""
+    key = read_confirm_token(
+        settings.secret_key, token, max_age_seconds=settings.confirm_token_max_age_seconds
+    )
+    subscriber = _subscriber_for_key(session, key)
+    return subscriber, _confirm_outcome(subscriber)
+
+
+def _confirm_outcome(subscriber: Subscriber) -> ConfirmOutcome:
+    if subscriber.status == SubscriberStatus.PENDING:
+        return ConfirmOutcome.CONFIRMABLE
+    if subscriber.status == SubscriberStatus.CONFIRMED:
+        return ConfirmOutcome.ALREADY_CONFIRMED
+    return ConfirmOutcome.NO_LONGER_VALID
+
+
+def confirm_subscription(
+    session: Session,
+    settings: Settings,
+    token: str,
+    *,
+    now: datetime,
+    client_address: str | None,
+) -> tuple[Subscriber, ConfirmOutcome]:
+    """Confirm a pending address, recording when and from where; repeating it changes nothing."""
+    subscriber, outcome = inspect_confirmation(session, settings, token)
+    if outcome is ConfirmOutcome.CONFIRMABLE:
+        store.mark_confirmed(subscriber, now=now, client_address=client_address)
+        session.flush()
+        outcome = ConfirmOutcome.CONFIRMED
+    return subscriber, outcome
+
+
+def subscriber_for_unsubscribe(session: Session, settings: Settings, token: str) -> Subscriber:
+    """The subscriber an unsubscribe link names (InvalidTokenError when forged or unknown)."""
+    return _subscriber_for_key(session, read_unsubscribe_token(settings.secret_key, token))
+
+
+def unsubscribe(session: Session, settings: Settings, token: str) -> Subscriber | None:
+    """Unsubscribe the link's subscriber; idempotent, and a deleted subscriber is already gone."""
+    key = read_unsubscribe_token(settings.secret_key, token)
+    subscriber = store.find_subscriber_by_key(session, key)
+    if subscriber is not None:
+        store.mark_unsubscribed(subscriber)
+        session.flush()
+    return subscriber
+
+
+def subscriber_for_preferences(session: Session, settings: Settings, token: str) -> Subscriber:
+    """The subscriber a preferences link names (InvalidTokenError when forged or unknown)."""
+    return _subscriber_for_key(session, read_preferences_token(settings.secret_key, token))
+
+
+def change_preferences(
+    session: Session,
+    settings: Settings,
+    token: str,
+    *,
+    action: PreferencesAction,
+    name: str | None = None,
+    topics: Sequence[str] = (),
+) -> Subscriber:
+    """Apply one button of the preferences page; SAVE validates the name and topics first."""
+    subscriber = subscriber_for_preferences(session, settings, token)
+    if action is PreferencesAction.SAVE:
+        store.update_details(
+            subscriber, name=validate_name(name), topics=validate_topics(settings, topics)
+        )
+    elif action is PreferencesAction.PAUSE:
+        store.set_paused(subscriber, True)
+    elif action is PreferencesAction.RESUME:
+        store.set_paused(subscriber, False)
+    else:
+        store.mark_unsubscribed(subscriber)
+    session.flush()
+    return subscriber

@@ -1,0 +1,198 @@
+"""The FastAPI app factory: settings in, app out; the one place the web side is wired.
+
+Nothing is read at import time. The engine is the caller's when given (tests,
+an embedding process), otherwise created at start-up and disposed at shutdown;
+sends started over /admin run as tasks the app cancels at shutdown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from newsletter import __version__
+from newsletter.db import create_db_engine
+from newsletter.render import make_template_environment
+from newsletter.settings import Settings
+from subscribers.ratelimit import SlidingWindowRateLimiter
+from subscribers.web.context import WebContext
+from subscribers.web.jobs import EditionSendJobs
+from subscribers.web.pages import PageRenderer
+from subscribers.web.routes import admin, confirm, editions, preferences, signup, unsubscribe
+
+logger = logging.getLogger(__name__)
+
+# Pages carry their CSS inline and need no script; forms post back to this site only.
+PAGE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+# The interactive API docs load their script from a CDN, so they get no CSP.
+_DOCS_PATHS = ("/docs", "/redoc")
+
+
+class SecurityHeadersMiddleware:
+    """Adds the headers every response should carry (pages may set a stricter CSP themselves).
+
+    `Referrer-Policy: no-referrer` matters most: confirmation, unsubscribe and
+    preferences URLs carry tokens that must not leak to other sites.
+    """
+
+    def __init__(self, app: ASGIApp, *, https: bool) -> None:
+        self.app = app
+        self.https = https
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, adding headers to the response start."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                wanted = [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"cross-origin-opener-policy", b"same-origin"),
+                ]
+                if not path.startswith(_DOCS_PATHS):
+                    wanted.append((b"content-security-policy", PAGE_CSP.encode()))
+                if self.https:
+                    wanted.append((b"strict-transport-security", b"max-age=31536000"))
+                headers.extend(item for item in wanted if item[0] not in present)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
+    """The web app for these settings; pass `engine` to share one, else it is made at start-up."""
+    env = make_template_environment(settings.templates_dir)
+    owns_engine = engine is None
+
+    async def run_send(edition_date: dt.date) -> object:
+        from newsletter.send.engine import send_edition
+
+        return await send_edition(settings, web.database, edition_date=edition_date)
+
+    web = WebContext(
+        settings=settings,
+        env=env,
+        pages=PageRenderer(env, settings),
+        signup_limiter=SlidingWindowRateLimiter(
+            limit=settings.signup_rate_limit, window_seconds=settings.signup_rate_window_seconds
+        ),
+        send_jobs=EditionSendJobs(run_send),
+        engine=engine,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if web.engine is None:
+            web.engine = create_db_engine(settings.database_url)
+        try:
+            yield
+        finally:
+            await web.send_jobs.close()
+            if owns_engine and web.engine is not None:
+                web.engine.dispose()
+                web.engine = None
+
+    app = FastAPI(
+        title=f"{settings.list_name}: sign-up and operator API",
+        version=__version__,
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    app.state.web = web
+    for module in (signup, confirm, unsubscribe, preferences, editions, admin):
+        app.include_router(module.router)
+    _add_error_pages(app, web)
+    app.add_middleware(SecurityHeadersMiddleware, https=settings.base_url.startswith("https://"))
+    return app
+
+
+def _wants_json(request: Request) -> bool:
+    if request.url.path.startswith("/admin"):
+        return True
+    content_type = request.headers.get("content-type", "")
+    accept = request.headers.get("accept", "")
+    return "json" in content_type or ("json" in accept and "html" not in accept)
+
+
+def _add_error_pages(app: FastAPI, web: WebContext) -> None:
+    """Browsers get pages for errors, API clients JSON; never a traceback."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if _wants_json(request):
+            return JSONResponse(
+                {"detail": error.detail}, status_code=error.status_code, headers=error.headers
+            )
+        titles = {404: "Page not found", 405: "Not allowed here"}
+        return web.pages.message(
+            title=titles.get(error.status_code, "Something is not right"),
+            message="There is nothing at this address."
+            if error.status_code == 404
+            else str(error.detail),
+            status_code=error.status_code,
+            headers=error.headers,
+            link_text="Go to the sign-up page",
+            link_url="/",
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc'][1:]) or 'request'}: {item['msg']}"
+            for item in error.errors()
+        )
+        if _wants_json(request):
+            return JSONResponse({"detail": problems}, status_code=422)
+        return web.pages.message(
+            title="That did not work",
+            message=f"The form was not filled in as expected ({problems}).",
+            status_code=422,
+            link_text="Go to the sign-up page",
+            link_url="/",
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        if _wants_json(request):
+            return JSONResponse({"detail": "internal error; see the server log"}, status_code=500)
+        return web.pages.message(
+            title="Something went wrong on our side",
+            message="Please try again in a few minutes.",
+            status_code=500,
+        )
+
+
+def serve(settings: Settings, *, host: str, port: int) -> None:
+    """Run the app under uvicorn until interrupted (what `newsletter serve` calls)."""
+    import uvicorn
+
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        # Behind a reverse proxy on this machine, take the client address it reports.
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
+        log_level="info",
+    )

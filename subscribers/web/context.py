@@ -1,0 +1,77 @@
+"""What every request may use, built once per app, and the `Annotated` dependencies for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+from jinja2 import Environment
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from newsletter.settings import Settings
+from subscribers.ratelimit import SlidingWindowRateLimiter
+from subscribers.web.jobs import EditionSendJobs
+from subscribers.web.pages import PageRenderer
+
+
+@dataclass
+class WebContext:
+    """The app's long-lived parts; `engine` is set by the lifespan when not given up front."""
+
+    settings: Settings
+    env: Environment
+    pages: PageRenderer
+    signup_limiter: SlidingWindowRateLimiter
+    send_jobs: EditionSendJobs
+    engine: Engine | None = None
+
+    @property
+    def database(self) -> Engine:
+        """The engine, which exists from start-up to shutdown."""
+        if self.engine is None:
+            raise RuntimeError("the app is not started: run it under its lifespan")
+        return self.engine
+
+
+def get_web_context(request: Request) -> WebContext:
+    """The context stored on the app by `create_app`."""
+    return cast(WebContext, request.app.state.web)
+
+
+WebDep = Annotated[WebContext, Depends(get_web_context)]
+
+
+def get_settings(web: WebDep) -> Settings:
+    """The app's settings."""
+    return web.settings
+
+
+def get_pages(web: WebDep) -> PageRenderer:
+    """The page renderer."""
+    return web.pages
+
+
+def get_engine(web: WebDep) -> Engine:
+    """The database engine."""
+    return web.database
+
+
+def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
+    """A session for one request; handlers commit what they change, the rest is rolled back."""
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+def get_client_address(request: Request) -> str:
+    """The client's IP (uvicorn puts a trusted proxy's X-Forwarded-For here)."""
+    return request.client.host if request.client else "unknown"
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+PagesDep = Annotated[PageRenderer, Depends(get_pages)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+SessionDep = Annotated[Session, Depends(get_session)]
+ClientAddressDep = Annotated[str, Depends(get_client_address)]

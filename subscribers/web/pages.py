@@ -1,0 +1,70 @@
+"""Rendering the site's pages from `templates/pages/` with the product's one jinja2 environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jinja2 import Environment
+from starlette.responses import HTMLResponse
+
+from newsletter.settings import Settings
+
+# Pages behind a signed link must not leak the token: not to other sites
+# (Referer), not to caches, not to search engines.
+PRIVATE_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Robots-Tag": "noindex, nofollow",
+}
+
+
+class PageRenderer:
+    """Turns a page template and its context into an HTML response."""
+
+    def __init__(self, env: Environment, settings: Settings) -> None:
+        self._env = env
+        self._site = {
+            "list_name": settings.list_name,
+            "postal_address": settings.postal_address,
+            "topics": list(settings.topics),
+        }
+
+    def render(
+        self,
+        page: str,
+        *,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        private: bool = False,
+        **context: Any,
+    ) -> HTMLResponse:
+        """The page `templates/pages/{page}.html.j2` filled with `context`."""
+        template = self._env.get_template(f"pages/{page}.html.j2")
+        body = template.render(site=self._site, **context)
+        all_headers = dict(headers or {})
+        if private:
+            all_headers.update(PRIVATE_PAGE_HEADERS)
+        return HTMLResponse(body, status_code=status_code, headers=all_headers)
+
+    def message(
+        self,
+        *,
+        title: str,
+        message: str,
+        status_code: int,
+        headers: Mapping[str, str] | None = None,
+        private: bool = False,
+        link_text: str | None = None,
+        link_url: str | None = None,
+    ) -> HTMLResponse:
+        """A page with one heading, one explanation and an optional way on."""
+        return self.render(
+            "message",
+            status_code=status_code,
+            headers=headers,
+            private=private,
+            title=title,
+            message=message,
+            link_text=link_text,
+            link_url=link_url,
+        )

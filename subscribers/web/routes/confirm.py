@@ -1,0 +1,68 @@
+"""Double opt-in: `GET` shows a button and changes nothing; `POST` confirms."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+
+from newsletter.clock import utc_now
+from newsletter.errors import ExpiredTokenError, InvalidTokenError
+from subscribers.signup import ConfirmOutcome, confirm_subscription, inspect_confirmation
+from subscribers.web.context import ClientAddressDep, PagesDep, SessionDep, SettingsDep
+from subscribers.web.pages import PageRenderer
+
+router = APIRouter(tags=["confirmation"])
+
+
+def link_problem_page(pages: PageRenderer, error: InvalidTokenError) -> HTMLResponse:
+    """The page for a forged, damaged or expired link: 410 when expired, else 400."""
+    expired = isinstance(error, ExpiredTokenError)
+    return pages.message(
+        title="This link has expired" if expired else "This link does not work",
+        message=f"Sorry, {error}.",
+        status_code=410 if expired else 400,
+        private=True,
+        link_text="Go to the sign-up page",
+        link_url="/",
+    )
+
+
+@router.get("/confirm/{token}", response_class=HTMLResponse, summary="The confirm button")
+def show_confirmation(
+    token: str, session: SessionDep, settings: SettingsDep, pages: PagesDep
+) -> HTMLResponse:
+    """A page with the confirm button (mail scanners prefetch links, so no change here)."""
+    try:
+        subscriber, outcome = inspect_confirmation(session, settings, token)
+    except InvalidTokenError as error:
+        return link_problem_page(pages, error)
+    return _confirmation_page(pages, subscriber.email, outcome)
+
+
+@router.post("/confirm/{token}", response_class=HTMLResponse, summary="Confirm a subscription")
+def confirm(
+    token: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    pages: PagesDep,
+    client_address: ClientAddressDep,
+) -> HTMLResponse:
+    """Confirm the address, recording the time and the client's address."""
+    try:
+        subscriber, outcome = confirm_subscription(
+            session, settings, token, now=utc_now(), client_address=client_address
+        )
+    except InvalidTokenError as error:
+        return link_problem_page(pages, error)
+    session.commit()
+    return _confirmation_page(pages, subscriber.email, outcome)
+
+
+def _confirmation_page(pages: PageRenderer, email: str, outcome: ConfirmOutcome) -> HTMLResponse:
+    return pages.render(
+        "confirm",
+        status_code=410 if outcome is ConfirmOutcome.NO_LONGER_VALID else 200,
+        private=True,
+        email=email,
+        outcome=outcome.value,
+    )

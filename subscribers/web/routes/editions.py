@@ -1,0 +1,138 @@
+"""Reading on the web: one edition in the browser, the list of past ones, an Atom feed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from xml.etree import ElementTree as ET
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from newsletter.editions import get_edition, list_editions, web_version
+from newsletter.models import Edition, EditionStatus
+from newsletter.render import format_edition_date
+from subscribers.web.context import EngineDep, PagesDep, SettingsDep
+
+router = APIRouter(tags=["editions"])
+
+ARCHIVE_SIZE = 60
+FEED_SIZE = 30
+# Drafts may still change and cancelled editions never went out: neither is public.
+PUBLIC_STATUSES = frozenset({EditionStatus.SENDING, EditionStatus.PAUSED, EditionStatus.SENT})
+# The stored digest is email HTML: inline styles and remote images, never scripts.
+EDITION_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; font-src https:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_ATOM = "http://www.w3.org/2005/Atom"
+
+
+def is_public(edition: Edition) -> bool:
+    """Whether the edition has gone (or is going) out, so anyone may read it."""
+    return EditionStatus(edition.status) in PUBLIC_STATUSES
+
+
+async def _public_editions(engine: EngineDep, limit: int) -> list[Edition]:
+    # Over-fetch a little: a few drafts or cancelled days may sit among the newest.
+    editions = await run_in_threadpool(list_editions, engine, limit + 10)
+    return [edition for edition in editions if is_public(edition)][:limit]
+
+
+@router.get("/editions", response_class=HTMLResponse, summary="Past editions")
+async def archive(engine: EngineDep, pages: PagesDep) -> HTMLResponse:
+    """The newest editions that went out, newest first."""
+    editions = await _public_editions(engine, ARCHIVE_SIZE)
+    return pages.render(
+        "editions",
+        editions=[
+            {
+                "date": edition.date.isoformat(),
+                "label": format_edition_date(edition.date),
+                "subject": edition.subject,
+            }
+            for edition in editions
+        ],
+    )
+
+
+@router.get(
+    "/editions/feed.xml",
+    summary="Atom feed of past editions",
+    response_class=Response,
+    responses={200: {"content": {"application/atom+xml": {}}}},
+)
+async def feed(engine: EngineDep, settings: SettingsDep) -> Response:
+    """An Atom feed of the newest editions that went out."""
+    editions = await _public_editions(engine, FEED_SIZE)
+    return Response(
+        build_atom_feed(editions, base_url=settings.base_url, title=settings.list_name),
+        media_type="application/atom+xml",
+    )
+
+
+def build_atom_feed(editions: list[Edition], *, base_url: str, title: str) -> bytes:
+    """The Atom document for these editions (newest first)."""
+    ET.register_namespace("", _ATOM)
+
+    def add(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+        element = ET.SubElement(parent, f"{{{_ATOM}}}{tag}", attrs)
+        element.text = text
+        return element
+
+    root = ET.Element(f"{{{_ATOM}}}feed")
+    add(root, "title", title)
+    add(root, "id", f"{base_url}/editions")
+    add(root, "link", rel="alternate", href=f"{base_url}/editions")
+    add(root, "link", rel="self", href=f"{base_url}/editions/feed.xml")
+    stamps = [_updated(edition) for edition in editions]
+    add(root, "updated", _atom_time(max(stamps, default=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))))
+    add(add(root, "author"), "name", title)
+    for edition, stamp in zip(editions, stamps, strict=True):
+        url = f"{base_url}/editions/{edition.date.isoformat()}"
+        entry = add(root, "entry")
+        add(entry, "title", edition.subject or format_edition_date(edition.date))
+        add(entry, "id", url)
+        add(entry, "link", rel="alternate", type="text/html", href=url)
+        add(entry, "updated", _atom_time(stamp))
+        _, text = web_version(edition, base_url=base_url)
+        add(entry, "content", text, type="text")
+    document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return document
+
+
+def _updated(edition: Edition) -> dt.datetime:
+    return edition.send_started_at or edition.rendered_at or edition.created_at
+
+
+def _atom_time(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@router.get("/editions/{day}", response_class=HTMLResponse, summary="One edition in the browser")
+async def show_edition(
+    day: str, engine: EngineDep, settings: SettingsDep, pages: PagesDep
+) -> HTMLResponse:
+    """The day's digest as sent, with non-personal links where each reader's own would be."""
+    try:
+        edition_date = dt.date.fromisoformat(day)
+    except ValueError:
+        return pages.message(
+            title="No such edition",
+            message=f"{day[:40]!r} is not a date; edition addresses look like "
+            f"/editions/{dt.date.today().isoformat()}.",
+            status_code=404,
+            link_text="See the past editions",
+            link_url="/editions",
+        )
+    edition = await run_in_threadpool(get_edition, engine, edition_date)
+    if edition is None or not is_public(edition):
+        return pages.message(
+            title="No such edition",
+            message=f"No digest went out on {edition_date.isoformat()}.",
+            status_code=404,
+            link_text="See the past editions",
+            link_url="/editions",
+        )
+    html, _ = web_version(edition, base_url=settings.base_url)
+    return HTMLResponse(html, headers={"Content-Security-Policy": EDITION_CSP})

@@ -1,0 +1,273 @@
+"""The sign-up page and `POST /subscribe`, for HTML forms and JSON clients alike."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Literal
+
+from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from newsletter.clock import utc_now
+from newsletter.db import session_scope
+from newsletter.errors import DeliveryError, InvalidEmailError, InvalidSubscriberDetailsError
+from newsletter.send.connection import send_single_message
+from newsletter.settings import Settings
+from subscribers import store
+from subscribers.signup import (
+    ConfirmationEmail,
+    SignupDetails,
+    build_confirmation_message,
+    register_signup,
+    validate_name,
+    validate_topics,
+)
+from subscribers.web.context import ClientAddressDep, PagesDep, SettingsDep, WebContext, WebDep
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["sign-up"])
+
+# One answer for every accepted request, whatever the address's history: the
+# response must not tell a stranger who is on the list.
+CHECK_INBOX = (
+    "Thanks! If this address is not subscribed yet, a confirmation link is on its way: "
+    "open it to start receiving the digest."
+)
+HONEYPOT_FIELD = "website"
+_FIELD_LABELS = {"email": "email address", "name": "name", "topics": "topics"}
+MAX_FIELD_LENGTH = 1000
+
+
+class SignupRequest(BaseModel):
+    """A JSON sign-up."""
+
+    email: str = Field(max_length=MAX_FIELD_LENGTH, description="The address to subscribe.")
+    name: str | None = Field(default=None, max_length=MAX_FIELD_LENGTH)
+    topics: list[str] = Field(default_factory=list, max_length=50)
+    website: str = Field(
+        default="",
+        max_length=MAX_FIELD_LENGTH,
+        description="Leave empty: a trap for bots (anything here is silently dropped).",
+    )
+
+
+class SignupAccepted(BaseModel):
+    """The answer to every well-formed sign-up, known address or not."""
+
+    status: Literal["check-your-inbox"] = "check-your-inbox"
+    message: str = CHECK_INBOX
+
+
+class SignupProblem(BaseModel):
+    """Why a sign-up was refused."""
+
+    detail: str
+    field: str | None = None
+
+
+_FORM_SCHEMA = {
+    "type": "object",
+    "required": ["email"],
+    "properties": {
+        "email": {"type": "string", "maxLength": MAX_FIELD_LENGTH},
+        "name": {"type": "string", "maxLength": MAX_FIELD_LENGTH},
+        "topics": {"type": "array", "items": {"type": "string"}},
+        HONEYPOT_FIELD: {"type": "string"},
+    },
+}
+
+
+@router.get("/", response_class=HTMLResponse, summary="The sign-up page")
+def signup_page(pages: PagesDep) -> HTMLResponse:
+    """The sign-up form."""
+    return pages.render(
+        "signup", form={"email": "", "name": "", "topics": []}, error=None, error_field=None
+    )
+
+
+@router.post(
+    "/subscribe",
+    status_code=202,
+    summary="Sign up (HTML form or JSON)",
+    response_model=SignupAccepted,
+    responses={
+        200: {"description": "Form sign-ups get a page.", "content": {"text/html": {}}},
+        415: {"model": SignupProblem},
+        422: {"model": SignupProblem},
+        429: {"model": SignupProblem, "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": SignupRequest.model_json_schema()},
+                "application/x-www-form-urlencoded": {"schema": _FORM_SCHEMA},
+            },
+        }
+    },
+)
+async def subscribe(
+    request: Request,
+    web: WebDep,
+    settings: SettingsDep,
+    pages: PagesDep,
+    client_address: ClientAddressDep,
+    background: BackgroundTasks,
+) -> Response:
+    """Validate, record and answer one sign-up; the confirmation email goes out after the answer."""
+    wants_json = _is_json(request)
+    decision = web.signup_limiter.attempt(client_address)
+    if not decision.allowed:
+        minutes = max(1, round(decision.retry_after_seconds / 60))
+        message = (
+            f"Too many sign-up attempts from your network. Please try again in about "
+            f"{minutes} minute{'s' if minutes != 1 else ''}."
+        )
+        headers = {"Retry-After": str(decision.retry_after_seconds)}
+        if wants_json:
+            return _problem(429, message, headers=headers)
+        return pages.message(
+            title="Please wait a little", message=message, status_code=429, headers=headers
+        )
+
+    form: dict[str, Any]
+    if wants_json:
+        parsed = await _read_json_signup(request)
+        if isinstance(parsed, JSONResponse):
+            return parsed
+        form = parsed.model_dump()
+    elif _is_form(request):
+        form = await _read_form_signup(request)
+    else:
+        return _problem(415, "send the sign-up as application/json or as an HTML form")
+
+    if form.get(HONEYPOT_FIELD):
+        # Bots get the ordinary answer, so they learn nothing from the trap.
+        return _accepted(wants_json, pages)
+    checked = _validate_fields(settings, form)
+    if isinstance(checked, tuple):
+        field, problem = checked
+        message = f"Please check the {_FIELD_LABELS[field]}: {problem}."
+        return _refused(wants_json, pages, form, message, field)
+
+    confirmation = await run_in_threadpool(_record_signup, web, checked)
+    if confirmation is not None:
+        background.add_task(deliver_confirmation, web, confirmation)
+    return _accepted(wants_json, pages)
+
+
+def _validate_fields(settings: Settings, form: dict[str, Any]) -> SignupDetails | tuple[str, str]:
+    """The checked sign-up, or the first field at fault and what is wrong with it."""
+    try:
+        email = store.normalise_email(form["email"])
+    except InvalidEmailError as error:
+        return "email", str(error)
+    try:
+        name = validate_name(form.get("name"))
+    except InvalidSubscriberDetailsError as error:
+        return "name", str(error)
+    try:
+        topics = validate_topics(settings, form.get("topics") or [])
+    except InvalidSubscriberDetailsError as error:
+        return "topics", str(error)
+    return SignupDetails(email=email, name=name, topics=topics)
+
+
+def _is_json(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+def _is_form(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def _read_json_signup(request: Request) -> SignupRequest | JSONResponse:
+    try:
+        payload = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        return _problem(422, "the request body is not valid JSON")
+    try:
+        return SignupRequest.model_validate(payload)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or None
+        where = f"{field}: " if field else ""
+        return _problem(422, f"{where}{first['msg']}", field=field)
+
+
+async def _read_form_signup(request: Request) -> dict[str, Any]:
+    data = await request.form()
+
+    def text(key: str) -> str:
+        value = data.get(key)
+        return value[:MAX_FIELD_LENGTH] if isinstance(value, str) else ""
+
+    return {
+        "email": text("email"),
+        "name": text("name") or None,
+        "topics": [value for value in data.getlist("topics") if isinstance(value, str)][:50],
+        HONEYPOT_FIELD: text(HONEYPOT_FIELD),
+    }
+
+
+def _record_signup(web: WebContext, details: SignupDetails) -> ConfirmationEmail | None:
+    with session_scope(web.database) as session:
+        return register_signup(session, web.settings, details, now=utc_now())
+
+
+async def deliver_confirmation(web: WebContext, confirmation: ConfirmationEmail) -> None:
+    """Send one confirmation email; if it fails, free the slot so a new sign-up can retry."""
+    message = build_confirmation_message(web.settings, web.env, confirmation, now=utc_now())
+    try:
+        await send_single_message(web.settings, message)
+    except DeliveryError as error:
+        logger.warning("confirmation email not sent: %s", error)
+        await run_in_threadpool(_release_claim, web, confirmation)
+
+
+def _release_claim(web: WebContext, confirmation: ConfirmationEmail) -> None:
+    with session_scope(web.database) as session:
+        store.release_confirmation_slot(session, confirmation.claim)
+
+
+def _accepted(wants_json: bool, pages: PagesDep) -> Response:
+    if wants_json:
+        return JSONResponse(SignupAccepted().model_dump(), status_code=202)
+    return pages.render("signup_sent", message=CHECK_INBOX)
+
+
+def _refused(
+    wants_json: bool, pages: PagesDep, form: dict[str, Any], message: str, field: str
+) -> Response:
+    if wants_json:
+        return _problem(422, message, field=field)
+    return pages.render(
+        "signup",
+        status_code=422,
+        error=message,
+        error_field=field,
+        form={
+            "email": form.get("email") or "",
+            "name": form.get("name") or "",
+            "topics": form.get("topics") or [],
+        },
+    )
+
+
+def _problem(
+    status_code: int,
+    detail: str,
+    *,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        SignupProblem(detail=detail, field=field).model_dump(),
+        status_code=status_code,
+        headers=headers,
+    )

@@ -1,0 +1,71 @@
+"""Helpers shared by the web tests: an app on the test database, a client, the caught email."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from newsletter.settings import Settings
+from subscribers.models import Subscriber
+from subscribers.web.app import create_app
+from tests.smtp_server import RecordingSmtpServer
+
+ADMIN_TOKEN = "admin-token-for-tests-0123456789"
+CLIENT_ADDRESS = "203.0.113.7"
+
+
+def web_settings(settings: Settings, **overrides: Any) -> Settings:
+    """The test settings with an admin token and any overrides."""
+    values: dict[str, Any] = {"admin_token": ADMIN_TOKEN, **overrides}
+    return settings.model_copy(update=values)
+
+
+@asynccontextmanager
+async def running_app(
+    settings: Settings, engine: Engine, *, client_address: str = CLIENT_ADDRESS
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app under its lifespan and an httpx client talking to it in-process."""
+    app = create_app(settings, engine=engine)
+    transport = httpx.ASGITransport(app=app, client=(client_address, 40000))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url=settings.base_url) as client,
+    ):
+        yield app, client
+
+
+def html_text(message: EmailMessage) -> tuple[str, str]:
+    """The text and HTML parts of a caught message."""
+    text_part = message.get_body(preferencelist=("plain",))
+    html_part = message.get_body(preferencelist=("html",))
+    assert text_part is not None and html_part is not None
+    return text_part.get_content(), html_part.get_content()
+
+
+def confirmation_path(smtp_server: RecordingSmtpServer, index: int = -1) -> str:
+    """The /confirm/… path from a caught confirmation email's text part."""
+    text, _ = html_text(smtp_server.messages[index].message)
+    match = re.search(r"https?://[^/\s]+(/confirm/\S+)", text)
+    assert match, text
+    return match.group(1)
+
+
+def subscriber(engine: Engine, email: str) -> Subscriber | None:
+    """The stored subscriber with this address."""
+    with Session(engine) as session:
+        return session.exec(select(Subscriber).where(Subscriber.email == email)).first()
+
+
+def snapshot(engine: Engine) -> list[tuple[Any, ...]]:
+    """Every subscriber row as plain values, to prove a request changed nothing."""
+    with Session(engine) as session:
+        rows = session.exec(select(Subscriber).order_by(Subscriber.id)).all()  # type: ignore[arg-type]
+        return [tuple(row.model_dump().values()) for row in rows]
