@@ -1,0 +1,836 @@
+"""The sending engine: works an edition's delivery ledger over a pool of SMTP connections.
+
+How one worker runs (`send_edition` and `run_worker` share it):
+
+- a claimer leases batches of ledger rows and keeps a local queue topped up
+  (it claims the next batch while half of the current one is still waiting);
+- one task per transport lane takes rows from that queue, fills the compiled
+  digest in for the recipient and sends it on the lane's open connection;
+- outcomes collect in memory and a flusher writes them in one transaction
+  every FLUSH_INTERVAL_SECONDS or every FLUSH_MAX_ROWS outcomes, renews the
+  worker's leases and notices editions paused or cancelled elsewhere.
+
+The crash promise. Every queued recipient ends `sent`, `failed` or `bounced`:
+a row leaves `queued` only through a written outcome or an operator's
+cancel, and rows held by a worker that died return to the queue when its
+lease (NEWSLETTER_SEND_LEASE_SECONDS) expires. A message is sent twice only
+when the server accepted it but its `sent` mark was not yet committed when
+the worker died; per worker, that is at most the messages in flight (one per
+lane: `smtp_concurrency` × relays) plus the accepted-but-unwritten outcomes,
+which the backpressure below caps at 2 × FLUSH_MAX_ROWS + lanes. So after a
+crash, duplicates ≤ 2 × (lanes + FLUSH_MAX_ROWS) per worker that died, in
+practice the messages of the last ~0.2 s. A resent message carries the same
+Message-ID (derived from the ledger row), so receiving servers that remember
+Message-IDs drop the copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.engine import Connection
+
+from newsletter.clock import utc_now
+from newsletter.errors import DeliveryError, EditionNotFoundError, NewsletterError
+from newsletter.models import Delivery, DeliveryStatus, Edition, EditionStatus
+from newsletter.send import ledger
+from newsletter.send.assemble import CompiledDigest, Recipient, make_message_id
+from newsletter.send.ledger import ClaimedDelivery, Outcome, OutcomeKind, clean_error_text
+from newsletter.send.pacing import Pacer
+from newsletter.send.pool import SmtpPool, SmtpReply, SmtpStage
+from newsletter.send.progress import SendProgress
+from newsletter.settings import Settings
+
+__all__ = [
+    "FLUSH_INTERVAL_SECONDS",
+    "FLUSH_MAX_ROWS",
+    "MessageTransport",
+    "SendReport",
+    "cancel_edition",
+    "classify_reply",
+    "pause_edition",
+    "resume_edition",
+    "run_worker",
+    "send_edition",
+    "send_test_copy",
+    "start_edition",
+]
+
+logger = logging.getLogger("newsletter.send")
+
+FLUSH_INTERVAL_SECONDS = 0.2
+FLUSH_MAX_ROWS = 64
+IDLE_POLL_SECONDS = 1.0
+STATUS_CHECK_SECONDS = 0.25
+MAX_RETRY_DELAY_SECONDS = 6 * 3600.0
+CANCELLED_BY_OPERATOR = "cancelled by operator"
+# Temporary codes named by the issue; any other 4xx is temporary as well.
+_BOUNCE_CODES = frozenset({550, 551, 553})
+
+T = TypeVar("T")
+
+
+class MessageTransport(Protocol):
+    """What the engine needs to deliver bytes: `lanes` sends may run at once, one per lane."""
+
+    @property
+    def lanes(self) -> int:
+        """How many messages may be in flight at once."""
+        ...
+
+    async def send(self, lane: int, sender: str, recipient: str, message: bytes) -> SmtpReply:
+        """Deliver one message on the lane and report the server's answer."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        ...
+
+
+@dataclass(frozen=True)
+class SendReport:
+    """What one send or worker run did.
+
+    `queued` is how many rows were waiting when the run began; `sent`,
+    `failed` and `bounced` count this run's final outcomes; `already_done`
+    counts rows that were final before it began.
+    """
+
+    edition_date: dt.date | None
+    queued: int
+    sent: int
+    failed: int
+    bounced: int
+    already_done: int
+    paused_reason: str | None
+    elapsed_seconds: float
+
+
+def classify_reply(reply: SmtpReply, *, attempt: int, max_attempts: int) -> OutcomeKind:
+    """What a refused attempt means for its row (the rules of the delivery ledger)."""
+    code = reply.code
+    if code is None or 400 <= code < 500:
+        return OutcomeKind.RETRY if attempt < max_attempts else OutcomeKind.FAILED
+    if reply.stage is SmtpStage.RCPT and (
+        code in _BOUNCE_CODES or reply.text.lstrip().startswith("5.1.")
+    ):
+        return OutcomeKind.BOUNCED
+    return OutcomeKind.FAILED
+
+
+def retry_delay(base_seconds: float, attempt: int) -> float:
+    """Exponential backoff with jitter: about base × 2^(attempt-1), between half and all of it."""
+    if base_seconds <= 0:
+        return 0.0
+    ceiling = min(MAX_RETRY_DELAY_SECONDS, base_seconds * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def default_worker_id() -> str:
+    """host:pid:random, unique per process even when a pid is reused."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+# ---- editions: look-up and operator controls ---------------------------------------------
+
+
+def _edition_row(connection: Connection, edition_date: dt.date, *, lock: bool = False) -> Edition:
+    statement = select(Edition.__table__).where(  # type: ignore[attr-defined]
+        ledger.editions.c.date == edition_date
+    )
+    if lock:
+        statement = statement.with_for_update()
+    row = connection.execute(statement).mappings().one_or_none()
+    if row is None:
+        raise EditionNotFoundError(
+            f"no edition exists for {edition_date.isoformat()}; "
+            f"run `newsletter prepare --date {edition_date.isoformat()}` first"
+        )
+    return Edition.model_validate(dict(row))
+
+
+def _set_status(
+    connection: Connection,
+    edition: Edition,
+    status: EditionStatus,
+    reason: str | None,
+    **extra: object,
+) -> None:
+    connection.execute(
+        update(ledger.editions)
+        .where(ledger.editions.c.id == edition.id)
+        .values(status=status.value, status_reason=reason, **extra)
+    )
+
+
+def pause_edition(engine: Engine, edition_date: dt.date, *, reason: str) -> None:
+    """Pause a sending edition; running workers stop within a batch and `resume` continues."""
+    with engine.begin() as connection:
+        edition = _edition_row(connection, edition_date, lock=True)
+        if edition.status in (EditionStatus.SENDING, EditionStatus.PAUSED):
+            _set_status(connection, edition, EditionStatus.PAUSED, clean_error_text(reason))
+            return
+    raise DeliveryError(
+        f"the edition of {edition_date.isoformat()} is {edition.status.value}, not sending; "
+        "only a running send can be paused"
+    )
+
+
+def resume_edition(engine: Engine, edition_date: dt.date) -> None:
+    """Let a paused edition send again (a no-op for one already sending)."""
+    with engine.begin() as connection:
+        edition = _edition_row(connection, edition_date, lock=True)
+        if edition.status is EditionStatus.PAUSED:
+            _set_status(connection, edition, EditionStatus.SENDING, None)
+            return
+        if edition.status is EditionStatus.SENDING:
+            return
+    hint = {
+        EditionStatus.DRAFT: "it has not started; run `newsletter send` to start it",
+        EditionStatus.SENT: "it has been sent already",
+        EditionStatus.CANCELLED: "it was cancelled, and a cancelled edition stays cancelled",
+    }[edition.status]
+    raise DeliveryError(f"cannot resume the edition of {edition_date.isoformat()}: {hint}")
+
+
+def cancel_edition(engine: Engine, edition_date: dt.date) -> None:
+    """Cancel an edition: nobody else receives it; every queued row ends `failed`."""
+    now = utc_now()
+    with engine.begin() as connection:
+        edition = _edition_row(connection, edition_date, lock=True)
+        if edition.status is EditionStatus.SENT:
+            raise DeliveryError(
+                f"the edition of {edition_date.isoformat()} has been sent already; "
+                "there is nothing left to cancel"
+            )
+        if edition.status is not EditionStatus.CANCELLED:
+            _set_status(
+                connection,
+                edition,
+                EditionStatus.CANCELLED,
+                CANCELLED_BY_OPERATOR,
+                send_finished_at=now,
+            )
+        assert edition.id is not None
+        ledger.fail_queued(connection, edition_id=edition.id, reason=CANCELLED_BY_OPERATOR, now=now)
+
+
+def _rendered_edition(connection: Connection, edition_date: dt.date) -> Edition:
+    edition = _edition_row(connection, edition_date)
+    if not edition.html and not edition.text:
+        raise EditionNotFoundError(
+            f"the edition of {edition_date.isoformat()} has not been rendered; "
+            f"run `newsletter prepare --date {edition_date.isoformat()}` first"
+        )
+    return edition
+
+
+def start_edition(engine: Engine, edition_date: dt.date) -> int:
+    """Fix the audience of a draft edition and mark it sending; returns how many rows it queued.
+
+    Returns 0 when the edition had already started. Workers (`run_worker`)
+    then pick it up; `send_edition` calls this itself.
+    """
+    with engine.begin() as connection:
+        edition = _rendered_edition(connection, edition_date)
+        assert edition.id is not None
+        queued = ledger.start_sending(connection, edition_id=edition.id, now=utc_now())
+    return queued or 0
+
+
+# ---- the worker ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledEdition:
+    edition_date: dt.date
+    digest: CompiledDigest
+
+
+class _FailureWindow:
+    """Whether the last `size` attempts of one edition failed too often."""
+
+    def __init__(self, size: int, threshold: float) -> None:
+        self.size = size
+        self.threshold = threshold
+        self._outcomes: deque[bool] = deque(maxlen=size)
+        self.failures = 0
+
+    def record(self, failed: bool) -> bool:
+        """Add an attempt; True once the window is full and fails more than the threshold."""
+        if len(self._outcomes) == self.size and self._outcomes[0]:
+            self.failures -= 1
+        self._outcomes.append(failed)
+        self.failures += failed
+        return len(self._outcomes) == self.size and self.failures / self.size > self.threshold
+
+
+class _Worker:
+    """One worker's claimer, lanes and flusher around one transport."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        transport: MessageTransport,
+        worker_id: str,
+        progress: SendProgress | None,
+        edition_id: int | None,
+        stop_when_idle: bool,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.transport = transport
+        self.worker_id = worker_id[:64]
+        self.progress = progress
+        self.edition_id = edition_id  # None: any edition that is sending
+        self.stop_when_idle = stop_when_idle
+        self.pacer = Pacer(
+            per_second=settings.send_rate_per_second, per_hour=settings.send_rate_per_hour
+        )
+        self.batch_size = settings.send_batch_size
+        self.low_water = max(settings.send_batch_size // 2, 2 * transport.lanes)
+        self.jobs: asyncio.Queue[ClaimedDelivery | None] = asyncio.Queue()
+        self.hungry = asyncio.Event()
+        self.hungry.set()
+        self.pending: list[Outcome] = []
+        self.outstanding = 0  # claimed rows whose outcome is not yet written
+        self.flush_now = asyncio.Event()
+        self.flushed = asyncio.Event()
+        self.room = asyncio.Event()
+        self.flush_lock = asyncio.Lock()
+        self.finished = False
+        self.compiled: dict[int, _CompiledEdition] = {}
+        self.stopped: dict[int, str | None] = {}  # edition id → why it stopped (paused/cancelled)
+        self.windows: dict[int, _FailureWindow] = {}
+        self.sent = self.failed = self.bounced = 0
+        self.paused_reason: str | None = None
+
+    # -- database calls run in threads so the lanes keep sending meanwhile --
+
+    async def _db(self, work: Callable[[Connection], T]) -> T:
+        def run() -> T:
+            with self.engine.begin() as connection:
+                return work(connection)
+
+        return await asyncio.to_thread(run)
+
+    # -- the run --
+
+    async def run(self) -> None:
+        """Claim, send and record until nothing is claimable (or for ever)."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._flush_loop())
+                lanes = [
+                    tasks.create_task(self._lane(lane)) for lane in range(self.transport.lanes)
+                ]
+                await self._claim_loop()
+                for _ in lanes:
+                    self.jobs.put_nowait(None)
+                await asyncio.gather(*lanes)
+                self.finished = True
+                self.flush_now.set()
+        finally:
+            self.finished = True
+            self._write_everything_left()
+
+    def _write_everything_left(self) -> None:
+        # Runs on the way out, also on cancellation or a crash of a task:
+        # write every outcome we have and hand back rows we never tried.
+        while not self.jobs.empty():
+            job = self.jobs.get_nowait()
+            if job is not None:
+                self.pending.append(Outcome(job.id, OutcomeKind.RELEASED))
+        if self.pending:
+            batch, self.pending = self.pending, []
+            with self.engine.begin() as connection:
+                ledger.record_outcomes(connection, batch, utc_now())
+            self.outstanding -= len(batch)
+
+    async def _claim_loop(self) -> None:
+        while True:
+            await self.hungry.wait()
+            self.hungry.clear()
+            rows = await self._db(
+                lambda connection: ledger.claim_batch(
+                    connection,
+                    edition_id=self.edition_id,
+                    worker_id=self.worker_id,
+                    limit=self.batch_size,
+                    now=utc_now(),
+                    lease_seconds=self.settings.send_lease_seconds,
+                )
+            )
+            if rows:
+                await self._compile_missing({row.edition_id for row in rows})
+                self.outstanding += len(rows)
+                for row in rows:
+                    self.jobs.put_nowait(row)
+                if self.jobs.qsize() < self.low_water:
+                    self.hungry.set()
+                continue
+            if self.outstanding > 0:
+                # Rows still in our hands may come back as retries once written.
+                self.flushed.clear()
+                self.flush_now.set()
+                await _wait_briefly(self.flushed, FLUSH_INTERVAL_SECONDS)
+                self.hungry.set()
+                continue
+            if await self._idle_and_done():
+                return
+            self.hungry.set()
+
+    async def _idle_and_done(self) -> bool:
+        """Nothing claimable and nothing in hand: finish editions, stop, or wait for retries."""
+        edition_id = self.edition_id
+        if edition_id is not None:
+            status, reason = await self._db(lambda c: _edition_status(c, edition_id))
+            if status is not EditionStatus.SENDING:
+                if status is EditionStatus.PAUSED:
+                    self.paused_reason = reason or "paused"
+                return True
+        wake = await self._db(lambda c: ledger.next_wake_time(c, edition_id=edition_id))
+        if wake is None:
+            await self._db(
+                lambda c: ledger.finish_editions(c, edition_id=edition_id, now=utc_now())
+            )
+            if self.stop_when_idle or edition_id is not None:
+                return True
+            await asyncio.sleep(IDLE_POLL_SECONDS)
+            return False
+        delay = (wake - utc_now()).total_seconds()
+        await asyncio.sleep(min(max(delay, 0.01), IDLE_POLL_SECONDS))
+        return False
+
+    async def _compile_missing(self, edition_ids: set[int]) -> None:
+        missing = sorted(edition_ids - self.compiled.keys())
+        if not missing:
+            return
+        editions = await self._db(lambda c: _load_editions(c, missing))
+        for edition in editions:
+            assert edition.id is not None
+            digest = CompiledDigest.compile(
+                self.settings,
+                subject=edition.subject,
+                html=edition.html,
+                text=edition.text,
+                edition_date=edition.date,
+            )
+            self.compiled[edition.id] = _CompiledEdition(edition.date, digest)
+            self.windows[edition.id] = _FailureWindow(
+                self.settings.send_failure_window, self.settings.send_failure_threshold
+            )
+
+    async def _lane(self, lane: int) -> None:
+        jobs = self.jobs
+        transport = self.transport
+        pacer = None if self.pacer.unlimited else self.pacer
+        settings = self.settings
+        progress = self.progress
+        while True:
+            job = await jobs.get()
+            if job is None:
+                return
+            if jobs.qsize() < self.low_water:
+                self.hungry.set()
+            if job.edition_id in self.stopped:
+                self._add_outcome(Outcome(job.id, OutcomeKind.RELEASED))
+                continue
+            while len(self.pending) >= FLUSH_MAX_ROWS:
+                # Backpressure: accepted messages must not pile up unwritten.
+                self.room.clear()
+                self.flush_now.set()
+                await self.room.wait()
+            if pacer is not None:
+                await pacer.wait_turn()
+            compiled = self.compiled[job.edition_id]
+            message_id = make_message_id(
+                settings, edition_date=compiled.edition_date, delivery_id=job.id
+            )
+            digest = compiled.digest
+            try:
+                message = digest.assemble(
+                    Recipient(job.email, job.name, job.subscriber_key, message_id)
+                )
+            except NewsletterError as error:
+                reply = SmtpReply(None, str(error), SmtpStage.RCPT)
+                await self._refused(job, message_id, reply, permanent=True)
+                continue
+            reply = await transport.send(lane, digest.envelope_from, job.email, message)
+            if reply.accepted:
+                self._add_outcome(Outcome(job.id, OutcomeKind.SENT, message_id=message_id))
+                self.sent += 1
+                if progress is not None:
+                    progress.advanced(DeliveryStatus.SENT)
+                self.windows[job.edition_id].record(False)
+            else:
+                await self._refused(job, message_id, reply)
+
+    async def _refused(
+        self, job: ClaimedDelivery, message_id: str, reply: SmtpReply, *, permanent: bool = False
+    ) -> None:
+        attempt = job.attempts + 1
+        settings = self.settings
+        kind = (
+            OutcomeKind.FAILED
+            if permanent
+            else classify_reply(reply, attempt=attempt, max_attempts=settings.send_max_attempts)
+        )
+        text = clean_error_text(reply.text)
+        next_attempt_at = None
+        if kind is OutcomeKind.RETRY:
+            next_attempt_at = utc_now() + dt.timedelta(
+                seconds=retry_delay(settings.send_retry_base_seconds, attempt)
+            )
+        self._add_outcome(
+            Outcome(
+                job.id,
+                kind,
+                message_id=message_id,
+                code=reply.code,
+                error=text,
+                next_attempt_at=next_attempt_at,
+                subscriber_key=job.subscriber_key,
+            )
+        )
+        compiled = self.compiled[job.edition_id]
+        logger.warning(
+            "send failure edition=%s delivery=%d email=%s code=%s stage=%s attempt=%d "
+            "outcome=%s error=%r",
+            compiled.edition_date.isoformat(),
+            job.id,
+            clean_error_text(job.email),
+            reply.code if reply.code is not None else "-",
+            reply.stage.value,
+            attempt,
+            kind.value,
+            text,
+        )
+        final_status = {
+            OutcomeKind.FAILED: DeliveryStatus.FAILED,
+            OutcomeKind.BOUNCED: DeliveryStatus.BOUNCED,
+        }.get(kind)
+        if final_status is DeliveryStatus.FAILED:
+            self.failed += 1
+        elif final_status is DeliveryStatus.BOUNCED:
+            self.bounced += 1
+        if final_status is not None and self.progress is not None:
+            self.progress.advanced(final_status)
+        window = self.windows[job.edition_id]
+        if window.record(True) and job.edition_id not in self.stopped:
+            rate = window.failures / window.size
+            reason = (
+                f"failure rate {rate:.0%} over the last {window.size} attempts passed "
+                f"{settings.send_failure_threshold:.0%}; last error: "
+                f"{reply.code if reply.code is not None else 'no reply'} {text}"
+            )
+            await self._pause_for(job.edition_id, compiled.edition_date, reason)
+
+    async def _pause_for(self, edition_id: int, edition_date: dt.date, reason: str) -> None:
+        self.stopped[edition_id] = reason
+        self.paused_reason = clean_error_text(reason)
+        logger.error("send paused edition=%s reason=%r", edition_date.isoformat(), reason)
+        # Cancelled or finished meanwhile: it stopped either way.
+        with contextlib.suppress(DeliveryError):
+            await asyncio.to_thread(pause_edition, self.engine, edition_date, reason=reason)
+
+    def _add_outcome(self, outcome: Outcome) -> None:
+        pending = self.pending
+        pending.append(outcome)
+        if len(pending) >= FLUSH_MAX_ROWS:
+            self.flush_now.set()
+
+    async def _flush(self) -> None:
+        async with self.flush_lock:
+            if self.pending:
+                batch, self.pending = self.pending, []
+                now = utc_now()
+                await self._db(lambda c: ledger.record_outcomes(c, batch, now))
+                self.outstanding -= len(batch)
+            self.room.set()
+            self.flushed.set()
+
+    async def _flush_loop(self) -> None:
+        lease = self.settings.send_lease_seconds
+        renew_every = lease / 3
+        last_renewal = last_status_check = time.monotonic()
+        while not self.finished:
+            await _wait_briefly(self.flush_now, FLUSH_INTERVAL_SECONDS)
+            self.flush_now.clear()
+            await self._flush()
+            clock = time.monotonic()
+            if clock - last_renewal >= renew_every:
+                last_renewal = clock
+                await self._db(
+                    lambda c: ledger.renew_leases(
+                        c, worker_id=self.worker_id, now=utc_now(), lease_seconds=lease
+                    )
+                )
+            if clock - last_status_check >= STATUS_CHECK_SECONDS and self.compiled:
+                last_status_check = clock
+                await self._notice_stopped_editions()
+
+    async def _notice_stopped_editions(self) -> None:
+        watched = sorted(self.compiled.keys() - self.stopped.keys())
+        if not watched:
+            return
+        statuses = await self._db(lambda c: _edition_statuses(c, watched))
+        for edition_id, (status, reason) in statuses.items():
+            if status is not EditionStatus.SENDING:
+                self.stopped[edition_id] = reason
+                if status is EditionStatus.PAUSED and self.edition_id == edition_id:
+                    self.paused_reason = reason or "paused"
+
+    def report(
+        self, *, edition_date: dt.date | None, queued: int, already_done: int, started: float
+    ) -> SendReport:
+        """The run's report."""
+        return SendReport(
+            edition_date=edition_date,
+            queued=queued,
+            sent=self.sent,
+            failed=self.failed,
+            bounced=self.bounced,
+            already_done=already_done,
+            paused_reason=self.paused_reason,
+            elapsed_seconds=time.monotonic() - started,
+        )
+
+
+async def _wait_briefly(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+
+
+def _edition_status(connection: Connection, edition_id: int) -> tuple[EditionStatus, str | None]:
+    return _edition_statuses(connection, [edition_id])[edition_id]
+
+
+def _edition_statuses(
+    connection: Connection, edition_ids: Sequence[int]
+) -> dict[int, tuple[EditionStatus, str | None]]:
+    table = ledger.editions
+    rows = connection.execute(
+        select(table.c.id, table.c.status, table.c.status_reason).where(table.c.id.in_(edition_ids))
+    ).all()
+    return {row[0]: (EditionStatus(row[1]), row[2]) for row in rows}
+
+
+def _load_editions(connection: Connection, edition_ids: Sequence[int]) -> list[Edition]:
+    rows = connection.execute(
+        select(ledger.editions).where(ledger.editions.c.id.in_(edition_ids))
+    ).mappings()
+    return [Edition.model_validate(dict(row)) for row in rows]
+
+
+async def _run_worker(
+    settings: Settings,
+    engine: Engine,
+    *,
+    edition_id: int | None,
+    worker_id: str | None,
+    progress: SendProgress | None,
+    stop_when_idle: bool,
+    transport: MessageTransport | None,
+) -> _Worker:
+    own_transport = transport is None
+    active: MessageTransport = SmtpPool(settings) if transport is None else transport
+    worker = _Worker(
+        settings,
+        engine,
+        transport=active,
+        worker_id=worker_id or default_worker_id(),
+        progress=progress,
+        edition_id=edition_id,
+        stop_when_idle=stop_when_idle,
+    )
+    try:
+        await worker.run()
+    finally:
+        if own_transport:
+            await active.aclose()
+    return worker
+
+
+# ---- the public entry points ----------------------------------------------------------------
+
+
+async def send_edition(
+    settings: Settings,
+    engine: Engine,
+    *,
+    edition_date: dt.date,
+    progress: SendProgress | None = None,
+    worker_id: str | None = None,
+    transport: MessageTransport | None = None,
+) -> SendReport:
+    """Start (or continue) an edition's send and work its queue until every row is final."""
+    started = time.monotonic()
+
+    def prepare(connection: Connection) -> tuple[Edition, dict[DeliveryStatus, int]]:
+        edition = _rendered_edition(connection, edition_date)
+        assert edition.id is not None
+        if edition.status is EditionStatus.DRAFT:
+            ledger.start_sending(connection, edition_id=edition.id, now=utc_now())
+            edition = _rendered_edition(connection, edition_date)
+        edition_id = edition.id
+        assert edition_id is not None
+        return edition, ledger.count_by_status(connection, edition_id=edition_id)
+
+    edition, counts = await asyncio.to_thread(_in_transaction, engine, prepare)
+    assert edition.id is not None
+    day = edition_date.isoformat()
+    if edition.status is EditionStatus.PAUSED:
+        raise DeliveryError(
+            f"the edition of {day} is paused ({edition.status_reason or 'no reason given'}); "
+            f"resume it with `newsletter send --resume --date {day}`"
+        )
+    if edition.status is EditionStatus.CANCELLED:
+        raise DeliveryError(f"the edition of {day} was cancelled; it cannot be sent")
+    queued = counts[DeliveryStatus.QUEUED]
+    already_done = sum(counts.values()) - queued
+    if progress is not None:
+        progress.started(sum(counts.values()), already_done)
+    if edition.status is EditionStatus.SENT:
+        report = SendReport(edition_date, 0, 0, 0, 0, already_done, None, 0.0)
+        if progress is not None:
+            progress.finished(report)
+        return report
+    worker = await _run_worker(
+        settings,
+        engine,
+        edition_id=edition.id,
+        worker_id=worker_id,
+        progress=progress,
+        stop_when_idle=True,
+        transport=transport,
+    )
+    report = worker.report(
+        edition_date=edition_date, queued=queued, already_done=already_done, started=started
+    )
+    if progress is not None:
+        progress.finished(report)
+    return report
+
+
+async def run_worker(
+    settings: Settings,
+    engine: Engine,
+    *,
+    worker_id: str | None = None,
+    progress: SendProgress | None = None,
+    stop_when_idle: bool = True,
+    transport: MessageTransport | None = None,
+) -> SendReport:
+    """Work the queue of every edition that is sending; return when idle (or run for ever)."""
+    started = time.monotonic()
+    totals = await asyncio.to_thread(_in_transaction, engine, ledger.count_sending)
+    queued = totals[DeliveryStatus.QUEUED]
+    already_done = sum(totals.values()) - queued
+    if progress is not None:
+        progress.started(sum(totals.values()), already_done)
+    worker = await _run_worker(
+        settings,
+        engine,
+        edition_id=None,
+        worker_id=worker_id,
+        progress=progress,
+        stop_when_idle=stop_when_idle,
+        transport=transport,
+    )
+    dates = sorted({compiled.edition_date for compiled in worker.compiled.values()})
+    report = worker.report(
+        edition_date=dates[0] if len(dates) == 1 else None,
+        queued=queued,
+        already_done=already_done,
+        started=started,
+    )
+    if progress is not None:
+        progress.finished(report)
+    return report
+
+
+def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+    with engine.begin() as connection:
+        return work(connection)
+
+
+async def send_test_copy(
+    settings: Settings, engine: Engine, *, edition_date: dt.date, email: str
+) -> Delivery:
+    """Send one copy, subject marked as a test, to one address; recorded with is_test=True."""
+    from subscribers.store import normalise_email
+
+    address = normalise_email(email)
+    now = utc_now()
+
+    def record_attempt(connection: Connection) -> tuple[Edition, int]:
+        edition = _rendered_edition(connection, edition_date)
+        row_id = connection.execute(
+            ledger.deliveries.insert()
+            .values(
+                edition_id=edition.id,
+                subscriber_id=None,
+                email=address,
+                is_test=True,
+                status=DeliveryStatus.QUEUED.value,
+                attempts=0,
+                lease_owner="test-copy",
+                lease_expires_at=now + dt.timedelta(hours=1),
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(ledger.deliveries.c.id)
+        ).scalar_one()
+        return edition, row_id
+
+    edition, row_id = await asyncio.to_thread(_in_transaction, engine, record_attempt)
+    message_id = make_message_id(settings, edition_date=edition_date, delivery_id=row_id)
+    digest = CompiledDigest.compile(
+        settings,
+        subject=edition.subject,
+        html=edition.html,
+        text=edition.text,
+        edition_date=edition_date,
+        is_test=True,
+    )
+    message = digest.assemble(Recipient(address, None, None, message_id))
+    pool = SmtpPool(settings.model_copy(update={"smtp_concurrency": 1, "smtp_extra_relays": []}))
+    try:
+        reply = await pool.send(0, digest.envelope_from, address, message)
+    finally:
+        await pool.aclose()
+    if reply.accepted:
+        outcome = Outcome(row_id, OutcomeKind.SENT, message_id=message_id)
+    else:
+        outcome = Outcome(
+            row_id,
+            OutcomeKind.FAILED,
+            message_id=message_id,
+            code=reply.code,
+            error=clean_error_text(reply.text),
+        )
+
+    def record_outcome(connection: Connection) -> Delivery:
+        ledger.record_outcomes(connection, [outcome], utc_now())
+        row = connection.execute(
+            select(ledger.deliveries).where(ledger.deliveries.c.id == row_id)
+        ).mappings()
+        return Delivery.model_validate(dict(row.one()))
+
+    return await asyncio.to_thread(_in_transaction, engine, record_outcome)

@@ -1,0 +1,417 @@
+"""The delivery ledger: one row per recipient of an edition, claimed with a lease.
+
+Every statement here is a single set-based SQL statement, so the audience is
+never loaded into Python and a batch of outcomes is one round trip:
+
+- `queue_audience` fixes the audience with one INSERT … SELECT;
+- `claim_batch` leases up to N claimable rows with one UPDATE … RETURNING
+  (on PostgreSQL its subquery takes `FOR UPDATE SKIP LOCKED`, so workers on
+  several machines never claim the same row; SQLite serialises writers, so
+  the same statement is safe there for one process);
+- `record_outcomes` writes a batch of results with one executemany per kind.
+
+A row is claimable when it is `queued`, its retry time has come and nobody
+holds a live lease on it; a worker that dies simply stops renewing its lease
+and its rows return to the queue when the lease expires.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Select,
+    bindparam,
+    exists,
+    false,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+
+from newsletter.clock import UtcDateTime
+from newsletter.models import Delivery, DeliveryStatus, Edition, EditionStatus
+from subscribers.models import Subscriber, SubscriberStatus
+
+deliveries = Delivery.__table__  # type: ignore[attr-defined]
+editions = Edition.__table__  # type: ignore[attr-defined]
+subscribers = Subscriber.__table__  # type: ignore[attr-defined]
+
+MAX_ERROR_LENGTH = 500
+
+
+def clean_error_text(text: str) -> str:
+    """Error text safe for one log line and one column: no CR/LF, bounded length."""
+    flat = " ".join(text.replace("\r", " ").replace("\n", " ").split())
+    return flat[:MAX_ERROR_LENGTH]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """A leased ledger row: what the sender needs to build and send one message."""
+
+    id: int
+    edition_id: int
+    email: str
+    name: str | None
+    subscriber_key: str | None
+    attempts: int
+
+
+class OutcomeKind(StrEnum):
+    """What one attempt did to its row."""
+
+    SENT = "sent"
+    RETRY = "retry"  # stays queued until next_attempt_at
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    RELEASED = "released"  # never attempted (edition paused): back to the queue, no attempt counted
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one attempt (or a release), waiting to be written."""
+
+    delivery_id: int
+    kind: OutcomeKind
+    message_id: str | None = None
+    code: int | None = None
+    error: str | None = None
+    next_attempt_at: dt.datetime | None = None
+    subscriber_key: str | None = None  # set for bounces: whose status changes
+
+
+def queue_audience(connection: Connection, *, edition_id: int, now: dt.datetime) -> int:
+    """Insert one queued row per confirmed, non-paused subscriber; returns how many."""
+    when = literal(now, UtcDateTime())
+    audience = select(
+        literal(edition_id),
+        subscribers.c.id,
+        subscribers.c.email,
+        subscribers.c.name,
+        subscribers.c.key,
+        false(),
+        literal(DeliveryStatus.QUEUED.value),
+        literal(0),
+        when,
+        when,
+    ).where(
+        subscribers.c.status == SubscriberStatus.CONFIRMED.value,
+        subscribers.c.paused == false(),
+    )
+    statement = insert(deliveries).from_select(
+        [
+            "edition_id",
+            "subscriber_id",
+            "email",
+            "name",
+            "subscriber_key",
+            "is_test",
+            "status",
+            "attempts",
+            "created_at",
+            "updated_at",
+        ],
+        audience.order_by(subscribers.c.id),
+    )
+    return connection.execute(statement).rowcount
+
+
+def start_sending(connection: Connection, *, edition_id: int, now: dt.datetime) -> int | None:
+    """Move a draft edition to `sending` and fix its audience; None if it was not a draft.
+
+    The status change and the audience insert share one transaction, and the
+    conditional UPDATE makes exactly one of several racing starters win.
+    """
+    started = connection.execute(
+        update(editions)
+        .where(editions.c.id == edition_id, editions.c.status == EditionStatus.DRAFT.value)
+        .values(
+            status=EditionStatus.SENDING.value,
+            status_reason=None,
+            send_started_at=now,
+        )
+    ).rowcount
+    if started != 1:
+        return None
+    return queue_audience(connection, edition_id=edition_id, now=now)
+
+
+def _sending_editions(edition_id: int | None) -> Select[tuple[int]]:
+    """The ids of editions being sent (only the given one, if any)."""
+    statement = select(editions.c.id).where(editions.c.status == EditionStatus.SENDING.value)
+    if edition_id is not None:
+        statement = statement.where(editions.c.id == edition_id)
+    return statement
+
+
+def _queued_rows(edition_id: int | None) -> list[ColumnElement[bool]]:
+    return [
+        deliveries.c.edition_id.in_(_sending_editions(edition_id)),
+        deliveries.c.status == DeliveryStatus.QUEUED.value,
+        deliveries.c.is_test == false(),
+    ]
+
+
+def claim_batch(
+    connection: Connection,
+    *,
+    edition_id: int | None,
+    worker_id: str,
+    limit: int,
+    now: dt.datetime,
+    lease_seconds: float,
+) -> list[ClaimedDelivery]:
+    """Lease up to `limit` claimable rows of a sending edition (or any) to this worker."""
+    candidates = (
+        select(deliveries.c.id)
+        .where(
+            *_queued_rows(edition_id),
+            or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
+            or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=deliveries)
+    )
+    statement = (
+        update(deliveries)
+        .where(deliveries.c.id.in_(candidates.scalar_subquery()))
+        .values(
+            lease_owner=worker_id,
+            lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+        )
+        .returning(
+            deliveries.c.id,
+            deliveries.c.edition_id,
+            deliveries.c.email,
+            deliveries.c.name,
+            deliveries.c.subscriber_key,
+            deliveries.c.attempts,
+        )
+    )
+    rows = connection.execute(statement).all()
+    claimed = [ClaimedDelivery(*row) for row in rows]
+    # Both databases return rows in no promised order; id order keeps sends predictable.
+    claimed.sort(key=lambda row: row.id)
+    return claimed
+
+
+def renew_leases(
+    connection: Connection, *, worker_id: str, now: dt.datetime, lease_seconds: float
+) -> int:
+    """Extend every live lease this worker holds; returns how many rows it still holds."""
+    return connection.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.lease_owner == worker_id,
+            deliveries.c.status == DeliveryStatus.QUEUED.value,
+        )
+        .values(lease_expires_at=now + dt.timedelta(seconds=lease_seconds))
+    ).rowcount
+
+
+def record_outcomes(connection: Connection, outcomes: Iterable[Outcome], now: dt.datetime) -> None:
+    """Write a batch of attempt results: one executemany per kind of outcome.
+
+    `sent` is written whatever the row's status (the server accepted it, that
+    is the truth); the other kinds only touch rows still `queued`, so a row
+    cancelled by the operator meanwhile stays `failed`.
+    """
+    by_kind: dict[OutcomeKind, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_kind.setdefault(outcome.kind, []).append(outcome)
+    row_id: BindParameter[int] = bindparam("row_id")
+    still_queued = deliveries.c.status == DeliveryStatus.QUEUED.value
+    if sent := by_kind.get(OutcomeKind.SENT):
+        connection.execute(
+            update(deliveries)
+            .where(deliveries.c.id == row_id)
+            .values(
+                status=DeliveryStatus.SENT.value,
+                attempts=deliveries.c.attempts + 1,
+                message_id=bindparam("message_id"),
+                last_code=250,
+                last_error=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                next_attempt_at=None,
+                sent_at=now,
+                updated_at=now,
+            ),
+            [{"row_id": o.delivery_id, "message_id": o.message_id} for o in sent],
+        )
+    if retry := by_kind.get(OutcomeKind.RETRY):
+        connection.execute(
+            update(deliveries)
+            .where(deliveries.c.id == row_id, still_queued)
+            .values(
+                attempts=deliveries.c.attempts + 1,
+                message_id=bindparam("message_id"),
+                last_code=bindparam("code"),
+                last_error=bindparam("error"),
+                lease_owner=None,
+                lease_expires_at=None,
+                next_attempt_at=bindparam("next_attempt_at", type_=UtcDateTime()),
+                updated_at=now,
+            ),
+            [_final_params(o) | {"next_attempt_at": o.next_attempt_at} for o in retry],
+        )
+    for kind, status in (
+        (OutcomeKind.FAILED, DeliveryStatus.FAILED),
+        (OutcomeKind.BOUNCED, DeliveryStatus.BOUNCED),
+    ):
+        if rows := by_kind.get(kind):
+            connection.execute(
+                update(deliveries)
+                .where(deliveries.c.id == row_id, still_queued)
+                .values(
+                    status=status.value,
+                    attempts=deliveries.c.attempts + 1,
+                    message_id=bindparam("message_id"),
+                    last_code=bindparam("code"),
+                    last_error=bindparam("error"),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    next_attempt_at=None,
+                    updated_at=now,
+                ),
+                [_final_params(o) for o in rows],
+            )
+    if released := by_kind.get(OutcomeKind.RELEASED):
+        connection.execute(
+            update(deliveries)
+            .where(deliveries.c.id == row_id, still_queued)
+            .values(lease_owner=None, lease_expires_at=None),
+            [{"row_id": o.delivery_id} for o in released],
+        )
+    if bounced := by_kind.get(OutcomeKind.BOUNCED):
+        mark_subscribers_bounced(connection, [o.subscriber_key for o in bounced], now)
+
+
+def _final_params(outcome: Outcome) -> dict[str, object]:
+    return {
+        "row_id": outcome.delivery_id,
+        "message_id": outcome.message_id,
+        "code": outcome.code,
+        "error": outcome.error,
+    }
+
+
+def mark_subscribers_bounced(
+    connection: Connection, subscriber_keys: Sequence[str | None], now: dt.datetime
+) -> None:
+    """Mark the subscribers behind hard bounces `bounced` so later editions skip them."""
+    keys = [key for key in subscriber_keys if key]
+    if not keys:
+        return
+    connection.execute(
+        update(subscribers)
+        .where(
+            subscribers.c.key.in_(keys),
+            # An address that left or complained keeps that (stronger) status.
+            subscribers.c.status.in_(
+                [SubscriberStatus.CONFIRMED.value, SubscriberStatus.PENDING.value]
+            ),
+        )
+        .values(status=SubscriberStatus.BOUNCED.value, bounced_at=now, updated_at=now)
+    )
+
+
+def next_wake_time(connection: Connection, *, edition_id: int | None) -> dt.datetime | None:
+    """When a queued row of a sending edition (or the given one) may next be claimable.
+
+    None when no row is queued; a time in the past when one is claimable now.
+    """
+    count, retry_at, lease_until = connection.execute(
+        select(
+            func.count(),
+            func.min(deliveries.c.next_attempt_at),
+            func.min(deliveries.c.lease_expires_at),
+        ).where(*_queued_rows(edition_id))
+    ).one()
+    if not count:
+        return None
+    times = [_as_utc(value) for value in (retry_at, lease_until) if value is not None]
+    # Queued rows with neither time set are claimable right now.
+    return min(times) if times else dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def _as_utc(value: object) -> dt.datetime:
+    if isinstance(value, str):  # SQLite hands aggregates back as text
+        value = dt.datetime.fromisoformat(value)
+    assert isinstance(value, dt.datetime)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def finish_editions(connection: Connection, *, edition_id: int | None, now: dt.datetime) -> int:
+    """Mark sending editions (or the given one) `sent` when no row is left queued."""
+    nothing_queued = ~exists().where(
+        deliveries.c.edition_id == editions.c.id,
+        deliveries.c.status == DeliveryStatus.QUEUED.value,
+        deliveries.c.is_test == false(),
+    )
+    statement = update(editions).where(
+        editions.c.status == EditionStatus.SENDING.value, nothing_queued
+    )
+    if edition_id is not None:
+        statement = statement.where(editions.c.id == edition_id)
+    return connection.execute(
+        statement.values(status=EditionStatus.SENT.value, send_finished_at=now)
+    ).rowcount
+
+
+def count_sending(connection: Connection) -> dict[DeliveryStatus, int]:
+    """How many (non-test) rows of every sending edition stand in each status."""
+    counts = dict.fromkeys(DeliveryStatus, 0)
+    rows = connection.execute(
+        select(deliveries.c.status, func.count())
+        .where(
+            deliveries.c.edition_id.in_(_sending_editions(None)),
+            deliveries.c.is_test == false(),
+        )
+        .group_by(deliveries.c.status)
+    ).all()
+    for status, count in rows:
+        counts[DeliveryStatus(status)] = count
+    return counts
+
+
+def count_by_status(connection: Connection, *, edition_id: int) -> dict[DeliveryStatus, int]:
+    """How many (non-test) rows of an edition stand in each status, every status present."""
+    counts = dict.fromkeys(DeliveryStatus, 0)
+    rows = connection.execute(
+        select(deliveries.c.status, func.count())
+        .where(deliveries.c.edition_id == edition_id, deliveries.c.is_test == false())
+        .group_by(deliveries.c.status)
+    ).all()
+    for status, count in rows:
+        counts[DeliveryStatus(status)] = count
+    return counts
+
+
+def fail_queued(connection: Connection, *, edition_id: int, reason: str, now: dt.datetime) -> int:
+    """End every still-queued row of an edition `failed` with the reason; returns how many."""
+    return connection.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.edition_id == edition_id,
+            deliveries.c.status == DeliveryStatus.QUEUED.value,
+        )
+        .values(
+            status=DeliveryStatus.FAILED.value,
+            last_error=reason,
+            lease_owner=None,
+            lease_expires_at=None,
+            next_attempt_at=None,
+            updated_at=now,
+        )
+    ).rowcount

@@ -1,0 +1,527 @@
+"""The sending engine end to end: ledger, SMTP pool, operator controls, stats, progress."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+from collections import Counter
+
+import pytest
+from rich.console import Console
+from sqlalchemy import Engine, insert, select, update
+
+from newsletter.clock import utc_now
+from newsletter.errors import DeliveryError, EditionNotFoundError
+from newsletter.models import Delivery, DeliveryStatus, EditionStatus
+from newsletter.send.engine import (
+    SendReport,
+    cancel_edition,
+    pause_edition,
+    resume_edition,
+    run_worker,
+    send_edition,
+    send_test_copy,
+    start_edition,
+)
+from newsletter.send.ledger import deliveries, editions, subscribers
+from newsletter.send.pacing import Pacer, TokenBucket
+from newsletter.send.pool import NullTransport, SmtpPool, SmtpReply
+from newsletter.send.progress import RichSendProgress
+from newsletter.send.stats import edition_stats, list_edition_stats
+from newsletter.settings import Settings
+from newsletter.values import PersonalField
+from subscribers.models import SubscriberStatus
+from tests.smtp_server import RecordingSmtpServer
+
+DAY = dt.date(2026, 3, 2)
+
+
+# ---- helpers shared by the send test modules ----------------------------------------------
+
+
+def seed_subscribers(
+    engine: Engine,
+    count: int,
+    *,
+    status: SubscriberStatus = SubscriberStatus.CONFIRMED,
+    paused: bool = False,
+    prefix: str = "reader",
+) -> list[str]:
+    """Insert `count` subscribers in one statement; returns their addresses."""
+    now = utc_now()
+    addresses = [f"{prefix}{i:05d}@example.org" for i in range(count)]
+    rows = [
+        {
+            "email": address,
+            "name": f"Reader {i}",
+            "status": status.value,
+            "key": f"{prefix}-key-{i:05d}",
+            "topics": [],
+            "paused": paused,
+            "created_at": now,
+            "updated_at": now,
+            "unsubscribed_at": now if status is SubscriberStatus.UNSUBSCRIBED else None,
+        }
+        for i, address in enumerate(addresses)
+    ]
+    if rows:
+        with engine.begin() as connection:
+            connection.execute(insert(subscribers), rows)
+    return addresses
+
+
+def make_edition(engine: Engine, day: dt.date = DAY, *, subject: str = "Papers of the day") -> int:
+    """A rendered draft edition whose body carries both personal placeholders."""
+    html = (
+        f"<html><body><h1>{subject}</h1><p>Größte Modelle</p>"
+        f'<a href="{PersonalField.UNSUBSCRIBE_URL}">unsubscribe</a> '
+        f'<a href="{PersonalField.PREFERENCES_URL}">preferences</a></body></html>'
+    )
+    text = (
+        f"{subject}\n\nGrößte Modelle\n\nUnsubscribe: {PersonalField.UNSUBSCRIBE_URL}\n"
+        f"Preferences: {PersonalField.PREFERENCES_URL}\n"
+    )
+    with engine.begin() as connection:
+        return connection.execute(
+            insert(editions)
+            .values(
+                date=day,
+                status=EditionStatus.DRAFT.value,
+                subject=subject,
+                html=html,
+                text=text,
+                created_at=utc_now(),
+                rendered_at=utc_now(),
+            )
+            .returning(editions.c.id)
+        ).scalar_one()
+
+
+def ledger_rows(engine: Engine, day: dt.date = DAY) -> list[Delivery]:
+    """Every non-test delivery row of the edition, in id order."""
+    with engine.connect() as connection:
+        edition_id = connection.execute(
+            select(editions.c.id).where(editions.c.date == day)
+        ).scalar_one()
+        rows = connection.execute(
+            select(deliveries)
+            .where(deliveries.c.edition_id == edition_id, deliveries.c.is_test.is_(False))
+            .order_by(deliveries.c.id)
+        ).mappings()
+        return [Delivery.model_validate(dict(row)) for row in rows]
+
+
+def edition_status(engine: Engine, day: dt.date = DAY) -> tuple[EditionStatus, str | None]:
+    """The edition's status and reason."""
+    with engine.connect() as connection:
+        status, reason = connection.execute(
+            select(editions.c.status, editions.c.status_reason).where(editions.c.date == day)
+        ).one()
+    return EditionStatus(status), reason
+
+
+def subscriber_status(engine: Engine, address: str) -> SubscriberStatus:
+    """One subscriber's status."""
+    with engine.connect() as connection:
+        return SubscriberStatus(
+            connection.execute(
+                select(subscribers.c.status).where(subscribers.c.email == address)
+            ).scalar_one()
+        )
+
+
+def received(server: RecordingSmtpServer) -> Counter[str]:
+    """How many copies each address received."""
+    return Counter(server.handler.recipients())
+
+
+class RecordingProgress:
+    """A SendProgress that remembers every call."""
+
+    def __init__(self) -> None:
+        self.started_with: tuple[int, int] | None = None
+        self.advanced_with: list[DeliveryStatus] = []
+        self.report: SendReport | None = None
+
+    def started(self, total: int, already_done: int) -> None:
+        self.started_with = (total, already_done)
+
+    def advanced(self, status: DeliveryStatus) -> None:
+        self.advanced_with.append(status)
+
+    def finished(self, report: SendReport) -> None:
+        self.report = report
+
+
+class HookedTransport:
+    """The real SMTP pool, with a hook called after each accepted message (pause, cancel...)."""
+
+    def __init__(self, settings: Settings, after_accepted: int, hook: object) -> None:
+        self.pool = SmtpPool(settings)
+        self.after_accepted = after_accepted
+        self.hook = hook
+        self.accepted = 0
+
+    @property
+    def lanes(self) -> int:
+        return self.pool.lanes
+
+    async def send(self, lane: int, sender: str, recipient: str, message: bytes) -> SmtpReply:
+        reply = await self.pool.send(lane, sender, recipient, message)
+        if reply.accepted:
+            self.accepted += 1
+            if self.accepted == self.after_accepted:
+                assert callable(self.hook)
+                await asyncio.to_thread(self.hook)
+        return reply
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
+# ---- the happy path -------------------------------------------------------------------------
+
+
+async def test_send_reaches_only_confirmed_unpaused_subscribers_once(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    readers = seed_subscribers(engine, 12)
+    seed_subscribers(engine, 2, status=SubscriberStatus.PENDING, prefix="pending")
+    seed_subscribers(engine, 2, status=SubscriberStatus.UNSUBSCRIBED, prefix="left")
+    seed_subscribers(engine, 2, status=SubscriberStatus.BOUNCED, prefix="bounced")
+    seed_subscribers(engine, 2, paused=True, prefix="paused")
+    make_edition(engine)
+    progress = RecordingProgress()
+
+    report = await send_edition(settings, engine, edition_date=DAY, progress=progress)
+
+    assert received(smtp_server) == Counter(readers)
+    assert (report.queued, report.sent, report.failed, report.bounced) == (12, 12, 0, 0)
+    assert report.already_done == 0 and report.paused_reason is None
+    assert edition_status(engine) == (EditionStatus.SENT, None)
+    rows = ledger_rows(engine)
+    assert {row.status for row in rows} == {DeliveryStatus.SENT}
+    assert all(row.attempts == 1 and row.last_code == 250 and row.sent_at for row in rows)
+    assert all(row.lease_owner is None for row in rows)
+    # Each message carries its row's Message-ID and its reader's own links.
+    by_address = {row.email: row for row in rows}
+    for arrived in smtp_server.messages:
+        row = by_address[arrived.rcpt_tos[0]]
+        assert arrived.message["Message-ID"] == row.message_id
+        assert row.message_id == f"<20260302.{row.id}.digest@news.example.org>"
+        assert arrived.message["To"].addresses[0].addr_spec == row.email
+        assert arrived.mail_from == "digest@news.example.org"
+        text = arrived.message.get_body(("plain",)).get_content()
+        assert "Größte Modelle" in text and "https://news.example.org/unsubscribe/" in text
+        assert PersonalField.UNSUBSCRIBE_URL.value not in arrived.raw.decode()
+    assert progress.started_with == (12, 0)
+    assert progress.advanced_with == [DeliveryStatus.SENT] * 12
+    assert progress.report == report
+
+
+async def test_a_second_send_sends_nothing_and_says_so(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    seed_subscribers(engine, 5)
+    make_edition(engine)
+    await send_edition(settings, engine, edition_date=DAY)
+
+    again = await send_edition(settings, engine, edition_date=DAY)
+
+    assert len(smtp_server.messages) == 5
+    assert (again.queued, again.sent, again.failed, again.already_done) == (0, 0, 0, 5)
+
+
+async def test_the_audience_is_fixed_when_the_send_starts(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    seed_subscribers(engine, 3)
+    make_edition(engine)
+    assert start_edition(engine, DAY) == 3
+    assert start_edition(engine, DAY) == 0  # already started: nobody added twice
+    late = seed_subscribers(engine, 2, prefix="late")
+
+    report = await send_edition(settings, engine, edition_date=DAY)
+
+    assert report.sent == 3
+    assert not set(late) & set(received(smtp_server))
+
+
+async def test_one_connection_carries_many_messages(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    seed_subscribers(engine, 30)
+    make_edition(engine)
+    one_lane = settings.model_copy(update={"smtp_concurrency": 1})
+    connections: list[object] = []
+    original = smtp_server.handler.handle_RCPT
+
+    async def remember_session(server, session, envelope, address, options):  # type: ignore[no-untyped-def]
+        connections.append(id(session))
+        return await original(server, session, envelope, address, options)
+
+    smtp_server.handler.handle_RCPT = remember_session  # type: ignore[method-assign]
+    await send_edition(one_lane, engine, edition_date=DAY)
+
+    assert len(smtp_server.messages) == 30
+    assert len(set(connections)) == 1
+
+
+async def test_missing_or_unrendered_edition_is_refused(settings: Settings, engine: Engine) -> None:
+    with pytest.raises(EditionNotFoundError, match="2026-03-02"):
+        await send_edition(settings, engine, edition_date=DAY)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(editions).values(
+                date=DAY, status="draft", subject="", html="", text="", created_at=utc_now()
+            )
+        )
+    with pytest.raises(EditionNotFoundError, match="not been rendered"):
+        await send_edition(settings, engine, edition_date=DAY)
+
+
+# ---- pause, resume, cancel ------------------------------------------------------------------
+
+
+async def test_pause_mid_send_stops_within_a_batch_and_resume_finishes_exactly_once(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    readers = seed_subscribers(engine, 120)
+    make_edition(engine)
+    small_batches = settings.model_copy(update={"send_batch_size": 10, "smtp_concurrency": 2})
+    transport = HookedTransport(
+        small_batches, 20, lambda: pause_edition(engine, DAY, reason="checking a complaint")
+    )
+
+    try:
+        report = await send_edition(small_batches, engine, edition_date=DAY, transport=transport)
+    finally:
+        await transport.aclose()
+
+    assert report.paused_reason == "checking a complaint"
+    assert edition_status(engine) == (EditionStatus.PAUSED, "checking a complaint")
+    sent_before_resume = len(smtp_server.messages)
+    # Stopped within about a batch: the claimed rows were handed back, not sent.
+    assert 20 <= sent_before_resume <= 20 + 2 * small_batches.send_batch_size
+    statuses = Counter(row.status for row in ledger_rows(engine))
+    assert statuses[DeliveryStatus.QUEUED] == 120 - sent_before_resume
+    assert all(row.lease_owner is None for row in ledger_rows(engine))
+    with pytest.raises(DeliveryError, match="paused .checking a complaint.*--resume"):
+        await send_edition(small_batches, engine, edition_date=DAY)
+
+    resume_edition(engine, DAY)
+    final = await send_edition(small_batches, engine, edition_date=DAY)
+
+    assert received(smtp_server) == Counter(readers)
+    assert final.already_done == sent_before_resume
+    assert final.sent == 120 - sent_before_resume
+    assert edition_status(engine)[0] is EditionStatus.SENT
+
+
+async def test_cancel_mid_send_leaves_nobody_queued(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    seed_subscribers(engine, 100)
+    make_edition(engine)
+    small_batches = settings.model_copy(update={"send_batch_size": 10, "smtp_concurrency": 2})
+    transport = HookedTransport(small_batches, 15, lambda: cancel_edition(engine, DAY))
+
+    try:
+        report = await send_edition(small_batches, engine, edition_date=DAY, transport=transport)
+    finally:
+        await transport.aclose()
+
+    arrived = len(smtp_server.messages)
+    assert 15 <= arrived <= 15 + 2 * small_batches.send_batch_size
+    rows = ledger_rows(engine)
+    statuses = Counter(row.status for row in rows)
+    assert statuses[DeliveryStatus.QUEUED] == 0
+    # Whatever the server accepted is recorded as sent, the rest as cancelled.
+    assert statuses[DeliveryStatus.SENT] == arrived
+    assert {r.last_error for r in rows if r.status is DeliveryStatus.FAILED} == {
+        "cancelled by operator"
+    }
+    assert report.sent == arrived
+    assert edition_status(engine) == (EditionStatus.CANCELLED, "cancelled by operator")
+    with pytest.raises(DeliveryError, match="cancelled"):
+        await send_edition(small_batches, engine, edition_date=DAY)
+    with pytest.raises(DeliveryError, match="cancelled"):
+        resume_edition(engine, DAY)
+
+
+async def test_operator_controls_refuse_what_makes_no_sense(
+    settings: Settings, engine: Engine
+) -> None:
+    seed_subscribers(engine, 2)
+    make_edition(engine)
+    with pytest.raises(DeliveryError, match="draft, not sending"):
+        pause_edition(engine, DAY, reason="x")
+    with pytest.raises(DeliveryError, match="has not started"):
+        resume_edition(engine, DAY)
+    with pytest.raises(EditionNotFoundError):
+        cancel_edition(engine, DAY + dt.timedelta(days=1))
+    await send_edition(settings, engine, edition_date=DAY)
+    with pytest.raises(DeliveryError, match="sent already"):
+        cancel_edition(engine, DAY)
+    with pytest.raises(DeliveryError, match="sent already"):
+        resume_edition(engine, DAY)
+    # Reasons are stored on one line.
+    start_other = make_edition(engine, DAY + dt.timedelta(days=1))
+    assert start_other
+    start_edition(engine, DAY + dt.timedelta(days=1))
+    pause_edition(engine, DAY + dt.timedelta(days=1), reason="line one\r\nline two")
+    assert edition_status(engine, DAY + dt.timedelta(days=1)) == (
+        EditionStatus.PAUSED,
+        "line one line two",
+    )
+
+
+# ---- workers, test copies, stats, progress, pacing ------------------------------------------
+
+
+async def test_worker_sends_every_edition_that_is_sending(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    readers = seed_subscribers(engine, 7)
+    make_edition(engine, DAY)
+    make_edition(engine, DAY + dt.timedelta(days=1), subject="The next day")
+    make_edition(engine, DAY + dt.timedelta(days=2), subject="Still a draft")
+    start_edition(engine, DAY)
+    start_edition(engine, DAY + dt.timedelta(days=1))
+
+    report = await run_worker(settings, engine, worker_id="worker-a")
+
+    assert received(smtp_server) == Counter(readers * 2)
+    assert (report.queued, report.sent, report.edition_date) == (14, 14, None)
+    assert edition_status(engine, DAY)[0] is EditionStatus.SENT
+    assert edition_status(engine, DAY + dt.timedelta(days=1))[0] is EditionStatus.SENT
+    assert edition_status(engine, DAY + dt.timedelta(days=2))[0] is EditionStatus.DRAFT
+
+
+async def test_test_copy_is_marked_and_recorded_apart(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    seed_subscribers(engine, 3)
+    make_edition(engine)
+
+    delivery = await send_test_copy(settings, engine, edition_date=DAY, email="Editor@Example.org")
+
+    assert delivery.is_test and delivery.subscriber_id is None
+    assert delivery.status is DeliveryStatus.SENT
+    [arrived] = smtp_server.messages
+    assert arrived.rcpt_tos == ["Editor@example.org"]
+    assert arrived.message["Subject"] == "[TEST] Papers of the day"
+    assert arrived.message["Message-ID"] == delivery.message_id
+    stats = edition_stats(engine, DAY)
+    assert stats.test_sends == 1
+    assert sum(stats.deliveries.values()) == 0  # the test copy is not part of the audience
+    # The edition itself is untouched and sends normally afterwards.
+    report = await send_edition(settings, engine, edition_date=DAY)
+    assert report.sent == 3
+
+
+async def test_test_copy_to_an_unreachable_server_is_recorded_failed(
+    settings: Settings, engine: Engine
+) -> None:
+    make_edition(engine)
+    nowhere = settings.model_copy(update={"smtp_port": 1, "smtp_timeout_seconds": 2.0})
+
+    delivery = await send_test_copy(nowhere, engine, edition_date=DAY, email="ed@example.org")
+
+    assert delivery.status is DeliveryStatus.FAILED
+    assert delivery.last_error and "cannot connect to 127.0.0.1:1" in delivery.last_error
+
+
+async def test_stats_show_the_ledger(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    seed_subscribers(engine, 4)
+    make_edition(engine)
+    make_edition(engine, DAY - dt.timedelta(days=1), subject="Yesterday")
+    await send_edition(settings, engine, edition_date=DAY)
+    with engine.begin() as connection:
+        connection.execute(
+            update(subscribers)
+            .where(subscribers.c.email == "reader00001@example.org")
+            .values(status="unsubscribed", unsubscribed_at=utc_now())
+        )
+
+    stats = edition_stats(engine, DAY)
+
+    assert stats.status is EditionStatus.SENT
+    assert stats.deliveries == {
+        DeliveryStatus.QUEUED: 0,
+        DeliveryStatus.SENT: 4,
+        DeliveryStatus.FAILED: 0,
+        DeliveryStatus.BOUNCED: 0,
+    }
+    assert stats.unsubscribed_since == 1
+    assert stats.send_started_at and stats.send_finished_at
+    assert stats.send_started_at <= stats.send_finished_at
+    listed = list_edition_stats(engine)
+    assert [s.edition_date for s in listed] == [DAY, DAY - dt.timedelta(days=1)]
+    assert listed[1].status is EditionStatus.DRAFT and listed[1].unsubscribed_since == 0
+    with pytest.raises(EditionNotFoundError):
+        edition_stats(engine, DAY + dt.timedelta(days=5))
+
+
+async def test_rich_progress_shows_counts_and_rate(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    seed_subscribers(engine, 6)
+    make_edition(engine)
+    output = io.StringIO()
+    console = Console(file=output, width=160, force_terminal=False)
+
+    with RichSendProgress(console) as progress:
+        await send_edition(settings, engine, edition_date=DAY, progress=progress)
+
+    shown = output.getvalue()
+    assert "6/6" in shown
+    assert "sent 6" in shown and "failed 0" in shown and "bounced 0" in shown
+    assert "msg/s" in shown
+
+
+async def test_null_transport_runs_the_whole_ledger_without_a_network(
+    settings: Settings, engine: Engine
+) -> None:
+    seed_subscribers(engine, 250)
+    make_edition(engine)
+    transport = NullTransport(lanes=8)
+    small = settings.model_copy(update={"send_batch_size": 40})
+
+    report = await send_edition(small, engine, edition_date=DAY, transport=transport)
+
+    assert report.sent == transport.delivered == 250
+    assert {row.status for row in ledger_rows(engine)} == {DeliveryStatus.SENT}
+
+
+def test_token_bucket_paces_across_callers() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=10.0, capacity=2.0, clock=lambda: now[0])
+    # A burst of the capacity goes at once; then one every 1/rate seconds.
+    waits = [bucket.reserve() for _ in range(5)]
+    assert waits == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.3])
+    now[0] = 10.0
+    assert bucket.reserve() == 0.0
+    hourly = Pacer(per_hour=3600.0, clock=lambda: now[0])
+    assert not hourly.unlimited
+    waits = [hourly.reserve() for _ in range(62)]
+    assert waits[:60] == [0.0] * 60 and waits[60] == pytest.approx(1.0)
+    assert Pacer().unlimited
+
+
+async def test_send_rate_holds_across_connections(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    seed_subscribers(engine, 12)
+    make_edition(engine)
+    paced = settings.model_copy(update={"send_rate_per_second": 5.0, "smtp_concurrency": 4})
+    started = asyncio.get_running_loop().time()
+
+    await send_edition(paced, engine, edition_date=DAY)
+
+    # The first 5 go in a burst, the other 7 at one per 0.2 s: at least 1.4 s in all.
+    assert asyncio.get_running_loop().time() - started >= 1.3
+    assert len(smtp_server.messages) == 12
