@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import quopri
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -44,6 +43,8 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 # Bidi overrides and isolates can make a subject read differently from what it says.
 _BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+# Control characters (C0, DEL, C1) and Unicode line/paragraph separators: they break lines.
+_CONTROLS_AND_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _PLACEHOLDERS = tuple(field.value for field in PersonalField)
 
 
@@ -133,11 +134,8 @@ def _clean_text(text: str) -> str:
     for placeholder in _PLACEHOLDERS:
         # A feed must not be able to make the send stage paste a personal link into it.
         text = text.replace(placeholder, "")
-    text = _BIDI_CONTROLS.sub("", _XML_INVALID.sub(" ", text))
-    text = "".join(
-        " " if unicodedata.category(char) in ("Cc", "Zl", "Zp") else char for char in text
-    )
-    return " ".join(text.split())
+    text = _CONTROLS_AND_BREAKS.sub(" ", _XML_INVALID.sub(" ", text))
+    return " ".join(_BIDI_CONTROLS.sub("", text).split())
 
 
 def shorten_text(text: str, max_chars: int) -> str:
@@ -167,8 +165,13 @@ def _web_url(url: str | None) -> str | None:
 
 def format_authors(authors: Sequence[str]) -> str:
     """The first three authors joined by commas, then "et al." when there are more."""
-    names = [shorten_text(_clean_text(name), AUTHOR_MAX_CHARS) for name in authors]
-    names = [name for name in names if name]
+    names: list[str] = []
+    for raw_name in authors:
+        name = shorten_text(_clean_text(raw_name), AUTHOR_MAX_CHARS)
+        if name:
+            names.append(name)
+        if len(names) > AUTHORS_SHOWN:  # enough to know "et al." is due
+            break
     shown = ", ".join(names[:AUTHORS_SHOWN])
     return f"{shown} et al." if len(names) > AUTHORS_SHOWN else shown
 
