@@ -240,7 +240,9 @@ def test_structure_of_the_html_part(env: jinja2.Environment) -> None:
     assert metas["supported-color-schemes"] == "light dark"
     assert "prefers-color-scheme: dark" in digest.html
     assert "max-width:600px" in digest.html
-    assert "max-width:479px" in digest.html  # MJML's mobile breakpoint: columns stack below it
+    # Thumbnail and text sit side by side only on screens 480 px and wider; below, they stack.
+    assert ".mj-column-per-32 { width:32% !important" in digest.html
+    assert "@media only screen and (min-width:480px)" in digest.html
 
     assert html.hrefs_of("Unsubscribe") == [PersonalField.UNSUBSCRIBE_URL]
     assert html.hrefs_of("Manage preferences") == [PersonalField.PREFERENCES_URL]
