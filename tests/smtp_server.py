@@ -61,8 +61,8 @@ class RecordingHandler:
     ) -> str:
         reply = self._decide("rcpt", address)
         if reply == "DROP":
-            assert session.transport is not None
-            session.transport.close()
+            assert server.transport is not None
+            server.transport.close()
             return "421 closing"
         if reply:
             return reply
@@ -73,8 +73,8 @@ class RecordingHandler:
         address = envelope.rcpt_tos[0] if envelope.rcpt_tos else ""
         reply = self._decide("data", address)
         if reply == "DROP":
-            assert session.transport is not None
-            session.transport.close()
+            assert server.transport is not None
+            server.transport.close()
             return "421 closing"
         if reply:
             return reply
