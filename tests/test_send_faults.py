@@ -1,0 +1,264 @@
+"""A flaky, refusing, connection-dropping SMTP server: final ledger states follow the rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import threading
+from collections import Counter
+
+import pytest
+from sqlalchemy import Engine, select
+
+from newsletter.models import DeliveryStatus, EditionStatus
+from newsletter.send.engine import resume_edition, send_edition
+from newsletter.send.ledger import subscribers
+from newsletter.settings import Settings
+from subscribers.models import SubscriberStatus
+from tests.smtp_server import FaultRule, RecordingSmtpServer
+from tests.test_send_engine import (
+    DAY,
+    edition_status,
+    ledger_rows,
+    make_edition,
+    received,
+    seed_subscribers,
+    subscriber_status,
+)
+
+
+def with_fault(server: RecordingSmtpServer, rule: FaultRule) -> None:
+    """Install a fault rule on the running server."""
+    server.handler.fault = rule
+
+
+def only_for(address: str, replies: dict[tuple[str, int], str]) -> FaultRule:
+    """Refuse `address` with the given reply at (stage, attempt); accept everything else."""
+
+    def rule(stage: str, rcpt: str, attempt: int) -> str | None:
+        return replies.get((stage, attempt)) if rcpt == address else None
+
+    return rule
+
+
+async def test_temporary_refusals_are_retried_until_sent(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    readers = seed_subscribers(engine, 6)
+    flaky = readers[2]
+    with_fault(
+        smtp_server,
+        only_for(
+            flaky,
+            {
+                ("rcpt", 1): "421 4.7.0 too many connections, try later",
+                ("rcpt", 2): "451 4.3.0 local problem",
+                ("rcpt", 3): "452 4.2.2 mailbox over quota for now",
+            },
+        ),
+    )
+    make_edition(engine)
+
+    report = await send_edition(settings, engine, edition_date=DAY)
+
+    assert received(smtp_server) == Counter(readers)
+    row = next(r for r in ledger_rows(engine) if r.email == flaky)
+    assert (row.status, row.attempts, row.last_code) == (DeliveryStatus.SENT, 4, 250)
+    assert (report.sent, report.failed, report.bounced) == (6, 0, 0)
+    assert edition_status(engine)[0] is EditionStatus.SENT
+
+
+async def test_always_temporary_ends_failed_with_the_last_reply(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    readers = seed_subscribers(engine, 4)
+    stuck = readers[1]
+    with_fault(
+        smtp_server,
+        lambda stage, rcpt, n: (
+            f"451 4.3.0 busy ({n})" if stage == "data" and rcpt == stuck else None
+        ),
+    )
+    make_edition(engine)
+    three_tries = settings.model_copy(update={"send_max_attempts": 3})
+
+    report = await send_edition(three_tries, engine, edition_date=DAY)
+
+    row = next(r for r in ledger_rows(engine) if r.email == stuck)
+    assert row.status is DeliveryStatus.FAILED
+    assert (row.attempts, row.last_code, row.last_error) == (3, 451, "4.3.0 busy (3)")
+    assert received(smtp_server) == Counter(set(readers) - {stuck})
+    assert (report.sent, report.failed) == (3, 1)
+    assert subscriber_status(engine, stuck) is SubscriberStatus.CONFIRMED
+
+
+async def test_unknown_user_bounces_and_later_editions_skip_them(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    readers = seed_subscribers(engine, 5)
+    gone, moved, blocked = readers[0], readers[3], readers[4]
+    replies = {
+        gone: "550 5.1.1 <user> no such user",
+        moved: "553 mailbox name not allowed",
+        blocked: "554 5.7.1 relay access denied",  # a 5xx that is no bounce
+    }
+    with_fault(smtp_server, lambda stage, rcpt, n: replies.get(rcpt) if stage == "rcpt" else None)
+    make_edition(engine)
+
+    report = await send_edition(settings, engine, edition_date=DAY)
+
+    rows = {r.email: r for r in ledger_rows(engine)}
+    assert rows[gone].status is DeliveryStatus.BOUNCED and rows[gone].last_code == 550
+    assert rows[gone].attempts == 1  # a hard bounce is not retried
+    assert rows[moved].status is DeliveryStatus.BOUNCED
+    assert rows[blocked].status is DeliveryStatus.FAILED and rows[blocked].last_code == 554
+    assert (report.sent, report.failed, report.bounced) == (2, 1, 2)
+    assert subscriber_status(engine, gone) is SubscriberStatus.BOUNCED
+    assert subscriber_status(engine, moved) is SubscriberStatus.BOUNCED
+    assert subscriber_status(engine, blocked) is SubscriberStatus.CONFIRMED
+    with engine.connect() as connection:
+        bounced_at = connection.execute(
+            select(subscribers.c.bounced_at).where(subscribers.c.email == gone)
+        ).scalar_one()
+    assert bounced_at is not None
+
+    next_day = DAY + dt.timedelta(days=1)
+    make_edition(engine, next_day)
+    with_fault(smtp_server, lambda stage, rcpt, n: None)
+    smtp_server.handler.messages.clear()
+    await send_edition(settings, engine, edition_date=next_day)
+
+    assert received(smtp_server) == Counter(set(readers) - {gone, moved})
+
+
+async def test_rejection_at_data_fails_and_leaves_the_subscriber_alone(
+    settings: Settings,
+    engine: Engine,
+    smtp_server: RecordingSmtpServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    readers = seed_subscribers(engine, 3)
+    refused = readers[1]
+    with_fault(
+        smtp_server,
+        only_for(refused, {("data", 1): "554-5.7.1 message refused\r\n554 5.7.1 see policy"}),
+    )
+    make_edition(engine)
+
+    with caplog.at_level(logging.WARNING, logger="newsletter.send"):
+        await send_edition(settings, engine, edition_date=DAY)
+
+    row = next(r for r in ledger_rows(engine) if r.email == refused)
+    assert (row.status, row.attempts, row.last_code) == (DeliveryStatus.FAILED, 1, 554)
+    assert row.last_error == "5.7.1 message refused 5.7.1 see policy"  # one line, no CR/LF
+    assert subscriber_status(engine, refused) is SubscriberStatus.CONFIRMED
+    [line] = [r.getMessage() for r in caplog.records if r.name == "newsletter.send"]
+    assert "\n" not in line and "\r" not in line
+    assert f"edition=2026-03-02 delivery={row.id} email={refused} code=554" in line
+    assert "attempt=1 outcome=failed" in line
+
+
+async def test_connections_dropped_at_chosen_points_are_retried_on_a_new_connection(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    readers = seed_subscribers(engine, 10)
+    drops = {(readers[2], "rcpt"), (readers[5], "data"), (readers[7], "data")}
+    with_fault(
+        smtp_server, lambda stage, rcpt, n: "DROP" if n == 1 and (rcpt, stage) in drops else None
+    )
+    make_edition(engine)
+    one_lane = settings.model_copy(update={"smtp_concurrency": 1})
+
+    report = await send_edition(one_lane, engine, edition_date=DAY)
+
+    assert received(smtp_server) == Counter(readers)
+    rows = {r.email: r for r in ledger_rows(engine)}
+    assert {rows[address].attempts for address, _ in drops} == {2}
+    assert report.sent == 10
+
+
+@pytest.mark.parametrize("seed", [3, 17, 2026])
+async def test_random_drops_and_refusals_end_every_row_by_the_rules(
+    seed: int, settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    readers = seed_subscribers(engine, 80)
+    chance = random.Random(seed)
+    lock = threading.Lock()
+    dead = set(chance.sample(readers, 4))  # these addresses do not exist
+
+    def rule(stage: str, rcpt: str, attempt: int) -> str | None:
+        if stage == "rcpt" and rcpt in dead:
+            return "550 5.1.1 unknown user"
+        with lock:
+            roll = chance.random()
+        if roll < 0.08:
+            return "DROP"
+        if roll < 0.16:
+            return "451 4.7.1 greylisted, come back later"
+        return None
+
+    with_fault(smtp_server, rule)
+    make_edition(engine)
+    settings = settings.model_copy(update={"send_max_attempts": 4, "send_batch_size": 16})
+
+    report = await send_edition(settings, engine, edition_date=DAY)
+
+    rows = ledger_rows(engine)
+    copies = received(smtp_server)
+    assert {r.status for r in rows} <= {
+        DeliveryStatus.SENT,
+        DeliveryStatus.FAILED,
+        DeliveryStatus.BOUNCED,
+    }
+    assert max(copies.values()) == 1  # this server never accepts a message it dropped
+    for row in rows:
+        if row.status is DeliveryStatus.SENT:
+            assert copies[row.email] == 1 and row.last_code == 250
+        elif row.status is DeliveryStatus.BOUNCED:
+            assert row.email in dead and copies[row.email] == 0
+        else:  # failed only after every attempt met a drop or a temporary refusal
+            assert row.attempts == 4 and copies[row.email] == 0
+            assert row.last_code in (None, 451)
+    assert {r.email for r in rows if r.status is DeliveryStatus.BOUNCED} == dead
+    assert report.sent + report.failed + report.bounced == 80
+    assert edition_status(engine)[0] is EditionStatus.SENT
+
+
+async def test_failure_rate_pauses_the_edition_and_resume_finishes_it(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    readers = seed_subscribers(engine, 60)
+    relay_down = threading.Event()
+    relay_down.set()
+    with_fault(
+        smtp_server,
+        lambda stage, rcpt, n: "451 4.4.1 relay overloaded" if relay_down.is_set() else None,
+    )
+    make_edition(engine)
+    touchy = settings.model_copy(
+        update={
+            "send_failure_window": 10,
+            "send_failure_threshold": 0.5,
+            "send_max_attempts": 50,
+            "send_batch_size": 10,
+            "smtp_concurrency": 2,
+        }
+    )
+
+    report = await send_edition(touchy, engine, edition_date=DAY)
+
+    assert report.paused_reason is not None
+    assert "failure rate" in report.paused_reason and "451" in report.paused_reason
+    status, reason = edition_status(engine)
+    assert status is EditionStatus.PAUSED and reason == report.paused_reason
+    assert not smtp_server.messages
+    assert all(r.status is DeliveryStatus.QUEUED for r in ledger_rows(engine))
+
+    relay_down.clear()
+    resume_edition(engine, DAY)
+    final = await send_edition(touchy, engine, edition_date=DAY)
+
+    assert final.paused_reason is None
+    assert received(smtp_server) == Counter(readers)
+    assert edition_status(engine) == (EditionStatus.SENT, None)
