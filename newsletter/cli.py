@@ -360,7 +360,7 @@ def stats(
         "date": result.edition_date.isoformat(),
         "status": result.status.value,
         "status_reason": result.status_reason,
-        "deliveries": {status.value: n for status, n in result.deliveries.items()},
+        "deliveries": {state.value: n for state, n in result.deliveries.items()},
         "test_sends": result.test_sends,
         "unsubscribed_since": result.unsubscribed_since,
     }
@@ -370,8 +370,8 @@ def stats(
     table = Table(title=f"Edition {payload['date']}: {result.status.value}")
     table.add_column("deliveries")
     table.add_column("count", justify="right")
-    for status, count in result.deliveries.items():
-        table.add_row(status.value, str(count))
+    for delivery_status, count in result.deliveries.items():
+        table.add_row(delivery_status.value, str(count))
     table.add_row("test sends", str(result.test_sends))
     table.add_row("unsubscribed since", str(result.unsubscribed_since))
     console.print(table)

@@ -33,12 +33,16 @@ def prepare_edition(
     now: dt.datetime | None = None,
     env: Environment | None = None,
 ) -> Edition:
-    """Rank and render the day's papers into its edition; a started edition stays as it is."""
+    """Rank and render the day's papers into its edition; a started edition stays as it is.
+
+    Ranking is measured at the end of the day unless `now` is given, so the same
+    day renders the same digest whenever it is rendered.
+    """
     with session_scope(engine) as session:
         edition = _find_edition(session, day)
         if edition is not None and edition.status != EditionStatus.DRAFT:
             return edition
-        digest = _render_day(settings, session, day=day, now=now or utc_now(), env=env)
+        digest = _render_day(settings, session, day=day, now=now or end_of_day(day), env=env)
         if edition is None:
             edition = Edition(date=day)
             session.add(edition)
@@ -50,6 +54,11 @@ def prepare_edition(
         assert edition.id is not None
         _store_ranking(session, edition.id, digest.papers)
         return edition
+
+
+def end_of_day(day: dt.date) -> dt.datetime:
+    """Midnight UTC after the day: the fixed moment an edition's ages are measured at."""
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
 
 
 def _render_day(
@@ -73,7 +82,7 @@ def _render_day(
 
 
 def _store_ranking(session: Session, edition_id: int, ranked: tuple[RankedPaper, ...]) -> None:
-    session.exec(delete(EditionPaper).where(col(EditionPaper.edition_id) == edition_id))  # type: ignore[call-overload]
+    session.exec(delete(EditionPaper).where(col(EditionPaper.edition_id) == edition_id))
     ids = [item.paper.arxiv_id for item in ranked]
     paper_ids = dict(
         session.exec(select(Paper.arxiv_id, Paper.id).where(col(Paper.arxiv_id).in_(ids))).all()
