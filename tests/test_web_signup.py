@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from sqlalchemy import Engine
 
+from newsletter.db import session_scope
 from newsletter.settings import Settings
 from subscribers.models import SubscriberStatus
+from subscribers.store import add_subscriber, remove_subscriber
 from tests.smtp_server import RecordingSmtpServer
 from tests.web_support import html_text, running_app, subscriber, web_settings
 
@@ -91,3 +94,181 @@ async def test_invalid_addresses_are_refused_on_both_paths(
     assert "Please check the email address" in as_form.text
     assert 'aria-invalid="true"' in as_form.text
     assert smtp_server.messages == []
+
+
+async def test_honeypot_gets_the_ordinary_answer_and_nothing_happens(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    async with running_app(web_settings(settings), engine) as (_, client):
+        as_form = await client.post(
+            "/subscribe", data={"email": "bot@example.org", "website": "http://spam.example"}
+        )
+        as_json = await client.post(
+            "/subscribe", json={"email": "bot2@example.org", "website": "http://spam.example"}
+        )
+        genuine_json = await client.post("/subscribe", json={"email": "person@example.org"})
+    assert as_form.status_code == 200 and "Check your inbox" in as_form.text
+    assert as_json.status_code == 202 and as_json.json() == genuine_json.json()
+    assert subscriber(engine, "bot@example.org") is None
+    assert subscriber(engine, "bot2@example.org") is None
+    assert smtp_server.handler.recipients() == ["person@example.org"]
+
+
+@pytest.mark.parametrize("path", ["form", "json"])
+async def test_floods_get_429_with_retry_after(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer, path: str
+) -> None:
+    limited = web_settings(settings, signup_rate_limit=3, signup_rate_window_seconds=600)
+
+    async def sign_up(client: httpx.AsyncClient, n: int) -> httpx.Response:
+        body = {"email": f"flood{n}@example.org"}
+        if path == "json":
+            return await client.post("/subscribe", json=body)
+        return await client.post("/subscribe", data=body)
+
+    async with running_app(limited, engine) as (_, client):
+        answers = [await sign_up(client, n) for n in range(4)]
+    async with running_app(limited, engine, client_address="198.51.100.9") as (_, other):
+        elsewhere = await other.post("/subscribe", json={"email": "other@example.org"})
+    codes = [answer.status_code for answer in answers]
+    assert codes[:3] == ([200] * 3 if path == "form" else [202] * 3)
+    refused = answers[3]
+    assert refused.status_code == 429
+    retry_after = int(refused.headers["retry-after"])
+    assert 0 < retry_after <= 600
+    assert "try again in about 10 minutes" in refused.text
+    assert elsewhere.status_code == 202  # another client is not punished
+    assert len(smtp_server.messages) == 4
+    assert subscriber(engine, "flood3@example.org") is None
+
+
+async def test_known_and_unknown_addresses_get_the_same_answer(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    with session_scope(engine) as session:
+        add_subscriber(session, email="known@example.org", topics=["Theory"], confirmed=True)
+    async with running_app(web_settings(settings), engine) as (_, client):
+        unknown = await client.post("/subscribe", json={"email": "new@example.org"})
+        known = await client.post(
+            "/subscribe", json={"email": "KNOWN@example.org", "topics": ["LLMs"]}
+        )
+        unknown_form = await client.post("/subscribe", data={"email": "new2@example.org"})
+        known_form = await client.post("/subscribe", data={"email": "known@example.org"})
+    assert (known.status_code, known.json()) == (unknown.status_code, unknown.json())
+    assert known_form.status_code == unknown_form.status_code == 200
+    assert known_form.text == unknown_form.text
+    # A confirmed subscriber gets no email and a stranger cannot change their topics.
+    assert smtp_server.handler.recipients() == ["new@example.org", "new2@example.org"]
+    stored = subscriber(engine, "known@example.org")
+    assert stored is not None
+    assert stored.status == SubscriberStatus.CONFIRMED and stored.topics == ["Theory"]
+
+
+async def test_pending_address_gets_its_confirmation_again_at_most_once_per_interval(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    async with running_app(web_settings(settings), engine) as (_, client):
+        for _ in range(3):
+            answer = await client.post("/subscribe", json={"email": "again@example.org"})
+            assert answer.status_code == 202
+    assert smtp_server.handler.recipients() == ["again@example.org"]
+
+    no_interval = web_settings(settings, confirm_resend_interval_seconds=0)
+    async with running_app(no_interval, engine) as (_, client):
+        await client.post("/subscribe", json={"email": "again@example.org"})
+    assert smtp_server.handler.recipients() == ["again@example.org"] * 2
+
+
+async def test_an_unsubscribed_address_must_confirm_again(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    with session_scope(engine) as session:
+        add_subscriber(session, email="left@example.org", confirmed=True)
+        remove_subscriber(session, "left@example.org")
+    async with running_app(web_settings(settings), engine) as (_, client):
+        answer = await client.post("/subscribe", data={"email": "left@example.org"})
+    assert answer.status_code == 200
+    stored = subscriber(engine, "left@example.org")
+    assert stored is not None and stored.status == SubscriberStatus.PENDING
+    assert smtp_server.handler.recipients() == ["left@example.org"]
+
+
+async def test_line_breaks_in_a_name_never_reach_a_header(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    name = "Ada\r\nBcc: victim@example.net\r\n\r\nInjected body"
+    async with running_app(web_settings(settings), engine) as (_, client):
+        as_form = await client.post("/subscribe", data={"email": "ada@example.org", "name": name})
+        as_json = await client.post("/subscribe", json={"email": "bob@example.org", "name": name})
+    assert as_form.status_code == 200 and as_json.status_code == 202
+    assert len(smtp_server.messages) == 2
+    for caught in smtp_server.messages:
+        assert "victim@example.net" not in caught.rcpt_tos
+        assert caught.message["Bcc"] is None
+        to_header = caught.raw.split(b"\r\n\r\n", 1)[0].decode()
+        assert "Ada Bcc: victim@example.net Injected body" in caught.message["To"]
+        assert "\nBcc:" not in to_header
+    stored = subscriber(engine, "ada@example.org")
+    assert stored is not None and stored.name == "Ada Bcc: victim@example.net Injected body"
+
+
+@pytest.mark.parametrize("name", ["<script>alert(1)</script>", "Ada <b>bold</b>"])
+async def test_markup_in_a_name_is_refused_on_both_paths(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer, name: str
+) -> None:
+    async with running_app(web_settings(settings), engine) as (_, client):
+        as_form = await client.post("/subscribe", data={"email": "ada@example.org", "name": name})
+        as_json = await client.post("/subscribe", json={"email": "ada@example.org", "name": name})
+    assert as_json.status_code == 422
+    assert as_json.json()["field"] == "name"
+    assert as_form.status_code == 422
+    assert "a name cannot contain &lt; or &gt;" in as_form.text
+    assert "<script>" not in as_form.text
+    assert name not in as_form.text  # echoed back escaped, never as markup
+    assert smtp_server.messages == []
+    assert subscriber(engine, "ada@example.org") is None
+
+
+async def test_unknown_topics_and_bad_bodies_are_refused(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    async with running_app(web_settings(settings), engine) as (_, client):
+        topic_json = await client.post(
+            "/subscribe", json={"email": "a@example.org", "topics": ["Astrology"]}
+        )
+        topic_form = await client.post(
+            "/subscribe", data={"email": "a@example.org", "topics": "Astrology"}
+        )
+        not_json = await client.post(
+            "/subscribe", content=b"{oops", headers={"content-type": "application/json"}
+        )
+        wrong_type = await client.post("/subscribe", json={"email": 42})
+        no_body = await client.post(
+            "/subscribe", content=b"email=a", headers={"content-type": "text/plain"}
+        )
+    assert topic_json.status_code == 422 and "Astrology" in topic_json.json()["detail"]
+    assert topic_form.status_code == 422 and "unknown topic" in topic_form.text
+    assert not_json.status_code == 422 and "not valid JSON" in not_json.json()["detail"]
+    assert wrong_type.status_code == 422 and wrong_type.json()["field"] == "email"
+    assert no_body.status_code == 415
+    assert smtp_server.messages == []
+
+
+async def test_a_failed_confirmation_email_lets_the_next_sign_up_try_again(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    unreachable = web_settings(settings, smtp_port=closed_port, smtp_timeout_seconds=5)
+    async with running_app(unreachable, engine) as (_, client):
+        answer = await client.post("/subscribe", json={"email": "unlucky@example.org"})
+    assert answer.status_code == 202  # the visitor still gets the usual answer
+    stored = subscriber(engine, "unlucky@example.org")
+    assert stored is not None and stored.confirmation_sent_at is None
+
+    async with running_app(web_settings(settings), engine) as (_, client):
+        await client.post("/subscribe", json={"email": "unlucky@example.org"})
+    assert smtp_server.handler.recipients() == ["unlucky@example.org"]

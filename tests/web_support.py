@@ -68,4 +68,4 @@ def snapshot(engine: Engine) -> list[tuple[Any, ...]]:
     """Every subscriber row as plain values, to prove a request changed nothing."""
     with Session(engine) as session:
         rows = session.exec(select(Subscriber).order_by(Subscriber.id)).all()  # type: ignore[arg-type]
-        return [tuple(row.model_dump().values()) for row in rows]
+        return [tuple(getattr(row, field) for field in Subscriber.model_fields) for row in rows]

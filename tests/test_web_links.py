@@ -1,0 +1,231 @@
+"""The signed links: confirm (GET shows, POST confirms), one-click unsubscribe, preferences."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import Engine
+
+from newsletter.db import session_scope
+from newsletter.settings import Settings
+from subscribers.models import SubscriberStatus
+from subscribers.store import add_subscriber, find_subscriber
+from subscribers.tokens import (
+    make_confirm_token,
+    make_preferences_token,
+    make_unsubscribe_token,
+)
+from tests.smtp_server import RecordingSmtpServer
+from tests.web_support import (
+    CLIENT_ADDRESS,
+    confirmation_path,
+    running_app,
+    snapshot,
+    subscriber,
+    web_settings,
+)
+
+
+def _confirmed(engine: Engine, email: str, topics: list[str] | None = None) -> str:
+    """Add a confirmed subscriber and return its key."""
+    with session_scope(engine) as session:
+        return add_subscriber(session, email=email, topics=topics or [], confirmed=True).key
+
+
+async def test_confirmation_link_get_changes_nothing_and_post_confirms(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    async with running_app(web_settings(settings), engine) as (_, client):
+        await client.post("/subscribe", data={"email": "ada@example.org"})
+        path = confirmation_path(smtp_server)
+        before = snapshot(engine)
+        shown = await client.get(path)
+        shown_again = await client.head(path)
+        assert snapshot(engine) == before
+        confirmed = await client.post(path)
+        repeated = await client.post(path)
+    assert shown.status_code == 200
+    assert '<form method="post">' in shown.text and "Confirm my subscription" in shown.text
+    assert shown.headers["cache-control"] == "no-store"
+    assert shown_again.status_code in (200, 405)
+    assert confirmed.status_code == 200 and "You are subscribed" in confirmed.text
+    assert repeated.status_code == 200 and "already subscribed" in repeated.text
+    stored = subscriber(engine, "ada@example.org")
+    assert stored is not None
+    assert stored.status == SubscriberStatus.CONFIRMED
+    assert stored.confirmed_at is not None
+    assert stored.confirmed_ip == CLIENT_ADDRESS
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_tampered_and_foreign_tokens_get_a_clear_page(
+    settings: Settings, engine: Engine, method: str
+) -> None:
+    key = _confirmed(engine, "ada@example.org")
+    unsubscribe_token = make_unsubscribe_token(settings.secret_key, key)
+    forged = make_confirm_token("another-secret", key)
+    good = make_confirm_token(settings.secret_key, key)
+    tampered = good[:-3] + ("AAA" if not good.endswith("AAA") else "BBB")
+    async with running_app(web_settings(settings), engine) as (_, client):
+        for path in (
+            f"/confirm/{tampered}",
+            f"/confirm/{forged}",
+            f"/confirm/{unsubscribe_token}",
+            "/confirm/not-a-token-at-all",
+            f"/unsubscribe/{good}",
+            f"/preferences/{unsubscribe_token}",
+        ):
+            answer = await client.request(method, path)
+            assert answer.status_code == 400, path
+            assert "This link does not work" in answer.text
+            assert "may have been altered" in answer.text
+
+
+async def test_expired_confirmation_link_answers_410(
+    settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import itsdangerous.timed
+
+    with session_scope(engine) as session:
+        key = add_subscriber(session, email="late@example.org").key
+    real_time = itsdangerous.timed.time.time
+    monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: real_time() - 3 * 24 * 3600)
+    old_token = make_confirm_token(settings.secret_key, key)
+    monkeypatch.undo()
+    short_lived = web_settings(settings, confirm_token_max_age_seconds=24 * 3600)
+    async with running_app(short_lived, engine) as (_, client):
+        shown = await client.get(f"/confirm/{old_token}")
+        posted = await client.post(f"/confirm/{old_token}")
+    for answer in (shown, posted):
+        assert answer.status_code == 410
+        assert "This link has expired" in answer.text and "sign up again" in answer.text
+    stored = subscriber(engine, "late@example.org")
+    assert stored is not None and stored.status == SubscriberStatus.PENDING
+
+
+async def test_confirming_after_leaving_does_not_resubscribe(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    async with running_app(web_settings(settings), engine) as (_, client):
+        await client.post("/subscribe", data={"email": "ada@example.org"})
+        path = confirmation_path(smtp_server)
+        with session_scope(engine) as session:
+            found = find_subscriber(session, "ada@example.org")
+            assert found is not None
+            found.status = SubscriberStatus.UNSUBSCRIBED
+        answer = await client.post(path)
+    assert answer.status_code == 410 and "no longer applies" in answer.text
+    stored = subscriber(engine, "ada@example.org")
+    assert stored is not None and stored.status == SubscriberStatus.UNSUBSCRIBED
+
+
+async def test_one_click_unsubscribe_with_the_rfc_8058_body(
+    settings: Settings, engine: Engine
+) -> None:
+    key = _confirmed(engine, "ada@example.org")
+    path = f"/unsubscribe/{make_unsubscribe_token(settings.secret_key, key)}"
+    async with running_app(web_settings(settings), engine) as (_, client):
+        assert not client.cookies
+        first = await client.post(
+            path,
+            content=b"List-Unsubscribe=One-Click",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        second = await client.post(
+            path,
+            content=b"List-Unsubscribe=One-Click",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        assert not client.cookies
+    assert 200 <= first.status_code < 300 and 200 <= second.status_code < 300
+    assert "set-cookie" not in first.headers
+    assert "You are unsubscribed" in first.text and "ada@example.org" in first.text
+    stored = subscriber(engine, "ada@example.org")
+    assert stored is not None and stored.status == SubscriberStatus.UNSUBSCRIBED
+    left_at = stored.unsubscribed_at
+    again = subscriber(engine, "ada@example.org")
+    assert again is not None and again.unsubscribed_at == left_at  # the first time counts
+
+
+async def test_unsubscribe_page_get_shows_a_button_and_changes_nothing(
+    settings: Settings, engine: Engine
+) -> None:
+    key = _confirmed(engine, "ada@example.org")
+    path = f"/unsubscribe/{make_unsubscribe_token(settings.secret_key, key)}"
+    async with running_app(web_settings(settings), engine) as (_, client):
+        before = snapshot(engine)
+        page = await client.get(path)
+        assert snapshot(engine) == before
+        # The page's own button posts the form with no particular body.
+        pressed = await client.post(path, data={})
+    assert page.status_code == 200
+    assert '<form method="post">' in page.text and ">Unsubscribe</button>" in page.text
+    assert "/preferences/" in page.text
+    assert pressed.status_code == 200
+    stored = subscriber(engine, "ada@example.org")
+    assert stored is not None and stored.status == SubscriberStatus.UNSUBSCRIBED
+
+
+async def test_unsubscribing_a_deleted_subscriber_still_answers_2xx(
+    settings: Settings, engine: Engine
+) -> None:
+    token = make_unsubscribe_token(settings.secret_key, "key-of-a-deleted-row")
+    async with running_app(web_settings(settings), engine) as (_, client):
+        answer = await client.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+    assert answer.status_code == 200 and "You are unsubscribed" in answer.text
+
+
+async def test_preferences_change_name_topics_pause_resume_and_leave(
+    settings: Settings, engine: Engine
+) -> None:
+    key = _confirmed(engine, "ada@example.org", topics=["LLMs"])
+    path = f"/preferences/{make_preferences_token(settings.secret_key, key)}"
+
+    def current() -> tuple[str | None, list[str], bool, str]:
+        stored = subscriber(engine, "ada@example.org")
+        assert stored is not None
+        return stored.name, stored.topics, stored.paused, stored.status
+
+    async with running_app(web_settings(settings), engine) as (_, client):
+        page = await client.get(path)
+        assert page.status_code == 200
+        assert re.search(r'value="LLMs" checked', page.text)
+        saved = await client.post(
+            path, data={"action": "save", "name": "Ada L.", "topics": ["Robotics", "Theory"]}
+        )
+        assert saved.status_code == 200 and "preferences are saved" in saved.text
+        assert current() == ("Ada L.", ["Robotics", "Theory"], False, "confirmed")
+
+        refused = await client.post(
+            path, data={"action": "save", "name": "<script>x</script>", "topics": ["LLMs"]}
+        )
+        assert refused.status_code == 422 and "Nothing was changed" in refused.text
+        assert "<script>x" not in refused.text
+        assert current() == ("Ada L.", ["Robotics", "Theory"], False, "confirmed")
+
+        paused = await client.post(path, data={"action": "pause"})
+        assert "Paused" in paused.text and current()[2] is True
+        resumed = await client.post(path, data={"action": "resume"})
+        assert "Resumed" in resumed.text and current()[2] is False
+
+        bogus = await client.post(path, data={"action": "delete-everything"})
+        assert bogus.status_code == 422
+
+        left = await client.post(path, data={"action": "unsubscribe"})
+        assert left.status_code == 200 and "You are unsubscribed" in left.text
+        assert current()[3] == "unsubscribed"
+
+
+async def test_token_pages_do_not_leak_the_token(settings: Settings, engine: Engine) -> None:
+    key = _confirmed(engine, "ada@example.org")
+    async with running_app(web_settings(settings), engine) as (_, client):
+        for path in (
+            f"/unsubscribe/{make_unsubscribe_token(settings.secret_key, key)}",
+            f"/preferences/{make_preferences_token(settings.secret_key, key)}",
+            f"/confirm/{make_confirm_token(settings.secret_key, key)}",
+        ):
+            answer = await client.get(path)
+            assert answer.headers["referrer-policy"] == "no-referrer"
+            assert answer.headers["cache-control"] == "no-store"
+            assert "noindex" in answer.headers["x-robots-tag"]
