@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from newsletter.models import Paper
 from newsletter.settings import Settings
 from subscribers.models import Subscriber
 from subscribers.web.app import create_app
@@ -69,3 +71,22 @@ def snapshot(engine: Engine) -> list[tuple[Any, ...]]:
     with Session(engine) as session:
         rows = session.exec(select(Subscriber).order_by(Subscriber.id)).all()  # type: ignore[arg-type]
         return [tuple(getattr(row, field) for field in Subscriber.model_fields) for row in rows]
+
+
+def store_papers(engine: Engine, day: dt.date, count: int = 3) -> None:
+    """Store a few papers of that day, as ingest would, so an edition can be prepared."""
+    with Session(engine) as session:
+        for n in range(count):
+            session.add(
+                Paper(
+                    arxiv_id=f"2603.{day.day:02d}{n:03d}",
+                    title=f"Paper {n} on <attention> & scaling",
+                    abstract="We study things. " * 5,
+                    authors=["Ada Example", "Grace Example"],
+                    daily_date=day,
+                    published_at=dt.datetime(day.year, day.month, day.day, 8, tzinfo=dt.UTC),
+                    upvotes=10 * (n + 1),
+                    sources=["hf"],
+                )
+            )
+        session.commit()

@@ -1,0 +1,183 @@
+"""Operator endpoints: the bearer token, the background send, test copies and counts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from sqlalchemy import Engine
+
+from newsletter.db import session_scope
+from newsletter.settings import Settings
+from subscribers.store import add_subscriber, remove_subscriber
+from subscribers.web.context import WebContext
+from tests.smtp_server import RecordingSmtpServer
+from tests.web_support import ADMIN_TOKEN, running_app, store_papers, web_settings
+
+DAY = dt.date(2026, 3, 6)
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+ADMIN_CALLS = [
+    ("POST", f"/admin/editions/{DAY}/send", None),
+    ("POST", f"/admin/editions/{DAY}/test-send", {"email": "op@example.org"}),
+    ("GET", f"/admin/editions/{DAY}", None),
+    ("GET", "/admin/subscribers", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS)
+async def test_admin_is_404_without_a_configured_token(
+    settings: Settings, engine: Engine, method: str, path: str, body: object
+) -> None:
+    no_token = web_settings(settings, admin_token=None)
+    async with running_app(no_token, engine) as (_, client):
+        answer = await client.request(method, path, json=body, headers=AUTH)
+        empty = await client.request(method, path, json=body, headers={"Authorization": "Bearer "})
+    assert answer.status_code == 404 and empty.status_code == 404
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS)
+async def test_admin_is_401_with_a_wrong_or_missing_token(
+    settings: Settings,
+    engine: Engine,
+    smtp_server: RecordingSmtpServer,
+    method: str,
+    path: str,
+    body: object,
+) -> None:
+    store_papers(engine, DAY)
+    async with running_app(web_settings(settings), engine) as (app, client):
+        for headers in (
+            {},
+            {"Authorization": f"Bearer {ADMIN_TOKEN}x"},
+            {"Authorization": f"Basic {ADMIN_TOKEN}"},
+            {"Authorization": ADMIN_TOKEN},
+        ):
+            answer = await client.request(method, path, json=body, headers=headers)
+            assert answer.status_code == 401, headers
+            assert answer.headers["www-authenticate"] == "Bearer"
+            assert "NEWSLETTER_ADMIN_TOKEN" in answer.json()["detail"]
+        web: WebContext = app.state.web
+        assert web.send_jobs.get(DAY) is None
+    assert smtp_server.messages == []
+
+
+async def test_subscriber_counts_by_status(settings: Settings, engine: Engine) -> None:
+    with session_scope(engine) as session:
+        add_subscriber(session, email="a@example.org", confirmed=True)
+        add_subscriber(session, email="b@example.org", confirmed=True)
+        add_subscriber(session, email="c@example.org")
+        remove_subscriber(session, "b@example.org")
+    async with running_app(web_settings(settings), engine) as (_, client):
+        answer = await client.get("/admin/subscribers", headers=AUTH)
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "counts": {
+            "pending": 1,
+            "confirmed": 1,
+            "unsubscribed": 1,
+            "bounced": 0,
+            "complained": 0,
+        },
+        "total": 3,
+    }
+
+
+async def test_send_runs_in_the_background_once_and_reports_counts(
+    settings: Settings, engine: Engine
+) -> None:
+    release = threading.Event()
+
+    def hold_until_released(stage: str, address: str, attempt: int) -> str | None:
+        # Blocks the SMTP server's thread: the send stays "running" until the test says so.
+        release.wait(timeout=30)
+        return None
+
+    store_papers(engine, DAY)
+    with session_scope(engine) as session:
+        for n in range(3):
+            add_subscriber(session, email=f"reader{n}@example.org", confirmed=True)
+    with RecordingSmtpServer(fault=hold_until_released) as slow_server:
+        slow = web_settings(settings, smtp_port=slow_server.port)
+        async with running_app(slow, engine) as (app, client):
+            first = await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
+            second = await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
+            release.set()
+            web: WebContext = app.state.web
+            await web.send_jobs.wait(DAY)
+            status = await client.get(first.json()["status_url"], headers=AUTH)
+        assert sorted(slow_server.handler.recipients()) == [
+            f"reader{n}@example.org" for n in range(3)
+        ]
+    assert first.status_code == 202
+    assert first.json()["status_url"] == f"{settings.base_url}/admin/editions/{DAY}"
+    assert first.headers["location"] == first.json()["status_url"]
+    assert first.json()["job"]["state"] == "running"
+    assert second.status_code == 409
+    assert second.json()["status_url"] == first.json()["status_url"]
+    body = status.json()
+    assert status.status_code == 200
+    assert body["status"] == "sent"
+    assert body["deliveries"] == {"queued": 0, "sent": 3, "failed": 0, "bounced": 0}
+    assert body["unsubscribed_since"] == 0
+    assert body["job"]["state"] == "finished"
+    assert body["job"]["report"]["sent"] == 3
+
+
+async def test_status_counts_unsubscribes_since_the_send(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    store_papers(engine, DAY)
+    with session_scope(engine) as session:
+        add_subscriber(session, email="stays@example.org", confirmed=True)
+        add_subscriber(session, email="leaves@example.org", confirmed=True)
+    async with running_app(web_settings(settings), engine) as (app, client):
+        await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
+        await app.state.web.send_jobs.wait(DAY)
+        with session_scope(engine) as session:
+            remove_subscriber(session, "leaves@example.org")
+        status = await client.get(f"/admin/editions/{DAY}", headers=AUTH)
+    assert status.json()["unsubscribed_since"] == 1
+    assert status.json()["deliveries"]["sent"] == 2
+
+
+async def test_test_send_delivers_one_marked_copy(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    store_papers(engine, DAY)
+    with session_scope(engine) as session:
+        add_subscriber(session, email="reader@example.org", confirmed=True)
+    async with running_app(web_settings(settings), engine) as (_, client):
+        answer = await client.post(
+            f"/admin/editions/{DAY}/test-send", json={"email": "op@example.org"}, headers=AUTH
+        )
+        refused = await client.post(
+            f"/admin/editions/{DAY}/test-send", json={"email": "nope"}, headers=AUTH
+        )
+        status = await client.get(f"/admin/editions/{DAY}", headers=AUTH)
+    assert answer.status_code == 200
+    assert answer.json()["is_test"] is True and answer.json()["status"] == "sent"
+    assert smtp_server.handler.recipients() == ["op@example.org"]
+    assert refused.status_code == 422 and "not a valid email address" in refused.json()["detail"]
+    assert status.json()["test_sends"] == 1
+    assert status.json()["deliveries"]["sent"] == 0
+
+
+async def test_missing_editions_and_bad_dates_are_clear(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    async with running_app(web_settings(settings), engine) as (_, client):
+        no_papers = await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
+        no_edition = await client.get(f"/admin/editions/{DAY}", headers=AUTH)
+        no_copy = await client.post(
+            f"/admin/editions/{DAY}/test-send", json={"email": "op@example.org"}, headers=AUTH
+        )
+        bad_date = await client.post("/admin/editions/2026-13-45/send", headers=AUTH)
+        not_date = await client.get("/admin/editions/yesterday", headers=AUTH)
+    assert no_papers.status_code == 404 and "no papers" in no_papers.json()["detail"]
+    assert no_edition.status_code == 404 and DAY.isoformat() in no_edition.json()["detail"]
+    assert no_copy.status_code == 404
+    for answer in (bad_date, not_date):
+        assert answer.status_code == 422
+        assert "day" in answer.json()["detail"] and "date" in answer.json()["detail"]
+    assert smtp_server.messages == []

@@ -1,0 +1,109 @@
+"""Reading on the web: one edition, the archive and the Atom feed; drafts stay private."""
+
+from __future__ import annotations
+
+import datetime as dt
+from xml.etree import ElementTree as ET
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from newsletter.models import Edition, EditionStatus
+from newsletter.settings import Settings
+from newsletter.values import PersonalField
+from tests.web_support import running_app, web_settings
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+SENT_DAY = dt.date(2026, 3, 5)
+DRAFT_DAY = dt.date(2026, 3, 6)
+
+
+def _store_editions(engine: Engine) -> None:
+    html = (
+        '<!doctype html><html lang="en"><body><h1>Top papers</h1>'
+        f'<a href="{PersonalField.UNSUBSCRIBE_URL}">Unsubscribe</a> '
+        f'<a href="{PersonalField.PREFERENCES_URL}">Manage preferences</a></body></html>'
+    )
+    text = f"Top papers\nUnsubscribe: {PersonalField.UNSUBSCRIBE_URL}\n"
+    now = dt.datetime(2026, 3, 5, 7, tzinfo=dt.UTC)
+    with Session(engine) as session:
+        session.add(
+            Edition(
+                date=SENT_DAY,
+                status=EditionStatus.SENT,
+                subject="Daily ML Papers: Attention & <friends>",
+                html=html,
+                text=text,
+                rendered_at=now,
+                send_started_at=now,
+            )
+        )
+        session.add(
+            Edition(date=DRAFT_DAY, status=EditionStatus.DRAFT, subject="Not yet", html=html)
+        )
+        session.commit()
+
+
+async def test_a_sent_edition_reads_in_the_browser_without_personal_links(
+    settings: Settings, engine: Engine
+) -> None:
+    _store_editions(engine)
+    async with running_app(web_settings(settings), engine) as (_, client):
+        page = await client.get(f"/editions/{SENT_DAY}")
+    assert page.status_code == 200
+    assert "<h1>Top papers</h1>" in page.text
+    assert "NLPERSONAL" not in page.text
+    assert "/unsubscribe/" not in page.text and "/preferences/" not in page.text
+    assert 'href="https://news.example.org/#unsubscribe"' in page.text
+    assert "script-src" not in page.headers["content-security-policy"]
+
+
+async def test_drafts_missing_days_and_bad_dates_are_404_pages(
+    settings: Settings, engine: Engine
+) -> None:
+    _store_editions(engine)
+    async with running_app(web_settings(settings), engine) as (_, client):
+        draft = await client.get(f"/editions/{DRAFT_DAY}")
+        missing = await client.get("/editions/2020-01-01")
+        impossible = await client.get("/editions/2026-02-30")
+        words = await client.get("/editions/<script>")
+    for answer in (draft, missing, impossible, words):
+        assert answer.status_code == 404
+        assert "No such edition" in answer.text
+        assert "<script>" not in answer.text
+    assert "No digest went out on 2020-01-01" in missing.text
+    assert "is not a date" in impossible.text
+
+
+async def test_archive_and_atom_feed_list_only_sent_editions(
+    settings: Settings, engine: Engine
+) -> None:
+    _store_editions(engine)
+    async with running_app(web_settings(settings), engine) as (_, client):
+        archive = await client.get("/editions")
+        feed = await client.get("/editions/feed.xml")
+    assert archive.status_code == 200
+    assert f'href="/editions/{SENT_DAY}"' in archive.text
+    assert "Attention &amp; &lt;friends&gt;" in archive.text
+    assert str(DRAFT_DAY) not in archive.text
+    assert feed.headers["content-type"].startswith("application/atom+xml")
+    root = ET.fromstring(feed.content)
+    assert root.tag == f"{ATOM}feed"
+    entries = root.findall(f"{ATOM}entry")
+    assert len(entries) == 1
+    entry = entries[0]
+    assert entry.findtext(f"{ATOM}title") == "Daily ML Papers: Attention & <friends>"
+    link = entry.find(f"{ATOM}link")
+    assert link is not None
+    assert link.get("href") == f"https://news.example.org/editions/{SENT_DAY}"
+    assert entry.findtext(f"{ATOM}updated") == "2026-03-05T07:00:00Z"
+    content = entry.findtext(f"{ATOM}content") or ""
+    assert "NLPERSONAL" not in content and "Top papers" in content
+
+
+async def test_empty_archive_invites_to_subscribe(settings: Settings, engine: Engine) -> None:
+    async with running_app(web_settings(settings), engine) as (_, client):
+        archive = await client.get("/editions")
+        feed = await client.get("/editions/feed.xml")
+    assert archive.status_code == 200 and "No edition has gone out yet" in archive.text
+    assert ET.fromstring(feed.content).findall(f"{ATOM}entry") == []
