@@ -631,11 +631,13 @@ def _make_paper(
     }
     handle = organisation[0] if organisation else submitter["name"].split()[-1].lower()
     slug = name.lower().replace(" ", "-")
-    if rng.random() < 0.4:
+    # About half the papers link code; a project page mostly comes with it.
+    has_code = rng.random() < 0.5
+    if rng.random() < (0.5 if has_code else 0.1):
         paper["projectPage"] = f"https://{handle}.github.io/{slug}/"
-    if rng.random() < 0.55:
+    if has_code:
         paper["githubRepo"] = f"https://github.com/{handle}/{slug}"
-        paper["githubStars"] = min(4_000, round(rng.paretovariate(1.2) * 8) - 8)
+        paper["githubStars"] = min(4_000, round(rng.paretovariate(1.1) * 20) - 20)
     if rng.random() < 0.85:
         paper["ai_summary"] = f"{name} {rng.choice(topic.summaries)}"
         paper["ai_keywords"] = rng.sample(topic.keywords, k=min(len(topic.keywords), 5))
