@@ -1,0 +1,316 @@
+"""The `newsletter` command as an operator uses it: a real process, real SMTP, real SQLite."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import mailbox
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.smtp_server import RecordingSmtpServer
+
+DAY = "2026-11-20"
+END_OF_DAY_HOURS = {  # hours from publication to midnight UTC after DAY
+    "2611.00001": 24.0,
+    "2611.00002": 48.0,
+    "2611.00003": 12.0,
+    "2611.00004": 36.0,
+}
+
+
+def _paper(
+    arxiv_id: str, title: str, upvotes: int, comments: int, stars: int | None, published: str
+) -> dict[str, Any]:
+    paper: dict[str, Any] = {
+        "id": arxiv_id,
+        "authors": [
+            {"_id": "a1", "name": "Ana Uno", "hidden": False},
+            {"_id": "a2", "name": "Bo Dos", "hidden": True},
+            {"_id": "a3", "name": "Cy Tres", "hidden": False},
+            {"_id": "a4", "name": "Di Cuatro", "hidden": False},
+        ],
+        "publishedAt": published,
+        "submittedOnDailyAt": f"{DAY}T08:00:00.000Z",
+        "title": title,
+        "summary": "An abstract with\nhard line breaks.",
+        "upvotes": upvotes,
+    }
+    if stars is not None:
+        paper["githubRepo"] = f"https://github.com/example/{arxiv_id}"
+        paper["githubStars"] = stars
+    return {"paper": paper, "title": title, "numComments": comments, "publishedAt": published}
+
+
+HOSTILE_TITLE = "<script>alert('x')</script> & \"quotes\": p < 0.05 for {{ 7*7 }}"
+
+
+@pytest.fixture
+def papers_file(tmp_path: Path) -> Path:
+    records = [
+        _paper("2611.00001", "Plain Title One", 10, 2, None, "2026-11-20T00:00:00.000Z"),
+        _paper("2611.00002", HOSTILE_TITLE, 40, 0, 500, "2026-11-19T00:00:00.000Z"),
+        _paper("2611.00003", "Fresh But Quiet", 3, 1, None, "2026-11-20T12:00:00.000Z"),
+        _paper("2611.00004", "Starred $\\mathcal{O}(n)$", 5, 0, 2000, "2026-11-19T12:00:00.000Z"),
+    ]
+    path = tmp_path / "papers.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    return path
+
+
+def documented_score(upvotes: int, comments: int, stars: int, age_hours: float) -> float:
+    """The README's formula, written out independently of the code."""
+    popularity = math.log(1 + upvotes) + 0.5 * math.log(1 + comments) + 0.25 * math.log(1 + stars)
+    return popularity * 2 ** (-age_hours / 72)
+
+
+def run_cli(
+    *args: str, env: dict[str, str], check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "newsletter", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, smtp_server: RecordingSmtpServer) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
+        NEWSLETTER_SMTP_HOST="127.0.0.1",
+        NEWSLETTER_SMTP_PORT=str(smtp_server.port),
+        NEWSLETTER_SECRET_KEY="cli-test-secret",
+        NEWSLETTER_BASE_URL="https://news.example.org",
+        NEWSLETTER_FROM_ADDRESS="Daily ML Papers <digest@news.example.org>",
+        NEWSLETTER_SEND_RETRY_BASE_SECONDS="0",
+        COLUMNS="200",
+    )
+    return env
+
+
+def test_every_command_has_help(cli_env: dict[str, str]) -> None:
+    commands = [
+        [],
+        ["ingest"],
+        ["preview"],
+        ["send"],
+        ["run"],
+        ["demo"],
+        ["worker"],
+        ["stats"],
+        ["serve"],
+        ["subscribers"],
+        ["subscribers", "add"],
+        ["subscribers", "list"],
+        ["subscribers", "remove"],
+        ["db"],
+        ["db", "upgrade"],
+    ]
+    for command in commands:
+        result = run_cli(*command, "--help", env=cli_env)
+        assert "Usage:" in result.stdout, command
+
+
+def test_ingest_file_then_preview_ranks_by_the_documented_formula(
+    cli_env: dict[str, str], papers_file: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "ingest", "--source", "file", "--file", str(papers_file), "--date", DAY, env=cli_env
+    )
+    assert "4 new" in result.stdout
+    out = tmp_path / "preview" / "digest.html"
+    run_cli("preview", "--date", DAY, "--out", str(out), env=cli_env)
+    html = out.read_text(encoding="utf-8")
+    text = out.with_suffix(".txt").read_text(encoding="utf-8")
+
+    counts = {
+        "2611.00001": (10, 2, 0),
+        "2611.00002": (40, 0, 500),
+        "2611.00003": (3, 1, 0),
+        "2611.00004": (5, 0, 2000),
+    }
+    expected = sorted(counts, key=lambda i: -documented_score(*counts[i], END_OF_DAY_HOURS[i]))
+    positions = [text.index(f"https://huggingface.co/papers/{arxiv_id}") for arxiv_id in expected]
+    assert positions == sorted(positions), f"text order should be {expected}"
+    html_positions = [
+        html.index(f"https://huggingface.co/papers/{arxiv_id}") for arxiv_id in expected
+    ]
+    assert html_positions == sorted(html_positions)
+
+    # Hostile text shows literally: escaped in HTML, verbatim in text, never executed.
+    assert HOSTILE_TITLE in text
+    assert "&lt;script&gt;alert(" in html
+    assert "<script>alert(" not in html
+    assert "{{ 7*7 }}" in html and "49" not in text
+    assert "$\\mathcal{O}(n)$" in text
+    assert "Ana Uno, Bo Dos, Cy Tres et al." in text
+
+
+def test_send_reaches_each_confirmed_subscriber_once_and_a_second_run_sends_nothing(
+    cli_env: dict[str, str], papers_file: Path, smtp_server: RecordingSmtpServer
+) -> None:
+    run_cli("ingest", "--file", str(papers_file), "--date", DAY, env=cli_env)
+    for address in ("ada@example.org", "Bob@Example.org", "cy@example.org"):
+        run_cli("subscribers", "add", address, "--confirmed", env=cli_env)
+    run_cli("subscribers", "add", "pending@example.org", env=cli_env)
+    run_cli("subscribers", "add", "gone@example.org", "--confirmed", env=cli_env)
+    run_cli("subscribers", "remove", "GONE@example.org", env=cli_env)
+
+    listed = json.loads(run_cli("subscribers", "list", "--json", env=cli_env).stdout)
+    assert {row["email"]: row["status"] for row in listed} == {
+        "ada@example.org": "confirmed",
+        "Bob@example.org": "confirmed",
+        "cy@example.org": "confirmed",
+        "pending@example.org": "pending",
+        "gone@example.org": "unsubscribed",
+    }
+
+    dry = run_cli("send", "--date", DAY, "--dry-run", env=cli_env)
+    assert "would receive it: 3" in dry.stdout
+    assert smtp_server.messages == []
+
+    first = run_cli("send", "--date", DAY, env=cli_env)
+    assert "Send summary" in first.stdout
+    assert sorted(smtp_server.handler.recipients()) == [
+        "Bob@example.org",
+        "ada@example.org",
+        "cy@example.org",
+    ]
+    message = smtp_server.messages[0].message
+    for header in ("From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe"):
+        assert message[header], header
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["Message-ID"].endswith("@news.example.org>")
+    assert [part.get_content_type() for part in message.iter_parts()] == ["text/plain", "text/html"]
+
+    run_cli("send", "--date", DAY, env=cli_env)
+    assert len(smtp_server.messages) == 3
+
+    stats = json.loads(run_cli("stats", "--date", DAY, "--json", env=cli_env).stdout)
+    assert stats["deliveries"]["sent"] == 3
+    assert stats["status"] == "sent"
+
+
+def test_test_send_goes_to_one_address_and_is_marked(
+    cli_env: dict[str, str], papers_file: Path, smtp_server: RecordingSmtpServer
+) -> None:
+    run_cli("ingest", "--file", str(papers_file), "--date", DAY, env=cli_env)
+    run_cli("subscribers", "add", "reader@example.org", "--confirmed", env=cli_env)
+    run_cli("send", "--date", DAY, "--to", "editor@example.org", env=cli_env)
+    assert smtp_server.handler.recipients() == ["editor@example.org"]
+    assert "TEST" in smtp_server.messages[0].message["Subject"].upper()
+    stats = json.loads(run_cli("stats", "--date", DAY, "--json", env=cli_env).stdout)
+    assert stats["test_sends"] == 1
+    assert stats["deliveries"]["sent"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["subscribers", "add", "not-an-address"], "not a valid email address"),
+        (["subscribers", "add", "a@b.org\r\nBcc: x@y.org"], "line breaks"),
+        (["subscribers", "remove", "nobody@example.org"], "no subscriber"),
+        (
+            ["ingest", "--file", "/nonexistent/papers.json", "--date", DAY],
+            "/nonexistent/papers.json",
+        ),
+        (["ingest", "--source", "rss"], "--source must be hf, arxiv or file"),
+        (
+            ["preview", "--date", "2001-01-01", "--out", "x.html"],
+            "no papers are stored for 2001-01-01",
+        ),
+    ],
+)
+def test_errors_are_one_clear_line_without_traceback(
+    cli_env: dict[str, str], args: list[str], expected: str
+) -> None:
+    result = run_cli(*args, env=cli_env, check=False)
+    assert result.returncode != 0
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_malformed_file_is_one_error_and_writes_nothing(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"not": "a list"}', encoding="utf-8")
+    result = run_cli("ingest", "--file", str(bad), "--date", DAY, env=cli_env, check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    preview = run_cli(
+        "preview", "--date", DAY, "--out", str(tmp_path / "p.html"), env=cli_env, check=False
+    )
+    assert "no papers are stored" in preview.stderr
+
+
+def test_production_refuses_the_default_secret(cli_env: dict[str, str]) -> None:
+    env = dict(cli_env, NEWSLETTER_ENVIRONMENT="production")
+    env.pop("NEWSLETTER_SECRET_KEY")
+    result = run_cli("subscribers", "list", env=env, check=False)
+    assert result.returncode == 1
+    assert "NEWSLETTER_SECRET_KEY" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_db_upgrade_creates_then_keeps_data(cli_env: dict[str, str]) -> None:
+    first = run_cli("db", "upgrade", env=cli_env)
+    assert "Upgraded the schema from nothing" in first.stdout
+    run_cli("subscribers", "add", "keep@example.org", env=cli_env)
+    second = run_cli("db", "upgrade", env=cli_env)
+    assert "up to date" in second.stdout
+    listed = json.loads(run_cli("subscribers", "list", "--json", env=cli_env).stdout)
+    assert [row["email"] for row in listed] == ["keep@example.org"]
+
+
+def test_demo_fills_the_outbox_with_complete_digests(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    outbox = tmp_path / "outbox"
+    result = run_cli(
+        "demo",
+        "--outbox",
+        str(outbox),
+        "--database-url",
+        f"sqlite:///{tmp_path / 'demo.db'}",
+        env=cli_env,
+    )
+    assert "preview.html" in result.stdout
+    box = mailbox.Maildir(outbox)
+    messages = [
+        email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)
+        for key in box.iterkeys()
+    ]
+    assert len(messages) >= 3
+    for message in messages:
+        assert message["List-Unsubscribe"].startswith("<https://news.example.org/unsubscribe/")
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert message["Message-ID"] and message["Date"] and message["List-Id"]
+        parts = list(message.iter_parts())
+        assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+        assert len(parts[1].as_bytes()) < 102 * 1024
+    assert (outbox / "preview.html").exists()
+    # Running it again starts afresh rather than reporting nothing to do.
+    run_cli(
+        "demo",
+        "--outbox",
+        str(outbox),
+        "--database-url",
+        f"sqlite:///{tmp_path / 'demo.db'}",
+        env=cli_env,
+    )
+    assert len(mailbox.Maildir(outbox).keys()) == len(messages)
