@@ -123,7 +123,13 @@ def queue_audience(connection: Connection, *, edition_id: int, now: dt.datetime)
         ],
         audience.order_by(subscribers.c.id),
     )
-    return connection.execute(statement).rowcount
+    connection.execute(statement)
+    # Counted afterwards: drivers disagree on the rowcount of INSERT … SELECT.
+    return connection.execute(
+        select(func.count()).where(
+            deliveries.c.edition_id == edition_id, deliveries.c.is_test == false()
+        )
+    ).scalar_one()
 
 
 def start_sending(connection: Connection, *, edition_id: int, now: dt.datetime) -> int | None:

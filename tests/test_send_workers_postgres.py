@@ -1,0 +1,104 @@
+"""Three worker processes share one edition's queue on the real PostgreSQL: one copy each."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from newsletter.db import create_db_engine, upgrade_schema
+from newsletter.models import DeliveryStatus, EditionStatus
+from newsletter.send.engine import start_edition
+from tests.postgres import postgres_database_or_skip
+from tests.smtp_server import RecordingSmtpServer
+from tests.test_send_crash import worker_environment
+from tests.test_send_engine import (
+    DAY,
+    edition_status,
+    ledger_rows,
+    make_edition,
+    received,
+    seed_subscribers,
+)
+
+pytestmark = pytest.mark.postgres
+
+WORKERS = 3
+AUDIENCE = 600
+
+# Each worker connects and compiles first, says "ready", then waits for the go
+# file, so all of them really compete for the same rows.
+WORKER_SCRIPT = """
+import asyncio, json, pathlib, sys, time
+from newsletter.db import create_db_engine
+from newsletter.send.engine import run_worker
+from newsletter.settings import load_settings
+
+settings = load_settings()
+engine = create_db_engine(settings.database_url)
+engine.connect().close()
+print("ready", flush=True)
+go = pathlib.Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.005)
+report = asyncio.run(run_worker(settings, engine, worker_id=sys.argv[1]))
+print(json.dumps({"sent": report.sent, "failed": report.failed}), flush=True)
+"""
+
+
+def test_three_worker_processes_send_each_recipient_exactly_once(
+    tmp_path: Path, smtp_server: RecordingSmtpServer
+) -> None:
+    with postgres_database_or_skip() as database_url:
+        engine = create_db_engine(database_url)
+        try:
+            upgrade_schema(engine)
+            readers = seed_subscribers(engine, AUDIENCE)
+            make_edition(engine)
+            assert start_edition(engine, DAY) == AUDIENCE
+            env = worker_environment(
+                database_url,
+                smtp_server.port,
+                NEWSLETTER_SEND_BATCH_SIZE="20",
+                NEWSLETTER_SMTP_CONCURRENCY="3",
+            )
+            go = tmp_path / "go"
+            workers = [
+                subprocess.Popen(
+                    [sys.executable, "-c", WORKER_SCRIPT, f"worker-{n}", str(go)],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for n in range(WORKERS)
+            ]
+            try:
+                for worker in workers:
+                    assert worker.stdout is not None
+                    assert worker.stdout.readline().strip() == "ready", worker.stderr
+                go.touch()
+                outputs = [worker.communicate(timeout=90) for worker in workers]
+            finally:
+                for worker in workers:
+                    if worker.poll() is None:
+                        worker.kill()
+                        worker.wait()
+            for worker, (_out, err) in zip(workers, outputs, strict=True):
+                assert worker.returncode == 0, err
+            reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+
+            assert received(smtp_server) == Counter(readers)
+            # Every worker took part, and together they sent each message once.
+            assert all(report["sent"] > 0 for report in reports), reports
+            assert sum(report["sent"] for report in reports) == AUDIENCE
+            rows = ledger_rows(engine)
+            assert {row.status for row in rows} == {DeliveryStatus.SENT}
+            assert all(row.attempts == 1 for row in rows)
+            assert edition_status(engine)[0] is EditionStatus.SENT
+        finally:
+            engine.dispose()
