@@ -143,6 +143,7 @@ def test_arxiv_then_hf_takes_the_hf_day_and_counts(store_engine: Engine) -> None
     paper = _stored(store_engine, "2611.18555")
     assert paper.sources == ("arxiv", "hf")
     assert paper.daily_date == DAY  # Daily Papers names the day it was featured
+    assert paper.published_at == datetime(2026, 11, 26, 15, 45, tzinfo=UTC)
     assert paper.upvotes == 7
     with Session(store_engine) as session:
         assert load_papers_for_day(session, arxiv_day) == ()

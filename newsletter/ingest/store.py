@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
+from typing import TypeVar
 
 from sqlalchemy import insert
 from sqlmodel import Session, col, select
@@ -17,6 +18,7 @@ from newsletter.values import PaperRecord
 # Sources in the Daily Papers shape: they carry community counts and the day
 # a paper was featured, which outrank what a bare arXiv listing says.
 _DAILY_LIST_SOURCES = frozenset({PaperSource.HF.value, PaperSource.FILE.value})
+_T = TypeVar("_T", date, datetime)
 # Keeps each IN (...) list well under every database's bound-parameter limit.
 _LOOKUP_CHUNK = 500
 
@@ -32,25 +34,26 @@ class UpsertCounts:
 def merge_paper_records(stored: PaperRecord, incoming: PaperRecord) -> PaperRecord:
     """One record from two descriptions of the same paper, keeping the richer value of each field.
 
-    Text and links: a present incoming value wins, an absent one never erases;
-    the publication time, once known, stays.
+    Text and links: a present incoming value wins, an absent one never erases.
     Counts: refreshed only by sources that report them (an arXiv listing says
-    nothing about upvotes). The daily date stays with the first source that
-    set it, unless a Daily Papers source names the day.
+    nothing about upvotes). The daily date and publication time stay with the
+    first source that set them, unless a Daily Papers source names them (an
+    arXiv listing only knows its announcement time).
     """
     from_daily_list = not _DAILY_LIST_SOURCES.isdisjoint(incoming.sources)
-    if stored.daily_date is None or (from_daily_list and incoming.daily_date is not None):
-        daily_date = incoming.daily_date or stored.daily_date
-    else:
-        daily_date = stored.daily_date
+
+    def first_or_daily_list(kept: _T | None, offered: _T | None) -> _T | None:
+        if kept is None or (from_daily_list and offered is not None):
+            return offered if offered is not None else kept
+        return kept
+
     return replace(
         stored,
         title=incoming.title or stored.title,
         abstract=incoming.abstract or stored.abstract,
         authors=incoming.authors or stored.authors,
-        # A paper is published once; the first source to know when keeps it.
-        published_at=stored.published_at or incoming.published_at,
-        daily_date=daily_date,
+        published_at=first_or_daily_list(stored.published_at, incoming.published_at),
+        daily_date=first_or_daily_list(stored.daily_date, incoming.daily_date),
         upvotes=incoming.upvotes if from_daily_list else stored.upvotes,
         num_comments=incoming.num_comments if from_daily_list else stored.num_comments,
         github_repo=incoming.github_repo or stored.github_repo,
