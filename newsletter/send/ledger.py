@@ -27,7 +27,9 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
+    String,
     bindparam,
+    cast,
     exists,
     false,
     func,
@@ -88,6 +90,21 @@ class Outcome:
     error: str | None = None
     next_attempt_at: dt.datetime | None = None
     subscriber_key: str | None = None  # set for bounces: whose status changes
+    # For `sent` rows, the Message-ID cut around the row id (shared by one
+    # edition's rows), so a whole batch is marked with a single UPDATE.
+    message_id_parts: MessageIdParts | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageIdParts:
+    """A Message-ID format as the text before and after the delivery row's id."""
+
+    prefix: str
+    suffix: str
+
+    def format(self, delivery_id: int) -> str:
+        """The Message-ID of one row."""
+        return f"{self.prefix}{delivery_id}{self.suffix}"
 
 
 def queue_audience(connection: Connection, *, edition_id: int, now: dt.datetime) -> int:
@@ -238,23 +255,7 @@ def record_outcomes(connection: Connection, outcomes: Iterable[Outcome], now: dt
     row_id: BindParameter[int] = bindparam("row_id")
     still_queued = deliveries.c.status == DeliveryStatus.QUEUED.value
     if sent := by_kind.get(OutcomeKind.SENT):
-        connection.execute(
-            update(deliveries)
-            .where(deliveries.c.id == row_id)
-            .values(
-                status=DeliveryStatus.SENT.value,
-                attempts=deliveries.c.attempts + 1,
-                message_id=bindparam("message_id"),
-                last_code=250,
-                last_error=None,
-                lease_owner=None,
-                lease_expires_at=None,
-                next_attempt_at=None,
-                sent_at=now,
-                updated_at=now,
-            ),
-            [{"row_id": o.delivery_id, "message_id": o.message_id} for o in sent],
-        )
+        _record_sent(connection, sent, now)
     if retry := by_kind.get(OutcomeKind.RETRY):
         connection.execute(
             update(deliveries)
@@ -301,6 +302,47 @@ def record_outcomes(connection: Connection, outcomes: Iterable[Outcome], now: dt
         )
     if bounced := by_kind.get(OutcomeKind.BOUNCED):
         mark_subscribers_bounced(connection, [o.subscriber_key for o in bounced], now)
+
+
+def _record_sent(connection: Connection, sent: list[Outcome], now: dt.datetime) -> None:
+    sent_values = {
+        "status": DeliveryStatus.SENT.value,
+        "attempts": deliveries.c.attempts + 1,
+        "last_code": 250,
+        "last_error": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "next_attempt_at": None,
+        "sent_at": now,
+        "updated_at": now,
+    }
+    by_format: dict[MessageIdParts, list[int]] = {}
+    one_by_one: list[Outcome] = []
+    for outcome in sent:
+        if outcome.message_id_parts is None:
+            one_by_one.append(outcome)
+        else:
+            by_format.setdefault(outcome.message_id_parts, []).append(outcome.delivery_id)
+    for parts, ids in by_format.items():
+        # One statement for the batch: the database writes each row's
+        # Message-ID from the shared format instead of one bound value per row.
+        message_id = (
+            literal(parts.prefix, String)
+            + cast(deliveries.c.id, String)
+            + literal(parts.suffix, String)
+        )
+        connection.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(ids))
+            .values(message_id=message_id, **sent_values)
+        )
+    if one_by_one:
+        connection.execute(
+            update(deliveries)
+            .where(deliveries.c.id == bindparam("row_id"))
+            .values(message_id=bindparam("message_id"), **sent_values),
+            [{"row_id": o.delivery_id, "message_id": o.message_id} for o in one_by_one],
+        )
 
 
 def _final_params(outcome: Outcome) -> dict[str, object]:
