@@ -101,6 +101,13 @@ def live_site(
         thread.join(timeout=20)
 
 
+def _wait_for_messages(smtp_server: RecordingSmtpServer, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while len(smtp_server.messages) < count:
+        assert time.monotonic() < deadline, f"{count} message(s) never arrived"
+        time.sleep(0.02)
+
+
 def _send_over_admin(base_url: str) -> None:
     """Trigger the edition's send over /admin and wait until the app reports it finished."""
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -140,6 +147,8 @@ def test_join_confirm_and_leave_through_a_sent_digest_in_chromium(
             page.get_by_role("button", name="Subscribe").click()
             page.wait_for_selector("text=Check your inbox")
 
+            # The confirmation goes out after the answer, in a background task: wait for it.
+            _wait_for_messages(smtp_server, 1)
             assert [m.rcpt_tos for m in smtp_server.messages] == [["reader@example.org"]]
             page.goto(base_url + confirmation_path(smtp_server))
             assert page.evaluate("document.documentElement.scrollWidth") <= 375

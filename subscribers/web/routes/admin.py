@@ -85,7 +85,7 @@ class EditionStatsOut(BaseModel):
 class TestSendRequest(BaseModel):
     """Where to send one test copy."""
 
-    email: str = Field(max_length=1000)
+    email: str = Field(max_length=1000, json_schema_extra={"format": "email"})
 
 
 class TestSendOut(BaseModel):

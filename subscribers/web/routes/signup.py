@@ -44,7 +44,11 @@ MAX_FIELD_LENGTH = 1000
 class SignupRequest(BaseModel):
     """A JSON sign-up."""
 
-    email: str = Field(max_length=MAX_FIELD_LENGTH, description="The address to subscribe.")
+    email: str = Field(
+        max_length=MAX_FIELD_LENGTH,
+        description="The address to subscribe.",
+        json_schema_extra={"format": "email"},
+    )
     name: str | None = Field(default=None, max_length=MAX_FIELD_LENGTH)
     topics: list[str] = Field(default_factory=list, max_length=50)
     website: str = Field(
@@ -72,7 +76,7 @@ _FORM_SCHEMA = {
     "type": "object",
     "required": ["email"],
     "properties": {
-        "email": {"type": "string", "maxLength": MAX_FIELD_LENGTH},
+        "email": {"type": "string", "format": "email", "maxLength": MAX_FIELD_LENGTH},
         "name": {"type": "string", "maxLength": MAX_FIELD_LENGTH},
         "topics": {"type": "array", "items": {"type": "string"}},
         HONEYPOT_FIELD: {"type": "string"},
