@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine
 
-from newsletter.db import session_scope
+from newsletter.db import create_db_engine, session_scope, upgrade_schema
 from newsletter.settings import Settings
 from subscribers.models import SubscriberStatus
 from subscribers.store import add_subscriber, find_subscriber
@@ -229,3 +230,53 @@ async def test_token_pages_do_not_leak_the_token(settings: Settings, engine: Eng
             assert answer.headers["referrer-policy"] == "no-referrer"
             assert answer.headers["cache-control"] == "no-store"
             assert "noindex" in answer.headers["x-robots-tag"]
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test, dropped afterwards."""
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+    name = f"web_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True)
+    except psycopg.OperationalError as error:
+        print(f"SKIPPED PostgreSQL test: {error}")
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {error}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.postgres
+async def test_sign_up_confirm_and_leave_on_postgresql(
+    settings: Settings, smtp_server: RecordingSmtpServer, postgres_url: str
+) -> None:
+    pg_settings = web_settings(settings, database_url=postgres_url)
+    pg_engine = create_db_engine(postgres_url)
+    try:
+        upgrade_schema(pg_engine)
+        async with running_app(pg_settings, pg_engine) as (_, client):
+            for _ in range(2):
+                answer = await client.post("/subscribe", json={"email": "Ada@Example.org"})
+                assert answer.status_code == 202
+            assert smtp_server.handler.recipients() == ["Ada@example.org"]
+            confirmed = await client.post(confirmation_path(smtp_server))
+            assert "You are subscribed" in confirmed.text
+            stored = subscriber(pg_engine, "Ada@example.org")
+            assert stored is not None and stored.confirmed_ip == CLIENT_ADDRESS
+            token = make_unsubscribe_token(pg_settings.secret_key, stored.key)
+            left = await client.post(
+                f"/unsubscribe/{token}",
+                content=b"List-Unsubscribe=One-Click",
+                headers={"content-type": "application/x-www-form-urlencoded"},
+            )
+            assert left.status_code == 200
+        stored = subscriber(pg_engine, "Ada@example.org")
+        assert stored is not None and stored.status == SubscriberStatus.UNSUBSCRIBED
+    finally:
+        pg_engine.dispose()
