@@ -525,3 +525,85 @@ async def test_send_rate_holds_across_connections(
     # The first 5 go in a burst, the other 7 at one per 0.2 s: at least 1.4 s in all.
     assert asyncio.get_running_loop().time() - started >= 1.3
     assert len(smtp_server.messages) == 12
+
+
+# ---- the ledger's leases --------------------------------------------------------------------
+
+
+def test_a_lease_keeps_others_away_until_it_expires(settings: Settings, engine: Engine) -> None:
+    from newsletter.send import ledger
+
+    seed_subscribers(engine, 5)
+    make_edition(engine)
+    start_edition(engine, DAY)
+    now = utc_now()
+    with engine.begin() as connection:
+        mine = ledger.claim_batch(
+            connection, edition_id=None, worker_id="a", limit=3, now=now, lease_seconds=60
+        )
+        theirs = ledger.claim_batch(
+            connection, edition_id=None, worker_id="b", limit=10, now=now, lease_seconds=60
+        )
+        # Worker "a" dies; a minute later its rows are anyone's again.
+        later = now + dt.timedelta(seconds=61)
+        rescued = ledger.claim_batch(
+            connection, edition_id=None, worker_id="c", limit=10, now=later, lease_seconds=60
+        )
+    assert len(mine) == 3 and len(theirs) == 2
+    assert not {row.id for row in mine} & {row.id for row in theirs}
+    assert {row.id for row in rescued} == {row.id for row in mine + theirs}
+    assert {row.lease_owner for row in ledger_rows(engine)} == {"c"}
+
+
+def test_a_paused_edition_has_nothing_claimable(settings: Settings, engine: Engine) -> None:
+    from newsletter.send import ledger
+
+    seed_subscribers(engine, 4)
+    make_edition(engine)
+    start_edition(engine, DAY)
+    pause_edition(engine, DAY, reason="operator")
+    with engine.begin() as connection:
+        claimed = ledger.claim_batch(
+            connection, edition_id=None, worker_id="a", limit=10, now=utc_now(), lease_seconds=9
+        )
+    assert claimed == []
+
+
+async def test_a_worker_left_running_picks_up_an_edition_started_later(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    readers = seed_subscribers(engine, 9)
+    make_edition(engine)
+    worker = asyncio.create_task(run_worker(settings, engine, stop_when_idle=False))
+    await asyncio.sleep(0.2)
+    assert not worker.done()  # idle, polling, not finished
+
+    start_edition(engine, DAY)
+    for _ in range(200):
+        if edition_status(engine)[0] is EditionStatus.SENT:
+            break
+        await asyncio.sleep(0.05)
+    worker.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await worker
+
+    assert edition_status(engine)[0] is EditionStatus.SENT
+    assert received(smtp_server) == Counter(readers)
+    assert {row.status for row in ledger_rows(engine)} == {DeliveryStatus.SENT}
+
+
+async def test_extra_relays_share_the_load(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    readers = seed_subscribers(engine, 40)
+    make_edition(engine)
+    with RecordingSmtpServer() as second_relay:
+        two_relays = settings.model_copy(
+            update={"smtp_extra_relays": [f"127.0.0.1:{second_relay.port}"], "smtp_concurrency": 2}
+        )
+        assert SmtpPool(two_relays).lanes == 4
+
+        await send_edition(two_relays, engine, edition_date=DAY)
+
+        assert smtp_server.messages and second_relay.messages
+        assert received(smtp_server) + received(second_relay) == Counter(readers)
