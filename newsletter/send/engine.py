@@ -412,7 +412,11 @@ class _Worker:
                 )
             )
             if rows:
-                await self._compile_missing({row.edition_id for row in rows})
+                claimed_editions = {row.edition_id for row in rows}
+                await self._compile_missing(claimed_editions)
+                for edition_id in claimed_editions:
+                    # Only sending editions have claimable rows: resumed since we stopped.
+                    self.stopped.pop(edition_id, None)
                 self.outstanding += len(rows)
                 for row in rows:
                     self.jobs.put_nowait(row)
