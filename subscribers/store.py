@@ -32,10 +32,13 @@ def normalise_email(raw: str) -> str:
     if _CONTROL_CHARACTERS.search(candidate):
         raise InvalidEmailError("that address contains line breaks or control characters")
     try:
-        result = validate_email(candidate, check_deliverability=False)
+        # The sender speaks plain SMTP without SMTPUTF8, so the address must have an
+        # ASCII form: an international domain becomes punycode, a non-ASCII mailbox name
+        # is refused here rather than failing at every send.
+        result = validate_email(candidate, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as error:
         raise InvalidEmailError(f"{candidate!r} is not a valid email address: {error}") from None
-    return result.normalized
+    return result.ascii_email or result.normalized
 
 
 def clean_name(raw: str | None) -> str | None:
