@@ -283,13 +283,15 @@ def _print_send_report(report: object) -> None:
 
     assert isinstance(report, SendReport)
     table = Table(title="Send summary", show_header=True)
-    for column in ("queued", "sent", "failed", "bounced", "already done", "seconds"):
+    columns = ("queued", "sent", "failed", "bounced", "left meanwhile", "already done", "seconds")
+    for column in columns:
         table.add_column(column, justify="right")
     table.add_row(
         str(report.queued),
         str(report.sent),
         str(report.failed),
         str(report.bounced),
+        str(report.skipped),
         str(report.already_done),
         f"{report.elapsed_seconds:.1f}",
     )

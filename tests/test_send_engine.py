@@ -607,3 +607,35 @@ async def test_extra_relays_share_the_load(
 
         assert smtp_server.messages and second_relay.messages
         assert received(smtp_server) + received(second_relay) == Counter(readers)
+
+
+# ---- readers who leave while the edition is being sent ------------------------------------
+
+
+async def test_readers_who_leave_after_the_send_started_get_nothing(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    addresses = seed_subscribers(engine, 6)
+    make_edition(engine)
+    start_edition(engine, DAY)  # the audience is fixed: six queued rows
+    with engine.begin() as connection:
+        connection.execute(
+            update(subscribers)
+            .where(subscribers.c.email == addresses[1])
+            .values(status=SubscriberStatus.UNSUBSCRIBED.value, unsubscribed_at=utc_now())
+        )
+        connection.execute(
+            update(subscribers).where(subscribers.c.email == addresses[2]).values(paused=True)
+        )
+
+    report = await send_edition(settings, engine, edition_date=DAY)
+
+    assert sorted(smtp_server.handler.recipients()) == sorted(
+        a for a in addresses if a not in (addresses[1], addresses[2])
+    )
+    assert (report.sent, report.skipped, report.failed) == (4, 2, 0)
+    rows = {row.email: row for row in ledger_rows(engine)}
+    for gone in (addresses[1], addresses[2]):
+        assert rows[gone].status is DeliveryStatus.FAILED
+        assert "left or paused after the send started" in (rows[gone].last_error or "")
+    assert not any(row.status is DeliveryStatus.QUEUED for row in rows.values())

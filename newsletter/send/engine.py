@@ -83,6 +83,7 @@ IDLE_POLL_SECONDS = 1.0
 STATUS_CHECK_SECONDS = 0.25
 MAX_RETRY_DELAY_SECONDS = 6 * 3600.0
 CANCELLED_BY_OPERATOR = "cancelled by operator"
+LEFT_BEFORE_SENDING = "not sent: the subscriber left or paused after the send started"
 # Temporary codes named by the issue; any other 4xx is temporary as well.
 _BOUNCE_CODES = frozenset({550, 551, 553})
 
@@ -123,6 +124,7 @@ class SendReport:
     already_done: int
     paused_reason: str | None
     elapsed_seconds: float
+    skipped: int = 0  # rows ended unsent because their subscriber left meanwhile
 
 
 def classify_reply(reply: SmtpReply, *, attempt: int, max_attempts: int) -> OutcomeKind:
@@ -354,7 +356,7 @@ class _Worker:
         self.compiled: dict[int, _CompiledEdition] = {}
         self.stopped: dict[int, str | None] = {}  # edition id → why it stopped (paused/cancelled)
         self.windows: dict[int, _FailureWindow] = {}
-        self.sent = self.failed = self.bounced = 0
+        self.sent = self.failed = self.bounced = self.skipped = 0
         self.paused_reason: str | None = None
 
     # -- database calls run on the event loop, between sends --
@@ -485,6 +487,13 @@ class _Worker:
                 self.hungry.set()
             if job.edition_id in self.stopped:
                 self._add_outcome(Outcome(job.id, OutcomeKind.RELEASED))
+                continue
+            if not job.still_subscribed:
+                # They left after the audience was fixed: honour it now, not next edition.
+                self._add_outcome(Outcome(job.id, OutcomeKind.FAILED, error=LEFT_BEFORE_SENDING))
+                self.skipped += 1
+                if progress is not None:
+                    progress.advanced(DeliveryStatus.FAILED)
                 continue
             while len(self.pending) >= FLUSH_MAX_ROWS:
                 # Backpressure: accepted messages must not pile up unwritten.
@@ -649,6 +658,7 @@ class _Worker:
             already_done=already_done,
             paused_reason=self.paused_reason,
             elapsed_seconds=time.monotonic() - started,
+            skipped=self.skipped,
         )
 
 

@@ -67,6 +67,9 @@ class ClaimedDelivery:
     name: str | None
     subscriber_key: str | None
     attempts: int
+    # False when the subscriber unsubscribed, bounced or paused after the
+    # audience was fixed: the row then ends without a message.
+    still_subscribed: bool = True
 
 
 class OutcomeKind(StrEnum):
@@ -185,6 +188,18 @@ def _queued_rows(edition_id: int | None) -> list[ColumnElement[bool]]:
     ]
 
 
+def _still_subscribed() -> ColumnElement[bool]:
+    """Whether a row's subscriber still wants the digest (test sends always do)."""
+    return or_(
+        deliveries.c.subscriber_id.is_(None),
+        exists().where(
+            subscribers.c.id == deliveries.c.subscriber_id,
+            subscribers.c.status == SubscriberStatus.CONFIRMED.value,
+            subscribers.c.paused == false(),
+        ),
+    )
+
+
 def claim_batch(
     connection: Connection,
     *,
@@ -219,10 +234,22 @@ def claim_batch(
             deliveries.c.name,
             deliveries.c.subscriber_key,
             deliveries.c.attempts,
+            _still_subscribed(),
         )
     )
     rows = connection.execute(statement).all()
-    claimed = [ClaimedDelivery(*row) for row in rows]
+    claimed = [
+        ClaimedDelivery(
+            id=row.id,
+            edition_id=row.edition_id,
+            email=row.email,
+            name=row.name,
+            subscriber_key=row.subscriber_key,
+            attempts=row.attempts,
+            still_subscribed=bool(row[-1]),
+        )
+        for row in rows
+    ]
     # Both databases return rows in no promised order; id order keeps sends predictable.
     claimed.sort(key=lambda row: row.id)
     return claimed
