@@ -134,19 +134,17 @@ def _write_preview(outbox: Path, html: str, text: str, settings: Settings) -> Pa
 
 def _print_outbox(console: Console, outbox: Path) -> None:
     table = Table(title=f"Messages in {outbox}")
-    for column in ("to", "subject", "message-id", "HTML KB"):
+    for column in ("to", "message-id", "parts", "HTML KB"):
         table.add_column(column, overflow="fold")
     box = mailbox.Maildir(outbox)
     for key in sorted(box.keys()):
         message = email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)
-        html_size = 0
-        for part in message.walk():
-            if part.get_content_type() == "text/html":
-                html_size = len(part.as_bytes())
+        parts = [part for part in message.walk() if not part.is_multipart()]
+        html_size = sum(len(p.as_bytes()) for p in parts if p.get_content_type() == "text/html")
         table.add_row(
             str(message["To"]),
-            str(message["Subject"]),
             str(message["Message-ID"]),
+            " + ".join(p.get_content_type() for p in parts),
             f"{html_size / 1024:.1f}",
         )
     console.print(table)
