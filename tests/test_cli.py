@@ -314,3 +314,39 @@ def test_demo_fills_the_outbox_with_complete_digests(
         env=cli_env,
     )
     assert len(mailbox.Maildir(outbox).keys()) == len(messages)
+
+
+def test_run_fetches_ranks_renders_and_sends_what_cron_runs(
+    cli_env: dict[str, str], papers_file: Path, smtp_server: RecordingSmtpServer
+) -> None:
+    from tests.feed_server import FeedResponse, running_feed_server
+
+    day_papers = json.loads(papers_file.read_text(encoding="utf-8"))
+    with running_feed_server() as feeds:
+        feeds.serve("/api/daily_papers", FeedResponse(503), FeedResponse.json(day_papers))
+        env = dict(cli_env, NEWSLETTER_HF_API_URL=feeds.url("/api/daily_papers"))
+        run_cli("subscribers", "add", "ada@example.org", "--confirmed", env=env)
+        result = run_cli("run", "--date", DAY, env=env)
+        requests = feeds.requests("/api/daily_papers")
+    assert "4 new" in result.stdout
+    assert requests[-1].query["date"] == DAY
+    assert len(requests) == 2  # the 503 was retried
+    assert smtp_server.handler.recipients() == ["ada@example.org"]
+    # cron runs it again the same day: nobody gets a second copy.
+    with running_feed_server() as feeds:
+        feeds.serve("/api/daily_papers", FeedResponse.json(day_papers))
+        env = dict(cli_env, NEWSLETTER_HF_API_URL=feeds.url("/api/daily_papers"))
+        run_cli("run", "--date", DAY, env=env)
+    assert smtp_server.handler.recipients() == ["ada@example.org"]
+
+
+def test_run_stops_with_one_line_when_the_source_is_down(cli_env: dict[str, str]) -> None:
+    from tests.feed_server import FeedResponse, running_feed_server
+
+    with running_feed_server() as feeds:
+        feeds.serve("/api/daily_papers", FeedResponse(400, b'{"error": "Invalid date"}'))
+        env = dict(cli_env, NEWSLETTER_HF_API_URL=feeds.url("/api/daily_papers"))
+        result = run_cli("run", "--date", DAY, env=env, check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
