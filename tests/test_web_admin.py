@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import threading
 
@@ -22,6 +23,9 @@ ADMIN_CALLS = [
     ("POST", f"/admin/editions/{DAY}/test-send", {"email": "op@example.org"}),
     ("GET", f"/admin/editions/{DAY}", None),
     ("GET", "/admin/subscribers", None),
+    ("POST", f"/admin/editions/{DAY}/pause", None),
+    ("POST", f"/admin/editions/{DAY}/resume", None),
+    ("POST", f"/admin/editions/{DAY}/cancel", None),
 ]
 
 
@@ -181,3 +185,46 @@ async def test_missing_editions_and_bad_dates_are_clear(
         assert answer.status_code == 422
         assert "day" in answer.json()["detail"] and "date" in answer.json()["detail"]
     assert smtp_server.messages == []
+
+
+async def test_pause_resume_and_cancel_over_http(settings: Settings, engine: Engine) -> None:
+    release = threading.Event()
+    seen = threading.Event()
+
+    def hold_until_released(stage: str, address: str, attempt: int) -> str | None:
+        seen.set()
+        release.wait(timeout=30)
+        return None
+
+    store_papers(engine, DAY)
+    with session_scope(engine) as session:
+        for n in range(10):
+            add_subscriber(session, email=f"reader{n}@example.org", confirmed=True)
+    with RecordingSmtpServer(fault=hold_until_released) as slow_server:
+        slow = web_settings(settings, smtp_port=slow_server.port, smtp_concurrency=2)
+        async with running_app(slow, engine) as (app, client):
+            web: WebContext = app.state.web
+            refused = await client.post(f"/admin/editions/{DAY}/pause", headers=AUTH)
+            assert refused.status_code == 404  # nothing prepared yet, nothing to pause
+            await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
+            assert await asyncio.to_thread(seen.wait, 10)
+            paused = await client.post(f"/admin/editions/{DAY}/pause", headers=AUTH)
+            # Workers look at the edition's status a few times a second; let them see it.
+            await asyncio.sleep(1.0)
+            release.set()
+            await web.send_jobs.wait(DAY)
+            after_pause = len(slow_server.handler.recipients())
+            resumed = await client.post(f"/admin/editions/{DAY}/resume", headers=AUTH)
+            await web.send_jobs.wait(DAY)
+            status = await client.get(f"/admin/editions/{DAY}", headers=AUTH)
+            too_late = await client.post(f"/admin/editions/{DAY}/cancel", headers=AUTH)
+        received = slow_server.handler.recipients()
+    assert paused.status_code == 200
+    assert paused.json()["status"] == "paused"
+    assert after_pause < 10  # only what was in flight went out while paused
+    assert resumed.status_code == 202
+    assert sorted(received) == sorted(f"reader{n}@example.org" for n in range(10))
+    assert status.json()["status"] == "sent"
+    assert status.json()["deliveries"]["sent"] == 10
+    assert too_late.status_code == 409
+    assert "sent already" in too_late.json()["detail"]

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from newsletter.db import session_scope
 from newsletter.editions import prepare_edition
 from newsletter.errors import DeliveryError, EditionNotFoundError, InvalidEmailError
-from newsletter.send.engine import send_test_copy
+from newsletter.send.engine import cancel_edition, pause_edition, resume_edition, send_test_copy
 from newsletter.send.stats import edition_stats
 from subscribers import store
 from subscribers.web.context import EngineDep, SettingsDep, WebDep
@@ -205,6 +205,63 @@ async def test_send(
         message_id=delivery.message_id,
         error=delivery.last_error,
     )
+
+
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    **_NOT_FOUND,
+    409: {"model": Problem, "description": "The edition is not in a state that allows this."},
+}
+
+
+@router.post(
+    "/editions/{day}/pause",
+    response_model=EditionStatsOut,
+    responses=_CONFLICT,
+    summary="Pause a running send; running workers stop within a batch",
+)
+async def pause(day: dt.date, engine: EngineDep, web: WebDep) -> EditionStatsOut:
+    """Pause the edition; `/resume` continues it."""
+    await _change_edition(pause_edition, engine, day, reason="paused by operator over HTTP")
+    return await edition_status(day, engine, web)
+
+
+@router.post(
+    "/editions/{day}/resume",
+    status_code=202,
+    response_model=SendStarted,
+    responses=_CONFLICT,
+    summary="Resume a paused send and continue it in the background",
+)
+async def resume(day: dt.date, request: Request, engine: EngineDep, web: WebDep) -> JSONResponse:
+    """Mark the edition sending again and start working its queue here."""
+    await _change_edition(resume_edition, engine, day)
+    job, _ = web.send_jobs.start(day)  # already running here: report that job
+    status_url = _status_url(request, day)
+    body = SendStarted(edition_date=day, status_url=status_url, job=_job_out(job))
+    return JSONResponse(
+        body.model_dump(mode="json"), status_code=202, headers={"Location": status_url}
+    )
+
+
+@router.post(
+    "/editions/{day}/cancel",
+    response_model=EditionStatsOut,
+    responses=_CONFLICT,
+    summary="Cancel an edition: nobody else receives it",
+)
+async def cancel(day: dt.date, engine: EngineDep, web: WebDep) -> EditionStatsOut:
+    """Cancel the edition; every row still queued ends failed."""
+    await _change_edition(cancel_edition, engine, day)
+    return await edition_status(day, engine, web)
+
+
+async def _change_edition(change: Any, engine: Any, day: dt.date, **options: Any) -> None:
+    try:
+        await run_in_threadpool(change, engine, day, **options)
+    except EditionNotFoundError as error:
+        raise HTTPException(status_code=404, detail=str(error)) from None
+    except DeliveryError as error:
+        raise HTTPException(status_code=409, detail=str(error)) from None
 
 
 @router.get("/subscribers", response_model=SubscriberCounts, summary="Subscribers by status")
