@@ -639,3 +639,45 @@ async def test_readers_who_leave_after_the_send_started_get_nothing(
         assert rows[gone].status is DeliveryStatus.FAILED
         assert "left or paused after the send started" in (rows[gone].last_error or "")
     assert not any(row.status is DeliveryStatus.QUEUED for row in rows.values())
+
+
+def test_rows_held_by_a_dead_process_on_this_machine_return_at_once(
+    settings: Settings, engine: Engine
+) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from newsletter.send import ledger
+    from newsletter.send.engine import is_dead_local_worker
+
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    host = socket.gethostname()[:40]
+    dead = f"{host}:{finished.pid}:abc123"
+    alive = f"{host}:{os.getppid()}:def456"
+    elsewhere = "another-machine:1:aaaaaa"
+    assert is_dead_local_worker(dead)
+    assert not is_dead_local_worker(alive)
+    assert not is_dead_local_worker(elsewhere)
+    assert not is_dead_local_worker("operator-named-worker")
+
+    seed_subscribers(engine, 6)
+    make_edition(engine)
+    start_edition(engine, DAY)
+    later = utc_now() + dt.timedelta(hours=1)
+    owners = [dead, dead, alive, alive, elsewhere, elsewhere]
+    with engine.begin() as connection:
+        ids = connection.execute(select(deliveries.c.id).order_by(deliveries.c.id)).scalars().all()
+        for row_id, owner in zip(ids, owners, strict=True):
+            connection.execute(
+                update(deliveries)
+                .where(deliveries.c.id == row_id)
+                .values(lease_owner=owner, lease_expires_at=later)
+            )
+        assert sorted(ledger.lease_owners(connection)) == sorted({dead, alive, elsewhere})
+        gone = [o for o in ledger.lease_owners(connection) if is_dead_local_worker(o)]
+        assert ledger.release_leases(connection, gone) == 2
+        held = Counter(connection.execute(select(deliveries.c.lease_owner)).scalars().all())
+    assert held == Counter({None: 2, alive: 2, elsewhere: 2})

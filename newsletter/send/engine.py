@@ -147,9 +147,34 @@ def retry_delay(base_seconds: float, attempt: int) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
+def _host_name() -> str:
+    return socket.gethostname()[:40]
+
+
 def default_worker_id() -> str:
     """host:pid:random, unique per process even when a pid is reused."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+    return f"{_host_name()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def is_dead_local_worker(worker_id: str) -> bool:
+    """True for a default worker id of this machine whose process no longer exists.
+
+    A send killed and restarted by hand would otherwise wait a whole lease
+    (NEWSLETTER_SEND_LEASE_SECONDS) for the rows the dead process held. Only
+    ids of this host count, and a pid that is alive (or reused) counts as
+    alive: the safe direction, since then the lease simply runs out.
+    """
+    host, _, rest = worker_id.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != _host_name() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, under another user
+    return False
 
 
 # ---- editions: look-up and operator controls ---------------------------------------------
@@ -698,6 +723,11 @@ async def _run_worker(
     stop_when_idle: bool,
     transport: MessageTransport | None,
 ) -> _Worker:
+    released = await asyncio.to_thread(_in_transaction, engine, _release_dead_local_leases)
+    if released:
+        logger.warning(
+            "took back %d recipients held by a worker that died on this machine", released
+        )
     own_transport = transport is None
     active: MessageTransport = SmtpPool(settings) if transport is None else transport
     worker = _Worker(
@@ -715,6 +745,11 @@ async def _run_worker(
         if own_transport:
             await active.aclose()
     return worker
+
+
+def _release_dead_local_leases(connection: Connection) -> int:
+    dead = [owner for owner in ledger.lease_owners(connection) if is_dead_local_worker(owner)]
+    return ledger.release_leases(connection, dead)
 
 
 # ---- the public entry points ----------------------------------------------------------------

@@ -401,6 +401,33 @@ def mark_subscribers_bounced(
     )
 
 
+def lease_owners(connection: Connection) -> list[str]:
+    """The workers holding leases on queued rows (live or expired)."""
+    rows = connection.execute(
+        select(deliveries.c.lease_owner)
+        .where(
+            deliveries.c.status == DeliveryStatus.QUEUED.value,
+            deliveries.c.lease_owner.is_not(None),
+        )
+        .distinct()
+    ).all()
+    return [row[0] for row in rows]
+
+
+def release_leases(connection: Connection, owners: Sequence[str]) -> int:
+    """Hand the queued rows of these workers back to the queue now; returns how many."""
+    if not owners:
+        return 0
+    return connection.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.status == DeliveryStatus.QUEUED.value,
+            deliveries.c.lease_owner.in_(list(owners)),
+        )
+        .values(lease_owner=None, lease_expires_at=None)
+    ).rowcount
+
+
 def next_wake_time(connection: Connection, *, edition_id: int | None) -> dt.datetime | None:
     """When a queued row of a sending edition (or the given one) may next be claimable.
 
