@@ -54,3 +54,14 @@ def test_recording_server_records_and_injects_faults() -> None:
     assert refused == {"gone@example.org": (550, b"5.1.1 no such user")}
     assert server.handler.recipients() == ["ok@example.org"]
     assert server.messages[0].message["Subject"] == "hi"
+
+
+def test_env_example_documents_every_setting() -> None:
+    import re
+
+    from newsletter.settings import PROJECT_ROOT, Settings
+
+    text = (PROJECT_ROOT / ".env.example").read_text(encoding="utf-8")
+    listed = set(re.findall(r"NEWSLETTER_[A-Z_]+", text))
+    expected = {f"NEWSLETTER_{name.upper()}" for name in Settings.model_fields}
+    assert listed == expected
