@@ -209,8 +209,8 @@ async def test_pause_resume_and_cancel_over_http(settings: Settings, engine: Eng
             await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
             assert await asyncio.to_thread(seen.wait, 10)
             paused = await client.post(f"/admin/editions/{DAY}/pause", headers=AUTH)
-            # Workers look at the edition's status a few times a second; let them see it.
-            await asyncio.sleep(1.0)
+            # Workers look at the edition's status every second; let them see it.
+            await asyncio.sleep(2.5)
             release.set()
             await web.send_jobs.wait(DAY)
             after_pause = len(slow_server.handler.recipients())

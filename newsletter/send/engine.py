@@ -78,9 +78,9 @@ __all__ = [
 logger = logging.getLogger("newsletter.send")
 
 FLUSH_INTERVAL_SECONDS = 0.2
-FLUSH_MAX_ROWS = 64
+FLUSH_MAX_ROWS = 128
 IDLE_POLL_SECONDS = 1.0
-STATUS_CHECK_SECONDS = 0.25
+STATUS_CHECK_SECONDS = 1.0
 MAX_RETRY_DELAY_SECONDS = 6 * 3600.0
 CANCELLED_BY_OPERATOR = "cancelled by operator"
 LEFT_BEFORE_SENDING = "not sent: the subscriber left or paused after the send started"
