@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	NEWSLETTER_DATABASE_URL=$${NEWSLETTER_DATABASE_URL:-sqlite:///./demo.db} $(BIN)/newsletter demo --outbox ./outbox
+	$(BIN)/newsletter demo --outbox ./outbox
 
 lint: setup
 	$(BIN)/ruff check newsletter subscribers tests benchmarks
