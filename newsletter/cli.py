@@ -159,19 +159,9 @@ def ingest(
 def _write_preview(
     settings: Settings, engine: Engine, day: dt.date, out: Path
 ) -> tuple[Path, Path]:
-    from newsletter.editions import prepare_edition
-    from newsletter.values import RenderedDigest
-    from subscribers.tokens import preferences_url, unsubscribe_url
+    from newsletter.editions import prepare_edition, preview_version
 
-    edition = prepare_edition(settings, engine, day=day)
-    digest = RenderedDigest(
-        edition_date=day, subject=edition.subject, html=edition.html, text=edition.text
-    )
-    # A preview shows what a reader gets, so it carries links of the same shape.
-    html, text = digest.personalised(
-        unsubscribe_url=unsubscribe_url(settings.base_url, settings.secret_key, "preview"),
-        preferences_url=preferences_url(settings.base_url, settings.secret_key, "preview"),
-    )
+    html, text = preview_version(prepare_edition(settings, engine, day=day), settings)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")
     text_path = out.with_suffix(".txt")

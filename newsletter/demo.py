@@ -19,9 +19,10 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from newsletter.db import create_db_engine, session_scope, upgrade_schema
-from newsletter.editions import prepare_edition
+from newsletter.editions import prepare_edition, preview_version
 from newsletter.errors import ConfigurationError
 from newsletter.ingest import PaperSource, ingest_papers
+from newsletter.models import Edition
 from newsletter.outbox import MaildirHandler, SmtpCatcher
 from newsletter.sample_data import SAMPLE_DAY, sample_day_path
 from newsletter.send.engine import send_edition
@@ -105,7 +106,7 @@ def run_demo(settings: Settings, *, outbox: Path, database_url: str, console: Co
                 sent = asyncio.run(
                     send_edition(demo_settings, engine, edition_date=SAMPLE_DAY, progress=progress)
                 )
-            preview = _write_preview(outbox, edition.html, edition.text, demo_settings)
+            preview = _write_preview(outbox, edition, demo_settings)
         finally:
             engine.dispose()
     _print_outbox(console, outbox)
@@ -116,19 +117,10 @@ def run_demo(settings: Settings, *, outbox: Path, database_url: str, console: Co
     console.print(f"Open the HTML preview: [bold]{preview.resolve()}[/]")
 
 
-def _write_preview(outbox: Path, html: str, text: str, settings: Settings) -> Path:
-    from newsletter.values import PersonalField
-    from subscribers.tokens import preferences_url, unsubscribe_url
-
-    unsubscribe = unsubscribe_url(settings.base_url, settings.secret_key, "preview")
-    preferences = preferences_url(settings.base_url, settings.secret_key, "preview")
+def _write_preview(outbox: Path, edition: Edition, settings: Settings) -> Path:
+    html, _text = preview_version(edition, settings)
     path = outbox / "preview.html"
-    path.write_text(
-        html.replace(PersonalField.UNSUBSCRIBE_URL, unsubscribe).replace(
-            PersonalField.PREFERENCES_URL, preferences
-        ),
-        encoding="utf-8",
-    )
+    path.write_text(html, encoding="utf-8")
     return path
 
 

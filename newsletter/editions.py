@@ -114,11 +114,24 @@ def list_editions(engine: Engine, limit: int = 30) -> list[Edition]:
         return list(session.exec(statement).all())
 
 
-def web_version(edition: Edition, *, base_url: str) -> tuple[str, str]:
-    """The edition's HTML and text with non-personal links where each reader's own would go."""
-    digest = RenderedDigest(
+def preview_version(edition: Edition, settings: Settings) -> tuple[str, str]:
+    """The edition's HTML and text as a reader gets them, with links for a sample reader."""
+    from subscribers.tokens import preferences_url, unsubscribe_url
+
+    return _as_digest(edition).personalised(
+        unsubscribe_url=unsubscribe_url(settings.base_url, settings.secret_key, "preview"),
+        preferences_url=preferences_url(settings.base_url, settings.secret_key, "preview"),
+    )
+
+
+def _as_digest(edition: Edition) -> RenderedDigest:
+    return RenderedDigest(
         edition_date=edition.date, subject=edition.subject, html=edition.html, text=edition.text
     )
-    return digest.personalised(
+
+
+def web_version(edition: Edition, *, base_url: str) -> tuple[str, str]:
+    """The edition's HTML and text with non-personal links where each reader's own would go."""
+    return _as_digest(edition).personalised(
         unsubscribe_url=f"{base_url}/#unsubscribe", preferences_url=f"{base_url}/#preferences"
     )
