@@ -19,6 +19,7 @@ from newsletter.ingest.fetching import DEFAULT_BACKOFF, Backoff, get_with_retrie
 from newsletter.ingest.parsed import (
     PaperSource,
     ParsedPapers,
+    RecordCollector,
     canonical_arxiv_id,
     describe_record,
     normalise_whitespace,
@@ -50,9 +51,7 @@ def parse_arxiv_listing(
         raise MalformedSourceError(f"{origin} is XML but not an RSS feed")
     channel_date = _announcement_datetime(feed.feed.get("published"))
 
-    records: list[PaperRecord] = []
-    skipped: list[str] = []
-    seen: dict[str, int] = {}
+    collected = RecordCollector()
     other_days: dict[date, int] = {}
     for position, entry in enumerate(feed.entries, start=1):
         announce_type = _announce_type(entry)
@@ -60,23 +59,17 @@ def parse_arxiv_listing(
             continue
         outcome = _parse_entry(entry, position=position, channel_date=channel_date, day=day)
         if isinstance(outcome, str):
-            skipped.append(outcome)
-            continue
-        if day is not None and outcome.daily_date != day and outcome.daily_date is not None:
+            collected.skip(outcome)
+        elif day is not None and outcome.daily_date is not None and outcome.daily_date != day:
             other_days[outcome.daily_date] = other_days.get(outcome.daily_date, 0) + 1
-            continue
-        earlier = seen.setdefault(outcome.arxiv_id, position)
-        if earlier != position:
-            label = describe_record(position, outcome.title)
-            skipped.append(f"{label}: same arXiv id {outcome.arxiv_id} as record {earlier}")
-            continue
-        records.append(outcome)
+        else:
+            collected.add(position, outcome)
     for other_day, count in sorted(other_days.items()):
-        skipped.append(
+        collected.skip(
             f"{count} item{'s' if count != 1 else ''} announced on {other_day.isoformat()}, "
             f"not {day}: an arXiv listing only holds its latest announcement day"
         )
-    return ParsedPapers(records=tuple(records), skipped=tuple(skipped))
+    return collected.result()
 
 
 def _announce_type(entry: Mapping[str, object]) -> str | None:

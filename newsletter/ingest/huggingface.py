@@ -18,6 +18,7 @@ from newsletter.ingest.fetching import DEFAULT_BACKOFF, Backoff, get_with_retrie
 from newsletter.ingest.parsed import (
     PaperSource,
     ParsedPapers,
+    RecordCollector,
     canonical_arxiv_id,
     clean_url,
     describe_record,
@@ -44,21 +45,14 @@ def parse_daily_papers(
     `daily_date` is `day` when given, else the UTC date of `submittedOnDailyAt`.
     """
     items = _require_array_of_objects(payload, origin=origin)
-    records: list[PaperRecord] = []
-    skipped: list[str] = []
-    first_position: dict[str, int] = {}
+    collected = RecordCollector()
     for position, item in enumerate(items, start=1):
         outcome = _parse_item(item, position=position, day=day, source=source)
         if isinstance(outcome, str):
-            skipped.append(outcome)
-            continue
-        earlier = first_position.setdefault(outcome.arxiv_id, position)
-        if earlier != position:
-            label = describe_record(position, outcome.title)
-            skipped.append(f"{label}: same arXiv id {outcome.arxiv_id} as record {earlier}")
-            continue
-        records.append(outcome)
-    return ParsedPapers(records=tuple(records), skipped=tuple(skipped))
+            collected.skip(outcome)
+        else:
+            collected.add(position, outcome)
+    return collected.result()
 
 
 def _require_array_of_objects(payload: object, *, origin: str) -> list[Mapping[str, object]]:

@@ -82,3 +82,29 @@ def describe_record(position: int, title: str | None) -> str:
         shown = title if len(title) <= 80 else title[:77] + "..."
         return f'record {position} ("{shown}")'
     return f"record {position}"
+
+
+class RecordCollector:
+    """A source's records in order: the first per arXiv id; the others are named as skipped."""
+
+    def __init__(self) -> None:
+        self.records: list[PaperRecord] = []
+        self.skipped: list[str] = []
+        self._first_position: dict[str, int] = {}
+
+    def skip(self, reason: str) -> None:
+        """Note a record left out, with the reason a person reads."""
+        self.skipped.append(reason)
+
+    def add(self, position: int, record: PaperRecord) -> None:
+        """Keep the record unless an earlier one had the same arXiv id."""
+        earlier = self._first_position.setdefault(record.arxiv_id, position)
+        if earlier != position:
+            label = describe_record(position, record.title)
+            self.skip(f"{label}: same arXiv id {record.arxiv_id} as record {earlier}")
+            return
+        self.records.append(record)
+
+    def result(self) -> ParsedPapers:
+        """What was kept and what was skipped."""
+        return ParsedPapers(records=tuple(self.records), skipped=tuple(self.skipped))
