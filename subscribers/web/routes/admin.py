@@ -19,7 +19,7 @@ from newsletter.errors import DeliveryError, EditionNotFoundError, InvalidEmailE
 from newsletter.send.engine import cancel_edition, pause_edition, resume_edition, send_test_copy
 from newsletter.send.stats import edition_stats
 from subscribers import store
-from subscribers.web.context import EngineDep, SettingsDep, WebDep
+from subscribers.web.context import EngineDep, SettingsDep, WebContext, WebDep
 from subscribers.web.jobs import SendJob
 
 _bearer = HTTPBearer(auto_error=False, description="NEWSLETTER_ADMIN_TOKEN")
@@ -127,6 +127,20 @@ def _status_url(request: Request, day: dt.date) -> str:
     return str(request.url_for("edition_status", day=day.isoformat()))
 
 
+def _start_send(
+    request: Request, web: WebContext, day: dt.date, *, conflict_status: int
+) -> JSONResponse:
+    """Start the edition's send here (unless one runs) and answer 202 with its status URL."""
+    job, started = web.send_jobs.start(day)
+    status_url = _status_url(request, day)
+    body = SendStarted(edition_date=day, status_url=status_url, job=_job_out(job))
+    return JSONResponse(
+        body.model_dump(mode="json"),
+        status_code=202 if started else conflict_status,
+        headers={"Location": status_url},
+    )
+
+
 @router.post(
     "/editions/{day}/send",
     status_code=202,
@@ -140,14 +154,7 @@ async def send(day: dt.date, request: Request, web: WebDep) -> JSONResponse:
         await run_in_threadpool(prepare_edition, web.settings, web.database, day=day)
     except EditionNotFoundError as error:
         return JSONResponse({"detail": str(error)}, status_code=404)
-    job, started = web.send_jobs.start(day)
-    status_url = _status_url(request, day)
-    body = SendStarted(edition_date=day, status_url=status_url, job=_job_out(job))
-    return JSONResponse(
-        body.model_dump(mode="json"),
-        status_code=202 if started else 409,
-        headers={"Location": status_url},
-    )
+    return _start_send(request, web, day, conflict_status=409)
 
 
 @router.get(
@@ -235,12 +242,8 @@ async def pause(day: dt.date, engine: EngineDep, web: WebDep) -> EditionStatsOut
 async def resume(day: dt.date, request: Request, engine: EngineDep, web: WebDep) -> JSONResponse:
     """Mark the edition sending again and start working its queue here."""
     await _change_edition(resume_edition, engine, day)
-    job, _ = web.send_jobs.start(day)  # already running here: report that job
-    status_url = _status_url(request, day)
-    body = SendStarted(edition_date=day, status_url=status_url, job=_job_out(job))
-    return JSONResponse(
-        body.model_dump(mode="json"), status_code=202, headers={"Location": status_url}
-    )
+    # Already running here: the answer reports that job.
+    return _start_send(request, web, day, conflict_status=202)
 
 
 @router.post(
