@@ -73,6 +73,10 @@ class Edition(SQLModel, table=True):
     subject: str = Field(default="", max_length=300)
     html: str = Field(default="", sa_column=Column(Text, nullable=False))
     text: str = Field(default="", sa_column=Column(Text, nullable=False))
+    # The random part of this rendering's personal-link placeholders (see
+    # values.PersonalLinks): feed text cannot guess it, so only the template's
+    # own link positions are ever filled. Rows rendered before it existed hold "".
+    link_marker: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
     status_reason: str | None = Field(default=None, sa_column=Column(Text))
     created_at: dt.datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
     rendered_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
