@@ -43,9 +43,16 @@ from sqlalchemy import Engine, text  # noqa: E402
 
 from newsletter.db import create_db_engine, upgrade_schema  # noqa: E402
 from newsletter.settings import Settings, load_settings  # noqa: E402
-from newsletter.values import PaperRecord, PersonalField, RankedPaper  # noqa: E402
+from newsletter.values import (  # noqa: E402
+    PaperRecord,
+    PersonalField,
+    RankedPaper,
+    new_link_marker,
+)
 
 EDITION_DATE = dt.date(2026, 1, 5)
+# The random part of the placeholders, as one rendering of an edition has it.
+LINK_MARKER = new_link_marker()
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SMTP_SINK = Path("/usr/sbin/smtp-sink")
 NAIVE_MAX_MESSAGES = 2000  # the naive path is slow; its rate settles long before this
@@ -99,6 +106,7 @@ def make_digest(settings: Settings, paper_count: int) -> tuple[str, str, str, st
         base_url=settings.base_url,
         postal_address=settings.postal_address,
         list_name="Daily ML Papers",
+        link_marker=LINK_MARKER,
     )
     how = f"render_digest, {len(digest.papers)} papers"
     return digest.subject, digest.html, digest.text, how
@@ -113,15 +121,15 @@ def synthetic_digest() -> tuple[str, str, str, str]:
         + "We study long-context reasoning in large language models. " * 12
         + "</p></td></tr>\n"
     )
+    unsubscribe = PersonalField.UNSUBSCRIBE_URL.placeholder(LINK_MARKER)
+    preferences = PersonalField.PREFERENCES_URL.placeholder(LINK_MARKER)
     html = (
         '<!doctype html><html lang="en"><body><table>'
         + card * 40
-        + f'<tr><td><a href="{PersonalField.UNSUBSCRIBE_URL}">Unsubscribe</a> '
-        f'<a href="{PersonalField.PREFERENCES_URL}">Preferences</a></td></tr></table></body></html>'
+        + f'<tr><td><a href="{unsubscribe}">Unsubscribe</a> '
+        f'<a href="{preferences}">Preferences</a></td></tr></table></body></html>'
     )
-    text_part = (
-        "Scaling Ünïcode Transformers\n" * 200 + f"Unsubscribe: {PersonalField.UNSUBSCRIBE_URL}\n"
-    )
+    text_part = "Scaling Ünïcode Transformers\n" * 200 + f"Unsubscribe: {unsubscribe}\n"
     return "Daily ML Papers — synthetic digest", html, text_part, "synthetic"
 
 
@@ -333,7 +341,12 @@ def measure_raw(settings: Settings, *, count: int, digest: tuple[str, str, str])
 
     subject, html, body = digest
     compiled = CompiledDigest.compile(
-        settings, subject=subject, html=html, text=body, edition_date=EDITION_DATE
+        settings,
+        subject=subject,
+        html=html,
+        text=body,
+        edition_date=EDITION_DATE,
+        link_marker=LINK_MARKER,
     )
     message = compiled.assemble(Recipient("reader1@example.org", "Reader 1", "k" * 22, "<1@x>"))
 
@@ -362,6 +375,7 @@ def measure_naive(settings: Settings, *, count: int, digest: tuple[str, str, str
             html=html,
             text=body,
             edition_date=EDITION_DATE,
+            link_marker=LINK_MARKER,
             recipient=recipient,
         )
         await client.send_message(message)
@@ -375,7 +389,12 @@ def measure_assemble_microseconds(settings: Settings, digest: tuple[str, str, st
 
     subject, html, body = digest
     compiled = CompiledDigest.compile(
-        settings, subject=subject, html=html, text=body, edition_date=EDITION_DATE
+        settings,
+        subject=subject,
+        html=html,
+        text=body,
+        edition_date=EDITION_DATE,
+        link_marker=LINK_MARKER,
     )
     people = [
         Recipient(f"reader{n}@example.org", f"Zoë Ægir {n}", f"key{n:019d}", f"<{n}@x>")
@@ -393,7 +412,12 @@ def encoded_html_kb(settings: Settings, digest: tuple[str, str, str]) -> float:
 
     subject, html, body = digest
     compiled = CompiledDigest.compile(
-        settings, subject=subject, html=html, text=body, edition_date=EDITION_DATE
+        settings,
+        subject=subject,
+        html=html,
+        text=body,
+        edition_date=EDITION_DATE,
+        link_marker=LINK_MARKER,
     )
     return compiled.html_encoded_size / 1024
 

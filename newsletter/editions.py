@@ -22,7 +22,7 @@ from newsletter.models import Edition, EditionPaper, EditionStatus, Paper
 from newsletter.rank import rank_papers
 from newsletter.render import make_template_environment, render_digest
 from newsletter.settings import Settings
-from newsletter.values import RankedPaper, RenderedDigest
+from newsletter.values import RankedPaper, RenderedDigest, new_link_marker
 
 
 def prepare_edition(
@@ -49,6 +49,7 @@ def prepare_edition(
         edition.subject = digest.subject
         edition.html = digest.html
         edition.text = digest.text
+        edition.link_marker = digest.link_marker
         edition.rendered_at = utc_now()
         session.flush()
         assert edition.id is not None
@@ -78,6 +79,7 @@ def _render_day(
         base_url=settings.base_url,
         postal_address=settings.postal_address,
         list_name=settings.list_name,
+        link_marker=new_link_marker(),
     )
 
 
@@ -126,7 +128,11 @@ def preview_version(edition: Edition, settings: Settings) -> tuple[str, str]:
 
 def _as_digest(edition: Edition) -> RenderedDigest:
     return RenderedDigest(
-        edition_date=edition.date, subject=edition.subject, html=edition.html, text=edition.text
+        edition_date=edition.date,
+        subject=edition.subject,
+        html=edition.html,
+        text=edition.text,
+        link_marker=edition.link_marker,
     )
 
 

@@ -3,13 +3,13 @@
 Templates are jinja2; the HTML part is MJML compiled by mjml-python (MRML). The
 MRML parser is strict and copies unknown tags verbatim, so MJML templates are
 always autoescaped; plain-text templates are not, so feed text shows literally.
-Per-recipient links stay as `PersonalField` placeholders for the send stage.
+Per-recipient links stay as `PersonalField` placeholders for the send stage,
+written with the link marker the caller passes in (random per rendering).
 """
 
 from __future__ import annotations
 
 import quopri
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -20,6 +20,7 @@ from markupsafe import Markup
 from mjml import mjml2html
 
 from newsletter.errors import ConfigurationError, EditionNotFoundError, RenderError
+from newsletter.text import BIDI_CONTROLS, XML_INVALID, single_line
 from newsletter.values import PersonalField, RankedPaper, RenderedDigest
 
 TITLE_MAX_CHARS = 250
@@ -39,21 +40,13 @@ URL_MAX_CHARS = 500
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
-# Characters XML 1.0 forbids: MRML refuses a document containing any of them.
-_XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-# Bidi overrides and isolates can make a subject read differently from what it says.
-_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
-# Control characters (C0, DEL, C1) and Unicode line/paragraph separators: they break lines.
-_CONTROLS_AND_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_PLACEHOLDERS = tuple(field.value for field in PersonalField)
-
 
 def _drop_xml_invalid(value: object) -> object:
     """Jinja `finalize` hook: remove characters no email part may carry, keeping Markup safe."""
     if isinstance(value, Markup):
-        return Markup(_XML_INVALID.sub("", str(value)))
+        return Markup(XML_INVALID.sub("", str(value)))
     if isinstance(value, str):
-        return _XML_INVALID.sub("", value)
+        return XML_INVALID.sub("", value)
     return value
 
 
@@ -130,12 +123,8 @@ class PaperCard:
 
 
 def _clean_text(text: str) -> str:
-    """Feed text on one line: no control characters, placeholders or runs of whitespace."""
-    for placeholder in _PLACEHOLDERS:
-        # A feed must not be able to make the send stage paste a personal link into it.
-        text = text.replace(placeholder, "")
-    text = _CONTROLS_AND_BREAKS.sub(" ", _XML_INVALID.sub(" ", text))
-    return " ".join(_BIDI_CONTROLS.sub("", text).split())
+    """Feed text on one line: no control or bidi characters, no runs of whitespace."""
+    return single_line(text)
 
 
 def shorten_text(text: str, max_chars: int) -> str:
@@ -156,7 +145,12 @@ def _web_url(url: str | None) -> str | None:
     if url is None:
         return None
     url = url.strip()
-    if len(url) > URL_MAX_CHARS or _XML_INVALID.search(url) or any(c.isspace() for c in url):
+    if (
+        len(url) > URL_MAX_CHARS
+        or XML_INVALID.search(url)
+        or BIDI_CONTROLS.search(url)
+        or any(c.isspace() or not c.isprintable() for c in url)
+    ):
         return None
     if not url.lower().startswith(("https://", "http://")):
         return None
@@ -242,6 +236,7 @@ def render_digest(
     base_url: str,
     postal_address: str,
     list_name: str,
+    link_marker: str,
 ) -> RenderedDigest:
     """The day's digest rendered once, with personal links left as placeholders.
 
@@ -267,8 +262,8 @@ def render_digest(
         "list_name": _clean_text(list_name),
         "edition_date_label": date_label,
         "view_url": f"{base_url.rstrip('/')}/editions/{edition_date.isoformat()}",
-        "unsubscribe_url": PersonalField.UNSUBSCRIBE_URL.value,
-        "preferences_url": PersonalField.PREFERENCES_URL.value,
+        "unsubscribe_url": PersonalField.UNSUBSCRIBE_URL.placeholder(link_marker),
+        "preferences_url": PersonalField.PREFERENCES_URL.placeholder(link_marker),
         "postal_address": _clean_text(postal_address),
     }
     shown = len(cards)
@@ -287,5 +282,10 @@ def render_digest(
             f"{ENCODED_HTML_MAX_BYTES}-byte limit; shorten the templates or the postal address"
         )
     return RenderedDigest(
-        edition_date=edition_date, subject=subject, html=html, text=text, papers=papers[:shown]
+        edition_date=edition_date,
+        subject=subject,
+        html=html,
+        text=text,
+        link_marker=link_marker,
+        papers=papers[:shown],
     )

@@ -6,8 +6,10 @@ ingest → `PaperRecord` → (stored) → rank → `RankedPaper` → render → 
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
+from html import escape
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,34 +58,60 @@ class RankedPaper:
 
 
 class PersonalField(StrEnum):
-    """Placeholders a rendered digest carries where each recipient's own URL goes.
+    """The links a rendered digest leaves open for each recipient's own URL.
 
-    They are plain ASCII that survives MJML, HTML escaping and quoted-printable
-    unchanged, so the send path fills them into the encoded bytes per recipient.
+    A rendering writes each as `placeholder(link_marker)`: plain ASCII that
+    survives MJML, HTML escaping and quoted-printable unchanged, so the send
+    path fills it into the encoded bytes per recipient. The marker is random
+    per rendering (`new_link_marker`), so text from a feed cannot hold a
+    placeholder and only the template's own link positions are ever filled.
     """
 
-    UNSUBSCRIBE_URL = "NLPERSONALxUNSUBSCRIBExURL"
-    PREFERENCES_URL = "NLPERSONALxPREFERENCESxURL"
+    UNSUBSCRIBE_URL = "UNSUBSCRIBE"
+    PREFERENCES_URL = "PREFERENCES"
+
+    def placeholder(self, link_marker: str) -> str:
+        """This link's placeholder in a rendering made with `link_marker`."""
+        # With an empty marker this is the fixed text of renderings made before
+        # markers existed, so editions stored then still send.
+        return f"NLPERSONAL{link_marker}x{self.value}xURL"
+
+
+def new_link_marker() -> str:
+    """A fresh, unguessable marker for one rendering's personal-link placeholders."""
+    return secrets.token_hex(16)
+
+
+def fill_personal_links(
+    html: str, text: str, *, link_marker: str, unsubscribe_url: str, preferences_url: str
+) -> tuple[str, str]:
+    """HTML and text with the rendering's placeholders filled (URLs HTML-escaped in the HTML)."""
+    unsubscribe = PersonalField.UNSUBSCRIBE_URL.placeholder(link_marker)
+    preferences = PersonalField.PREFERENCES_URL.placeholder(link_marker)
+    filled_html = html.replace(unsubscribe, escape(unsubscribe_url, quote=True)).replace(
+        preferences, escape(preferences_url, quote=True)
+    )
+    filled_text = text.replace(unsubscribe, unsubscribe_url).replace(preferences, preferences_url)
+    return filled_html, filled_text
 
 
 @dataclass(frozen=True, slots=True)
 class RenderedDigest:
-    """One edition rendered once: subject, preheader, HTML and text with placeholders."""
+    """One edition rendered once: subject, HTML and text with personal-link placeholders."""
 
     edition_date: dt.date
     subject: str
     html: str
     text: str
+    link_marker: str
     papers: tuple[RankedPaper, ...] = field(default=())
 
     def personalised(self, *, unsubscribe_url: str, preferences_url: str) -> tuple[str, str]:
         """HTML and text with the placeholders filled in (URLs HTML-escaped in the HTML)."""
-        from html import escape
-
-        html = self.html.replace(
-            PersonalField.UNSUBSCRIBE_URL, escape(unsubscribe_url, quote=True)
-        ).replace(PersonalField.PREFERENCES_URL, escape(preferences_url, quote=True))
-        text = self.text.replace(PersonalField.UNSUBSCRIBE_URL, unsubscribe_url).replace(
-            PersonalField.PREFERENCES_URL, preferences_url
+        return fill_personal_links(
+            self.html,
+            self.text,
+            link_marker=self.link_marker,
+            unsubscribe_url=unsubscribe_url,
+            preferences_url=preferences_url,
         )
-        return html, text

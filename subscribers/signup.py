@@ -11,8 +11,6 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from enum import StrEnum
 
@@ -20,6 +18,13 @@ from jinja2 import Environment
 from sqlmodel import Session
 
 from newsletter.errors import InvalidSubscriberDetailsError, InvalidTokenError
+from newsletter.headers import (
+    mailbox_header,
+    mailbox_setting_header,
+    split_mailbox_setting,
+    unstructured_header,
+)
+from newsletter.mime import OutgoingMessage, compose_alternative
 from newsletter.render import render_email
 from newsletter.settings import Settings
 from subscribers import store
@@ -123,7 +128,7 @@ def register_signup(
 
 def build_confirmation_message(
     settings: Settings, env: Environment, confirmation: ConfirmationEmail, *, now: datetime
-) -> EmailMessage:
+) -> OutgoingMessage:
     """The double opt-in email: text and HTML, the signed expiring link, Date and Message-ID."""
     link = confirm_url(settings.base_url, settings.secret_key, confirmation.claim.subscriber_key)
     days = max(1, settings.confirm_token_max_age_seconds // 86400)
@@ -139,19 +144,23 @@ def build_confirmation_message(
         "postal_address": settings.postal_address,
     }
     html, text = render_email(env, "confirm", context)
-    message = EmailMessage()
-    message["From"] = settings.from_address
-    # Address() quotes the display name; validate_name already removed CR/LF.
-    message["To"] = Address(display_name=confirmation.name or "", addr_spec=confirmation.email)
-    message["Subject"] = f"Confirm your subscription to {settings.list_name}"
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = make_msgid(domain=settings.sender_domain)
-    message["Auto-Submitted"] = "auto-generated"
+    # Every header is written by newsletter.headers: the name is a stranger's
+    # text, and the email package's folding would decode encoded-words in it.
+    headers = [
+        mailbox_setting_header("From", settings.from_address),
+        mailbox_header("To", confirmation.name, confirmation.email),
+        unstructured_header("Subject", f"Confirm your subscription to {settings.list_name}"),
+        f"Date: {format_datetime(now)}\r\n".encode("ascii"),
+        f"Message-ID: {make_msgid(domain=settings.sender_domain)}\r\n".encode("ascii"),
+        b"Auto-Submitted: auto-generated\r\n",
+    ]
     if settings.reply_to:
-        message["Reply-To"] = settings.reply_to
-    message.set_content(text)
-    message.add_alternative(html, subtype="html")
-    return message
+        headers.append(mailbox_setting_header("Reply-To", settings.reply_to))
+    return OutgoingMessage(
+        envelope_from=split_mailbox_setting(settings.from_address)[1],
+        recipient=confirmation.email,
+        data=compose_alternative(headers, text=text, html=html, label="confirm"),
+    )
 
 
 def _subscriber_for_key(session: Session, key: str) -> Subscriber:

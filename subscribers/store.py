@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,11 +14,11 @@ from sqlmodel import Session, col, select
 
 from newsletter.clock import utc_now
 from newsletter.errors import InvalidEmailError, SubscriberNotFoundError
+from newsletter.text import has_control_characters, single_line
 from subscribers.models import Subscriber, SubscriberStatus
 
 MAX_EMAIL_LENGTH = 254
 MAX_NAME_LENGTH = 100
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def normalise_email(raw: str) -> str:
@@ -29,7 +28,7 @@ def normalise_email(raw: str) -> str:
         raise InvalidEmailError("an email address is required")
     if len(candidate) > MAX_EMAIL_LENGTH:
         raise InvalidEmailError(f"that address is longer than {MAX_EMAIL_LENGTH} characters")
-    if _CONTROL_CHARACTERS.search(candidate):
+    if has_control_characters(candidate):
         raise InvalidEmailError("that address contains line breaks or control characters")
     try:
         # The sender speaks plain SMTP without SMTPUTF8, so the address must have an
@@ -45,7 +44,7 @@ def clean_name(raw: str | None) -> str | None:
     """A display name safe for headers and pages: no control characters, collapsed, capped."""
     if raw is None:
         return None
-    cleaned = " ".join(_CONTROL_CHARACTERS.sub(" ", raw).split())
+    cleaned = single_line(raw)
     return cleaned[:MAX_NAME_LENGTH] or None
 
 

@@ -31,8 +31,9 @@ from tests.smtp_server import RecordingSmtpServer
 
 EDITION_DATE = date(2026, 1, 5)
 SENT_AT = datetime(2026, 1, 5, 7, 30, 15, tzinfo=UTC)
-UNSUBSCRIBE = PersonalField.UNSUBSCRIBE_URL.value
-PREFERENCES = PersonalField.PREFERENCES_URL.value
+LINK_MARKER = "0123456789abcdef0123456789abcdef"
+UNSUBSCRIBE = PersonalField.UNSUBSCRIBE_URL.placeholder(LINK_MARKER)
+PREFERENCES = PersonalField.PREFERENCES_URL.placeholder(LINK_MARKER)
 
 CJK_NAME = "山田太郎" * 12 + " 研究者"  # long enough to need several encoded-words
 
@@ -123,6 +124,7 @@ def both_ways(
         html=html,
         text=text,
         edition_date=EDITION_DATE,
+        link_marker=LINK_MARKER,
         is_test=is_test,
         clock=fixed_clock,
     )
@@ -132,6 +134,7 @@ def both_ways(
         html=html,
         text=text,
         edition_date=EDITION_DATE,
+        link_marker=LINK_MARKER,
         recipient=recipient,
         is_test=is_test,
         sent_at=SENT_AT,
@@ -225,6 +228,7 @@ def test_rendered_digest_assembles_like_the_reference() -> None:
         make_template_environment(PROJECT_ROOT / "templates"),
         papers,
         edition_date=EDITION_DATE,
+        link_marker=LINK_MARKER,
         base_url=settings.base_url,
         postal_address=settings.postal_address,
         list_name="Daily ML Papers",
@@ -276,6 +280,7 @@ def test_hostile_name_and_subject_cannot_add_headers() -> None:
         html=digest_html("t"),
         text=digest_text("t"),
         edition_date=EDITION_DATE,
+        link_marker=LINK_MARKER,
         clock=fixed_clock,
     )
     raw = compiled.assemble(person)
@@ -301,7 +306,12 @@ def test_name_that_looks_like_an_encoded_word_is_shown_literally() -> None:
     # "Not an encoded word"; the assembled message shows what was typed.
     name = "=?utf-8?q?Not_an_encoded_word?="
     compiled = CompiledDigest.compile(
-        make_settings(), subject="s", html="<p>x</p>", text="x", edition_date=EDITION_DATE
+        make_settings(),
+        subject="s",
+        html="<p>x</p>",
+        text="x",
+        edition_date=EDITION_DATE,
+        link_marker=LINK_MARKER,
     )
     raw = compiled.assemble(recipient(name))
     assert visible_header(raw, "To") == [f"{name} <reader@example.org>"]
@@ -312,7 +322,12 @@ def test_name_that_looks_like_an_encoded_word_is_shown_literally() -> None:
 )
 def test_unusable_addresses_are_refused(address: str) -> None:
     compiled = CompiledDigest.compile(
-        make_settings(), subject="s", html="<p>x</p>", text="x", edition_date=EDITION_DATE
+        make_settings(),
+        subject="s",
+        html="<p>x</p>",
+        text="x",
+        edition_date=EDITION_DATE,
+        link_marker=LINK_MARKER,
     )
     with pytest.raises(InvalidEmailError):
         compiled.assemble(recipient("Name", email_address=address))
@@ -328,6 +343,7 @@ def test_headers_links_and_line_lengths() -> None:
         html=digest_html("Title"),
         text=digest_text("Title"),
         edition_date=EDITION_DATE,
+        link_marker=LINK_MARKER,
         clock=fixed_clock,
     )
     key = "Zq3v9Yb2kK1xw0rT5uVw8g"
@@ -359,7 +375,7 @@ def test_headers_links_and_line_lengths() -> None:
     assert (
         read_preferences_token(settings.secret_key, preferences.group(1).rsplit("/", 1)[1]) == key
     )
-    assert PersonalField.UNSUBSCRIBE_URL.value not in raw.decode("ascii")
+    assert UNSUBSCRIBE not in raw.decode("ascii")
 
     assert raw.count(b"\n") == raw.count(b"\r\n") == raw.count(b"\r")
     header_block, body = raw.split(b"\r\n\r\n", 1)
@@ -374,7 +390,12 @@ def test_headers_links_and_line_lengths() -> None:
 def test_long_names_and_urls_keep_lines_within_limits() -> None:
     settings = make_settings(base_url="https://news.example.org/" + "x" * 150)
     compiled = CompiledDigest.compile(
-        settings, subject="Ü" * 200, html="<p>x</p>", text="x", edition_date=EDITION_DATE
+        settings,
+        subject="Ü" * 200,
+        html="<p>x</p>",
+        text="x",
+        edition_date=EDITION_DATE,
+        link_marker=LINK_MARKER,
     )
     raw = compiled.assemble(recipient(CJK_NAME * 3))
     assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
@@ -421,6 +442,7 @@ def test_date_follows_the_clock() -> None:
         html="<p>x</p>",
         text="x",
         edition_date=EDITION_DATE,
+        link_marker=LINK_MARKER,
         clock=clock,
     )
     dates = [str(parse(compiled.assemble(recipient("A")))["Date"]) for _ in range(3)]
@@ -441,6 +463,7 @@ async def test_assembled_message_survives_smtp(
         html=digest_html(title),
         text=digest_text(title),
         edition_date=EDITION_DATE,
+        link_marker=LINK_MARKER,
     )
     people = [recipient("Zoë Ægir", email_address="zoe@example.org"), recipient(CJK_NAME)]
     sent = [compiled.assemble(person) for person in people]

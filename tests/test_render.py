@@ -25,6 +25,9 @@ from newsletter.values import PaperRecord, PersonalField, RankedPaper, RenderedD
 
 EDITION_DATE = date(2026, 11, 27)
 BASE_URL = "https://news.example.org"
+LINK_MARKER = "0123456789abcdef0123456789abcdef"
+UNSUBSCRIBE = PersonalField.UNSUBSCRIBE_URL.placeholder(LINK_MARKER)
+PREFERENCES = PersonalField.PREFERENCES_URL.placeholder(LINK_MARKER)
 VIEW_URL = "https://news.example.org/editions/2026-11-27"
 POSTAL_ADDRESS = "Daily ML Papers, 1 Example Street, 00000 Example City"
 LIST_NAME = "Daily ML Papers"
@@ -110,6 +113,7 @@ def render(env: jinja2.Environment, papers: Sequence[PaperRecord]) -> RenderedDi
         base_url=BASE_URL,
         postal_address=POSTAL_ADDRESS,
         list_name=LIST_NAME,
+        link_marker=LINK_MARKER,
     )
 
 
@@ -148,12 +152,36 @@ def test_characters_mjml_refuses_are_dropped_instead_of_breaking_the_render(
     assert "1. Null vertical tab and non-character\n" in digest.text
 
 
-def test_feed_text_cannot_smuggle_in_a_personal_placeholder(env: jinja2.Environment) -> None:
-    paper = make_paper(title=f"Click {PersonalField.UNSUBSCRIBE_URL} now")
-    digest = render(env, [paper])
-    assert digest.html.count(PersonalField.UNSUBSCRIBE_URL) == 1
-    assert digest.text.count(PersonalField.UNSUBSCRIBE_URL) == 1
-    assert "1. Click now\n" in digest.text
+@pytest.mark.parametrize(
+    "title",
+    [
+        # The fixed placeholder of renderings made before link markers existed,
+        "Click NLPERSONALxUNSUBSCRIBExURL now",
+        # the same split by a bidi control (stripped while cleaning the text),
+        "Click NLPERSONALx\u202aUNSUBSCRIBExURL now",
+        # and this rendering's own placeholder, were a feed ever to learn it.
+        f"Click {UNSUBSCRIBE} now",
+    ],
+)
+def test_feed_text_never_becomes_a_personal_link_slot(env: jinja2.Environment, title: str) -> None:
+    digest = render_digest(
+        env,
+        ranked_list([make_paper(title=title)]),
+        edition_date=EDITION_DATE,
+        base_url=BASE_URL,
+        postal_address=POSTAL_ADDRESS,
+        list_name=LIST_NAME,
+        link_marker="a1b2c3d4e5f60718293a4b5c6d7e8f90",
+    )
+    # A fresh marker: only the template's own links carry this rendering's placeholder.
+    fresh = PersonalField.UNSUBSCRIBE_URL.placeholder("a1b2c3d4e5f60718293a4b5c6d7e8f90")
+    assert digest.html.count(fresh) == 1
+    assert digest.text.count(fresh) == 1
+    assert ParsedHtml(digest.html).hrefs_of("Unsubscribe") == [fresh]
+    html, text = digest.personalised(
+        unsubscribe_url="https://news.example.org/u/SECRET", preferences_url="https://p/SECRET"
+    )
+    assert html.count("SECRET") == 2 and text.count("SECRET") == 2
 
 
 def test_subject_is_one_line_with_date_and_shortened_top_title(env: jinja2.Environment) -> None:
@@ -198,7 +226,7 @@ def test_twenty_papers_with_maximal_fields_stay_under_gmail_clipping(
     assert len(digest.papers) == 20
     html = ParsedHtml(digest.html)
     assert len(html.hrefs_of("PDF")) == 20
-    assert html.hrefs_of("Unsubscribe") == [PersonalField.UNSUBSCRIBE_URL]
+    assert html.hrefs_of("Unsubscribe") == [UNSUBSCRIBE]
 
 
 def test_an_edition_too_big_for_gmail_drops_its_lowest_ranked_papers(
@@ -217,7 +245,7 @@ def test_an_edition_too_big_for_gmail_drops_its_lowest_ranked_papers(
     html = ParsedHtml(digest.html)
     assert len(html.hrefs_of("PDF")) == shown
     assert f"The {shown} most popular" in digest.text
-    assert html.hrefs_of("Unsubscribe") == [PersonalField.UNSUBSCRIBE_URL]
+    assert html.hrefs_of("Unsubscribe") == [UNSUBSCRIBE]
 
 
 def test_structure_of_the_html_part(env: jinja2.Environment) -> None:
@@ -244,8 +272,8 @@ def test_structure_of_the_html_part(env: jinja2.Environment) -> None:
     assert ".mj-column-per-32 { width:32% !important" in digest.html
     assert "@media only screen and (min-width:480px)" in digest.html
 
-    assert html.hrefs_of("Unsubscribe") == [PersonalField.UNSUBSCRIBE_URL]
-    assert html.hrefs_of("Manage preferences") == [PersonalField.PREFERENCES_URL]
+    assert html.hrefs_of("Unsubscribe") == [UNSUBSCRIBE]
+    assert html.hrefs_of("Manage preferences") == [PREFERENCES]
     assert html.hrefs_of("View in your browser") == [VIEW_URL]
     assert html.hrefs_of("View in browser") == [VIEW_URL]
     visible = " ".join(html.texts)
@@ -268,8 +296,8 @@ def test_structure_of_the_text_part(env: jinja2.Environment) -> None:
     assert "   PDF:   https://arxiv.org/pdf/2611.01234\n" in text
     assert "   Code:  https://github.com/example/sparse\n" in text
     assert "You are receiving this because you subscribed to Daily ML Papers.\n" in text
-    assert f"Unsubscribe: {PersonalField.UNSUBSCRIBE_URL}\n" in text
-    assert f"Manage preferences: {PersonalField.PREFERENCES_URL}\n" in text
+    assert f"Unsubscribe: {UNSUBSCRIBE}\n" in text
+    assert f"Manage preferences: {PREFERENCES}\n" in text
     assert f"View in browser: {VIEW_URL}\n" in text
     assert text.rstrip().endswith(POSTAL_ADDRESS)
     assert "<" not in text
@@ -371,6 +399,7 @@ def test_papers_are_shown_in_position_order(env: jinja2.Environment) -> None:
         base_url=BASE_URL + "/",
         postal_address=POSTAL_ADDRESS,
         list_name=LIST_NAME,
+        link_marker=LINK_MARKER,
     )
     assert digest.text.index("1. First") < digest.text.index("2. Second")
     assert [item.paper.title for item in digest.papers] == ["First", "Second"]

@@ -34,6 +34,10 @@ from newsletter.values import PersonalField
 from subscribers.models import SubscriberStatus
 from tests.smtp_server import RecordingSmtpServer
 
+LINK_MARKER = "5e7d0c1b9a8f4e3d2c1b0a9f8e7d6c5b"
+UNSUBSCRIBE = PersonalField.UNSUBSCRIBE_URL.placeholder(LINK_MARKER)
+PREFERENCES = PersonalField.PREFERENCES_URL.placeholder(LINK_MARKER)
+
 DAY = dt.date(2026, 3, 2)
 
 
@@ -75,12 +79,11 @@ def make_edition(engine: Engine, day: dt.date = DAY, *, subject: str = "Papers o
     """A rendered draft edition whose body carries both personal placeholders."""
     html = (
         f"<html><body><h1>{subject}</h1><p>Größte Modelle</p>"
-        f'<a href="{PersonalField.UNSUBSCRIBE_URL}">unsubscribe</a> '
-        f'<a href="{PersonalField.PREFERENCES_URL}">preferences</a></body></html>'
+        f'<a href="{UNSUBSCRIBE}">unsubscribe</a> '
+        f'<a href="{PREFERENCES}">preferences</a></body></html>'
     )
     text = (
-        f"{subject}\n\nGrößte Modelle\n\nUnsubscribe: {PersonalField.UNSUBSCRIBE_URL}\n"
-        f"Preferences: {PersonalField.PREFERENCES_URL}\n"
+        f"{subject}\n\nGrößte Modelle\n\nUnsubscribe: {UNSUBSCRIBE}\nPreferences: {PREFERENCES}\n"
     )
     with engine.begin() as connection:
         return connection.execute(
@@ -91,6 +94,7 @@ def make_edition(engine: Engine, day: dt.date = DAY, *, subject: str = "Papers o
                 subject=subject,
                 html=html,
                 text=text,
+                link_marker=LINK_MARKER,
                 created_at=utc_now(),
                 rendered_at=utc_now(),
             )
@@ -214,7 +218,7 @@ async def test_send_reaches_only_confirmed_unpaused_subscribers_once(
         assert arrived.mail_from == "digest@news.example.org"
         text = arrived.message.get_body(("plain",)).get_content()
         assert "Größte Modelle" in text and "https://news.example.org/unsubscribe/" in text
-        assert PersonalField.UNSUBSCRIBE_URL.value not in arrived.raw.decode()
+        assert UNSUBSCRIBE not in arrived.raw.decode()
     assert progress.started_with == (12, 0)
     assert progress.advanced_with == [DeliveryStatus.SENT] * 12
     assert progress.report == report

@@ -13,6 +13,10 @@ from newsletter.settings import Settings
 from newsletter.values import PersonalField
 from tests.web_support import running_app, web_settings
 
+LINK_MARKER = "5e7d0c1b9a8f4e3d2c1b0a9f8e7d6c5b"
+UNSUBSCRIBE = PersonalField.UNSUBSCRIBE_URL.placeholder(LINK_MARKER)
+PREFERENCES = PersonalField.PREFERENCES_URL.placeholder(LINK_MARKER)
+
 ATOM = "{http://www.w3.org/2005/Atom}"
 SENT_DAY = dt.date(2026, 3, 5)
 DRAFT_DAY = dt.date(2026, 3, 6)
@@ -21,10 +25,10 @@ DRAFT_DAY = dt.date(2026, 3, 6)
 def _store_editions(engine: Engine) -> None:
     html = (
         '<!doctype html><html lang="en"><body><h1>Top papers</h1>'
-        f'<a href="{PersonalField.UNSUBSCRIBE_URL}">Unsubscribe</a> '
-        f'<a href="{PersonalField.PREFERENCES_URL}">Manage preferences</a></body></html>'
+        f'<a href="{UNSUBSCRIBE}">Unsubscribe</a> '
+        f'<a href="{PREFERENCES}">Manage preferences</a></body></html>'
     )
-    text = f"Top papers\nUnsubscribe: {PersonalField.UNSUBSCRIBE_URL}\n"
+    text = f"Top papers\nUnsubscribe: {UNSUBSCRIBE}\n"
     now = dt.datetime(2026, 3, 5, 7, tzinfo=dt.UTC)
     with Session(engine) as session:
         session.add(
@@ -34,12 +38,19 @@ def _store_editions(engine: Engine) -> None:
                 subject="Daily ML Papers: Attention & <friends>",
                 html=html,
                 text=text,
+                link_marker=LINK_MARKER,
                 rendered_at=now,
                 send_started_at=now,
             )
         )
         session.add(
-            Edition(date=DRAFT_DAY, status=EditionStatus.DRAFT, subject="Not yet", html=html)
+            Edition(
+                date=DRAFT_DAY,
+                status=EditionStatus.DRAFT,
+                subject="Not yet",
+                html=html,
+                link_marker=LINK_MARKER,
+            )
         )
         session.commit()
 

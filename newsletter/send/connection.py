@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from email.message import EmailMessage
-
 import aiosmtplib
 
 from newsletter.errors import DeliveryError
+from newsletter.mime import OutgoingMessage
 from newsletter.settings import Settings, SmtpSecurity
 
 
@@ -31,15 +30,15 @@ def make_smtp_client(
     )
 
 
-async def send_single_message(settings: Settings, message: EmailMessage) -> None:
-    """Send one transactional message (a confirmation, a test copy) on its own connection."""
+async def send_single_message(settings: Settings, message: OutgoingMessage) -> None:
+    """Send one transactional message (a confirmation) on its own connection."""
     client = make_smtp_client(settings)
     try:
         async with client:
-            await client.send_message(message)
+            await client.sendmail(message.envelope_from, [message.recipient], message.data)
     except aiosmtplib.SMTPException as error:
         raise DeliveryError(
-            f"could not send to {message['To']} "
+            f"could not send to {message.recipient} "
             f"via {settings.smtp_host}:{settings.smtp_port}: {error}"
         ) from error
     except OSError as error:

@@ -308,6 +308,7 @@ class _CompiledEdition:
             html=edition.html,
             text=edition.text,
             edition_date=edition.date,
+            link_marker=edition.link_marker,
         )
         # make_message_id parses the From address on every call; per message
         # that costs more than the rest of the bookkeeping, so cut it once.
@@ -892,6 +893,7 @@ async def send_test_copy(
         html=edition.html,
         text=edition.text,
         edition_date=edition_date,
+        link_marker=edition.link_marker,
         is_test=True,
     )
     message = digest.assemble(Recipient(address, None, None, message_id))
