@@ -145,8 +145,10 @@ def assert_tokens_only_in_own_links(message: EmailMessage, key: str, secret: str
                 start = body.find(token, start + 1)
 
 
-def hf_record(arxiv_id: str, title: str, upvotes: int, **paper: Any) -> dict[str, Any]:
-    """One Daily Papers record in the Hugging Face API shape."""
+def hf_record(
+    arxiv_id: str, title: str, upvotes: int, *, thumbnail: str | None = None, **paper: Any
+) -> dict[str, Any]:
+    """One Daily Papers record in the Hugging Face API shape (thumbnail at the top level)."""
     fields = {
         "id": arxiv_id,
         "title": title,
@@ -156,7 +158,10 @@ def hf_record(arxiv_id: str, title: str, upvotes: int, **paper: Any) -> dict[str
         "upvotes": upvotes,
         **paper,
     }
-    return {"paper": fields, "title": title, "numComments": 0, "publishedAt": fields["publishedAt"]}
+    record = {"paper": fields, "title": title, "numComments": 0, "publishedAt": f"{DAY}T06:00Z"}
+    if thumbnail is not None:
+        record["thumbnail"] = thumbnail
+    return record
 
 
 def test_a_feed_cannot_forge_headers_or_reroute_personal_links(
@@ -206,7 +211,8 @@ def test_a_feed_cannot_forge_headers_or_reroute_personal_links(
         (key,) = connection.execute("SELECT key FROM subscribers").fetchone()
     assert_tokens_only_in_own_links(message, key, "hostile-test-secret")
     text, html = bodies(message)
-    assert "https://evil.example/pixel.png" not in html or PREFERENCES_LOOKALIKE in html
+    # The look-alikes stay inert text where the feed put them.
+    assert f"https://evil.example/pixel.png?{PREFERENCES_LOOKALIKE}" in html
     assert f"https://evil.example/?{PREFERENCES_LOOKALIKE}" in text
 
 
