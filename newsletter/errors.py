@@ -62,6 +62,3 @@ class ExpiredTokenError(InvalidTokenError):
 class DeliveryError(NewsletterError):
     """Sending could not start or continue."""
 
-
-class SendInProgressError(DeliveryError):
-    """Another send of the same edition is already running."""

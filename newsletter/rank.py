@@ -113,7 +113,7 @@ def _describe_ranking() -> str:
     )
     example = score_paper(_EXAMPLE_PAPER, now=_EXAMPLE_NOW)
     return f"""\
-### How papers are ranked
+## How papers are ranked
 
 Each candidate paper gets a score; the edition shows the highest `top_n`
 (setting `NEWSLETTER_TOP_N`).

@@ -138,11 +138,6 @@ class Settings(BaseSettings):
         address = parseaddr(self.from_address)[1]
         return address.rpartition("@")[2] or "localhost"
 
-    @property
-    def is_sqlite(self) -> bool:
-        """True when the database is an embedded SQLite file."""
-        return self.database_url.startswith("sqlite")
-
 
 def load_settings(**overrides: object) -> Settings:
     """Build the settings from the environment, turning validation errors into one line."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +145,11 @@ def test_readme_section_shows_the_constants_and_a_correct_example() -> None:
         assert f"`{name}`" in RANKING_FORMULA_MARKDOWN
     assert "= 3.882." in RANKING_FORMULA_MARKDOWN
     assert "upvotes, then to the smaller arXiv id" in RANKING_FORMULA_MARKDOWN
+
+
+def test_readme_ranking_section_is_the_one_the_code_describes() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert RANKING_FORMULA_MARKDOWN in readme, (
+        "README.md's 'How papers are ranked' section differs from rank.RANKING_FORMULA_MARKDOWN; "
+        "paste the generated text into the README"
+    )
