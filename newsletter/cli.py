@@ -148,8 +148,7 @@ def ingest(
     report = asyncio.run(
         ingest_papers(context.settings, context.engine(), day=day, source=paper_source, file=file)
     )
-    for reason in report.skipped:
-        err_console.print(f"[yellow]skipped[/] {reason}", highlight=False)
+    # Each skipped record was already logged as a warning, naming it.
     console.print(
         f"Ingested {report.fetched} papers for {day.isoformat()} from {paper_source.value}: "
         f"{report.inserted} new, {report.updated} updated, {len(report.skipped)} skipped."

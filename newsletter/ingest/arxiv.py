@@ -141,9 +141,11 @@ def _announcement_datetime(value: object) -> datetime | None:
         return None
     try:
         parsed = parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError):
+        aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        aware.astimezone(UTC)  # a time at the calendar's end leaves it in UTC
+    except (TypeError, ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return aware
 
 
 def listing_url(feed_url: str, categories: Sequence[str]) -> str:

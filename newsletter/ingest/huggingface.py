@@ -16,6 +16,7 @@ import httpx
 from newsletter.errors import MalformedSourceError
 from newsletter.ingest.fetching import DEFAULT_BACKOFF, Backoff, get_with_retries
 from newsletter.ingest.parsed import (
+    MAX_COUNT,
     PaperSource,
     ParsedPapers,
     RecordCollector,
@@ -124,7 +125,7 @@ def _count(value: object) -> int:
 
 def _optional_count(value: object) -> int | None:
     # bool is an int in Python; `true` is not a count.
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
         return value
     return None
 
