@@ -1,8 +1,9 @@
 """Hostile input never sinks a day: a bad record is skipped and named once, the rest kept.
 
-Lone surrogates and NUL in any field, out-of-range numbers and dates: through
-the `newsletter` process as an operator runs it, the Hugging Face API path
-over HTTP, and the real PostgreSQL where NUL matters.
+Lone surrogates and NUL in any field, out-of-range numbers and dates, JSON
+nested past what the decoder can read: through the `newsletter` process as an
+operator runs it, the Hugging Face API path over HTTP, and the real PostgreSQL
+where NUL matters.
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ DAY = "2026-11-20"
 HF_PATH = "/api/daily_papers"
 GOOD_IDS = ["2611.00001", "2611.00003"]
 BAD_ID = "2611.00002"
+# Deeper than any JSON decoder's recursion allows, as a whole document and inside a record.
+DEEP_DOCUMENT = b"[" * 100_000 + b"]" * 100_000
+DEEP_IN_A_RECORD = (
+    b'[{"paper": {"id": "2611.00001", "title": "T"}, "extra": '
+    + b"[" * 100_000
+    + b"]" * 100_000
+    + b"}]"
+)
 
 
 def _item(arxiv_id: str, title: str, **paper_fields: Any) -> dict[str, Any]:
@@ -160,6 +169,43 @@ def test_run_with_a_bad_record_from_the_api_still_sends_the_day(
     assert text is not None
     body = text.get_content()
     assert "Good Paper One" in body and "Good Paper Three" in body and "Bad" not in body
+
+
+@pytest.mark.parametrize(
+    "document", [DEEP_DOCUMENT, DEEP_IN_A_RECORD], ids=["whole-document", "inside-a-record"]
+)
+def test_a_file_nested_too_deeply_is_one_error_line(
+    tmp_path: Path, smtp_server: RecordingSmtpServer, document: bytes
+) -> None:
+    papers = tmp_path / "deep.json"
+    papers.write_bytes(document)
+    env = cli_environment(f"sqlite:///{tmp_path / 'cli.db'}", smtp_server.port)
+
+    result = run_cli("ingest", "--file", str(papers), "--date", DAY, env=env, check=False)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert str(papers) in line and "nested too deeply" in line
+
+
+def test_an_api_response_nested_too_deeply_is_one_error_line_and_nothing_is_sent(
+    tmp_path: Path, smtp_server: RecordingSmtpServer
+) -> None:
+    with running_feed_server() as feeds:
+        feeds.serve(HF_PATH, FeedResponse(body=DEEP_DOCUMENT))
+        env = dict(
+            cli_environment(f"sqlite:///{tmp_path / 'cli.db'}", smtp_server.port),
+            NEWSLETTER_HF_API_URL=feeds.url(HF_PATH),
+        )
+        run_cli("subscribers", "add", "ada@example.org", "--confirmed", env=env)
+        result = run_cli("run", "--date", DAY, env=env, check=False)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert feeds.url(HF_PATH) in line and "nested too deeply" in line
+    assert smtp_server.messages == []
 
 
 # ---- the parsers -----------------------------------------------------------------------------
