@@ -1,9 +1,9 @@
 """Hostile input never sinks a day: a bad record is skipped and named once, the rest kept.
 
-Lone surrogates and NUL in any field, out-of-range numbers and dates, JSON
-nested past what the decoder can read: through the `newsletter` process as an
-operator runs it, the Hugging Face API path over HTTP, and the real PostgreSQL
-where NUL matters.
+Lone surrogates and NUL in any field, out-of-range numbers, JSON nested past
+what the decoder can read, character references naming no character in an
+arXiv listing: through the `newsletter` process as an operator runs it, the
+Hugging Face API path over HTTP, and the real PostgreSQL where NUL matters.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from newsletter.db import create_db_engine, upgrade_schema
-from newsletter.ingest import PaperSource, ingest_papers, parse_daily_papers
+from newsletter.errors import MalformedSourceError
+from newsletter.ingest import PaperSource, ingest_papers, parse_arxiv_listing, parse_daily_papers
 from newsletter.ingest.parsed import canonical_arxiv_id, clean_url, parse_iso_datetime
 from newsletter.models import Paper
 from newsletter.settings import Settings
 from tests.cli_support import cli_environment, run_cli
-from tests.feed_server import FeedResponse, running_feed_server
+from tests.feed_server import FEEDS_DIR, FeedResponse, running_feed_server
 from tests.postgres import postgres_database_or_skip
 from tests.smtp_server import RecordingSmtpServer
 
@@ -208,7 +209,47 @@ def test_an_api_response_nested_too_deeply_is_one_error_line_and_nothing_is_sent
     assert smtp_server.messages == []
 
 
+def test_an_arxiv_listing_naming_a_surrogate_is_one_error_line(
+    tmp_path: Path, smtp_server: RecordingSmtpServer
+) -> None:
+    listing = _arxiv_listing_with(b"Sparse &#xD800; Mixture")
+    with running_feed_server() as feeds:
+        feeds.serve("/rss/cs.LG+cs.CL", FeedResponse(body=listing, content_type="application/xml"))
+        env = dict(
+            cli_environment(f"sqlite:///{tmp_path / 'cli.db'}", smtp_server.port),
+            NEWSLETTER_ARXIV_FEED_URL=feeds.url("/rss"),
+            NEWSLETTER_ARXIV_CATEGORIES="cs.LG,cs.CL",
+        )
+        result = run_cli(
+            "ingest", "--source", "arxiv", "--date", "2026-11-27", env=env, check=False
+        )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "is not well-formed XML" in line
+
+
 # ---- the parsers -----------------------------------------------------------------------------
+
+
+def _arxiv_listing_with(replacement: bytes) -> bytes:
+    listing = (FEEDS_DIR / "arxiv_cs_lg_cs_cl.rss").read_bytes()
+    assert b"Sparse Mixture" in listing
+    return listing.replace(b"Sparse Mixture", replacement, 1)
+
+
+@pytest.mark.parametrize(
+    "reference", [b"&#0;", b"&#xD800;", b"&#xDFFF;", b"&#x110000;", b"&#99999999999999999999;"]
+)
+def test_an_arxiv_listing_with_a_reference_to_no_character_is_malformed(reference: bytes) -> None:
+    with pytest.raises(MalformedSourceError, match="not well-formed XML"):
+        parse_arxiv_listing(_arxiv_listing_with(b"Sparse " + reference + b" Mixture"), day=None)
+
+
+def test_escaped_references_in_an_arxiv_listing_stay_literal_text() -> None:
+    parsed = parse_arxiv_listing(_arxiv_listing_with(b"Sparse &amp;#0; Mixture"), day=None)
+    assert parsed.records[0].title.startswith("Sparse &#0; Mixture")
 
 
 def test_numbers_a_column_cannot_hold_are_treated_as_absent() -> None:

@@ -43,7 +43,14 @@ def parse_arxiv_listing(
     time zone). When `day` is given, items announced on another day are left
     out and counted in one skipped line: a listing only holds the latest day.
     """
-    feed = feedparser.parse(document, sanitize_html=False, resolve_relative_uris=False)
+    try:
+        feed = feedparser.parse(document, sanitize_html=False, resolve_relative_uris=False)
+    except (ValueError, OverflowError):
+        # After the XML parser rejects a document feedparser retries with a lenient
+        # one, which crashes on references such as `&#xD800;` that name no character.
+        raise MalformedSourceError(
+            f"{origin} is not well-formed XML (a character reference names no character)"
+        ) from None
     problem = feed.get("bozo_exception")
     if feed.get("bozo") and not isinstance(problem, feedparser.CharacterEncodingOverride):
         raise MalformedSourceError(f"{origin} is not well-formed XML ({problem})")
