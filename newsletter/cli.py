@@ -1,13 +1,15 @@
 """The `newsletter` command: the operator's way into every stage of the pipeline.
 
-Each command builds the settings once, opens what it needs, and turns every
-`NewsletterError` into one line on stderr and a non-zero exit.
+Each command builds the settings once and opens what it needs; `main` turns
+every failure a user can cause or meet (a `NewsletterError`, a database or
+file-system error) into one line on stderr and a non-zero exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import json
 import logging
 import sys
@@ -17,10 +19,18 @@ from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
-from newsletter.db import create_db_engine, current_revision, session_scope, upgrade_schema
+from newsletter.db import (
+    create_db_engine,
+    current_revision,
+    describe_database_error,
+    session_scope,
+    upgrade_schema,
+)
 from newsletter.errors import ConfigurationError, NewsletterError
 from newsletter.settings import Settings, load_settings
 
@@ -37,6 +47,7 @@ app.add_typer(db_app, name="db")
 
 console = Console()
 err_console = Console(stderr=True)
+logger = logging.getLogger("newsletter.cli")
 
 DateOption = Annotated[
     dt.datetime | None,
@@ -148,8 +159,7 @@ def ingest(
     report = asyncio.run(
         ingest_papers(context.settings, context.engine(), day=day, source=paper_source, file=file)
     )
-    for reason in report.skipped:
-        err_console.print(f"[yellow]skipped[/] {reason}", highlight=False)
+    # Each skipped record was already logged as a warning, naming it.
     console.print(
         f"Ingested {report.fetched} papers for {day.isoformat()} from {paper_source.value}: "
         f"{report.inserted} new, {report.updated} updated, {len(report.skipped)} skipped."
@@ -509,13 +519,46 @@ def demo(
     run_demo(_context(ctx).settings, outbox=outbox, database_url=database_url, console=console)
 
 
+# What to do about the file-system errors a command can meet.
+_OS_REMEDY = {
+    errno.ENOSPC: "free some space and try again",
+    errno.EDQUOT: "free some space and try again",
+    errno.EROFS: "use a path on a writable file system",
+    errno.EACCES: "check the permissions of the file and its directory",
+    errno.EPERM: "check the permissions of the file and its directory",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "check the path: part of it is a file, not a directory",
+    errno.EISDIR: "check the path: it names a directory, not a file",
+    errno.EEXIST: "check the path: something else is already there",
+}
+
+
+def describe_failure(error: Exception) -> str | None:
+    """The one line a user reads about a failure they caused or met; None for a bug."""
+    if isinstance(error, NewsletterError):
+        message = str(error)
+    elif isinstance(error, SQLAlchemyError):
+        message = describe_database_error(error)
+    elif isinstance(error, OSError):
+        where = f"cannot use {error.filename}: " if error.filename else ""
+        remedy = _OS_REMEDY.get(error.errno or 0)
+        message = f"{where}{error.strerror or error}" + (f"; {remedy}" if remedy else "")
+    else:
+        return None
+    return " ".join(message.split()) or type(error).__name__
+
+
 def main() -> None:
     """Entry point of the `newsletter` console script."""
     try:
         app()
-    except NewsletterError as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except Exception as error:
+        message = describe_failure(error)
+        if message is None:
+            raise  # a bug, not something the user can act on: the traceback is for us
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        logger.info("the failure in full:", exc_info=error)  # shown with --verbose
+        sys.exit(1)

@@ -6,20 +6,25 @@ decides. `upgrade_schema` applies the Alembic migrations in `migrations/`.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
 from newsletter.errors import ConfigurationError
 from newsletter.settings import PROJECT_ROOT
 
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+# How long SQLite waits for another process's write lock before giving up;
+# `?timeout=SECONDS` in the URL (the sqlite3 module's own parameter) changes it.
+SQLITE_LOCK_TIMEOUT_SECONDS = 30.0
 
 
 def _normalise_url(url: str) -> str:
@@ -39,9 +44,17 @@ def create_db_engine(database_url: str) -> Engine:
             f"NEWSLETTER_DATABASE_URL is not a database URL: {database_url!r}"
         ) from None
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
+        # A `file:` URI (`?uri=true`, e.g. with `mode=ro`) is SQLite's to resolve.
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
             Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        try:
+            timeout = float(str(url.query.get("timeout", SQLITE_LOCK_TIMEOUT_SECONDS)))
+        except ValueError:
+            raise ConfigurationError(
+                f"NEWSLETTER_DATABASE_URL has a timeout that is not a number of seconds: "
+                f"{url.query['timeout']!r}"
+            ) from None
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": timeout})
         event.listen(engine, "connect", _configure_sqlite_connection)
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -52,7 +65,6 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 
@@ -90,3 +102,67 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+# What to do about the database errors an operator meets, by SQLite result code
+# (its low byte) and by PostgreSQL SQLSTATE, then by SQLSTATE class.
+_LOCKED = "the database is busy with another process; wait for that to finish and try again"
+_READ_ONLY = (
+    "the database is read-only; make it writable, "
+    "or point NEWSLETTER_DATABASE_URL at a writable one"
+)
+_FULL = "the disk holding the database is full; free some space and try again"
+_SQLITE_ADVICE = {
+    5: _LOCKED,  # SQLITE_BUSY
+    6: _LOCKED,  # SQLITE_LOCKED
+    8: _READ_ONLY,  # SQLITE_READONLY
+    10: "the database file could not be read or written; check the disk",  # SQLITE_IOERR
+    11: "the database file is damaged; restore it from a backup",  # SQLITE_CORRUPT
+    13: _FULL,  # SQLITE_FULL
+    14: (  # SQLITE_CANTOPEN
+        "cannot open the database file; check NEWSLETTER_DATABASE_URL "
+        "and that its directory is writable"
+    ),
+    26: "NEWSLETTER_DATABASE_URL names a file that is not a SQLite database",  # SQLITE_NOTADB
+}
+_POSTGRES_ADVICE = {
+    "25006": _READ_ONLY,  # read_only_sql_transaction: a standby, or a read-only database
+    "53100": _FULL,  # disk_full
+    "55P03": _LOCKED,  # lock_not_available
+    "40P01": _LOCKED,  # deadlock_detected
+    "40001": _LOCKED,  # serialization_failure
+    "42501": (  # insufficient_privilege
+        "the database user lacks a privilege this needs; grant it, or use the schema owner"
+    ),
+    "3D000": "the database does not exist; create it, or check NEWSLETTER_DATABASE_URL",
+}
+_POSTGRES_CLASS_ADVICE = {
+    "08": "lost the connection to the database server; check that it is up and try again",
+    "53": "the database server ran out of resources (disk, memory or connections); try later",
+    "57": "the database server ended the session (it may be restarting); try again",
+}
+
+
+def describe_database_error(error: SQLAlchemyError) -> str:
+    """One line saying what went wrong with the database and what to do about it."""
+    driver_error = error.orig if isinstance(error, DBAPIError) else None
+    detail = str(driver_error if driver_error is not None else error).strip()
+    detail = detail.splitlines()[0] if detail else type(error).__name__
+    advice = _advice_for(driver_error)
+    if advice is None:
+        if isinstance(error, IntegrityError):
+            advice = "the database refused a change that conflicts with what it holds; try again"
+        else:
+            advice = "the database refused the command"
+    return f"{advice} ({detail})"
+
+
+def _advice_for(driver_error: BaseException | None) -> str | None:
+    if isinstance(driver_error, sqlite3.Error):
+        return _SQLITE_ADVICE.get(driver_error.sqlite_errorcode & 0xFF)
+    if isinstance(driver_error, psycopg.Error):
+        sqlstate = driver_error.sqlstate
+        if sqlstate is None:  # psycopg's "connection failed" and "server closed the connection"
+            return "cannot reach the database server; check NEWSLETTER_DATABASE_URL and the server"
+        return _POSTGRES_ADVICE.get(sqlstate) or _POSTGRES_CLASS_ADVICE.get(sqlstate[:2])
+    return None

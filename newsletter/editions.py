@@ -12,6 +12,8 @@ import datetime as dt
 
 from jinja2 import Environment
 from sqlalchemy import Engine, delete
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from newsletter.clock import utc_now
@@ -36,16 +38,17 @@ def prepare_edition(
     """Rank and render the day's papers into its edition; a started edition stays as it is.
 
     Ranking is measured at the end of the day unless `now` is given, so the same
-    day renders the same digest whenever it is rendered.
+    day renders the same digest whenever it is rendered. Processes preparing
+    the same day at once all succeed and share one edition.
     """
     with session_scope(engine) as session:
         edition = _find_edition(session, day)
         if edition is not None and edition.status != EditionStatus.DRAFT:
             return edition
         digest = _render_day(settings, session, day=day, now=now or end_of_day(day), env=env)
-        if edition is None:
-            edition = Edition(date=day)
-            session.add(edition)
+        edition = _lock_edition_row(session, day)
+        if edition.status != EditionStatus.DRAFT:
+            return edition  # a send started while this process was rendering
         edition.subject = digest.subject
         edition.html = digest.html
         edition.text = digest.text
@@ -97,6 +100,34 @@ def _store_ranking(session: Session, edition_id: int, ranked: tuple[RankedPaper,
                 edition_id=edition_id, paper_id=paper_id, position=item.position, score=item.score
             )
         )
+
+
+def _lock_edition_row(session: Session, day: dt.date) -> Edition:
+    """The day's edition row, inserted if missing, locked until the transaction ends.
+
+    Find-then-insert lets two processes preparing a new day both insert, and the
+    loser fail on the unique date. Here the losing insert does nothing instead;
+    the row lock then makes it wait for the winner to commit, and it re-reads
+    the row (a send may have started meanwhile) before writing over it.
+    """
+    values = Edition(date=day).model_dump(exclude={"id"})
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            postgresql_insert(Edition)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["date"])
+        )
+    else:  # SQLite, the other supported database; writers queue on its file lock
+        session.execute(
+            sqlite_insert(Edition).values(values).on_conflict_do_nothing(index_elements=["date"])
+        )
+    statement = (
+        select(Edition)
+        .where(Edition.date == day)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return session.exec(statement).one()
 
 
 def _find_edition(session: Session, day: dt.date) -> Edition | None:

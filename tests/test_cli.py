@@ -7,14 +7,12 @@ import email.policy
 import json
 import mailbox
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.cli_support import cli_environment, run_cli
 from tests.smtp_server import RecordingSmtpServer
 
 DAY = "2026-11-20"
@@ -71,35 +69,9 @@ def documented_score(upvotes: int, comments: int, stars: int, age_hours: float) 
     return popularity * 2 ** (-age_hours / 72)
 
 
-def run_cli(
-    *args: str, env: dict[str, str], check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "newsletter", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
-
-
 @pytest.fixture
 def cli_env(tmp_path: Path, smtp_server: RecordingSmtpServer) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env.update(
-        NEWSLETTER_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
-        NEWSLETTER_SMTP_HOST="127.0.0.1",
-        NEWSLETTER_SMTP_PORT=str(smtp_server.port),
-        NEWSLETTER_SECRET_KEY="cli-test-secret",
-        NEWSLETTER_BASE_URL="https://news.example.org",
-        NEWSLETTER_FROM_ADDRESS="Daily ML Papers <digest@news.example.org>",
-        NEWSLETTER_SEND_RETRY_BASE_SECONDS="0",
-        COLUMNS="200",
-    )
-    return env
+    return cli_environment(f"sqlite:///{tmp_path / 'cli.db'}", smtp_server.port)
 
 
 def test_every_command_has_help(cli_env: dict[str, str]) -> None:

@@ -43,7 +43,14 @@ def parse_arxiv_listing(
     time zone). When `day` is given, items announced on another day are left
     out and counted in one skipped line: a listing only holds the latest day.
     """
-    feed = feedparser.parse(document, sanitize_html=False, resolve_relative_uris=False)
+    try:
+        feed = feedparser.parse(document, sanitize_html=False, resolve_relative_uris=False)
+    except (ValueError, OverflowError):
+        # After the XML parser rejects a document feedparser retries with a lenient
+        # one, which crashes on references such as `&#xD800;` that name no character.
+        raise MalformedSourceError(
+            f"{origin} is not well-formed XML (a character reference names no character)"
+        ) from None
     problem = feed.get("bozo_exception")
     if feed.get("bozo") and not isinstance(problem, feedparser.CharacterEncodingOverride):
         raise MalformedSourceError(f"{origin} is not well-formed XML ({problem})")
@@ -141,9 +148,11 @@ def _announcement_datetime(value: object) -> datetime | None:
         return None
     try:
         parsed = parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError):
+        aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        aware.astimezone(UTC)  # a time at the calendar's end leaves it in UTC
+    except (TypeError, ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return aware
 
 
 def listing_url(feed_url: str, categories: Sequence[str]) -> str:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from pathlib import Path
 
-from newsletter.errors import IngestError, MalformedSourceError
-from newsletter.ingest.huggingface import parse_daily_papers
+from newsletter.errors import IngestError
+from newsletter.ingest.huggingface import decode_daily_papers, parse_daily_papers
 from newsletter.ingest.parsed import PaperSource, ParsedPapers
 
 
@@ -21,15 +20,6 @@ def read_papers_file(path: Path, *, day: date | None) -> ParsedPapers:
         raise IngestError(f"papers file {path} is a directory, not a JSON file") from None
     except OSError as error:
         raise IngestError(f"cannot read papers file {path}: {error.strerror}") from None
-    try:
-        payload = json.loads(content)
-    except json.JSONDecodeError as error:
-        raise MalformedSourceError(
-            f"papers file {path} is not valid JSON "
-            f"(line {error.lineno}, column {error.colno}: {error.msg})"
-        ) from None
-    except UnicodeDecodeError:
-        raise MalformedSourceError(f"papers file {path} is not UTF-8 text") from None
-    return parse_daily_papers(
-        payload, day=day, source=PaperSource.FILE, origin=f"papers file {path}"
-    )
+    origin = f"papers file {path}"
+    payload = decode_daily_papers(content, origin=origin)
+    return parse_daily_papers(payload, day=day, source=PaperSource.FILE, origin=origin)

@@ -16,6 +16,7 @@ import httpx
 from newsletter.errors import MalformedSourceError
 from newsletter.ingest.fetching import DEFAULT_BACKOFF, Backoff, get_with_retries
 from newsletter.ingest.parsed import (
+    MAX_COUNT,
     PaperSource,
     ParsedPapers,
     RecordCollector,
@@ -31,6 +32,27 @@ SOURCE_NAME = "Hugging Face Daily Papers"
 PAGE_SIZE = 100
 # A day has 20-60 papers; this bound only stops a server that ignores `p`.
 MAX_PAGES = 20
+
+
+def decode_daily_papers(content: bytes, *, origin: str) -> object:
+    """The JSON value in a response or file, or MalformedSourceError saying what is wrong."""
+    try:
+        return json.loads(content)
+    except json.JSONDecodeError as error:
+        raise MalformedSourceError(
+            f"{origin} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
+        ) from None
+    except UnicodeDecodeError:
+        raise MalformedSourceError(f"{origin} is not valid JSON: it is not UTF-8 text") from None
+    except ValueError:  # Python refuses to convert integers of over 4300 digits
+        raise MalformedSourceError(
+            f"{origin} is not in the Daily Papers shape: it holds a number too long to read"
+        ) from None
+    except RecursionError:
+        # The decoder recurses once per level; the Daily Papers shape is four deep.
+        raise MalformedSourceError(
+            f"{origin} is not in the Daily Papers shape: its JSON is nested too deeply to read"
+        ) from None
 
 
 def parse_daily_papers(
@@ -124,7 +146,7 @@ def _count(value: object) -> int:
 
 def _optional_count(value: object) -> int | None:
     # bool is an int in Python; `true` is not a count.
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
         return value
     return None
 
@@ -189,10 +211,7 @@ async def fetch_daily_papers(
             },
         )
         origin = f"{SOURCE_NAME} response from {response.request.url}"
-        try:
-            decoded = json.loads(response.content)
-        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
-            raise MalformedSourceError(f"{origin} is not valid JSON ({error})") from None
+        decoded = decode_daily_papers(response.content, origin=origin)
         batch = _require_array_of_objects(decoded, origin=origin)
         new_ids = {_raw_id(item) for item in batch} - seen_ids
         if page and not new_ids:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -13,6 +13,19 @@ from newsletter.values import PaperRecord
 # whole transaction on PostgreSQL, so parsers drop it instead.
 MAX_URL_LENGTH = 500
 MAX_ARXIV_ID_LENGTH = 32
+# The counts are 32-bit integer columns; a larger "count" is not one.
+MAX_COUNT = 2**31 - 1
+
+# Characters a supported database refuses: NUL (PostgreSQL's text type cannot
+# hold it) and lone surrogates, U+D800-U+DFFF (halves of a UTF-16 pair, not
+# characters: no UTF-8 encoder takes them, so SQLite's driver refuses them too).
+# A record holding one is skipped, not repaired, like a record without an id:
+# neither occurs in real text, so one means the source mangled that record (a
+# pair split by truncation, binary data in a field) and we cannot tell what it
+# was meant to say. Deleting them quietly would store and mail the mangled text
+# as if it were right; skipping names the record, so the operator can report it.
+# Other control characters are storable; rendering makes them harmless.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 # New-style ids (0704.0001 onwards: YYMM.NNNN, YYMM.NNNNN since 2015) and the
 # old archive/NNNNNNN form, each with an optional version suffix.
@@ -45,7 +58,7 @@ def normalise_whitespace(text: str) -> str:
 def canonical_arxiv_id(raw: str) -> str | None:
     """The arXiv id without its version suffix, or None when `raw` is not an arXiv id."""
     match = _ARXIV_ID.match(raw.strip())
-    if match is None:
+    if match is None or len(match.group("id")) > MAX_ARXIV_ID_LENGTH:
         return None
     return match.group("id")
 
@@ -58,7 +71,9 @@ def clean_url(value: object) -> str | None:
     # A `javascript:` or `data:` link would become a live link in the email.
     if not url.lower().startswith(("https://", "http://")):
         return None
-    if len(url) > MAX_URL_LENGTH or any(character.isspace() for character in url):
+    # Spaces, control and invisible formatting characters never belong in a
+    # link, and bidirectional overrides in one disguise where it leads.
+    if len(url) > MAX_URL_LENGTH or not url.isprintable() or " " in url:
         return None
     return url
 
@@ -69,23 +84,54 @@ def parse_iso_datetime(value: object) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        # In UTC, a time at either end of the calendar (year 1 or 9999) leaves it.
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def describe_record(position: int, title: str | None) -> str:
-    """How a skipped-record message names the record: `record 3 ("Some title")`."""
+    """How a skipped-record message names the record: `record 3 ("Some title")`.
+
+    Characters a terminal would act on or cannot show (controls, lone
+    surrogates, bidirectional overrides) appear as escapes such as `\\x00`.
+    """
     if title:
         shown = title if len(title) <= 80 else title[:77] + "..."
-        return f'record {position} ("{shown}")'
+        return f'record {position} ("{_printable(shown)}")'
     return f"record {position}"
 
 
+def _printable(text: str) -> str:
+    return "".join(
+        character if character.isprintable() else character.encode("unicode_escape").decode()
+        for character in text
+    )
+
+
+def unstorable_text(record: PaperRecord) -> str | None:
+    """What in the record a supported database refuses (NUL, a lone surrogate), or None."""
+    for field in fields(record):
+        value = getattr(record, field.name)
+        for text in value if isinstance(value, tuple) else (value,):
+            found = _UNSTORABLE.search(text) if isinstance(text, str) else None
+            if found is not None:
+                character = found.group()
+                why = (
+                    "(NUL), which PostgreSQL cannot store"
+                    if character == "\x00"
+                    else "(a lone surrogate), which is not a character and cannot be stored"
+                )
+                return f"its {field.name} holds U+{ord(character):04X} {why}"
+    return None
+
+
 class RecordCollector:
-    """A source's records in order: the first per arXiv id; the others are named as skipped."""
+    """A source's records in order: the first storable one per arXiv id; the others are skipped.
+
+    Every parser hands its records through `add`, so this is the one place
+    source text is checked before it can reach the database.
+    """
 
     def __init__(self) -> None:
         self.records: list[PaperRecord] = []
@@ -97,10 +143,14 @@ class RecordCollector:
         self.skipped.append(reason)
 
     def add(self, position: int, record: PaperRecord) -> None:
-        """Keep the record unless an earlier one had the same arXiv id."""
+        """Keep the record unless it holds unstorable text or an earlier one had its arXiv id."""
+        label = describe_record(position, record.title)
+        problem = unstorable_text(record)
+        if problem is not None:
+            self.skip(f"{label}: {problem} (arXiv id {record.arxiv_id})")
+            return
         earlier = self._first_position.setdefault(record.arxiv_id, position)
         if earlier != position:
-            label = describe_record(position, record.title)
             self.skip(f"{label}: same arXiv id {record.arxiv_id} as record {earlier}")
             return
         self.records.append(record)
