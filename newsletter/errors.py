@@ -61,4 +61,3 @@ class ExpiredTokenError(InvalidTokenError):
 
 class DeliveryError(NewsletterError):
     """Sending could not start or continue."""
-

@@ -12,6 +12,7 @@ from typing import Final
 __all__ = [
     "BIDI_CONTROLS",
     "CONTROL_CHARACTERS",
+    "UNSTORABLE",
     "XML_INVALID",
     "has_control_characters",
     "single_line",
@@ -26,6 +27,10 @@ BIDI_CONTROLS: Final = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069
 # Characters XML 1.0 forbids, lone surrogates among them: MRML refuses a
 # document holding any, and no UTF-8 encoder can write a surrogate.
 XML_INVALID: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+# NUL (PostgreSQL text cannot hold it) and lone surrogates (no UTF-8 encoder
+# can write one): text holding either cannot be stored by any database we run on.
+UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
 
 
 def single_line(text: str) -> str:

@@ -34,8 +34,8 @@ from newsletter.settings import PROJECT_ROOT, Settings
 from newsletter.text import single_line
 from newsletter.values import PaperRecord, RankedPaper, new_link_marker
 from subscribers.tokens import make_preferences_token, make_unsubscribe_token
+from tests.cli_support import run_cli
 from tests.smtp_server import RecordingSmtpServer
-from tests.test_cli import run_cli
 from tests.web_support import running_app, web_settings
 
 DAY = "2026-11-20"

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from newsletter.text import UNSTORABLE
 from newsletter.values import PaperRecord
 
 # Mirrors the widths of the `papers` columns; a longer value would abort the
@@ -25,7 +26,6 @@ MAX_COUNT = 2**31 - 1
 # was meant to say. Deleting them quietly would store and mail the mangled text
 # as if it were right; skipping names the record, so the operator can report it.
 # Other control characters are storable; rendering makes them harmless.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 # New-style ids (0704.0001 onwards: YYMM.NNNN, YYMM.NNNNN since 2015) and the
 # old archive/NNNNNNN form, each with an optional version suffix.
@@ -114,7 +114,7 @@ def unstorable_text(record: PaperRecord) -> str | None:
     for field in fields(record):
         value = getattr(record, field.name)
         for text in value if isinstance(value, tuple) else (value,):
-            found = _UNSTORABLE.search(text) if isinstance(text, str) else None
+            found = UNSTORABLE.search(text) if isinstance(text, str) else None
             if found is not None:
                 character = found.group()
                 why = (
