@@ -27,7 +27,7 @@ from newsletter.send.assemble import (
 from newsletter.settings import PROJECT_ROOT, Settings, load_settings
 from newsletter.values import PaperRecord, PersonalField, RankedPaper
 from subscribers.tokens import read_preferences_token, read_unsubscribe_token
-from tests.smtp_server import RecordingSmtpServer
+from tests.support.smtp_server import RecordingSmtpServer
 
 EDITION_DATE = date(2026, 1, 5)
 SENT_AT = datetime(2026, 1, 5, 7, 30, 15, tzinfo=UTC)

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, inspect
 
 from newsletter.errors import ConfigurationError
 from newsletter.settings import load_settings
-from tests.smtp_server import RecordingSmtpServer
+from tests.support.smtp_server import RecordingSmtpServer
 
 
 def test_production_refuses_the_default_secret_key() -> None:

@@ -11,7 +11,7 @@ from sqlmodel import Session
 from newsletter.models import Edition, EditionStatus
 from newsletter.settings import Settings
 from newsletter.values import PersonalField
-from tests.web_support import running_app, web_settings
+from tests.support.web import running_app, web_settings
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 SENT_DAY = dt.date(2026, 3, 5)
