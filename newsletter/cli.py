@@ -71,11 +71,9 @@ class CliContext:
 
 
 def _ensure_schema(engine: Engine, *, migrate_empty: bool) -> None:
-    from alembic.script import ScriptDirectory
+    from newsletter.db import head_revision
 
-    from newsletter.db import MIGRATIONS_DIR
-
-    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    head = head_revision()
     try:
         revision = current_revision(engine)
     except Exception as error:  # the driver's own errors: unreachable server, bad credentials

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections import Counter
-from pathlib import Path
 
 from sqlalchemy import Engine, insert, select
 
@@ -14,9 +13,9 @@ from newsletter.models import Delivery, EditionStatus
 from newsletter.send.ledger import deliveries, editions, subscribers
 from newsletter.values import PersonalField
 from subscribers.models import SubscriberStatus
+from tests.support import REPO_ROOT
 from tests.support.smtp_server import RecordingSmtpServer
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DAY = dt.date(2026, 3, 2)
 
 
