@@ -6,23 +6,29 @@ Each command builds the settings once, opens what it needs, and turns every
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine
 
-from newsletter.db import create_db_engine, current_revision, session_scope, upgrade_schema
 from newsletter.errors import ConfigurationError, NewsletterError
-from newsletter.settings import Settings, load_settings
+
+# Start-up time: `newsletter --help` must not load pydantic, SQLAlchemy, SQLModel, Alembic or
+# FastAPI (half a second or more), so the top of this module imports only typer, rich, the
+# standard library and the errors, and each command imports what it uses when it runs.
+# These imports inside functions are for speed only; there is no import loop to dodge.
+# tests/test_cli_startup.py keeps `--help` free of the heavy modules.
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from newsletter.settings import Settings
 
 app = typer.Typer(
     help="A daily machine-learning paper digest: ingest, rank, render and send.",
@@ -58,6 +64,8 @@ class CliContext:
 
     def engine(self, *, migrate_empty: bool = True) -> Engine:
         """The engine, with the schema checked (an empty database is created on first use)."""
+        from newsletter.db import create_db_engine
+
         if self._engine is None:
             engine = create_db_engine(self.settings.database_url)
             _ensure_schema(engine, migrate_empty=migrate_empty)
@@ -71,7 +79,7 @@ class CliContext:
 
 
 def _ensure_schema(engine: Engine, *, migrate_empty: bool) -> None:
-    from newsletter.db import head_revision
+    from newsletter.db import current_revision, head_revision, upgrade_schema
 
     head = head_revision()
     try:
@@ -106,6 +114,8 @@ def _root(
     ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
 ) -> None:
+    from newsletter.settings import load_settings
+
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -131,6 +141,8 @@ def ingest(
     ] = None,
 ) -> None:
     """Fetch a day's papers and store them (new ones added, counts refreshed)."""
+    import asyncio
+
     from newsletter.ingest import PaperSource, ingest_papers
 
     context = _context(ctx)
@@ -205,6 +217,8 @@ def send(
     ] = False,
 ) -> None:
     """Send a day's digest to every confirmed subscriber (each at most once)."""
+    import asyncio
+
     from newsletter.editions import prepare_edition
     from newsletter.send.engine import (
         cancel_edition,
@@ -254,6 +268,7 @@ def send(
 
 
 def _print_dry_run(context: CliContext, day: dt.date, subject: str) -> None:
+    from newsletter.db import session_scope
     from subscribers.models import SubscriberStatus
     from subscribers.store import count_by_status
 
@@ -303,6 +318,8 @@ def worker(
     ] = False,
 ) -> None:
     """Work the queue of every edition being sent (run several, on several machines)."""
+    import asyncio
+
     from newsletter.send.engine import run_worker
     from newsletter.send.progress import RichSendProgress
 
@@ -327,6 +344,7 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show an edition's delivery ledger (or the subscriber counts without --date)."""
+    from newsletter.db import session_scope
     from newsletter.send.stats import edition_stats
     from subscribers.store import count_by_status
 
@@ -412,6 +430,7 @@ def subscribers_add(
     ] = False,
 ) -> None:
     """Add a subscriber (pending unless --confirmed)."""
+    from newsletter.db import session_scope
     from subscribers.store import add_subscriber
 
     with session_scope(_context(ctx).engine()) as session:
@@ -425,6 +444,7 @@ def subscribers_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List subscribers with their status."""
+    from newsletter.db import session_scope
     from subscribers.store import iter_subscribers
 
     with session_scope(_context(ctx).engine()) as session:
@@ -461,6 +481,7 @@ def subscribers_remove(
     email: Annotated[str, typer.Argument(help="The address to remove.")],
 ) -> None:
     """Unsubscribe an address; it receives nothing more (its delivery history stays)."""
+    from newsletter.db import session_scope
     from subscribers.store import remove_subscriber
 
     with session_scope(_context(ctx).engine()) as session:
@@ -474,6 +495,8 @@ def subscribers_remove(
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Create the schema, or upgrade it to this version, keeping the data."""
+    from newsletter.db import create_db_engine, current_revision, upgrade_schema
+
     context = _context(ctx)
     engine = create_db_engine(context.settings.database_url)
     try:
