@@ -7,32 +7,32 @@ file-system error) into one line on stderr and a non-zero exit.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import errno
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeGuard
 from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
-from newsletter.db import (
-    create_db_engine,
-    current_revision,
-    describe_database_error,
-    session_scope,
-    upgrade_schema,
-)
 from newsletter.errors import ConfigurationError, NewsletterError
-from newsletter.settings import Settings, load_settings
+
+# Start-up time: `newsletter --help` must not load pydantic, SQLAlchemy, SQLModel, Alembic or
+# FastAPI (half a second or more), so the top of this module imports only typer, rich, the
+# standard library and the errors, and each command imports what it uses when it runs.
+# These imports inside functions are for speed only; there is no import loop to dodge.
+# tests/test_cli_startup.py keeps `--help` free of the heavy modules.
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from newsletter.settings import Settings
 
 app = typer.Typer(
     help="A daily machine-learning paper digest: ingest, rank, render and send.",
@@ -69,6 +69,8 @@ class CliContext:
 
     def engine(self, *, migrate_empty: bool = True) -> Engine:
         """The engine, with the schema checked (an empty database is created on first use)."""
+        from newsletter.db import create_db_engine
+
         if self._engine is None:
             engine = create_db_engine(self.settings.database_url)
             _ensure_schema(engine, migrate_empty=migrate_empty)
@@ -82,11 +84,9 @@ class CliContext:
 
 
 def _ensure_schema(engine: Engine, *, migrate_empty: bool) -> None:
-    from alembic.script import ScriptDirectory
+    from newsletter.db import current_revision, head_revision, upgrade_schema
 
-    from newsletter.db import MIGRATIONS_DIR
-
-    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    head = head_revision()
     try:
         revision = current_revision(engine)
     except Exception as error:  # the driver's own errors: unreachable server, bad credentials
@@ -119,6 +119,8 @@ def _root(
     ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
 ) -> None:
+    from newsletter.settings import load_settings
+
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -144,6 +146,8 @@ def ingest(
     ] = None,
 ) -> None:
     """Fetch a day's papers and store them (new ones added, counts refreshed)."""
+    import asyncio
+
     from newsletter.ingest import PaperSource, ingest_papers
 
     context = _context(ctx)
@@ -217,6 +221,8 @@ def send(
     ] = False,
 ) -> None:
     """Send a day's digest to every confirmed subscriber (each at most once)."""
+    import asyncio
+
     from newsletter.editions import prepare_edition
     from newsletter.send.engine import (
         cancel_edition,
@@ -266,6 +272,7 @@ def send(
 
 
 def _print_dry_run(context: CliContext, day: dt.date, subject: str) -> None:
+    from newsletter.db import session_scope
     from subscribers.models import SubscriberStatus
     from subscribers.store import count_by_status
 
@@ -315,6 +322,8 @@ def worker(
     ] = False,
 ) -> None:
     """Work the queue of every edition being sent (run several, on several machines)."""
+    import asyncio
+
     from newsletter.send.engine import run_worker
     from newsletter.send.progress import RichSendProgress
 
@@ -339,6 +348,7 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show an edition's delivery ledger (or the subscriber counts without --date)."""
+    from newsletter.db import session_scope
     from newsletter.send.stats import edition_stats
     from subscribers.store import count_by_status
 
@@ -424,6 +434,7 @@ def subscribers_add(
     ] = False,
 ) -> None:
     """Add a subscriber (pending unless --confirmed)."""
+    from newsletter.db import session_scope
     from subscribers.store import add_subscriber
 
     with session_scope(_context(ctx).engine()) as session:
@@ -437,6 +448,7 @@ def subscribers_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List subscribers with their status."""
+    from newsletter.db import session_scope
     from subscribers.store import iter_subscribers
 
     with session_scope(_context(ctx).engine()) as session:
@@ -473,6 +485,7 @@ def subscribers_remove(
     email: Annotated[str, typer.Argument(help="The address to remove.")],
 ) -> None:
     """Unsubscribe an address; it receives nothing more (its delivery history stays)."""
+    from newsletter.db import session_scope
     from subscribers.store import remove_subscriber
 
     with session_scope(_context(ctx).engine()) as session:
@@ -486,6 +499,8 @@ def subscribers_remove(
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Create the schema, or upgrade it to this version, keeping the data."""
+    from newsletter.db import create_db_engine, current_revision, upgrade_schema
+
     context = _context(ctx)
     engine = create_db_engine(context.settings.database_url)
     try:
@@ -533,11 +548,23 @@ _OS_REMEDY = {
 }
 
 
+def _is_database_error(error: Exception) -> TypeGuard[SQLAlchemyError]:
+    # A database error can only exist once SQLAlchemy was imported by a command,
+    # so `--help` never pays for importing it here.
+    if "sqlalchemy" not in sys.modules:
+        return False
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(error, SQLAlchemyError)
+
+
 def describe_failure(error: Exception) -> str | None:
     """The one line a user reads about a failure they caused or met; None for a bug."""
     if isinstance(error, NewsletterError):
         message = str(error)
-    elif isinstance(error, SQLAlchemyError):
+    elif _is_database_error(error):
+        from newsletter.db import describe_database_error
+
         message = describe_database_error(error)
     elif isinstance(error, OSError):
         where = f"cannot use {error.filename}: " if error.filename else ""

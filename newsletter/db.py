@@ -1,7 +1,8 @@
 """Database engines, sessions and schema migrations.
 
 The same code runs on SQLite (the embedded default) and PostgreSQL; the URL
-decides. `upgrade_schema` applies the Alembic migrations in `migrations/`.
+decides. `upgrade_schema` applies the Alembic migrations in `migrations/`
+(installed with the package as `newsletter.migrations`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemy
 from sqlmodel import Session
 
 from newsletter.errors import ConfigurationError
-from newsletter.settings import PROJECT_ROOT
+from newsletter.resources import migrations_path
 
-MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 # How long SQLite waits for another process's write lock before giving up;
 # `?timeout=SECONDS` in the URL (the sqlite3 module's own parameter) changes it.
 SQLITE_LOCK_TIMEOUT_SECONDS = 30.0
@@ -84,7 +84,7 @@ def _alembic_config(engine: Engine) -> Any:
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(migrations_path()))
     config.attributes["engine"] = engine
     return config
 
@@ -94,6 +94,13 @@ def upgrade_schema(engine: Engine) -> None:
     from alembic import command
 
     command.upgrade(_alembic_config(engine), "head")
+
+
+def head_revision() -> str | None:
+    """The newest migration this version of the code knows."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(migrations_path())).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -55,7 +55,7 @@ def make_template_environment(templates_dir: Path) -> jinja2.Environment:
     if not templates_dir.is_dir():
         raise ConfigurationError(
             f"templates directory {templates_dir} does not exist; "
-            "set NEWSLETTER_TEMPLATES_DIR to the project's templates/ folder"
+            "set NEWSLETTER_TEMPLATES_DIR to a templates folder, or unset it for the bundled ones"
         )
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir),

@@ -14,8 +14,8 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from newsletter.errors import ConfigurationError
+from newsletter.resources import templates_path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SECRET_KEY = "change-me"
 
 
@@ -104,7 +104,8 @@ class Settings(BaseSettings):
     signup_rate_limit: int = Field(default=5, ge=1)
     signup_rate_window_seconds: int = Field(default=3600, ge=1)
 
-    templates_dir: Path = PROJECT_ROOT / "templates"
+    # Default: the templates installed with the package (the checkout's templates/).
+    templates_dir: Path = Field(default_factory=templates_path)
 
     @field_validator("smtp_extra_relays", "arxiv_categories", "topics", mode="before")
     @classmethod

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from newsletter.db import create_db_engine, upgrade_schema
 from newsletter.settings import Settings, load_settings
-from tests.smtp_server import RecordingSmtpServer
+from tests.support.smtp_server import RecordingSmtpServer
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ import pytest
 
 from newsletter.errors import InvalidEmailError
 from newsletter.render import make_template_environment, render_digest
+from newsletter.resources import templates_path
 from newsletter.send.assemble import (
     TEST_SEND_KEY,
     CompiledDigest,
@@ -24,10 +25,10 @@ from newsletter.send.assemble import (
     build_message,
     make_message_id,
 )
-from newsletter.settings import PROJECT_ROOT, Settings, load_settings
+from newsletter.settings import Settings, load_settings
 from newsletter.values import PaperRecord, PersonalField, RankedPaper
 from subscribers.tokens import read_preferences_token, read_unsubscribe_token
-from tests.smtp_server import RecordingSmtpServer
+from tests.support.smtp_server import RecordingSmtpServer
 
 EDITION_DATE = date(2026, 1, 5)
 SENT_AT = datetime(2026, 1, 5, 7, 30, 15, tzinfo=UTC)
@@ -225,7 +226,7 @@ def test_rendered_digest_assembles_like_the_reference() -> None:
         for index in range(1, 13)
     ]
     digest = render_digest(
-        make_template_environment(PROJECT_ROOT / "templates"),
+        make_template_environment(templates_path()),
         papers,
         edition_date=EDITION_DATE,
         link_marker=LINK_MARKER,

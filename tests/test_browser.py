@@ -23,8 +23,8 @@ from sqlalchemy import Engine
 from newsletter.settings import Settings
 from subscribers.models import SubscriberStatus
 from subscribers.web.app import create_app
-from tests.smtp_server import RecordingSmtpServer
-from tests.web_support import (
+from tests.support.smtp_server import RecordingSmtpServer
+from tests.support.web import (
     ADMIN_TOKEN,
     confirmation_path,
     html_text,

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.cli_support import cli_environment, run_cli
-from tests.smtp_server import RecordingSmtpServer
+from tests.support.cli import cli_environment, run_cli
+from tests.support.smtp_server import RecordingSmtpServer
 
 DAY = "2026-11-20"
 END_OF_DAY_HOURS = {  # hours from publication to midnight UTC after DAY
@@ -291,7 +291,7 @@ def test_demo_fills_the_outbox_with_complete_digests(
 def test_run_fetches_ranks_renders_and_sends_what_cron_runs(
     cli_env: dict[str, str], papers_file: Path, smtp_server: RecordingSmtpServer
 ) -> None:
-    from tests.feed_server import FeedResponse, running_feed_server
+    from tests.support.feed_server import FeedResponse, running_feed_server
 
     day_papers = json.loads(papers_file.read_text(encoding="utf-8"))
     with running_feed_server() as feeds:
@@ -313,7 +313,7 @@ def test_run_fetches_ranks_renders_and_sends_what_cron_runs(
 
 
 def test_run_stops_with_one_line_when_the_source_is_down(cli_env: dict[str, str]) -> None:
-    from tests.feed_server import FeedResponse, running_feed_server
+    from tests.support.feed_server import FeedResponse, running_feed_server
 
     with running_feed_server() as feeds:
         feeds.serve("/api/daily_papers", FeedResponse(400, b'{"error": "Invalid date"}'))

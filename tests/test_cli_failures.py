@@ -19,9 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from newsletter.db import create_db_engine, describe_database_error, upgrade_schema
 from newsletter.errors import ConfigurationError
-from tests.cli_support import cli_environment, run_cli
-from tests.postgres import postgres_database_or_skip
-from tests.smtp_server import RecordingSmtpServer
+from tests.support.cli import cli_environment, run_cli
+from tests.support.postgres import postgres_database_or_skip
+from tests.support.smtp_server import RecordingSmtpServer
 
 DAY = "2026-11-20"
 

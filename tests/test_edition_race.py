@@ -26,7 +26,7 @@ from newsletter.ingest import read_papers_file, upsert_papers
 from newsletter.models import Edition, EditionPaper, EditionStatus
 from newsletter.sample_data import SAMPLE_DAY, sample_day_path
 from newsletter.settings import Settings
-from tests.postgres import postgres_database_or_skip
+from tests.support.postgres import postgres_database_or_skip
 
 PREPARERS = 2
 

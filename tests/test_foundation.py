@@ -9,7 +9,8 @@ from sqlalchemy import Engine, inspect
 
 from newsletter.errors import ConfigurationError
 from newsletter.settings import load_settings
-from tests.smtp_server import RecordingSmtpServer
+from tests.support import REPO_ROOT
+from tests.support.smtp_server import RecordingSmtpServer
 
 
 def test_production_refuses_the_default_secret_key() -> None:
@@ -59,9 +60,9 @@ def test_recording_server_records_and_injects_faults() -> None:
 def test_env_example_documents_every_setting() -> None:
     import re
 
-    from newsletter.settings import PROJECT_ROOT, Settings
+    from newsletter.settings import Settings
 
-    text = (PROJECT_ROOT / ".env.example").read_text(encoding="utf-8")
+    text = (REPO_ROOT / ".env.example").read_text(encoding="utf-8")
     listed = set(re.findall(r"NEWSLETTER_[A-Z_]+", text))
     expected = {f"NEWSLETTER_{name.upper()}" for name in Settings.model_fields}
     assert listed == expected

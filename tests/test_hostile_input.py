@@ -34,9 +34,9 @@ from newsletter.settings import PROJECT_ROOT, Settings
 from newsletter.text import single_line
 from newsletter.values import PaperRecord, RankedPaper, new_link_marker
 from subscribers.tokens import make_preferences_token, make_unsubscribe_token
-from tests.cli_support import run_cli
-from tests.smtp_server import RecordingSmtpServer
-from tests.web_support import running_app, web_settings
+from tests.support.cli import run_cli
+from tests.support.smtp_server import RecordingSmtpServer
+from tests.support.web import running_app, web_settings
 
 DAY = "2026-11-20"
 BASE_URL = "https://news.example.org"

@@ -12,7 +12,7 @@ import pytest
 from newsletter.errors import IngestError, MalformedSourceError, SourceUnavailableError
 from newsletter.ingest import Backoff, ParsedPapers, fetch_arxiv_listing, fetch_daily_papers
 from newsletter.sample_data import generate_daily_papers
-from tests.feed_server import FeedResponse, FeedServer, RecordedRequest
+from tests.support.feed_server import FeedResponse, FeedServer, RecordedRequest
 
 DAY = date(2026, 11, 27)
 HF_PATH = "/api/daily_papers"

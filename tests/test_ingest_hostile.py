@@ -29,10 +29,10 @@ from newsletter.ingest import PaperSource, ingest_papers, parse_arxiv_listing, p
 from newsletter.ingest.parsed import canonical_arxiv_id, clean_url, parse_iso_datetime
 from newsletter.models import Paper
 from newsletter.settings import Settings
-from tests.cli_support import cli_environment, run_cli
-from tests.feed_server import FEEDS_DIR, FeedResponse, running_feed_server
-from tests.postgres import postgres_database_or_skip
-from tests.smtp_server import RecordingSmtpServer
+from tests.support.cli import cli_environment, run_cli
+from tests.support.feed_server import FEEDS_DIR, FeedResponse, running_feed_server
+from tests.support.postgres import postgres_database_or_skip
+from tests.support.smtp_server import RecordingSmtpServer
 
 DAY = "2026-11-20"
 HF_PATH = "/api/daily_papers"

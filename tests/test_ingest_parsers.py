@@ -15,7 +15,7 @@ from newsletter.ingest import (
     parse_daily_papers,
     read_papers_file,
 )
-from tests.feed_server import FEEDS_DIR
+from tests.support.feed_server import FEEDS_DIR
 
 DAY = date(2026, 11, 27)
 HOSTILE_TITLE = (

@@ -25,7 +25,7 @@ from newsletter.sample_data import (
 )
 from newsletter.sample_data.make_sample_day import render_sample_day
 from newsletter.settings import Settings
-from tests.feed_server import FEEDS_DIR, FeedResponse, FeedServer, RecordedRequest
+from tests.support.feed_server import FEEDS_DIR, FeedResponse, FeedServer, RecordedRequest
 
 DAY = date(2026, 11, 27)
 FAST = Backoff(base_seconds=0.001)

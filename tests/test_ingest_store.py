@@ -16,7 +16,7 @@ from newsletter.ingest import load_papers_for_day, parse_arxiv_listing, upsert_p
 from newsletter.ingest.file import read_papers_file
 from newsletter.models import Paper
 from newsletter.values import PaperRecord
-from tests.feed_server import FEEDS_DIR
+from tests.support.feed_server import FEEDS_DIR
 
 DAY = date(2026, 11, 27)
 POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"

@@ -12,8 +12,8 @@ from sqlalchemy import Engine
 
 from newsletter.settings import Settings
 from subscribers.web.app import create_app
-from tests.smtp_server import RecordingSmtpServer
-from tests.web_support import ADMIN_TOKEN, store_papers, web_settings
+from tests.support.smtp_server import RecordingSmtpServer
+from tests.support.web import ADMIN_TOKEN, store_papers, web_settings
 
 # Small and bounded: this runs in CI on every push.
 MAX_EXAMPLES = 12

@@ -20,7 +20,7 @@ from newsletter.render import (
     render_digest,
     render_email,
 )
-from newsletter.settings import PROJECT_ROOT
+from newsletter.resources import templates_path
 from newsletter.values import PaperRecord, PersonalField, RankedPaper, RenderedDigest
 
 EDITION_DATE = date(2026, 11, 27)
@@ -80,7 +80,7 @@ class ParsedHtml(HTMLParser):
 @pytest.fixture(scope="module")
 def env() -> jinja2.Environment:
     """The environment over the project's real templates."""
-    return make_template_environment(PROJECT_ROOT / "templates")
+    return make_template_environment(templates_path())
 
 
 def make_paper(arxiv_id: str = "2611.01234", **fields: object) -> PaperRecord:

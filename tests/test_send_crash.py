@@ -22,11 +22,16 @@ from newsletter.db import create_db_engine, upgrade_schema
 from newsletter.models import DeliveryStatus, EditionStatus
 from newsletter.outbox import SmtpCatcher
 from newsletter.send.engine import FLUSH_MAX_ROWS
-from tests.postgres import postgres_database_or_skip
-from tests.smtp_server import RecordingHandler
-from tests.test_send_engine import DAY, edition_status, ledger_rows, make_edition, seed_subscribers
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.support.postgres import postgres_database_or_skip
+from tests.support.sending import (
+    DAY,
+    edition_status,
+    ledger_rows,
+    make_edition,
+    seed_subscribers,
+    worker_environment,
+)
+from tests.support.smtp_server import RecordingHandler
 
 SEND_SCRIPT = """
 import asyncio, datetime, json, sys
@@ -42,23 +47,6 @@ report = asyncio.run(
 print(json.dumps({"sent": report.sent, "already_done": report.already_done,
                   "failed": report.failed, "queued": report.queued}))
 """
-
-
-def worker_environment(database_url: str, smtp_port: int, **extra: str) -> dict[str, str]:
-    """The environment of a sending subprocess: this repo, the test database and SMTP server."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("NEWSLETTER_")}
-    env.update(
-        PYTHONPATH=str(REPO_ROOT),
-        NEWSLETTER_DATABASE_URL=database_url,
-        NEWSLETTER_SMTP_HOST="127.0.0.1",
-        NEWSLETTER_SMTP_PORT=str(smtp_port),
-        NEWSLETTER_SECRET_KEY="test-secret-key-0123456789",
-        NEWSLETTER_BASE_URL="https://news.example.org",
-        NEWSLETTER_FROM_ADDRESS="Daily ML Papers <digest@news.example.org>",
-        NEWSLETTER_SEND_RETRY_BASE_SECONDS="0",
-    )
-    env.update(extra)
-    return env
 
 
 class SlowRecordingHandler(RecordingHandler):

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, insert, select, update
 
 from newsletter.clock import utc_now
 from newsletter.errors import DeliveryError, EditionNotFoundError
-from newsletter.models import Delivery, DeliveryStatus, EditionStatus
+from newsletter.models import DeliveryStatus, EditionStatus
 from newsletter.send.engine import (
     SendReport,
     cancel_edition,
@@ -30,114 +30,17 @@ from newsletter.send.pool import NullTransport, SmtpPool, SmtpReply
 from newsletter.send.progress import RichSendProgress
 from newsletter.send.stats import edition_stats, list_edition_stats
 from newsletter.settings import Settings
-from newsletter.values import PersonalField
 from subscribers.models import SubscriberStatus
-from tests.smtp_server import RecordingSmtpServer
-
-LINK_MARKER = "5e7d0c1b9a8f4e3d2c1b0a9f8e7d6c5b"
-UNSUBSCRIBE = PersonalField.UNSUBSCRIBE_URL.placeholder(LINK_MARKER)
-PREFERENCES = PersonalField.PREFERENCES_URL.placeholder(LINK_MARKER)
-
-DAY = dt.date(2026, 3, 2)
-
-
-# ---- helpers shared by the send test modules ----------------------------------------------
-
-
-def seed_subscribers(
-    engine: Engine,
-    count: int,
-    *,
-    status: SubscriberStatus = SubscriberStatus.CONFIRMED,
-    paused: bool = False,
-    prefix: str = "reader",
-) -> list[str]:
-    """Insert `count` subscribers in one statement; returns their addresses."""
-    now = utc_now()
-    addresses = [f"{prefix}{i:05d}@example.org" for i in range(count)]
-    rows = [
-        {
-            "email": address,
-            "name": f"Reader {i}",
-            "status": status.value,
-            "key": f"{prefix}-key-{i:05d}",
-            "topics": [],
-            "paused": paused,
-            "created_at": now,
-            "updated_at": now,
-            "unsubscribed_at": now if status is SubscriberStatus.UNSUBSCRIBED else None,
-        }
-        for i, address in enumerate(addresses)
-    ]
-    if rows:
-        with engine.begin() as connection:
-            connection.execute(insert(subscribers), rows)
-    return addresses
-
-
-def make_edition(engine: Engine, day: dt.date = DAY, *, subject: str = "Papers of the day") -> int:
-    """A rendered draft edition whose body carries both personal placeholders."""
-    html = (
-        f"<html><body><h1>{subject}</h1><p>Größte Modelle</p>"
-        f'<a href="{UNSUBSCRIBE}">unsubscribe</a> '
-        f'<a href="{PREFERENCES}">preferences</a></body></html>'
-    )
-    text = (
-        f"{subject}\n\nGrößte Modelle\n\nUnsubscribe: {UNSUBSCRIBE}\nPreferences: {PREFERENCES}\n"
-    )
-    with engine.begin() as connection:
-        return connection.execute(
-            insert(editions)
-            .values(
-                date=day,
-                status=EditionStatus.DRAFT.value,
-                subject=subject,
-                html=html,
-                text=text,
-                link_marker=LINK_MARKER,
-                created_at=utc_now(),
-                rendered_at=utc_now(),
-            )
-            .returning(editions.c.id)
-        ).scalar_one()
-
-
-def ledger_rows(engine: Engine, day: dt.date = DAY) -> list[Delivery]:
-    """Every non-test delivery row of the edition, in id order."""
-    with engine.connect() as connection:
-        edition_id = connection.execute(
-            select(editions.c.id).where(editions.c.date == day)
-        ).scalar_one()
-        rows = connection.execute(
-            select(deliveries)
-            .where(deliveries.c.edition_id == edition_id, deliveries.c.is_test.is_(False))
-            .order_by(deliveries.c.id)
-        ).mappings()
-        return [Delivery.model_validate(dict(row)) for row in rows]
-
-
-def edition_status(engine: Engine, day: dt.date = DAY) -> tuple[EditionStatus, str | None]:
-    """The edition's status and reason."""
-    with engine.connect() as connection:
-        status, reason = connection.execute(
-            select(editions.c.status, editions.c.status_reason).where(editions.c.date == day)
-        ).one()
-    return EditionStatus(status), reason
-
-
-def subscriber_status(engine: Engine, address: str) -> SubscriberStatus:
-    """One subscriber's status."""
-    with engine.connect() as connection:
-        return SubscriberStatus(
-            connection.execute(
-                select(subscribers.c.status).where(subscribers.c.email == address)
-            ).scalar_one()
-        )
-
-
-def received(server: RecordingSmtpServer) -> Counter[str]:
-    """How many copies each address received."""
-    return Counter(server.handler.recipients())
+from tests.support.sending import (
+    DAY,
+    UNSUBSCRIBE,
+    edition_status,
+    ledger_rows,
+    make_edition,
+    received,
+    seed_subscribers,
+)
+from tests.support.smtp_server import RecordingSmtpServer
 
 
 class RecordingProgress:

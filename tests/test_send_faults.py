@@ -16,8 +16,7 @@ from newsletter.send.engine import resume_edition, send_edition
 from newsletter.send.ledger import subscribers
 from newsletter.settings import Settings
 from subscribers.models import SubscriberStatus
-from tests.smtp_server import FaultRule, RecordingSmtpServer
-from tests.test_send_engine import (
+from tests.support.sending import (
     DAY,
     edition_status,
     ledger_rows,
@@ -26,6 +25,7 @@ from tests.test_send_engine import (
     seed_subscribers,
     subscriber_status,
 )
+from tests.support.smtp_server import FaultRule, RecordingSmtpServer
 
 
 def with_fault(server: RecordingSmtpServer, rule: FaultRule) -> None:

@@ -13,17 +13,17 @@ import pytest
 from newsletter.db import create_db_engine, upgrade_schema
 from newsletter.models import DeliveryStatus, EditionStatus
 from newsletter.send.engine import start_edition
-from tests.postgres import postgres_database_or_skip
-from tests.smtp_server import RecordingSmtpServer
-from tests.test_send_crash import worker_environment
-from tests.test_send_engine import (
+from tests.support.postgres import postgres_database_or_skip
+from tests.support.sending import (
     DAY,
     edition_status,
     ledger_rows,
     make_edition,
     received,
     seed_subscribers,
+    worker_environment,
 )
+from tests.support.smtp_server import RecordingSmtpServer
 
 pytestmark = pytest.mark.postgres
 

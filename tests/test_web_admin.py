@@ -13,8 +13,8 @@ from newsletter.db import session_scope
 from newsletter.settings import Settings
 from subscribers.store import add_subscriber, remove_subscriber
 from subscribers.web.context import WebContext
-from tests.smtp_server import RecordingSmtpServer
-from tests.web_support import ADMIN_TOKEN, running_app, store_papers, web_settings
+from tests.support.smtp_server import RecordingSmtpServer
+from tests.support.web import ADMIN_TOKEN, running_app, store_papers, web_settings
 
 DAY = dt.date(2026, 3, 6)
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

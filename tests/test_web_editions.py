@@ -11,7 +11,7 @@ from sqlmodel import Session
 from newsletter.models import Edition, EditionStatus
 from newsletter.settings import Settings
 from newsletter.values import PersonalField
-from tests.web_support import running_app, web_settings
+from tests.support.web import running_app, web_settings
 
 LINK_MARKER = "5e7d0c1b9a8f4e3d2c1b0a9f8e7d6c5b"
 UNSUBSCRIBE = PersonalField.UNSUBSCRIBE_URL.placeholder(LINK_MARKER)

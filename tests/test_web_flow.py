@@ -11,8 +11,8 @@ from newsletter.editions import prepare_edition
 from newsletter.send.engine import send_edition
 from newsletter.settings import Settings
 from subscribers.models import SubscriberStatus
-from tests.smtp_server import RecordingSmtpServer
-from tests.web_support import (
+from tests.support.smtp_server import RecordingSmtpServer
+from tests.support.web import (
     ADMIN_TOKEN,
     confirmation_path,
     html_text,

@@ -17,8 +17,8 @@ from subscribers.tokens import (
     make_preferences_token,
     make_unsubscribe_token,
 )
-from tests.smtp_server import RecordingSmtpServer
-from tests.web_support import (
+from tests.support.smtp_server import RecordingSmtpServer
+from tests.support.web import (
     CLIENT_ADDRESS,
     confirmation_path,
     running_app,

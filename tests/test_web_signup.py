@@ -10,8 +10,8 @@ from newsletter.db import session_scope
 from newsletter.settings import Settings
 from subscribers.models import SubscriberStatus
 from subscribers.store import add_subscriber, remove_subscriber
-from tests.smtp_server import RecordingSmtpServer
-from tests.web_support import html_text, running_app, subscriber, web_settings
+from tests.support.smtp_server import RecordingSmtpServer
+from tests.support.web import html_text, running_app, subscriber, web_settings
 
 
 async def test_signup_page_has_a_labelled_form_without_script(

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-FEEDS_DIR = Path(__file__).parent / "feeds"
+FEEDS_DIR = Path(__file__).resolve().parents[1] / "feeds"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from newsletter.models import Paper
 from newsletter.settings import Settings
 from subscribers.models import Subscriber
 from subscribers.web.app import create_app
-from tests.smtp_server import RecordingSmtpServer
+from tests.support.smtp_server import RecordingSmtpServer
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 CLIENT_ADDRESS = "203.0.113.7"

@@ -1,0 +1,1 @@
+"""The Alembic schema history; installed as the package `newsletter.migrations`."""

@@ -1,0 +1,1 @@
+"""The email and page templates; installed as the package `newsletter.templates`."""
