@@ -28,9 +28,10 @@ from sqlalchemy import Engine
 
 from newsletter.mime import OutgoingMessage
 from newsletter.render import make_template_environment, render_digest
+from newsletter.resources import templates_path
 from newsletter.send.assemble import CompiledDigest, Recipient
 from newsletter.send.connection import send_single_message
-from newsletter.settings import PROJECT_ROOT, Settings
+from newsletter.settings import Settings
 from newsletter.text import single_line
 from newsletter.values import PaperRecord, RankedPaper, new_link_marker
 from subscribers.tokens import make_preferences_token, make_unsubscribe_token
@@ -308,7 +309,7 @@ def _paper(arxiv_id: str, title: str, thumbnail: str, repo: str, author: str) ->
 def test_generated_hostile_text_never_reaches_a_header_or_a_personal_link(
     settings: Settings, smtp_server: RecordingSmtpServer
 ) -> None:
-    template_env = make_template_environment(PROJECT_ROOT / "templates")
+    template_env = make_template_environment(templates_path())
     settings = settings.model_copy(update={"reply_to": "Editors <editors@news.example.org>"})
     expected_headers = DIGEST_HEADERS + Counter({"reply-to": 1})
     key = "k" * 22
