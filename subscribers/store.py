@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,11 +14,11 @@ from sqlmodel import Session, col, select
 
 from newsletter.clock import utc_now
 from newsletter.errors import InvalidEmailError, SubscriberNotFoundError
+from newsletter.text import has_unsafe_characters, one_line
 from subscribers.models import Subscriber, SubscriberStatus
 
 MAX_EMAIL_LENGTH = 254
 MAX_NAME_LENGTH = 100
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def normalise_email(raw: str) -> str:
@@ -29,8 +28,11 @@ def normalise_email(raw: str) -> str:
         raise InvalidEmailError("an email address is required")
     if len(candidate) > MAX_EMAIL_LENGTH:
         raise InvalidEmailError(f"that address is longer than {MAX_EMAIL_LENGTH} characters")
-    if _CONTROL_CHARACTERS.search(candidate):
-        raise InvalidEmailError("that address contains line breaks or control characters")
+    if has_unsafe_characters(candidate):
+        # Checked before the validator, which is not built for lone surrogates.
+        raise InvalidEmailError(
+            "that address contains line breaks, control characters or invisible formatting"
+        )
     try:
         # The sender speaks plain SMTP without SMTPUTF8, so the address must have an
         # ASCII form: an international domain becomes punycode, a non-ASCII mailbox name
@@ -42,11 +44,10 @@ def normalise_email(raw: str) -> str:
 
 
 def clean_name(raw: str | None) -> str | None:
-    """A display name safe for headers and pages: no control characters, collapsed, capped."""
+    """A display name safe for headers and pages: one line, no bidi controls, capped."""
     if raw is None:
         return None
-    cleaned = " ".join(_CONTROL_CHARACTERS.sub(" ", raw).split())
-    return cleaned[:MAX_NAME_LENGTH] or None
+    return one_line(raw)[:MAX_NAME_LENGTH].rstrip() or None
 
 
 def find_subscriber(session: Session, email: str) -> Subscriber | None:

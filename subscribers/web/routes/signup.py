@@ -193,7 +193,10 @@ def _is_form(request: Request) -> bool:
 async def _read_json_signup(request: Request) -> SignupRequest | JSONResponse:
     try:
         payload = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
+    except RecursionError:
+        # The decoder recurses per level: a few KB of "[[[[…" exhaust the stack limit.
+        return _problem(422, "the request body nests too deeply; send one flat JSON object")
+    except ValueError:  # UnicodeDecodeError included
         return _problem(422, "the request body is not valid JSON")
     try:
         return SignupRequest.model_validate(payload)
