@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -24,6 +24,7 @@ from newsletter.db import create_db_engine
 from newsletter.render import make_template_environment
 from newsletter.settings import Settings
 from subscribers.ratelimit import SlidingWindowRateLimiter
+from subscribers.web.body_limit import BodySizeLimitMiddleware
 from subscribers.web.context import WebContext
 from subscribers.web.jobs import EditionSendJobs
 from subscribers.web.pages import PageRenderer
@@ -122,6 +123,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     for module in (signup, confirm, unsubscribe, preferences, editions, admin):
         app.include_router(module.router)
     _add_error_pages(app, web)
+    app.add_middleware(BodySizeLimitMiddleware, refusal=_too_large_answer(web))
+    # Added last, so it is the outermost: every answer gets the headers, a 413 too.
     app.add_middleware(SecurityHeadersMiddleware, https=settings.base_url.startswith("https://"))
     return app
 
@@ -132,6 +135,24 @@ def _wants_json(request: Request) -> bool:
     content_type = request.headers.get("content-type", "")
     accept = request.headers.get("accept", "")
     return "json" in content_type or ("json" in accept and "html" not in accept)
+
+
+def _too_large_answer(web: WebContext) -> Callable[[Request, int], Response]:
+    """The 413 for a body over its limit: JSON for API clients, a page for browsers."""
+
+    def answer(request: Request, limit: int) -> Response:
+        message = f"The request body is larger than the {limit // 1024} KiB this address accepts."
+        if _wants_json(request):
+            return JSONResponse({"detail": message}, status_code=413)
+        return web.pages.message(
+            title="That was too much",
+            message=message,
+            status_code=413,
+            link_url="/",
+            link_text="Go to the sign-up page",
+        )
+
+    return answer
 
 
 def _add_error_pages(app: FastAPI, web: WebContext) -> None:
