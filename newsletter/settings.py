@@ -6,6 +6,7 @@ down; nothing reads the environment anywhere else.
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Self
@@ -103,15 +104,32 @@ class Settings(BaseSettings):
     confirm_resend_interval_seconds: int = Field(default=3600, ge=0)
     signup_rate_limit: int = Field(default=5, ge=1)
     signup_rate_window_seconds: int = Field(default=3600, ge=1)
+    # Reverse proxies (IPs or CIDR networks) whose X-Forwarded-For names the client.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     templates_dir: Path = PROJECT_ROOT / "templates"
 
-    @field_validator("smtp_extra_relays", "arxiv_categories", "topics", mode="before")
+    @field_validator(
+        "smtp_extra_relays", "arxiv_categories", "topics", "trusted_proxies", mode="before"
+    )
     @classmethod
     def _split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        networks = []
+        for item in value:
+            try:
+                networks.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or CIDR network (host names are not supported)"
+                ) from None
+        return networks
 
     @field_validator("base_url")
     @classmethod

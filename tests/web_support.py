@@ -49,12 +49,13 @@ async def running_app(
 
 
 @contextmanager
-def live_server(app: FastAPI) -> Iterator[str]:
-    """The app under a real uvicorn (lifespan on) in a thread; yields its base URL."""
+def live_server(app: FastAPI | uvicorn.Config) -> Iterator[str]:
+    """The app (or a whole uvicorn config) under a real uvicorn in a thread; yields its base URL."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    config = app if isinstance(app, uvicorn.Config) else uvicorn.Config(app, log_level="warning")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -28,6 +29,7 @@ from subscribers.web.body_limit import BodySizeLimitMiddleware
 from subscribers.web.context import WebContext
 from subscribers.web.jobs import EditionSendJobs
 from subscribers.web.pages import PageRenderer
+from subscribers.web.proxies import ForwardedClientMiddleware, TrustedProxies
 from subscribers.web.routes import admin, confirm, editions, preferences, signup, unsubscribe
 
 logger = logging.getLogger(__name__)
@@ -123,6 +125,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     for module in (signup, confirm, unsubscribe, preferences, editions, admin):
         app.include_router(module.router)
     _add_error_pages(app, web)
+    app.add_middleware(ForwardedClientMiddleware, proxies=TrustedProxies(settings.trusted_proxies))
     app.add_middleware(BodySizeLimitMiddleware, refusal=_too_large_answer(web))
     # Added last, so it is the outermost: every answer gets the headers, a 413 too.
     app.add_middleware(SecurityHeadersMiddleware, https=settings.base_url.startswith("https://"))
@@ -204,16 +207,19 @@ def _add_error_pages(app: FastAPI, web: WebContext) -> None:
         )
 
 
-def serve(settings: Settings, *, host: str, port: int) -> None:
-    """Run the app under uvicorn until interrupted (what `newsletter serve` calls)."""
-    import uvicorn
-
-    uvicorn.run(
+def uvicorn_config(settings: Settings, *, host: str, port: int) -> uvicorn.Config:
+    """How `newsletter serve` runs the app under uvicorn."""
+    return uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
-        # Behind a reverse proxy on this machine, take the client address it reports.
-        proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1",
+        # The app reads X-Forwarded-For itself, from NEWSLETTER_TRUSTED_PROXIES only;
+        # uvicorn's own handling would trust 127.0.0.1 (or FORWARDED_ALLOW_IPS) blindly.
+        proxy_headers=False,
         log_level="info",
     )
+
+
+def serve(settings: Settings, *, host: str, port: int) -> None:
+    """Run the app under uvicorn until interrupted (what `newsletter serve` calls)."""
+    uvicorn.Server(uvicorn_config(settings, host=host, port=port)).run()

@@ -17,6 +17,7 @@ from newsletter.errors import DeliveryError, InvalidEmailError, InvalidSubscribe
 from newsletter.send.connection import send_single_message
 from newsletter.settings import Settings
 from subscribers import store
+from subscribers.ratelimit import client_key
 from subscribers.signup import (
     ConfirmationEmail,
     SignupDetails,
@@ -123,20 +124,6 @@ async def subscribe(
 ) -> Response:
     """Validate, record and answer one sign-up; the confirmation email goes out after the answer."""
     wants_json = _is_json(request)
-    decision = web.signup_limiter.attempt(client_address)
-    if not decision.allowed:
-        minutes = max(1, round(decision.retry_after_seconds / 60))
-        message = (
-            f"Too many sign-up attempts from your network. Please try again in about "
-            f"{minutes} minute{'s' if minutes != 1 else ''}."
-        )
-        headers = {"Retry-After": str(decision.retry_after_seconds)}
-        if wants_json:
-            return _problem(429, message, headers=headers)
-        return pages.message(
-            title="Please wait a little", message=message, status_code=429, headers=headers
-        )
-
     form: dict[str, Any]
     if wants_json:
         parsed = await _read_json_signup(request)
@@ -148,19 +135,41 @@ async def subscribe(
     else:
         return _problem(415, "send the sign-up as application/json or as an HTML form")
 
-    if form.get(HONEYPOT_FIELD):
-        # Bots get the ordinary answer, so they learn nothing from the trap.
-        return _accepted(wants_json, pages)
     checked = _validate_fields(settings, form)
     if isinstance(checked, tuple):
         field, problem = checked
         message = f"Please check the {_FIELD_LABELS[field]}: {problem}."
         return _refused(wants_json, pages, form, message, field)
 
+    # Only valid sign-ups count against the limit: someone fixing a typo is not
+    # locked out, and what is refused above costs no write and no email. A
+    # filled-in honeypot counts like any other valid sign-up, so a bot cannot
+    # tell the trap from a real field by which of its requests get a 429.
+    decision = web.signup_limiter.attempt(client_key(client_address))
+    if not decision.allowed:
+        return _too_many(wants_json, pages, decision.retry_after_seconds)
+    if form.get(HONEYPOT_FIELD):
+        # Bots get the ordinary answer, so they learn nothing from the trap.
+        return _accepted(wants_json, pages)
+
     confirmation = await run_in_threadpool(_record_signup, web, checked)
     if confirmation is not None:
         background.add_task(deliver_confirmation, web, confirmation)
     return _accepted(wants_json, pages)
+
+
+def _too_many(wants_json: bool, pages: PagesDep, retry_after_seconds: int) -> Response:
+    minutes = max(1, round(retry_after_seconds / 60))
+    message = (
+        f"Too many sign-up attempts from your network. Please try again in about "
+        f"{minutes} minute{'s' if minutes != 1 else ''}."
+    )
+    headers = {"Retry-After": str(retry_after_seconds)}
+    if wants_json:
+        return _problem(429, message, headers=headers)
+    return pages.message(
+        title="Please wait a little", message=message, status_code=429, headers=headers
+    )
 
 
 def _validate_fields(settings: Settings, form: dict[str, Any]) -> SignupDetails | tuple[str, str]:
