@@ -122,7 +122,7 @@ async def subscribe(
     client_address: ClientAddressDep,
     background: BackgroundTasks,
 ) -> Response:
-    """Validate, record and answer one sign-up; the confirmation email goes out after the answer."""
+    """Validate and answer one sign-up; recording it and the confirmation email come after."""
     wants_json = _is_json(request)
     form: dict[str, Any]
     if wants_json:
@@ -148,13 +148,10 @@ async def subscribe(
     decision = web.signup_limiter.attempt(client_key(client_address))
     if not decision.allowed:
         return _too_many(wants_json, pages, decision.retry_after_seconds)
-    if form.get(HONEYPOT_FIELD):
-        # Bots get the ordinary answer, so they learn nothing from the trap.
-        return _accepted(wants_json, pages)
-
-    confirmation = await run_in_threadpool(_record_signup, web, checked)
-    if confirmation is not None:
-        background.add_task(deliver_confirmation, web, confirmation)
+    if not form.get(HONEYPOT_FIELD):  # bots get the ordinary answer and nothing else
+        # Recorded after the answer: a new, pending, confirmed or departed address
+        # gets the same answer after the same work, so its timing tells nothing.
+        background.add_task(process_signup, web, checked)
     return _accepted(wants_json, pages)
 
 
@@ -229,6 +226,17 @@ async def _read_form_signup(request: Request) -> dict[str, Any]:
         "topics": [value for value in data.getlist("topics") if isinstance(value, str)][:50],
         HONEYPOT_FIELD: text(HONEYPOT_FIELD),
     }
+
+
+async def process_signup(web: WebContext, details: SignupDetails) -> None:
+    """Record a sign-up and send its confirmation if one is due (runs after the answer)."""
+    try:
+        confirmation = await run_in_threadpool(_record_signup, web, details)
+    except Exception:  # the visitor has their answer; the operator gets the reason
+        logger.exception("the sign-up of %s could not be recorded", details.email)
+        return
+    if confirmation is not None:
+        await deliver_confirmation(web, confirmation)
 
 
 def _record_signup(web: WebContext, details: SignupDetails) -> ConfirmationEmail | None:
