@@ -22,12 +22,12 @@ from sqlmodel import Session
 from newsletter.errors import InvalidSubscriberDetailsError, InvalidTokenError
 from newsletter.render import render_email
 from newsletter.settings import Settings
-from subscribers import store
+from subscribers import store, suppressions
 from subscribers.models import Subscriber, SubscriberStatus
 from subscribers.store import ConfirmationClaim
 from subscribers.tokens import (
     confirm_url,
-    read_confirm_token,
+    read_confirm_token_issued,
     read_preferences_token,
     read_unsubscribe_token,
 )
@@ -104,12 +104,15 @@ def register_signup(
     A confirmed address is left exactly as it is (the form must not let a
     stranger change someone's topics); a pending one takes the new details;
     one that left, bounced or complained goes back to pending and must confirm
-    again. Whatever happens here, the caller answers the same thing.
+    again, and so does a confirmed one whose mailbox is suppressed (it gets no
+    digest until its owner confirms this sign-up). Whatever happens here, the
+    caller answers the same thing.
     """
     subscriber = store.add_pending_subscriber(
         session, email=details.email, name=details.name, topics=details.topics
     )
-    if subscriber.status == SubscriberStatus.CONFIRMED:
+    suppressed = suppressions.find_active(session.connection(), subscriber.email) is not None
+    if subscriber.status == SubscriberStatus.CONFIRMED and not suppressed:
         return None
     store.reopen_subscription(subscriber, name=details.name, topics=details.topics)
     session.flush()
@@ -167,15 +170,21 @@ def inspect_confirmation(
     session: Session, settings: Settings, token: str
 ) -> tuple[Subscriber, ConfirmOutcome]:
     """What the confirm button would do, without changing anything (scanners prefetch GETs)."""
-    key = read_confirm_token(
+    key, issued_at = read_confirm_token_issued(
         settings.secret_key, token, max_age_seconds=settings.confirm_token_max_age_seconds
     )
     subscriber = _subscriber_for_key(session, key)
-    return subscriber, _confirm_outcome(subscriber)
+    return subscriber, _confirm_outcome(session, subscriber, issued_at)
 
 
-def _confirm_outcome(subscriber: Subscriber) -> ConfirmOutcome:
+def _confirm_outcome(
+    session: Session, subscriber: Subscriber, issued_at: datetime
+) -> ConfirmOutcome:
     if subscriber.status == SubscriberStatus.PENDING:
+        suppression = suppressions.find_active(session.connection(), subscriber.email)
+        # Only a link sent after the suppression lifts it (tokens carry whole seconds).
+        if suppression is not None and issued_at < suppression.created_at.replace(microsecond=0):
+            return ConfirmOutcome.NO_LONGER_VALID
         return ConfirmOutcome.CONFIRMABLE
     if subscriber.status == SubscriberStatus.CONFIRMED:
         return ConfirmOutcome.ALREADY_CONFIRMED
@@ -190,10 +199,20 @@ def confirm_subscription(
     now: datetime,
     client_address: str | None,
 ) -> tuple[Subscriber, ConfirmOutcome]:
-    """Confirm a pending address, recording when and from where; repeating it changes nothing."""
+    """Confirm a pending address, recording when and from where; repeating it changes nothing.
+
+    The owner's click is what lifts a suppression of their mailbox, and the
+    suppression's note records it.
+    """
     subscriber, outcome = inspect_confirmation(session, settings, token)
     if outcome is ConfirmOutcome.CONFIRMABLE:
         store.mark_confirmed(subscriber, now=now, client_address=client_address)
+        suppressions.lift(
+            session.connection(),
+            subscriber.email,
+            now=now,
+            why=f"{subscriber.email} confirmed a new sign-up from {client_address or 'unknown'}",
+        )
         session.flush()
         outcome = ConfirmOutcome.CONFIRMED
     return subscriber, outcome
