@@ -89,6 +89,8 @@ def main() -> None:
             smtp_port=smtp.port,
             secret_key="timing-secret-key-0123456789-abcdefghij",
             signup_rate_limit=1_000_000,
+            # Every confirmation that is due goes out, as for a real list's varied addresses.
+            confirm_domain_limit=1_000_000,
         )
         engine = create_db_engine(settings.database_url)
         upgrade_schema(engine)

@@ -104,13 +104,46 @@ class Settings(BaseSettings):
     confirm_resend_interval_seconds: int = Field(default=3600, ge=0)
     signup_rate_limit: int = Field(default=5, ge=1)
     signup_rate_window_seconds: int = Field(default=3600, ge=1)
+    # Confirmation emails per mailbox (address without +tag) and per domain, per window;
+    # shared providers (Gmail, Outlook, ...) get their own, larger, domain cap.
+    confirm_mailbox_limit: int = Field(default=3, ge=1)
+    confirm_mailbox_window_seconds: int = Field(default=24 * 3600, ge=1)
+    confirm_domain_limit: int = Field(default=50, ge=1)
+    confirm_shared_domain_limit: int = Field(default=1000, ge=1)
+    confirm_domain_window_seconds: int = Field(default=3600, ge=1)
+    confirm_shared_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "gmail.com",
+            "outlook.com",
+            "hotmail.com",
+            "live.com",
+            "yahoo.com",
+            "icloud.com",
+            "me.com",
+            "aol.com",
+            "proton.me",
+            "protonmail.com",
+            "gmx.de",
+            "gmx.net",
+            "web.de",
+            "yandex.ru",
+            "mail.ru",
+            "qq.com",
+            "163.com",
+        ]
+    )
     # Reverse proxies (IPs or CIDR networks) whose X-Forwarded-For names the client.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     templates_dir: Path = PROJECT_ROOT / "templates"
 
     @field_validator(
-        "smtp_extra_relays", "arxiv_categories", "topics", "trusted_proxies", mode="before"
+        "smtp_extra_relays",
+        "arxiv_categories",
+        "topics",
+        "trusted_proxies",
+        "confirm_shared_domains",
+        mode="before",
     )
     @classmethod
     def _split_comma_list(cls, value: object) -> object:

@@ -7,6 +7,7 @@ of the confirmation email around them. Callers commit.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from enum import StrEnum
+from typing import Protocol
 
 from jinja2 import Environment
 from sqlmodel import Session
@@ -32,9 +34,19 @@ from subscribers.tokens import (
     read_unsubscribe_token,
 )
 
+logger = logging.getLogger(__name__)
+
 # Angle brackets are the one thing a real name never needs and markup always does.
 _MARKUP = re.compile(r"[<>]")
 MAX_TOPICS_INPUT = 50
+
+
+class ConfirmationQuota(Protocol):
+    """Caps on confirmation emails (per mailbox, per domain) that a sign-up must fit in."""
+
+    def reserve(self, address: str) -> str | None:
+        """Count one confirmation email to this address if allowed, else say why not."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +109,12 @@ def validate_topics(settings: Settings, raw: Iterable[str]) -> tuple[str, ...]:
 
 
 def register_signup(
-    session: Session, settings: Settings, details: SignupDetails, *, now: datetime
+    session: Session,
+    settings: Settings,
+    details: SignupDetails,
+    *,
+    now: datetime,
+    quota: ConfirmationQuota,
 ) -> ConfirmationEmail | None:
     """Record a sign-up and say whether a confirmation email is due now.
 
@@ -105,8 +122,10 @@ def register_signup(
     stranger change someone's topics); a pending one takes the new details;
     one that left, bounced or complained goes back to pending and must confirm
     again, and so does a confirmed one whose mailbox is suppressed (it gets no
-    digest until its owner confirms this sign-up). Whatever happens here, the
-    caller answers the same thing.
+    digest until its owner confirms this sign-up). A confirmation goes out at
+    most once per resend interval per address, and only within the quota's
+    caps per mailbox and domain. Whatever happens here, the caller answers the
+    same thing.
     """
     subscriber = store.add_pending_subscriber(
         session, email=details.email, name=details.name, topics=details.topics
@@ -120,6 +139,11 @@ def register_signup(
         session, subscriber, now=now, interval_seconds=settings.confirm_resend_interval_seconds
     )
     if claim is None:
+        return None
+    refused = quota.reserve(subscriber.email)
+    if refused is not None:
+        store.release_confirmation_slot(session, claim)
+        logger.warning("no confirmation email to %s: %s", subscriber.email, refused)
         return None
     return ConfirmationEmail(email=subscriber.email, name=subscriber.name, claim=claim)
 

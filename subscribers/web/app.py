@@ -24,7 +24,7 @@ from newsletter import __version__
 from newsletter.db import create_db_engine
 from newsletter.render import make_template_environment
 from newsletter.settings import Settings
-from subscribers.ratelimit import SlidingWindowRateLimiter
+from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
 from subscribers.web.body_limit import BodySizeLimitMiddleware
 from subscribers.web.context import WebContext
 from subscribers.web.jobs import EditionSendJobs
@@ -99,6 +99,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         signup_limiter=SlidingWindowRateLimiter(
             limit=settings.signup_rate_limit, window_seconds=settings.signup_rate_window_seconds
         ),
+        confirmation_caps=ConfirmationCaps.from_settings(settings),
         send_jobs=EditionSendJobs(run_send),
         engine=engine,
     )

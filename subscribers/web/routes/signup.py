@@ -241,7 +241,9 @@ async def process_signup(web: WebContext, details: SignupDetails) -> None:
 
 def _record_signup(web: WebContext, details: SignupDetails) -> ConfirmationEmail | None:
     with session_scope(web.database) as session:
-        return register_signup(session, web.settings, details, now=utc_now())
+        return register_signup(
+            session, web.settings, details, now=utc_now(), quota=web.confirmation_caps
+        )
 
 
 async def deliver_confirmation(web: WebContext, confirmation: ConfirmationEmail) -> None:
