@@ -18,6 +18,21 @@ from newsletter.errors import ConfigurationError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SECRET_KEY = "change-me"
+# 32 characters of a random URL-safe alphabet carry about 190 bits; 43 (below) carry 256.
+MIN_SECRET_LENGTH = 32
+MIN_DISTINCT_SECRET_CHARACTERS = 8
+GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+def secret_weakness(value: str) -> str | None:
+    """Why a secret is too weak to sign links or guard /admin in production, or None."""
+    if len(value) < MIN_SECRET_LENGTH:
+        unit = "character" if len(value) == 1 else "characters"
+        return f"it is {len(value)} {unit} long, not the {MIN_SECRET_LENGTH} needed"
+    repeats = any(value[period:] == value[:-period] for period in range(1, len(value) // 2 + 1))
+    if repeats or len(set(value)) < MIN_DISTINCT_SECRET_CHARACTERS:
+        return "it repeats a few characters instead of being random"
+    return None
 
 
 class SmtpSecurity(StrEnum):
@@ -136,6 +151,9 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     templates_dir: Path = PROJECT_ROOT / "templates"
+    # The interactive API docs (/docs) and the schema (/openapi.json); unset: on in
+    # development, off in production (they list every /admin operation).
+    api_docs: bool | None = None
 
     @field_validator(
         "smtp_extra_relays",
@@ -171,15 +189,27 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Self:
-        if self.environment is Environment.PRODUCTION and self.secret_key in (
-            "",
-            DEFAULT_SECRET_KEY,
-        ):
+        if self.environment is not Environment.PRODUCTION:
+            return self
+        problems = []
+        if self.secret_key in ("", DEFAULT_SECRET_KEY):
+            problems.append("NEWSLETTER_SECRET_KEY is unset or the default")
+        elif weakness := secret_weakness(self.secret_key):
+            problems.append(f"NEWSLETTER_SECRET_KEY is too weak for production: {weakness}")
+        if self.admin_token is not None and (weakness := secret_weakness(self.admin_token)):
+            problems.append(f"NEWSLETTER_ADMIN_TOKEN is too weak for production: {weakness}")
+        if problems:
             raise ValueError(
-                "NEWSLETTER_SECRET_KEY is unset or the default; set a long random value "
-                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+                f"{'; '.join(problems)}; set a long random value, made with `{GENERATE_SECRET}`"
             )
         return self
+
+    @property
+    def api_docs_enabled(self) -> bool:
+        """Whether /docs and /openapi.json are served."""
+        if self.api_docs is None:
+            return self.environment is Environment.DEVELOPMENT
+        return self.api_docs
 
     @property
     def sender_domain(self) -> str:

@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,8 +40,14 @@ PAGE_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
-# The interactive API docs load their script from a CDN, so they get no CSP.
-_DOCS_PATHS = ("/docs", "/redoc")
+# The interactive API docs run Swagger UI from files of the fastapi-offline
+# package, served here (no CDN), and one inline script that starts it.
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+DOCS_PATH = "/docs"
 
 
 class SecurityHeadersMiddleware:
@@ -71,8 +78,8 @@ class SecurityHeadersMiddleware:
                     (b"x-frame-options", b"DENY"),
                     (b"cross-origin-opener-policy", b"same-origin"),
                 ]
-                if not path.startswith(_DOCS_PATHS):
-                    wanted.append((b"content-security-policy", PAGE_CSP.encode()))
+                csp = DOCS_CSP if path.startswith(DOCS_PATH) else PAGE_CSP
+                wanted.append((b"content-security-policy", csp.encode()))
                 if self.https:
                     wanted.append((b"strict-transport-security", b"max-age=31536000"))
                 headers.extend(item for item in wanted if item[0] not in present)
@@ -116,12 +123,27 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
                 web.engine.dispose()
                 web.engine = None
 
-    app = FastAPI(
-        title=f"{settings.list_name}: sign-up and operator API",
-        version=__version__,
-        lifespan=lifespan,
-        redoc_url=None,
-    )
+    title = f"{settings.list_name}: sign-up and operator API"
+    if settings.api_docs_enabled:
+        app = FastAPIOffline(
+            docs_url=DOCS_PATH,
+            redoc_url=None,
+            static_url=f"{DOCS_PATH}/assets",
+            # Swagger UI would send the schema's URL to validator.swagger.io for a badge.
+            swagger_ui_parameters={"validatorUrl": None},
+            title=title,
+            version=__version__,
+            lifespan=lifespan,
+        )
+    else:
+        app = FastAPI(
+            title=title,
+            version=__version__,
+            lifespan=lifespan,
+            docs_url=None,
+            redoc_url=None,
+            openapi_url=None,
+        )
     app.state.web = web
     for module in (signup, confirm, unsubscribe, preferences, editions, admin):
         app.include_router(module.router)

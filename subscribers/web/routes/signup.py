@@ -100,6 +100,7 @@ def signup_page(pages: PagesDep) -> HTMLResponse:
     response_model=SignupAccepted,
     responses={
         200: {"description": "Form sign-ups get a page.", "content": {"text/html": {}}},
+        413: {"model": SignupProblem, "description": "The body is larger than 16 KiB."},
         415: {"model": SignupProblem},
         422: {"model": SignupProblem},
         429: {"model": SignupProblem, "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
