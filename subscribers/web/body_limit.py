@@ -90,10 +90,11 @@ class BodySizeLimitMiddleware:
             await self._refuse(scope, receive, send, limit)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        response = self.refusal(Request(scope), limit)
-        # The rest of the body stays unread, so the connection cannot carry another request.
-        response.headers["Connection"] = "close"
-        await response(scope, receive, send)
+        # No "Connection: close": closing a socket with body bytes still arriving makes
+        # the kernel send a reset, which can destroy the 413 before the client reads it.
+        # The server discards the rest of the body (uvicorn: once the answer is complete)
+        # without keeping it, and drops the connection when it falls silent.
+        await self.refusal(Request(scope), limit)(scope, receive, send)
 
 
 def _declared_length(scope: Scope) -> int | None:
