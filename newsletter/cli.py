@@ -447,16 +447,19 @@ def subscribers_list(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
-    """List subscribers with their status."""
+    """List subscribers with their status (and why a suppressed one gets no digest)."""
     from newsletter.db import session_scope
     from subscribers.store import iter_subscribers
+    from subscribers.suppressions import active_reasons
 
     with session_scope(_context(ctx).engine()) as session:
+        suppressed = active_reasons(session.connection())
         rows = [
             {
                 "email": s.email,
                 "name": s.name,
                 "status": str(s.status),
+                "suppressed": str(suppressed[s.mailbox]) if s.mailbox in suppressed else None,
                 "topics": s.topics,
                 "paused": s.paused,
                 "created_at": s.created_at.isoformat(),
@@ -467,13 +470,14 @@ def subscribers_list(
         print(json.dumps(rows, ensure_ascii=False))
         return
     table = Table(title=f"{len(rows)} subscribers")
-    for column in ("email", "name", "status", "since"):
+    for column in ("email", "name", "status", "suppressed", "since"):
         table.add_column(column)
     for row in rows:
         table.add_row(
             str(row["email"]),
             str(row["name"] or ""),
             str(row["status"]),
+            str(row["suppressed"] or ""),
             str(row["created_at"])[:10],
         )
     console.print(table)

@@ -6,6 +6,7 @@ down; nothing reads the environment anywhere else.
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Self
@@ -17,6 +18,21 @@ from newsletter.errors import ConfigurationError
 from newsletter.resources import templates_path
 
 DEFAULT_SECRET_KEY = "change-me"
+# 32 characters of a random URL-safe alphabet carry about 190 bits; 43 (below) carry 256.
+MIN_SECRET_LENGTH = 32
+MIN_DISTINCT_SECRET_CHARACTERS = 8
+GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+def secret_weakness(value: str) -> str | None:
+    """Why a secret is too weak to sign links or guard /admin in production, or None."""
+    if len(value) < MIN_SECRET_LENGTH:
+        unit = "character" if len(value) == 1 else "characters"
+        return f"it is {len(value)} {unit} long, not the {MIN_SECRET_LENGTH} needed"
+    repeats = any(value[period:] == value[:-period] for period in range(1, len(value) // 2 + 1))
+    if repeats or len(set(value)) < MIN_DISTINCT_SECRET_CHARACTERS:
+        return "it repeats a few characters instead of being random"
+    return None
 
 
 class SmtpSecurity(StrEnum):
@@ -103,16 +119,69 @@ class Settings(BaseSettings):
     confirm_resend_interval_seconds: int = Field(default=3600, ge=0)
     signup_rate_limit: int = Field(default=5, ge=1)
     signup_rate_window_seconds: int = Field(default=3600, ge=1)
+    # Confirmation emails per mailbox (address without +tag) and per domain, per window;
+    # shared providers (Gmail, Outlook, ...) get their own, larger, domain cap.
+    confirm_mailbox_limit: int = Field(default=3, ge=1)
+    confirm_mailbox_window_seconds: int = Field(default=24 * 3600, ge=1)
+    confirm_domain_limit: int = Field(default=50, ge=1)
+    confirm_shared_domain_limit: int = Field(default=1000, ge=1)
+    confirm_domain_window_seconds: int = Field(default=3600, ge=1)
+    confirm_shared_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "gmail.com",
+            "outlook.com",
+            "hotmail.com",
+            "live.com",
+            "yahoo.com",
+            "icloud.com",
+            "me.com",
+            "aol.com",
+            "proton.me",
+            "protonmail.com",
+            "gmx.de",
+            "gmx.net",
+            "web.de",
+            "yandex.ru",
+            "mail.ru",
+            "qq.com",
+            "163.com",
+        ]
+    )
+    # Reverse proxies (IPs or CIDR networks) whose X-Forwarded-For names the client.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Default: the templates installed with the package (the checkout's templates/).
     templates_dir: Path = Field(default_factory=templates_path)
+    # The interactive API docs (/docs) and the schema (/openapi.json); unset: on in
+    # development, off in production (they list every /admin operation).
+    api_docs: bool | None = None
 
-    @field_validator("smtp_extra_relays", "arxiv_categories", "topics", mode="before")
+    @field_validator(
+        "smtp_extra_relays",
+        "arxiv_categories",
+        "topics",
+        "trusted_proxies",
+        "confirm_shared_domains",
+        mode="before",
+    )
     @classmethod
     def _split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        networks = []
+        for item in value:
+            try:
+                networks.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or CIDR network (host names are not supported)"
+                ) from None
+        return networks
 
     @field_validator("base_url")
     @classmethod
@@ -121,15 +190,27 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Self:
-        if self.environment is Environment.PRODUCTION and self.secret_key in (
-            "",
-            DEFAULT_SECRET_KEY,
-        ):
+        if self.environment is not Environment.PRODUCTION:
+            return self
+        problems = []
+        if self.secret_key in ("", DEFAULT_SECRET_KEY):
+            problems.append("NEWSLETTER_SECRET_KEY is unset or the default")
+        elif weakness := secret_weakness(self.secret_key):
+            problems.append(f"NEWSLETTER_SECRET_KEY is too weak for production: {weakness}")
+        if self.admin_token is not None and (weakness := secret_weakness(self.admin_token)):
+            problems.append(f"NEWSLETTER_ADMIN_TOKEN is too weak for production: {weakness}")
+        if problems:
             raise ValueError(
-                "NEWSLETTER_SECRET_KEY is unset or the default; set a long random value "
-                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+                f"{'; '.join(problems)}; set a long random value, made with `{GENERATE_SECRET}`"
             )
         return self
+
+    @property
+    def api_docs_enabled(self) -> bool:
+        """Whether /docs and /openapi.json are served."""
+        if self.api_docs is None:
+            return self.environment is Environment.DEVELOPMENT
+        return self.api_docs
 
     @property
     def sender_domain(self) -> str:

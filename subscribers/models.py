@@ -1,4 +1,4 @@
-"""The subscriber table."""
+"""The audience's tables: subscribers, and the suppression list that outlives them."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import secrets
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, Column, Index, String, func
+from sqlalchemy import JSON, Column, Index, String, Text, func
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlmodel import Field, SQLModel
 
 from newsletter.clock import UtcDateTime, utc_now
+from subscribers.addresses import mailbox_of
 
 
 class SubscriberStatus(StrEnum):
@@ -20,6 +22,12 @@ class SubscriberStatus(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
     COMPLAINED = "complained"
+
+
+def _mailbox_of_row(context: DefaultExecutionContext) -> str:
+    # Every insert, through the ORM or a bulk INSERT, fills the key from the address.
+    row = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    return mailbox_of(str(row["email"]))
 
 
 def new_subscriber_key() -> str:
@@ -37,6 +45,19 @@ class Subscriber(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(sa_column=Column("email", String(320), nullable=False))
+    # The address as the suppression list keys it (`subscribers.addresses.mailbox_of`);
+    # addresses never change, so it is written once, on insert.
+    mailbox: str = Field(
+        default=None,
+        sa_column=Column(
+            "mailbox",
+            String(320),
+            nullable=False,
+            index=True,
+            default=_mailbox_of_row,
+            server_default="",
+        ),
+    )
     name: str | None = Field(default=None, max_length=200)
     status: SubscriberStatus = Field(
         default=SubscriberStatus.PENDING, sa_type=String(16), index=True
@@ -51,3 +72,29 @@ class Subscriber(SQLModel, table=True):
     confirmed_ip: str | None = Field(default=None, max_length=64)
     unsubscribed_at: datetime | None = Field(default=None, sa_type=UtcDateTime, index=True)
     bounced_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class SuppressionReason(StrEnum):
+    """Why a mailbox gets no digest until its owner confirms a new sign-up."""
+
+    BOUNCED = "bounced"  # a digest hard-bounced
+    COMPLAINED = "complained"  # the reader reported a digest as spam
+    ERASED = "erased"  # the reader's data was erased on request; the mailbox stays blocked
+    OPERATOR = "operator"  # an operator blocked it
+
+
+class Suppression(SQLModel, table=True):
+    """A mailbox the send path skips, whatever its subscriber rows say; one row per mailbox.
+
+    A lifted suppression stays as a record (`lifted_at`, and the note says how);
+    a new suppression of the same mailbox takes the row over again.
+    """
+
+    __tablename__ = "suppressions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    address: str = Field(sa_column=Column("address", String(320), nullable=False, unique=True))
+    reason: SuppressionReason = Field(sa_type=String(16))
+    note: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+    lifted_at: datetime | None = Field(default=None, sa_type=UtcDateTime)

@@ -7,12 +7,14 @@ of the confirmation email around them. Callers commit.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime, make_msgid
 from enum import StrEnum
+from typing import Protocol
 
 from jinja2 import Environment
 from sqlmodel import Session
@@ -27,19 +29,29 @@ from newsletter.headers import (
 from newsletter.mime import OutgoingMessage, compose_alternative
 from newsletter.render import render_email
 from newsletter.settings import Settings
-from subscribers import store
+from subscribers import store, suppressions
 from subscribers.models import Subscriber, SubscriberStatus
 from subscribers.store import ConfirmationClaim
 from subscribers.tokens import (
     confirm_url,
-    read_confirm_token,
+    read_confirm_token_issued,
     read_preferences_token,
     read_unsubscribe_token,
 )
 
+logger = logging.getLogger(__name__)
+
 # Angle brackets are the one thing a real name never needs and markup always does.
 _MARKUP = re.compile(r"[<>]")
 MAX_TOPICS_INPUT = 50
+
+
+class ConfirmationQuota(Protocol):
+    """Caps on confirmation emails (per mailbox, per domain) that a sign-up must fit in."""
+
+    def reserve(self, address: str) -> str | None:
+        """Count one confirmation email to this address if allowed, else say why not."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,19 +114,29 @@ def validate_topics(settings: Settings, raw: Iterable[str]) -> tuple[str, ...]:
 
 
 def register_signup(
-    session: Session, settings: Settings, details: SignupDetails, *, now: datetime
+    session: Session,
+    settings: Settings,
+    details: SignupDetails,
+    *,
+    now: datetime,
+    quota: ConfirmationQuota,
 ) -> ConfirmationEmail | None:
     """Record a sign-up and say whether a confirmation email is due now.
 
     A confirmed address is left exactly as it is (the form must not let a
     stranger change someone's topics); a pending one takes the new details;
     one that left, bounced or complained goes back to pending and must confirm
-    again. Whatever happens here, the caller answers the same thing.
+    again, and so does a confirmed one whose mailbox is suppressed (it gets no
+    digest until its owner confirms this sign-up). A confirmation goes out at
+    most once per resend interval per address, and only within the quota's
+    caps per mailbox and domain. Whatever happens here, the caller answers the
+    same thing.
     """
     subscriber = store.add_pending_subscriber(
         session, email=details.email, name=details.name, topics=details.topics
     )
-    if subscriber.status == SubscriberStatus.CONFIRMED:
+    suppressed = suppressions.find_active(session.connection(), subscriber.email) is not None
+    if subscriber.status == SubscriberStatus.CONFIRMED and not suppressed:
         return None
     store.reopen_subscription(subscriber, name=details.name, topics=details.topics)
     session.flush()
@@ -122,6 +144,11 @@ def register_signup(
         session, subscriber, now=now, interval_seconds=settings.confirm_resend_interval_seconds
     )
     if claim is None:
+        return None
+    refused = quota.reserve(subscriber.email)
+    if refused is not None:
+        store.release_confirmation_slot(session, claim)
+        logger.warning("no confirmation email to %s: %s", subscriber.email, refused)
         return None
     return ConfirmationEmail(email=subscriber.email, name=subscriber.name, claim=claim)
 
@@ -176,15 +203,21 @@ def inspect_confirmation(
     session: Session, settings: Settings, token: str
 ) -> tuple[Subscriber, ConfirmOutcome]:
     """What the confirm button would do, without changing anything (scanners prefetch GETs)."""
-    key = read_confirm_token(
+    key, issued_at = read_confirm_token_issued(
         settings.secret_key, token, max_age_seconds=settings.confirm_token_max_age_seconds
     )
     subscriber = _subscriber_for_key(session, key)
-    return subscriber, _confirm_outcome(subscriber)
+    return subscriber, _confirm_outcome(session, subscriber, issued_at)
 
 
-def _confirm_outcome(subscriber: Subscriber) -> ConfirmOutcome:
+def _confirm_outcome(
+    session: Session, subscriber: Subscriber, issued_at: datetime
+) -> ConfirmOutcome:
     if subscriber.status == SubscriberStatus.PENDING:
+        suppression = suppressions.find_active(session.connection(), subscriber.email)
+        # Only a link sent after the suppression lifts it (tokens carry whole seconds).
+        if suppression is not None and issued_at < suppression.created_at.replace(microsecond=0):
+            return ConfirmOutcome.NO_LONGER_VALID
         return ConfirmOutcome.CONFIRMABLE
     if subscriber.status == SubscriberStatus.CONFIRMED:
         return ConfirmOutcome.ALREADY_CONFIRMED
@@ -199,10 +232,20 @@ def confirm_subscription(
     now: datetime,
     client_address: str | None,
 ) -> tuple[Subscriber, ConfirmOutcome]:
-    """Confirm a pending address, recording when and from where; repeating it changes nothing."""
+    """Confirm a pending address, recording when and from where; repeating it changes nothing.
+
+    The owner's click is what lifts a suppression of their mailbox, and the
+    suppression's note records it.
+    """
     subscriber, outcome = inspect_confirmation(session, settings, token)
     if outcome is ConfirmOutcome.CONFIRMABLE:
         store.mark_confirmed(subscriber, now=now, client_address=client_address)
+        suppressions.lift(
+            session.connection(),
+            subscriber.email,
+            now=now,
+            why=f"{subscriber.email} confirmed a new sign-up from {client_address or 'unknown'}",
+        )
         session.flush()
         outcome = ConfirmOutcome.CONFIRMED
     return subscriber, outcome

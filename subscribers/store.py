@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 
 from newsletter.clock import utc_now
 from newsletter.errors import InvalidEmailError, SubscriberNotFoundError
-from newsletter.text import has_control_characters, single_line
+from newsletter.text import has_unsafe_characters, single_line
 from subscribers.models import Subscriber, SubscriberStatus
 
 MAX_EMAIL_LENGTH = 254
@@ -28,8 +28,11 @@ def normalise_email(raw: str) -> str:
         raise InvalidEmailError("an email address is required")
     if len(candidate) > MAX_EMAIL_LENGTH:
         raise InvalidEmailError(f"that address is longer than {MAX_EMAIL_LENGTH} characters")
-    if has_control_characters(candidate):
-        raise InvalidEmailError("that address contains line breaks or control characters")
+    if has_unsafe_characters(candidate):
+        # Checked before the validator, which is not built for lone surrogates.
+        raise InvalidEmailError(
+            "that address contains line breaks, control characters or invisible formatting"
+        )
     try:
         # The sender speaks plain SMTP without SMTPUTF8, so the address must have an
         # ASCII form: an international domain becomes punycode, a non-ASCII mailbox name
@@ -41,11 +44,10 @@ def normalise_email(raw: str) -> str:
 
 
 def clean_name(raw: str | None) -> str | None:
-    """A display name safe for headers and pages: no control characters, collapsed, capped."""
+    """A display name safe for headers and pages: one line, no bidi controls, capped."""
     if raw is None:
         return None
-    cleaned = single_line(raw)
-    return cleaned[:MAX_NAME_LENGTH] or None
+    return single_line(raw)[:MAX_NAME_LENGTH].rstrip() or None
 
 
 def find_subscriber(session: Session, email: str) -> Subscriber | None:

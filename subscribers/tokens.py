@@ -17,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import re
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
@@ -89,9 +90,16 @@ def read_preferences_token(secret_key: str, token: str) -> str:
 
 def read_confirm_token(secret_key: str, token: str, *, max_age_seconds: int) -> str:
     """The subscriber key in a confirmation token, or InvalidTokenError (also when expired)."""
+    return read_confirm_token_issued(secret_key, token, max_age_seconds=max_age_seconds)[0]
+
+
+def read_confirm_token_issued(
+    secret_key: str, token: str, *, max_age_seconds: int
+) -> tuple[str, datetime]:
+    """The subscriber key in a confirmation token and when it was made (to the second)."""
     serializer = URLSafeTimedSerializer(secret_key, salt=_CONFIRM_SALT)
     try:
-        value = serializer.loads(token, max_age=max_age_seconds)
+        value, issued_at = serializer.loads(token, max_age=max_age_seconds, return_timestamp=True)
     except SignatureExpired:
         raise ExpiredTokenError(
             "this confirmation link has expired; sign up again to get a new one"
@@ -100,7 +108,7 @@ def read_confirm_token(secret_key: str, token: str, *, max_age_seconds: int) -> 
         raise InvalidTokenError(_NOT_VALID) from None
     if not isinstance(value, str):
         raise InvalidTokenError(_NOT_VALID)
-    return value
+    return value, issued_at.astimezone(UTC)
 
 
 def unsubscribe_url(base_url: str, secret_key: str, subscriber_key: str) -> str:

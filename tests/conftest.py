@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from newsletter.db import create_db_engine, upgrade_schema
 from newsletter.settings import Settings, load_settings
+from tests.support.cli import cli_environment
 from tests.support.smtp_server import RecordingSmtpServer
 
 
@@ -58,3 +59,9 @@ def engine(settings: Settings) -> Iterator[Engine]:
     upgrade_schema(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, smtp_server: RecordingSmtpServer) -> dict[str, str]:
+    """The environment of a `newsletter` process on a temp SQLite file and the recording server."""
+    return cli_environment(f"sqlite:///{tmp_path / 'cli.db'}", smtp_server.port)

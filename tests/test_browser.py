@@ -179,3 +179,39 @@ def test_join_confirm_and_leave_through_a_sent_digest_in_chromium(
             assert stored is not None and stored.status == SubscriberStatus.UNSUBSCRIBED
         finally:
             browser.close()
+
+
+def test_the_api_docs_render_in_chromium_without_reaching_any_other_host(live_site: str) -> None:
+    executable = _chromium_path()
+    try:
+        from playwright.sync_api import Route, sync_playwright
+    except ImportError:
+        _skip("the playwright package is not installed (pip install -e '.[dev]')")
+    elsewhere: list[str] = []
+    console_errors: list[str] = []
+
+    def only_this_site(route: Route) -> None:
+        if route.request.url.startswith(live_site):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.route("**/*", only_this_site)
+            page.on(
+                "console",
+                lambda message: (
+                    console_errors.append(message.text) if message.type == "error" else None
+                ),
+            )
+            page.goto(live_site + "/docs")
+            page.wait_for_selector('[data-path="/subscribe"]')
+            page.wait_for_selector('[data-path="/admin/editions/{day}/send"]')
+        finally:
+            browser.close()
+    assert elsewhere == []
+    assert console_errors == []

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.cli import cli_environment, run_cli
+from tests.support.cli import run_cli
 from tests.support.smtp_server import RecordingSmtpServer
 
 DAY = "2026-11-20"
@@ -67,11 +67,6 @@ def documented_score(upvotes: int, comments: int, stars: int, age_hours: float) 
     """The README's formula, written out independently of the code."""
     popularity = math.log(1 + upvotes) + 0.5 * math.log(1 + comments) + 0.25 * math.log(1 + stars)
     return popularity * 2 ** (-age_hours / 72)
-
-
-@pytest.fixture
-def cli_env(tmp_path: Path, smtp_server: RecordingSmtpServer) -> dict[str, str]:
-    return cli_environment(f"sqlite:///{tmp_path / 'cli.db'}", smtp_server.port)
 
 
 def test_every_command_has_help(cli_env: dict[str, str]) -> None:

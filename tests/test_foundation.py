@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import smtplib
 
 import pytest
@@ -19,8 +20,34 @@ def test_production_refuses_the_default_secret_key() -> None:
 
 
 def test_production_accepts_a_real_secret_key() -> None:
-    settings = load_settings(environment="production", secret_key="x" * 40)
-    assert settings.secret_key == "x" * 40
+    key, token = secrets.token_urlsafe(32), secrets.token_hex(16)
+    settings = load_settings(environment="production", secret_key=key, admin_token=token)
+    assert (settings.secret_key, settings.admin_token) == (key, token)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "why"),
+    [
+        ("secret_key", "§", "1 character long, not the 32 needed"),
+        ("secret_key", "x" * 40, "repeats"),
+        ("secret_key", "Zq3_kP9x" * 5, "repeats"),
+        ("secret_key", "E9sVB6aMjeMcHgBoiMJt7Q", "22 characters long"),
+        ("admin_token", "hunter2", "7 characters long"),
+        ("admin_token", "ab" * 20, "repeats"),
+    ],
+)
+def test_production_refuses_weak_secrets_and_says_how_to_make_one(
+    setting: str, value: str, why: str
+) -> None:
+    values = {"secret_key": secrets.token_urlsafe(32), setting: value}
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(environment="production", **values)
+    message = str(caught.value)
+    assert f"NEWSLETTER_{setting.upper()} is too weak for production" in message
+    assert why in message
+    assert 'python -c "import secrets; print(secrets.token_urlsafe(32))"' in message
+    assert value not in message  # a secret never reaches a log line
+    load_settings(**values)  # development accepts it
 
 
 def test_bad_values_are_named_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

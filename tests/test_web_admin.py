@@ -84,6 +84,8 @@ async def test_subscriber_counts_by_status(settings: Settings, engine: Engine) -
             "complained": 0,
         },
         "total": 3,
+        "suppressed": {"bounced": 0, "complained": 0, "erased": 0, "operator": 0},
+        "confirmed_but_suppressed": 0,
     }
 
 

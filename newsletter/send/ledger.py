@@ -3,7 +3,8 @@
 Every statement here is a single set-based SQL statement, so the audience is
 never loaded into Python and a batch of outcomes is one round trip:
 
-- `queue_audience` fixes the audience with one INSERT … SELECT;
+- `queue_audience` fixes the audience with one INSERT … SELECT (suppressed
+  mailboxes excluded in the same statement);
 - `claim_batch` leases up to N claimable rows with one UPDATE … RETURNING
   (on PostgreSQL its subquery takes `FOR UPDATE SKIP LOCKED`, so workers on
   several machines never claim the same row; SQLite serialises writers, so
@@ -42,7 +43,8 @@ from sqlalchemy import (
 
 from newsletter.clock import UtcDateTime
 from newsletter.models import Delivery, DeliveryStatus, Edition, EditionStatus
-from subscribers.models import Subscriber, SubscriberStatus
+from subscribers.models import Subscriber, SubscriberStatus, SuppressionReason
+from subscribers.suppressions import not_suppressed, suppress_subscribers
 
 deliveries = Delivery.__table__  # type: ignore[attr-defined]
 editions = Edition.__table__  # type: ignore[attr-defined]
@@ -111,7 +113,7 @@ class MessageIdParts:
 
 
 def queue_audience(connection: Connection, *, edition_id: int, now: dt.datetime) -> int:
-    """Insert one queued row per confirmed, non-paused subscriber; returns how many."""
+    """Queue one row per confirmed, unpaused, unsuppressed subscriber; returns how many."""
     when = literal(now, UtcDateTime())
     audience = select(
         literal(edition_id),
@@ -127,6 +129,7 @@ def queue_audience(connection: Connection, *, edition_id: int, now: dt.datetime)
     ).where(
         subscribers.c.status == SubscriberStatus.CONFIRMED.value,
         subscribers.c.paused == false(),
+        not_suppressed(subscribers.c.mailbox),
     )
     statement = insert(deliveries).from_select(
         [
@@ -189,13 +192,14 @@ def _queued_rows(edition_id: int | None) -> list[ColumnElement[bool]]:
 
 
 def _still_subscribed() -> ColumnElement[bool]:
-    """Whether a row's subscriber still wants the digest (test sends always do)."""
+    """Whether a row's subscriber still wants (and may get) the digest; test sends always do."""
     return or_(
         deliveries.c.subscriber_id.is_(None),
         exists().where(
             subscribers.c.id == deliveries.c.subscriber_id,
             subscribers.c.status == SubscriberStatus.CONFIRMED.value,
             subscribers.c.paused == false(),
+            not_suppressed(subscribers.c.mailbox),
         ),
     )
 
@@ -328,7 +332,11 @@ def record_outcomes(connection: Connection, outcomes: Iterable[Outcome], now: dt
             [{"row_id": o.delivery_id} for o in released],
         )
     if bounced := by_kind.get(OutcomeKind.BOUNCED):
-        mark_subscribers_bounced(connection, [o.subscriber_key for o in bounced], now)
+        mark_subscribers_bounced(
+            connection,
+            [(o.subscriber_key, f"hard bounce: {o.code or ''} {o.error or ''}") for o in bounced],
+            now,
+        )
 
 
 def _record_sent(connection: Connection, sent: list[Outcome], now: dt.datetime) -> None:
@@ -382,16 +390,23 @@ def _final_params(outcome: Outcome) -> dict[str, object]:
 
 
 def mark_subscribers_bounced(
-    connection: Connection, subscriber_keys: Sequence[str | None], now: dt.datetime
+    connection: Connection,
+    bounces: Sequence[tuple[str | None, str]],
+    now: dt.datetime,
 ) -> None:
-    """Mark the subscribers behind hard bounces `bounced` so later editions skip them."""
-    keys = [key for key in subscriber_keys if key]
-    if not keys:
+    """Mark the subscribers behind hard bounces `bounced` and suppress their mailboxes.
+
+    `bounces` holds (subscriber key, what the server said). The status keeps
+    this subscriber row out of later editions; the suppression keeps the
+    mailbox out whatever any of its rows say later, until its owner confirms.
+    """
+    known = [(key, note) for key, note in bounces if key]
+    if not known:
         return
     connection.execute(
         update(subscribers)
         .where(
-            subscribers.c.key.in_(keys),
+            subscribers.c.key.in_([key for key, _ in known]),
             # An address that left or complained keeps that (stronger) status.
             subscribers.c.status.in_(
                 [SubscriberStatus.CONFIRMED.value, SubscriberStatus.PENDING.value]
@@ -399,6 +414,7 @@ def mark_subscribers_bounced(
         )
         .values(status=SubscriberStatus.BOUNCED.value, bounced_at=now, updated_at=now)
     )
+    suppress_subscribers(connection, known, reason=SuppressionReason.BOUNCED, now=now)
 
 
 def lease_owners(connection: Connection) -> list[str]:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,10 +25,12 @@ from newsletter import __version__
 from newsletter.db import create_db_engine
 from newsletter.render import make_template_environment
 from newsletter.settings import Settings
-from subscribers.ratelimit import SlidingWindowRateLimiter
+from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
+from subscribers.web.body_limit import BodySizeLimitMiddleware
 from subscribers.web.context import WebContext
 from subscribers.web.jobs import EditionSendJobs
 from subscribers.web.pages import PageRenderer
+from subscribers.web.proxies import ForwardedClientMiddleware, TrustedProxies
 from subscribers.web.routes import admin, confirm, editions, preferences, signup, unsubscribe
 
 logger = logging.getLogger(__name__)
@@ -36,8 +40,14 @@ PAGE_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
-# The interactive API docs load their script from a CDN, so they get no CSP.
-_DOCS_PATHS = ("/docs", "/redoc")
+# The interactive API docs run Swagger UI from files of the fastapi-offline
+# package, served here (no CDN), and one inline script that starts it.
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+DOCS_PATH = "/docs"
 
 
 class SecurityHeadersMiddleware:
@@ -68,8 +78,8 @@ class SecurityHeadersMiddleware:
                     (b"x-frame-options", b"DENY"),
                     (b"cross-origin-opener-policy", b"same-origin"),
                 ]
-                if not path.startswith(_DOCS_PATHS):
-                    wanted.append((b"content-security-policy", PAGE_CSP.encode()))
+                csp = DOCS_CSP if path.startswith(DOCS_PATH) else PAGE_CSP
+                wanted.append((b"content-security-policy", csp.encode()))
                 if self.https:
                     wanted.append((b"strict-transport-security", b"max-age=31536000"))
                 headers.extend(item for item in wanted if item[0] not in present)
@@ -96,6 +106,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
         signup_limiter=SlidingWindowRateLimiter(
             limit=settings.signup_rate_limit, window_seconds=settings.signup_rate_window_seconds
         ),
+        confirmation_caps=ConfirmationCaps.from_settings(settings),
         send_jobs=EditionSendJobs(run_send),
         engine=engine,
     )
@@ -112,16 +123,34 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
                 web.engine.dispose()
                 web.engine = None
 
-    app = FastAPI(
-        title=f"{settings.list_name}: sign-up and operator API",
-        version=__version__,
-        lifespan=lifespan,
-        redoc_url=None,
-    )
+    title = f"{settings.list_name}: sign-up and operator API"
+    if settings.api_docs_enabled:
+        app = FastAPIOffline(
+            docs_url=DOCS_PATH,
+            redoc_url=None,
+            static_url=f"{DOCS_PATH}/assets",
+            # Swagger UI would send the schema's URL to validator.swagger.io for a badge.
+            swagger_ui_parameters={"validatorUrl": None},
+            title=title,
+            version=__version__,
+            lifespan=lifespan,
+        )
+    else:
+        app = FastAPI(
+            title=title,
+            version=__version__,
+            lifespan=lifespan,
+            docs_url=None,
+            redoc_url=None,
+            openapi_url=None,
+        )
     app.state.web = web
     for module in (signup, confirm, unsubscribe, preferences, editions, admin):
         app.include_router(module.router)
     _add_error_pages(app, web)
+    app.add_middleware(ForwardedClientMiddleware, proxies=TrustedProxies(settings.trusted_proxies))
+    app.add_middleware(BodySizeLimitMiddleware, refusal=_too_large_answer(web))
+    # Added last, so it is the outermost: every answer gets the headers, a 413 too.
     app.add_middleware(SecurityHeadersMiddleware, https=settings.base_url.startswith("https://"))
     return app
 
@@ -132,6 +161,24 @@ def _wants_json(request: Request) -> bool:
     content_type = request.headers.get("content-type", "")
     accept = request.headers.get("accept", "")
     return "json" in content_type or ("json" in accept and "html" not in accept)
+
+
+def _too_large_answer(web: WebContext) -> Callable[[Request, int], Response]:
+    """The 413 for a body over its limit: JSON for API clients, a page for browsers."""
+
+    def answer(request: Request, limit: int) -> Response:
+        message = f"The request body is larger than the {limit // 1024} KiB this address accepts."
+        if _wants_json(request):
+            return JSONResponse({"detail": message}, status_code=413)
+        return web.pages.message(
+            title="That was too much",
+            message=message,
+            status_code=413,
+            link_url="/",
+            link_text="Go to the sign-up page",
+        )
+
+    return answer
 
 
 def _add_error_pages(app: FastAPI, web: WebContext) -> None:
@@ -183,16 +230,19 @@ def _add_error_pages(app: FastAPI, web: WebContext) -> None:
         )
 
 
-def serve(settings: Settings, *, host: str, port: int) -> None:
-    """Run the app under uvicorn until interrupted (what `newsletter serve` calls)."""
-    import uvicorn
-
-    uvicorn.run(
+def uvicorn_config(settings: Settings, *, host: str, port: int) -> uvicorn.Config:
+    """How `newsletter serve` runs the app under uvicorn."""
+    return uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
-        # Behind a reverse proxy on this machine, take the client address it reports.
-        proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1",
+        # The app reads X-Forwarded-For itself, from NEWSLETTER_TRUSTED_PROXIES only;
+        # uvicorn's own handling would trust 127.0.0.1 (or FORWARDED_ALLOW_IPS) blindly.
+        proxy_headers=False,
         log_level="info",
     )
+
+
+def serve(settings: Settings, *, host: str, port: int) -> None:
+    """Run the app under uvicorn until interrupted (what `newsletter serve` calls)."""
+    uvicorn.Server(uvicorn_config(settings, host=host, port=port)).run()

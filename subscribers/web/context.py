@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from newsletter.settings import Settings
-from subscribers.ratelimit import SlidingWindowRateLimiter
+from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
 from subscribers.web.jobs import EditionSendJobs
 from subscribers.web.pages import PageRenderer
 
@@ -25,6 +25,7 @@ class WebContext:
     env: Environment
     pages: PageRenderer
     signup_limiter: SlidingWindowRateLimiter
+    confirmation_caps: ConfirmationCaps
     send_jobs: EditionSendJobs
     engine: Engine | None = None
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from email.message import EmailMessage
 from typing import Any
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -42,6 +46,29 @@ async def running_app(
         httpx.AsyncClient(transport=transport, base_url=settings.base_url) as client,
     ):
         yield app, client
+
+
+@contextmanager
+def live_server(app: FastAPI | uvicorn.Config) -> Iterator[str]:
+    """The app (or a whole uvicorn config) under a real uvicorn in a thread; yields its base URL."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = app if isinstance(app, uvicorn.Config) else uvicorn.Config(app, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        listener.close()
 
 
 def html_text(message: EmailMessage) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from newsletter.editions import prepare_edition
 from newsletter.errors import DeliveryError, EditionNotFoundError, InvalidEmailError
 from newsletter.send.engine import cancel_edition, pause_edition, resume_edition, send_test_copy
 from newsletter.send.stats import edition_stats
-from subscribers import store
+from subscribers import store, suppressions
 from subscribers.web.context import EngineDep, SettingsDep, WebContext, WebDep
 from subscribers.web.jobs import SendJob
 
@@ -100,10 +100,16 @@ class TestSendOut(BaseModel):
 
 
 class SubscriberCounts(BaseModel):
-    """How many subscribers stand in each status."""
+    """How many subscribers stand in each status, and what the suppression list holds back."""
 
     counts: dict[str, int]
     total: int
+    suppressed: dict[str, int] = Field(
+        description="Mailboxes on the suppression list, by reason: they get no digest."
+    )
+    confirmed_but_suppressed: int = Field(
+        description="Confirmed subscribers whose mailbox is suppressed, so not sent to."
+    )
 
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -269,10 +275,14 @@ async def _change_edition(change: Any, engine: Any, day: dt.date, **options: Any
 
 @router.get("/subscribers", response_model=SubscriberCounts, summary="Subscribers by status")
 def subscriber_counts(engine: EngineDep) -> SubscriberCounts:
-    """How many subscribers are pending, confirmed, unsubscribed, bounced, complained."""
+    """Subscribers by status; suppressed mailboxes by reason, and the confirmed ones held back."""
     with session_scope(engine) as session:
         counts = store.count_by_status(session)
+        suppressed = suppressions.count_active(session.connection())
+        held_back = suppressions.count_held_back(session.connection())
     return SubscriberCounts(
         counts={status.value: count for status, count in counts.items()},
         total=sum(counts.values()),
+        suppressed={reason.value: count for reason, count in suppressed.items()},
+        confirmed_but_suppressed=held_back,
     )

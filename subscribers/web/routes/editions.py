@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from newsletter.editions import get_edition, list_editions, web_version
 from newsletter.models import Edition, EditionStatus
 from newsletter.render import format_edition_date
+from newsletter.text import single_line, xml_text
 from subscribers.web.context import EngineDep, PagesDep, SettingsDep
 
 router = APIRouter(tags=["editions"])
@@ -76,22 +77,24 @@ def build_atom_feed(editions: list[Edition], *, base_url: str, title: str) -> by
     ET.register_namespace("", _ATOM)
 
     def add(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+        # ElementTree escapes markup but writes any character it is given; a
+        # control character or lone surrogate would make the feed unreadable.
         element = ET.SubElement(parent, f"{{{_ATOM}}}{tag}", attrs)
-        element.text = text
+        element.text = None if text is None else xml_text(text)
         return element
 
     root = ET.Element(f"{{{_ATOM}}}feed")
-    add(root, "title", title)
+    add(root, "title", single_line(title))
     add(root, "id", f"{base_url}/editions")
     add(root, "link", rel="alternate", href=f"{base_url}/editions")
     add(root, "link", rel="self", href=f"{base_url}/editions/feed.xml")
     stamps = [_updated(edition) for edition in editions]
     add(root, "updated", _atom_time(max(stamps, default=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))))
-    add(add(root, "author"), "name", title)
+    add(add(root, "author"), "name", single_line(title))
     for edition, stamp in zip(editions, stamps, strict=True):
         url = f"{base_url}/editions/{edition.date.isoformat()}"
         entry = add(root, "entry")
-        add(entry, "title", edition.subject or format_edition_date(edition.date))
+        add(entry, "title", single_line(edition.subject) or format_edition_date(edition.date))
         add(entry, "id", url)
         add(entry, "link", rel="alternate", type="text/html", href=url)
         add(entry, "updated", _atom_time(stamp))

@@ -17,6 +17,7 @@ from newsletter.errors import DeliveryError, InvalidEmailError, InvalidSubscribe
 from newsletter.send.connection import send_single_message
 from newsletter.settings import Settings
 from subscribers import store
+from subscribers.ratelimit import client_key
 from subscribers.signup import (
     ConfirmationEmail,
     SignupDetails,
@@ -99,6 +100,7 @@ def signup_page(pages: PagesDep) -> HTMLResponse:
     response_model=SignupAccepted,
     responses={
         200: {"description": "Form sign-ups get a page.", "content": {"text/html": {}}},
+        413: {"model": SignupProblem, "description": "The body is larger than 16 KiB."},
         415: {"model": SignupProblem},
         422: {"model": SignupProblem},
         429: {"model": SignupProblem, "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
@@ -121,22 +123,8 @@ async def subscribe(
     client_address: ClientAddressDep,
     background: BackgroundTasks,
 ) -> Response:
-    """Validate, record and answer one sign-up; the confirmation email goes out after the answer."""
+    """Validate and answer one sign-up; recording it and the confirmation email come after."""
     wants_json = _is_json(request)
-    decision = web.signup_limiter.attempt(client_address)
-    if not decision.allowed:
-        minutes = max(1, round(decision.retry_after_seconds / 60))
-        message = (
-            f"Too many sign-up attempts from your network. Please try again in about "
-            f"{minutes} minute{'s' if minutes != 1 else ''}."
-        )
-        headers = {"Retry-After": str(decision.retry_after_seconds)}
-        if wants_json:
-            return _problem(429, message, headers=headers)
-        return pages.message(
-            title="Please wait a little", message=message, status_code=429, headers=headers
-        )
-
     form: dict[str, Any]
     if wants_json:
         parsed = await _read_json_signup(request)
@@ -148,19 +136,38 @@ async def subscribe(
     else:
         return _problem(415, "send the sign-up as application/json or as an HTML form")
 
-    if form.get(HONEYPOT_FIELD):
-        # Bots get the ordinary answer, so they learn nothing from the trap.
-        return _accepted(wants_json, pages)
     checked = _validate_fields(settings, form)
     if isinstance(checked, tuple):
         field, problem = checked
         message = f"Please check the {_FIELD_LABELS[field]}: {problem}."
         return _refused(wants_json, pages, form, message, field)
 
-    confirmation = await run_in_threadpool(_record_signup, web, checked)
-    if confirmation is not None:
-        background.add_task(deliver_confirmation, web, confirmation)
+    # Only valid sign-ups count against the limit: someone fixing a typo is not
+    # locked out, and what is refused above costs no write and no email. A
+    # filled-in honeypot counts like any other valid sign-up, so a bot cannot
+    # tell the trap from a real field by which of its requests get a 429.
+    decision = web.signup_limiter.attempt(client_key(client_address))
+    if not decision.allowed:
+        return _too_many(wants_json, pages, decision.retry_after_seconds)
+    if not form.get(HONEYPOT_FIELD):  # bots get the ordinary answer and nothing else
+        # Recorded after the answer: a new, pending, confirmed or departed address
+        # gets the same answer after the same work, so its timing tells nothing.
+        background.add_task(process_signup, web, checked)
     return _accepted(wants_json, pages)
+
+
+def _too_many(wants_json: bool, pages: PagesDep, retry_after_seconds: int) -> Response:
+    minutes = max(1, round(retry_after_seconds / 60))
+    message = (
+        f"Too many sign-up attempts from your network. Please try again in about "
+        f"{minutes} minute{'s' if minutes != 1 else ''}."
+    )
+    headers = {"Retry-After": str(retry_after_seconds)}
+    if wants_json:
+        return _problem(429, message, headers=headers)
+    return pages.message(
+        title="Please wait a little", message=message, status_code=429, headers=headers
+    )
 
 
 def _validate_fields(settings: Settings, form: dict[str, Any]) -> SignupDetails | tuple[str, str]:
@@ -193,7 +200,10 @@ def _is_form(request: Request) -> bool:
 async def _read_json_signup(request: Request) -> SignupRequest | JSONResponse:
     try:
         payload = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
+    except RecursionError:
+        # The decoder recurses per level: a few KB of "[[[[…" exhaust the stack limit.
+        return _problem(422, "the request body nests too deeply; send one flat JSON object")
+    except ValueError:  # UnicodeDecodeError included
         return _problem(422, "the request body is not valid JSON")
     try:
         return SignupRequest.model_validate(payload)
@@ -219,9 +229,22 @@ async def _read_form_signup(request: Request) -> dict[str, Any]:
     }
 
 
+async def process_signup(web: WebContext, details: SignupDetails) -> None:
+    """Record a sign-up and send its confirmation if one is due (runs after the answer)."""
+    try:
+        confirmation = await run_in_threadpool(_record_signup, web, details)
+    except Exception:  # the visitor has their answer; the operator gets the reason
+        logger.exception("the sign-up of %s could not be recorded", details.email)
+        return
+    if confirmation is not None:
+        await deliver_confirmation(web, confirmation)
+
+
 def _record_signup(web: WebContext, details: SignupDetails) -> ConfirmationEmail | None:
     with session_scope(web.database) as session:
-        return register_signup(session, web.settings, details, now=utc_now())
+        return register_signup(
+            session, web.settings, details, now=utc_now(), quota=web.confirmation_caps
+        )
 
 
 async def deliver_confirmation(web: WebContext, confirmation: ConfirmationEmail) -> None:
