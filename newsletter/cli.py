@@ -12,6 +12,7 @@ import datetime as dt
 import errno
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -314,22 +315,46 @@ def worker(
         typer.Option("--forever", help="Keep polling for editions instead of exiting when idle."),
     ] = False,
 ) -> None:
-    """Work the queue of every edition being sent (run several, on several machines)."""
-    from newsletter.send.engine import run_worker
+    """Work the queue of every edition being sent (run several, on several machines).
+
+    SIGTERM or Ctrl-C stops it gracefully: the messages in flight finish and are
+    recorded, every other claimed recipient goes back to the queue; a second
+    signal stops it at once.
+    """
+    from newsletter.send.engine import SendReport, run_worker
     from newsletter.send.progress import RichSendProgress
 
     context = _context(ctx)
-    with RichSendProgress(console) as progress:
-        report = asyncio.run(
-            run_worker(
-                context.settings,
-                context.engine(),
-                worker_id=worker_id,
-                progress=progress,
-                stop_when_idle=not forever,
-            )
+
+    async def work(progress: RichSendProgress) -> SendReport:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        return await run_worker(
+            context.settings,
+            context.engine(),
+            worker_id=worker_id,
+            progress=progress,
+            stop_when_idle=not forever,
+            stop=stop,
         )
+
+    with RichSendProgress(console) as progress:
+        report = asyncio.run(work(progress))
     _print_send_report(report)
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    """Set `stop` on the first SIGTERM or SIGINT; the default handlers take the next one."""
+    loop = asyncio.get_running_loop()
+
+    def first_signal(signum: signal.Signals) -> None:
+        logger.warning("%s: stopping after the messages in flight", signum.name)
+        for handled in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(handled)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, first_signal, signum)
 
 
 @app.command()
@@ -402,13 +427,21 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Run one sending worker as a child process (--no-worker: sends from /admin "
+            "wait for `newsletter worker --forever` processes started separately).",
+        ),
+    ] = True,
 ) -> None:
     """Serve sign-up, confirmation, unsubscribe, preferences, editions and /admin."""
     from subscribers.web.app import serve as serve_app
 
     context = _context(ctx)
     context.engine()  # check the schema before accepting requests
-    serve_app(context.settings, host=host, port=port)
+    serve_app(context.settings, host=host, port=port, worker=worker)
 
 
 # ---- subscribers -----------------------------------------------------------------------------

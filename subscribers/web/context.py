@@ -13,7 +13,6 @@ from sqlmodel import Session
 
 from newsletter.settings import Settings
 from subscribers.ratelimit import SlidingWindowRateLimiter
-from subscribers.web.jobs import EditionSendJobs
 from subscribers.web.pages import PageRenderer
 
 
@@ -25,7 +24,6 @@ class WebContext:
     env: Environment
     pages: PageRenderer
     signup_limiter: SlidingWindowRateLimiter
-    send_jobs: EditionSendJobs
     engine: Engine | None = None
 
     @property
