@@ -675,6 +675,11 @@ async def _run_worker(
         stop_when_idle=stop_when_idle,
         stop=stop or asyncio.Event(),
     )
+    logger.info(
+        "worker %s started; it %s",
+        worker.worker_id,
+        "stops when nothing is left to send" if stop_when_idle else "runs until stopped",
+    )
     try:
         await worker.run()
     finally:
