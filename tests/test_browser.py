@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -116,7 +117,10 @@ def _send_over_admin(base_url: str, settings: Settings, engine: Engine) -> None:
     with httpx.Client(base_url=base_url, headers=auth, timeout=20) as client:
         started = client.post(f"/admin/editions/{DAY}/send")
         assert started.status_code == 202, started.text
-        asyncio.run(run_worker(web_settings(settings, base_url=base_url), engine))
+        # A worker sends it; in a thread of its own, since Playwright runs a loop in this one.
+        worker = web_settings(settings, base_url=base_url)
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(lambda: asyncio.run(run_worker(worker, engine))).result(timeout=60)
         status = client.get(started.json()["status_url"]).json()
     assert status["status"] == "sent", status
     assert status["deliveries"]["sent"] == 1, status
