@@ -11,7 +11,6 @@ import ast
 import asyncio
 import datetime as dt
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -50,6 +49,12 @@ WORKER_MODULES = frozenset(
     }
 )
 WEB_PACKAGE = Path(__file__).resolve().parent.parent / "subscribers" / "web"
+
+
+# The process tests find child processes in /proc.
+needs_proc = pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(), reason="needs /proc to find child processes (Linux)"
+)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -316,6 +321,7 @@ async def test_a_worker_process_delivers_an_admin_send_and_every_app_sees_the_le
 # ---- `newsletter serve` and its worker child -------------------------------------------------
 
 
+@needs_proc
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_serve_runs_one_worker_child_that_sends_and_stops_with_it(
     engine: Engine, smtp_server: RecordingSmtpServer, database_url: str, stop_signal: int
@@ -346,6 +352,7 @@ def test_serve_runs_one_worker_child_that_sends_and_stops_with_it(
     assert children_of(server.popen.pid) == []
 
 
+@needs_proc
 def test_serve_without_a_worker_starts_none_and_only_queues(
     engine: Engine, smtp_server: RecordingSmtpServer, database_url: str
 ) -> None:
@@ -364,10 +371,3 @@ def test_serve_without_a_worker_starts_none_and_only_queues(
     assert queued_rows(engine) == len(READERS)
     assert smtp_server.messages == []
     assert not any("sending worker" in line for line in server.lines)
-
-
-@pytest.fixture(autouse=True)
-def _linux_proc() -> None:
-    if not Path("/proc/self/stat").exists():
-        pytest.skip("these tests read child processes from /proc (Linux)")
-    assert os.name == "posix"
