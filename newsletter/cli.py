@@ -7,10 +7,12 @@ file-system error) into one line on stderr and a non-zero exit.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import errno
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeGuard
@@ -146,8 +148,6 @@ def ingest(
     ] = None,
 ) -> None:
     """Fetch a day's papers and store them (new ones added, counts refreshed)."""
-    import asyncio
-
     from newsletter.ingest import PaperSource, ingest_papers
 
     context = _context(ctx)
@@ -221,8 +221,6 @@ def send(
     ] = False,
 ) -> None:
     """Send a day's digest to every confirmed subscriber (each at most once)."""
-    import asyncio
-
     from newsletter.editions import prepare_edition
     from newsletter.send.engine import (
         cancel_edition,
@@ -321,24 +319,46 @@ def worker(
         typer.Option("--forever", help="Keep polling for editions instead of exiting when idle."),
     ] = False,
 ) -> None:
-    """Work the queue of every edition being sent (run several, on several machines)."""
-    import asyncio
+    """Work the queue of every edition being sent (run several, on several machines).
 
-    from newsletter.send.engine import run_worker
+    SIGTERM or Ctrl-C stops it gracefully: the messages in flight finish and are
+    recorded, every other claimed recipient goes back to the queue; a second
+    signal stops it at once.
+    """
+    from newsletter.send.engine import SendReport, run_worker
     from newsletter.send.progress import RichSendProgress
 
     context = _context(ctx)
-    with RichSendProgress(console) as progress:
-        report = asyncio.run(
-            run_worker(
-                context.settings,
-                context.engine(),
-                worker_id=worker_id,
-                progress=progress,
-                stop_when_idle=not forever,
-            )
+
+    async def work(progress: RichSendProgress) -> SendReport:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        return await run_worker(
+            context.settings,
+            context.engine(),
+            worker_id=worker_id,
+            progress=progress,
+            stop_when_idle=not forever,
+            stop=stop,
         )
+
+    with RichSendProgress(console) as progress:
+        report = asyncio.run(work(progress))
     _print_send_report(report)
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    """Set `stop` on the first SIGTERM or SIGINT; the default handlers take the next one."""
+    loop = asyncio.get_running_loop()
+
+    def first_signal(signum: signal.Signals) -> None:
+        logger.warning("%s: stopping after the messages in flight", signum.name)
+        for handled in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(handled)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, first_signal, signum)
 
 
 @app.command()
@@ -412,13 +432,21 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Run one sending worker as a child process (--no-worker: sends from /admin "
+            "wait for `newsletter worker --forever` processes started separately).",
+        ),
+    ] = True,
 ) -> None:
     """Serve sign-up, confirmation, unsubscribe, preferences, editions and /admin."""
     from subscribers.web.app import serve as serve_app
 
     context = _context(ctx)
     context.engine()  # check the schema before accepting requests
-    serve_app(context.settings, host=host, port=port)
+    serve_app(context.settings, host=host, port=port, worker=worker)
 
 
 # ---- subscribers -----------------------------------------------------------------------------

@@ -235,3 +235,24 @@ def load_settings(**overrides: object) -> Settings:
             for e in error.errors()
         )
         raise ConfigurationError(f"invalid configuration: {problems}") from None
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The `NEWSLETTER_*` variables that build these same settings in a child process.
+
+    Lists are joined with commas, as they are read. An unset (None) value
+    gets no variable, so the child falls back to `.env` exactly as the parent did.
+    """
+    variables: dict[str, str] = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            text = ",".join(str(item) for item in value)
+        elif isinstance(value, StrEnum):
+            text = value.value
+        else:
+            text = str(value)
+        variables[f"NEWSLETTER_{name.upper()}"] = text
+    return variables

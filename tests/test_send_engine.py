@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
+import threading
 from collections import Counter
 
 import pytest
@@ -146,7 +147,7 @@ async def test_the_audience_is_fixed_when_the_send_starts(
     seed_subscribers(engine, 3)
     make_edition(engine)
     assert start_edition(engine, DAY) == 3
-    assert start_edition(engine, DAY) == 0  # already started: nobody added twice
+    assert start_edition(engine, DAY) is None  # already started: nobody added twice
     late = seed_subscribers(engine, 2, prefix="late")
 
     report = await send_edition(settings, engine, edition_date=DAY)
@@ -481,7 +482,8 @@ async def test_a_worker_left_running_picks_up_an_edition_started_later(
 ) -> None:
     readers = seed_subscribers(engine, 9)
     make_edition(engine)
-    worker = asyncio.create_task(run_worker(settings, engine, stop_when_idle=False))
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(settings, engine, stop_when_idle=False, stop=stop))
     await asyncio.sleep(0.2)
     assert not worker.done()  # idle, polling, not finished
 
@@ -490,13 +492,51 @@ async def test_a_worker_left_running_picks_up_an_edition_started_later(
         if edition_status(engine)[0] is EditionStatus.SENT:
             break
         await asyncio.sleep(0.05)
-    worker.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await worker
+    stop.set()
+    report = await asyncio.wait_for(worker, 10)
 
     assert edition_status(engine)[0] is EditionStatus.SENT
     assert received(smtp_server) == Counter(readers)
     assert {row.status for row in ledger_rows(engine)} == {DeliveryStatus.SENT}
+    assert (report.sent, report.edition_date) == (9, DAY)
+
+
+async def test_a_stopped_worker_finishes_what_is_in_flight_and_hands_back_the_rest(
+    settings: Settings, engine: Engine
+) -> None:
+    in_flight = threading.Event()
+    release = threading.Event()
+
+    def hold_the_first(stage: str, address: str, attempt: int) -> str | None:
+        in_flight.set()
+        release.wait(timeout=30)  # blocks the SMTP server until the test has asked to stop
+        return None
+
+    readers = seed_subscribers(engine, 20)
+    make_edition(engine)
+    start_edition(engine, DAY)
+    with RecordingSmtpServer(fault=hold_the_first) as slow:
+        one_lane = settings.model_copy(update={"smtp_port": slow.port, "smtp_concurrency": 1})
+        stop = asyncio.Event()
+        worker = asyncio.create_task(
+            run_worker(one_lane, engine, worker_id="stopping", stop_when_idle=False, stop=stop)
+        )
+        assert await asyncio.to_thread(in_flight.wait, 10)
+        stop.set()
+        release.set()
+        report = await asyncio.wait_for(worker, 20)
+        rows = ledger_rows(engine)
+        assert report.sent == 1  # the message in flight, and nothing after it
+        assert received(slow) == Counter(readers[:1])
+        assert [row.status for row in rows].count(DeliveryStatus.SENT) == 1
+        assert [row.status for row in rows].count(DeliveryStatus.QUEUED) == 19
+        assert {row.lease_owner for row in rows} == {None}  # handed back, not left leased
+
+        again = await run_worker(one_lane, engine)
+
+        assert again.sent == 19
+        assert received(slow) == Counter(readers)
+    assert edition_status(engine)[0] is EditionStatus.SENT
 
 
 async def test_extra_relays_share_the_load(

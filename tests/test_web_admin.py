@@ -1,18 +1,17 @@
-"""Operator endpoints: the bearer token, the background send, test copies and counts."""
+"""Operator endpoints: the bearer token, queueing a send for workers, test copies and counts."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import threading
 
 import pytest
 from sqlalchemy import Engine
 
 from newsletter.db import session_scope
+from newsletter.editions import get_edition
+from newsletter.send.engine import run_worker
 from newsletter.settings import Settings
 from subscribers.store import add_subscriber, remove_subscriber
-from subscribers.web.context import WebContext
 from tests.support.smtp_server import RecordingSmtpServer
 from tests.support.web import ADMIN_TOKEN, running_app, store_papers, web_settings
 
@@ -50,7 +49,7 @@ async def test_admin_is_401_with_a_wrong_or_missing_token(
     body: object,
 ) -> None:
     store_papers(engine, DAY)
-    async with running_app(web_settings(settings), engine) as (app, client):
+    async with running_app(web_settings(settings), engine) as (_, client):
         for headers in (
             {},
             {"Authorization": f"Bearer {ADMIN_TOKEN}x"},
@@ -61,8 +60,7 @@ async def test_admin_is_401_with_a_wrong_or_missing_token(
             assert answer.status_code == 401, headers
             assert answer.headers["www-authenticate"] == "Bearer"
             assert "NEWSLETTER_ADMIN_TOKEN" in answer.json()["detail"]
-        web: WebContext = app.state.web
-        assert web.send_jobs.get(DAY) is None
+    assert get_edition(engine, DAY) is None  # refused before anything was prepared
     assert smtp_server.messages == []
 
 
@@ -89,45 +87,38 @@ async def test_subscriber_counts_by_status(settings: Settings, engine: Engine) -
     }
 
 
-async def test_send_runs_in_the_background_once_and_reports_counts(
-    settings: Settings, engine: Engine
+async def test_send_queues_once_and_a_worker_delivers_it(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
 ) -> None:
-    release = threading.Event()
-
-    def hold_until_released(stage: str, address: str, attempt: int) -> str | None:
-        # Blocks the SMTP server's thread: the send stays "running" until the test says so.
-        release.wait(timeout=30)
-        return None
-
     store_papers(engine, DAY)
     with session_scope(engine) as session:
         for n in range(3):
             add_subscriber(session, email=f"reader{n}@example.org", confirmed=True)
-    with RecordingSmtpServer(fault=hold_until_released) as slow_server:
-        slow = web_settings(settings, smtp_port=slow_server.port)
-        async with running_app(slow, engine) as (app, client):
-            first = await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
-            second = await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
-            release.set()
-            web: WebContext = app.state.web
-            await web.send_jobs.wait(DAY)
-            status = await client.get(first.json()["status_url"], headers=AUTH)
-        assert sorted(slow_server.handler.recipients()) == [
-            f"reader{n}@example.org" for n in range(3)
-        ]
+    async with running_app(web_settings(settings), engine) as (_, client):
+        first = await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
+        second = await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
+        assert smtp_server.messages == []  # the web only queued it
+        report = await run_worker(web_settings(settings), engine)
+        status = await client.get(first.json()["status_url"], headers=AUTH)
+        again = await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
+    assert sorted(smtp_server.handler.recipients()) == [f"reader{n}@example.org" for n in range(3)]
+    assert report.sent == 3
     assert first.status_code == 202
     assert first.json()["status_url"] == f"{settings.base_url}/admin/editions/{DAY}"
     assert first.headers["location"] == first.json()["status_url"]
-    assert first.json()["job"]["state"] == "running"
+    assert first.json()["status"] == "sending"
+    assert first.json()["deliveries"] == {"queued": 3, "sent": 0, "failed": 0, "bounced": 0}
     assert second.status_code == 409
     assert second.json()["status_url"] == first.json()["status_url"]
+    assert "being sent already" in second.json()["detail"]
+    assert second.json()["deliveries"]["queued"] == 3  # nobody queued twice
     body = status.json()
     assert status.status_code == 200
     assert body["status"] == "sent"
     assert body["deliveries"] == {"queued": 0, "sent": 3, "failed": 0, "bounced": 0}
     assert body["unsubscribed_since"] == 0
-    assert body["job"]["state"] == "finished"
-    assert body["job"]["report"]["sent"] == 3
+    assert body["send_started_at"] and body["send_finished_at"]
+    assert again.status_code == 409 and "sent already" in again.json()["detail"]
 
 
 async def test_status_counts_unsubscribes_since_the_send(
@@ -137,9 +128,9 @@ async def test_status_counts_unsubscribes_since_the_send(
     with session_scope(engine) as session:
         add_subscriber(session, email="stays@example.org", confirmed=True)
         add_subscriber(session, email="leaves@example.org", confirmed=True)
-    async with running_app(web_settings(settings), engine) as (app, client):
+    async with running_app(web_settings(settings), engine) as (_, client):
         await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
-        await app.state.web.send_jobs.wait(DAY)
+        await run_worker(settings, engine)
         with session_scope(engine) as session:
             remove_subscriber(session, "leaves@example.org")
         status = await client.get(f"/admin/editions/{DAY}", headers=AUTH)
@@ -189,44 +180,60 @@ async def test_missing_editions_and_bad_dates_are_clear(
     assert smtp_server.messages == []
 
 
-async def test_pause_resume_and_cancel_over_http(settings: Settings, engine: Engine) -> None:
-    release = threading.Event()
-    seen = threading.Event()
-
-    def hold_until_released(stage: str, address: str, attempt: int) -> str | None:
-        seen.set()
-        release.wait(timeout=30)
-        return None
-
+async def test_pause_resume_and_cancel_over_http(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
     store_papers(engine, DAY)
     with session_scope(engine) as session:
         for n in range(10):
             add_subscriber(session, email=f"reader{n}@example.org", confirmed=True)
-    with RecordingSmtpServer(fault=hold_until_released) as slow_server:
-        slow = web_settings(settings, smtp_port=slow_server.port, smtp_concurrency=2)
-        async with running_app(slow, engine) as (app, client):
-            web: WebContext = app.state.web
-            refused = await client.post(f"/admin/editions/{DAY}/pause", headers=AUTH)
-            assert refused.status_code == 404  # nothing prepared yet, nothing to pause
-            await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
-            assert await asyncio.to_thread(seen.wait, 10)
-            paused = await client.post(f"/admin/editions/{DAY}/pause", headers=AUTH)
-            # Workers look at the edition's status every second; let them see it.
-            await asyncio.sleep(2.5)
-            release.set()
-            await web.send_jobs.wait(DAY)
-            after_pause = len(slow_server.handler.recipients())
-            resumed = await client.post(f"/admin/editions/{DAY}/resume", headers=AUTH)
-            await web.send_jobs.wait(DAY)
-            status = await client.get(f"/admin/editions/{DAY}", headers=AUTH)
-            too_late = await client.post(f"/admin/editions/{DAY}/cancel", headers=AUTH)
-        received = slow_server.handler.recipients()
+    async with running_app(web_settings(settings), engine) as (_, client):
+        refused = await client.post(f"/admin/editions/{DAY}/pause", headers=AUTH)
+        assert refused.status_code == 404  # nothing prepared yet, nothing to pause
+        await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
+        paused = await client.post(f"/admin/editions/{DAY}/pause", headers=AUTH)
+        send_paused = await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
+        while_paused = await run_worker(settings, engine)  # finds nothing it may send
+        resumed = await client.post(f"/admin/editions/{DAY}/resume", headers=AUTH)
+        resumed_again = await client.post(f"/admin/editions/{DAY}/resume", headers=AUTH)
+        await run_worker(settings, engine)
+        status = await client.get(f"/admin/editions/{DAY}", headers=AUTH)
+        too_late = await client.post(f"/admin/editions/{DAY}/cancel", headers=AUTH)
+        not_paused = await client.post(f"/admin/editions/{DAY}/resume", headers=AUTH)
     assert paused.status_code == 200
     assert paused.json()["status"] == "paused"
-    assert after_pause < 10  # only what was in flight went out while paused
-    assert resumed.status_code == 202
-    assert sorted(received) == sorted(f"reader{n}@example.org" for n in range(10))
+    assert paused.json()["status_reason"] == "paused by operator over HTTP"
+    assert send_paused.status_code == 409 and "/resume" in send_paused.json()["detail"]
+    assert while_paused.sent == 0
+    assert resumed.status_code == 202 and resumed_again.status_code == 202
+    assert resumed.json()["status"] == "sending"
+    assert resumed.headers["location"] == f"{settings.base_url}/admin/editions/{DAY}"
+    assert resumed.json()["deliveries"]["queued"] == 10
+    assert sorted(smtp_server.handler.recipients()) == sorted(
+        f"reader{n}@example.org" for n in range(10)
+    )
     assert status.json()["status"] == "sent"
     assert status.json()["deliveries"]["sent"] == 10
     assert too_late.status_code == 409
     assert "sent already" in too_late.json()["detail"]
+    assert not_paused.status_code == 409
+
+
+async def test_a_cancelled_edition_stays_cancelled(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    store_papers(engine, DAY)
+    with session_scope(engine) as session:
+        for n in range(4):
+            add_subscriber(session, email=f"reader{n}@example.org", confirmed=True)
+    async with running_app(web_settings(settings), engine) as (_, client):
+        await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
+        cancelled = await client.post(f"/admin/editions/{DAY}/cancel", headers=AUTH)
+        report = await run_worker(settings, engine)
+        send_again = await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
+        resume = await client.post(f"/admin/editions/{DAY}/resume", headers=AUTH)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["deliveries"] == {"queued": 0, "sent": 0, "failed": 4, "bounced": 0}
+    assert report.sent == 0 and smtp_server.messages == []
+    assert send_again.status_code == 409 and "cancelled" in send_again.json()["detail"]
+    assert resume.status_code == 409 and "cancelled" in resume.json()["detail"]

@@ -1,12 +1,60 @@
-"""Opening SMTP connections the way the settings say (TLS mode, login)."""
+"""One SMTP connection: opening it the way the settings say, and one message's conversation.
+
+`transmit` turns every answer the server gives (or fails to give) into an
+`SmtpReply` instead of raising, because a refusal is an ordinary outcome the
+ledger records, not an error of the program. The pool (`pool.SmtpPool`) keeps
+several connections open for a send; `send_once` opens one for one message
+(an operator's test copy).
+"""
 
 from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from enum import StrEnum
 
 import aiosmtplib
 
 from newsletter.errors import DeliveryError
 from newsletter.mime import OutgoingMessage
 from newsletter.settings import Settings, SmtpSecurity
+
+QUIT_TIMEOUT_SECONDS = 2.0
+
+
+class SmtpStage(StrEnum):
+    """Where in the SMTP conversation a reply came from."""
+
+    CONNECT = "connect"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+    CONNECTION = "connection"  # no reply at all: dropped or timed out
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpReply:
+    """The server's answer to one message; `code` is None when no answer came."""
+
+    code: int | None
+    text: str
+    stage: SmtpStage
+
+    @property
+    def accepted(self) -> bool:
+        """True when the server took responsibility for the message (250 to DATA)."""
+        return self.code is not None and 200 <= self.code < 300
+
+    @property
+    def ends_session(self) -> bool:
+        """True when the connection cannot carry another message (dropped, or 421 closing)."""
+        if self.stage in (SmtpStage.CONNECT, SmtpStage.CONNECTION):
+            return True
+        # 421 means the server is closing this session; a refused recipient keeps it open.
+        return self.code == 421 and self.stage is not SmtpStage.RCPT
+
+
+ACCEPTED = SmtpReply(250, "OK", SmtpStage.DATA)
 
 
 def parse_relay(relay: str, default_port: int) -> tuple[str, int]:
@@ -28,6 +76,66 @@ def make_smtp_client(
         start_tls=settings.smtp_security is SmtpSecurity.STARTTLS,
         timeout=settings.smtp_timeout_seconds,
     )
+
+
+async def connect(client: aiosmtplib.SMTP) -> SmtpReply | None:
+    """Open the client's connection: None when it is open, else why it is not."""
+    try:
+        await client.connect()
+    except aiosmtplib.SMTPResponseException as error:
+        return SmtpReply(error.code, error.message, SmtpStage.CONNECT)
+    except (aiosmtplib.SMTPException, OSError) as error:
+        where = f"{client.hostname}:{client.port}"
+        return SmtpReply(None, f"cannot connect to {where}: {error}", SmtpStage.CONNECT)
+    return None
+
+
+async def transmit(
+    client: aiosmtplib.SMTP, sender: str, recipient: str, message: bytes
+) -> SmtpReply:
+    """Send one message on an open connection and report the server's answer."""
+    options = [] if recipient.isascii() else ["SMTPUTF8"]
+    try:
+        await client.sendmail(sender, [recipient], message, mail_options=options)
+    except aiosmtplib.SMTPRecipientsRefused as error:
+        refusal = error.recipients[0]
+        return SmtpReply(refusal.code, refusal.message, SmtpStage.RCPT)
+    except aiosmtplib.SMTPSenderRefused as error:
+        return SmtpReply(error.code, error.message, SmtpStage.MAIL)
+    except aiosmtplib.SMTPDataError as error:
+        return SmtpReply(error.code, error.message, SmtpStage.DATA)
+    except aiosmtplib.SMTPResponseException as error:
+        return SmtpReply(error.code, error.message, SmtpStage.MAIL)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+        return SmtpReply(None, f"connection lost: {error}", SmtpStage.CONNECTION)
+    except ValueError as error:
+        # aiosmtplib refuses an address it cannot put on the wire; no retry helps.
+        return SmtpReply(501, f"address cannot be sent: {error}", SmtpStage.RCPT)
+    return ACCEPTED
+
+
+async def close_politely(client: aiosmtplib.SMTP) -> None:
+    """Say QUIT (briefly) if the connection is open, then close it."""
+    try:
+        if client.is_connected:
+            await asyncio.wait_for(client.quit(), QUIT_TIMEOUT_SECONDS)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        pass
+    finally:
+        client.close()
+
+
+async def send_once(settings: Settings, sender: str, recipient: str, message: bytes) -> SmtpReply:
+    """Deliver one message on its own connection to the main relay and report the answer."""
+    client = make_smtp_client(settings)
+    refused = await connect(client)
+    if refused is not None:
+        client.close()
+        return refused
+    try:
+        return await transmit(client, sender, recipient, message)
+    finally:
+        await close_politely(client)
 
 
 async def send_single_message(settings: Settings, message: OutgoingMessage) -> None:

@@ -40,14 +40,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 
 from newsletter.clock import utc_now
-from newsletter.errors import DeliveryError, EditionNotFoundError, NewsletterError
-from newsletter.models import Delivery, DeliveryStatus, Edition, EditionStatus
+from newsletter.errors import DeliveryError, NewsletterError
+from newsletter.models import DeliveryStatus, Edition, EditionStatus
 from newsletter.send import ledger
 from newsletter.send.assemble import CompiledDigest, Recipient, make_message_id
+from newsletter.send.control import (
+    CANCELLED_BY_OPERATOR,
+    cancel_edition,
+    load_rendered_edition,
+    pause_edition,
+    resume_edition,
+    start_edition,
+)
 from newsletter.send.ledger import (
     ClaimedDelivery,
     MessageIdParts,
@@ -55,12 +63,16 @@ from newsletter.send.ledger import (
     OutcomeKind,
     clean_error_text,
 )
+from newsletter.send.one_copy import send_test_copy
 from newsletter.send.pacing import Pacer
 from newsletter.send.pool import SmtpPool, SmtpReply, SmtpStage
 from newsletter.send.progress import SendProgress
 from newsletter.settings import Settings
 
+# The operator's controls and the test copy live in `control` and `one_copy` (which the
+# web app uses without importing this module); they are re-exported for the CLI.
 __all__ = [
+    "CANCELLED_BY_OPERATOR",
     "FLUSH_INTERVAL_SECONDS",
     "FLUSH_MAX_ROWS",
     "MessageTransport",
@@ -82,7 +94,6 @@ FLUSH_MAX_ROWS = 128
 IDLE_POLL_SECONDS = 1.0
 STATUS_CHECK_SECONDS = 1.0
 MAX_RETRY_DELAY_SECONDS = 6 * 3600.0
-CANCELLED_BY_OPERATOR = "cancelled by operator"
 LEFT_BEFORE_SENDING = "not sent: the subscriber left or paused after the send started"
 # Temporary codes named by the issue; any other 4xx is temporary as well.
 _BOUNCE_CODES = frozenset({550, 551, 553})
@@ -177,115 +188,6 @@ def is_dead_local_worker(worker_id: str) -> bool:
     return False
 
 
-# ---- editions: look-up and operator controls ---------------------------------------------
-
-
-def _edition_row(connection: Connection, edition_date: dt.date, *, lock: bool = False) -> Edition:
-    statement = select(Edition.__table__).where(  # type: ignore[attr-defined]
-        ledger.editions.c.date == edition_date
-    )
-    if lock:
-        statement = statement.with_for_update()
-    row = connection.execute(statement).mappings().one_or_none()
-    if row is None:
-        raise EditionNotFoundError(
-            f"no edition exists for {edition_date.isoformat()}; "
-            f"run `newsletter preview --date {edition_date.isoformat()} --out FILE` "
-            "or `newsletter send` to prepare it"
-        )
-    return Edition.model_validate(dict(row))
-
-
-def _set_status(
-    connection: Connection,
-    edition: Edition,
-    status: EditionStatus,
-    reason: str | None,
-    **extra: object,
-) -> None:
-    connection.execute(
-        update(ledger.editions)
-        .where(ledger.editions.c.id == edition.id)
-        .values(status=status.value, status_reason=reason, **extra)
-    )
-
-
-def pause_edition(engine: Engine, edition_date: dt.date, *, reason: str) -> None:
-    """Pause a sending edition; running workers stop within a batch and `resume` continues."""
-    with engine.begin() as connection:
-        edition = _edition_row(connection, edition_date, lock=True)
-        if edition.status in (EditionStatus.SENDING, EditionStatus.PAUSED):
-            _set_status(connection, edition, EditionStatus.PAUSED, clean_error_text(reason))
-            return
-    raise DeliveryError(
-        f"the edition of {edition_date.isoformat()} is {edition.status.value}, not sending; "
-        "only a running send can be paused"
-    )
-
-
-def resume_edition(engine: Engine, edition_date: dt.date) -> None:
-    """Let a paused edition send again (a no-op for one already sending)."""
-    with engine.begin() as connection:
-        edition = _edition_row(connection, edition_date, lock=True)
-        if edition.status is EditionStatus.PAUSED:
-            _set_status(connection, edition, EditionStatus.SENDING, None)
-            return
-        if edition.status is EditionStatus.SENDING:
-            return
-    hint = {
-        EditionStatus.DRAFT: "it has not started; run `newsletter send` to start it",
-        EditionStatus.SENT: "it has been sent already",
-        EditionStatus.CANCELLED: "it was cancelled, and a cancelled edition stays cancelled",
-    }[edition.status]
-    raise DeliveryError(f"cannot resume the edition of {edition_date.isoformat()}: {hint}")
-
-
-def cancel_edition(engine: Engine, edition_date: dt.date) -> None:
-    """Cancel an edition: nobody else receives it; every queued row ends `failed`."""
-    now = utc_now()
-    with engine.begin() as connection:
-        edition = _edition_row(connection, edition_date, lock=True)
-        if edition.status is EditionStatus.SENT:
-            raise DeliveryError(
-                f"the edition of {edition_date.isoformat()} has been sent already; "
-                "there is nothing left to cancel"
-            )
-        if edition.status is not EditionStatus.CANCELLED:
-            _set_status(
-                connection,
-                edition,
-                EditionStatus.CANCELLED,
-                CANCELLED_BY_OPERATOR,
-                send_finished_at=now,
-            )
-        assert edition.id is not None
-        ledger.fail_queued(connection, edition_id=edition.id, reason=CANCELLED_BY_OPERATOR, now=now)
-
-
-def _rendered_edition(connection: Connection, edition_date: dt.date) -> Edition:
-    edition = _edition_row(connection, edition_date)
-    if not edition.html and not edition.text:
-        raise EditionNotFoundError(
-            f"the edition of {edition_date.isoformat()} has not been rendered; "
-            f"run `newsletter preview --date {edition_date.isoformat()} --out FILE` "
-            "or `newsletter send` to prepare it"
-        )
-    return edition
-
-
-def start_edition(engine: Engine, edition_date: dt.date) -> int:
-    """Fix the audience of a draft edition and mark it sending; returns how many rows it queued.
-
-    Returns 0 when the edition had already started. Workers (`run_worker`)
-    then pick it up; `send_edition` calls this itself.
-    """
-    with engine.begin() as connection:
-        edition = _rendered_edition(connection, edition_date)
-        assert edition.id is not None
-        queued = ledger.start_sending(connection, edition_id=edition.id, now=utc_now())
-    return queued or 0
-
-
 # ---- the worker ----------------------------------------------------------------------------
 
 
@@ -356,6 +258,7 @@ class _Worker:
         progress: SendProgress | None,
         edition_id: int | None,
         stop_when_idle: bool,
+        stop: asyncio.Event,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -364,6 +267,7 @@ class _Worker:
         self.progress = progress
         self.edition_id = edition_id  # None: any edition that is sending
         self.stop_when_idle = stop_when_idle
+        self.stop = stop  # set: finish the messages in flight, hand back the rest, return
         self.pacer = Pacer(
             per_second=settings.send_rate_per_second, per_hour=settings.send_rate_per_hour
         )
@@ -380,6 +284,7 @@ class _Worker:
         self.flush_lock = asyncio.Lock()
         self.finished = False
         self.compiled: dict[int, _CompiledEdition] = {}
+        self.edition_dates: set[dt.date] = set()  # every edition this run worked on
         self.stopped: dict[int, str | None] = {}  # edition id → why it stopped (paused/cancelled)
         self.windows: dict[int, _FailureWindow] = {}
         self.sent = self.failed = self.bounced = self.skipped = 0
@@ -399,7 +304,8 @@ class _Worker:
     # -- the run --
 
     async def run(self) -> None:
-        """Claim, send and record until nothing is claimable (or for ever)."""
+        """Claim, send and record until nothing is claimable (or for ever, or until stopped)."""
+        watcher = asyncio.create_task(self._wake_on_stop())
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._flush_loop())
@@ -407,14 +313,27 @@ class _Worker:
                     tasks.create_task(self._lane(lane)) for lane in range(self.transport.lanes)
                 ]
                 await self._claim_loop()
+                self._release_waiting()
                 for _ in lanes:
                     self.jobs.put_nowait(None)
                 await asyncio.gather(*lanes)
                 self.finished = True
                 self.flush_now.set()
         finally:
+            watcher.cancel()
             self.finished = True
             self._write_everything_left()
+
+    async def _wake_on_stop(self) -> None:
+        await self.stop.wait()
+        self.hungry.set()
+
+    def _release_waiting(self) -> None:
+        """Hand back the claimed rows no lane has taken yet (when stopping; else none wait)."""
+        while not self.jobs.empty():
+            job = self.jobs.get_nowait()
+            if job is not None:
+                self._add_outcome(Outcome(job.id, OutcomeKind.RELEASED))
 
     def _write_everything_left(self) -> None:
         # Runs on the way out, also on cancellation or a crash of a task:
@@ -433,6 +352,8 @@ class _Worker:
         while True:
             await self.hungry.wait()
             self.hungry.clear()
+            if self.stop.is_set():
+                return
             rows = await self._db(
                 lambda connection: ledger.claim_batch(
                     connection,
@@ -482,10 +403,15 @@ class _Worker:
             )
             if self.stop_when_idle or edition_id is not None:
                 return True
-            await asyncio.sleep(IDLE_POLL_SECONDS)
+            # Running for ever: nothing is in hand, so forget finished editions' digests
+            # (a later claim compiles them again), then look for new work every poll.
+            self.compiled.clear()
+            self.windows.clear()
+            self.stopped.clear()
+            await _wait_briefly(self.stop, IDLE_POLL_SECONDS)
             return False
         delay = (wake - utc_now()).total_seconds()
-        await asyncio.sleep(min(max(delay, 0.01), IDLE_POLL_SECONDS))
+        await _wait_briefly(self.stop, min(max(delay, 0.01), IDLE_POLL_SECONDS))
         return False
 
     async def _compile_missing(self, edition_ids: set[int]) -> None:
@@ -496,6 +422,7 @@ class _Worker:
         for edition in editions:
             assert edition.id is not None
             self.compiled[edition.id] = _CompiledEdition.compile(self.settings, edition)
+            self.edition_dates.add(edition.date)
             self.windows[edition.id] = _FailureWindow(
                 self.settings.send_failure_window, self.settings.send_failure_threshold
             )
@@ -527,7 +454,13 @@ class _Worker:
                 self.flush_now.set()
                 await self.room.wait()
             if pacer is not None:
-                await pacer.wait_turn()
+                delay = pacer.reserve()
+                if delay > 0:
+                    await _wait_briefly(self.stop, delay)
+            if self.stop.is_set():
+                # Stopping: this row waited for its turn and has not gone out; hand it back.
+                self._add_outcome(Outcome(job.id, OutcomeKind.RELEASED))
+                continue
             compiled = self.compiled[job.edition_id]
             message_id = compiled.message_id(job.id)
             digest = compiled.digest
@@ -723,6 +656,7 @@ async def _run_worker(
     progress: SendProgress | None,
     stop_when_idle: bool,
     transport: MessageTransport | None,
+    stop: asyncio.Event | None = None,
 ) -> _Worker:
     released = await asyncio.to_thread(_in_transaction, engine, _release_dead_local_leases)
     if released:
@@ -739,6 +673,12 @@ async def _run_worker(
         progress=progress,
         edition_id=edition_id,
         stop_when_idle=stop_when_idle,
+        stop=stop or asyncio.Event(),
+    )
+    logger.info(
+        "worker %s started; it %s",
+        worker.worker_id,
+        "stops when nothing is left to send" if stop_when_idle else "runs until stopped",
     )
     try:
         await worker.run()
@@ -769,11 +709,11 @@ async def send_edition(
     started = time.monotonic()
 
     def prepare(connection: Connection) -> tuple[Edition, dict[DeliveryStatus, int]]:
-        edition = _rendered_edition(connection, edition_date)
+        edition = load_rendered_edition(connection, edition_date)
         assert edition.id is not None
         if edition.status is EditionStatus.DRAFT:
             ledger.start_sending(connection, edition_id=edition.id, now=utc_now())
-            edition = _rendered_edition(connection, edition_date)
+            edition = load_rendered_edition(connection, edition_date)
         edition_id = edition.id
         assert edition_id is not None
         return edition, ledger.count_by_status(connection, edition_id=edition_id)
@@ -822,8 +762,13 @@ async def run_worker(
     progress: SendProgress | None = None,
     stop_when_idle: bool = True,
     transport: MessageTransport | None = None,
+    stop: asyncio.Event | None = None,
 ) -> SendReport:
-    """Work the queue of every edition that is sending; return when idle (or run for ever)."""
+    """Work the queue of every edition that is sending; return when idle (or run for ever).
+
+    Setting `stop` ends the run gracefully: the messages in flight finish and
+    are recorded, every other claimed row goes back to the queue at once.
+    """
     started = time.monotonic()
     totals = await asyncio.to_thread(_in_transaction, engine, ledger.count_sending)
     queued = totals[DeliveryStatus.QUEUED]
@@ -838,8 +783,9 @@ async def run_worker(
         progress=progress,
         stop_when_idle=stop_when_idle,
         transport=transport,
+        stop=stop,
     )
-    dates = sorted({compiled.edition_date for compiled in worker.compiled.values()})
+    dates = sorted(worker.edition_dates)
     report = worker.report(
         edition_date=dates[0] if len(dates) == 1 else None,
         queued=queued,
@@ -854,70 +800,3 @@ async def run_worker(
 def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
     with engine.begin() as connection:
         return work(connection)
-
-
-async def send_test_copy(
-    settings: Settings, engine: Engine, *, edition_date: dt.date, email: str
-) -> Delivery:
-    """Send one copy, subject marked as a test, to one address; recorded with is_test=True."""
-    from subscribers.store import normalise_email
-
-    address = normalise_email(email)
-    now = utc_now()
-
-    def record_attempt(connection: Connection) -> tuple[Edition, int]:
-        edition = _rendered_edition(connection, edition_date)
-        row_id = connection.execute(
-            ledger.deliveries.insert()
-            .values(
-                edition_id=edition.id,
-                subscriber_id=None,
-                email=address,
-                is_test=True,
-                status=DeliveryStatus.QUEUED.value,
-                attempts=0,
-                lease_owner="test-copy",
-                lease_expires_at=now + dt.timedelta(hours=1),
-                created_at=now,
-                updated_at=now,
-            )
-            .returning(ledger.deliveries.c.id)
-        ).scalar_one()
-        return edition, row_id
-
-    edition, row_id = await asyncio.to_thread(_in_transaction, engine, record_attempt)
-    message_id = make_message_id(settings, edition_date=edition_date, delivery_id=row_id)
-    digest = CompiledDigest.compile(
-        settings,
-        subject=edition.subject,
-        html=edition.html,
-        text=edition.text,
-        edition_date=edition_date,
-        link_marker=edition.link_marker,
-        is_test=True,
-    )
-    message = digest.assemble(Recipient(address, None, None, message_id))
-    pool = SmtpPool(settings.model_copy(update={"smtp_concurrency": 1, "smtp_extra_relays": []}))
-    try:
-        reply = await pool.send(0, digest.envelope_from, address, message)
-    finally:
-        await pool.aclose()
-    if reply.accepted:
-        outcome = Outcome(row_id, OutcomeKind.SENT, message_id=message_id)
-    else:
-        outcome = Outcome(
-            row_id,
-            OutcomeKind.FAILED,
-            message_id=message_id,
-            code=reply.code,
-            error=clean_error_text(reply.text),
-        )
-
-    def record_outcome(connection: Connection) -> Delivery:
-        ledger.record_outcomes(connection, [outcome], utc_now())
-        row = connection.execute(
-            select(ledger.deliveries).where(ledger.deliveries.c.id == row_id)
-        ).mappings()
-        return Delivery.model_validate(dict(row.one()))
-
-    return await asyncio.to_thread(_in_transaction, engine, record_outcome)

@@ -4,49 +4,28 @@ The pool has `lanes`: `settings.smtp_concurrency` connections to the main
 relay and as many to each extra relay. A lane's connection is opened on first
 use, reused for every later message (MAIL/RCPT/DATA on the open session) and
 opened again after the server drops it. Each send answers an `SmtpReply`
-instead of raising, because a refusal is an ordinary outcome the ledger
-records, not an error of the program.
+(see `connection.transmit`) instead of raising.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from enum import StrEnum
 
 import aiosmtplib
 
-from newsletter.send.connection import make_smtp_client, parse_relay
+from newsletter.send.connection import (
+    ACCEPTED,
+    SmtpReply,
+    SmtpStage,
+    close_politely,
+    connect,
+    make_smtp_client,
+    parse_relay,
+    transmit,
+)
 from newsletter.settings import Settings
 
-QUIT_TIMEOUT_SECONDS = 2.0
-
-
-class SmtpStage(StrEnum):
-    """Where in the SMTP conversation a reply came from."""
-
-    CONNECT = "connect"
-    MAIL = "mail"
-    RCPT = "rcpt"
-    DATA = "data"
-    CONNECTION = "connection"  # no reply at all: dropped or timed out
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpReply:
-    """The server's answer to one message; `code` is None when no answer came."""
-
-    code: int | None
-    text: str
-    stage: SmtpStage
-
-    @property
-    def accepted(self) -> bool:
-        """True when the server took responsibility for the message (250 to DATA)."""
-        return self.code is not None and 200 <= self.code < 300
-
-
-ACCEPTED = SmtpReply(250, "OK", SmtpStage.DATA)
+__all__ = ["ACCEPTED", "NullTransport", "SmtpPool", "SmtpReply", "SmtpStage"]
 
 
 class NullTransport:
@@ -90,7 +69,7 @@ class SmtpPool:
         """How many connections (and so messages in flight) the pool has."""
         return len(self._lane_relays)
 
-    async def _connected_client(self, lane: int) -> aiosmtplib.SMTP:
+    async def _connected_client(self, lane: int) -> aiosmtplib.SMTP | SmtpReply:
         client = self._clients[lane]
         if client is not None and client.is_connected:
             return client
@@ -100,8 +79,8 @@ class SmtpPool:
         # A fresh client per connection: a dropped one keeps stale ESMTP state.
         client = make_smtp_client(self._settings, host=host, port=port)
         self._clients[lane] = client
-        await client.connect()
-        return client
+        refused = await connect(client)
+        return client if refused is None else refused
 
     def _drop(self, lane: int) -> None:
         client = self._clients[lane]
@@ -111,55 +90,18 @@ class SmtpPool:
 
     async def send(self, lane: int, sender: str, recipient: str, message: bytes) -> SmtpReply:
         """Send one message on the lane's connection and report the server's answer."""
-        try:
-            client = await self._connected_client(lane)
-        except aiosmtplib.SMTPResponseException as error:
+        client = await self._connected_client(lane)
+        reply = (
+            client
+            if isinstance(client, SmtpReply)
+            else await transmit(client, sender, recipient, message)
+        )
+        if reply.ends_session:
             self._drop(lane)
-            return SmtpReply(error.code, error.message, SmtpStage.CONNECT)
-        except (aiosmtplib.SMTPException, OSError) as error:
-            self._drop(lane)
-            host, port = self._lane_relays[lane]
-            return SmtpReply(None, f"cannot connect to {host}:{port}: {error}", SmtpStage.CONNECT)
-        options = [] if recipient.isascii() else ["SMTPUTF8"]
-        try:
-            await client.sendmail(sender, [recipient], message, mail_options=options)
-        except aiosmtplib.SMTPRecipientsRefused as error:
-            refusal = error.recipients[0]
-            return SmtpReply(refusal.code, refusal.message, SmtpStage.RCPT)
-        except aiosmtplib.SMTPSenderRefused as error:
-            return self._refused(lane, error, SmtpStage.MAIL)
-        except aiosmtplib.SMTPDataError as error:
-            return self._refused(lane, error, SmtpStage.DATA)
-        except aiosmtplib.SMTPResponseException as error:
-            return self._refused(lane, error, SmtpStage.MAIL)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
-            self._drop(lane)
-            return SmtpReply(None, f"connection lost: {error}", SmtpStage.CONNECTION)
-        except ValueError as error:
-            # aiosmtplib refuses an address it cannot put on the wire; no retry helps.
-            return SmtpReply(501, f"address cannot be sent: {error}", SmtpStage.RCPT)
-        return ACCEPTED
-
-    def _refused(
-        self, lane: int, error: aiosmtplib.SMTPResponseException, stage: SmtpStage
-    ) -> SmtpReply:
-        if error.code == 421:
-            # 421 means the server is closing this session.
-            self._drop(lane)
-        return SmtpReply(error.code, error.message, stage)
+        return reply
 
     async def aclose(self) -> None:
         """Say QUIT on every open connection (briefly) and close them all."""
-
-        async def quit_politely(client: aiosmtplib.SMTP) -> None:
-            try:
-                if client.is_connected:
-                    await asyncio.wait_for(client.quit(), QUIT_TIMEOUT_SECONDS)
-            except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                pass
-            finally:
-                client.close()
-
         clients = [client for client in self._clients if client is not None]
         self._clients = [None] * len(self._lane_relays)
-        await asyncio.gather(*(quit_politely(client) for client in clients))
+        await asyncio.gather(*(close_politely(client) for client in clients))

@@ -1,13 +1,16 @@
 """The FastAPI app factory: settings in, app out; the one place the web side is wired.
 
 Nothing is read at import time. The engine is the caller's when given (tests,
-an embedding process), otherwise created at start-up and disposed at shutdown;
-sends started over /admin run as tasks the app cancels at shutdown.
+an embedding process), otherwise created at start-up and disposed at shutdown.
+The app never sends a digest: /admin only changes the ledger, and workers send.
+With `sending_worker` (what `newsletter serve` does unless `--no-worker`) the
+app starts one `newsletter worker --forever` child at start-up and stops it at
+shutdown.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,11 +27,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from newsletter import __version__
 from newsletter.db import create_db_engine
 from newsletter.render import make_template_environment
+from newsletter.send.worker_process import WorkerProcess
 from newsletter.settings import Settings
 from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
 from subscribers.web.body_limit import BodySizeLimitMiddleware
 from subscribers.web.context import WebContext
-from subscribers.web.jobs import EditionSendJobs
 from subscribers.web.pages import PageRenderer
 from subscribers.web.proxies import ForwardedClientMiddleware, TrustedProxies
 from subscribers.web.routes import admin, confirm, editions, preferences, signup, unsubscribe
@@ -89,16 +92,15 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
-    """The web app for these settings; pass `engine` to share one, else it is made at start-up."""
+def create_app(
+    settings: Settings, *, engine: Engine | None = None, sending_worker: bool = False
+) -> FastAPI:
+    """The web app for these settings; pass `engine` to share one, else it is made at start-up.
+
+    `sending_worker` starts a `newsletter worker --forever` child for the app's lifetime.
+    """
     env = make_template_environment(settings.templates_dir)
     owns_engine = engine is None
-
-    async def run_send(edition_date: dt.date) -> object:
-        from newsletter.send.engine import send_edition
-
-        return await send_edition(settings, web.database, edition_date=edition_date)
-
     web = WebContext(
         settings=settings,
         env=env,
@@ -107,7 +109,6 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
             limit=settings.signup_rate_limit, window_seconds=settings.signup_rate_window_seconds
         ),
         confirmation_caps=ConfirmationCaps.from_settings(settings),
-        send_jobs=EditionSendJobs(run_send),
         engine=engine,
     )
 
@@ -115,10 +116,15 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if web.engine is None:
             web.engine = create_db_engine(settings.database_url)
+        worker = WorkerProcess(settings) if sending_worker else None
+        if worker is not None:
+            worker.start()
         try:
             yield
         finally:
-            await web.send_jobs.close()
+            if worker is not None:
+                # Waits for the child to finish its messages in flight: off the loop.
+                await asyncio.to_thread(worker.stop)
             if owns_engine and web.engine is not None:
                 web.engine.dispose()
                 web.engine = None
@@ -230,10 +236,12 @@ def _add_error_pages(app: FastAPI, web: WebContext) -> None:
         )
 
 
-def uvicorn_config(settings: Settings, *, host: str, port: int) -> uvicorn.Config:
-    """How `newsletter serve` runs the app under uvicorn."""
+def uvicorn_config(
+    settings: Settings, *, host: str, port: int, worker: bool = False
+) -> uvicorn.Config:
+    """How `newsletter serve` runs the app under uvicorn (`worker`: with a sending child)."""
     return uvicorn.Config(
-        create_app(settings),
+        create_app(settings, sending_worker=worker),
         host=host,
         port=port,
         # The app reads X-Forwarded-For itself, from NEWSLETTER_TRUSTED_PROXIES only;
@@ -243,6 +251,9 @@ def uvicorn_config(settings: Settings, *, host: str, port: int) -> uvicorn.Confi
     )
 
 
-def serve(settings: Settings, *, host: str, port: int) -> None:
-    """Run the app under uvicorn until interrupted (what `newsletter serve` calls)."""
-    uvicorn.Server(uvicorn_config(settings, host=host, port=port)).run()
+def serve(settings: Settings, *, host: str, port: int, worker: bool = True) -> None:
+    """Run the app under uvicorn until interrupted (what `newsletter serve` calls).
+
+    With `worker` (the default) one sending worker runs as a child process.
+    """
+    uvicorn.Server(uvicorn_config(settings, host=host, port=port, worker=worker)).run()

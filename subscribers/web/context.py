@@ -13,7 +13,6 @@ from sqlmodel import Session
 
 from newsletter.settings import Settings
 from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
-from subscribers.web.jobs import EditionSendJobs
 from subscribers.web.pages import PageRenderer
 
 
@@ -26,7 +25,6 @@ class WebContext:
     pages: PageRenderer
     signup_limiter: SlidingWindowRateLimiter
     confirmation_caps: ConfirmationCaps
-    send_jobs: EditionSendJobs
     engine: Engine | None = None
 
     @property

@@ -1,10 +1,17 @@
-"""Operator endpoints under `/admin`, behind `Authorization: Bearer <NEWSLETTER_ADMIN_TOKEN>`."""
+"""Operator endpoints under `/admin`, behind `Authorization: Bearer <NEWSLETTER_ADMIN_TOKEN>`.
+
+These only change the ledger and answer; the sending is done by workers
+(`newsletter worker --forever`, or the one `newsletter serve` starts), so any
+number of server processes agree on what a send is doing. Handlers that only
+touch the database are plain functions, which FastAPI runs in its threadpool:
+the event loop never waits on the database.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import hmac
-from dataclasses import asdict, is_dataclass
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -16,11 +23,12 @@ from starlette.concurrency import run_in_threadpool
 from newsletter.db import session_scope
 from newsletter.editions import prepare_edition
 from newsletter.errors import DeliveryError, EditionNotFoundError, InvalidEmailError
-from newsletter.send.engine import cancel_edition, pause_edition, resume_edition, send_test_copy
-from newsletter.send.stats import edition_stats
+from newsletter.models import EditionStatus
+from newsletter.send.control import cancel_edition, pause_edition, resume_edition, start_edition
+from newsletter.send.one_copy import send_test_copy
+from newsletter.send.stats import EditionStats, edition_stats
 from subscribers import store, suppressions
-from subscribers.web.context import EngineDep, SettingsDep, WebContext, WebDep
-from subscribers.web.jobs import SendJob
+from subscribers.web.context import EngineDep, SettingsDep, WebDep
 
 _bearer = HTTPBearer(auto_error=False, description="NEWSLETTER_ADMIN_TOKEN")
 
@@ -50,26 +58,8 @@ class Problem(BaseModel):
     detail: str
 
 
-class SendJobOut(BaseModel):
-    """A send started over HTTP, as this process knows it."""
-
-    state: str
-    started_at: dt.datetime
-    finished_at: dt.datetime | None = None
-    error: str | None = None
-    report: dict[str, Any] | None = None
-
-
-class SendStarted(BaseModel):
-    """The answer to a send trigger."""
-
-    edition_date: dt.date
-    status_url: str
-    job: SendJobOut
-
-
 class EditionStatsOut(BaseModel):
-    """An edition's ledger: deliveries by status, test sends, unsubscribes since it went out."""
+    """An edition as the ledger has it: status, deliveries by status, test sends, unsubscribes."""
 
     edition_date: dt.date
     status: str
@@ -79,7 +69,18 @@ class EditionStatsOut(BaseModel):
     unsubscribed_since: int
     send_started_at: dt.datetime | None
     send_finished_at: dt.datetime | None
-    job: SendJobOut | None = None
+
+
+class SendStarted(EditionStatsOut):
+    """The answer to a send or resume: the edition now, and the URL to follow it at."""
+
+    status_url: str
+
+
+class SendRefused(SendStarted):
+    """A send that cannot start (already sending, paused, sent or cancelled), and why."""
+
+    detail: str
 
 
 class TestSendRequest(BaseModel):
@@ -115,52 +116,94 @@ class SubscriberCounts(BaseModel):
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No edition (or no papers) for that date."}
 }
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    **_NOT_FOUND,
+    409: {"model": Problem, "description": "The edition is not in a state that allows this."},
+}
 
 
-def _job_out(job: SendJob) -> SendJobOut:
-    result = job.result
-    report = asdict(result) if is_dataclass(result) and not isinstance(result, type) else None
-    return SendJobOut(
-        state=job.state.value,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        error=job.error,
-        report=report,
-    )
+def _stats_out(stats: EditionStats) -> dict[str, Any]:
+    return {
+        "edition_date": stats.edition_date,
+        "status": str(stats.status),
+        "status_reason": stats.status_reason,
+        "deliveries": {str(status): count for status, count in stats.deliveries.items()},
+        "test_sends": stats.test_sends,
+        "unsubscribed_since": stats.unsubscribed_since,
+        "send_started_at": stats.send_started_at,
+        "send_finished_at": stats.send_finished_at,
+    }
 
 
 def _status_url(request: Request, day: dt.date) -> str:
     return str(request.url_for("edition_status", day=day.isoformat()))
 
 
-def _start_send(
-    request: Request, web: WebContext, day: dt.date, *, conflict_status: int
-) -> JSONResponse:
-    """Start the edition's send here (unless one runs) and answer 202 with its status URL."""
-    job, started = web.send_jobs.start(day)
-    status_url = _status_url(request, day)
-    body = SendStarted(edition_date=day, status_url=status_url, job=_job_out(job))
+def _read_stats(engine: EngineDep, day: dt.date) -> EditionStats:
+    try:
+        return edition_stats(engine, day)
+    except EditionNotFoundError as error:
+        raise HTTPException(status_code=404, detail=str(error)) from None
+
+
+def _change(change: Callable[..., None], engine: EngineDep, day: dt.date, **options: Any) -> None:
+    try:
+        change(engine, day, **options)
+    except EditionNotFoundError as error:
+        raise HTTPException(status_code=404, detail=str(error)) from None
+    except DeliveryError as error:
+        raise HTTPException(status_code=409, detail=str(error)) from None
+
+
+def _accepted(request: Request, stats: EditionStats) -> JSONResponse:
+    status_url = _status_url(request, stats.edition_date)
+    body = SendStarted(**_stats_out(stats), status_url=status_url)
     return JSONResponse(
-        body.model_dump(mode="json"),
-        status_code=202 if started else conflict_status,
-        headers={"Location": status_url},
+        body.model_dump(mode="json"), status_code=202, headers={"Location": status_url}
     )
+
+
+def _why_not_started(stats: EditionStats) -> str:
+    day = stats.edition_date.isoformat()
+    return {
+        EditionStatus.DRAFT: f"the edition of {day} is still a draft",
+        EditionStatus.SENDING: f"the edition of {day} is being sent already",
+        EditionStatus.PAUSED: (
+            f"the edition of {day} is paused ({stats.status_reason or 'no reason given'}); "
+            f"POST /admin/editions/{day}/resume continues it"
+        ),
+        EditionStatus.SENT: f"the edition of {day} has been sent already",
+        EditionStatus.CANCELLED: f"the edition of {day} was cancelled; it cannot be sent",
+    }[stats.status]
 
 
 @router.post(
     "/editions/{day}/send",
     status_code=202,
     response_model=SendStarted,
-    responses={**_NOT_FOUND, 409: {"model": SendStarted, "description": "Already sending."}},
-    summary="Send an edition to every confirmed subscriber, in the background",
+    responses={
+        **_NOT_FOUND,
+        409: {"model": SendRefused, "description": "Already sending, paused, sent or cancelled."},
+    },
+    summary="Queue an edition for every confirmed subscriber; workers send it",
 )
-async def send(day: dt.date, request: Request, web: WebDep) -> JSONResponse:
-    """Prepare the edition if needed and start sending; answers at once with a status URL."""
+def send(day: dt.date, request: Request, web: WebDep) -> JSONResponse:
+    """Prepare the edition if needed, fix its audience and mark it sending; answers at once."""
     try:
-        await run_in_threadpool(prepare_edition, web.settings, web.database, day=day)
+        prepare_edition(web.settings, web.database, day=day)
+        queued = start_edition(web.database, day)
     except EditionNotFoundError as error:
         return JSONResponse({"detail": str(error)}, status_code=404)
-    return _start_send(request, web, day, conflict_status=409)
+    stats = _read_stats(web.database, day)
+    if queued is not None:
+        return _accepted(request, stats)
+    status_url = _status_url(request, day)
+    refused = SendRefused(
+        **_stats_out(stats), status_url=status_url, detail=_why_not_started(stats)
+    )
+    return JSONResponse(
+        refused.model_dump(mode="json"), status_code=409, headers={"Location": status_url}
+    )
 
 
 @router.get(
@@ -168,25 +211,11 @@ async def send(day: dt.date, request: Request, web: WebDep) -> JSONResponse:
     name="edition_status",
     response_model=EditionStatsOut,
     responses=_NOT_FOUND,
-    summary="Deliveries by status and unsubscribes since the edition went out",
+    summary="The edition's status, deliveries by status and unsubscribes since it went out",
 )
-async def edition_status(day: dt.date, engine: EngineDep, web: WebDep) -> EditionStatsOut:
-    """The edition's ledger counts, and the state of a send started here."""
-    try:
-        stats = await run_in_threadpool(edition_stats, engine, day)
-    except EditionNotFoundError as error:
-        raise HTTPException(status_code=404, detail=str(error)) from None
-    return EditionStatsOut(
-        edition_date=day,
-        status=str(stats.status),
-        status_reason=stats.status_reason,
-        deliveries={str(status): count for status, count in stats.deliveries.items()},
-        test_sends=stats.test_sends,
-        unsubscribed_since=stats.unsubscribed_since,
-        send_started_at=stats.send_started_at,
-        send_finished_at=stats.send_finished_at,
-        job=_job_out(job) if (job := web.send_jobs.get(day)) else None,
-    )
+def edition_status(day: dt.date, engine: EngineDep) -> EditionStatsOut:
+    """The edition's ledger, as every server process and worker sees it."""
+    return EditionStatsOut(**_stats_out(_read_stats(engine, day)))
 
 
 @router.post(
@@ -198,13 +227,14 @@ async def edition_status(day: dt.date, engine: EngineDep, web: WebDep) -> Editio
 async def test_send(
     day: dt.date, request_body: TestSendRequest, settings: SettingsDep, web: WebDep
 ) -> TestSendOut:
-    """One copy of the edition to one address; it counts as a test, not a delivery."""
+    """One copy of the edition to one address, sent now; it counts as a test, not a delivery."""
     try:
         address = store.normalise_email(request_body.email)
     except InvalidEmailError as error:
         raise HTTPException(status_code=422, detail=str(error)) from None
     try:
         await run_in_threadpool(prepare_edition, settings, web.database, day=day)
+        # Its database work runs in threads; only the SMTP conversation is on the loop.
         delivery = await send_test_copy(settings, web.database, edition_date=day, email=address)
     except EditionNotFoundError as error:
         raise HTTPException(status_code=404, detail=str(error)) from None
@@ -220,22 +250,16 @@ async def test_send(
     )
 
 
-_CONFLICT: dict[int | str, dict[str, Any]] = {
-    **_NOT_FOUND,
-    409: {"model": Problem, "description": "The edition is not in a state that allows this."},
-}
-
-
 @router.post(
     "/editions/{day}/pause",
     response_model=EditionStatsOut,
     responses=_CONFLICT,
-    summary="Pause a running send; running workers stop within a batch",
+    summary="Pause a send; workers stop within a batch",
 )
-async def pause(day: dt.date, engine: EngineDep, web: WebDep) -> EditionStatsOut:
+def pause(day: dt.date, engine: EngineDep) -> EditionStatsOut:
     """Pause the edition; `/resume` continues it."""
-    await _change_edition(pause_edition, engine, day, reason="paused by operator over HTTP")
-    return await edition_status(day, engine, web)
+    _change(pause_edition, engine, day, reason="paused by operator over HTTP")
+    return edition_status(day, engine)
 
 
 @router.post(
@@ -243,13 +267,12 @@ async def pause(day: dt.date, engine: EngineDep, web: WebDep) -> EditionStatsOut
     status_code=202,
     response_model=SendStarted,
     responses=_CONFLICT,
-    summary="Resume a paused send and continue it in the background",
+    summary="Resume a paused send; workers continue it",
 )
-async def resume(day: dt.date, request: Request, engine: EngineDep, web: WebDep) -> JSONResponse:
-    """Mark the edition sending again and start working its queue here."""
-    await _change_edition(resume_edition, engine, day)
-    # Already running here: the answer reports that job.
-    return _start_send(request, web, day, conflict_status=202)
+def resume(day: dt.date, request: Request, engine: EngineDep) -> JSONResponse:
+    """Mark the edition sending again (a no-op when it is); answers at once."""
+    _change(resume_edition, engine, day)
+    return _accepted(request, _read_stats(engine, day))
 
 
 @router.post(
@@ -258,19 +281,10 @@ async def resume(day: dt.date, request: Request, engine: EngineDep, web: WebDep)
     responses=_CONFLICT,
     summary="Cancel an edition: nobody else receives it",
 )
-async def cancel(day: dt.date, engine: EngineDep, web: WebDep) -> EditionStatsOut:
+def cancel(day: dt.date, engine: EngineDep) -> EditionStatsOut:
     """Cancel the edition; every row still queued ends failed."""
-    await _change_edition(cancel_edition, engine, day)
-    return await edition_status(day, engine, web)
-
-
-async def _change_edition(change: Any, engine: Any, day: dt.date, **options: Any) -> None:
-    try:
-        await run_in_threadpool(change, engine, day, **options)
-    except EditionNotFoundError as error:
-        raise HTTPException(status_code=404, detail=str(error)) from None
-    except DeliveryError as error:
-        raise HTTPException(status_code=409, detail=str(error)) from None
+    _change(cancel_edition, engine, day)
+    return edition_status(day, engine)
 
 
 @router.get("/subscribers", response_model=SubscriberCounts, summary="Subscribers by status")

@@ -1,0 +1,137 @@
+"""The operator's controls of a send: start, pause, resume, cancel.
+
+Each is one short transaction on the ledger that returns at once; none sends
+anything. Workers (`engine.run_worker`, `newsletter worker`) notice the change
+and do the sending, so a web request or a CLI command can call these safely
+(from a thread: they are synchronous database calls).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.engine import Connection
+
+from newsletter.clock import utc_now
+from newsletter.errors import DeliveryError, EditionNotFoundError
+from newsletter.models import Edition, EditionStatus
+from newsletter.send import ledger
+from newsletter.send.ledger import clean_error_text
+
+__all__ = [
+    "CANCELLED_BY_OPERATOR",
+    "cancel_edition",
+    "load_edition",
+    "load_rendered_edition",
+    "pause_edition",
+    "resume_edition",
+    "start_edition",
+]
+
+CANCELLED_BY_OPERATOR = "cancelled by operator"
+
+
+def load_edition(connection: Connection, edition_date: dt.date, *, lock: bool = False) -> Edition:
+    """The edition of that day (row-locked when asked), or EditionNotFoundError."""
+    statement = select(ledger.editions).where(ledger.editions.c.date == edition_date)
+    if lock:
+        statement = statement.with_for_update()
+    row = connection.execute(statement).mappings().one_or_none()
+    if row is None:
+        raise EditionNotFoundError(
+            f"no edition exists for {edition_date.isoformat()}; "
+            f"run `newsletter preview --date {edition_date.isoformat()} --out FILE` "
+            "or `newsletter send` to prepare it"
+        )
+    return Edition.model_validate(dict(row))
+
+
+def load_rendered_edition(connection: Connection, edition_date: dt.date) -> Edition:
+    """The edition of that day with its digest, or EditionNotFoundError when it has none."""
+    edition = load_edition(connection, edition_date)
+    if not edition.html and not edition.text:
+        raise EditionNotFoundError(
+            f"the edition of {edition_date.isoformat()} has not been rendered; "
+            f"run `newsletter preview --date {edition_date.isoformat()} --out FILE` "
+            "or `newsletter send` to prepare it"
+        )
+    return edition
+
+
+def _set_status(
+    connection: Connection,
+    edition: Edition,
+    status: EditionStatus,
+    reason: str | None,
+    **extra: object,
+) -> None:
+    connection.execute(
+        update(ledger.editions)
+        .where(ledger.editions.c.id == edition.id)
+        .values(status=status.value, status_reason=reason, **extra)
+    )
+
+
+def start_edition(engine: Engine, edition_date: dt.date) -> int | None:
+    """Fix the audience of a draft edition and mark it sending; returns how many rows it queued.
+
+    Returns None when the edition was no longer a draft (another caller
+    started it first, or it was sent or cancelled). Workers pick it up.
+    """
+    with engine.begin() as connection:
+        edition = load_rendered_edition(connection, edition_date)
+        assert edition.id is not None
+        return ledger.start_sending(connection, edition_id=edition.id, now=utc_now())
+
+
+def pause_edition(engine: Engine, edition_date: dt.date, *, reason: str) -> None:
+    """Pause a sending edition; running workers stop within a batch and `resume` continues."""
+    with engine.begin() as connection:
+        edition = load_edition(connection, edition_date, lock=True)
+        if edition.status in (EditionStatus.SENDING, EditionStatus.PAUSED):
+            _set_status(connection, edition, EditionStatus.PAUSED, clean_error_text(reason))
+            return
+    raise DeliveryError(
+        f"the edition of {edition_date.isoformat()} is {edition.status.value}, not sending; "
+        "only a running send can be paused"
+    )
+
+
+def resume_edition(engine: Engine, edition_date: dt.date) -> None:
+    """Let a paused edition send again (a no-op for one already sending)."""
+    with engine.begin() as connection:
+        edition = load_edition(connection, edition_date, lock=True)
+        if edition.status is EditionStatus.PAUSED:
+            _set_status(connection, edition, EditionStatus.SENDING, None)
+            return
+        if edition.status is EditionStatus.SENDING:
+            return
+    hint = {
+        EditionStatus.DRAFT: "it has not started; run `newsletter send` to start it",
+        EditionStatus.SENT: "it has been sent already",
+        EditionStatus.CANCELLED: "it was cancelled, and a cancelled edition stays cancelled",
+    }[edition.status]
+    raise DeliveryError(f"cannot resume the edition of {edition_date.isoformat()}: {hint}")
+
+
+def cancel_edition(engine: Engine, edition_date: dt.date) -> None:
+    """Cancel an edition: nobody else receives it; every queued row ends `failed`."""
+    now = utc_now()
+    with engine.begin() as connection:
+        edition = load_edition(connection, edition_date, lock=True)
+        if edition.status is EditionStatus.SENT:
+            raise DeliveryError(
+                f"the edition of {edition_date.isoformat()} has been sent already; "
+                "there is nothing left to cancel"
+            )
+        if edition.status is not EditionStatus.CANCELLED:
+            _set_status(
+                connection,
+                edition,
+                EditionStatus.CANCELLED,
+                CANCELLED_BY_OPERATOR,
+                send_finished_at=now,
+            )
+        assert edition.id is not None
+        ledger.fail_queued(connection, edition_id=edition.id, reason=CANCELLED_BY_OPERATOR, now=now)
