@@ -52,8 +52,8 @@ def _wait_for_port(port: int, timeout: float = 30.0) -> None:
 def _seed(env: dict[str, str], subscribers: int) -> str:
     from sqlalchemy import insert
 
-    from newsletter.clock import utc_now
-    from newsletter.db import create_db_engine
+    from newsletter.core.clock import utc_now
+    from newsletter.core.db import create_db_engine
     from newsletter.sample_data import SAMPLE_DAY, sample_day_path
     from subscribers.models import Subscriber
 

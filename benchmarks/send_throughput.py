@@ -41,8 +41,8 @@ sys.path.insert(0, str(PROJECT_ROOT))
 import aiosmtplib  # noqa: E402
 from sqlalchemy import Engine, text  # noqa: E402
 
-from newsletter.db import create_db_engine, upgrade_schema  # noqa: E402
-from newsletter.settings import Settings, load_settings  # noqa: E402
+from newsletter.core.db import create_db_engine, upgrade_schema  # noqa: E402
+from newsletter.core.settings import Settings, load_settings  # noqa: E402
 from newsletter.values import (  # noqa: E402
     PaperRecord,
     PersonalField,
@@ -290,7 +290,7 @@ def measure_pipeline(
     settings: Settings, *, subscribers: int, digest: tuple[str, str, str]
 ) -> float:
     """(a)/(b): messages per second of `send_edition` over the real SMTP pool."""
-    from newsletter.send.engine import send_edition
+    from newsletter.delivery.worker import send_edition
 
     engine = create_db_engine(settings.database_url)
     try:
@@ -315,7 +315,7 @@ async def _send_over_connections(
     concurrency: int,
     make_and_send: Callable[[aiosmtplib.SMTP, int], Awaitable[None]],
 ) -> float:
-    from newsletter.send.connection import make_smtp_client
+    from newsletter.delivery.connection import make_smtp_client
 
     # The same client set-up as the pipeline's pool (aiosmtplib's default would
     # upgrade to TLS whenever the sink offers STARTTLS, measuring encryption).
@@ -337,7 +337,7 @@ async def _send_over_connections(
 
 def measure_raw(settings: Settings, *, count: int, digest: tuple[str, str, str]) -> float:
     """(c): one prebuilt message sent `count` times over C connections: the ceiling."""
-    from newsletter.send.assemble import CompiledDigest, Recipient
+    from newsletter.delivery.assemble import CompiledDigest, Recipient
 
     subject, html, body = digest
     compiled = CompiledDigest.compile(
@@ -358,7 +358,7 @@ def measure_raw(settings: Settings, *, count: int, digest: tuple[str, str, str])
 
 def measure_naive(settings: Settings, *, count: int, digest: tuple[str, str, str]) -> float:
     """(d): build an EmailMessage per recipient with the email package, then send it."""
-    from newsletter.send.assemble import Recipient, build_message, make_message_id
+    from newsletter.delivery.assemble import Recipient, build_message, make_message_id
 
     subject, html, body = digest
 
@@ -385,7 +385,7 @@ def measure_naive(settings: Settings, *, count: int, digest: tuple[str, str, str
 
 def measure_assemble_microseconds(settings: Settings, digest: tuple[str, str, str]) -> float:
     """Mean cost of one `assemble` call on this digest."""
-    from newsletter.send.assemble import CompiledDigest, Recipient
+    from newsletter.delivery.assemble import CompiledDigest, Recipient
 
     subject, html, body = digest
     compiled = CompiledDigest.compile(
@@ -408,7 +408,7 @@ def measure_assemble_microseconds(settings: Settings, digest: tuple[str, str, st
 
 def encoded_html_kb(settings: Settings, digest: tuple[str, str, str]) -> float:
     """Size of the quoted-printable HTML part, what Gmail's clipping limit counts."""
-    from newsletter.send.assemble import CompiledDigest
+    from newsletter.delivery.assemble import CompiledDigest
 
     subject, html, body = digest
     compiled = CompiledDigest.compile(
@@ -438,8 +438,8 @@ def child_seed(database_url: str, subscribers: int) -> None:
 
 def child_dry_run(database_url: str, subscribers: int, concurrency: int) -> None:
     """Child process: run the pipeline into a null transport and print the peak RSS in MB."""
-    from newsletter.send.engine import send_edition
-    from newsletter.send.pool import NullTransport
+    from newsletter.delivery.transport import NullTransport
+    from newsletter.delivery.worker import send_edition
 
     settings = bench_settings(database_url, 25, concurrency)
     engine = create_db_engine(database_url)

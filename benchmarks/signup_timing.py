@@ -22,11 +22,11 @@ from pathlib import Path
 
 import uvicorn
 
-from newsletter.db import create_db_engine, session_scope, upgrade_schema
+from newsletter.core.db import create_db_engine, session_scope, upgrade_schema
+from newsletter.core.settings import load_settings
 from newsletter.outbox import SmtpCatcher
-from newsletter.settings import load_settings
+from newsletter.web.app import create_app
 from subscribers import store
-from subscribers.web.app import create_app
 
 
 class CountingHandler:

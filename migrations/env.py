@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the engine that `newsletter.db` hands over."""
+"""Alembic environment: runs on the engine that `newsletter.core.db` hands over."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import newsletter.models  # noqa: F401  (registers every table on the metadata)
-from newsletter.db import create_db_engine
+from newsletter.core.db import create_db_engine
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -14,7 +14,7 @@ target_metadata = SQLModel.metadata
 engine = config.attributes.get("engine")
 if engine is None:  # run by the `alembic` command itself
     engine = create_db_engine(
-        config.get_main_option("sqlalchemy.url") or "sqlite:///./newsletter.db"
+        config.get_main_option("sqlalchemy.url") or "sqlite:///./newsletter.core.db"
     )
 
 with engine.connect() as connection:

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from newsletter.errors import ConfigurationError, NewsletterError
+from newsletter.core.errors import ConfigurationError, NewsletterError
 
 # Start-up time: `newsletter --help` must not load pydantic, SQLAlchemy, SQLModel, Alembic or
 # FastAPI (half a second or more), so the top of this module imports only typer, rich, the
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.exc import SQLAlchemyError
 
-    from newsletter.settings import Settings
+    from newsletter.core.settings import Settings
 
 app = typer.Typer(
     help="A daily machine-learning paper digest: ingest, rank, render and send.",
@@ -71,7 +71,7 @@ class CliContext:
 
     def engine(self, *, migrate_empty: bool = True) -> Engine:
         """The engine, with the schema checked (an empty database is created on first use)."""
-        from newsletter.db import create_db_engine
+        from newsletter.core.db import create_db_engine
 
         if self._engine is None:
             engine = create_db_engine(self.settings.database_url)
@@ -86,7 +86,7 @@ class CliContext:
 
 
 def _ensure_schema(engine: Engine, *, migrate_empty: bool) -> None:
-    from newsletter.db import current_revision, head_revision, upgrade_schema
+    from newsletter.core.db import current_revision, head_revision, upgrade_schema
 
     head = head_revision()
     try:
@@ -121,7 +121,7 @@ def _root(
     ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
 ) -> None:
-    from newsletter.settings import load_settings
+    from newsletter.core.settings import load_settings
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -173,7 +173,7 @@ def ingest(
 def _write_preview(
     settings: Settings, engine: Engine, day: dt.date, out: Path
 ) -> tuple[Path, Path]:
-    from newsletter.editions import prepare_edition, preview_version
+    from newsletter.editions.content import prepare_edition, preview_version
 
     html, text = preview_version(prepare_edition(settings, engine, day=day), settings)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -221,15 +221,15 @@ def send(
     ] = False,
 ) -> None:
     """Send a day's digest to every confirmed subscriber (each at most once)."""
-    from newsletter.editions import prepare_edition
-    from newsletter.send.engine import (
+    from newsletter.delivery.progress import RichSendProgress
+    from newsletter.delivery.worker import (
         cancel_edition,
         pause_edition,
         resume_edition,
         send_edition,
         send_test_copy,
     )
-    from newsletter.send.progress import RichSendProgress
+    from newsletter.editions.content import prepare_edition
 
     context = _context(ctx)
     settings = context.settings
@@ -270,7 +270,7 @@ def send(
 
 
 def _print_dry_run(context: CliContext, day: dt.date, subject: str) -> None:
-    from newsletter.db import session_scope
+    from newsletter.core.db import session_scope
     from subscribers.models import SubscriberStatus
     from subscribers.store import count_by_status
 
@@ -284,7 +284,7 @@ def _print_dry_run(context: CliContext, day: dt.date, subject: str) -> None:
 
 
 def _print_send_report(report: object) -> None:
-    from newsletter.send.engine import SendReport
+    from newsletter.delivery.worker import SendReport
 
     assert isinstance(report, SendReport)
     table = Table(title="Send summary", show_header=True)
@@ -325,8 +325,8 @@ def worker(
     recorded, every other claimed recipient goes back to the queue; a second
     signal stops it at once.
     """
-    from newsletter.send.engine import SendReport, run_worker
-    from newsletter.send.progress import RichSendProgress
+    from newsletter.delivery.progress import RichSendProgress
+    from newsletter.delivery.worker import SendReport, run_worker
 
     context = _context(ctx)
 
@@ -368,8 +368,8 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show an edition's delivery ledger (or the subscriber counts without --date)."""
-    from newsletter.db import session_scope
-    from newsletter.send.stats import edition_stats
+    from newsletter.core.db import session_scope
+    from newsletter.delivery.stats import edition_stats
     from subscribers.store import count_by_status
 
     context = _context(ctx)
@@ -442,7 +442,7 @@ def serve(
     ] = True,
 ) -> None:
     """Serve sign-up, confirmation, unsubscribe, preferences, editions and /admin."""
-    from subscribers.web.app import serve as serve_app
+    from newsletter.web.app import serve as serve_app
 
     context = _context(ctx)
     context.engine()  # check the schema before accepting requests
@@ -462,7 +462,7 @@ def subscribers_add(
     ] = False,
 ) -> None:
     """Add a subscriber (pending unless --confirmed)."""
-    from newsletter.db import session_scope
+    from newsletter.core.db import session_scope
     from subscribers.store import add_subscriber
 
     with session_scope(_context(ctx).engine()) as session:
@@ -476,7 +476,7 @@ def subscribers_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List subscribers with their status (and why a suppressed one gets no digest)."""
-    from newsletter.db import session_scope
+    from newsletter.core.db import session_scope
     from subscribers.store import iter_subscribers
     from subscribers.suppressions import active_reasons
 
@@ -517,7 +517,7 @@ def subscribers_remove(
     email: Annotated[str, typer.Argument(help="The address to remove.")],
 ) -> None:
     """Unsubscribe an address; it receives nothing more (its delivery history stays)."""
-    from newsletter.db import session_scope
+    from newsletter.core.db import session_scope
     from subscribers.store import remove_subscriber
 
     with session_scope(_context(ctx).engine()) as session:
@@ -531,7 +531,7 @@ def subscribers_remove(
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Create the schema, or upgrade it to this version, keeping the data."""
-    from newsletter.db import create_db_engine, current_revision, upgrade_schema
+    from newsletter.core.db import create_db_engine, current_revision, upgrade_schema
 
     context = _context(ctx)
     engine = create_db_engine(context.settings.database_url)
@@ -595,7 +595,7 @@ def describe_failure(error: Exception) -> str | None:
     if isinstance(error, NewsletterError):
         message = str(error)
     elif _is_database_error(error):
-        from newsletter.db import describe_database_error
+        from newsletter.core.db import describe_database_error
 
         message = describe_database_error(error)
     elif isinstance(error, OSError):

@@ -18,16 +18,16 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
-from newsletter.db import create_db_engine, session_scope, upgrade_schema
-from newsletter.editions import prepare_edition, preview_version
-from newsletter.errors import ConfigurationError
+from newsletter.core.db import create_db_engine, session_scope, upgrade_schema
+from newsletter.core.errors import ConfigurationError
+from newsletter.core.settings import Settings, SmtpSecurity
+from newsletter.delivery.progress import RichSendProgress
+from newsletter.delivery.worker import send_edition
+from newsletter.editions.content import prepare_edition, preview_version
 from newsletter.ingest import PaperSource, ingest_papers
 from newsletter.models import Edition
 from newsletter.outbox import MaildirHandler, SmtpCatcher
 from newsletter.sample_data import SAMPLE_DAY, sample_day_path
-from newsletter.send.engine import send_edition
-from newsletter.send.progress import RichSendProgress
-from newsletter.settings import Settings, SmtpSecurity
 from subscribers.store import add_subscriber, mark_unsubscribed
 
 DEMO_READERS = (

@@ -12,7 +12,7 @@ from enum import StrEnum
 from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from newsletter.clock import UtcDateTime, utc_now
+from newsletter.core.clock import UtcDateTime, utc_now
 from subscribers.models import Subscriber, SubscriberStatus
 
 __all__ = [

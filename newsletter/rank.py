@@ -37,7 +37,7 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 
-from newsletter.errors import ConfigurationError
+from newsletter.core.errors import ConfigurationError
 from newsletter.values import PaperRecord, RankedPaper
 
 UPVOTE_WEIGHT = 1.0

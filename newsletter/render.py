@@ -19,8 +19,8 @@ import jinja2
 from markupsafe import Markup
 from mjml import mjml2html
 
-from newsletter.errors import ConfigurationError, EditionNotFoundError, RenderError
-from newsletter.text import BIDI_CONTROLS, XML_INVALID, single_line
+from newsletter.core.errors import ConfigurationError, EditionNotFoundError, RenderError
+from newsletter.core.text import BIDI_CONTROLS, XML_INVALID, single_line
 from newsletter.values import PersonalField, RankedPaper, RenderedDigest
 
 TITLE_MAX_CHARS = 250

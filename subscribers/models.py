@@ -10,7 +10,7 @@ from sqlalchemy import JSON, Column, Index, String, Text, func
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlmodel import Field, SQLModel
 
-from newsletter.clock import UtcDateTime, utc_now
+from newsletter.core.clock import UtcDateTime, utc_now
 from subscribers.addresses import mailbox_of
 
 

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from newsletter.settings import Settings
+from newsletter.core.settings import Settings
 from subscribers.addresses import domain_of, mailbox_of
 
 # An IPv6 client is usually given a whole /64 and can pick any address in it.

@@ -19,16 +19,16 @@ from typing import Protocol
 from jinja2 import Environment
 from sqlmodel import Session
 
-from newsletter.errors import InvalidSubscriberDetailsError, InvalidTokenError
-from newsletter.headers import (
+from newsletter.core.errors import InvalidSubscriberDetailsError, InvalidTokenError
+from newsletter.core.headers import (
     mailbox_header,
     mailbox_setting_header,
     split_mailbox_setting,
     unstructured_header,
 )
-from newsletter.mime import OutgoingMessage, compose_alternative
+from newsletter.core.mime import OutgoingMessage, compose_alternative
+from newsletter.core.settings import Settings
 from newsletter.render import render_email
-from newsletter.settings import Settings
 from subscribers import store, suppressions
 from subscribers.models import Subscriber, SubscriberStatus
 from subscribers.store import ConfirmationClaim
@@ -171,7 +171,7 @@ def build_confirmation_message(
         "postal_address": settings.postal_address,
     }
     html, text = render_email(env, "confirm", context)
-    # Every header is written by newsletter.headers: the name is a stranger's
+    # Every header is written by newsletter.core.headers: the name is a stranger's
     # text, and the email package's folding would decode encoded-words in it.
     headers = [
         mailbox_setting_header("From", settings.from_address),

@@ -12,9 +12,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
-from newsletter.clock import utc_now
-from newsletter.errors import InvalidEmailError, SubscriberNotFoundError
-from newsletter.text import has_unsafe_characters, single_line
+from newsletter.core.clock import utc_now
+from newsletter.core.errors import InvalidEmailError, SubscriberNotFoundError
+from newsletter.core.text import has_unsafe_characters, single_line
 from subscribers.models import Subscriber, SubscriberStatus
 
 MAX_EMAIL_LENGTH = 254

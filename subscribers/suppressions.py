@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from newsletter.clock import UtcDateTime
+from newsletter.core.clock import UtcDateTime
 from subscribers.addresses import mailbox_of
 from subscribers.models import Subscriber, SubscriberStatus, Suppression, SuppressionReason
 

@@ -22,7 +22,7 @@ from functools import lru_cache
 
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 
-from newsletter.errors import ExpiredTokenError, InvalidTokenError
+from newsletter.core.errors import ExpiredTokenError, InvalidTokenError
 
 _UNSUBSCRIBE = "unsubscribe"
 _PREFERENCES = "preferences"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from newsletter.db import create_db_engine, upgrade_schema
-from newsletter.settings import Settings, load_settings
+from newsletter.core.db import create_db_engine, upgrade_schema
+from newsletter.core.settings import Settings, load_settings
 from tests.support.cli import cli_environment
 from tests.support.smtp_server import RecordingSmtpServer
 

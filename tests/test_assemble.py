@@ -15,17 +15,17 @@ from email.utils import format_datetime, getaddresses
 import aiosmtplib
 import pytest
 
-from newsletter.errors import InvalidEmailError
-from newsletter.render import make_template_environment, render_digest
-from newsletter.resources import templates_path
-from newsletter.send.assemble import (
+from newsletter.core.errors import InvalidEmailError
+from newsletter.core.resources import templates_path
+from newsletter.core.settings import Settings, load_settings
+from newsletter.delivery.assemble import (
     TEST_SEND_KEY,
     CompiledDigest,
     Recipient,
     build_message,
     make_message_id,
 )
-from newsletter.settings import Settings, load_settings
+from newsletter.render import make_template_environment, render_digest
 from newsletter.values import PaperRecord, PersonalField, RankedPaper
 from subscribers.tokens import read_preferences_token, read_unsubscribe_token
 from tests.support.smtp_server import RecordingSmtpServer

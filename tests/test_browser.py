@@ -22,10 +22,10 @@ import pytest
 import uvicorn
 from sqlalchemy import Engine
 
-from newsletter.send.engine import run_worker
-from newsletter.settings import Settings
+from newsletter.core.settings import Settings
+from newsletter.delivery.worker import run_worker
+from newsletter.web.app import create_app
 from subscribers.models import SubscriberStatus
-from subscribers.web.app import create_app
 from tests.support.smtp_server import RecordingSmtpServer
 from tests.support.web import (
     ADMIN_TOKEN,

@@ -17,8 +17,8 @@ from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from newsletter.db import create_db_engine, describe_database_error, upgrade_schema
-from newsletter.errors import ConfigurationError
+from newsletter.core.db import create_db_engine, describe_database_error, upgrade_schema
+from newsletter.core.errors import ConfigurationError
 from tests.support.cli import cli_environment, run_cli
 from tests.support.postgres import postgres_database_or_skip
 from tests.support.smtp_server import RecordingSmtpServer

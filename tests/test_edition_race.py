@@ -20,12 +20,12 @@ import pytest
 from sqlalchemy import Engine, event, func
 from sqlmodel import Session, col, select
 
-from newsletter.db import create_db_engine, session_scope, upgrade_schema
-from newsletter.editions import prepare_edition
+from newsletter.core.db import create_db_engine, session_scope, upgrade_schema
+from newsletter.core.settings import Settings
+from newsletter.editions.content import prepare_edition
 from newsletter.ingest import read_papers_file, upsert_papers
 from newsletter.models import Edition, EditionPaper, EditionStatus
 from newsletter.sample_data import SAMPLE_DAY, sample_day_path
-from newsletter.settings import Settings
 from tests.support.postgres import postgres_database_or_skip
 
 PREPARERS = 2

@@ -8,8 +8,8 @@ import smtplib
 import pytest
 from sqlalchemy import Engine, inspect
 
-from newsletter.errors import ConfigurationError
-from newsletter.settings import load_settings
+from newsletter.core.errors import ConfigurationError
+from newsletter.core.settings import load_settings
 from tests.support import REPO_ROOT
 from tests.support.smtp_server import RecordingSmtpServer
 
@@ -87,7 +87,7 @@ def test_recording_server_records_and_injects_faults() -> None:
 def test_env_example_documents_every_setting() -> None:
     import re
 
-    from newsletter.settings import Settings
+    from newsletter.core.settings import Settings
 
     text = (REPO_ROOT / ".env.example").read_text(encoding="utf-8")
     listed = set(re.findall(r"NEWSLETTER_[A-Z_]+", text))

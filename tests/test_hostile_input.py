@@ -26,13 +26,13 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import Engine
 
-from newsletter.mime import OutgoingMessage
+from newsletter.core.mime import OutgoingMessage
+from newsletter.core.resources import templates_path
+from newsletter.core.settings import Settings
+from newsletter.core.text import single_line
+from newsletter.delivery.assemble import CompiledDigest, Recipient
+from newsletter.delivery.connection import send_single_message
 from newsletter.render import make_template_environment, render_digest
-from newsletter.resources import templates_path
-from newsletter.send.assemble import CompiledDigest, Recipient
-from newsletter.send.connection import send_single_message
-from newsletter.settings import Settings
-from newsletter.text import single_line
 from newsletter.values import PaperRecord, RankedPaper, new_link_marker
 from subscribers.tokens import make_preferences_token, make_unsubscribe_token
 from tests.support.cli import run_cli

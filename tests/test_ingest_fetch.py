@@ -9,7 +9,7 @@ from datetime import date
 import httpx
 import pytest
 
-from newsletter.errors import IngestError, MalformedSourceError, SourceUnavailableError
+from newsletter.core.errors import IngestError, MalformedSourceError, SourceUnavailableError
 from newsletter.ingest import Backoff, ParsedPapers, fetch_arxiv_listing, fetch_daily_papers
 from newsletter.sample_data import generate_daily_papers
 from tests.support.feed_server import FeedResponse, FeedServer, RecordedRequest

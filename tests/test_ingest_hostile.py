@@ -23,12 +23,12 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from newsletter.db import create_db_engine, upgrade_schema
-from newsletter.errors import MalformedSourceError
+from newsletter.core.db import create_db_engine, upgrade_schema
+from newsletter.core.errors import MalformedSourceError
+from newsletter.core.settings import Settings
 from newsletter.ingest import PaperSource, ingest_papers, parse_arxiv_listing, parse_daily_papers
 from newsletter.ingest.parsed import canonical_arxiv_id, clean_url, parse_iso_datetime
 from newsletter.models import Paper
-from newsletter.settings import Settings
 from tests.support.cli import cli_environment, run_cli
 from tests.support.feed_server import FEEDS_DIR, FeedResponse, running_feed_server
 from tests.support.postgres import postgres_database_or_skip

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.errors import IngestError, MalformedSourceError
+from newsletter.core.errors import IngestError, MalformedSourceError
 from newsletter.ingest import (
     PaperSource,
     parse_arxiv_listing,

@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
-from newsletter.errors import IngestError, MalformedSourceError, SourceUnavailableError
+from newsletter.core.errors import IngestError, MalformedSourceError, SourceUnavailableError
+from newsletter.core.settings import Settings
 from newsletter.ingest import Backoff, IngestReport, PaperSource, ingest_papers
 from newsletter.ingest import load_papers_for_day as load_day
 from newsletter.models import Paper
@@ -24,7 +25,6 @@ from newsletter.sample_data import (
     sample_day_path,
 )
 from newsletter.sample_data.make_sample_day import render_sample_day
-from newsletter.settings import Settings
 from tests.support.feed_server import FEEDS_DIR, FeedResponse, FeedServer, RecordedRequest
 
 DAY = date(2026, 11, 27)

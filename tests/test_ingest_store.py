@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, func, text
 from sqlmodel import Session, select
 
-from newsletter.db import create_db_engine, session_scope, upgrade_schema
+from newsletter.core.db import create_db_engine, session_scope, upgrade_schema
 from newsletter.ingest import load_papers_for_day, parse_arxiv_listing, upsert_papers
 from newsletter.ingest.file import read_papers_file
 from newsletter.models import Paper

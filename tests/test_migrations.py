@@ -18,7 +18,7 @@ from sqlalchemy import Column, text
 from sqlmodel import SQLModel
 
 import newsletter.models  # noqa: F401  (registers every table, as migrations/env.py does)
-from newsletter.db import create_db_engine, current_revision, head_revision, upgrade_schema
+from newsletter.core.db import create_db_engine, current_revision, head_revision, upgrade_schema
 from tests.support.postgres import postgres_database_or_skip
 
 

@@ -10,8 +10,8 @@ import schemathesis
 from schemathesis.checks import not_a_server_error
 from sqlalchemy import Engine
 
-from newsletter.settings import Settings
-from subscribers.web.app import create_app
+from newsletter.core.settings import Settings
+from newsletter.web.app import create_app
 from tests.support.smtp_server import RecordingSmtpServer
 from tests.support.web import ADMIN_TOKEN, store_papers, web_settings
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.core.resources import migrations_path, templates_path
+from newsletter.core.settings import load_settings
 from newsletter.demo import DEMO_READERS
-from newsletter.resources import migrations_path, templates_path
-from newsletter.settings import load_settings
 from tests.support import REPO_ROOT
 
 # What the build reads; everything else in the checkout stays behind.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.errors import ConfigurationError
+from newsletter.core.errors import ConfigurationError
 from newsletter.rank import (
     COMMENT_WEIGHT,
     HALF_LIFE_HOURS,

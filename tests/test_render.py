@@ -10,7 +10,8 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from newsletter.errors import ConfigurationError, EditionNotFoundError, RenderError
+from newsletter.core.errors import ConfigurationError, EditionNotFoundError, RenderError
+from newsletter.core.resources import templates_path
 from newsletter.render import (
     ENCODED_HTML_MAX_BYTES,
     SUMMARY_MAX_CHARS,
@@ -20,7 +21,6 @@ from newsletter.render import (
     render_digest,
     render_email,
 )
-from newsletter.resources import templates_path
 from newsletter.values import PaperRecord, PersonalField, RankedPaper, RenderedDigest
 
 EDITION_DATE = date(2026, 11, 27)

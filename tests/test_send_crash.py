@@ -18,10 +18,10 @@ from aiosmtpd.smtp import SMTP as SmtpProtocol
 from aiosmtpd.smtp import Envelope, Session
 from sqlalchemy import Engine
 
-from newsletter.db import create_db_engine, upgrade_schema
+from newsletter.core.db import create_db_engine, upgrade_schema
+from newsletter.delivery.worker import FLUSH_MAX_ROWS
 from newsletter.models import DeliveryStatus, EditionStatus
 from newsletter.outbox import SmtpCatcher
-from newsletter.send.engine import FLUSH_MAX_ROWS
 from tests.support.postgres import postgres_database_or_skip
 from tests.support.sending import (
     DAY,
@@ -35,9 +35,9 @@ from tests.support.smtp_server import RecordingHandler
 
 SEND_SCRIPT = """
 import asyncio, datetime, json, sys
-from newsletter.db import create_db_engine
-from newsletter.send.engine import send_edition
-from newsletter.settings import load_settings
+from newsletter.core.db import create_db_engine
+from newsletter.delivery.worker import send_edition
+from newsletter.core.settings import load_settings
 
 settings = load_settings()
 engine = create_db_engine(settings.database_url)

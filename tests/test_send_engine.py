@@ -12,10 +12,15 @@ import pytest
 from rich.console import Console
 from sqlalchemy import Engine, insert, select, update
 
-from newsletter.clock import utc_now
-from newsletter.errors import DeliveryError, EditionNotFoundError
-from newsletter.models import DeliveryStatus, EditionStatus
-from newsletter.send.engine import (
+from newsletter.core.clock import utc_now
+from newsletter.core.errors import DeliveryError, EditionNotFoundError
+from newsletter.core.settings import Settings
+from newsletter.delivery.ledger import deliveries, editions, subscribers
+from newsletter.delivery.pacing import Pacer, TokenBucket
+from newsletter.delivery.progress import RichSendProgress
+from newsletter.delivery.stats import edition_stats, list_edition_stats
+from newsletter.delivery.transport import NullTransport, SmtpPool, SmtpReply
+from newsletter.delivery.worker import (
     SendReport,
     cancel_edition,
     pause_edition,
@@ -25,12 +30,7 @@ from newsletter.send.engine import (
     send_test_copy,
     start_edition,
 )
-from newsletter.send.ledger import deliveries, editions, subscribers
-from newsletter.send.pacing import Pacer, TokenBucket
-from newsletter.send.pool import NullTransport, SmtpPool, SmtpReply
-from newsletter.send.progress import RichSendProgress
-from newsletter.send.stats import edition_stats, list_edition_stats
-from newsletter.settings import Settings
+from newsletter.models import DeliveryStatus, EditionStatus
 from subscribers.models import SubscriberStatus
 from tests.support.sending import (
     DAY,
@@ -439,7 +439,7 @@ async def test_send_rate_holds_across_connections(
 
 
 def test_a_lease_keeps_others_away_until_it_expires(settings: Settings, engine: Engine) -> None:
-    from newsletter.send import ledger
+    from newsletter.delivery import ledger
 
     seed_subscribers(engine, 5)
     make_edition(engine)
@@ -464,7 +464,7 @@ def test_a_lease_keeps_others_away_until_it_expires(settings: Settings, engine: 
 
 
 def test_a_paused_edition_has_nothing_claimable(settings: Settings, engine: Engine) -> None:
-    from newsletter.send import ledger
+    from newsletter.delivery import ledger
 
     seed_subscribers(engine, 4)
     make_edition(engine)
@@ -596,8 +596,8 @@ def test_rows_held_by_a_dead_process_on_this_machine_return_at_once(
     import subprocess
     import sys
 
-    from newsletter.send import ledger
-    from newsletter.send.engine import is_dead_local_worker
+    from newsletter.delivery import ledger
+    from newsletter.delivery.worker import is_dead_local_worker
 
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()

@@ -11,10 +11,10 @@ from collections import Counter
 import pytest
 from sqlalchemy import Engine, select
 
+from newsletter.core.settings import Settings
+from newsletter.delivery.ledger import subscribers
+from newsletter.delivery.worker import resume_edition, send_edition
 from newsletter.models import DeliveryStatus, EditionStatus
-from newsletter.send.engine import resume_edition, send_edition
-from newsletter.send.ledger import subscribers
-from newsletter.settings import Settings
 from subscribers.models import SubscriberStatus
 from tests.support.sending import (
     DAY,
@@ -146,14 +146,14 @@ async def test_rejection_at_data_fails_and_leaves_the_subscriber_alone(
     )
     make_edition(engine)
 
-    with caplog.at_level(logging.WARNING, logger="newsletter.send"):
+    with caplog.at_level(logging.WARNING, logger="newsletter.delivery"):
         await send_edition(settings, engine, edition_date=DAY)
 
     row = next(r for r in ledger_rows(engine) if r.email == refused)
     assert (row.status, row.attempts, row.last_code) == (DeliveryStatus.FAILED, 1, 554)
     assert row.last_error == "5.7.1 message refused 5.7.1 see policy"  # one line, no CR/LF
     assert subscriber_status(engine, refused) is SubscriberStatus.CONFIRMED
-    [line] = [r.getMessage() for r in caplog.records if r.name == "newsletter.send"]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "newsletter.delivery"]
     assert "\n" not in line and "\r" not in line
     assert f"edition=2026-03-02 delivery={row.id} email={refused} code=554" in line
     assert "attempt=1 outcome=failed" in line

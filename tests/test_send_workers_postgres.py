@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.db import create_db_engine, upgrade_schema
+from newsletter.core.db import create_db_engine, upgrade_schema
+from newsletter.delivery.worker import start_edition
 from newsletter.models import DeliveryStatus, EditionStatus
-from newsletter.send.engine import start_edition
 from tests.support.postgres import postgres_database_or_skip
 from tests.support.sending import (
     DAY,
@@ -34,9 +34,9 @@ AUDIENCE = 600
 # file, so all of them really compete for the same rows.
 WORKER_SCRIPT = """
 import asyncio, json, pathlib, sys, time
-from newsletter.db import create_db_engine
-from newsletter.send.engine import run_worker
-from newsletter.settings import load_settings
+from newsletter.core.db import create_db_engine
+from newsletter.delivery.worker import run_worker
+from newsletter.core.settings import load_settings
 
 settings = load_settings()
 engine = create_db_engine(settings.database_url)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine
 
-from newsletter.db import session_scope
-from newsletter.errors import InvalidEmailError, SubscriberNotFoundError
+from newsletter.core.db import session_scope
+from newsletter.core.errors import InvalidEmailError, SubscriberNotFoundError
 from subscribers.models import SubscriberStatus
 from subscribers.store import (
     add_subscriber,

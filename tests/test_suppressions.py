@@ -12,12 +12,12 @@ from alembic import command
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
-from newsletter.clock import utc_now
-from newsletter.db import _alembic_config, create_db_engine, session_scope, upgrade_schema
+from newsletter.core.clock import utc_now
+from newsletter.core.db import _alembic_config, create_db_engine, session_scope, upgrade_schema
+from newsletter.core.settings import Settings
+from newsletter.delivery.ledger import mark_subscribers_bounced
+from newsletter.delivery.worker import send_edition, start_edition
 from newsletter.models import DeliveryStatus
-from newsletter.send.engine import send_edition, start_edition
-from newsletter.send.ledger import mark_subscribers_bounced
-from newsletter.settings import Settings
 from subscribers import suppressions
 from subscribers.addresses import domain_of, mailbox_of
 from subscribers.models import SubscriberStatus, SuppressionReason

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from newsletter.errors import ExpiredTokenError, InvalidTokenError
+from newsletter.core.errors import ExpiredTokenError, InvalidTokenError
 from subscribers.models import new_subscriber_key
 from subscribers.tokens import (
     make_confirm_token,

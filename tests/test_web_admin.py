@@ -7,10 +7,10 @@ import datetime as dt
 import pytest
 from sqlalchemy import Engine
 
-from newsletter.db import session_scope
-from newsletter.editions import get_edition
-from newsletter.send.engine import run_worker
-from newsletter.settings import Settings
+from newsletter.core.db import session_scope
+from newsletter.core.settings import Settings
+from newsletter.delivery.worker import run_worker
+from newsletter.editions.content import get_edition
 from subscribers.store import add_subscriber, remove_subscriber
 from tests.support.smtp_server import RecordingSmtpServer
 from tests.support.web import ADMIN_TOKEN, running_app, store_papers, web_settings

@@ -8,7 +8,7 @@ import secrets
 import pytest
 from sqlalchemy import Engine
 
-from newsletter.settings import Settings, load_settings
+from newsletter.core.settings import Settings, load_settings
 from tests.support.web import running_app, web_settings
 
 DOCS_PATHS = ["/docs", "/openapi.json", "/docs/assets/swagger-ui-bundle.js"]

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from newsletter.settings import Settings
-from subscribers.web.app import create_app
-from subscribers.web.body_limit import FORM_BODY_LIMIT, OTHER_BODY_LIMIT
+from newsletter.core.settings import Settings
+from newsletter.web.app import create_app
+from newsletter.web.body_limit import FORM_BODY_LIMIT, OTHER_BODY_LIMIT
 from tests.support.smtp_server import RecordingSmtpServer
 from tests.support.web import ADMIN_TOKEN, live_server, running_app, subscriber, web_settings
 

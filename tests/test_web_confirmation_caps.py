@@ -7,9 +7,9 @@ from collections import Counter
 import httpx
 from sqlalchemy import Engine
 
-from newsletter.settings import Settings
+from newsletter.core.settings import Settings
+from newsletter.web.app import create_app
 from subscribers.ratelimit import ConfirmationCaps
-from subscribers.web.app import create_app
 from tests.support.smtp_server import RecordingSmtpServer
 from tests.support.web import subscriber, web_settings
 

@@ -8,8 +8,8 @@ from xml.etree import ElementTree as ET
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from newsletter.core.settings import Settings
 from newsletter.models import Edition, EditionStatus
-from newsletter.settings import Settings
 from newsletter.values import PersonalField
 from tests.support.web import running_app, web_settings
 

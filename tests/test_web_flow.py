@@ -7,9 +7,9 @@ import re
 
 from sqlalchemy import Engine
 
-from newsletter.editions import prepare_edition
-from newsletter.send.engine import run_worker, send_edition
-from newsletter.settings import Settings
+from newsletter.core.settings import Settings
+from newsletter.delivery.worker import run_worker, send_edition
+from newsletter.editions.content import prepare_edition
 from subscribers.models import SubscriberStatus
 from tests.support.smtp_server import RecordingSmtpServer
 from tests.support.web import (

@@ -21,13 +21,13 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from newsletter.db import session_scope
+from newsletter.core.db import session_scope
+from newsletter.core.settings import Settings
+from newsletter.core.text import BIDI_CONTROLS, CONTROL_CHARACTERS, XML_INVALID
 from newsletter.models import Edition, EditionStatus
-from newsletter.settings import Settings
-from newsletter.text import BIDI_CONTROLS, CONTROL_CHARACTERS, XML_INVALID
+from newsletter.web.app import create_app
 from subscribers.store import add_subscriber
 from subscribers.tokens import make_confirm_token, make_preferences_token, make_unsubscribe_token
-from subscribers.web.app import create_app
 from tests.support.smtp_server import RecordingSmtpServer
 from tests.support.web import (
     ADMIN_TOKEN,
@@ -319,7 +319,7 @@ def test_a_name_with_a_lone_surrogate_can_be_stored(engine: Engine) -> None:
 def test_addresses_with_surrogates_or_bidi_controls_are_refused(
     engine: Engine, address: str
 ) -> None:
-    from newsletter.errors import InvalidEmailError
+    from newsletter.core.errors import InvalidEmailError
 
     with session_scope(engine) as session, pytest.raises(InvalidEmailError):
         add_subscriber(session, email=address)

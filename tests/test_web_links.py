@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine
 
-from newsletter.db import create_db_engine, session_scope, upgrade_schema
-from newsletter.settings import Settings
+from newsletter.core.db import create_db_engine, session_scope, upgrade_schema
+from newsletter.core.settings import Settings
 from subscribers.models import SubscriberStatus
 from subscribers.store import add_subscriber, find_subscriber
 from subscribers.tokens import (

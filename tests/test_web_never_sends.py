@@ -26,11 +26,11 @@ import httpx
 import pytest
 from sqlalchemy import Engine, func, select
 
-from newsletter.db import create_db_engine, session_scope
+from newsletter.core.db import create_db_engine, session_scope
+from newsletter.core.settings import Settings
+from newsletter.delivery.ledger import deliveries
+from newsletter.delivery.stats import edition_stats
 from newsletter.models import EditionStatus
-from newsletter.send.ledger import deliveries
-from newsletter.send.stats import edition_stats
-from newsletter.settings import Settings
 from subscribers.store import add_subscriber, remove_subscriber
 from tests.support.cli import cli_environment
 from tests.support.smtp_server import RecordingSmtpServer
@@ -42,10 +42,10 @@ READERS = [f"reader{n}@example.org" for n in range(5)]
 # The sending side: what a worker imports and the web app must not.
 WORKER_MODULES = frozenset(
     {
-        "newsletter.send.engine",
-        "newsletter.send.pool",
-        "newsletter.send.pacing",
-        "newsletter.send.progress",
+        "newsletter.delivery.worker",
+        "newsletter.delivery.transport",
+        "newsletter.delivery.pacing",
+        "newsletter.delivery.progress",
     }
 )
 WEB_PACKAGE = Path(__file__).resolve().parent.parent / "subscribers" / "web"
@@ -199,9 +199,9 @@ def test_the_web_app_never_imports_the_sending_worker(tmp_path: Path) -> None:
         f"""
         import asyncio, json, sys
         import httpx
-        from newsletter.db import create_db_engine, upgrade_schema
-        from newsletter.settings import load_settings
-        from subscribers.web.app import create_app
+        from newsletter.core.db import create_db_engine, upgrade_schema
+        from newsletter.core.settings import load_settings
+        from newsletter.web.app import create_app
 
         settings = load_settings(
             database_url="sqlite:///{tmp_path / "structure.db"}",
@@ -239,7 +239,7 @@ def test_the_web_app_never_imports_the_sending_worker(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     loaded = set(json.loads(result.stdout))
-    assert "subscribers.web.routes.admin" in loaded
+    assert "newsletter.web.routes.admin" in loaded
     assert loaded & WORKER_MODULES == set()
 
 

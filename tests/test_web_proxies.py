@@ -9,10 +9,10 @@ import pytest
 import uvicorn
 from sqlalchemy import Engine
 
-from newsletter.errors import ConfigurationError
-from newsletter.settings import Settings, load_settings
-from subscribers.web.app import uvicorn_config
-from subscribers.web.proxies import TrustedProxies, parse_hop
+from newsletter.core.errors import ConfigurationError
+from newsletter.core.settings import Settings, load_settings
+from newsletter.web.app import uvicorn_config
+from newsletter.web.proxies import TrustedProxies, parse_hop
 from tests.support.smtp_server import RecordingSmtpServer
 from tests.support.web import (
     ADMIN_TOKEN,
@@ -103,7 +103,7 @@ async def test_a_trusted_proxy_without_the_header_is_reported_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     config = web_settings(settings, trusted_proxies=["203.0.113.7"])
-    with caplog.at_level(logging.WARNING, logger="subscribers.web.proxies"):
+    with caplog.at_level(logging.WARNING, logger="newsletter.web.proxies"):
         async with running_app(config, engine, client_address="203.0.113.7") as (_, client):
             for _ in range(3):
                 assert (await client.get("/")).status_code == 200
@@ -117,7 +117,7 @@ async def test_a_local_proxy_left_untrusted_is_reported_once(
     smtp_server: RecordingSmtpServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="subscribers.web.proxies"):
+    with caplog.at_level(logging.WARNING, logger="newsletter.web.proxies"):
         async with running_app(web_settings(settings), engine, client_address="127.0.0.1") as (
             _,
             client,

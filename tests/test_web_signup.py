@@ -6,8 +6,8 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from newsletter.db import session_scope
-from newsletter.settings import Settings
+from newsletter.core.db import session_scope
+from newsletter.core.settings import Settings
 from subscribers.models import SubscriberStatus
 from subscribers.store import add_subscriber, remove_subscriber
 from tests.support.smtp_server import RecordingSmtpServer

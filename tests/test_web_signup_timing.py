@@ -19,11 +19,11 @@ import pytest
 from sqlalchemy import Engine, event
 from starlette.types import Message, Receive, Scope, Send
 
-from newsletter.db import session_scope
-from newsletter.settings import Settings
+from newsletter.core.db import session_scope
+from newsletter.core.settings import Settings
+from newsletter.web.app import create_app
 from subscribers import store
 from subscribers.models import SubscriberStatus
-from subscribers.web.app import create_app
 from tests.support.smtp_server import RecordingSmtpServer
 from tests.support.web import live_server, subscriber, web_settings
 

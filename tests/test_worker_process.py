@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.send.worker_process import WorkerProcess
-from newsletter.settings import Settings, SmtpSecurity, load_settings, settings_environment
+from newsletter.core.settings import Settings, SmtpSecurity, load_settings, settings_environment
+from newsletter.delivery.worker_process import WorkerProcess
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import newsletter.clock
+import newsletter.core.clock
 
 
 revision: str = '0001'
@@ -30,10 +30,10 @@ def upgrade() -> None:
     sa.Column('html', sa.Text(), nullable=False),
     sa.Column('text', sa.Text(), nullable=False),
     sa.Column('status_reason', sa.Text(), nullable=True),
-    sa.Column('created_at', newsletter.clock.UtcDateTime(), nullable=False),
-    sa.Column('rendered_at', newsletter.clock.UtcDateTime(), nullable=True),
-    sa.Column('send_started_at', newsletter.clock.UtcDateTime(), nullable=True),
-    sa.Column('send_finished_at', newsletter.clock.UtcDateTime(), nullable=True),
+    sa.Column('created_at', newsletter.core.clock.UtcDateTime(), nullable=False),
+    sa.Column('rendered_at', newsletter.core.clock.UtcDateTime(), nullable=True),
+    sa.Column('send_started_at', newsletter.core.clock.UtcDateTime(), nullable=True),
+    sa.Column('send_finished_at', newsletter.core.clock.UtcDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('date')
     )
@@ -43,7 +43,7 @@ def upgrade() -> None:
     sa.Column('title', sa.Text(), nullable=False),
     sa.Column('abstract', sa.Text(), nullable=False),
     sa.Column('authors', sa.JSON(), nullable=False),
-    sa.Column('published_at', newsletter.clock.UtcDateTime(), nullable=True),
+    sa.Column('published_at', newsletter.core.clock.UtcDateTime(), nullable=True),
     sa.Column('daily_date', sa.Date(), nullable=True),
     sa.Column('upvotes', sa.Integer(), nullable=False),
     sa.Column('num_comments', sa.Integer(), nullable=False),
@@ -54,8 +54,8 @@ def upgrade() -> None:
     sa.Column('ai_summary', sa.Text(), nullable=True),
     sa.Column('ai_keywords', sa.JSON(), nullable=False),
     sa.Column('sources', sa.JSON(), nullable=False),
-    sa.Column('created_at', newsletter.clock.UtcDateTime(), nullable=False),
-    sa.Column('updated_at', newsletter.clock.UtcDateTime(), nullable=False),
+    sa.Column('created_at', newsletter.core.clock.UtcDateTime(), nullable=False),
+    sa.Column('updated_at', newsletter.core.clock.UtcDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('arxiv_id')
     )
@@ -70,13 +70,13 @@ def upgrade() -> None:
     sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('topics', sa.JSON(), nullable=False),
     sa.Column('paused', sa.Boolean(), nullable=False),
-    sa.Column('created_at', newsletter.clock.UtcDateTime(), nullable=False),
-    sa.Column('updated_at', newsletter.clock.UtcDateTime(), nullable=False),
-    sa.Column('confirmation_sent_at', newsletter.clock.UtcDateTime(), nullable=True),
-    sa.Column('confirmed_at', newsletter.clock.UtcDateTime(), nullable=True),
+    sa.Column('created_at', newsletter.core.clock.UtcDateTime(), nullable=False),
+    sa.Column('updated_at', newsletter.core.clock.UtcDateTime(), nullable=False),
+    sa.Column('confirmation_sent_at', newsletter.core.clock.UtcDateTime(), nullable=True),
+    sa.Column('confirmed_at', newsletter.core.clock.UtcDateTime(), nullable=True),
     sa.Column('confirmed_ip', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
-    sa.Column('unsubscribed_at', newsletter.clock.UtcDateTime(), nullable=True),
-    sa.Column('bounced_at', newsletter.clock.UtcDateTime(), nullable=True),
+    sa.Column('unsubscribed_at', newsletter.core.clock.UtcDateTime(), nullable=True),
+    sa.Column('bounced_at', newsletter.core.clock.UtcDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('key')
     )
@@ -100,11 +100,11 @@ def upgrade() -> None:
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('message_id', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
     sa.Column('lease_owner', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
-    sa.Column('lease_expires_at', newsletter.clock.UtcDateTime(), nullable=True),
-    sa.Column('next_attempt_at', newsletter.clock.UtcDateTime(), nullable=True),
-    sa.Column('created_at', newsletter.clock.UtcDateTime(), nullable=False),
-    sa.Column('updated_at', newsletter.clock.UtcDateTime(), nullable=False),
-    sa.Column('sent_at', newsletter.clock.UtcDateTime(), nullable=True),
+    sa.Column('lease_expires_at', newsletter.core.clock.UtcDateTime(), nullable=True),
+    sa.Column('next_attempt_at', newsletter.core.clock.UtcDateTime(), nullable=True),
+    sa.Column('created_at', newsletter.core.clock.UtcDateTime(), nullable=False),
+    sa.Column('updated_at', newsletter.core.clock.UtcDateTime(), nullable=False),
+    sa.Column('sent_at', newsletter.core.clock.UtcDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['edition_id'], ['editions.id'], ),
     sa.ForeignKeyConstraint(['subscriber_id'], ['subscribers.id'], ),
     sa.PrimaryKeyConstraint('id'),

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
-import newsletter.clock
+import newsletter.core.clock
 from subscribers.addresses import mailbox_of
 
 revision: str = "0003"
@@ -39,8 +39,8 @@ def upgrade() -> None:
         sa.Column("address", sa.String(length=320), nullable=False),
         sa.Column("reason", sa.String(length=16), nullable=False),
         sa.Column("note", sa.Text(), nullable=True),
-        sa.Column("created_at", newsletter.clock.UtcDateTime(), nullable=False),
-        sa.Column("lifted_at", newsletter.clock.UtcDateTime(), nullable=True),
+        sa.Column("created_at", newsletter.core.clock.UtcDateTime(), nullable=False),
+        sa.Column("lifted_at", newsletter.core.clock.UtcDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("address"),
     )
@@ -55,8 +55,8 @@ def _fill_mailboxes_and_suppressions(suppressions: sa.Table) -> None:
         sa.column("email", sa.String()),
         sa.column("mailbox", sa.String()),
         sa.column("status", sa.String()),
-        sa.column("bounced_at", newsletter.clock.UtcDateTime()),
-        sa.column("updated_at", newsletter.clock.UtcDateTime()),
+        sa.column("bounced_at", newsletter.core.clock.UtcDateTime()),
+        sa.column("updated_at", newsletter.core.clock.UtcDateTime()),
     )
     blocked: dict[str, dict[str, object]] = {}
     last_id = 0

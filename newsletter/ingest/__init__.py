@@ -14,15 +14,15 @@ from pathlib import Path
 import httpx
 from sqlalchemy import Engine
 
-from newsletter.db import session_scope
-from newsletter.errors import IngestError
+from newsletter.core.db import session_scope
+from newsletter.core.errors import IngestError
+from newsletter.core.settings import Settings
 from newsletter.ingest.arxiv import fetch_arxiv_listing, parse_arxiv_listing
 from newsletter.ingest.fetching import DEFAULT_BACKOFF, USER_AGENT, Backoff
 from newsletter.ingest.file import read_papers_file
 from newsletter.ingest.huggingface import fetch_daily_papers, parse_daily_papers
 from newsletter.ingest.parsed import PaperSource, ParsedPapers
 from newsletter.ingest.store import UpsertCounts, load_papers_for_day, upsert_papers
-from newsletter.settings import Settings
 
 __all__ = [
     "USER_AGENT",

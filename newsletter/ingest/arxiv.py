@@ -14,7 +14,7 @@ from email.utils import parsedate_to_datetime
 import feedparser
 import httpx
 
-from newsletter.errors import ConfigurationError, MalformedSourceError
+from newsletter.core.errors import ConfigurationError, MalformedSourceError
 from newsletter.ingest.fetching import DEFAULT_BACKOFF, Backoff, get_with_retries
 from newsletter.ingest.parsed import (
     PaperSource,

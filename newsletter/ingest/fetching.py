@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import httpx
 
-from newsletter.errors import IngestError, SourceUnavailableError
+from newsletter.core.errors import IngestError, SourceUnavailableError
 
 
 def _project_version() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from newsletter.errors import IngestError
+from newsletter.core.errors import IngestError
 from newsletter.ingest.huggingface import decode_daily_papers, parse_daily_papers
 from newsletter.ingest.parsed import PaperSource, ParsedPapers
 

@@ -13,7 +13,7 @@ from datetime import date
 
 import httpx
 
-from newsletter.errors import MalformedSourceError
+from newsletter.core.errors import MalformedSourceError
 from newsletter.ingest.fetching import DEFAULT_BACKOFF, Backoff, get_with_retries
 from newsletter.ingest.parsed import (
     MAX_COUNT,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from newsletter.text import UNSTORABLE
+from newsletter.core.text import UNSTORABLE
 from newsletter.values import PaperRecord
 
 # Mirrors the widths of the `papers` columns; a longer value would abort the

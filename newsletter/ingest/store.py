@@ -10,7 +10,7 @@ from typing import TypeVar
 from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
-from newsletter.clock import utc_now
+from newsletter.core.clock import utc_now
 from newsletter.ingest.parsed import PaperSource
 from newsletter.models import Paper
 from newsletter.values import PaperRecord

@@ -8,9 +8,9 @@ from collections import Counter
 
 from sqlalchemy import Engine, insert, select
 
-from newsletter.clock import utc_now
+from newsletter.core.clock import utc_now
+from newsletter.delivery.ledger import deliveries, editions, subscribers
 from newsletter.models import Delivery, EditionStatus
-from newsletter.send.ledger import deliveries, editions, subscribers
 from newsletter.values import PersonalField
 from subscribers.models import SubscriberStatus
 from tests.support import REPO_ROOT

@@ -18,10 +18,10 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from newsletter.core.settings import Settings
 from newsletter.models import Paper
-from newsletter.settings import Settings
+from newsletter.web.app import create_app
 from subscribers.models import Subscriber
-from subscribers.web.app import create_app
 from tests.support.smtp_server import RecordingSmtpServer
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"

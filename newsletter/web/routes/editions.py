@@ -9,11 +9,11 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from newsletter.editions import get_edition, list_editions, web_version
+from newsletter.core.text import single_line, xml_text
+from newsletter.editions.content import get_edition, list_editions, web_version
 from newsletter.models import Edition, EditionStatus
 from newsletter.render import format_edition_date
-from newsletter.text import single_line, xml_text
-from subscribers.web.context import EngineDep, PagesDep, SettingsDep
+from newsletter.web.context import EngineDep, PagesDep, SettingsDep
 
 router = APIRouter(tags=["editions"])
 

@@ -13,11 +13,11 @@ import datetime as dt
 from sqlalchemy import Engine, select, update
 from sqlalchemy.engine import Connection
 
-from newsletter.clock import utc_now
-from newsletter.errors import DeliveryError, EditionNotFoundError
+from newsletter.core.clock import utc_now
+from newsletter.core.errors import DeliveryError, EditionNotFoundError
+from newsletter.delivery import ledger
+from newsletter.delivery.ledger import clean_error_text
 from newsletter.models import Edition, EditionStatus
-from newsletter.send import ledger
-from newsletter.send.ledger import clean_error_text
 
 __all__ = [
     "CANCELLED_BY_OPERATOR",

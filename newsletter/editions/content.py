@@ -16,14 +16,14 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
-from newsletter.clock import utc_now
-from newsletter.db import session_scope
-from newsletter.errors import EditionNotFoundError
+from newsletter.core.clock import utc_now
+from newsletter.core.db import session_scope
+from newsletter.core.errors import EditionNotFoundError
+from newsletter.core.settings import Settings
 from newsletter.ingest.store import load_papers_for_day
 from newsletter.models import Edition, EditionPaper, EditionStatus, Paper
 from newsletter.rank import rank_papers
 from newsletter.render import make_template_environment, render_digest
-from newsletter.settings import Settings
 from newsletter.values import RankedPaper, RenderedDigest, new_link_marker
 
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, func, select, true
 
-from newsletter.errors import EditionNotFoundError
+from newsletter.core.errors import EditionNotFoundError
+from newsletter.delivery.ledger import deliveries, editions, subscribers
 from newsletter.models import DeliveryStatus, EditionStatus
-from newsletter.send.ledger import deliveries, editions, subscribers
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from newsletter.db import session_scope
-from newsletter.editions import prepare_edition
-from newsletter.errors import DeliveryError, EditionNotFoundError, InvalidEmailError
+from newsletter.core.db import session_scope
+from newsletter.core.errors import DeliveryError, EditionNotFoundError, InvalidEmailError
+from newsletter.delivery.control import cancel_edition, pause_edition, resume_edition, start_edition
+from newsletter.delivery.one_copy import send_test_copy
+from newsletter.delivery.stats import EditionStats, edition_stats
+from newsletter.editions.content import prepare_edition
 from newsletter.models import EditionStatus
-from newsletter.send.control import cancel_edition, pause_edition, resume_edition, start_edition
-from newsletter.send.one_copy import send_test_copy
-from newsletter.send.stats import EditionStats, edition_stats
+from newsletter.web.context import EngineDep, SettingsDep, WebDep
 from subscribers import store, suppressions
-from subscribers.web.context import EngineDep, SettingsDep, WebDep
 
 _bearer = HTTPBearer(auto_error=False, description="NEWSLETTER_ADMIN_TOKEN")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from newsletter.clock import utc_now
-from newsletter.errors import ExpiredTokenError, InvalidTokenError
+from newsletter.core.clock import utc_now
+from newsletter.core.errors import ExpiredTokenError, InvalidTokenError
+from newsletter.web.context import ClientAddressDep, PagesDep, SessionDep, SettingsDep
+from newsletter.web.pages import PageRenderer
 from subscribers.signup import ConfirmOutcome, confirm_subscription, inspect_confirmation
-from subscribers.web.context import ClientAddressDep, PagesDep, SessionDep, SettingsDep
-from subscribers.web.pages import PageRenderer
 
 router = APIRouter(tags=["confirmation"])
 

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from newsletter.settings import Settings, settings_environment
+from newsletter.core.settings import Settings, settings_environment
 
 __all__ = ["WorkerProcess"]
 

@@ -25,16 +25,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsletter import __version__
-from newsletter.db import create_db_engine
+from newsletter.core.db import create_db_engine
+from newsletter.core.settings import Settings
+from newsletter.delivery.worker_process import WorkerProcess
 from newsletter.render import make_template_environment
-from newsletter.send.worker_process import WorkerProcess
-from newsletter.settings import Settings
+from newsletter.web.body_limit import BodySizeLimitMiddleware
+from newsletter.web.context import WebContext
+from newsletter.web.pages import PageRenderer
+from newsletter.web.proxies import ForwardedClientMiddleware, TrustedProxies
+from newsletter.web.routes import admin, confirm, editions, preferences, signup, unsubscribe
 from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
-from subscribers.web.body_limit import BodySizeLimitMiddleware
-from subscribers.web.context import WebContext
-from subscribers.web.pages import PageRenderer
-from subscribers.web.proxies import ForwardedClientMiddleware, TrustedProxies
-from subscribers.web.routes import admin, confirm, editions, preferences, signup, unsubscribe
 
 logger = logging.getLogger(__name__)
 

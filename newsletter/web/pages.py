@@ -8,7 +8,7 @@ from typing import Any
 from jinja2 import Environment
 from starlette.responses import HTMLResponse
 
-from newsletter.settings import Settings
+from newsletter.core.settings import Settings
 
 # Pages behind a signed link must not leak the token: not to other sites
 # (Referer), not to caches, not to search engines.

@@ -11,9 +11,9 @@ from jinja2 import Environment
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from newsletter.settings import Settings
+from newsletter.core.settings import Settings
+from newsletter.web.pages import PageRenderer
 from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
-from subscribers.web.pages import PageRenderer
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib.resources import as_file, files
 from pathlib import Path
 
-from newsletter.errors import ConfigurationError
+from newsletter.core.errors import ConfigurationError
 
 TEMPLATES_PACKAGE = "newsletter.templates"
 MIGRATIONS_PACKAGE = "newsletter.migrations"

@@ -19,8 +19,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
-from newsletter.errors import ConfigurationError
-from newsletter.resources import migrations_path
+from newsletter.core.errors import ConfigurationError
+from newsletter.core.resources import migrations_path
 
 # How long SQLite waits for another process's write lock before giving up;
 # `?timeout=SECONDS` in the URL (the sqlite3 module's own parameter) changes it.

@@ -6,7 +6,7 @@ MIME-encodes the digest once into byte segments split at the personal
 placeholders; `assemble` then only encodes what differs per recipient (To,
 Date, Message-ID, List-Unsubscribe and the two personal URLs) and joins bytes.
 
-Headers are written by `newsletter.headers`, never folded by the `email`
+Headers are written by `newsletter.core.headers`, never folded by the `email`
 package (which would decode encoded-words in feed text into real line breaks).
 Personal URLs go only where the rendering put its own placeholders, which
 carry the edition's random link marker: feed text cannot guess it, so it can
@@ -35,8 +35,8 @@ from email.utils import format_datetime
 from html import escape
 from typing import Any, Final
 
-from newsletter.clock import utc_now
-from newsletter.headers import (
+from newsletter.core.clock import utc_now
+from newsletter.core.headers import (
     checked_address,
     list_id_header,
     mailbox_header,
@@ -44,7 +44,7 @@ from newsletter.headers import (
     split_mailbox_setting,
     unstructured_header,
 )
-from newsletter.mime import (
+from newsletter.core.mime import (
     CRLF,
     SOFT_BREAK,
     closing_boundary,
@@ -55,8 +55,8 @@ from newsletter.mime import (
     qp_encode,
     qp_encode_url,
 )
-from newsletter.settings import Settings
-from newsletter.text import single_line
+from newsletter.core.settings import Settings
+from newsletter.core.text import single_line
 from newsletter.values import PersonalField, fill_personal_links
 from subscribers.tokens import preferences_url, unsubscribe_url
 
@@ -167,7 +167,7 @@ def build_message(
     """One recipient's message built fully with the email package (the slow reference).
 
     Only for trusted, well-formed input (tests and the benchmark): the email
-    package's folding is what `newsletter.headers` exists to avoid.
+    package's folding is what `newsletter.core.headers` exists to avoid.
     """
     unsubscribe, preferences = _personal_urls(settings, recipient.subscriber_key)
     message = EmailMessage(policy=_REFERENCE_POLICY)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from newsletter.errors import InvalidTokenError
-from newsletter.settings import Settings
+from newsletter.core.errors import InvalidTokenError
+from newsletter.core.settings import Settings
+from newsletter.web.context import PagesDep, SessionDep, SettingsDep
+from newsletter.web.routes.confirm import link_problem_page
 from subscribers.models import SubscriberStatus
 from subscribers.signup import subscriber_for_unsubscribe, unsubscribe
 from subscribers.tokens import make_preferences_token
-from subscribers.web.context import PagesDep, SessionDep, SettingsDep
-from subscribers.web.routes.confirm import link_problem_page
 
 router = APIRouter(tags=["unsubscribe"])
 

@@ -19,8 +19,8 @@ import re
 from base64 import b64encode
 from typing import Final
 
-from newsletter.errors import InvalidEmailError
-from newsletter.text import single_line
+from newsletter.core.errors import InvalidEmailError
+from newsletter.core.text import single_line
 
 __all__ = [
     "HEADER_LINE_TARGET",

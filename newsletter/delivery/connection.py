@@ -15,9 +15,9 @@ from enum import StrEnum
 
 import aiosmtplib
 
-from newsletter.errors import DeliveryError
-from newsletter.mime import OutgoingMessage
-from newsletter.settings import Settings, SmtpSecurity
+from newsletter.core.errors import DeliveryError
+from newsletter.core.mime import OutgoingMessage
+from newsletter.core.settings import Settings, SmtpSecurity
 
 QUIT_TIMEOUT_SECONDS = 2.0
 

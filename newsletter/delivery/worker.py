@@ -43,12 +43,12 @@ from typing import Protocol, TypeVar
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 
-from newsletter.clock import utc_now
-from newsletter.errors import DeliveryError, NewsletterError
-from newsletter.models import DeliveryStatus, Edition, EditionStatus
-from newsletter.send import ledger
-from newsletter.send.assemble import CompiledDigest, Recipient, make_message_id
-from newsletter.send.control import (
+from newsletter.core.clock import utc_now
+from newsletter.core.errors import DeliveryError, NewsletterError
+from newsletter.core.settings import Settings
+from newsletter.delivery import ledger
+from newsletter.delivery.assemble import CompiledDigest, Recipient, make_message_id
+from newsletter.delivery.control import (
     CANCELLED_BY_OPERATOR,
     cancel_edition,
     load_rendered_edition,
@@ -56,18 +56,18 @@ from newsletter.send.control import (
     resume_edition,
     start_edition,
 )
-from newsletter.send.ledger import (
+from newsletter.delivery.ledger import (
     ClaimedDelivery,
     MessageIdParts,
     Outcome,
     OutcomeKind,
     clean_error_text,
 )
-from newsletter.send.one_copy import send_test_copy
-from newsletter.send.pacing import Pacer
-from newsletter.send.pool import SmtpPool, SmtpReply, SmtpStage
-from newsletter.send.progress import SendProgress
-from newsletter.settings import Settings
+from newsletter.delivery.one_copy import send_test_copy
+from newsletter.delivery.pacing import Pacer
+from newsletter.delivery.progress import SendProgress
+from newsletter.delivery.transport import SmtpPool, SmtpReply, SmtpStage
+from newsletter.models import DeliveryStatus, Edition, EditionStatus
 
 # The operator's controls and the test copy live in `control` and `one_copy` (which the
 # web app uses without importing this module); they are re-exported for the CLI.
@@ -87,7 +87,7 @@ __all__ = [
     "start_edition",
 ]
 
-logger = logging.getLogger("newsletter.send")
+logger = logging.getLogger("newsletter.delivery")
 
 FLUSH_INTERVAL_SECONDS = 0.2
 FLUSH_MAX_ROWS = 128

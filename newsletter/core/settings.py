@@ -14,8 +14,8 @@ from typing import Annotated, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from newsletter.errors import ConfigurationError
-from newsletter.resources import templates_path
+from newsletter.core.errors import ConfigurationError
+from newsletter.core.resources import templates_path
 
 DEFAULT_SECRET_KEY = "change-me"
 # 32 characters of a random URL-safe alphabet carry about 190 bits; 43 (below) carry 256.
@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     )
 
     environment: Environment = Environment.DEVELOPMENT
-    database_url: str = "sqlite:///./newsletter.db"
+    database_url: str = "sqlite:///./newsletter.core.db"
 
     smtp_host: str = "localhost"
     smtp_port: int = Field(default=25, ge=1, le=65535)

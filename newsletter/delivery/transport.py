@@ -13,7 +13,8 @@ import asyncio
 
 import aiosmtplib
 
-from newsletter.send.connection import (
+from newsletter.core.settings import Settings
+from newsletter.delivery.connection import (
     ACCEPTED,
     SmtpReply,
     SmtpStage,
@@ -23,7 +24,6 @@ from newsletter.send.connection import (
     parse_relay,
     transmit,
 )
-from newsletter.settings import Settings
 
 __all__ = ["ACCEPTED", "NullTransport", "SmtpPool", "SmtpReply", "SmtpStage"]
 

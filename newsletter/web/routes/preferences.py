@@ -7,12 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Form
 from fastapi.responses import HTMLResponse
 
-from newsletter.errors import InvalidSubscriberDetailsError, InvalidTokenError
+from newsletter.core.errors import InvalidSubscriberDetailsError, InvalidTokenError
+from newsletter.web.context import PagesDep, SessionDep, SettingsDep
+from newsletter.web.pages import PageRenderer
+from newsletter.web.routes.confirm import link_problem_page
 from subscribers.models import Subscriber, SubscriberStatus
 from subscribers.signup import PreferencesAction, change_preferences, subscriber_for_preferences
-from subscribers.web.context import PagesDep, SessionDep, SettingsDep
-from subscribers.web.pages import PageRenderer
-from subscribers.web.routes.confirm import link_problem_page
 
 router = APIRouter(tags=["preferences"])
 

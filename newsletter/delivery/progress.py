@@ -20,7 +20,7 @@ from rich.text import Text
 from newsletter.models import DeliveryStatus
 
 if TYPE_CHECKING:
-    from newsletter.send.engine import SendReport
+    from newsletter.delivery.worker import SendReport
 
 
 class SendProgress(Protocol):

@@ -13,14 +13,14 @@ import datetime as dt
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 
-from newsletter.clock import utc_now
+from newsletter.core.clock import utc_now
+from newsletter.core.settings import Settings
+from newsletter.delivery import ledger
+from newsletter.delivery.assemble import CompiledDigest, Recipient, make_message_id
+from newsletter.delivery.connection import send_once
+from newsletter.delivery.control import load_rendered_edition
+from newsletter.delivery.ledger import Outcome, OutcomeKind, clean_error_text
 from newsletter.models import Delivery, DeliveryStatus
-from newsletter.send import ledger
-from newsletter.send.assemble import CompiledDigest, Recipient, make_message_id
-from newsletter.send.connection import send_once
-from newsletter.send.control import load_rendered_edition
-from newsletter.send.ledger import Outcome, OutcomeKind, clean_error_text
-from newsletter.settings import Settings
 from subscribers.store import normalise_email
 
 __all__ = ["send_test_copy"]

@@ -11,11 +11,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from newsletter.clock import utc_now
-from newsletter.db import session_scope
-from newsletter.errors import DeliveryError, InvalidEmailError, InvalidSubscriberDetailsError
-from newsletter.send.connection import send_single_message
-from newsletter.settings import Settings
+from newsletter.core.clock import utc_now
+from newsletter.core.db import session_scope
+from newsletter.core.errors import DeliveryError, InvalidEmailError, InvalidSubscriberDetailsError
+from newsletter.core.settings import Settings
+from newsletter.delivery.connection import send_single_message
+from newsletter.web.context import ClientAddressDep, PagesDep, SettingsDep, WebContext, WebDep
 from subscribers import store
 from subscribers.ratelimit import client_key
 from subscribers.signup import (
@@ -26,7 +27,6 @@ from subscribers.signup import (
     validate_name,
     validate_topics,
 )
-from subscribers.web.context import ClientAddressDep, PagesDep, SettingsDep, WebContext, WebDep
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["sign-up"])

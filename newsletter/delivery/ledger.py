@@ -41,7 +41,7 @@ from sqlalchemy import (
     update,
 )
 
-from newsletter.clock import UtcDateTime
+from newsletter.core.clock import UtcDateTime
 from newsletter.models import Delivery, DeliveryStatus, Edition, EditionStatus
 from subscribers.models import Subscriber, SubscriberStatus, SuppressionReason
 from subscribers.suppressions import not_suppressed, suppress_subscribers

@@ -1,0 +1,1 @@
+"""Editions: one day's digest, its content (`content`) and its life (`lifecycle`)."""

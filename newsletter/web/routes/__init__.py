@@ -1,0 +1,1 @@
+"""One small router per concern; `newsletter.web.app` mounts them all."""

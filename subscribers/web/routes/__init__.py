@@ -1,1 +1,0 @@
-"""One small router per concern; `subscribers.web.app` mounts them all."""
