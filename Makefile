@@ -20,6 +20,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check newsletter subscribers tests benchmarks
 	$(BIN)/ruff format --check newsletter subscribers tests benchmarks
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy

@@ -96,7 +96,8 @@ def realistic_papers(count: int) -> list[RankedPaper]:
 def make_digest(settings: Settings, paper_count: int) -> tuple[str, str, str, str]:
     """(subject, html, text, how) of a rendered digest, or a synthetic one without a renderer."""
     try:
-        from newsletter.render import make_template_environment, render_digest
+        from newsletter.core.templating import make_template_environment
+        from newsletter.render import render_digest
     except ImportError:
         return synthetic_digest()
     digest = render_digest(

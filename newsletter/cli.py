@@ -284,7 +284,7 @@ def _print_dry_run(context: CliContext, day: dt.date, subject: str) -> None:
 
 
 def _print_send_report(report: object) -> None:
-    from newsletter.delivery.worker import SendReport
+    from newsletter.delivery.report import SendReport
 
     assert isinstance(report, SendReport)
     table = Table(title="Send summary", show_header=True)
@@ -326,7 +326,8 @@ def worker(
     signal stops it at once.
     """
     from newsletter.delivery.progress import RichSendProgress
-    from newsletter.delivery.worker import SendReport, run_worker
+    from newsletter.delivery.report import SendReport
+    from newsletter.delivery.worker import run_worker
 
     context = _context(ctx)
 

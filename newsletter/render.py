@@ -1,8 +1,6 @@
 """The render stage: ranked papers → one digest email (subject, HTML, text), purely.
 
-Templates are jinja2; the HTML part is MJML compiled by mjml-python (MRML). The
-MRML parser is strict and copies unknown tags verbatim, so MJML templates are
-always autoescaped; plain-text templates are not, so feed text shows literally.
+Templates are jinja2 and MJML, run through `newsletter.core.templating`.
 Per-recipient links stay as `PersonalField` placeholders for the send stage,
 written with the link marker the caller passes in (random per rendering).
 """
@@ -10,16 +8,14 @@ written with the link marker the caller passes in (random per rendering).
 from __future__ import annotations
 
 import quopri
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 import jinja2
-from markupsafe import Markup
-from mjml import mjml2html
 
-from newsletter.core.errors import ConfigurationError, EditionNotFoundError, RenderError
+from newsletter.core.errors import EditionNotFoundError, RenderError
+from newsletter.core.templating import render_email
 from newsletter.core.text import BIDI_CONTROLS, XML_INVALID, single_line
 from newsletter.values import PersonalField, RankedPaper, RenderedDigest
 
@@ -39,70 +35,6 @@ ENCODED_HTML_MAX_BYTES = 100_000
 URL_MAX_CHARS = 500
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def _drop_xml_invalid(value: object) -> object:
-    """Jinja `finalize` hook: remove characters no email part may carry, keeping Markup safe."""
-    if isinstance(value, Markup):
-        return Markup(XML_INVALID.sub("", str(value)))
-    if isinstance(value, str):
-        return XML_INVALID.sub("", value)
-    return value
-
-
-def make_template_environment(templates_dir: Path) -> jinja2.Environment:
-    """The one jinja2 environment for emails and pages (autoescape for markup, not for text)."""
-    if not templates_dir.is_dir():
-        raise ConfigurationError(
-            f"templates directory {templates_dir} does not exist; "
-            "set NEWSLETTER_TEMPLATES_DIR to a templates folder, or unset it for the bundled ones"
-        )
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir),
-        autoescape=jinja2.select_autoescape(
-            enabled_extensions=("mjml.j2", "html.j2"),
-            disabled_extensions=("txt.j2",),
-            # Anything else is escaped too: forgetting to escape is the dangerous mistake.
-            default=True,
-            default_for_string=True,
-        ),
-        undefined=jinja2.StrictUndefined,
-        finalize=_drop_xml_invalid,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-
-
-def _render_template(env: jinja2.Environment, name: str, context: Mapping[str, object]) -> str:
-    try:
-        return env.get_template(name).render(context)
-    except jinja2.TemplateNotFound as error:
-        raise RenderError(f"template {error.name} not found in the templates directory") from None
-    except jinja2.TemplateSyntaxError as error:
-        raise RenderError(
-            f"template {error.filename or name} line {error.lineno}: {error.message}"
-        ) from None
-    except jinja2.UndefinedError as error:
-        raise RenderError(f"template {name} needs a value it was not given: {error}") from None
-
-
-def render_email(
-    env: jinja2.Environment, stem: str, context: Mapping[str, object]
-) -> tuple[str, str]:
-    """HTML (from `email/{stem}.mjml.j2` via MJML) and text (from `email/{stem}.txt.j2`)."""
-    mjml_name = f"email/{stem}.mjml.j2"
-    mjml_source = _render_template(env, mjml_name, context)
-    text = _render_template(env, f"email/{stem}.txt.j2", context)
-    try:
-        # fonts={} keeps Google Fonts links out of the mail: no tracking, fewer bytes.
-        html = mjml2html(mjml_source, fonts={}, disable_comments=True)
-    except Exception as error:
-        raise RenderError(
-            f"MJML could not compile {mjml_name}: {error} "
-            "(check the template's tags and that every value is escaped)"
-        ) from error
-    return html, text
 
 
 @dataclass(frozen=True, slots=True)

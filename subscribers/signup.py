@@ -28,7 +28,7 @@ from newsletter.core.headers import (
 )
 from newsletter.core.mime import OutgoingMessage, compose_alternative
 from newsletter.core.settings import Settings
-from newsletter.render import render_email
+from newsletter.core.templating import render_email
 from subscribers import store, suppressions
 from subscribers.models import Subscriber, SubscriberStatus
 from subscribers.store import ConfirmationClaim

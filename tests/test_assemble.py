@@ -18,6 +18,7 @@ import pytest
 from newsletter.core.errors import InvalidEmailError
 from newsletter.core.resources import templates_path
 from newsletter.core.settings import Settings, load_settings
+from newsletter.core.templating import make_template_environment
 from newsletter.delivery.assemble import (
     TEST_SEND_KEY,
     CompiledDigest,
@@ -25,7 +26,7 @@ from newsletter.delivery.assemble import (
     build_message,
     make_message_id,
 )
-from newsletter.render import make_template_environment, render_digest
+from newsletter.render import render_digest
 from newsletter.values import PaperRecord, PersonalField, RankedPaper
 from subscribers.tokens import read_preferences_token, read_unsubscribe_token
 from tests.support.smtp_server import RecordingSmtpServer

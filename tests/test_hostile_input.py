@@ -29,10 +29,11 @@ from sqlalchemy import Engine
 from newsletter.core.mime import OutgoingMessage
 from newsletter.core.resources import templates_path
 from newsletter.core.settings import Settings
+from newsletter.core.templating import make_template_environment
 from newsletter.core.text import single_line
 from newsletter.delivery.assemble import CompiledDigest, Recipient
 from newsletter.delivery.connection import send_single_message
-from newsletter.render import make_template_environment, render_digest
+from newsletter.render import render_digest
 from newsletter.values import PaperRecord, RankedPaper, new_link_marker
 from subscribers.tokens import make_preferences_token, make_unsubscribe_token
 from tests.support.cli import run_cli

@@ -12,14 +12,13 @@ import pytest
 
 from newsletter.core.errors import ConfigurationError, EditionNotFoundError, RenderError
 from newsletter.core.resources import templates_path
+from newsletter.core.templating import make_template_environment, render_email
 from newsletter.render import (
     ENCODED_HTML_MAX_BYTES,
     SUMMARY_MAX_CHARS,
     TITLE_MAX_CHARS,
     encoded_html_size,
-    make_template_environment,
     render_digest,
-    render_email,
 )
 from newsletter.values import PaperRecord, PersonalField, RankedPaper, RenderedDigest
 

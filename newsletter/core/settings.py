@@ -11,10 +11,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from newsletter.core.errors import ConfigurationError
+from newsletter.core.headers import split_mailbox_setting
 from newsletter.core.resources import templates_path
 
 DEFAULT_SECRET_KEY = "change-me"
@@ -215,16 +216,12 @@ class Settings(BaseSettings):
     @property
     def sender_domain(self) -> str:
         """The domain of the From address, used in Message-IDs."""
-        from email.utils import parseaddr
-
-        address = parseaddr(self.from_address)[1]
+        address = split_mailbox_setting(self.from_address)[1]
         return address.rpartition("@")[2] or "localhost"
 
 
 def load_settings(**overrides: object) -> Settings:
     """Build the settings from the environment, turning validation errors into one line."""
-    from pydantic import ValidationError
-
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:

@@ -1,9 +1,9 @@
-"""Seeing a send work: a tiny progress protocol and a rich progress bar for the terminal."""
+"""Seeing a send work in the terminal: a rich progress bar that is a `SendProgress`."""
 
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import Self
 
 from rich.console import Console
 from rich.progress import (
@@ -17,23 +17,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from newsletter.delivery.report import SendReport
 from newsletter.models import DeliveryStatus
-
-if TYPE_CHECKING:
-    from newsletter.delivery.worker import SendReport
-
-
-class SendProgress(Protocol):
-    """What the engine reports while it sends; called from the event loop, so keep it cheap."""
-
-    def started(self, total: int, already_done: int) -> None:
-        """The run begins: `total` recipients, `already_done` of them final before it."""
-
-    def advanced(self, status: DeliveryStatus) -> None:
-        """One recipient reached a final status (sent, failed or bounced)."""
-
-    def finished(self, report: SendReport) -> None:
-        """The run ended with this report."""
 
 
 class _RateColumn(ProgressColumn):

@@ -65,7 +65,7 @@ from newsletter.delivery.ledger import (
 )
 from newsletter.delivery.one_copy import send_test_copy
 from newsletter.delivery.pacing import Pacer
-from newsletter.delivery.progress import SendProgress
+from newsletter.delivery.report import SendProgress, SendReport
 from newsletter.delivery.transport import SmtpPool, SmtpReply, SmtpStage
 from newsletter.models import DeliveryStatus, Edition, EditionStatus
 
@@ -116,26 +116,6 @@ class MessageTransport(Protocol):
     async def aclose(self) -> None:
         """Close every connection."""
         ...
-
-
-@dataclass(frozen=True)
-class SendReport:
-    """What one send or worker run did.
-
-    `queued` is how many rows were waiting when the run began; `sent`,
-    `failed` and `bounced` count this run's final outcomes; `already_done`
-    counts rows that were final before it began.
-    """
-
-    edition_date: dt.date | None
-    queued: int
-    sent: int
-    failed: int
-    bounced: int
-    already_done: int
-    paused_reason: str | None
-    elapsed_seconds: float
-    skipped: int = 0  # rows ended unsent because their subscriber left meanwhile
 
 
 def classify_reply(reply: SmtpReply, *, attempt: int, max_attempts: int) -> OutcomeKind:

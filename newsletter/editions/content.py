@@ -20,11 +20,13 @@ from newsletter.core.clock import utc_now
 from newsletter.core.db import session_scope
 from newsletter.core.errors import EditionNotFoundError
 from newsletter.core.settings import Settings
+from newsletter.core.templating import make_template_environment
 from newsletter.ingest.store import load_papers_for_day
 from newsletter.models import Edition, EditionPaper, EditionStatus, Paper
 from newsletter.rank import rank_papers
-from newsletter.render import make_template_environment, render_digest
+from newsletter.render import render_digest
 from newsletter.values import RankedPaper, RenderedDigest, new_link_marker
+from subscribers.tokens import preferences_url, unsubscribe_url
 
 
 def prepare_edition(
@@ -149,8 +151,6 @@ def list_editions(engine: Engine, limit: int = 30) -> list[Edition]:
 
 def preview_version(edition: Edition, settings: Settings) -> tuple[str, str]:
     """The edition's HTML and text as a reader gets them, with links for a sample reader."""
-    from subscribers.tokens import preferences_url, unsubscribe_url
-
     return _as_digest(edition).personalised(
         unsubscribe_url=unsubscribe_url(settings.base_url, settings.secret_key, "preview"),
         preferences_url=preferences_url(settings.base_url, settings.secret_key, "preview"),

@@ -27,8 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from newsletter import __version__
 from newsletter.core.db import create_db_engine
 from newsletter.core.settings import Settings
+from newsletter.core.templating import make_template_environment
 from newsletter.delivery.worker_process import WorkerProcess
-from newsletter.render import make_template_environment
 from newsletter.web.body_limit import BodySizeLimitMiddleware
 from newsletter.web.context import WebContext
 from newsletter.web.pages import PageRenderer
