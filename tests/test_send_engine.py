@@ -263,7 +263,7 @@ async def test_operator_controls_refuse_what_makes_no_sense(
 ) -> None:
     seed_subscribers(engine, 2)
     make_edition(engine)
-    with pytest.raises(DeliveryError, match="draft, not sending"):
+    with pytest.raises(DeliveryError, match="has not started; only a running send can be paused"):
         pause_edition(engine, DAY, reason="x")
     with pytest.raises(DeliveryError, match="has not started"):
         resume_edition(engine, DAY)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 
 from newsletter.core.clock import utc_now
-from newsletter.core.errors import DeliveryError, EditionNotFoundError
+from newsletter.core.errors import EditionNotFoundError
 from newsletter.delivery import ledger
 from newsletter.delivery.ledger import clean_error_text
+from newsletter.editions.lifecycle import EditionEvent, apply_event, next_status
 from newsletter.models import Edition, EditionStatus
 
 __all__ = [
@@ -59,20 +60,6 @@ def load_rendered_edition(connection: Connection, edition_date: dt.date) -> Edit
     return edition
 
 
-def _set_status(
-    connection: Connection,
-    edition: Edition,
-    status: EditionStatus,
-    reason: str | None,
-    **extra: object,
-) -> None:
-    connection.execute(
-        update(ledger.editions)
-        .where(ledger.editions.c.id == edition.id)
-        .values(status=status.value, status_reason=reason, **extra)
-    )
-
-
 def start_edition(engine: Engine, edition_date: dt.date) -> int | None:
     """Fix the audience of a draft edition and mark it sending; returns how many rows it queued.
 
@@ -89,30 +76,23 @@ def pause_edition(engine: Engine, edition_date: dt.date, *, reason: str) -> None
     """Pause a sending edition; running workers stop within a batch and `resume` continues."""
     with engine.begin() as connection:
         edition = load_edition(connection, edition_date, lock=True)
-        if edition.status in (EditionStatus.SENDING, EditionStatus.PAUSED):
-            _set_status(connection, edition, EditionStatus.PAUSED, clean_error_text(reason))
-            return
-    raise DeliveryError(
-        f"the edition of {edition_date.isoformat()} is {edition.status.value}, not sending; "
-        "only a running send can be paused"
-    )
+        next_status(edition.status, EditionEvent.PAUSE, edition=_label(edition_date))
+        assert edition.id is not None
+        apply_event(
+            connection,
+            edition_id=edition.id,
+            event=EditionEvent.PAUSE,
+            reason=clean_error_text(reason),
+        )
 
 
 def resume_edition(engine: Engine, edition_date: dt.date) -> None:
     """Let a paused edition send again (a no-op for one already sending)."""
     with engine.begin() as connection:
         edition = load_edition(connection, edition_date, lock=True)
-        if edition.status is EditionStatus.PAUSED:
-            _set_status(connection, edition, EditionStatus.SENDING, None)
-            return
-        if edition.status is EditionStatus.SENDING:
-            return
-    hint = {
-        EditionStatus.DRAFT: "it has not started; run `newsletter send` to start it",
-        EditionStatus.SENT: "it has been sent already",
-        EditionStatus.CANCELLED: "it was cancelled, and a cancelled edition stays cancelled",
-    }[edition.status]
-    raise DeliveryError(f"cannot resume the edition of {edition_date.isoformat()}: {hint}")
+        next_status(edition.status, EditionEvent.RESUME, edition=_label(edition_date))
+        assert edition.id is not None
+        apply_event(connection, edition_id=edition.id, event=EditionEvent.RESUME)
 
 
 def cancel_edition(engine: Engine, edition_date: dt.date) -> None:
@@ -120,18 +100,18 @@ def cancel_edition(engine: Engine, edition_date: dt.date) -> None:
     now = utc_now()
     with engine.begin() as connection:
         edition = load_edition(connection, edition_date, lock=True)
-        if edition.status is EditionStatus.SENT:
-            raise DeliveryError(
-                f"the edition of {edition_date.isoformat()} has been sent already; "
-                "there is nothing left to cancel"
-            )
+        next_status(edition.status, EditionEvent.CANCEL, edition=_label(edition_date))
+        assert edition.id is not None
         if edition.status is not EditionStatus.CANCELLED:
-            _set_status(
+            apply_event(
                 connection,
-                edition,
-                EditionStatus.CANCELLED,
-                CANCELLED_BY_OPERATOR,
+                edition_id=edition.id,
+                event=EditionEvent.CANCEL,
+                reason=CANCELLED_BY_OPERATOR,
                 send_finished_at=now,
             )
-        assert edition.id is not None
         ledger.fail_queued(connection, edition_id=edition.id, reason=CANCELLED_BY_OPERATOR, now=now)
+
+
+def _label(edition_date: dt.date) -> str:
+    return f"the edition of {edition_date.isoformat()}"

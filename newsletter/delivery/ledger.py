@@ -42,6 +42,7 @@ from sqlalchemy import (
 )
 
 from newsletter.core.clock import UtcDateTime
+from newsletter.editions.lifecycle import EditionEvent, apply_event, transition_statement
 from newsletter.models import Delivery, DeliveryStatus, Edition, EditionStatus
 from subscribers.models import Subscriber, SubscriberStatus, SuppressionReason
 from subscribers.suppressions import not_suppressed, suppress_subscribers
@@ -161,16 +162,9 @@ def start_sending(connection: Connection, *, edition_id: int, now: dt.datetime) 
     The status change and the audience insert share one transaction, and the
     conditional UPDATE makes exactly one of several racing starters win.
     """
-    started = connection.execute(
-        update(editions)
-        .where(editions.c.id == edition_id, editions.c.status == EditionStatus.DRAFT.value)
-        .values(
-            status=EditionStatus.SENDING.value,
-            status_reason=None,
-            send_started_at=now,
-        )
-    ).rowcount
-    if started != 1:
+    if not apply_event(
+        connection, edition_id=edition_id, event=EditionEvent.START, send_started_at=now
+    ):
         return None
     return queue_audience(connection, edition_id=edition_id, now=now)
 
@@ -477,14 +471,11 @@ def finish_editions(connection: Connection, *, edition_id: int | None, now: dt.d
         deliveries.c.status == DeliveryStatus.QUEUED.value,
         deliveries.c.is_test == false(),
     )
-    statement = update(editions).where(
-        editions.c.status == EditionStatus.SENDING.value, nothing_queued
-    )
+    conditions = [nothing_queued]
     if edition_id is not None:
-        statement = statement.where(editions.c.id == edition_id)
-    return connection.execute(
-        statement.values(status=EditionStatus.SENT.value, send_finished_at=now)
-    ).rowcount
+        conditions.append(editions.c.id == edition_id)
+    statement = transition_statement(EditionEvent.FINISH, *conditions, send_finished_at=now)
+    return connection.execute(statement).rowcount
 
 
 def count_sending(connection: Connection) -> dict[DeliveryStatus, int]:
