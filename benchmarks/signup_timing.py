@@ -99,7 +99,7 @@ def main() -> None:
             for i in range(n):
                 store.add_subscriber(session, email=f"confirmed{i}@example.org", confirmed=True)
                 store.add_subscriber(session, email=f"left{i}@example.org", confirmed=True)
-                store.remove_subscriber(session, f"left{i}@example.org")
+                store.remove_subscriber(session, email=f"left{i}@example.org")
                 pending = store.add_subscriber(session, email=f"pending{i}@example.org")
                 pending.confirmation_sent_at = now
         app = create_app(settings, engine=engine)

@@ -522,7 +522,7 @@ def subscribers_remove(
     from subscribers.store import remove_subscriber
 
     with session_scope(_context(ctx).engine()) as session:
-        subscriber = remove_subscriber(session, email)
+        subscriber = remove_subscriber(session, email=email)
         console.print(f"{subscriber.email}: unsubscribed", highlight=False)
 
 

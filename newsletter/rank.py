@@ -37,6 +37,7 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 
+from newsletter.core.clock import as_utc
 from newsletter.core.errors import ConfigurationError
 from newsletter.values import PaperRecord, RankedPaper
 
@@ -46,19 +47,15 @@ STAR_WEIGHT = 0.25
 HALF_LIFE_HOURS = 72.0
 
 
-def _as_utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def paper_age_hours(paper: PaperRecord, *, now: datetime) -> float | None:
     """Hours since the paper appeared (never negative), or None when it carries no date."""
     if paper.published_at is not None:
-        appeared = _as_utc(paper.published_at)
+        appeared = as_utc(paper.published_at)
     elif paper.daily_date is not None:
         appeared = _start_of_day_utc(paper.daily_date)
     else:
         return None
-    return max(0.0, (_as_utc(now) - appeared).total_seconds() / 3600.0)
+    return max(0.0, (as_utc(now) - appeared).total_seconds() / 3600.0)
 
 
 def _start_of_day_utc(day: date) -> datetime:

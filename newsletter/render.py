@@ -16,7 +16,8 @@ import jinja2
 
 from newsletter.core.errors import EditionNotFoundError, RenderError
 from newsletter.core.templating import render_email
-from newsletter.core.text import BIDI_CONTROLS, XML_INVALID, single_line
+from newsletter.core.text import single_line
+from newsletter.core.urls import web_url
 from newsletter.values import PersonalField, RankedPaper, RenderedDigest
 
 TITLE_MAX_CHARS = 250
@@ -31,8 +32,6 @@ THUMBNAILS_SHOWN = 3
 # Gmail clips a message whose HTML part, as encoded on the wire, exceeds about 102 KB,
 # hiding the unsubscribe footer; quoted-printable adds 10% or more to MJML output.
 ENCODED_HTML_MAX_BYTES = 100_000
-# Longer URLs are not real repositories or thumbnails; dropping them keeps the size bounded.
-URL_MAX_CHARS = 500
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -70,23 +69,6 @@ def shorten_text(text: str, max_chars: int) -> str:
         if last_space > max_chars // 2:
             cut = cut[:last_space]
     return cut.rstrip(" ,;:") + "…"
-
-
-def _web_url(url: str | None) -> str | None:
-    """The URL if it is a plausible http(s) link, else None (never `javascript:` and friends)."""
-    if url is None:
-        return None
-    url = url.strip()
-    if (
-        len(url) > URL_MAX_CHARS
-        or XML_INVALID.search(url)
-        or BIDI_CONTROLS.search(url)
-        or any(c.isspace() or not c.isprintable() for c in url)
-    ):
-        return None
-    if not url.lower().startswith(("https://", "http://")):
-        return None
-    return url
 
 
 def format_authors(authors: Sequence[str]) -> str:
@@ -128,8 +110,8 @@ def make_paper_card(ranked: RankedPaper) -> PaperCard:
         summary=shorten_text(summary_source, SUMMARY_MAX_CHARS),
         abstract_url=paper.abstract_url,
         pdf_url=paper.pdf_url,
-        code_url=_web_url(paper.github_repo),
-        thumbnail_url=_web_url(paper.thumbnail) if ranked.position <= THUMBNAILS_SHOWN else None,
+        code_url=web_url(paper.github_repo),
+        thumbnail_url=web_url(paper.thumbnail) if ranked.position <= THUMBNAILS_SHOWN else None,
         thumbnail_alt=shorten_text(f"Thumbnail: {title}", THUMBNAIL_ALT_MAX_CHARS),
     )
 

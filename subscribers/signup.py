@@ -147,7 +147,7 @@ def register_signup(
         return None
     refused = quota.reserve(subscriber.email)
     if refused is not None:
-        store.release_confirmation_slot(session, claim)
+        store.release_confirmation_slot(session, claim=claim)
         logger.warning("no confirmation email to %s: %s", subscriber.email, refused)
         return None
     return ConfirmationEmail(email=subscriber.email, name=subscriber.name, claim=claim)
@@ -191,7 +191,7 @@ def build_confirmation_message(
 
 
 def _subscriber_for_key(session: Session, key: str) -> Subscriber:
-    subscriber = store.find_subscriber_by_key(session, key)
+    subscriber = store.find_subscriber_by_key(session, key=key)
     if subscriber is None:
         raise InvalidTokenError(
             "this link belongs to an address that is no longer on the list; sign up again"
@@ -259,7 +259,7 @@ def subscriber_for_unsubscribe(session: Session, settings: Settings, token: str)
 def unsubscribe(session: Session, settings: Settings, token: str) -> Subscriber | None:
     """Unsubscribe the link's subscriber; idempotent, and a deleted subscriber is already gone."""
     key = read_unsubscribe_token(settings.secret_key, token)
-    subscriber = store.find_subscriber_by_key(session, key)
+    subscriber = store.find_subscriber_by_key(session, key=key)
     if subscriber is not None:
         store.mark_unsubscribed(subscriber)
         session.flush()
@@ -287,9 +287,9 @@ def change_preferences(
             subscriber, name=validate_name(name), topics=validate_topics(settings, topics)
         )
     elif action is PreferencesAction.PAUSE:
-        store.set_paused(subscriber, True)
+        store.set_paused(subscriber, paused=True)
     elif action is PreferencesAction.RESUME:
-        store.set_paused(subscriber, False)
+        store.set_paused(subscriber, paused=False)
     else:
         store.mark_unsubscribed(subscriber)
     session.flush()

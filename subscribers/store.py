@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, or_, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
@@ -15,7 +16,8 @@ from sqlmodel import Session, col, select
 from newsletter.core.clock import utc_now
 from newsletter.core.errors import InvalidEmailError, SubscriberNotFoundError
 from newsletter.core.text import has_unsafe_characters, single_line
-from subscribers.models import Subscriber, SubscriberStatus
+from subscribers.models import Subscriber, SubscriberStatus, SuppressionReason
+from subscribers.suppressions import suppress_subscribers
 
 MAX_EMAIL_LENGTH = 254
 MAX_NAME_LENGTH = 100
@@ -50,13 +52,13 @@ def clean_name(raw: str | None) -> str | None:
     return single_line(raw)[:MAX_NAME_LENGTH].rstrip() or None
 
 
-def find_subscriber(session: Session, email: str) -> Subscriber | None:
+def find_subscriber(session: Session, *, email: str) -> Subscriber | None:
     """The subscriber with this address, ignoring case."""
     statement = select(Subscriber).where(func.lower(Subscriber.email) == email.lower())
     return session.exec(statement).first()
 
 
-def find_subscriber_by_key(session: Session, key: str) -> Subscriber | None:
+def find_subscriber_by_key(session: Session, *, key: str) -> Subscriber | None:
     """The subscriber whose signed links carry this key."""
     return session.exec(select(Subscriber).where(Subscriber.key == key)).first()
 
@@ -72,7 +74,7 @@ def add_subscriber(
     """Add an address (operator path); an existing one is updated, and confirmed if asked."""
     address = normalise_email(email)
     now = utc_now()
-    subscriber = find_subscriber(session, address)
+    subscriber = find_subscriber(session, email=address)
     if subscriber is None:
         subscriber = Subscriber(email=address, name=clean_name(name), topics=list(topics))
         session.add(subscriber)
@@ -86,11 +88,11 @@ def add_subscriber(
     return subscriber
 
 
-def add_confirmed_subscribers(session: Session, emails: Iterable[str]) -> int:
+def add_confirmed_subscribers(session: Session, *, emails: Iterable[str]) -> int:
     """Bulk-add already confirmed addresses (imports, demos); returns how many were new."""
     added = 0
     for email in emails:
-        if find_subscriber(session, email) is None:
+        if find_subscriber(session, email=email) is None:
             add_subscriber(session, email=email, confirmed=True)
             added += 1
     return added
@@ -112,9 +114,9 @@ def iter_subscribers(session: Session, *, batch_size: int = 1000) -> Iterator[Su
         last_id = batch[-1].id or last_id
 
 
-def remove_subscriber(session: Session, email: str) -> Subscriber:
+def remove_subscriber(session: Session, *, email: str) -> Subscriber:
     """Unsubscribe an address on an operator's request; it receives nothing more."""
-    subscriber = find_subscriber(session, email.strip())
+    subscriber = find_subscriber(session, email=email.strip())
     if subscriber is None:
         raise SubscriberNotFoundError(f"no subscriber has the address {email.strip()!r}")
     mark_unsubscribed(subscriber)
@@ -148,7 +150,7 @@ def add_pending_subscriber(
     Two sign-ups of the same new address can race; the loser of the unique
     index finds the winner's row instead of failing.
     """
-    existing = find_subscriber(session, email)
+    existing = find_subscriber(session, email=email)
     if existing is not None:
         return existing
     subscriber = Subscriber(email=email, name=name, topics=list(topics))
@@ -157,7 +159,7 @@ def add_pending_subscriber(
             session.add(subscriber)
             session.flush()
     except IntegrityError:
-        winner = find_subscriber(session, email)
+        winner = find_subscriber(session, email=email)
         if winner is None:
             raise
         return winner
@@ -214,7 +216,7 @@ def claim_confirmation_slot(
     )
 
 
-def release_confirmation_slot(session: Session, claim: ConfirmationClaim) -> None:
+def release_confirmation_slot(session: Session, *, claim: ConfirmationClaim) -> None:
     """Undo a claim whose email could not be sent, so the next sign-up may try again."""
     session.exec(
         update(Subscriber)
@@ -241,7 +243,36 @@ def update_details(subscriber: Subscriber, *, name: str | None, topics: Sequence
     subscriber.updated_at = utc_now()
 
 
-def set_paused(subscriber: Subscriber, paused: bool) -> None:
+def set_paused(subscriber: Subscriber, *, paused: bool) -> None:
     """Pause or resume digests without leaving the list."""
     subscriber.paused = paused
     subscriber.updated_at = utc_now()
+
+
+def mark_bounced(
+    connection: Connection,
+    *,
+    bounces: Sequence[tuple[str | None, str]],
+    now: datetime,
+) -> None:
+    """Mark the subscribers behind hard bounces `bounced` and suppress their mailboxes.
+
+    Set-based, on the send path's connection and transaction. `bounces` holds
+    (subscriber key, what the server said). The status keeps this subscriber
+    row out of later editions; the suppression keeps the mailbox out whatever
+    any of its rows say later, until its owner confirms.
+    """
+    known = [(key, note) for key, note in bounces if key]
+    if not known:
+        return
+    table = Subscriber.__table__  # type: ignore[attr-defined]
+    connection.execute(
+        update(table)
+        .where(
+            table.c.key.in_([key for key, _ in known]),
+            # An address that left or complained keeps that (stronger) status.
+            table.c.status.in_([SubscriberStatus.CONFIRMED.value, SubscriberStatus.PENDING.value]),
+        )
+        .values(status=SubscriberStatus.BOUNCED.value, bounced_at=now, updated_at=now)
+    )
+    suppress_subscribers(connection, known, reason=SuppressionReason.BOUNCED, now=now)

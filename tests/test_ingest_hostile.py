@@ -26,8 +26,9 @@ from sqlmodel import Session, col, select
 from newsletter.core.db import create_db_engine, upgrade_schema
 from newsletter.core.errors import MalformedSourceError
 from newsletter.core.settings import Settings
+from newsletter.core.urls import web_url
 from newsletter.ingest import PaperSource, ingest_papers, parse_arxiv_listing, parse_daily_papers
-from newsletter.ingest.parsed import canonical_arxiv_id, clean_url, parse_iso_datetime
+from newsletter.ingest.parsed import canonical_arxiv_id, parse_iso_datetime
 from newsletter.models import Paper
 from tests.support.cli import cli_environment, run_cli
 from tests.support.feed_server import FEEDS_DIR, FeedResponse, running_feed_server
@@ -272,9 +273,9 @@ def test_times_that_leave_the_calendar_in_utc_are_absent() -> None:
 
 
 def test_links_with_invisible_or_control_characters_are_not_kept() -> None:
-    assert clean_url("https://example.org/\u202egpj.exe") is None
-    assert clean_url("https://example.org/\x00") is None
-    assert clean_url("https://example.org/a%20b") == "https://example.org/a%20b"
+    assert web_url("https://example.org/\u202egpj.exe") is None
+    assert web_url("https://example.org/\x00") is None
+    assert web_url("https://example.org/a%20b") == "https://example.org/a%20b"
 
 
 def test_a_skipped_record_is_named_with_its_unprintable_characters_escaped() -> None:

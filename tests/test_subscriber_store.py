@@ -65,9 +65,9 @@ def test_remove_unsubscribes_and_unknown_addresses_are_named(engine: Engine) -> 
     with session_scope(engine) as session:
         for index in range(5):
             add_subscriber(session, email=f"r{index}@example.org", confirmed=True)
-        remove_subscriber(session, "R3@example.org")
+        remove_subscriber(session, email="R3@example.org")
         counts = count_by_status(session)
     assert counts[SubscriberStatus.CONFIRMED] == 4
     assert counts[SubscriberStatus.UNSUBSCRIBED] == 1
     with session_scope(engine) as session, pytest.raises(SubscriberNotFoundError, match="nobody"):
-        remove_subscriber(session, "nobody@example.org")
+        remove_subscriber(session, email="nobody@example.org")

@@ -15,13 +15,12 @@ from sqlalchemy.exc import IntegrityError
 from newsletter.core.clock import utc_now
 from newsletter.core.db import _alembic_config, create_db_engine, session_scope, upgrade_schema
 from newsletter.core.settings import Settings
-from newsletter.delivery.ledger import mark_subscribers_bounced
 from newsletter.delivery.worker import send_edition, start_edition
 from newsletter.models import DeliveryStatus
 from subscribers import suppressions
 from subscribers.addresses import domain_of, mailbox_of
 from subscribers.models import SubscriberStatus, SuppressionReason
-from subscribers.store import add_subscriber
+from subscribers.store import add_subscriber, mark_bounced
 from subscribers.tokens import make_confirm_token
 from tests.support.cli import run_cli
 from tests.support.postgres import postgres_database_or_skip
@@ -153,7 +152,7 @@ async def test_a_stranger_s_sign_up_sends_one_confirmation_and_only_the_owner_s_
     with session_scope(engine) as session:
         key = add_subscriber(session, email="ada@example.org", confirmed=True).key
     with engine.begin() as connection:
-        mark_subscribers_bounced(connection, [(key, "550 5.1.1 gone")], utc_now() + AN_HOUR_AGO)
+        mark_bounced(connection, bounces=[(key, "550 5.1.1 gone")], now=utc_now() + AN_HOUR_AGO)
     with session_scope(engine) as session:  # the operator forces another tag back in
         add_subscriber(session, email="ada+ops@example.org", confirmed=True)
 

@@ -69,7 +69,7 @@ async def test_subscriber_counts_by_status(settings: Settings, engine: Engine) -
         add_subscriber(session, email="a@example.org", confirmed=True)
         add_subscriber(session, email="b@example.org", confirmed=True)
         add_subscriber(session, email="c@example.org")
-        remove_subscriber(session, "b@example.org")
+        remove_subscriber(session, email="b@example.org")
     async with running_app(web_settings(settings), engine) as (_, client):
         answer = await client.get("/admin/subscribers", headers=AUTH)
     assert answer.status_code == 200
@@ -132,7 +132,7 @@ async def test_status_counts_unsubscribes_since_the_send(
         await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
         await run_worker(settings, engine)
         with session_scope(engine) as session:
-            remove_subscriber(session, "leaves@example.org")
+            remove_subscriber(session, email="leaves@example.org")
         status = await client.get(f"/admin/editions/{DAY}", headers=AUTH)
     assert status.json()["unsubscribed_since"] == 1
     assert status.json()["deliveries"]["sent"] == 2

@@ -112,7 +112,7 @@ async def test_confirming_after_leaving_does_not_resubscribe(
         await client.post("/subscribe", data={"email": "ada@example.org"})
         path = confirmation_path(smtp_server)
         with session_scope(engine) as session:
-            found = find_subscriber(session, "ada@example.org")
+            found = find_subscriber(session, email="ada@example.org")
             assert found is not None
             found.status = SubscriberStatus.UNSUBSCRIBED
         answer = await client.post(path)

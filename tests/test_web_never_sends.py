@@ -171,7 +171,7 @@ def add_readers(engine: Engine) -> None:
             add_subscriber(session, email=address, confirmed=True)
         add_subscriber(session, email="pending@example.org")
         add_subscriber(session, email="left@example.org", confirmed=True)
-        remove_subscriber(session, "left@example.org")
+        remove_subscriber(session, email="left@example.org")
 
 
 def queued_rows(engine: Engine) -> int:

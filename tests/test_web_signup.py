@@ -184,7 +184,7 @@ async def test_an_unsubscribed_address_must_confirm_again(
 ) -> None:
     with session_scope(engine) as session:
         add_subscriber(session, email="left@example.org", confirmed=True)
-        remove_subscriber(session, "left@example.org")
+        remove_subscriber(session, email="left@example.org")
     async with running_app(web_settings(settings), engine) as (_, client):
         answer = await client.post("/subscribe", data={"email": "left@example.org"})
     assert answer.status_code == 200

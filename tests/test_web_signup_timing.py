@@ -34,7 +34,7 @@ def _seed(engine: Engine) -> None:
     with session_scope(engine) as session:
         store.add_subscriber(session, email="confirmed@example.org", confirmed=True)
         store.add_subscriber(session, email="unsubscribed@example.org", confirmed=True)
-        store.remove_subscriber(session, "unsubscribed@example.org")
+        store.remove_subscriber(session, email="unsubscribed@example.org")
         pending = store.add_subscriber(session, email="pending@example.org")
         pending.confirmation_sent_at = dt.datetime.now(dt.UTC)
 

@@ -15,6 +15,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """The moment as aware UTC; a naive datetime is read as UTC already (as the database has it)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """Stores UTC without a zone (SQLite has none) and always hands back aware UTC."""
 
@@ -34,4 +39,4 @@ class UtcDateTime(TypeDecorator[datetime]):
         if isinstance(value, str):  # raw SQL on SQLite hands back text
             value = datetime.fromisoformat(value)
         assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)

@@ -41,11 +41,12 @@ from sqlalchemy import (
     update,
 )
 
-from newsletter.core.clock import UtcDateTime
+from newsletter.core.clock import UtcDateTime, as_utc
 from newsletter.editions.lifecycle import EditionEvent, apply_event, transition_statement
 from newsletter.models import Delivery, DeliveryStatus, Edition, EditionStatus
-from subscribers.models import Subscriber, SubscriberStatus, SuppressionReason
-from subscribers.suppressions import not_suppressed, suppress_subscribers
+from subscribers.models import Subscriber, SubscriberStatus
+from subscribers.store import mark_bounced
+from subscribers.suppressions import not_suppressed
 
 deliveries = Delivery.__table__  # type: ignore[attr-defined]
 editions = Edition.__table__  # type: ignore[attr-defined]
@@ -326,10 +327,12 @@ def record_outcomes(connection: Connection, outcomes: Iterable[Outcome], now: dt
             [{"row_id": o.delivery_id} for o in released],
         )
     if bounced := by_kind.get(OutcomeKind.BOUNCED):
-        mark_subscribers_bounced(
+        mark_bounced(
             connection,
-            [(o.subscriber_key, f"hard bounce: {o.code or ''} {o.error or ''}") for o in bounced],
-            now,
+            bounces=[
+                (o.subscriber_key, f"hard bounce: {o.code or ''} {o.error or ''}") for o in bounced
+            ],
+            now=now,
         )
 
 
@@ -383,34 +386,6 @@ def _final_params(outcome: Outcome) -> dict[str, object]:
     }
 
 
-def mark_subscribers_bounced(
-    connection: Connection,
-    bounces: Sequence[tuple[str | None, str]],
-    now: dt.datetime,
-) -> None:
-    """Mark the subscribers behind hard bounces `bounced` and suppress their mailboxes.
-
-    `bounces` holds (subscriber key, what the server said). The status keeps
-    this subscriber row out of later editions; the suppression keeps the
-    mailbox out whatever any of its rows say later, until its owner confirms.
-    """
-    known = [(key, note) for key, note in bounces if key]
-    if not known:
-        return
-    connection.execute(
-        update(subscribers)
-        .where(
-            subscribers.c.key.in_([key for key, _ in known]),
-            # An address that left or complained keeps that (stronger) status.
-            subscribers.c.status.in_(
-                [SubscriberStatus.CONFIRMED.value, SubscriberStatus.PENDING.value]
-            ),
-        )
-        .values(status=SubscriberStatus.BOUNCED.value, bounced_at=now, updated_at=now)
-    )
-    suppress_subscribers(connection, known, reason=SuppressionReason.BOUNCED, now=now)
-
-
 def lease_owners(connection: Connection) -> list[str]:
     """The workers holding leases on queued rows (live or expired)."""
     rows = connection.execute(
@@ -452,16 +427,16 @@ def next_wake_time(connection: Connection, *, edition_id: int | None) -> dt.date
     ).one()
     if not count:
         return None
-    times = [_as_utc(value) for value in (retry_at, lease_until) if value is not None]
+    times = [_aggregate_time(value) for value in (retry_at, lease_until) if value is not None]
     # Queued rows with neither time set are claimable right now.
     return min(times) if times else dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
-def _as_utc(value: object) -> dt.datetime:
+def _aggregate_time(value: object) -> dt.datetime:
     if isinstance(value, str):  # SQLite hands aggregates back as text
         value = dt.datetime.fromisoformat(value)
     assert isinstance(value, dt.datetime)
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    return as_utc(value)
 
 
 def finish_editions(connection: Connection, *, edition_id: int | None, now: dt.datetime) -> int:

@@ -14,6 +14,7 @@ from datetime import date
 import httpx
 
 from newsletter.core.errors import MalformedSourceError
+from newsletter.core.urls import web_url
 from newsletter.ingest.fetching import DEFAULT_BACKOFF, Backoff, get_with_retries
 from newsletter.ingest.parsed import (
     MAX_COUNT,
@@ -21,7 +22,6 @@ from newsletter.ingest.parsed import (
     ParsedPapers,
     RecordCollector,
     canonical_arxiv_id,
-    clean_url,
     describe_record,
     normalise_whitespace,
     parse_iso_datetime,
@@ -126,10 +126,10 @@ def _parse_item(
         daily_date=daily_date,
         upvotes=_count(paper.get("upvotes")),
         num_comments=_count(item.get("numComments")),
-        github_repo=clean_url(paper.get("githubRepo")),
+        github_repo=web_url(paper.get("githubRepo")),
         github_stars=_optional_count(paper.get("githubStars")),
-        project_page=clean_url(paper.get("projectPage")),
-        thumbnail=clean_url(item.get("thumbnail")),
+        project_page=web_url(paper.get("projectPage")),
+        thumbnail=web_url(item.get("thumbnail")),
         ai_summary=_text(paper.get("ai_summary")) or None,
         ai_keywords=_keywords(paper.get("ai_keywords")),
         sources=(source.value,),

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
+from newsletter.core.clock import as_utc
 from newsletter.core.text import UNSTORABLE
 from newsletter.values import PaperRecord
 
 # Mirrors the widths of the `papers` columns; a longer value would abort the
 # whole transaction on PostgreSQL, so parsers drop it instead.
-MAX_URL_LENGTH = 500
 MAX_ARXIV_ID_LENGTH = 32
 # The counts are 32-bit integer columns; a larger "count" is not one.
 MAX_COUNT = 2**31 - 1
@@ -63,21 +63,6 @@ def canonical_arxiv_id(raw: str) -> str | None:
     return match.group("id")
 
 
-def clean_url(value: object) -> str | None:
-    """An http(s) URL that fits the database column, or None for anything else."""
-    if not isinstance(value, str):
-        return None
-    url = value.strip()
-    # A `javascript:` or `data:` link would become a live link in the email.
-    if not url.lower().startswith(("https://", "http://")):
-        return None
-    # Spaces, control and invisible formatting characters never belong in a
-    # link, and bidirectional overrides in one disguise where it leads.
-    if len(url) > MAX_URL_LENGTH or not url.isprintable() or " " in url:
-        return None
-    return url
-
-
 def parse_iso_datetime(value: object) -> datetime | None:
     """An aware UTC datetime from an ISO 8601 string such as `2026-02-26T17:08:18.000Z`."""
     if not isinstance(value, str) or not value.strip():
@@ -85,7 +70,7 @@ def parse_iso_datetime(value: object) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         # In UTC, a time at either end of the calendar (year 1 or 9999) leaves it.
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        return as_utc(parsed)
     except (ValueError, OverflowError):
         return None
 

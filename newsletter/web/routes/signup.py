@@ -259,7 +259,7 @@ async def deliver_confirmation(web: WebContext, confirmation: ConfirmationEmail)
 
 def _release_claim(web: WebContext, confirmation: ConfirmationEmail) -> None:
     with session_scope(web.database) as session:
-        store.release_confirmation_slot(session, confirmation.claim)
+        store.release_confirmation_slot(session, claim=confirmation.claim)
 
 
 def _accepted(wants_json: bool, pages: PagesDep) -> Response:
