@@ -7,7 +7,6 @@ file-system error) into one line on stderr and a non-zero exit.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import errno
 import json
@@ -15,7 +14,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeGuard
+from typing import TYPE_CHECKING, Annotated, Any, TypeGuard, TypeVar
 from zoneinfo import ZoneInfo
 
 import typer
@@ -31,10 +30,15 @@ from newsletter.core.errors import ConfigurationError, NewsletterError
 # These imports inside functions are for speed only; there is no import loop to dodge.
 # tests/test_cli_startup.py keeps `--help` free of the heavy modules.
 if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Coroutine
+
     from sqlalchemy import Engine
     from sqlalchemy.exc import SQLAlchemyError
 
     from newsletter.core.settings import Settings
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="A daily machine-learning paper digest: ingest, rank, render and send.",
@@ -160,7 +164,7 @@ def ingest(
         raise ConfigurationError(f"--source must be hf, arxiv or file, not {source!r}") from None
     if paper_source is PaperSource.FILE and file is None:
         raise ConfigurationError("--source file needs --file PATH")
-    report = asyncio.run(
+    report = _run_async(
         ingest_papers(context.settings, context.engine(), day=day, source=paper_source, file=file)
     )
     # Each skipped record was already logged as a warning, naming it.
@@ -251,7 +255,7 @@ def send(
         resume_edition(engine, day)
     edition = prepare_edition(settings, engine, day=day)
     if to is not None:
-        delivery = asyncio.run(send_test_copy(settings, engine, edition_date=day, email=to))
+        delivery = _run_async(send_test_copy(settings, engine, edition_date=day, email=to))
         console.print(
             f"Test copy of {day.isoformat()} to {delivery.email}: {delivery.status.value}"
             + (f" ({delivery.last_code} {delivery.last_error})" if delivery.last_error else "")
@@ -263,7 +267,7 @@ def send(
         _print_dry_run(context, day, edition.subject)
         return
     with RichSendProgress(console) as progress:
-        report = asyncio.run(send_edition(settings, engine, edition_date=day, progress=progress))
+        report = _run_async(send_edition(settings, engine, edition_date=day, progress=progress))
     _print_send_report(report)
     if report.paused_reason:
         raise typer.Exit(3)
@@ -332,6 +336,8 @@ def worker(
     context = _context(ctx)
 
     async def work(progress: RichSendProgress) -> SendReport:
+        import asyncio
+
         stop = asyncio.Event()
         _stop_on_signals(stop)
         return await run_worker(
@@ -344,12 +350,21 @@ def worker(
         )
 
     with RichSendProgress(console) as progress:
-        report = asyncio.run(work(progress))
+        report = _run_async(work(progress))
     _print_send_report(report)
+
+
+def _run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine (asyncio is imported here: `--help` never needs it)."""
+    import asyncio
+
+    return asyncio.run(coroutine)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
     """Set `stop` on the first SIGTERM or SIGINT; the default handlers take the next one."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
 
     def first_signal(signum: signal.Signals) -> None:

@@ -70,3 +70,12 @@ def test_the_migrations_match_the_models_on_postgresql() -> None:
     with postgres_database_or_skip() as url:
         drift = _drift(url)
     assert drift == [], "models changed without a migration:\n" + pprint.pformat(drift)
+
+
+def test_the_fast_head_revision_is_the_one_alembic_finds() -> None:
+    from alembic.script import ScriptDirectory
+
+    from newsletter.core.db import head_revision
+    from newsletter.core.resources import migrations_path
+
+    assert head_revision() == ScriptDirectory(str(migrations_path())).get_current_head()
