@@ -1,8 +1,9 @@
 """The Hugging Face Daily Papers API: a pure parser for its JSON array, and a fetcher.
 
-The shape has traps (see docs/sources.md): `upvotes` and the AI fields live
-under `paper`, `numComments` and `thumbnail` at the top level, optional fields
-are often missing, and summaries carry hard line breaks.
+The shape has traps (a recorded response is tests/feeds/hf_daily_papers.json):
+`upvotes` and the AI fields live under `paper`, `numComments` and `thumbnail`
+at the top level, optional fields are often missing, and summaries carry hard
+line breaks.
 """
 
 from __future__ import annotations
