@@ -27,7 +27,16 @@ def make_smtp_client(
         password=settings.smtp_password,
         use_tls=settings.smtp_security is SmtpSecurity.TLS,
         start_tls=settings.smtp_security is SmtpSecurity.STARTTLS,
+        cert_bundle=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
         timeout=settings.smtp_timeout_seconds,
+    )
+
+
+def describe_login_refusal(host: str, port: int, error: aiosmtplib.SMTPAuthenticationError) -> str:
+    """One line for the operator: the relay refused our credentials, and which settings to fix."""
+    return (
+        f"the SMTP server {host}:{port} refused the login ({error.code} {error.message}); "
+        "check NEWSLETTER_SMTP_USERNAME and NEWSLETTER_SMTP_PASSWORD"
     )
 
 
@@ -37,6 +46,10 @@ async def send_single_message(settings: Settings, message: EmailMessage) -> None
     try:
         async with client:
             await client.send_message(message)
+    except aiosmtplib.SMTPAuthenticationError as error:
+        raise DeliveryError(
+            describe_login_refusal(settings.smtp_host, settings.smtp_port, error)
+        ) from error
     except aiosmtplib.SMTPException as error:
         raise DeliveryError(
             f"could not send to {message['To']} "

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 import aiosmtplib
 
-from newsletter.send.connection import make_smtp_client, parse_relay
+from newsletter.send.connection import describe_login_refusal, make_smtp_client, parse_relay
 from newsletter.settings import Settings
 
 QUIT_TIMEOUT_SECONDS = 2.0
@@ -26,6 +26,7 @@ class SmtpStage(StrEnum):
     """Where in the SMTP conversation a reply came from."""
 
     CONNECT = "connect"
+    LOGIN = "login"  # the relay refused our credentials: nothing to do with the recipient
     MAIL = "mail"
     RCPT = "rcpt"
     DATA = "data"
@@ -113,6 +114,10 @@ class SmtpPool:
         """Send one message on the lane's connection and report the server's answer."""
         try:
             client = await self._connected_client(lane)
+        except aiosmtplib.SMTPAuthenticationError as error:
+            self._drop(lane)
+            host, port = self._lane_relays[lane]
+            return SmtpReply(error.code, describe_login_refusal(host, port, error), SmtpStage.LOGIN)
         except aiosmtplib.SMTPResponseException as error:
             self._drop(lane)
             return SmtpReply(error.code, error.message, SmtpStage.CONNECT)
