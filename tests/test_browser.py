@@ -12,7 +12,6 @@ import re
 import shutil
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -66,6 +65,20 @@ def _chromium_path() -> str:
     return found
 
 
+class _ThreadedServer(uvicorn.Server):
+    """uvicorn that says when its start-up has ended, so a test can wait for it."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.startup_ended = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets=sockets)
+        finally:
+            self.startup_ended.set()
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -81,7 +94,7 @@ def live_site(
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     config = web_settings(settings, base_url=base_url)
-    server = uvicorn.Server(
+    server = _ThreadedServer(
         uvicorn.Config(
             create_app(config, engine=engine),
             host="127.0.0.1",
@@ -92,11 +105,8 @@ def live_site(
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
+    if not server.startup_ended.wait(timeout=20) or not server.started:
+        raise RuntimeError("uvicorn did not start")
     try:
         yield base_url
     finally:
@@ -105,10 +115,7 @@ def live_site(
 
 
 def _wait_for_messages(smtp_server: RecordingSmtpServer, count: int) -> None:
-    deadline = time.monotonic() + 30
-    while len(smtp_server.messages) < count:
-        assert time.monotonic() < deadline, f"{count} message(s) never arrived"
-        time.sleep(0.02)
+    assert smtp_server.handler.wait_for_messages(count, timeout=30), f"{count} never arrived"
 
 
 def _send_over_admin(base_url: str, settings: Settings, engine: Engine) -> None:

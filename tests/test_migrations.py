@@ -14,20 +14,36 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Column, text
 from sqlmodel import SQLModel
 
 import newsletter.models  # noqa: F401  (registers every table, as migrations/env.py does)
-from newsletter.core.db import create_db_engine, current_revision, head_revision, upgrade_schema
+from newsletter.core.db import (
+    create_db_engine,
+    current_revision,
+    head_revision,
+    linear_head,
+    upgrade_schema,
+)
+from newsletter.core.resources import migrations_path
 from tests.support.postgres import postgres_database_or_skip
 
 
 def _drift(database_url: str) -> list[Any]:
-    """The operations autogenerate would write after migrating an empty database to head."""
+    """The operations autogenerate would write after migrating an empty database to head.
+
+    On the way, the product's quick reading of the revisions (no Alembic import)
+    must agree with Alembic's own, before and after the upgrade.
+    """
     engine = create_db_engine(database_url)
     try:
+        assert current_revision(engine) is None
         upgrade_schema(engine)
-        assert current_revision(engine) == head_revision()
+        with engine.connect() as connection:
+            alembic_current = MigrationContext.configure(connection).get_current_revision()
+        alembic_head = ScriptDirectory(str(migrations_path())).get_current_head()
+        assert current_revision(engine) == alembic_current == head_revision() == alembic_head
         with engine.connect() as connection:
             # The same comparison options as migrations/env.py.
             context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -72,10 +88,24 @@ def test_the_migrations_match_the_models_on_postgresql() -> None:
     assert drift == [], "models changed without a migration:\n" + pprint.pformat(drift)
 
 
-def test_the_fast_head_revision_is_the_one_alembic_finds() -> None:
-    from alembic.script import ScriptDirectory
+def _write_migration(versions: Path, name: str, body: str) -> None:
+    (versions / f"{name}.py").write_text(f"from alembic import op\n\n{body}\n", encoding="utf-8")
 
-    from newsletter.core.db import head_revision
-    from newsletter.core.resources import migrations_path
 
-    assert head_revision() == ScriptDirectory(str(migrations_path())).get_current_head()
+def test_a_straight_history_is_read_from_the_files_and_anything_else_is_left_to_alembic(
+    tmp_path: Path,
+) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    _write_migration(versions, "0001_a", 'revision: str = "0001"\ndown_revision = None')
+    _write_migration(versions, "0002_b", "revision = '0002'\ndown_revision: str | None = '0001'")
+    assert linear_head(versions) == "0002"
+
+    _write_migration(versions, "0003_branch", 'revision = "0003"\ndown_revision = "0001"')
+    assert linear_head(versions) is None  # two heads
+    (versions / "0003_branch.py").unlink()
+    _write_migration(versions, "0003_merge", 'revision = "0003"\ndown_revision = ("0001", "0002")')
+    assert linear_head(versions) is None  # a merge
+    (versions / "0003_merge.py").unlink()
+    _write_migration(versions, "0003_computed", 'revision = "000" + "3"\ndown_revision = "0002"')
+    assert linear_head(versions) is None  # not a plain literal

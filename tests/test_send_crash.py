@@ -72,13 +72,16 @@ def _received(server: SmtpCatcher) -> Counter[str]:
     return Counter(handler.recipients())
 
 
-def _wait_for(condition: object, timeout: float, what: str) -> None:
-    assert callable(condition)
+def _wait_for_messages_while_running(
+    server: SmtpCatcher, process: subprocess.Popen[bytes], count: int, timeout: float
+) -> None:
+    handler = server.handler
+    assert isinstance(handler, RecordingHandler)
     deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+    # Woken by each arrival; every second, make sure the sender has not ended on its own.
+    while not handler.wait_for_messages(count, timeout=1):
+        assert process.poll() is None, "the sending process ended before the kill"
+        assert time.monotonic() < deadline, f"{count} messages never arrived"
 
 
 def crash_and_restart(engine: Engine, database_url: str, server: SmtpCatcher, tmp: Path) -> None:
@@ -98,19 +101,14 @@ def crash_and_restart(engine: Engine, database_url: str, server: SmtpCatcher, tm
     with (tmp / "first.log").open("wb") as log:
         first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            _wait_for(
-                lambda: (
-                    sum(_received(server).values()) >= audience // 3 or first.poll() is not None
-                ),
-                60,
-                "a third of the messages",
-            )
+            _wait_for_messages_while_running(server, first, audience // 3, timeout=60)
         finally:
             os.kill(first.pid, signal.SIGKILL)
             first.wait()
     assert first.returncode == -signal.SIGKILL, (tmp / "first.log").read_text()
-    # Messages whose DATA had fully arrived may still be finishing in the slow handler.
-    time.sleep(0.1)
+    # Messages whose DATA had fully arrived may still be finishing in the slow handler;
+    # once the dead process's connections are closed on the server's side, none can.
+    assert server.wait_until_no_sessions(timeout=10), "the killed sender's sessions stayed open"
     before = _received(server)
     rows = {row.email: row for row in ledger_rows(engine)}
     assert 0 < sum(before.values()) < audience, "the kill came too late to test anything"

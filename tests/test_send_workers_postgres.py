@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -30,10 +29,10 @@ pytestmark = pytest.mark.postgres
 WORKERS = 3
 AUDIENCE = 600
 
-# Each worker connects and compiles first, says "ready", then waits for the go
-# file, so all of them really compete for the same rows.
+# Each worker connects first, says "ready", then waits for "go" on its stdin,
+# so all of them really compete for the same rows.
 WORKER_SCRIPT = """
-import asyncio, json, pathlib, sys, time
+import asyncio, json, sys
 from newsletter.core.db import create_db_engine
 from newsletter.delivery.worker import run_worker
 from newsletter.core.settings import load_settings
@@ -42,16 +41,14 @@ settings = load_settings()
 engine = create_db_engine(settings.database_url)
 engine.connect().close()
 print("ready", flush=True)
-go = pathlib.Path(sys.argv[2])
-while not go.exists():
-    time.sleep(0.005)
+assert sys.stdin.readline().strip() == "go"
 report = asyncio.run(run_worker(settings, engine, worker_id=sys.argv[1]))
 print(json.dumps({"sent": report.sent, "failed": report.failed}), flush=True)
 """
 
 
 def test_three_worker_processes_send_each_recipient_exactly_once(
-    tmp_path: Path, smtp_server: RecordingSmtpServer
+    smtp_server: RecordingSmtpServer,
 ) -> None:
     with postgres_database_or_skip() as database_url:
         engine = create_db_engine(database_url)
@@ -66,11 +63,11 @@ def test_three_worker_processes_send_each_recipient_exactly_once(
                 NEWSLETTER_SEND_BATCH_SIZE="20",
                 NEWSLETTER_SMTP_CONCURRENCY="3",
             )
-            go = tmp_path / "go"
             workers = [
                 subprocess.Popen(
-                    [sys.executable, "-c", WORKER_SCRIPT, f"worker-{n}", str(go)],
+                    [sys.executable, "-c", WORKER_SCRIPT, f"worker-{n}"],
                     env=env,
+                    stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     text=True,
@@ -81,7 +78,10 @@ def test_three_worker_processes_send_each_recipient_exactly_once(
                 for worker in workers:
                     assert worker.stdout is not None
                     assert worker.stdout.readline().strip() == "ready", worker.stderr
-                go.touch()
+                for worker in workers:
+                    assert worker.stdin is not None
+                    worker.stdin.write("go\n")
+                    worker.stdin.flush()
                 outputs = [worker.communicate(timeout=90) for worker in workers]
             finally:
                 for worker in workers:

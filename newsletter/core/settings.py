@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, FilePath, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from newsletter.core.errors import ConfigurationError
@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_security: SmtpSecurity = SmtpSecurity.NONE
+    # A CA certificate (PEM) to trust besides the system's, for a relay whose
+    # certificate a private CA signed (or a self-signed one).
+    smtp_ca_file: FilePath | None = None
     smtp_timeout_seconds: float = Field(default=30.0, gt=0)
     smtp_concurrency: int = Field(default=4, ge=1, le=256)
     # Extra relays ("host:port" each) share the load with the main one.

@@ -26,6 +26,7 @@ class SmtpStage(StrEnum):
     """Where in the SMTP conversation a reply came from."""
 
     CONNECT = "connect"
+    LOGIN = "login"  # the relay refused our credentials: nothing to do with the recipient
     MAIL = "mail"
     RCPT = "rcpt"
     DATA = "data"
@@ -48,7 +49,7 @@ class SmtpReply:
     @property
     def ends_session(self) -> bool:
         """True when the connection cannot carry another message (dropped, or 421 closing)."""
-        if self.stage in (SmtpStage.CONNECT, SmtpStage.CONNECTION):
+        if self.stage in (SmtpStage.CONNECT, SmtpStage.LOGIN, SmtpStage.CONNECTION):
             return True
         # 421 means the server is closing this session; a refused recipient keeps it open.
         return self.code == 421 and self.stage is not SmtpStage.RCPT
@@ -74,7 +75,16 @@ def make_smtp_client(
         password=settings.smtp_password,
         use_tls=settings.smtp_security is SmtpSecurity.TLS,
         start_tls=settings.smtp_security is SmtpSecurity.STARTTLS,
+        cert_bundle=str(settings.smtp_ca_file) if settings.smtp_ca_file else None,
         timeout=settings.smtp_timeout_seconds,
+    )
+
+
+def describe_login_refusal(host: str, port: int, error: aiosmtplib.SMTPAuthenticationError) -> str:
+    """One line for the operator: the relay refused our credentials, and which settings to fix."""
+    return (
+        f"the SMTP server {host}:{port} refused the login ({error.code} {error.message}); "
+        "check NEWSLETTER_SMTP_USERNAME and NEWSLETTER_SMTP_PASSWORD"
     )
 
 
@@ -82,6 +92,9 @@ async def connect(client: aiosmtplib.SMTP) -> SmtpReply | None:
     """Open the client's connection: None when it is open, else why it is not."""
     try:
         await client.connect()
+    except aiosmtplib.SMTPAuthenticationError as error:
+        text = describe_login_refusal(client.hostname or "", client.port or 0, error)
+        return SmtpReply(error.code, text, SmtpStage.LOGIN)
     except aiosmtplib.SMTPResponseException as error:
         return SmtpReply(error.code, error.message, SmtpStage.CONNECT)
     except (aiosmtplib.SMTPException, OSError) as error:
@@ -144,6 +157,10 @@ async def send_single_message(settings: Settings, message: OutgoingMessage) -> N
     try:
         async with client:
             await client.sendmail(message.envelope_from, [message.recipient], message.data)
+    except aiosmtplib.SMTPAuthenticationError as error:
+        raise DeliveryError(
+            describe_login_refusal(settings.smtp_host, settings.smtp_port, error)
+        ) from error
     except aiosmtplib.SMTPException as error:
         raise DeliveryError(
             f"could not send to {message.recipient} "

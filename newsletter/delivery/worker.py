@@ -472,6 +472,14 @@ class _Worker:
     async def _refused(
         self, job: ClaimedDelivery, message_id: str, reply: SmtpReply, *, permanent: bool = False
     ) -> None:
+        if reply.stage is SmtpStage.LOGIN:
+            # Our credentials are wrong, for every reader alike: hand the row back
+            # untried and stop the edition at once, before the relay locks us out.
+            self._add_outcome(Outcome(job.id, OutcomeKind.RELEASED))
+            if job.edition_id not in self.stopped:
+                edition_date = self.compiled[job.edition_id].edition_date
+                await self._pause_for(job.edition_id, edition_date, reply.text)
+            return
         attempt = job.attempts + 1
         settings = self.settings
         kind = (

@@ -22,12 +22,14 @@ from newsletter.outbox import SmtpCatcher
 
 @dataclass
 class ReceivedMessage:
-    """One accepted message: the envelope and the parsed message."""
+    """One accepted message: the envelope, the parsed message and how the session was secured."""
 
     mail_from: str
     rcpt_tos: list[str]
     raw: bytes
     message: EmailMessage
+    tls: bool = False  # the session was encrypted (STARTTLS or implicit TLS)
+    login: Any = None  # what the server's authenticator returned for the session's AUTH
 
 
 # A rule gets (stage, address, attempt number for that address) and returns
@@ -44,6 +46,10 @@ class RecordingHandler:
     messages: list[ReceivedMessage] = field(default_factory=list)
     attempts: dict[tuple[str, str], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    arrived: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.arrived = threading.Condition(self.lock)
 
     def _decide(self, stage: str, address: str) -> str | None:
         with self.lock:
@@ -81,6 +87,8 @@ class RecordingHandler:
         raw = envelope.original_content or b""
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
+        transport = server.transport
+        tls = transport is not None and transport.get_extra_info("ssl_object") is not None
         with self.lock:
             self.messages.append(
                 ReceivedMessage(
@@ -88,9 +96,17 @@ class RecordingHandler:
                     rcpt_tos=list(envelope.rcpt_tos),
                     raw=raw,
                     message=parsed,
+                    tls=tls,
+                    login=session.auth_data if session.authenticated else None,
                 )
             )
+            self.arrived.notify_all()
         return "250 OK queued"
+
+    def wait_for_messages(self, count: int, timeout: float) -> bool:
+        """Wait until at least `count` messages arrived; False if they did not in time."""
+        with self.arrived:
+            return self.arrived.wait_for(lambda: len(self.messages) >= count, timeout)
 
     def recipients(self) -> list[str]:
         """Every accepted recipient, one entry per accepted message and recipient."""
