@@ -13,7 +13,6 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import Engine
 
 from newsletter.core.errors import ConfigurationError, DeliveryError
+from newsletter.core.headers import mailbox_header, mailbox_setting_header, unstructured_header
+from newsletter.core.mime import OutgoingMessage, compose_alternative
 from newsletter.core.settings import Settings, SmtpSecurity, load_settings
 from newsletter.delivery.connection import send_single_message
 from newsletter.delivery.worker import resume_edition, send_edition
@@ -109,13 +110,14 @@ def relay_settings(
     return settings.model_copy(update=values | overrides)
 
 
-def one_message(to: str) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = "Daily ML Papers <digest@news.example.org>"
-    message["To"] = to
-    message["Subject"] = "Please confirm"
-    message.set_content("Confirm here.")
-    return message
+def one_message(to: str) -> OutgoingMessage:
+    headers = [
+        mailbox_setting_header("From", "Daily ML Papers <digest@news.example.org>"),
+        mailbox_header("To", None, to),
+        unstructured_header("Subject", "Please confirm"),
+    ]
+    data = compose_alternative(headers, text="Confirm here.", html="<p>Confirm here.</p>")
+    return OutgoingMessage("digest@news.example.org", to, data)
 
 
 async def test_an_edition_goes_out_encrypted_and_logged_in(
