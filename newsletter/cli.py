@@ -213,64 +213,104 @@ def send(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show who would receive it; send and record nothing.")
     ] = False,
-    to: Annotated[
-        str | None, typer.Option("--to", help="Send one test copy to this address only.")
-    ] = None,
-    pause: Annotated[bool, typer.Option("--pause", help="Pause a running edition.")] = False,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Resume a paused edition and continue sending.")
-    ] = False,
-    cancel: Annotated[
-        bool, typer.Option("--cancel", help="Cancel the edition; nobody else receives it.")
-    ] = False,
+    # The spellings of earlier versions, kept working: each is now a command of its own.
+    to: Annotated[str | None, typer.Option("--to", hidden=True)] = None,
+    pause: Annotated[bool, typer.Option("--pause", hidden=True)] = False,
+    resume: Annotated[bool, typer.Option("--resume", hidden=True)] = False,
+    cancel: Annotated[bool, typer.Option("--cancel", hidden=True)] = False,
 ) -> None:
-    """Send a day's digest to every confirmed subscriber (each at most once)."""
-    from newsletter.delivery.progress import RichSendProgress
-    from newsletter.delivery.worker import (
-        cancel_edition,
-        pause_edition,
-        resume_edition,
-        send_edition,
-        send_test_copy,
-    )
+    """Send a day's digest to every confirmed subscriber (each at most once).
+
+    See also `test-send`, `pause`, `resume` and `cancel`.
+    """
+    if sum([pause, resume, cancel, dry_run, to is not None]) > 1:
+        raise ConfigurationError("use only one of --pause, --resume, --cancel, --dry-run, --to")
+    if to is not None:
+        return test_send(ctx, to=to, date=date)
+    if pause:
+        return pause_command(ctx, date=date)
+    if cancel:
+        return cancel_command(ctx, date=date)
+    if resume:
+        return resume_command(ctx, date=date)
     from newsletter.editions.content import prepare_edition
 
     context = _context(ctx)
-    settings = context.settings
-    day = _day(settings, date)
-    if sum([pause, resume, cancel, dry_run, to is not None]) > 1:
-        raise ConfigurationError("use only one of --pause, --resume, --cancel, --dry-run, --to")
-    engine = context.engine()
-    if pause:
-        pause_edition(engine, day, reason="paused by operator")
-        console.print(
-            f"Paused the edition of {day.isoformat()}; `newsletter send --resume` continues it."
-        )
-        return
-    if cancel:
-        cancel_edition(engine, day)
-        console.print(f"Cancelled the edition of {day.isoformat()}.")
-        return
-    if resume:
-        resume_edition(engine, day)
-    edition = prepare_edition(settings, engine, day=day)
-    if to is not None:
-        delivery = _run_async(send_test_copy(settings, engine, edition_date=day, email=to))
-        console.print(
-            f"Test copy of {day.isoformat()} to {delivery.email}: {delivery.status.value}"
-            + (f" ({delivery.last_code} {delivery.last_error})" if delivery.last_error else "")
-        )
-        if delivery.status.value != "sent":
-            raise typer.Exit(1)
-        return
+    day = _day(context.settings, date)
+    edition = prepare_edition(context.settings, context.engine(), day=day)
     if dry_run:
         _print_dry_run(context, day, edition.subject)
         return
+    _send_and_report(context, day)
+
+
+def _send_and_report(context: CliContext, day: dt.date) -> None:
+    from newsletter.delivery.progress import RichSendProgress
+    from newsletter.delivery.worker import send_edition
+
     with RichSendProgress(console) as progress:
-        report = _run_async(send_edition(settings, engine, edition_date=day, progress=progress))
+        report = _run_async(
+            send_edition(context.settings, context.engine(), edition_date=day, progress=progress)
+        )
     _print_send_report(report)
     if report.paused_reason:
         raise typer.Exit(3)
+
+
+@app.command("test-send")
+def test_send(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Option("--to", help="The one address to send a test copy to.")],
+    date: DateOption = None,
+) -> None:
+    """Send one test copy of a day's digest (marked [TEST], recorded as a test)."""
+    from newsletter.delivery.one_copy import send_test_copy
+    from newsletter.editions.content import prepare_edition
+
+    context = _context(ctx)
+    day = _day(context.settings, date)
+    engine = context.engine()
+    prepare_edition(context.settings, engine, day=day)
+    delivery = _run_async(send_test_copy(context.settings, engine, edition_date=day, email=to))
+    console.print(
+        f"Test copy of {day.isoformat()} to {delivery.email}: {delivery.status.value}"
+        + (f" ({delivery.last_code} {delivery.last_error})" if delivery.last_error else "")
+    )
+    if delivery.status.value != "sent":
+        raise typer.Exit(1)
+
+
+@app.command("pause")
+def pause_command(ctx: typer.Context, date: DateOption = None) -> None:
+    """Pause a running send; every worker stops within a batch."""
+    from newsletter.delivery.control import pause_edition
+
+    context = _context(ctx)
+    day = _day(context.settings, date)
+    pause_edition(context.engine(), day, reason="paused by operator")
+    console.print(f"Paused the edition of {day.isoformat()}; `newsletter resume` continues it.")
+
+
+@app.command("resume")
+def resume_command(ctx: typer.Context, date: DateOption = None) -> None:
+    """Resume a paused send and continue sending it here."""
+    from newsletter.delivery.control import resume_edition
+
+    context = _context(ctx)
+    day = _day(context.settings, date)
+    resume_edition(context.engine(), day)
+    _send_and_report(context, day)
+
+
+@app.command("cancel")
+def cancel_command(ctx: typer.Context, date: DateOption = None) -> None:
+    """Cancel a day's edition: nobody else receives it."""
+    from newsletter.delivery.control import cancel_edition
+
+    context = _context(ctx)
+    day = _day(context.settings, date)
+    cancel_edition(context.engine(), day)
+    console.print(f"Cancelled the edition of {day.isoformat()}.")
 
 
 def _print_dry_run(context: CliContext, day: dt.date, subject: str) -> None:
@@ -309,7 +349,7 @@ def _print_send_report(report: object) -> None:
         err_console.print(
             f"[bold yellow]The edition paused:[/] {report.paused_reason}", highlight=False
         )
-        err_console.print("Fix the cause, then run `newsletter send --resume`.")
+        err_console.print("Fix the cause, then run `newsletter resume`.")
 
 
 @app.command()

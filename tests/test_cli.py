@@ -75,6 +75,10 @@ def test_every_command_has_help(cli_env: dict[str, str]) -> None:
         ["ingest"],
         ["preview"],
         ["send"],
+        ["test-send"],
+        ["pause"],
+        ["resume"],
+        ["cancel"],
         ["run"],
         ["demo"],
         ["worker"],
@@ -317,3 +321,21 @@ def test_run_stops_with_one_line_when_the_source_is_down(cli_env: dict[str, str]
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_the_operator_commands_and_their_old_spellings_say_the_same(
+    cli_env: dict[str, str], papers_file: Path
+) -> None:
+    run_cli("ingest", "--file", str(papers_file), "--date", DAY, env=cli_env)
+    run_cli("subscribers", "add", "ada@example.org", "--confirmed", env=cli_env)
+    draft_pause = run_cli("pause", "--date", DAY, env=cli_env, check=False)
+    old_pause = run_cli("send", "--date", DAY, "--pause", env=cli_env, check=False)
+    assert draft_pause.returncode == old_pause.returncode == 1
+    assert "no edition exists for 2026-11-20" in draft_pause.stderr
+    assert draft_pause.stderr == old_pause.stderr
+    run_cli("send", "--date", DAY, env=cli_env)
+    cancel = run_cli("cancel", "--date", DAY, env=cli_env, check=False)
+    old_cancel = run_cli("send", "--date", DAY, "--cancel", env=cli_env, check=False)
+    assert cancel.returncode == old_cancel.returncode == 1
+    assert "sent already" in cancel.stderr and cancel.stderr == old_cancel.stderr
+    assert "Traceback" not in cancel.stderr + old_cancel.stderr

@@ -712,7 +712,7 @@ async def send_edition(
     if edition.status is EditionStatus.PAUSED:
         raise DeliveryError(
             f"the edition of {day} is paused ({edition.status_reason or 'no reason given'}); "
-            f"resume it with `newsletter send --resume --date {day}`"
+            f"resume it with `newsletter resume --date {day}`"
         )
     if edition.status is EditionStatus.CANCELLED:
         raise DeliveryError(f"the edition of {day} was cancelled; it cannot be sent")
