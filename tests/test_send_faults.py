@@ -11,14 +11,17 @@ from collections import Counter
 import pytest
 from sqlalchemy import Engine, select
 
+from newsletter.errors import DeliveryError
 from newsletter.models import DeliveryStatus, EditionStatus
 from newsletter.send.engine import resume_edition, send_edition
 from newsletter.send.ledger import subscribers
+from newsletter.send.pool import SmtpPool, SmtpReply
 from newsletter.settings import Settings
 from subscribers.models import SubscriberStatus
 from tests.support.sending import (
     DAY,
     edition_status,
+    insert_subscriber_row,
     ledger_rows,
     make_edition,
     received,
@@ -262,3 +265,91 @@ async def test_failure_rate_pauses_the_edition_and_resume_finishes_it(
     assert final.paused_reason is None
     assert received(smtp_server) == Counter(readers)
     assert edition_status(engine) == (EditionStatus.SENT, None)
+
+
+# ---- rows that cannot be sent, and a worker that breaks -------------------------------------
+
+
+@pytest.mark.timeout(30)  # the guard: a bad row once left the send hanging for ever
+async def test_rows_whose_message_cannot_be_prepared_fail_alone_and_the_send_goes_on(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    readers = seed_subscribers(engine, 6)
+    # A key no signed link can carry and an address no header can: rows an import or
+    # an old version could have written, which the send path must not trust.
+    insert_subscriber_row(engine, email="gone@example.org", key="gone+a-key-00000")
+    insert_subscriber_row(engine, email="no address@example.org", key="fine-key-00001")
+    make_edition(engine)
+
+    report = await send_edition(settings, engine, edition_date=DAY)
+
+    assert received(smtp_server) == Counter(readers)
+    rows = {row.email: row for row in ledger_rows(engine)}
+    bad_key, bad_address = rows["gone@example.org"], rows["no address@example.org"]
+    for row in (bad_key, bad_address):
+        assert (row.status, row.attempts, row.last_code) == (DeliveryStatus.FAILED, 1, None)
+        assert row.next_attempt_at is None and row.lease_owner is None  # final, no retry
+    assert bad_key.last_error is not None and bad_key.last_error.startswith("message not prepared")
+    assert "'gone+a-key-00000'" in bad_key.last_error
+    assert "cannot address a message to 'no address@example.org'" in (bad_address.last_error or "")
+    assert (report.sent, report.failed, report.bounced) == (6, 2, 0)
+    assert edition_status(engine) == (EditionStatus.SENT, None)
+    assert subscriber_status(engine, "gone@example.org") is SubscriberStatus.CONFIRMED
+
+
+class BreakingTransport:
+    """The real SMTP pool, except that sending to one address raises (a bug, say)."""
+
+    def __init__(self, settings: Settings, breaks_on: str) -> None:
+        self.pool = SmtpPool(settings)
+        self.breaks_on = breaks_on
+
+    @property
+    def lanes(self) -> int:
+        return self.pool.lanes
+
+    async def send(self, lane: int, sender: str, recipient: str, message: bytes) -> SmtpReply:
+        if recipient == self.breaks_on:
+            raise RuntimeError("the transport broke")
+        return await self.pool.send(lane, sender, recipient, message)
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
+@pytest.mark.timeout(30)
+async def test_an_unexpected_error_in_a_worker_task_stops_the_send_with_a_clear_error(
+    settings: Settings,
+    engine: Engine,
+    smtp_server: RecordingSmtpServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    readers = seed_subscribers(engine, 10)
+    make_edition(engine)
+    one_lane = settings.model_copy(update={"smtp_concurrency": 1})  # nothing else in flight
+    transport = BreakingTransport(one_lane, breaks_on=readers[4])
+
+    try:
+        with (
+            caplog.at_level(logging.ERROR, logger="newsletter.send"),
+            pytest.raises(DeliveryError, match="run the same command again") as raised,
+        ):
+            await send_edition(one_lane, engine, edition_date=DAY, transport=transport)
+    finally:
+        await transport.aclose()
+
+    assert "unexpected error (RuntimeError: the transport broke)" in str(raised.value)
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    [logged] = [r for r in caplog.records if "stopped on an unexpected error" in r.getMessage()]
+    assert logged.exc_info is not None  # the traceback is in the log, for whoever fixes it
+    rows = ledger_rows(engine)
+    assert received(smtp_server) == Counter(readers[:4])
+    assert [row.status for row in rows].count(DeliveryStatus.SENT) == 4  # recorded, not lost
+    assert {row.lease_owner for row in rows} == {None}  # the rest is back in the queue now
+    assert edition_status(engine)[0] is EditionStatus.SENDING
+
+    again = await send_edition(one_lane, engine, edition_date=DAY)
+
+    assert again.sent == 6
+    assert received(smtp_server) == Counter(readers)
+    assert edition_status(engine)[0] is EditionStatus.SENT

@@ -5,10 +5,15 @@ How one worker runs (`send_edition` and `run_worker` share it):
 - a claimer leases batches of ledger rows and keeps a local queue topped up
   (it claims the next batch while half of the current one is still waiting);
 - one task per transport lane takes rows from that queue, fills the compiled
-  digest in for the recipient and sends it on the lane's open connection;
+  digest in for the recipient and sends it on the lane's open connection (a
+  row whose message cannot be filled in ends `failed`, and the lane goes on);
 - outcomes collect in memory and a flusher writes them in one transaction
   every FLUSH_INTERVAL_SECONDS or every FLUSH_MAX_ROWS outcomes, renews the
   worker's leases and notices editions paused or cancelled elsewhere.
+
+A task that raises stops the whole run at once (the task group cancels the
+others): outcomes in hand are written, the worker's rows go back to the queue
+and the error reaches the caller, so a bug never leaves a send hanging.
 
 The crash promise. Every queued recipient ends `sent`, `failed` or `bounced`:
 a row leaves `queued` only through a written outcome or an operator's
@@ -38,10 +43,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import NoReturn, Protocol, TypeVar
 
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from newsletter.clock import utc_now
 from newsletter.errors import DeliveryError, NewsletterError
@@ -304,8 +310,14 @@ class _Worker:
     # -- the run --
 
     async def run(self) -> None:
-        """Claim, send and record until nothing is claimable (or for ever, or until stopped)."""
+        """Claim, send and record until nothing is claimable (or for ever, or until stopped).
+
+        A task that fails stops the run: the task group cancels the others, the
+        outcomes in hand are written, this worker's rows go back to the queue, and
+        the error is raised (see `_raise_stopped_by`), never left in a task.
+        """
         watcher = asyncio.create_task(self._wake_on_stop())
+        failure: ExceptionGroup[Exception] | None = None
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._flush_loop())
@@ -319,10 +331,45 @@ class _Worker:
                 await asyncio.gather(*lanes)
                 self.finished = True
                 self.flush_now.set()
+        except ExceptionGroup as group:
+            failure = group
         finally:
             watcher.cancel()
             self.finished = True
             self._write_everything_left()
+        if failure is not None:
+            self._hand_back_leases()
+            self._raise_stopped_by(failure)
+
+    def _hand_back_leases(self) -> None:
+        # Rows a lane held when the run stopped would otherwise wait out the lease
+        # (this process is alive, so a restart here does not take them back at once).
+        try:
+            with self.engine.begin() as connection:
+                released = ledger.release_leases(connection, [self.worker_id])
+        except Exception:
+            logger.exception("worker %s could not hand back its recipients", self.worker_id)
+            return
+        if released:
+            logger.warning("worker %s handed %d recipients back", self.worker_id, released)
+
+    def _raise_stopped_by(self, group: ExceptionGroup[Exception]) -> NoReturn:
+        """Raise the error that stopped the run, out of the task group's wrapping.
+
+        Errors that already say what went wrong (the product's own, the database's,
+        the file system's) pass as they are; anything else is a bug, logged with its
+        traceback and raised as a DeliveryError that says what to do.
+        """
+        first, *others = dict.fromkeys(group.exceptions)  # a lane's error can come twice
+        for other in others:
+            logger.error("worker %s: another error as it stopped", self.worker_id, exc_info=other)
+        if isinstance(first, NewsletterError | SQLAlchemyError | OSError):
+            raise first
+        logger.error("worker %s stopped on an unexpected error", self.worker_id, exc_info=first)
+        raise DeliveryError(
+            f"the send stopped on an unexpected error ({type(first).__name__}: {first}); "
+            "its unsent recipients are back in the queue: run the same command again to continue"
+        ) from first
 
     async def _wake_on_stop(self) -> None:
         await self.stop.wait()
@@ -468,8 +515,10 @@ class _Worker:
                 message = digest.assemble(
                     Recipient(job.email, job.name, job.subscriber_key, message_id)
                 )
-            except NewsletterError as error:
-                reply = SmtpReply(None, str(error), SmtpStage.RCPT)
+            except Exception as error:
+                # One bad row (an address no header can carry, a key no link can) fails
+                # for good, with the reason; it must not stop the others' messages.
+                reply = SmtpReply(None, f"message not prepared: {error}", SmtpStage.PREPARE)
                 await self._refused(job, message_id, reply, permanent=True)
                 continue
             reply = await transport.send(lane, digest.envelope_from, job.email, message)
@@ -622,8 +671,15 @@ class _Worker:
 
 
 async def _wait_briefly(event: asyncio.Event, seconds: float) -> None:
+    """Wait until the event is set or the seconds pass, whichever comes first.
+
+    `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` swallows a
+    cancellation that arrives as the event is set, and a task group whose
+    flusher missed its cancel then waited for ever after a lane failed.
+    """
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 def _edition_status(connection: Connection, edition_id: int) -> tuple[EditionStatus, str | None]:
