@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from newsletter.clock import utc_now
 from newsletter.db import session_scope
 from newsletter.models import Edition, EditionStatus
 from newsletter.settings import Settings
@@ -160,7 +161,7 @@ def _tokens(settings: Settings, engine: Engine) -> dict[str, str]:
     return {
         "preferences": make_preferences_token(settings.secret_key, key),
         "unsubscribe": make_unsubscribe_token(settings.secret_key, key),
-        "confirm": make_confirm_token(settings.secret_key, key),
+        "confirm": make_confirm_token(settings.secret_key, key, issued_at=utc_now()),
     }
 
 
