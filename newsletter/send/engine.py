@@ -106,6 +106,10 @@ _BOUNCE_CODES = frozenset({550, 551, 553})
 
 T = TypeVar("T")
 
+Clock = Callable[[], dt.datetime]
+# Picks a retry delay between its two bounds; `random.uniform` unless a test fixes it.
+Jitter = Callable[[float, float], float]
+
 
 class MessageTransport(Protocol):
     """What the engine needs to deliver bytes: `lanes` sends may run at once, one per lane."""
@@ -156,12 +160,12 @@ def classify_reply(reply: SmtpReply, *, attempt: int, max_attempts: int) -> Outc
     return OutcomeKind.FAILED
 
 
-def retry_delay(base_seconds: float, attempt: int) -> float:
+def retry_delay(base_seconds: float, attempt: int, *, jitter: Jitter = random.uniform) -> float:
     """Exponential backoff with jitter: about base × 2^(attempt-1), between half and all of it."""
     if base_seconds <= 0:
         return 0.0
     ceiling = min(MAX_RETRY_DELAY_SECONDS, base_seconds * 2 ** (attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)
+    return jitter(ceiling / 2, ceiling)
 
 
 def _host_name() -> str:
@@ -208,7 +212,7 @@ class _CompiledEdition:
     message_ids: MessageIdParts
 
     @classmethod
-    def compile(cls, settings: Settings, edition: Edition) -> _CompiledEdition:
+    def compile(cls, settings: Settings, edition: Edition, *, clock: Clock) -> _CompiledEdition:
         """Compile the digest once, and the Message-ID format around the delivery id."""
         digest = CompiledDigest.compile(
             settings,
@@ -217,6 +221,7 @@ class _CompiledEdition:
             text=edition.text,
             edition_date=edition.date,
             link_marker=edition.link_marker,
+            clock=clock,
         )
         # make_message_id parses the From address on every call; per message
         # that costs more than the rest of the bookkeeping, so cut it once.
@@ -265,8 +270,12 @@ class _Worker:
         edition_id: int | None,
         stop_when_idle: bool,
         stop: asyncio.Event,
+        clock: Clock,
+        jitter: Jitter,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # every time the ledger records, and each message's Date
+        self.jitter = jitter
         self.engine = engine
         self.transport = transport
         self.worker_id = worker_id[:64]
@@ -392,7 +401,7 @@ class _Worker:
         if self.pending:
             batch, self.pending = self.pending, []
             with self.engine.begin() as connection:
-                ledger.record_outcomes(connection, batch, utc_now())
+                ledger.record_outcomes(connection, batch, self.clock())
             self.outstanding -= len(batch)
 
     async def _claim_loop(self) -> None:
@@ -407,7 +416,7 @@ class _Worker:
                     edition_id=self.edition_id,
                     worker_id=self.worker_id,
                     limit=self.batch_size,
-                    now=utc_now(),
+                    now=self.clock(),
                     lease_seconds=self.settings.send_lease_seconds,
                 )
             )
@@ -446,7 +455,7 @@ class _Worker:
         wake = await self._db(lambda c: ledger.next_wake_time(c, edition_id=edition_id))
         if wake is None:
             await self._db(
-                lambda c: ledger.finish_editions(c, edition_id=edition_id, now=utc_now())
+                lambda c: ledger.finish_editions(c, edition_id=edition_id, now=self.clock())
             )
             if self.stop_when_idle or edition_id is not None:
                 return True
@@ -457,7 +466,7 @@ class _Worker:
             self.stopped.clear()
             await _wait_briefly(self.stop, IDLE_POLL_SECONDS)
             return False
-        delay = (wake - utc_now()).total_seconds()
+        delay = (wake - self.clock()).total_seconds()
         await _wait_briefly(self.stop, min(max(delay, 0.01), IDLE_POLL_SECONDS))
         return False
 
@@ -468,7 +477,9 @@ class _Worker:
         editions = await self._db(lambda c: _load_editions(c, missing))
         for edition in editions:
             assert edition.id is not None
-            self.compiled[edition.id] = _CompiledEdition.compile(self.settings, edition)
+            self.compiled[edition.id] = _CompiledEdition.compile(
+                self.settings, edition, clock=self.clock
+            )
             self.edition_dates.add(edition.date)
             self.windows[edition.id] = _FailureWindow(
                 self.settings.send_failure_window, self.settings.send_failure_threshold
@@ -551,9 +562,9 @@ class _Worker:
         text = clean_error_text(reply.text)
         next_attempt_at = None
         if kind is OutcomeKind.RETRY:
-            next_attempt_at = utc_now() + dt.timedelta(
-                seconds=retry_delay(settings.send_retry_base_seconds, attempt)
-            )
+            failed_at = self.clock()
+            delay = retry_delay(settings.send_retry_base_seconds, attempt, jitter=self.jitter)
+            next_attempt_at = failed_at + dt.timedelta(seconds=delay)
         self._add_outcome(
             Outcome(
                 job.id,
@@ -616,7 +627,7 @@ class _Worker:
         async with self.flush_lock:
             if self.pending:
                 batch, self.pending = self.pending, []
-                now = utc_now()
+                now = self.clock()
                 await self._db(lambda c: ledger.record_outcomes(c, batch, now))
                 self.outstanding -= len(batch)
             self.room.set()
@@ -635,7 +646,7 @@ class _Worker:
                 last_renewal = clock
                 await self._db(
                     lambda c: ledger.renew_leases(
-                        c, worker_id=self.worker_id, now=utc_now(), lease_seconds=lease
+                        c, worker_id=self.worker_id, now=self.clock(), lease_seconds=lease
                     )
                 )
             if clock - last_status_check >= STATUS_CHECK_SECONDS and self.compiled:
@@ -713,6 +724,8 @@ async def _run_worker(
     stop_when_idle: bool,
     transport: MessageTransport | None,
     stop: asyncio.Event | None = None,
+    clock: Clock,
+    jitter: Jitter,
 ) -> _Worker:
     released = await asyncio.to_thread(_in_transaction, engine, _release_dead_local_leases)
     if released:
@@ -730,6 +743,8 @@ async def _run_worker(
         edition_id=edition_id,
         stop_when_idle=stop_when_idle,
         stop=stop or asyncio.Event(),
+        clock=clock,
+        jitter=jitter,
     )
     logger.info(
         "worker %s started; it %s",
@@ -760,15 +775,21 @@ async def send_edition(
     progress: SendProgress | None = None,
     worker_id: str | None = None,
     transport: MessageTransport | None = None,
+    clock: Clock = utc_now,
+    jitter: Jitter = random.uniform,
 ) -> SendReport:
-    """Start (or continue) an edition's send and work its queue until every row is final."""
+    """Start (or continue) an edition's send and work its queue until every row is final.
+
+    `clock` is the time the ledger records and leases and retries are measured by;
+    `jitter` picks each retry's delay within its bounds. Tests pass their own.
+    """
     started = time.monotonic()
 
     def prepare(connection: Connection) -> tuple[Edition, dict[DeliveryStatus, int]]:
         edition = load_rendered_edition(connection, edition_date)
         assert edition.id is not None
         if edition.status is EditionStatus.DRAFT:
-            ledger.start_sending(connection, edition_id=edition.id, now=utc_now())
+            ledger.start_sending(connection, edition_id=edition.id, now=clock())
             edition = load_rendered_edition(connection, edition_date)
         edition_id = edition.id
         assert edition_id is not None
@@ -801,6 +822,8 @@ async def send_edition(
         progress=progress,
         stop_when_idle=True,
         transport=transport,
+        clock=clock,
+        jitter=jitter,
     )
     report = worker.report(
         edition_date=edition_date, queued=queued, already_done=already_done, started=started
@@ -819,11 +842,14 @@ async def run_worker(
     stop_when_idle: bool = True,
     transport: MessageTransport | None = None,
     stop: asyncio.Event | None = None,
+    clock: Clock = utc_now,
+    jitter: Jitter = random.uniform,
 ) -> SendReport:
     """Work the queue of every edition that is sending; return when idle (or run for ever).
 
     Setting `stop` ends the run gracefully: the messages in flight finish and
     are recorded, every other claimed row goes back to the queue at once.
+    `clock` and `jitter` are as for `send_edition`.
     """
     started = time.monotonic()
     totals = await asyncio.to_thread(_in_transaction, engine, ledger.count_sending)
@@ -840,6 +866,8 @@ async def run_worker(
         stop_when_idle=stop_when_idle,
         transport=transport,
         stop=stop,
+        clock=clock,
+        jitter=jitter,
     )
     dates = sorted(worker.edition_dates)
     report = worker.report(
