@@ -1,21 +1,25 @@
 """Leases between workers sharing a queue, on a short lease and a slow SMTP server.
 
 A worker renews its lease while it works, so another never takes over rows still
-being sent. The lease is real time (1.5 s here); what the tests wait for are events.
+being sent; a worker that stops renewing loses its rows to another once the lease
+runs out. The lease is real time (1.5 s here); what the tests wait for are events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import Engine
 
 from newsletter.clock import utc_now
 from newsletter.models import DeliveryStatus, EditionStatus
-from newsletter.send.engine import run_worker, start_edition
+from newsletter.send.engine import SendReport, run_worker, start_edition
+from newsletter.send.pool import SmtpPool, SmtpReply, SmtpStage
 from newsletter.settings import Settings
 from tests.support.sending import (
     DAY,
@@ -97,4 +101,81 @@ async def test_a_worker_renews_its_lease_while_it_works_so_another_never_takes_i
 
         assert (first_report.sent, second_report.sent) == (6, 0)
         assert received(slow) == Counter(readers)  # each reader exactly once
+    assert edition_status(engine)[0] is EditionStatus.SENT
+
+
+class StallingTransport:
+    """The real SMTP pool, except that the first send blocks its worker's whole event loop.
+
+    A stand-in for any worker that stops renewing while holding rows: a synchronous
+    call on its loop, a paused VM, a stuck disk. When `resume` is set the stalled send
+    fails as a dropped connection would after so long, and the worker carries on.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.pool = SmtpPool(settings)
+        self.stalled = threading.Event()
+        self.resume = threading.Event()
+        self.sends = 0
+
+    @property
+    def lanes(self) -> int:
+        return self.pool.lanes
+
+    async def send(self, lane: int, sender: str, recipient: str, message: bytes) -> SmtpReply:
+        self.sends += 1
+        if self.sends == 1:
+            self.stalled.set()
+            self.resume.wait(timeout=60)  # blocks the loop on purpose: no renewals
+            return SmtpReply(None, "connection lost while stalled", SmtpStage.CONNECTION)
+        return await self.pool.send(lane, sender, recipient, message)
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_rows_of_a_worker_that_stops_renewing_are_taken_over_once_its_lease_runs_out(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    readers = seed_subscribers(engine, 6)
+    make_edition(engine)
+    start_edition(engine, DAY)
+    config = short_lease(settings, smtp_server.port)
+    stalling = StallingTransport(config)
+
+    async def stalling_worker() -> SendReport:
+        try:
+            return await run_worker(config, engine, worker_id="worker-a", transport=stalling)
+        finally:
+            await stalling.aclose()
+
+    def run_stalling_worker() -> SendReport:
+        # A loop of its own, in a thread of its own, so its stall does not stop this one.
+        return asyncio.run(stalling_worker())
+
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(run_stalling_worker)
+        try:
+            assert await asyncio.to_thread(stalling.stalled.wait, 20)
+            [held_until] = lease_expiries(engine)  # its last renewal, before it stalled
+            assert held_until is not None
+
+            second_report = await asyncio.wait_for(
+                run_worker(config, engine, worker_id="worker-b"), 20
+            )
+
+            rows = ledger_rows(engine)
+            assert second_report.sent == 6  # every row, the stalled one's included
+            assert {row.status for row in rows} == {DeliveryStatus.SENT}
+            assert all(row.sent_at and row.sent_at >= held_until for row in rows)  # not before
+            assert received(smtp_server) == Counter(readers)
+        finally:
+            stalling.resume.set()
+        # Back from its stall, the first worker finds its rows gone and sends none of them.
+        first_report = await asyncio.wrap_future(first)
+
+    assert first_report.sent == 0
+    assert received(smtp_server) == Counter(readers)  # still exactly one each
+    assert {row.status for row in ledger_rows(engine)} == {DeliveryStatus.SENT}
     assert edition_status(engine)[0] is EditionStatus.SENT

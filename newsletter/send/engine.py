@@ -11,6 +11,11 @@ How one worker runs (`send_edition` and `run_worker` share it):
   every FLUSH_INTERVAL_SECONDS or every FLUSH_MAX_ROWS outcomes, renews the
   worker's leases and notices editions paused or cancelled elsewhere.
 
+A worker that could not renew within a lease (its loop blocked, its machine
+paused) may have lost rows to another worker: before its next message it
+renews and learns from the ledger which rows are still its own, and sends,
+and records, none of the others.
+
 A task that raises stops the whole run at once (the task group cancels the
 others): outcomes in hand are written, the worker's rows go back to the queue
 and the error reaches the caller, so a bug never leaves a send hanging.
@@ -292,7 +297,11 @@ class _Worker:
         self.hungry = asyncio.Event()
         self.hungry.set()
         self.pending: list[Outcome] = []
-        self.outstanding = 0  # claimed rows whose outcome is not yet written
+        self.held: set[int] = set()  # claimed rows whose outcome is not yet written
+        # Rows in hand that another worker took over while this one could not renew
+        # (a stalled loop): never sent from here, no outcome written for them.
+        self.lost: set[int] = set()
+        self.leased_until = 0.0  # monotonic time until which every held row is surely ours
         self.flush_now = asyncio.Event()
         self.flushed = asyncio.Event()
         self.room = asyncio.Event()
@@ -396,13 +405,13 @@ class _Worker:
         # write every outcome we have and hand back rows we never tried.
         while not self.jobs.empty():
             job = self.jobs.get_nowait()
-            if job is not None:
+            if job is not None and job.id not in self.lost:
                 self.pending.append(Outcome(job.id, OutcomeKind.RELEASED))
         if self.pending:
             batch, self.pending = self.pending, []
             with self.engine.begin() as connection:
                 ledger.record_outcomes(connection, batch, self.clock())
-            self.outstanding -= len(batch)
+            self.held.difference_update(outcome.delivery_id for outcome in batch)
 
     async def _claim_loop(self) -> None:
         while True:
@@ -410,6 +419,7 @@ class _Worker:
             self.hungry.clear()
             if self.stop.is_set():
                 return
+            claimed_at = time.monotonic()
             rows = await self._db(
                 lambda connection: ledger.claim_batch(
                     connection,
@@ -426,13 +436,18 @@ class _Worker:
                 for edition_id in claimed_editions:
                     # Only sending editions have claimable rows: resumed since we stopped.
                     self.stopped.pop(edition_id, None)
-                self.outstanding += len(rows)
+                if not self.held:
+                    self.leased_until = claimed_at + self.settings.send_lease_seconds
                 for row in rows:
-                    self.jobs.put_nowait(row)
+                    # After a stall our own lapsed rows can come back: keep one copy in hand.
+                    if row.id not in self.held:
+                        self.held.add(row.id)
+                        self.lost.discard(row.id)
+                        self.jobs.put_nowait(row)
                 if self.jobs.qsize() < self.low_water:
                     self.hungry.set()
                 continue
-            if self.outstanding > 0:
+            if self.held:
                 # Rows still in our hands may come back as retries once written.
                 self.flushed.clear()
                 self.flush_now.set()
@@ -496,6 +511,8 @@ class _Worker:
                 return
             if jobs.qsize() < self.low_water:
                 self.hungry.set()
+            if (self.lost or time.monotonic() >= self.leased_until) and await self._taken_over(job):
+                continue
             if job.edition_id in self.stopped:
                 self._add_outcome(Outcome(job.id, OutcomeKind.RELEASED))
                 continue
@@ -518,6 +535,9 @@ class _Worker:
             if self.stop.is_set():
                 # Stopping: this row waited for its turn and has not gone out; hand it back.
                 self._add_outcome(Outcome(job.id, OutcomeKind.RELEASED))
+                continue
+            # Checked again: it may have waited for room or pace meanwhile.
+            if (self.lost or time.monotonic() >= self.leased_until) and await self._taken_over(job):
                 continue
             compiled = self.compiled[job.edition_id]
             message_id = compiled.message_id(job.id)
@@ -617,7 +637,52 @@ class _Worker:
         with contextlib.suppress(DeliveryError):
             await asyncio.to_thread(pause_edition, self.engine, edition_date, reason=reason)
 
+    async def _taken_over(self, job: ClaimedDelivery) -> bool:
+        """True for a row another worker took over while this one could not renew its lease.
+
+        Renewals come every third of a lease; past `leased_until` this worker stalled
+        (its loop blocked, its machine paused), so it asks the ledger which rows are
+        still its own before sending anything.
+        """
+        if time.monotonic() >= self.leased_until:
+            await self._renew_leases()
+        if job.id in self.lost:
+            self.lost.discard(job.id)
+            return True
+        return False
+
+    async def _renew_leases(self) -> None:
+        started = time.monotonic()
+        lease = self.settings.send_lease_seconds
+        ours = await self._db(
+            lambda c: ledger.renew_leases(
+                c, worker_id=self.worker_id, now=self.clock(), lease_seconds=lease
+            )
+        )
+        self.leased_until = started + lease
+        lost = self.held - ours
+        if not lost:
+            return
+        # Taken over (or ended by an operator) meanwhile: not ours to send, nor to record,
+        # except a `sent` already known, which is the truth whoever holds the row.
+        self.held -= lost
+        self.lost |= lost
+        self.pending = [
+            o for o in self.pending if o.kind is OutcomeKind.SENT or o.delivery_id not in lost
+        ]
+        logger.warning(
+            "worker %s could not renew its lease in time; %d recipients were taken over "
+            "or ended meanwhile, and it leaves them alone",
+            self.worker_id,
+            len(lost),
+        )
+
     def _add_outcome(self, outcome: Outcome) -> None:
+        if self.lost and outcome.delivery_id in self.lost:
+            # Its send began before the row was found taken over.
+            self.lost.discard(outcome.delivery_id)
+            if outcome.kind is not OutcomeKind.SENT:
+                return
         pending = self.pending
         pending.append(outcome)
         if len(pending) >= FLUSH_MAX_ROWS:
@@ -629,13 +694,12 @@ class _Worker:
                 batch, self.pending = self.pending, []
                 now = self.clock()
                 await self._db(lambda c: ledger.record_outcomes(c, batch, now))
-                self.outstanding -= len(batch)
+                self.held.difference_update(outcome.delivery_id for outcome in batch)
             self.room.set()
             self.flushed.set()
 
     async def _flush_loop(self) -> None:
-        lease = self.settings.send_lease_seconds
-        renew_every = lease / 3
+        renew_every = self.settings.send_lease_seconds / 3
         last_renewal = last_status_check = time.monotonic()
         while not self.finished:
             await _wait_briefly(self.flush_now, FLUSH_INTERVAL_SECONDS)
@@ -644,11 +708,7 @@ class _Worker:
             clock = time.monotonic()
             if clock - last_renewal >= renew_every:
                 last_renewal = clock
-                await self._db(
-                    lambda c: ledger.renew_leases(
-                        c, worker_id=self.worker_id, now=self.clock(), lease_seconds=lease
-                    )
-                )
+                await self._renew_leases()
             if clock - last_status_check >= STATUS_CHECK_SECONDS and self.compiled:
                 last_status_check = clock
                 await self._notice_stopped_editions()
