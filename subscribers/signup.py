@@ -157,7 +157,9 @@ def build_confirmation_message(
     settings: Settings, env: Environment, confirmation: ConfirmationEmail, *, now: datetime
 ) -> OutgoingMessage:
     """The double opt-in email: text and HTML, the signed expiring link, Date and Message-ID."""
-    link = confirm_url(settings.base_url, settings.secret_key, confirmation.claim.subscriber_key)
+    link = confirm_url(
+        settings.base_url, settings.secret_key, confirmation.claim.subscriber_key, issued_at=now
+    )
     days = max(1, settings.confirm_token_max_age_seconds // 86400)
     hours = max(1, settings.confirm_token_max_age_seconds // 3600)
     context = {
@@ -200,11 +202,14 @@ def _subscriber_for_key(session: Session, key: str) -> Subscriber:
 
 
 def inspect_confirmation(
-    session: Session, settings: Settings, token: str
+    session: Session, settings: Settings, token: str, *, now: datetime
 ) -> tuple[Subscriber, ConfirmOutcome]:
     """What the confirm button would do, without changing anything (scanners prefetch GETs)."""
     key, issued_at = read_confirm_token_issued(
-        settings.secret_key, token, max_age_seconds=settings.confirm_token_max_age_seconds
+        settings.secret_key,
+        token,
+        max_age_seconds=settings.confirm_token_max_age_seconds,
+        now=now,
     )
     subscriber = _subscriber_for_key(session, key)
     return subscriber, _confirm_outcome(session, subscriber, issued_at)
@@ -237,7 +242,7 @@ def confirm_subscription(
     The owner's click is what lifts a suppression of their mailbox, and the
     suppression's note records it.
     """
-    subscriber, outcome = inspect_confirmation(session, settings, token)
+    subscriber, outcome = inspect_confirmation(session, settings, token, now=now)
     if outcome is ConfirmOutcome.CONFIRMABLE:
         store.mark_confirmed(subscriber, now=now, client_address=client_address)
         suppressions.lift(

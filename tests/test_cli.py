@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from newsletter.core.db import create_db_engine
 from tests.support.cli import run_cli
+from tests.support.sending import insert_subscriber_row
 from tests.support.smtp_server import RecordingSmtpServer
 
 DAY = "2026-11-20"
@@ -174,6 +176,32 @@ def test_send_reaches_each_confirmed_subscriber_once_and_a_second_run_sends_noth
     stats = json.loads(run_cli("stats", "--date", DAY, "--json", env=cli_env).stdout)
     assert stats["deliveries"]["sent"] == 3
     assert stats["status"] == "sent"
+
+
+@pytest.mark.timeout(90)  # a bad row once hung `newsletter send` until it was killed
+def test_send_fails_rows_it_cannot_address_and_delivers_the_rest(
+    cli_env: dict[str, str], papers_file: Path, smtp_server: RecordingSmtpServer
+) -> None:
+    run_cli("ingest", "--file", str(papers_file), "--date", DAY, env=cli_env)
+    for address in ("ada@example.org", "cy@example.org"):
+        run_cli("subscribers", "add", address, "--confirmed", env=cli_env)
+    engine = create_db_engine(cli_env["NEWSLETTER_DATABASE_URL"])
+    try:
+        insert_subscriber_row(engine, email="gone@example.org", key="gone+a-key-00000")
+        insert_subscriber_row(engine, email="no address@example.org", key="fine-key-00001")
+    finally:
+        engine.dispose()
+
+    result = run_cli("send", "--date", DAY, env=cli_env)
+
+    assert sorted(smtp_server.handler.recipients()) == ["ada@example.org", "cy@example.org"]
+    stats = json.loads(run_cli("stats", "--date", DAY, "--json", env=cli_env).stdout)
+    assert (stats["status"], stats["deliveries"]["sent"], stats["deliveries"]["failed"]) == (
+        "sent",
+        2,
+        2,
+    )
+    assert "message not prepared" in result.stderr  # one log line per row, saying why
 
 
 def test_test_send_goes_to_one_address_and_is_marked(

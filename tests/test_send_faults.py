@@ -11,14 +11,22 @@ from collections import Counter
 import pytest
 from sqlalchemy import Engine, select
 
+from newsletter.core.errors import DeliveryError
 from newsletter.core.settings import Settings
 from newsletter.delivery.ledger import subscribers
-from newsletter.delivery.worker import resume_edition, send_edition
+from newsletter.delivery.transport import SmtpPool, SmtpReply
+from newsletter.delivery.worker import (
+    MAX_RETRY_DELAY_SECONDS,
+    resume_edition,
+    retry_delay,
+    send_edition,
+)
 from newsletter.models import DeliveryStatus, EditionStatus
 from subscribers.models import SubscriberStatus
 from tests.support.sending import (
     DAY,
     edition_status,
+    insert_subscriber_row,
     ledger_rows,
     make_edition,
     received,
@@ -67,6 +75,99 @@ async def test_temporary_refusals_are_retried_until_sent(
     assert (row.status, row.attempts, row.last_code) == (DeliveryStatus.SENT, 4, 250)
     assert (report.sent, report.failed, report.bounced) == (6, 0, 0)
     assert edition_status(engine)[0] is EditionStatus.SENT
+
+
+class TickingClock:
+    """A test clock: each reading moves it on by a microsecond, and `jump` by whatever a test says.
+
+    So time passes only as fast as the engine looks at it, never with the wall clock.
+    """
+
+    def __init__(self, start: dt.datetime) -> None:
+        self._now = start
+        self._lock = threading.Lock()  # the SMTP server's thread peeks at it too
+        self.last = start  # the latest reading the engine took
+
+    def __call__(self) -> dt.datetime:
+        with self._lock:
+            self._now += dt.timedelta(microseconds=1)
+            self.last = self._now
+            return self._now
+
+    def peek(self) -> dt.datetime:
+        """The time, without moving it."""
+        with self._lock:
+            return self._now
+
+    def jump(self, to: dt.datetime) -> None:
+        """Move the clock to `to`."""
+        with self._lock:
+            self._now = to
+
+
+@pytest.mark.timeout(30)  # the retries are 30, 60 and 120 s apart by the clock, not by sleeping
+async def test_retries_follow_the_documented_backoff_by_the_engine_s_clock(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    readers = seed_subscribers(engine, 4)
+    flaky = readers[1]
+    start = dt.datetime(2026, 3, 2, 6, 0, tzinfo=dt.UTC)
+    clock = TickingClock(start)
+    picks = random.Random(2026)
+    # Per retry: the bounds the engine asked for, the time it failed at, the delay picked.
+    retries: list[tuple[tuple[float, float], dt.datetime, float]] = []
+
+    def jitter(low: float, high: float) -> float:
+        delay = picks.uniform(low, high)
+        failed_at = clock.last  # the reading `_refused` took just before asking
+        retries.append(((low, high), failed_at, delay))
+        # Time flies to just short of the retry: the row must wait out the last 50 µs.
+        clock.jump(failed_at + dt.timedelta(seconds=delay) - dt.timedelta(microseconds=50))
+        return delay
+
+    # What the ledger said about the row as each retry went out, and when that was.
+    seen: list[tuple[int, dt.datetime | None, dt.datetime]] = []
+
+    def refuse_three_times(stage: str, rcpt: str, attempt: int) -> str | None:
+        if stage != "rcpt" or rcpt != flaky:
+            return None
+        if attempt > 1:
+            row = next(row for row in ledger_rows(engine) if row.email == flaky)
+            seen.append((row.attempts, row.next_attempt_at, clock.peek()))
+        return "451 4.3.0 try again later" if attempt <= 3 else None
+
+    with_fault(smtp_server, refuse_three_times)
+    make_edition(engine)
+    backoff = settings.model_copy(update={"send_retry_base_seconds": 30.0, "send_max_attempts": 5})
+
+    report = await send_edition(backoff, engine, edition_date=DAY, clock=clock, jitter=jitter)
+
+    # README: retried after NEWSLETTER_SEND_RETRY_BASE_SECONDS, doubling, with jitter
+    # between half and all of base × 2^(attempt-1).
+    assert [bounds for bounds, _, _ in retries] == [(15.0, 30.0), (30.0, 60.0), (60.0, 120.0)]
+    assert len(seen) == 3
+    for attempt, ((_, failed_at, delay), (attempts, next_attempt_at, tried_at)) in enumerate(
+        zip(retries, seen, strict=True), start=1
+    ):
+        assert attempts == attempt
+        assert next_attempt_at == failed_at + dt.timedelta(seconds=delay)
+        assert tried_at >= next_attempt_at  # not a moment before it was due
+    assert retries[0][1] - start < dt.timedelta(seconds=1)  # the first try went out at once
+    row = next(row for row in ledger_rows(engine) if row.email == flaky)
+    assert (row.status, row.attempts, row.next_attempt_at) == (DeliveryStatus.SENT, 4, None)
+    assert received(smtp_server) == Counter(readers)
+    assert report.sent == 4
+
+
+def test_retry_delays_are_capped_and_a_zero_base_retries_at_once() -> None:
+    def highest(low: float, high: float) -> float:
+        return high
+
+    assert retry_delay(30.0, 1, jitter=highest) == 30.0
+    assert retry_delay(30.0, 4, jitter=highest) == 240.0
+    assert retry_delay(30.0, 30, jitter=highest) == MAX_RETRY_DELAY_SECONDS == 6 * 3600
+    assert retry_delay(30.0, 30, jitter=lambda low, high: low) == 3 * 3600
+    assert retry_delay(0.0, 3, jitter=highest) == 0.0
 
 
 async def test_always_temporary_ends_failed_with_the_last_reply(
@@ -262,3 +363,91 @@ async def test_failure_rate_pauses_the_edition_and_resume_finishes_it(
     assert final.paused_reason is None
     assert received(smtp_server) == Counter(readers)
     assert edition_status(engine) == (EditionStatus.SENT, None)
+
+
+# ---- rows that cannot be sent, and a worker that breaks -------------------------------------
+
+
+@pytest.mark.timeout(30)  # the guard: a bad row once left the send hanging for ever
+async def test_rows_whose_message_cannot_be_prepared_fail_alone_and_the_send_goes_on(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    readers = seed_subscribers(engine, 6)
+    # A key no signed link can carry and an address no header can: rows an import or
+    # an old version could have written, which the send path must not trust.
+    insert_subscriber_row(engine, email="gone@example.org", key="gone+a-key-00000")
+    insert_subscriber_row(engine, email="no address@example.org", key="fine-key-00001")
+    make_edition(engine)
+
+    report = await send_edition(settings, engine, edition_date=DAY)
+
+    assert received(smtp_server) == Counter(readers)
+    rows = {row.email: row for row in ledger_rows(engine)}
+    bad_key, bad_address = rows["gone@example.org"], rows["no address@example.org"]
+    for row in (bad_key, bad_address):
+        assert (row.status, row.attempts, row.last_code) == (DeliveryStatus.FAILED, 1, None)
+        assert row.next_attempt_at is None and row.lease_owner is None  # final, no retry
+    assert bad_key.last_error is not None and bad_key.last_error.startswith("message not prepared")
+    assert "'gone+a-key-00000'" in bad_key.last_error
+    assert "cannot address a message to 'no address@example.org'" in (bad_address.last_error or "")
+    assert (report.sent, report.failed, report.bounced) == (6, 2, 0)
+    assert edition_status(engine) == (EditionStatus.SENT, None)
+    assert subscriber_status(engine, "gone@example.org") is SubscriberStatus.CONFIRMED
+
+
+class BreakingTransport:
+    """The real SMTP pool, except that sending to one address raises (a bug, say)."""
+
+    def __init__(self, settings: Settings, breaks_on: str) -> None:
+        self.pool = SmtpPool(settings)
+        self.breaks_on = breaks_on
+
+    @property
+    def lanes(self) -> int:
+        return self.pool.lanes
+
+    async def send(self, lane: int, sender: str, recipient: str, message: bytes) -> SmtpReply:
+        if recipient == self.breaks_on:
+            raise RuntimeError("the transport broke")
+        return await self.pool.send(lane, sender, recipient, message)
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
+@pytest.mark.timeout(30)
+async def test_an_unexpected_error_in_a_worker_task_stops_the_send_with_a_clear_error(
+    settings: Settings,
+    engine: Engine,
+    smtp_server: RecordingSmtpServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    readers = seed_subscribers(engine, 10)
+    make_edition(engine)
+    one_lane = settings.model_copy(update={"smtp_concurrency": 1})  # nothing else in flight
+    transport = BreakingTransport(one_lane, breaks_on=readers[4])
+
+    try:
+        with (
+            caplog.at_level(logging.ERROR, logger="newsletter.send"),
+            pytest.raises(DeliveryError, match="run the same command again") as raised,
+        ):
+            await send_edition(one_lane, engine, edition_date=DAY, transport=transport)
+    finally:
+        await transport.aclose()
+
+    assert "unexpected error (RuntimeError: the transport broke)" in str(raised.value)
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    [logged] = [r for r in caplog.records if "stopped on an unexpected error" in r.getMessage()]
+    assert logged.exc_info is not None  # the traceback is in the log, for whoever fixes it
+    rows = ledger_rows(engine)
+    assert received(smtp_server) == Counter(readers[:4])
+    assert [row.status for row in rows].count(DeliveryStatus.SENT) == 4  # recorded, not lost
+    assert {row.lease_owner for row in rows} == {None}  # the rest is back in the queue now
+    assert edition_status(engine)[0] is EditionStatus.SENDING
+
+    again = await send_edition(one_lane, engine, edition_date=DAY)
+
+    assert again.sent == 6
+    assert received(smtp_server) == Counter(readers)
+    assert edition_status(engine)[0] is EditionStatus.SENT

@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from newsletter.core.clock import utc_now
 from newsletter.core.db import session_scope
 from newsletter.core.settings import Settings
 from newsletter.core.text import BIDI_CONTROLS, CONTROL_CHARACTERS, XML_INVALID
@@ -160,7 +161,7 @@ def _tokens(settings: Settings, engine: Engine) -> dict[str, str]:
     return {
         "preferences": make_preferences_token(settings.secret_key, key),
         "unsubscribe": make_unsubscribe_token(settings.secret_key, key),
-        "confirm": make_confirm_token(settings.secret_key, key),
+        "confirm": make_confirm_token(settings.secret_key, key, issued_at=utc_now()),
     }
 
 

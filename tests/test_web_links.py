@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine
 
+from newsletter.core.clock import utc_now
 from newsletter.core.db import create_db_engine, session_scope, upgrade_schema
 from newsletter.core.settings import Settings
 from subscribers.models import SubscriberStatus
@@ -17,6 +19,7 @@ from subscribers.tokens import (
     make_preferences_token,
     make_unsubscribe_token,
 )
+from tests.support.sending import insert_subscriber_row
 from tests.support.smtp_server import RecordingSmtpServer
 from tests.support.web import (
     CLIENT_ADDRESS,
@@ -26,6 +29,11 @@ from tests.support.web import (
     subscriber,
     web_settings,
 )
+
+# A genuine confirmation token of the old scheme, for subscriber key OLD_LINK_KEY under the
+# test secret: `URLSafeTimedSerializer(secret, salt="confirm").dumps(key)` of itsdangerous 2.2.
+OLD_LINK_KEY = "reader-key-00000"
+ITSDANGEROUS_CONFIRM_TOKEN = "InJlYWRlci1rZXktMDAwMDAi.awz9Yg.vnqMidEhKFO_lvwD9V6DJQGuMN4"
 
 
 def _confirmed(engine: Engine, email: str, topics: list[str] | None = None) -> str:
@@ -64,9 +72,10 @@ async def test_tampered_and_foreign_tokens_get_a_clear_page(
     settings: Settings, engine: Engine, method: str
 ) -> None:
     key = _confirmed(engine, "ada@example.org")
+    insert_subscriber_row(engine, email="old-link@example.org", key=OLD_LINK_KEY)
     unsubscribe_token = make_unsubscribe_token(settings.secret_key, key)
-    forged = make_confirm_token("another-secret", key)
-    good = make_confirm_token(settings.secret_key, key)
+    forged = make_confirm_token("another-secret", key, issued_at=utc_now())
+    good = make_confirm_token(settings.secret_key, key, issued_at=utc_now())
     tampered = good[:-3] + ("AAA" if not good.endswith("AAA") else "BBB")
     async with running_app(web_settings(settings), engine) as (_, client):
         for path in (
@@ -74,6 +83,8 @@ async def test_tampered_and_foreign_tokens_get_a_clear_page(
             f"/confirm/{forged}",
             f"/confirm/{unsubscribe_token}",
             "/confirm/not-a-token-at-all",
+            # What itsdangerous' timed serializer made before the one link scheme.
+            f"/confirm/{ITSDANGEROUS_CONFIRM_TOKEN}",
             f"/unsubscribe/{good}",
             f"/preferences/{unsubscribe_token}",
         ):
@@ -83,17 +94,11 @@ async def test_tampered_and_foreign_tokens_get_a_clear_page(
             assert "may have been altered" in answer.text
 
 
-async def test_expired_confirmation_link_answers_410(
-    settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import itsdangerous.timed
-
+async def test_expired_confirmation_link_answers_410(settings: Settings, engine: Engine) -> None:
     with session_scope(engine) as session:
         key = add_subscriber(session, email="late@example.org").key
-    real_time = itsdangerous.timed.time.time
-    monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: real_time() - 3 * 24 * 3600)
-    old_token = make_confirm_token(settings.secret_key, key)
-    monkeypatch.undo()
+    three_days_ago = utc_now() - dt.timedelta(days=3)
+    old_token = make_confirm_token(settings.secret_key, key, issued_at=three_days_ago)
     short_lived = web_settings(settings, confirm_token_max_age_seconds=24 * 3600)
     async with running_app(short_lived, engine) as (_, client):
         shown = await client.get(f"/confirm/{old_token}")
@@ -224,7 +229,7 @@ async def test_token_pages_do_not_leak_the_token(settings: Settings, engine: Eng
         for path in (
             f"/unsubscribe/{make_unsubscribe_token(settings.secret_key, key)}",
             f"/preferences/{make_preferences_token(settings.secret_key, key)}",
-            f"/confirm/{make_confirm_token(settings.secret_key, key)}",
+            f"/confirm/{make_confirm_token(settings.secret_key, key, issued_at=utc_now())}",
         ):
             answer = await client.get(path)
             assert answer.headers["referrer-policy"] == "no-referrer"

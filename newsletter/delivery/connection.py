@@ -31,6 +31,7 @@ class SmtpStage(StrEnum):
     RCPT = "rcpt"
     DATA = "data"
     CONNECTION = "connection"  # no reply at all: dropped or timed out
+    PREPARE = "prepare"  # never offered: the message could not be assembled for this row
 
 
 @dataclass(frozen=True, slots=True)

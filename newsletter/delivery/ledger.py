@@ -256,16 +256,22 @@ def claim_batch(
 
 def renew_leases(
     connection: Connection, *, worker_id: str, now: dt.datetime, lease_seconds: float
-) -> int:
-    """Extend every live lease this worker holds; returns how many rows it still holds."""
-    return connection.execute(
+) -> set[int]:
+    """Extend the lease of every queued row this worker still holds; returns their ids.
+
+    A row it claimed that is missing was taken by another worker after its
+    lease ran out (or ended meanwhile): it is no longer this worker's to send.
+    """
+    rows = connection.execute(
         update(deliveries)
         .where(
             deliveries.c.lease_owner == worker_id,
             deliveries.c.status == DeliveryStatus.QUEUED.value,
         )
         .values(lease_expires_at=now + dt.timedelta(seconds=lease_seconds))
-    ).rowcount
+        .returning(deliveries.c.id)
+    )
+    return set(rows.scalars())
 
 
 def record_outcomes(connection: Connection, outcomes: Iterable[Outcome], now: dt.datetime) -> None:

@@ -5,10 +5,20 @@ How one worker runs (`send_edition` and `run_worker` share it):
 - a claimer leases batches of ledger rows and keeps a local queue topped up
   (it claims the next batch while half of the current one is still waiting);
 - one task per transport lane takes rows from that queue, fills the compiled
-  digest in for the recipient and sends it on the lane's open connection;
+  digest in for the recipient and sends it on the lane's open connection (a
+  row whose message cannot be filled in ends `failed`, and the lane goes on);
 - outcomes collect in memory and a flusher writes them in one transaction
   every FLUSH_INTERVAL_SECONDS or every FLUSH_MAX_ROWS outcomes, renews the
   worker's leases and notices editions paused or cancelled elsewhere.
+
+A worker that could not renew within a lease (its loop blocked, its machine
+paused) may have lost rows to another worker: before its next message it
+renews and learns from the ledger which rows are still its own, and sends,
+and records, none of the others.
+
+A task that raises stops the whole run at once (the task group cancels the
+others): outcomes in hand are written, the worker's rows go back to the queue
+and the error reaches the caller, so a bug never leaves a send hanging.
 
 The crash promise. Every queued recipient ends `sent`, `failed` or `bounced`:
 a row leaves `queued` only through a written outcome or an operator's
@@ -38,10 +48,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import NoReturn, Protocol, TypeVar
 
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from newsletter.core.clock import utc_now
 from newsletter.core.errors import DeliveryError, NewsletterError
@@ -100,6 +111,10 @@ _BOUNCE_CODES = frozenset({550, 551, 553})
 
 T = TypeVar("T")
 
+Clock = Callable[[], dt.datetime]
+# Picks a retry delay between its two bounds; `random.uniform` unless a test fixes it.
+Jitter = Callable[[float, float], float]
+
 
 class MessageTransport(Protocol):
     """What the engine needs to deliver bytes: `lanes` sends may run at once, one per lane."""
@@ -130,12 +145,12 @@ def classify_reply(reply: SmtpReply, *, attempt: int, max_attempts: int) -> Outc
     return OutcomeKind.FAILED
 
 
-def retry_delay(base_seconds: float, attempt: int) -> float:
+def retry_delay(base_seconds: float, attempt: int, *, jitter: Jitter = random.uniform) -> float:
     """Exponential backoff with jitter: about base × 2^(attempt-1), between half and all of it."""
     if base_seconds <= 0:
         return 0.0
     ceiling = min(MAX_RETRY_DELAY_SECONDS, base_seconds * 2 ** (attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)
+    return jitter(ceiling / 2, ceiling)
 
 
 def _host_name() -> str:
@@ -182,7 +197,7 @@ class _CompiledEdition:
     message_ids: MessageIdParts
 
     @classmethod
-    def compile(cls, settings: Settings, edition: Edition) -> _CompiledEdition:
+    def compile(cls, settings: Settings, edition: Edition, *, clock: Clock) -> _CompiledEdition:
         """Compile the digest once, and the Message-ID format around the delivery id."""
         digest = CompiledDigest.compile(
             settings,
@@ -191,6 +206,7 @@ class _CompiledEdition:
             text=edition.text,
             edition_date=edition.date,
             link_marker=edition.link_marker,
+            clock=clock,
         )
         # make_message_id parses the From address on every call; per message
         # that costs more than the rest of the bookkeeping, so cut it once.
@@ -239,8 +255,12 @@ class _Worker:
         edition_id: int | None,
         stop_when_idle: bool,
         stop: asyncio.Event,
+        clock: Clock,
+        jitter: Jitter,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # every time the ledger records, and each message's Date
+        self.jitter = jitter
         self.engine = engine
         self.transport = transport
         self.worker_id = worker_id[:64]
@@ -257,7 +277,11 @@ class _Worker:
         self.hungry = asyncio.Event()
         self.hungry.set()
         self.pending: list[Outcome] = []
-        self.outstanding = 0  # claimed rows whose outcome is not yet written
+        self.held: set[int] = set()  # claimed rows whose outcome is not yet written
+        # Rows in hand that another worker took over while this one could not renew
+        # (a stalled loop): never sent from here, no outcome written for them.
+        self.lost: set[int] = set()
+        self.leased_until = 0.0  # monotonic time until which every held row is surely ours
         self.flush_now = asyncio.Event()
         self.flushed = asyncio.Event()
         self.room = asyncio.Event()
@@ -284,8 +308,14 @@ class _Worker:
     # -- the run --
 
     async def run(self) -> None:
-        """Claim, send and record until nothing is claimable (or for ever, or until stopped)."""
+        """Claim, send and record until nothing is claimable (or for ever, or until stopped).
+
+        A task that fails stops the run: the task group cancels the others, the
+        outcomes in hand are written, this worker's rows go back to the queue, and
+        the error is raised (see `_raise_stopped_by`), never left in a task.
+        """
         watcher = asyncio.create_task(self._wake_on_stop())
+        failure: ExceptionGroup[Exception] | None = None
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._flush_loop())
@@ -299,10 +329,45 @@ class _Worker:
                 await asyncio.gather(*lanes)
                 self.finished = True
                 self.flush_now.set()
+        except ExceptionGroup as group:
+            failure = group
         finally:
             watcher.cancel()
             self.finished = True
             self._write_everything_left()
+        if failure is not None:
+            self._hand_back_leases()
+            self._raise_stopped_by(failure)
+
+    def _hand_back_leases(self) -> None:
+        # Rows a lane held when the run stopped would otherwise wait out the lease
+        # (this process is alive, so a restart here does not take them back at once).
+        try:
+            with self.engine.begin() as connection:
+                released = ledger.release_leases(connection, [self.worker_id])
+        except Exception:
+            logger.exception("worker %s could not hand back its recipients", self.worker_id)
+            return
+        if released:
+            logger.warning("worker %s handed %d recipients back", self.worker_id, released)
+
+    def _raise_stopped_by(self, group: ExceptionGroup[Exception]) -> NoReturn:
+        """Raise the error that stopped the run, out of the task group's wrapping.
+
+        Errors that already say what went wrong (the product's own, the database's,
+        the file system's) pass as they are; anything else is a bug, logged with its
+        traceback and raised as a DeliveryError that says what to do.
+        """
+        first, *others = dict.fromkeys(group.exceptions)  # a lane's error can come twice
+        for other in others:
+            logger.error("worker %s: another error as it stopped", self.worker_id, exc_info=other)
+        if isinstance(first, NewsletterError | SQLAlchemyError | OSError):
+            raise first
+        logger.error("worker %s stopped on an unexpected error", self.worker_id, exc_info=first)
+        raise DeliveryError(
+            f"the send stopped on an unexpected error ({type(first).__name__}: {first}); "
+            "its unsent recipients are back in the queue: run the same command again to continue"
+        ) from first
 
     async def _wake_on_stop(self) -> None:
         await self.stop.wait()
@@ -320,13 +385,13 @@ class _Worker:
         # write every outcome we have and hand back rows we never tried.
         while not self.jobs.empty():
             job = self.jobs.get_nowait()
-            if job is not None:
+            if job is not None and job.id not in self.lost:
                 self.pending.append(Outcome(job.id, OutcomeKind.RELEASED))
         if self.pending:
             batch, self.pending = self.pending, []
             with self.engine.begin() as connection:
-                ledger.record_outcomes(connection, batch, utc_now())
-            self.outstanding -= len(batch)
+                ledger.record_outcomes(connection, batch, self.clock())
+            self.held.difference_update(outcome.delivery_id for outcome in batch)
 
     async def _claim_loop(self) -> None:
         while True:
@@ -334,13 +399,14 @@ class _Worker:
             self.hungry.clear()
             if self.stop.is_set():
                 return
+            claimed_at = time.monotonic()
             rows = await self._db(
                 lambda connection: ledger.claim_batch(
                     connection,
                     edition_id=self.edition_id,
                     worker_id=self.worker_id,
                     limit=self.batch_size,
-                    now=utc_now(),
+                    now=self.clock(),
                     lease_seconds=self.settings.send_lease_seconds,
                 )
             )
@@ -350,13 +416,18 @@ class _Worker:
                 for edition_id in claimed_editions:
                     # Only sending editions have claimable rows: resumed since we stopped.
                     self.stopped.pop(edition_id, None)
-                self.outstanding += len(rows)
+                if not self.held:
+                    self.leased_until = claimed_at + self.settings.send_lease_seconds
                 for row in rows:
-                    self.jobs.put_nowait(row)
+                    # After a stall our own lapsed rows can come back: keep one copy in hand.
+                    if row.id not in self.held:
+                        self.held.add(row.id)
+                        self.lost.discard(row.id)
+                        self.jobs.put_nowait(row)
                 if self.jobs.qsize() < self.low_water:
                     self.hungry.set()
                 continue
-            if self.outstanding > 0:
+            if self.held:
                 # Rows still in our hands may come back as retries once written.
                 self.flushed.clear()
                 self.flush_now.set()
@@ -379,7 +450,7 @@ class _Worker:
         wake = await self._db(lambda c: ledger.next_wake_time(c, edition_id=edition_id))
         if wake is None:
             await self._db(
-                lambda c: ledger.finish_editions(c, edition_id=edition_id, now=utc_now())
+                lambda c: ledger.finish_editions(c, edition_id=edition_id, now=self.clock())
             )
             if self.stop_when_idle or edition_id is not None:
                 return True
@@ -390,7 +461,7 @@ class _Worker:
             self.stopped.clear()
             await _wait_briefly(self.stop, IDLE_POLL_SECONDS)
             return False
-        delay = (wake - utc_now()).total_seconds()
+        delay = (wake - self.clock()).total_seconds()
         await _wait_briefly(self.stop, min(max(delay, 0.01), IDLE_POLL_SECONDS))
         return False
 
@@ -401,7 +472,9 @@ class _Worker:
         editions = await self._db(lambda c: _load_editions(c, missing))
         for edition in editions:
             assert edition.id is not None
-            self.compiled[edition.id] = _CompiledEdition.compile(self.settings, edition)
+            self.compiled[edition.id] = _CompiledEdition.compile(
+                self.settings, edition, clock=self.clock
+            )
             self.edition_dates.add(edition.date)
             self.windows[edition.id] = _FailureWindow(
                 self.settings.send_failure_window, self.settings.send_failure_threshold
@@ -418,6 +491,8 @@ class _Worker:
                 return
             if jobs.qsize() < self.low_water:
                 self.hungry.set()
+            if (self.lost or time.monotonic() >= self.leased_until) and await self._taken_over(job):
+                continue
             if job.edition_id in self.stopped:
                 self._add_outcome(Outcome(job.id, OutcomeKind.RELEASED))
                 continue
@@ -441,6 +516,9 @@ class _Worker:
                 # Stopping: this row waited for its turn and has not gone out; hand it back.
                 self._add_outcome(Outcome(job.id, OutcomeKind.RELEASED))
                 continue
+            # Checked again: it may have waited for room or pace meanwhile.
+            if (self.lost or time.monotonic() >= self.leased_until) and await self._taken_over(job):
+                continue
             compiled = self.compiled[job.edition_id]
             message_id = compiled.message_id(job.id)
             digest = compiled.digest
@@ -448,8 +526,10 @@ class _Worker:
                 message = digest.assemble(
                     Recipient(job.email, job.name, job.subscriber_key, message_id)
                 )
-            except NewsletterError as error:
-                reply = SmtpReply(None, str(error), SmtpStage.RCPT)
+            except Exception as error:
+                # One bad row (an address no header can carry, a key no link can) fails
+                # for good, with the reason; it must not stop the others' messages.
+                reply = SmtpReply(None, f"message not prepared: {error}", SmtpStage.PREPARE)
                 await self._refused(job, message_id, reply, permanent=True)
                 continue
             reply = await transport.send(lane, digest.envelope_from, job.email, message)
@@ -490,9 +570,9 @@ class _Worker:
         text = clean_error_text(reply.text)
         next_attempt_at = None
         if kind is OutcomeKind.RETRY:
-            next_attempt_at = utc_now() + dt.timedelta(
-                seconds=retry_delay(settings.send_retry_base_seconds, attempt)
-            )
+            failed_at = self.clock()
+            delay = retry_delay(settings.send_retry_base_seconds, attempt, jitter=self.jitter)
+            next_attempt_at = failed_at + dt.timedelta(seconds=delay)
         self._add_outcome(
             Outcome(
                 job.id,
@@ -545,7 +625,52 @@ class _Worker:
         with contextlib.suppress(DeliveryError):
             await asyncio.to_thread(pause_edition, self.engine, edition_date, reason=reason)
 
+    async def _taken_over(self, job: ClaimedDelivery) -> bool:
+        """True for a row another worker took over while this one could not renew its lease.
+
+        Renewals come every third of a lease; past `leased_until` this worker stalled
+        (its loop blocked, its machine paused), so it asks the ledger which rows are
+        still its own before sending anything.
+        """
+        if time.monotonic() >= self.leased_until:
+            await self._renew_leases()
+        if job.id in self.lost:
+            self.lost.discard(job.id)
+            return True
+        return False
+
+    async def _renew_leases(self) -> None:
+        started = time.monotonic()
+        lease = self.settings.send_lease_seconds
+        ours = await self._db(
+            lambda c: ledger.renew_leases(
+                c, worker_id=self.worker_id, now=self.clock(), lease_seconds=lease
+            )
+        )
+        self.leased_until = started + lease
+        lost = self.held - ours
+        if not lost:
+            return
+        # Taken over (or ended by an operator) meanwhile: not ours to send, nor to record,
+        # except a `sent` already known, which is the truth whoever holds the row.
+        self.held -= lost
+        self.lost |= lost
+        self.pending = [
+            o for o in self.pending if o.kind is OutcomeKind.SENT or o.delivery_id not in lost
+        ]
+        logger.warning(
+            "worker %s could not renew its lease in time; %d recipients were taken over "
+            "or ended meanwhile, and it leaves them alone",
+            self.worker_id,
+            len(lost),
+        )
+
     def _add_outcome(self, outcome: Outcome) -> None:
+        if self.lost and outcome.delivery_id in self.lost:
+            # Its send began before the row was found taken over.
+            self.lost.discard(outcome.delivery_id)
+            if outcome.kind is not OutcomeKind.SENT:
+                return
         pending = self.pending
         pending.append(outcome)
         if len(pending) >= FLUSH_MAX_ROWS:
@@ -555,15 +680,14 @@ class _Worker:
         async with self.flush_lock:
             if self.pending:
                 batch, self.pending = self.pending, []
-                now = utc_now()
+                now = self.clock()
                 await self._db(lambda c: ledger.record_outcomes(c, batch, now))
-                self.outstanding -= len(batch)
+                self.held.difference_update(outcome.delivery_id for outcome in batch)
             self.room.set()
             self.flushed.set()
 
     async def _flush_loop(self) -> None:
-        lease = self.settings.send_lease_seconds
-        renew_every = lease / 3
+        renew_every = self.settings.send_lease_seconds / 3
         last_renewal = last_status_check = time.monotonic()
         while not self.finished:
             await _wait_briefly(self.flush_now, FLUSH_INTERVAL_SECONDS)
@@ -572,11 +696,7 @@ class _Worker:
             clock = time.monotonic()
             if clock - last_renewal >= renew_every:
                 last_renewal = clock
-                await self._db(
-                    lambda c: ledger.renew_leases(
-                        c, worker_id=self.worker_id, now=utc_now(), lease_seconds=lease
-                    )
-                )
+                await self._renew_leases()
             if clock - last_status_check >= STATUS_CHECK_SECONDS and self.compiled:
                 last_status_check = clock
                 await self._notice_stopped_editions()
@@ -610,8 +730,15 @@ class _Worker:
 
 
 async def _wait_briefly(event: asyncio.Event, seconds: float) -> None:
+    """Wait until the event is set or the seconds pass, whichever comes first.
+
+    `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` swallows a
+    cancellation that arrives as the event is set, and a task group whose
+    flusher missed its cancel then waited for ever after a lane failed.
+    """
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 def _edition_status(connection: Connection, edition_id: int) -> tuple[EditionStatus, str | None]:
@@ -645,6 +772,8 @@ async def _run_worker(
     stop_when_idle: bool,
     transport: MessageTransport | None,
     stop: asyncio.Event | None = None,
+    clock: Clock,
+    jitter: Jitter,
 ) -> _Worker:
     released = await asyncio.to_thread(_in_transaction, engine, _release_dead_local_leases)
     if released:
@@ -662,6 +791,8 @@ async def _run_worker(
         edition_id=edition_id,
         stop_when_idle=stop_when_idle,
         stop=stop or asyncio.Event(),
+        clock=clock,
+        jitter=jitter,
     )
     logger.info(
         "worker %s started; it %s",
@@ -692,15 +823,21 @@ async def send_edition(
     progress: SendProgress | None = None,
     worker_id: str | None = None,
     transport: MessageTransport | None = None,
+    clock: Clock = utc_now,
+    jitter: Jitter = random.uniform,
 ) -> SendReport:
-    """Start (or continue) an edition's send and work its queue until every row is final."""
+    """Start (or continue) an edition's send and work its queue until every row is final.
+
+    `clock` is the time the ledger records and leases and retries are measured by;
+    `jitter` picks each retry's delay within its bounds. Tests pass their own.
+    """
     started = time.monotonic()
 
     def prepare(connection: Connection) -> tuple[Edition, dict[DeliveryStatus, int]]:
         edition = load_rendered_edition(connection, edition_date)
         assert edition.id is not None
         if edition.status is EditionStatus.DRAFT:
-            ledger.start_sending(connection, edition_id=edition.id, now=utc_now())
+            ledger.start_sending(connection, edition_id=edition.id, now=clock())
             edition = load_rendered_edition(connection, edition_date)
         edition_id = edition.id
         assert edition_id is not None
@@ -733,6 +870,8 @@ async def send_edition(
         progress=progress,
         stop_when_idle=True,
         transport=transport,
+        clock=clock,
+        jitter=jitter,
     )
     report = worker.report(
         edition_date=edition_date, queued=queued, already_done=already_done, started=started
@@ -751,11 +890,14 @@ async def run_worker(
     stop_when_idle: bool = True,
     transport: MessageTransport | None = None,
     stop: asyncio.Event | None = None,
+    clock: Clock = utc_now,
+    jitter: Jitter = random.uniform,
 ) -> SendReport:
     """Work the queue of every edition that is sending; return when idle (or run for ever).
 
     Setting `stop` ends the run gracefully: the messages in flight finish and
     are recorded, every other claimed row goes back to the queue at once.
+    `clock` and `jitter` are as for `send_edition`.
     """
     started = time.monotonic()
     totals = await asyncio.to_thread(_in_transaction, engine, ledger.count_sending)
@@ -772,6 +914,8 @@ async def run_worker(
         stop_when_idle=stop_when_idle,
         transport=transport,
         stop=stop,
+        clock=clock,
+        jitter=jitter,
     )
     dates = sorted(worker.edition_dates)
     report = worker.report(

@@ -55,6 +55,24 @@ def seed_subscribers(
     return addresses
 
 
+def insert_subscriber_row(engine: Engine, *, email: str, key: str) -> None:
+    """A confirmed subscriber written straight into the table, unchecked (as an import might)."""
+    now = utc_now()
+    with engine.begin() as connection:
+        connection.execute(
+            insert(subscribers).values(
+                email=email,
+                name=None,
+                status=SubscriberStatus.CONFIRMED.value,
+                key=key,
+                topics=[],
+                paused=False,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+
 def make_edition(engine: Engine, day: dt.date = DAY, *, subject: str = "Papers of the day") -> int:
     """A rendered draft edition whose body carries both personal placeholders."""
     html = (

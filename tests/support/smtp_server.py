@@ -1,11 +1,14 @@
 """A recording SMTP server for tests, with per-test fault injection.
 
 A `Fault` rule decides, per recipient or per message, whether the server
-answers a chosen code at RCPT or DATA, or drops the connection.
+answers a chosen code at RCPT or DATA, or drops the connection. A `Hold`
+keeps chosen recipients waiting at RCPT until the test releases them (a slow
+server), without stopping the server's other sessions.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import threading
@@ -37,12 +40,32 @@ class ReceivedMessage:
 # "DROP" to close the connection without answering.
 FaultRule = Callable[[str, str, int], str | None]
 
+# Longest a held recipient waits for `release` (a failing test must not hang the server).
+HOLD_LIMIT_SECONDS = 60.0
+
+
+@dataclass
+class Hold:
+    """Keeps recipients for which `applies(address)` is true waiting at RCPT until released.
+
+    `reached` is set as the first one starts waiting; `release()` lets all of them go on.
+    """
+
+    applies: Callable[[str], bool]
+    reached: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        """Answer every held recipient (now and later) without waiting."""
+        self.released.set()
+
 
 @dataclass
 class RecordingHandler:
     """Accepts messages, records them, and applies the fault rule first."""
 
     fault: FaultRule | None = None
+    hold: Hold | None = None
     messages: list[ReceivedMessage] = field(default_factory=list)
     attempts: dict[tuple[str, str], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -65,6 +88,11 @@ class RecordingHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        hold = self.hold
+        if hold is not None and hold.applies(address):
+            hold.reached.set()
+            # In a thread, so the server's other sessions carry on meanwhile.
+            await asyncio.to_thread(hold.released.wait, HOLD_LIMIT_SECONDS)
         reply = self._decide("rcpt", address)
         if reply == "DROP":
             assert server.transport is not None
@@ -119,8 +147,16 @@ class RecordingSmtpServer(SmtpCatcher):
 
     handler: RecordingHandler
 
-    def __init__(self, fault: FaultRule | None = None, **kwargs: Any) -> None:
-        super().__init__(RecordingHandler(fault=fault), **kwargs)
+    def __init__(
+        self, fault: FaultRule | None = None, *, hold: Hold | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(RecordingHandler(fault=fault, hold=hold), **kwargs)
+
+    def stop(self) -> None:
+        """Let held recipients go, then close the server."""
+        if self.handler.hold is not None:
+            self.handler.hold.release()
+        super().stop()
 
     @property
     def messages(self) -> list[ReceivedMessage]:

@@ -33,7 +33,7 @@ def show_confirmation(
 ) -> HTMLResponse:
     """A page with the confirm button (mail scanners prefetch links, so no change here)."""
     try:
-        subscriber, outcome = inspect_confirmation(session, settings, token)
+        subscriber, outcome = inspect_confirmation(session, settings, token, now=utc_now())
     except InvalidTokenError as error:
         return link_problem_page(pages, error)
     return _confirmation_page(pages, subscriber.email, outcome)
