@@ -215,7 +215,7 @@ async def test_pause_mid_send_stops_within_a_batch_and_resume_finishes_exactly_o
     statuses = Counter(row.status for row in ledger_rows(engine))
     assert statuses[DeliveryStatus.QUEUED] == 120 - sent_before_resume
     assert all(row.lease_owner is None for row in ledger_rows(engine))
-    with pytest.raises(DeliveryError, match=r"paused \(checking a complaint\).*--resume"):
+    with pytest.raises(DeliveryError, match=r"paused \(checking a complaint\).*newsletter resume"):
         await send_edition(small_batches, engine, edition_date=DAY)
 
     resume_edition(engine, DAY)
