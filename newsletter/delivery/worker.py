@@ -678,6 +678,9 @@ class _Worker:
 
     async def _flush(self) -> None:
         async with self.flush_lock:
+            if self.pending and time.monotonic() >= self.leased_until:
+                # Back from a stall: drop the outcomes of rows taken over meanwhile first.
+                await self._renew_leases()
             if self.pending:
                 batch, self.pending = self.pending, []
                 now = self.clock()
