@@ -2,7 +2,7 @@
 
 `transmit` turns every answer the server gives (or fails to give) into an
 `SmtpReply` instead of raising, because a refusal is an ordinary outcome the
-ledger records, not an error of the program. The pool (`pool.SmtpPool`) keeps
+ledger records, not an error of the program. The pool (`transport.SmtpPool`) keeps
 several connections open for a send; `send_once` opens one for one message
 (an operator's test copy).
 """

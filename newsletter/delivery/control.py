@@ -1,7 +1,7 @@
 """The operator's controls of a send: start, pause, resume, cancel.
 
 Each is one short transaction on the ledger that returns at once; none sends
-anything. Workers (`engine.run_worker`, `newsletter worker`) notice the change
+anything. Workers (`worker.run_worker`, `newsletter worker`) notice the change
 and do the sending, so a web request or a CLI command can call these safely
 (from a thread: they are synchronous database calls).
 """
