@@ -485,3 +485,13 @@ async def test_assembled_message_survives_smtp(
         assert ".a line starting with a dot" in html.get_content()
         assert one_click_url(got.message) in html.get_content()
     assert visible_header(received[0].raw, "To") == ["Zoë Ægir <zoe@example.org>"]
+
+
+def test_a_subject_keeps_its_plain_words_readable_and_encodes_only_the_rest() -> None:
+    from newsletter.core.headers import unstructured_header
+
+    raw = unstructured_header("Subject", "Daily ML Papers — 27 Nov 2026: Sparse Models")
+    assert raw.startswith(b"Subject: Daily ML Papers =?utf-8?b?")
+    assert b" 27 Nov 2026: Sparse Models\r\n" in raw
+    parsed = email.message_from_bytes(raw + b"\r\n", policy=email.policy.default)
+    assert str(parsed["Subject"]) == "Daily ML Papers — 27 Nov 2026: Sparse Models"

@@ -7,10 +7,12 @@ so a title like ``=?utf-8?q?Hi=0D=0AReply-To:_x?=`` would come out as a real
 line break and a forged header. The rules here are simple enough to check:
 
 - text is first put on one line (`text.single_line`: no CR, LF or controls);
-- it is written as-is only when it is printable ASCII with no ``=?`` in it,
-  so a receiver has nothing to decode;
-- anything else is written whole as base64 encoded-words, which a receiver
-  decodes back to exactly the text we were given, ``=?`` and all.
+- a word is written as-is only when it is printable ASCII with no ``=?`` in
+  it, so a receiver has nothing to decode;
+- every run of other words is written as base64 encoded-words, which a
+  receiver decodes back to exactly the text we were given, ``=?`` and all
+  (the spaces inside a run are encoded with it: a decoder drops the
+  whitespace between two encoded-words).
 """
 
 from __future__ import annotations
@@ -75,11 +77,27 @@ def _fold_words(prefix: str, words: list[str]) -> str:
     return _FOLD.join(lines)
 
 
+def _unstructured_words(text: str) -> list[str]:
+    """Header words for free text: literal where safe, each run of other words encoded."""
+    words: list[str] = []
+    run: list[str] = []
+    for token in text.split(" "):
+        if token and _is_literal_safe(token):
+            if run:
+                words += _encoded_words(" ".join(run))
+                run = []
+            words.append(token)
+        elif token:
+            run.append(token)
+    if run:
+        words += _encoded_words(" ".join(run))
+    return words
+
+
 def unstructured_header(name: str, value: str) -> bytes:
     """`Name: value` for free text (Subject and the like), CRLF-terminated, safe for any value."""
-    text = single_line(value)
-    words = text.split(" ") if _is_literal_safe(text) else _encoded_words(text)
-    return (_fold_words(f"{name}: ", [word for word in words if word]) + "\r\n").encode("ascii")
+    words = _unstructured_words(single_line(value))
+    return (_fold_words(f"{name}: ", words) + "\r\n").encode("ascii")
 
 
 def checked_address(address: str) -> str:
