@@ -25,7 +25,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import resource
 import secrets
 import socket
 import subprocess
@@ -455,8 +454,19 @@ def child_dry_run(database_url: str, subscribers: int, concurrency: int) -> None
     elapsed = time.perf_counter() - started
     if report.sent != subscribers or transport.delivered != subscribers:
         raise SystemExit(f"dry run delivered {transport.delivered} of {subscribers}")
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"peak_rss_mb": peak_kib / 1024, "seconds": elapsed}))
+    print(json.dumps({"peak_rss_mb": own_peak_rss_kib() / 1024, "seconds": elapsed}))
+
+
+def own_peak_rss_kib() -> int:
+    """This process's own peak resident set (VmHWM), in KiB.
+
+    Not `ru_maxrss`: on Linux it survives exec, so a child started by a big
+    parent reports the parent's peak when its own is smaller.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise SystemExit("no VmHWM in /proc/self/status: peak memory needs Linux")
 
 
 def measure_dry_run_peak(subscribers: int, concurrency: int) -> tuple[float, float]:
