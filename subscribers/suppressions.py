@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     ColumnElement,
@@ -32,11 +33,14 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from newsletter.core.clock import UtcDateTime
 from subscribers.addresses import mailbox_of
 from subscribers.models import Subscriber, SubscriberStatus, Suppression, SuppressionReason
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql
 
 suppressions = Suppression.__table__  # type: ignore[attr-defined]
 subscribers = Subscriber.__table__  # type: ignore[attr-defined]
@@ -62,6 +66,10 @@ def not_suppressed(mailbox: ColumnElement[str]) -> ColumnElement[bool]:
 def _insert(connection: Connection) -> postgresql.Insert | sqlite.Insert:
     # ON CONFLICT is spelled alike by both, but SQLAlchemy builds it per dialect.
     if connection.dialect.name == "postgresql":
+        # Loaded already by a PostgreSQL engine; importing it at the top would cost
+        # every SQLite command (the CLI's start-up) the whole dialect.
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(suppressions)
     return sqlite.insert(suppressions)
 
