@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 HEAVY = {"alembic", "fastapi", "pydantic", "pydantic_settings", "sqlalchemy", "sqlmodel"}
 
@@ -43,3 +46,15 @@ def test_the_root_help_loads_no_heavy_library() -> None:
     loaded = _modules_loaded_by("--help")
     assert "typer" in loaded  # the check sees what was imported
     assert not loaded & HEAVY, sorted(loaded & HEAVY)
+
+
+def test_a_small_sqlite_command_loads_neither_alembic_nor_postgresql_nor_the_web(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    _modules_loaded_by("db", "upgrade")  # migrating does need Alembic; adding a reader does not
+    loaded = _modules_loaded_by("subscribers", "add", "ada@example.org")
+    assert "sqlmodel" in loaded  # the check sees what was imported
+    assert not loaded & {"alembic", "psycopg", "fastapi", "uvicorn", "mjml", "jinja2"}, sorted(
+        loaded & {"alembic", "psycopg", "fastapi", "uvicorn", "mjml", "jinja2"}
+    )
