@@ -17,6 +17,9 @@ is encoded on its own starting at column 0 and segments are joined with soft
 line breaks ("=" CRLF), which decoders remove. Every body line stays within
 76 characters and every line ends in CRLF.
 
+With DKIM configured, the key is loaded once at `compile` and each assembled
+message is signed on its own (its body holds the reader's personal links).
+
 `build_message` is the slow reference built entirely with the `email`
 package, for well-formed input only; tests check the two agree header for
 header and part for part.
@@ -36,12 +39,12 @@ from html import escape
 from typing import Any, Final
 
 from newsletter.core.clock import utc_now
+from newsletter.core.dkim import DkimSigner
 from newsletter.core.headers import (
     checked_address,
     list_id_header,
     mailbox_header,
     mailbox_setting_header,
-    split_mailbox_setting,
     unstructured_header,
 )
 from newsletter.core.mime import (
@@ -252,6 +255,7 @@ class CompiledDigest:
         "_date_cache",
         "_literals",
         "_settings",
+        "_signer",
         "_slots",
         "_unsubscribe_extra",
         "envelope_from",
@@ -269,15 +273,17 @@ class CompiledDigest:
         *,
         html_encoded_size: int,
         clock: Callable[[], datetime],
+        signer: DkimSigner | None = None,
     ) -> None:
         """Use `CompiledDigest.compile`; this only stores what it prepared."""
         self._settings = settings
+        self._signer = signer
         self._literals = literals
         self._slots = slots
         self._clock = clock
         self._date_cache: tuple[int, bytes] = (-1, b"")
         self._unsubscribe_extra = _list_unsubscribe_urls(settings, "")[1:]
-        self.envelope_from = split_mailbox_setting(settings.from_address)[1]
+        self.envelope_from = settings.envelope_sender
         self.html_encoded_size = html_encoded_size
 
     @classmethod
@@ -317,7 +323,14 @@ class CompiledDigest:
         pieces.append(closing_boundary(boundary))
         literals, slots = _merge_literals(pieces)
         html_size = sum(len(piece) for piece in html_pieces if isinstance(piece, bytes))
-        return cls(settings, literals, slots, html_encoded_size=html_size, clock=clock)
+        return cls(
+            settings,
+            literals,
+            slots,
+            html_encoded_size=html_size,
+            clock=clock,
+            signer=DkimSigner.from_settings(settings),
+        )
 
     def _date_header(self) -> bytes:
         # Formatting a date costs more than the rest of the headers; mail
@@ -349,7 +362,8 @@ class CompiledDigest:
         for index, slot in enumerate(self._slots, start=1):
             parts.append(values[slot])
             parts.append(literals[index])
-        return b"".join(parts)
+        message = b"".join(parts)
+        return message if self._signer is None else self._signer.sign(message)
 
 
 def _list_unsubscribe_header(urls: list[str]) -> bytes:
