@@ -10,13 +10,13 @@ from pathlib import Path
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from sqlalchemy import Engine
 
 from newsletter.core.dkim import DkimSigner, load_dkim_key
 from newsletter.core.errors import ConfigurationError
 from newsletter.core.settings import Settings, load_settings
 from newsletter.delivery.worker import send_edition, send_test_copy
+from tests.support.dkim_keys import write_key
 from tests.support.sending import DAY, make_edition, seed_subscribers
 from tests.support.smtp_server import RecordingSmtpServer
 from tests.support.web import running_app, web_settings
@@ -27,24 +27,6 @@ HOSTILE_TITLES = [
     "Größte Modelle: " + "a very long subject that must be folded over several lines " * 4,
     'Emoji 🚀 and =?iso-8859-1?b?SGk=?= mixed with (comments) and "quotes"',
 ]
-
-
-def write_key(tmp_path: Path, kind: str) -> Path:
-    """A fresh unencrypted PEM private key of `kind` ("rsa" or "ed25519") in a file."""
-    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey = (
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        if kind == "rsa"
-        else ed25519.Ed25519PrivateKey.generate()
-    )
-    path = tmp_path / f"dkim-{kind}.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return path
 
 
 def dns_for(signer: DkimSigner) -> Callable[..., bytes | None]:
@@ -190,3 +172,15 @@ def test_the_dns_record_holds_the_public_key(tmp_path: Path) -> None:
     assert load_dkim_key(path).dns_value == (
         f"v=DKIM1; k=rsa; p={base64.b64encode(public).decode()}"
     )
+
+
+async def test_the_bounce_address_is_the_envelope_sender(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    bouncing = load_settings(**{**settings.model_dump(), "bounce_address": "bounces@example.net"})
+    seed_subscribers(engine, 1)
+    make_edition(engine)
+    await send_edition(bouncing, engine, edition_date=DAY)
+    [arrived] = smtp_server.messages
+    assert arrived.mail_from == "bounces@example.net"
+    assert arrived.message["From"] == "Daily ML Papers <digest@news.example.org>"
