@@ -17,8 +17,10 @@ is encoded on its own starting at column 0 and segments are joined with soft
 line breaks ("=" CRLF), which decoders remove. Every body line stays within
 76 characters and every line ends in CRLF.
 
-With DKIM configured, the key is loaded once at `compile` and each assembled
-message is signed on its own (its body holds the reader's personal links).
+With DKIM configured, the key is loaded once at `compile`, and so is the
+relaxed canonical form of every fixed body segment (each starts and ends at a
+line end); each message's signature then hashes those with the reader's few
+personal lines instead of canonicalising the whole body again.
 
 `build_message` is the slow reference built entirely with the `email`
 package, for well-formed input only; tests check the two agree header for
@@ -27,6 +29,7 @@ header and part for part.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -251,6 +254,8 @@ class CompiledDigest:
     """One digest MIME-encoded once; `assemble` makes each recipient's message from it."""
 
     __slots__ = (
+        "_body_start",
+        "_canonical_body",
         "_clock",
         "_date_cache",
         "_literals",
@@ -278,6 +283,7 @@ class CompiledDigest:
         """Use `CompiledDigest.compile`; this only stores what it prepared."""
         self._settings = settings
         self._signer = signer
+        self._body_start, self._canonical_body = _canonical_body_segments(signer, literals)
         self._literals = literals
         self._slots = slots
         self._clock = clock
@@ -363,7 +369,48 @@ class CompiledDigest:
             parts.append(values[slot])
             parts.append(literals[index])
         message = b"".join(parts)
-        return message if self._signer is None else self._signer.sign(message)
+        if self._signer is None:
+            return message
+        if self._canonical_body is None:
+            return self._signer.sign(message)
+        return self._sign_from_segments(message, parts, values)
+
+    def _sign_from_segments(
+        self, message: bytes, parts: list[bytes], values: tuple[bytes, ...]
+    ) -> bytes:
+        """The message signed, hashing the precomputed canonical segments with the personal ones."""
+        assert self._signer is not None and self._canonical_body is not None
+        literal_index, offset = self._body_start
+        # parts alternate literal, value, literal, ...: literal i is parts[2 * i].
+        header_length = sum(len(part) for part in parts[: 2 * literal_index]) + offset
+        canonical = self._canonical_body
+        hasher = hashlib.sha256(canonical[0])
+        for index in range(literal_index + 1, len(self._literals)):
+            hasher.update(self._signer.canonical_lines(values[self._slots[index - 1]]))
+            hasher.update(canonical[index - literal_index])
+        header = self._signer.signature_header(message[:header_length], hasher.digest())
+        return header + message
+
+
+def _canonical_body_segments(
+    signer: DkimSigner | None, literals: tuple[bytes, ...]
+) -> tuple[tuple[int, int], tuple[bytes, ...] | None]:
+    """Where the body starts (literal, offset) and its fixed segments in canonical form.
+
+    None when there is no signer, or when a segment does not end at a line end
+    (then relaxed canonicalisation is not piecewise and `sign` does it whole).
+    """
+    blanks = [literal.find(b"\r\n\r\n") for literal in literals]
+    index = next((i for i, blank in enumerate(blanks) if blank >= 0), None)
+    if index is None:
+        return (0, 0), None
+    blank = blanks[index]
+    segments = [literals[index][blank + 4 :], *literals[index + 1 :]]
+    if signer is None or not all(segment.endswith(b"\r\n") for segment in segments):
+        return (index, blank + 2), None
+    canonical = [signer.canonical_lines(segment) for segment in segments[:-1]]
+    canonical.append(signer.canonical_body_end(segments[-1]))
+    return (index, blank + 2), tuple(canonical)
 
 
 def _list_unsubscribe_header(urls: list[str]) -> bytes:
