@@ -184,3 +184,17 @@ async def test_the_bounce_address_is_the_envelope_sender(
     [arrived] = smtp_server.messages
     assert arrived.mail_from == "bounces@example.net"
     assert arrived.message["From"] == "Daily ML Papers <digest@news.example.org>"
+
+
+@pytest.mark.parametrize("field", ["dkim_selector", "dkim_domain"])
+def test_a_selector_or_domain_that_is_not_a_dns_name_is_refused(field: str, tmp_path: Path) -> None:
+    key = write_key(tmp_path, "ed25519")
+    with pytest.raises(ConfigurationError, match=f"NEWSLETTER_{field.upper()}"):
+        load_settings(
+            **{
+                "_env_file": None,
+                "dkim_selector": SELECTOR,
+                "dkim_key_file": key,
+                field: "bad name; x=1",
+            }
+        )

@@ -22,6 +22,8 @@ DEFAULT_SECRET_KEY = "change-me"
 # 32 characters of a random URL-safe alphabet carry about 190 bits; 43 (below) carry 256.
 MIN_SECRET_LENGTH = 32
 MIN_DISTINCT_SECRET_CHARACTERS = 8
+# A DKIM selector or domain goes into DNS names and the signature header: plain ASCII labels.
+DNS_NAME_PATTERN = r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?$"
 GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
@@ -101,9 +103,9 @@ class Settings(BaseSettings):
     bounce_address: str | None = None
     # DKIM signing: both set, or neither. The key is a PEM RSA or ed25519 private key;
     # the signing domain is the From domain unless NEWSLETTER_DKIM_DOMAIN overrides it.
-    dkim_selector: str | None = None
+    dkim_selector: str | None = Field(default=None, pattern=DNS_NAME_PATTERN)
     dkim_key_file: FilePath | None = None
-    dkim_domain: str | None = None
+    dkim_domain: str | None = Field(default=None, pattern=DNS_NAME_PATTERN)
 
     top_n: int = Field(default=10, ge=1, le=100)
     timezone: str = "UTC"
