@@ -406,6 +406,37 @@ def measure_assemble_microseconds(settings: Settings, digest: tuple[str, str, st
     return (time.perf_counter() - started) / len(people) * 1e6
 
 
+def measure_dkim_cost(arguments: argparse.Namespace) -> dict[str, float]:
+    """`assemble` per message unsigned, then signed with a fresh RSA-2048 and ed25519 key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    keys = {
+        "rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "ed25519": ed25519.Ed25519PrivateKey.generate(),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-dkim-") as tmp:
+        settings = bench_settings(f"sqlite:///{Path(tmp) / 'unused.db'}", 25, 1)
+        subject, html, body, how = make_digest(settings, arguments.papers)
+        digest = (subject, html, body)
+        costs = {"assemble_us": measure_assemble_microseconds(settings, digest)}
+        log(f"digest: {how}; assemble() unsigned: {costs['assemble_us']:.1f} µs per message")
+        for kind, key in keys.items():
+            path = Path(tmp) / f"{kind}.pem"
+            path.write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+            signing = settings.model_copy(update={"dkim_selector": "bench", "dkim_key_file": path})
+            cost = measure_assemble_microseconds(signing, digest)
+            costs[f"assemble_dkim_{kind}_us"] = cost
+            log(f"assemble() signed {kind}: {cost:.1f} µs per message")
+    return costs
+
+
 def encoded_html_kb(settings: Settings, digest: tuple[str, str, str]) -> float:
     """Size of the quoted-printable HTML part, what Gmail's clipping limit counts."""
     from newsletter.delivery.assemble import CompiledDigest
@@ -510,6 +541,8 @@ def run(arguments: argparse.Namespace) -> dict[str, float | None]:
             "peak_rss_mb_1m",
         )
     )
+    if arguments.dkim:
+        results.update(measure_dkim_cost(arguments))
     if not arguments.skip_throughput:
         measure_throughput(arguments, results)
     if not arguments.skip_memory:
@@ -610,6 +643,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-memory", action="store_true", help="skip the dry-run peaks")
     parser.add_argument("--skip-throughput", action="store_true", help="only the dry-run peaks")
     parser.add_argument("--skip-postgres", action="store_true", help="skip measurement (b)")
+    parser.add_argument(
+        "--dkim", action="store_true", help="also time assemble() signed with RSA and ed25519"
+    )
     parser.add_argument(
         "--memory-subscribers",
         type=lambda value: [int(part) for part in value.split(",")],

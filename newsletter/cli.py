@@ -468,6 +468,28 @@ def stats(
 
 
 @app.command()
+def check(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List what a bulk sender needs before the first send; exit 1 if anything is missing."""
+    from newsletter.core.deliverability import CheckStatus, dns_txt_lookup, http_probe, run_checks
+
+    results = run_checks(_context(ctx).settings, lookup_txt=dns_txt_lookup, probe_url=http_probe)
+    if as_json:
+        print(
+            json.dumps(
+                [{"check": r.name, "status": r.status.value, "detail": r.detail} for r in results]
+            )
+        )
+    else:
+        for result in results:
+            console.print(escape(result.line), highlight=False, soft_wrap=True)
+    if any(result.status is CheckStatus.MISSING for result in results):
+        raise typer.Exit(1)
+
+
+@app.command()
 def run(
     ctx: typer.Context,
     date: DateOption = None,

@@ -19,11 +19,11 @@ from typing import Protocol
 from jinja2 import Environment
 from sqlmodel import Session
 
+from newsletter.core.dkim import DkimSigner
 from newsletter.core.errors import InvalidSubscriberDetailsError, InvalidTokenError
 from newsletter.core.headers import (
     mailbox_header,
     mailbox_setting_header,
-    split_mailbox_setting,
     unstructured_header,
 )
 from newsletter.core.mime import OutgoingMessage, compose_alternative
@@ -154,7 +154,12 @@ def register_signup(
 
 
 def build_confirmation_message(
-    settings: Settings, env: Environment, confirmation: ConfirmationEmail, *, now: datetime
+    settings: Settings,
+    env: Environment,
+    confirmation: ConfirmationEmail,
+    *,
+    now: datetime,
+    signer: DkimSigner | None = None,
 ) -> OutgoingMessage:
     """The double opt-in email: text and HTML, the signed expiring link, Date and Message-ID."""
     link = confirm_url(
@@ -185,10 +190,11 @@ def build_confirmation_message(
     ]
     if settings.reply_to:
         headers.append(mailbox_setting_header("Reply-To", settings.reply_to))
+    data = compose_alternative(headers, text=text, html=html, label="confirm")
+    if signer is not None:
+        data = signer.sign(data)
     return OutgoingMessage(
-        envelope_from=split_mailbox_setting(settings.from_address)[1],
-        recipient=confirmation.email,
-        data=compose_alternative(headers, text=text, html=html, label="confirm"),
+        envelope_from=settings.envelope_sender, recipient=confirmation.email, data=data
     )
 
 

@@ -85,6 +85,7 @@ def test_every_command_has_help(cli_env: dict[str, str]) -> None:
         ["demo"],
         ["worker"],
         ["stats"],
+        ["check"],
         ["serve"],
         ["subscribers"],
         ["subscribers", "add"],

@@ -22,6 +22,8 @@ DEFAULT_SECRET_KEY = "change-me"
 # 32 characters of a random URL-safe alphabet carry about 190 bits; 43 (below) carry 256.
 MIN_SECRET_LENGTH = 32
 MIN_DISTINCT_SECRET_CHARACTERS = 8
+# A DKIM selector or domain goes into DNS names and the signature header: plain ASCII labels.
+DNS_NAME_PATTERN = r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?$"
 GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
@@ -97,6 +99,13 @@ class Settings(BaseSettings):
     secret_key: str = DEFAULT_SECRET_KEY
     admin_token: str | None = None
     postal_address: str = "Daily ML Papers, 1 Example Street, 00000 Example City"
+    # The envelope sender (MAIL FROM); bounce processing comes later. Unset: the From address.
+    bounce_address: str | None = None
+    # DKIM signing: both set, or neither. The key is a PEM RSA or ed25519 private key;
+    # the signing domain is the From domain unless NEWSLETTER_DKIM_DOMAIN overrides it.
+    dkim_selector: str | None = Field(default=None, pattern=DNS_NAME_PATTERN)
+    dkim_key_file: FilePath | None = None
+    dkim_domain: str | None = Field(default=None, pattern=DNS_NAME_PATTERN)
 
     top_n: int = Field(default=10, ge=1, le=100)
     timezone: str = "UTC"
@@ -193,6 +202,15 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @model_validator(mode="after")
+    def _dkim_selector_and_key_together(self) -> Self:
+        if (self.dkim_selector is None) != (self.dkim_key_file is None):
+            raise ValueError(
+                "NEWSLETTER_DKIM_SELECTOR and NEWSLETTER_DKIM_KEY_FILE go together: set both to "
+                "sign with DKIM, or neither"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Self:
         if self.environment is not Environment.PRODUCTION:
             return self
@@ -221,6 +239,18 @@ class Settings(BaseSettings):
         """The domain of the From address, used in Message-IDs."""
         address = split_mailbox_setting(self.from_address)[1]
         return address.rpartition("@")[2] or "localhost"
+
+    @property
+    def envelope_sender(self) -> str:
+        """The SMTP envelope sender (MAIL FROM): the bounce address, else the From address."""
+        if self.bounce_address:
+            return split_mailbox_setting(self.bounce_address)[1]
+        return split_mailbox_setting(self.from_address)[1]
+
+    @property
+    def dkim_signing_domain(self) -> str:
+        """The DKIM d= domain: NEWSLETTER_DKIM_DOMAIN, else the From domain."""
+        return self.dkim_domain or self.sender_domain
 
 
 def load_settings(**overrides: object) -> Settings:

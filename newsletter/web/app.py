@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsletter import __version__
 from newsletter.core.db import create_db_engine
+from newsletter.core.dkim import DkimSigner
 from newsletter.core.settings import Settings
 from newsletter.core.templating import make_template_environment
 from newsletter.delivery.worker_process import WorkerProcess
@@ -110,6 +111,7 @@ def create_app(
         ),
         confirmation_caps=ConfirmationCaps.from_settings(settings),
         engine=engine,
+        dkim_signer=DkimSigner.from_settings(settings),
     )
 
     @asynccontextmanager

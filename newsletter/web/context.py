@@ -11,6 +11,7 @@ from jinja2 import Environment
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from newsletter.core.dkim import DkimSigner
 from newsletter.core.settings import Settings
 from newsletter.web.pages import PageRenderer
 from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
@@ -26,6 +27,8 @@ class WebContext:
     signup_limiter: SlidingWindowRateLimiter
     confirmation_caps: ConfirmationCaps
     engine: Engine | None = None
+    # Signs confirmation emails; None when DKIM is not configured.
+    dkim_signer: DkimSigner | None = None
 
     @property
     def database(self) -> Engine:

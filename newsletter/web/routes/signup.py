@@ -249,7 +249,9 @@ def _record_signup(web: WebContext, details: SignupDetails) -> ConfirmationEmail
 
 async def deliver_confirmation(web: WebContext, confirmation: ConfirmationEmail) -> None:
     """Send one confirmation email; if it fails, free the slot so a new sign-up can retry."""
-    message = build_confirmation_message(web.settings, web.env, confirmation, now=utc_now())
+    message = build_confirmation_message(
+        web.settings, web.env, confirmation, now=utc_now(), signer=web.dkim_signer
+    )
     try:
         await send_single_message(web.settings, message)
     except DeliveryError as error:
