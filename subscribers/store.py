@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, or_, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
@@ -16,7 +18,8 @@ from sqlmodel import Session, col, select
 from newsletter.core.clock import utc_now
 from newsletter.core.errors import InvalidEmailError, SubscriberNotFoundError
 from newsletter.core.text import has_unsafe_characters, single_line
-from subscribers.models import Subscriber, SubscriberStatus, SuppressionReason
+from subscribers.addresses import mailbox_of
+from subscribers.models import Subscriber, SubscriberStatus, SuppressionReason, new_subscriber_key
 from subscribers.suppressions import suppress_subscribers
 
 MAX_EMAIL_LENGTH = 254
@@ -276,3 +279,128 @@ def mark_bounced(
         .values(status=SubscriberStatus.BOUNCED.value, bounced_at=now, updated_at=now)
     )
     suppress_subscribers(connection, known, reason=SuppressionReason.BOUNCED, now=now)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedSubscriber:
+    """One checked row of an import: a normalised address and what to store for it."""
+
+    email: str
+    name: str | None
+    topics: tuple[str, ...]
+    status: SubscriberStatus  # pending, confirmed or unsubscribed
+
+
+@dataclass(frozen=True, slots=True)
+class ImportBatchResult:
+    """What one batch did: rows added, addresses already present, and re-subscribed ones."""
+
+    added: list[str]  # addresses
+    already_present: list[str]
+    unsubscribed_kept: list[str]  # present as unsubscribed; left alone without `force`
+    resubscribed: list[str]
+    pending_keys: list[str]  # pending rows of this batch that have never been sent a confirmation
+
+
+def existing_statuses(
+    session: Session, *, emails: Sequence[str]
+) -> dict[str, tuple[SubscriberStatus, str, datetime | None]]:
+    """For these addresses (lower-cased), the stored (status, key, confirmation_sent_at)."""
+    lowered = [email.lower() for email in emails]
+    if not lowered:
+        return {}
+    rows = session.exec(
+        select(
+            func.lower(Subscriber.email),
+            Subscriber.status,
+            Subscriber.key,
+            Subscriber.confirmation_sent_at,
+        ).where(func.lower(Subscriber.email).in_(lowered))
+    ).all()
+    return {row[0]: (SubscriberStatus(row[1]), row[2], row[3]) for row in rows}
+
+
+def import_subscribers(
+    session: Session,
+    rows: Sequence[ImportedSubscriber],
+    *,
+    force: bool,
+    now: datetime,
+) -> ImportBatchResult:
+    """Add a batch of checked, deduplicated, unsuppressed rows in the caller's transaction.
+
+    An address already on the list is left as it is, except that `force`
+    re-subscribes one that unsubscribed (to the row's status). New rows are
+    inserted in one statement; a sign-up racing the import for the same
+    address keeps its row (ON CONFLICT DO NOTHING).
+    """
+    result = ImportBatchResult([], [], [], [], [])
+    existing = existing_statuses(session, emails=[row.email for row in rows])
+    new_rows: list[dict[str, object]] = []
+    for row in rows:
+        found = existing.get(row.email.lower())
+        if found is None:
+            key = new_subscriber_key()
+            new_rows.append(_new_row(row, key=key, now=now))
+            result.added.append(row.email)
+            if row.status == SubscriberStatus.PENDING:
+                result.pending_keys.append(key)
+            continue
+        status, key, sent_at = found
+        wants_subscription = row.status != SubscriberStatus.UNSUBSCRIBED
+        if status == SubscriberStatus.UNSUBSCRIBED and wants_subscription:
+            if not force:
+                result.unsubscribed_kept.append(row.email)
+                continue
+            _resubscribe(session, key=key, row=row, now=now)
+            result.resubscribed.append(row.email)
+            if row.status == SubscriberStatus.PENDING:
+                result.pending_keys.append(key)
+            continue
+        result.already_present.append(row.email)
+        # A rerun finishes what a crashed run left: pending rows never asked to confirm.
+        if status == SubscriberStatus.PENDING and sent_at is None and wants_subscription:
+            result.pending_keys.append(key)
+    if new_rows:
+        table = Subscriber.__table__  # type: ignore[attr-defined]
+        dialect = session.connection().dialect.name
+        insert = postgresql_insert(table) if dialect == "postgresql" else sqlite_insert(table)
+        session.connection().execute(insert.on_conflict_do_nothing(), new_rows)
+    return result
+
+
+def _new_row(row: ImportedSubscriber, *, key: str, now: datetime) -> dict[str, object]:
+    confirmed = row.status == SubscriberStatus.CONFIRMED
+    unsubscribed = row.status == SubscriberStatus.UNSUBSCRIBED
+    return {
+        "email": row.email,
+        "mailbox": mailbox_of(row.email),
+        "name": row.name,
+        "status": row.status.value,
+        "key": key,
+        "topics": list(row.topics),
+        "paused": False,
+        "created_at": now,
+        "updated_at": now,
+        "confirmation_sent_at": None,
+        "confirmed_at": now if confirmed else None,
+        "confirmed_ip": None,
+        "unsubscribed_at": now if unsubscribed else None,
+        "bounced_at": None,
+    }
+
+
+def _resubscribe(session: Session, *, key: str, row: ImportedSubscriber, now: datetime) -> None:
+    confirmed = row.status == SubscriberStatus.CONFIRMED
+    session.exec(
+        update(Subscriber)
+        .where(col(Subscriber.key) == key)
+        .values(
+            status=row.status.value,
+            confirmed_at=now if confirmed else None,
+            unsubscribed_at=None,
+            paused=False,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
