@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from sqlalchemy import func, or_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -38,6 +41,9 @@ def normalise_email(raw: str) -> str:
         raise InvalidEmailError(
             "that address contains line breaks, control characters or invisible formatting"
         )
+    quick = _normalise_common_email(candidate)
+    if quick is not None:
+        return quick
     try:
         # The sender speaks plain SMTP without SMTPUTF8, so the address must have an
         # ASCII form: an international domain becomes punycode, a non-ASCII mailbox name
@@ -46,6 +52,39 @@ def normalise_email(raw: str) -> str:
     except EmailNotValidError as error:
         raise InvalidEmailError(f"{candidate!r} is not a valid email address: {error}") from None
     return result.ascii_email or result.normalized
+
+
+# RFC 5322 dot-atom: a mailbox name the validator returns unchanged.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+# Names the validator lower-cases (RFC 2142); they take the full path.
+_CASE_INSENSITIVE_NAMES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+
+
+def _normalise_common_email(candidate: str) -> str | None:
+    """What the validator returns for a plain `name@domain`, checking each domain once; else None.
+
+    An import checks 100,000 addresses on a few thousand domains, and the domain
+    is most of the validator's work. Anything unusual (quoting, a display name,
+    a non-ASCII or case-insensitive mailbox name, a bad domain) returns None and
+    takes the validator's full path, which also words the error.
+    """
+    local, at, domain = candidate.rpartition("@")
+    if not at or not _DOT_ATOM.fullmatch(local) or local.lower() in _CASE_INSENSITIVE_NAMES:
+        return None
+    ascii_domain = _ascii_domain(domain)
+    if ascii_domain is None:
+        return None
+    address = f"{local}@{ascii_domain}"
+    return address if len(address) <= MAX_EMAIL_LENGTH else None
+
+
+@lru_cache(maxsize=8192)
+def _ascii_domain(domain: str) -> str | None:
+    try:
+        result = validate_email(f"a@{domain}", check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError:
+        return None
+    return result.ascii_domain
 
 
 def clean_name(raw: str | None) -> str | None:
