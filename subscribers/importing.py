@@ -17,6 +17,8 @@ Rules, one per column:
 - `status` (optional): empty, `pending`, `confirmed` or `subscribed` take the
   import's mode (confirmed with `--confirmed`, else pending: double opt-in);
   `unsubscribed` imports an opt-out as such; anything else skips the row.
+- `suppressed` (optional, as the export writes it): a row marked suppressed
+  is skipped, so a list moved between installations keeps its blocks.
 """
 
 from __future__ import annotations
@@ -192,6 +194,10 @@ def _check_row(
     if reason is not None:
         skip(f"suppressed ({reason}): the mailbox gets nothing until its owner signs up again")
         return None
+    marked = raw.get("suppressed", "").strip()
+    if marked:  # an export of another list says this mailbox must get nothing
+        skip(f"suppressed in the file ({marked[:40]}): not imported")
+        return None
     topics: list[str] = []
     for topic in _TOPIC_SEPARATORS.split(raw.get("topics", "")):
         topic = topic.strip()
@@ -202,10 +208,12 @@ def _check_row(
             report.warnings.append(
                 SkippedRow(number, email, f"unknown topic {topic[:40]!r} dropped")
             )
-        elif known not in topics:
+        else:
             topics.append(known)
+    # In the list's order, as a sign-up stores them.
+    chosen = tuple(topic for topic in known_topics.values() if topic in topics)
     name = store.clean_name(unquote_formula(raw.get("name", "")))
-    return ImportedSubscriber(email=email, name=name, topics=tuple(topics), status=status)
+    return ImportedSubscriber(email=email, name=name, topics=chosen, status=status)
 
 
 def _write_batch(
