@@ -16,7 +16,8 @@ Rules, one per column:
   not offer is dropped from the row with a warning, and the row is imported.
 - `status` (optional): empty, `pending`, `confirmed` or `subscribed` take the
   import's mode (confirmed with `--confirmed`, else pending: double opt-in);
-  `unsubscribed` imports an opt-out as such; anything else skips the row.
+  `unsubscribed` imports an opt-out as such; `bounced` and `complained` (as an
+  export writes them) and anything else skip the row.
 - `suppressed` (optional, as the export writes it): a row marked suppressed
   is skipped, so a list moved between installations keeps its blocks.
 """
@@ -45,6 +46,7 @@ BATCH_SIZE = 2000
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _TOPIC_SEPARATORS = re.compile(r"[,;]")
 _SUBSCRIBING = {"", "pending", "confirmed", "subscribed"}
+_UNDELIVERABLE = {SubscriberStatus.BOUNCED.value, SubscriberStatus.COMPLAINED.value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,11 @@ def import_csv(
         raise ImportFileError(
             f"the file is not UTF-8 text (after row {report.rows + 1}); save it as CSV UTF-8"
         ) from None
+    except csv.Error as error:  # a field over the csv module's limit, a stray quote at the end
+        raise ImportFileError(
+            f"the file is not readable as CSV after row {report.rows + 1}: {error}; "
+            "the rows before it are imported, and a rerun of a fixed file completes it"
+        ) from None
     _write_batch(engine, batch, force=force, report=report)
     report.skipped.sort(key=lambda row: row.row)  # those left unsubscribed come per batch
     return report
@@ -182,6 +189,9 @@ def _check_row(
         status = mode
     elif status_text == "unsubscribed":
         status = SubscriberStatus.UNSUBSCRIBED
+    elif status_text in _UNDELIVERABLE:
+        skip(f"status {status_text}: the address bounced or complained elsewhere; not imported")
+        return None
     else:
         skip(f"unknown status {status_text[:40]!r} (use pending, confirmed or unsubscribed)")
         return None

@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 
 from newsletter.core.clock import utc_now
 from newsletter.core.db import create_db_engine, session_scope, upgrade_schema
+from newsletter.core.errors import ImportFileError
 from subscribers import suppressions
 from subscribers.importing import import_csv
 from subscribers.models import Subscriber, SubscriberStatus, SuppressionReason
@@ -330,3 +331,26 @@ def test_the_quick_path_returns_what_the_validator_returns(address: str) -> None
         expected = None
     quick = _normalise_common_email(address)
     assert quick is None or quick == expected
+
+
+def test_bounced_rows_are_skipped_and_a_broken_csv_is_refused_after_the_rows_before_it(
+    engine: Engine,
+) -> None:
+    listing = io.StringIO(
+        "email,status\r\nok@example.org,\r\nb@example.org,bounced\r\nc@example.org,complained\r\n"
+        '"d@example.org' + "x" * 200_000 + '",\r\n'
+    )
+
+    with pytest.raises(ImportFileError, match="not readable as CSV after row 4"):
+        import_csv(engine, listing, topics=TOPICS, confirmed=True, batch_size=1)
+
+    assert sorted(_subscribers(engine)) == ["ok@example.org"]
+    report = import_csv(
+        engine,
+        io.StringIO("email,status\nb@example.org,Bounced\n"),
+        topics=TOPICS,
+        confirmed=True,
+    )
+    assert [row.reason for row in report.skipped] == [
+        "status bounced: the address bounced or complained elsewhere; not imported"
+    ]
