@@ -628,7 +628,8 @@ def subscribers_import(
 def _print_import_report(report: ImportReport, *, show: int) -> None:
     console.print(
         f"{report.rows} rows: {report.added} added, {report.already_present} already present, "
-        f"{report.resubscribed} re-subscribed, {len(report.skipped)} skipped, "
+        f"{report.resubscribed} re-subscribed, {report.opted_out} unsubscribed as the file says, "
+        f"{len(report.skipped)} skipped, "
         f"{len(report.warnings)} warnings.",
         highlight=False,
     )

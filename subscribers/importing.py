@@ -16,7 +16,8 @@ Rules, one per column:
   not offer is dropped from the row with a warning, and the row is imported.
 - `status` (optional): empty, `pending`, `confirmed` or `subscribed` take the
   import's mode (confirmed with `--confirmed`, else pending: double opt-in);
-  `unsubscribed` imports an opt-out as such; `bounced` and `complained` (as an
+  `unsubscribed` imports an opt-out as such (and unsubscribes a reader
+  already here); `bounced` and `complained` (as an
   export writes them) and anything else skip the row.
 - `suppressed` (optional, as the export writes it): a row marked suppressed
   is skipped, so a list moved between installations keeps its blocks.
@@ -66,6 +67,7 @@ class ImportReport:
     added: int = 0
     already_present: int = 0
     resubscribed: int = 0
+    opted_out: int = 0  # readers here whom the file lists as unsubscribed
     skipped: list[SkippedRow] = field(default_factory=list)
     warnings: list[SkippedRow] = field(default_factory=list)
     # Pending readers to ask for confirmation (new ones, and ones a crashed run never asked).
@@ -78,6 +80,7 @@ class ImportReport:
             "added": self.added,
             "already_present": self.already_present,
             "resubscribed": self.resubscribed,
+            "opted_out": self.opted_out,
             "skipped": len(self.skipped),
             "warnings": len(self.warnings),
             "confirmations_due": len(self.confirmation_keys),
@@ -241,6 +244,7 @@ def _write_batch(
     report.added += len(result.added)
     report.already_present += len(result.already_present)
     report.resubscribed += len(result.resubscribed)
+    report.opted_out += len(result.opted_out)
     report.confirmation_keys.extend(result.pending_keys)
     for email in result.unsubscribed_kept:
         report.skipped.append(

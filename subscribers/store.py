@@ -338,6 +338,7 @@ class ImportBatchResult:
     already_present: list[str]
     unsubscribed_kept: list[str]  # present as unsubscribed; left alone without `force`
     resubscribed: list[str]
+    opted_out: list[str]  # on the list here, unsubscribed in the file: now unsubscribed
     pending_keys: list[str]  # pending rows of this batch that have never been sent a confirmation
 
 
@@ -368,12 +369,14 @@ def import_subscribers(
 ) -> ImportBatchResult:
     """Add a batch of checked, deduplicated, unsuppressed rows in the caller's transaction.
 
-    An address already on the list is left as it is, except that `force`
-    re-subscribes one that unsubscribed (to the row's status). New rows are
+    An address already on the list is left as it is, except that an
+    `unsubscribed` row unsubscribes a pending or confirmed reader (the list
+    keeps its opt-outs) and `force` re-subscribes one that unsubscribed (to the
+    row's status). New rows are
     inserted in one statement; a sign-up racing the import for the same
     address keeps its row (ON CONFLICT DO NOTHING).
     """
-    result = ImportBatchResult([], [], [], [], [])
+    result = ImportBatchResult([], [], [], [], [], [])
     existing = existing_statuses(session, emails=[row.email for row in rows])
     new_rows: list[dict[str, object]] = []
     for row in rows:
@@ -395,6 +398,11 @@ def import_subscribers(
             result.resubscribed.append(row.email)
             if row.status == SubscriberStatus.PENDING:
                 result.pending_keys.append(key)
+            continue
+        if not wants_subscription and status in _SUBSCRIBED:
+            # An opt-out the list brings along wins over a subscription made here.
+            _unsubscribe_by_key(session, key=key, now=now)
+            result.opted_out.append(row.email)
             continue
         result.already_present.append(row.email)
         # A rerun finishes what a crashed run left: pending rows never asked to confirm.
@@ -427,6 +435,18 @@ def _new_row(row: ImportedSubscriber, *, key: str, now: datetime) -> dict[str, o
         "unsubscribed_at": now if unsubscribed else None,
         "bounced_at": None,
     }
+
+
+_SUBSCRIBED = (SubscriberStatus.PENDING, SubscriberStatus.CONFIRMED)
+
+
+def _unsubscribe_by_key(session: Session, *, key: str, now: datetime) -> None:
+    session.exec(
+        update(Subscriber)
+        .where(col(Subscriber.key) == key)
+        .values(status=SubscriberStatus.UNSUBSCRIBED.value, unsubscribed_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _resubscribe(session: Session, *, key: str, row: ImportedSubscriber, now: datetime) -> None:

@@ -354,3 +354,24 @@ def test_bounced_rows_are_skipped_and_a_broken_csv_is_refused_after_the_rows_bef
     assert [row.reason for row in report.skipped] == [
         "status bounced: the address bounced or complained elsewhere; not imported"
     ]
+
+
+def test_an_opt_out_in_the_file_unsubscribes_a_reader_already_here(engine: Engine) -> None:
+    first = import_csv(
+        engine,
+        io.StringIO("email\nstay@example.org\nleave@example.org\n"),
+        topics=TOPICS,
+        confirmed=True,
+    )
+    moved = "email,status\nstay@example.org,confirmed\nLeave@example.org,unsubscribed\n"
+
+    report = import_csv(engine, io.StringIO(moved), topics=TOPICS, confirmed=True)
+    rerun = import_csv(engine, io.StringIO(moved), topics=TOPICS, confirmed=True)
+
+    assert first.added == 2
+    assert (report.added, report.already_present, report.opted_out) == (0, 1, 1)
+    assert (rerun.already_present, rerun.opted_out) == (2, 0)
+    stored = _subscribers(engine)
+    assert stored["stay@example.org"].status == SubscriberStatus.CONFIRMED
+    assert stored["leave@example.org"].status == SubscriberStatus.UNSUBSCRIBED
+    assert stored["leave@example.org"].unsubscribed_at is not None

@@ -333,6 +333,7 @@ class ImportReportOut(BaseModel):
     added: int
     already_present: int
     resubscribed: int
+    opted_out: int = Field(description="Readers here whom the list names as unsubscribed.")
     skipped: int
     warnings: int
     confirmations_due: int = Field(
