@@ -47,6 +47,7 @@ BATCH_SIZE = 2000
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _TOPIC_SEPARATORS = re.compile(r"[,;]")
 _SUBSCRIBING = {"", "pending", "confirmed", "subscribed"}
+_PARTIAL = "whole batches before that row were imported; a rerun adds only the rest"
 _UNDELIVERABLE = {SubscriberStatus.BOUNCED.value, SubscriberStatus.COMPLAINED.value}
 
 
@@ -127,8 +128,10 @@ def import_csv(
         suppressed = suppressions.active_reasons(session.connection())
     seen: set[str] = set()
     batch: dict[str, tuple[int, ImportedSubscriber]] = {}  # by address, unique in the file
+    last_row = 1  # the header
     try:
         for number, raw in _rows(handle):
+            last_row = number
             report.rows += 1
             checked = _check_row(number, raw, known_topics, mode, suppressed, seen, report)
             if checked is not None:
@@ -138,12 +141,13 @@ def import_csv(
                 batch = {}
     except UnicodeDecodeError:
         raise ImportFileError(
-            f"the file is not UTF-8 text (after row {report.rows + 1}); save it as CSV UTF-8"
+            f"the file is not UTF-8 text after row {last_row}; save it as CSV UTF-8 "
+            f"and import it again ({_PARTIAL})"
         ) from None
     except csv.Error as error:  # a field over the csv module's limit, a stray quote at the end
         raise ImportFileError(
-            f"the file is not readable as CSV after row {report.rows + 1}: {error}; "
-            "the rows before it are imported, and a rerun of a fixed file completes it"
+            f"the file is not readable as CSV after row {last_row}: {error}; "
+            f"fix it and import it again ({_PARTIAL})"
         ) from None
     _write_batch(engine, batch, force=force, report=report)
     report.skipped.sort(key=lambda row: row.row)  # those left unsubscribed come per batch
