@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from sqlalchemy.exc import SQLAlchemyError
 
     from newsletter.core.settings import Settings
+    from subscribers.importing import ImportReport
 
 T = TypeVar("T")
 
@@ -601,6 +602,142 @@ def subscribers_remove(
     with session_scope(_context(ctx).engine()) as session:
         subscriber = remove_subscriber(session, email=email)
         console.print(f"{subscriber.email}: unsubscribed", highlight=False)
+
+
+@subscribers_app.command("import")
+def subscribers_import(
+    ctx: typer.Context,
+    file: Annotated[
+        Path, typer.Argument(help="A CSV file: email, and optionally name, topics, status.")
+    ],
+    confirmed: Annotated[
+        bool,
+        typer.Option(
+            "--confirmed",
+            help="They agreed elsewhere: import them confirmed (else pending, and each is "
+            "sent a confirmation email).",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Re-subscribe addresses that unsubscribed earlier."),
+    ] = False,
+    report_path: Annotated[
+        Path | None,
+        typer.Option("--report", help="Write every skipped row and warning to this CSV file."),
+    ] = None,
+    show: Annotated[int, typer.Option(help="How many skipped rows to print.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Import a subscriber list from CSV; rerunning it adds nothing twice."""
+    from subscribers.importing import import_csv_file
+
+    context = _context(ctx)
+    engine = context.engine()
+    report = import_csv_file(
+        engine, file, topics=context.settings.topics, confirmed=confirmed, force=force
+    )
+    if report_path is not None:
+        _write_import_report(report_path, report)
+    if as_json:
+        print(json.dumps(report.as_dict(limit=show), ensure_ascii=False))
+    else:
+        _print_import_report(report, show=show)
+    if report.confirmation_keys:
+        _send_import_confirmations(context, report.confirmation_keys, quiet=as_json)
+
+
+def _print_import_report(report: ImportReport, *, show: int) -> None:
+    console.print(
+        f"{report.rows} rows: {report.added} added, {report.already_present} already present, "
+        f"{report.resubscribed} re-subscribed, {report.opted_out} unsubscribed as the file says, "
+        f"{len(report.skipped)} skipped, "
+        f"{len(report.warnings)} warnings.",
+        highlight=False,
+    )
+    for title, rows in (("skipped", report.skipped), ("warnings", report.warnings)):
+        if not rows or show <= 0:
+            continue
+        table = Table(title=f"{title} (first {min(show, len(rows))} of {len(rows)})")
+        for column in ("row", "address", "reason"):
+            table.add_column(column)
+        for row in rows[:show]:
+            table.add_row(str(row.row), escape(row.address), escape(row.reason))
+        console.print(table)
+
+
+def _write_import_report(path: Path, report: ImportReport) -> None:
+    import csv
+
+    from subscribers.exporting import neutralise_formula
+
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["row", "address", "reason", "kind"])
+        for kind, rows in (("skipped", report.skipped), ("warning", report.warnings)):
+            for row in rows:
+                writer.writerow(
+                    [row.row, neutralise_formula(row.address), neutralise_formula(row.reason), kind]
+                )
+
+
+def _send_import_confirmations(context: CliContext, keys: list[str], *, quiet: bool) -> None:
+    from rich.progress import Progress
+
+    from newsletter.core.templating import make_template_environment
+    from newsletter.delivery.confirmations import send_import_confirmations
+
+    settings = context.settings
+    env = make_template_environment(settings.templates_dir)
+    with Progress(console=err_console, disable=quiet, transient=True) as progress:
+        task = progress.add_task("confirmation emails", total=len(keys))
+        outcome = _run_async(
+            send_import_confirmations(
+                settings,
+                context.engine(),
+                env,
+                keys,
+                on_each=lambda: progress.advance(task),
+            )
+        )
+    message = (
+        f"Confirmation emails: {outcome.sent} sent, {outcome.not_due} not due, "
+        f"{outcome.failed} failed."
+    )
+    (err_console if quiet else console).print(message, highlight=False)
+    if outcome.failed:
+        err_console.print(
+            "Some confirmation emails could not be sent; rerun the import to retry them.",
+            highlight=False,
+        )
+
+
+@subscribers_app.command("export")
+def subscribers_export(
+    ctx: typer.Context,
+    export_format: Annotated[
+        str, typer.Option("--format", help="csv or json.", case_sensitive=False)
+    ] = "csv",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write to this file (default: standard output).")
+    ] = None,
+) -> None:
+    """Export every subscriber (status, topics, timestamps, suppression), streamed."""
+    from subscribers.exporting import ExportFormat, iter_export
+
+    try:
+        chosen = ExportFormat(export_format.lower())
+    except ValueError:
+        raise typer.BadParameter("choose csv or json", param_hint="--format") from None
+    chunks = iter_export(_context(ctx).engine(), chosen)
+    if out is None:
+        for chunk in chunks:
+            sys.stdout.write(chunk)
+        sys.stdout.flush()
+        return
+    with out.open("w", encoding="utf-8", newline="") as handle:
+        for chunk in chunks:
+            handle.write(chunk)
 
 
 # ---- db --------------------------------------------------------------------------------------

@@ -305,3 +305,22 @@ def change_preferences(
         store.mark_unsubscribed(subscriber)
     session.flush()
     return subscriber
+
+
+def claim_import_confirmation(
+    session: Session, settings: Settings, *, key: str, now: datetime
+) -> ConfirmationEmail | None:
+    """The confirmation due to an imported, pending reader; None if not pending or sent lately.
+
+    The same once-per-interval slot as a sign-up's, so a rerun of an import, or
+    a sign-up racing it, sends one email.
+    """
+    subscriber = store.find_subscriber_by_key(session, key=key)
+    if subscriber is None or subscriber.status != SubscriberStatus.PENDING:
+        return None
+    claim = store.claim_confirmation_slot(
+        session, subscriber, now=now, interval_seconds=settings.confirm_resend_interval_seconds
+    )
+    if claim is None:
+        return None
+    return ConfirmationEmail(email=subscriber.email, name=subscriber.name, claim=claim)

@@ -61,3 +61,7 @@ class ExpiredTokenError(InvalidTokenError):
 
 class DeliveryError(NewsletterError):
     """Sending could not start or continue."""
+
+
+class ImportFileError(SubscriberError, ValueError):
+    """A subscriber list that cannot be imported at all (no `email` column, not UTF-8 text)."""

@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     )
     confirm_token_max_age_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     confirm_resend_interval_seconds: int = Field(default=3600, ge=0)
+    # The largest CSV `POST /admin/subscribers/import` accepts (other bodies stay tiny).
+    import_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     signup_rate_limit: int = Field(default=5, ge=1)
     signup_rate_window_seconds: int = Field(default=3600, ge=1)
     # Confirmation emails per mailbox (address without +tag) and per domain, per window;

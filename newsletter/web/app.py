@@ -30,7 +30,7 @@ from newsletter.core.dkim import DkimSigner
 from newsletter.core.settings import Settings
 from newsletter.core.templating import make_template_environment
 from newsletter.delivery.worker_process import WorkerProcess
-from newsletter.web.body_limit import BodySizeLimitMiddleware
+from newsletter.web.body_limit import BodySizeLimitMiddleware, body_limits
 from newsletter.web.context import WebContext
 from newsletter.web.pages import PageRenderer
 from newsletter.web.proxies import ForwardedClientMiddleware, TrustedProxies
@@ -157,7 +157,11 @@ def create_app(
         app.include_router(module.router)
     _add_error_pages(app, web)
     app.add_middleware(ForwardedClientMiddleware, proxies=TrustedProxies(settings.trusted_proxies))
-    app.add_middleware(BodySizeLimitMiddleware, refusal=_too_large_answer(web))
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        refusal=_too_large_answer(web),
+        limit_for=body_limits(import_max_bytes=settings.import_max_bytes),
+    )
     # Added last, so it is the outermost: every answer gets the headers, a 413 too.
     app.add_middleware(SecurityHeadersMiddleware, https=settings.base_url.startswith("https://"))
     return app

@@ -22,9 +22,22 @@ OTHER_BODY_LIMIT = 4 * 1024
 _FORM_PATHS = ("/subscribe", "/preferences/")
 
 
+# A subscriber list is uploaded here; its limit is a setting (NEWSLETTER_IMPORT_MAX_BYTES).
+IMPORT_PATH = "/admin/subscribers/import"
+
+
 def body_limit_for(path: str) -> int:
     """The largest request body, in bytes, accepted on this path."""
     return FORM_BODY_LIMIT if path.startswith(_FORM_PATHS) else OTHER_BODY_LIMIT
+
+
+def body_limits(*, import_max_bytes: int) -> Callable[[str], int]:
+    """`body_limit_for`, with the subscriber import's own, larger limit."""
+
+    def limit_for(path: str) -> int:
+        return import_max_bytes if path == IMPORT_PATH else body_limit_for(path)
+
+    return limit_for
 
 
 class RequestBodyTooLargeError(Exception):

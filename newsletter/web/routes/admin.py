@@ -11,24 +11,35 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import io
+import tempfile
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from newsletter.core.db import session_scope
-from newsletter.core.errors import DeliveryError, EditionNotFoundError, InvalidEmailError
+from newsletter.core.errors import (
+    DeliveryError,
+    EditionNotFoundError,
+    ImportFileError,
+    InvalidEmailError,
+)
+from newsletter.delivery.confirmations import send_import_confirmations
 from newsletter.delivery.control import cancel_edition, pause_edition, resume_edition, start_edition
 from newsletter.delivery.one_copy import send_test_copy
 from newsletter.delivery.stats import EditionStats, edition_stats
 from newsletter.editions.content import prepare_edition
 from newsletter.models import EditionStatus
-from newsletter.web.context import EngineDep, SettingsDep, WebDep
+from newsletter.web.body_limit import IMPORT_PATH
+from newsletter.web.context import EngineDep, SettingsDep, WebContext, WebDep
 from subscribers import store, suppressions
+from subscribers.exporting import ExportFormat, iter_export
+from subscribers.importing import ImportReport, import_csv
 
 _bearer = HTTPBearer(auto_error=False, description="NEWSLETTER_ADMIN_TOKEN")
 
@@ -299,4 +310,146 @@ def subscriber_counts(engine: EngineDep) -> SubscriberCounts:
         total=sum(counts.values()),
         suppressed={reason.value: count for reason, count in suppressed.items()},
         confirmed_but_suppressed=held_back,
+    )
+
+
+# How many skipped rows and warnings the import's answer lists (the counts cover them all).
+REPORT_ROWS_SHOWN = 1000
+_UPLOAD_CHUNK = 1024 * 1024
+
+
+class ImportRowOut(BaseModel):
+    """A row left out of an import (or imported with a change): where, which address, why."""
+
+    row: int
+    address: str
+    reason: str
+
+
+class ImportReportOut(BaseModel):
+    """What an import did; the row lists hold the first 1,000 of each."""
+
+    rows: int
+    added: int
+    already_present: int
+    resubscribed: int
+    opted_out: int = Field(description="Readers here whom the list names as unsubscribed.")
+    skipped: int
+    warnings: int
+    confirmations_due: int = Field(
+        description="Pending readers who are being sent a confirmation email."
+    )
+    skipped_rows: list[ImportRowOut]
+    warning_rows: list[ImportRowOut]
+
+
+@router.post(
+    IMPORT_PATH.removeprefix(router.prefix),
+    response_model=ImportReportOut,
+    responses={
+        413: {"model": Problem, "description": "Larger than NEWSLETTER_IMPORT_MAX_BYTES."},
+        415: {"model": Problem},
+        422: {"model": Problem, "description": "No `email` column, or not UTF-8 text."},
+    },
+    summary="Import subscribers from CSV (multipart field `file`, or a text/csv body)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                },
+            },
+        }
+    },
+)
+async def import_subscribers(
+    request: Request,
+    web: WebDep,
+    background: BackgroundTasks,
+    confirmed: Annotated[
+        bool, Query(description="They agreed elsewhere: import them confirmed.")
+    ] = False,
+    force: Annotated[
+        bool, Query(description="Re-subscribe addresses that unsubscribed earlier.")
+    ] = False,
+) -> ImportReportOut:
+    """Import a CSV list as `newsletter subscribers import` does; pending readers are emailed.
+
+    The body is spooled to a temporary file as it arrives (never held whole in
+    memory) and imported in the threadpool. The bearer token is checked before
+    the first byte is read.
+    """
+    with tempfile.TemporaryFile() as spool:
+        await _spool_upload(request, spool)
+        spool.seek(0)
+        try:
+            report = await run_in_threadpool(_import_spooled, web, spool, confirmed, force)
+        except ImportFileError as error:
+            raise HTTPException(status_code=422, detail=str(error)) from None
+    if report.confirmation_keys:
+        background.add_task(_send_confirmations, web, report.confirmation_keys)
+    return ImportReportOut.model_validate(report.as_dict(limit=REPORT_ROWS_SHOWN))
+
+
+async def _spool_upload(request: Request, spool: IO[bytes]) -> None:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        # Starlette spools each uploaded file to disk past 1 MB.
+        form = await request.form(max_files=1, max_fields=10)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(status_code=422, detail="upload the CSV as the form field `file`")
+        while chunk := await upload.read(_UPLOAD_CHUNK):
+            await run_in_threadpool(spool.write, chunk)
+        await upload.close()
+    elif content_type in ("text/csv", "text/plain", "application/csv"):
+        async for chunk in request.stream():
+            await run_in_threadpool(spool.write, chunk)
+    else:
+        raise HTTPException(
+            status_code=415, detail="send the list as text/csv, or as multipart/form-data `file`"
+        )
+
+
+def _import_spooled(
+    web: WebContext, spool: IO[bytes], confirmed: bool, force: bool
+) -> ImportReport:
+    text = io.TextIOWrapper(spool, encoding="utf-8-sig", newline="")
+    try:
+        return import_csv(
+            web.database, text, topics=web.settings.topics, confirmed=confirmed, force=force
+        )
+    finally:
+        text.detach()  # the spool is closed by its owner
+
+
+async def _send_confirmations(web: WebContext, keys: list[str]) -> None:
+    await send_import_confirmations(web.settings, web.database, web.env, keys)
+
+
+@router.get(
+    "/subscribers/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}, "application/json": {}}}},
+    summary="Export every subscriber as CSV or JSON, streamed",
+)
+def export_subscribers(
+    engine: EngineDep,
+    export_format: Annotated[ExportFormat, Query(alias="format")] = ExportFormat.CSV,
+) -> StreamingResponse:
+    """Every reader with status, topics, timestamps and suppression, read in batches."""
+    media_type = (
+        "application/json" if export_format is ExportFormat.JSON else "text/csv; charset=utf-8"
+    )
+    filename = f"subscribers.{export_format.value}"
+    return StreamingResponse(
+        iter_export(engine, export_format),
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
