@@ -586,6 +586,8 @@ async def test_readers_who_leave_after_the_send_started_get_nothing(
         assert rows[gone].status is DeliveryStatus.FAILED
         assert "left or paused after the send started" in (rows[gone].last_error or "")
     assert not any(row.status is DeliveryStatus.QUEUED for row in rows.values())
+    # Everyone still subscribed was reached: those who left are no failure of the send.
+    assert edition_status(engine)[0] is EditionStatus.SENT
 
 
 def test_rows_held_by_a_dead_process_on_this_machine_return_at_once(

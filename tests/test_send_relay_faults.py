@@ -261,3 +261,24 @@ def test_newsletter_send_against_a_relay_that_wants_a_login_exits_3_and_resume_d
     assert result.returncode == 0, result.stdout + result.stderr
     assert received(smtp_server) == Counter(readers)
     assert edition_status(engine, SAMPLE_DAY)[0] is EditionStatus.SENT
+
+
+async def test_an_edition_that_missed_readers_finishes_with_failures_not_sent(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    readers = seed_subscribers(engine, 5)
+    gone, refused = readers[0], readers[3]
+    replies = {gone: "550 5.1.1 no such user", refused: "554 5.6.0 message refused"}
+    smtp_server.handler.fault = lambda stage, rcpt, n: (
+        replies.get(rcpt) if stage == "rcpt" else None
+    )
+    make_edition(engine)
+
+    report = await send_edition(settings, engine, edition_date=DAY)
+
+    assert (report.sent, report.failed, report.bounced) == (3, 1, 1)
+    assert edition_status(engine)[0] is EditionStatus.FINISHED_WITH_FAILURES
+    # Finished is finished: a second send queues nothing and says so truthfully.
+    again = await send_edition(settings, engine, edition_date=DAY)
+    assert (again.queued, again.sent, again.already_done) == (0, 0, 5)
+    assert received(smtp_server) == Counter(set(readers) - {gone, refused})

@@ -27,6 +27,7 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Connection,
+    Exists,
     Select,
     String,
     bindparam,
@@ -53,6 +54,9 @@ editions = Edition.__table__  # type: ignore[attr-defined]
 subscribers = Subscriber.__table__  # type: ignore[attr-defined]
 
 MAX_ERROR_LENGTH = 500
+# The error of a row whose reader left (or paused) after the audience was fixed: not a failure
+# of the send, so an edition whose other rows were all sent still ends `sent`.
+LEFT_BEFORE_SENDING = "not sent: the subscriber left or paused after the send started"
 
 
 def clean_error_text(text: str) -> str:
@@ -446,17 +450,33 @@ def _aggregate_time(value: object) -> dt.datetime:
 
 
 def finish_editions(connection: Connection, *, edition_id: int | None, now: dt.datetime) -> int:
-    """Mark sending editions (or the given one) `sent` when no row is left queued."""
-    nothing_queued = ~exists().where(
-        deliveries.c.edition_id == editions.c.id,
-        deliveries.c.status == DeliveryStatus.QUEUED.value,
-        deliveries.c.is_test == false(),
+    """End sending editions (or the given one) when no row is left queued.
+
+    `sent` when every reader's row ended `sent` (or they left meanwhile),
+    else `finished_with_failures`.
+    """
+
+    def rows_where(*conditions: ColumnElement[bool]) -> Exists:
+        return exists().where(
+            deliveries.c.edition_id == editions.c.id, deliveries.c.is_test == false(), *conditions
+        )
+
+    nothing_queued = ~rows_where(deliveries.c.status == DeliveryStatus.QUEUED.value)
+    not_reached = rows_where(
+        deliveries.c.status != DeliveryStatus.SENT.value,
+        or_(deliveries.c.last_error.is_(None), deliveries.c.last_error != LEFT_BEFORE_SENDING),
     )
     conditions = [nothing_queued]
     if edition_id is not None:
         conditions.append(editions.c.id == edition_id)
-    statement = transition_statement(EditionEvent.FINISH, *conditions, send_finished_at=now)
-    return connection.execute(statement).rowcount
+    finished = 0
+    for event, reached in (
+        (EditionEvent.FINISH_WITH_FAILURES, not_reached),
+        (EditionEvent.FINISH, ~not_reached),
+    ):
+        statement = transition_statement(event, *conditions, reached, send_finished_at=now)
+        finished += connection.execute(statement).rowcount
+    return finished
 
 
 def count_sending(connection: Connection) -> dict[DeliveryStatus, int]:

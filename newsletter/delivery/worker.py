@@ -69,6 +69,7 @@ from newsletter.delivery.control import (
     start_edition,
 )
 from newsletter.delivery.ledger import (
+    LEFT_BEFORE_SENDING,
     ClaimedDelivery,
     MessageIdParts,
     Outcome,
@@ -110,7 +111,6 @@ FLUSH_MAX_ROWS = 128
 IDLE_POLL_SECONDS = 1.0
 STATUS_CHECK_SECONDS = 1.0
 MAX_RETRY_DELAY_SECONDS = 6 * 3600.0
-LEFT_BEFORE_SENDING = "not sent: the subscriber left or paused after the send started"
 # Temporary codes named by the issue; any other 4xx is temporary as well.
 _BOUNCE_CODES = frozenset({550, 551, 553})
 # Policy refusals (5.7.x) of this many different readers in a row are the relay's, not theirs.
@@ -1001,7 +1001,7 @@ async def send_edition(
     already_done = sum(counts.values()) - queued
     if progress is not None:
         progress.started(sum(counts.values()), already_done)
-    if edition.status is EditionStatus.SENT:
+    if edition.status in (EditionStatus.SENT, EditionStatus.FINISHED_WITH_FAILURES):
         report = SendReport(edition_date, 0, 0, 0, 0, already_done, None, 0.0)
         if progress is not None:
             progress.finished(report)

@@ -173,6 +173,9 @@ def _why_not_started(stats: EditionStats) -> str:
             f"POST /admin/editions/{day}/resume continues it"
         ),
         EditionStatus.SENT: f"the edition of {day} has been sent already",
+        EditionStatus.FINISHED_WITH_FAILURES: (
+            f"the edition of {day} has been sent already, and some readers were not reached"
+        ),
         EditionStatus.CANCELLED: f"the edition of {day} was cancelled; it cannot be sent",
     }[stats.status]
 
