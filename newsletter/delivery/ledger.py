@@ -174,6 +174,33 @@ def start_sending(connection: Connection, *, edition_id: int, now: dt.datetime) 
     return queue_audience(connection, edition_id=edition_id, now=now)
 
 
+def requeue_failed(connection: Connection, *, edition_id: int) -> int:
+    """Queue an edition's `failed` rows again, attempts reset, Message-ID kept; how many.
+
+    Not the readers who bounced, left, paused or are suppressed since: only those
+    who still want the digest and whose delivery failed.
+    """
+    statement = (
+        update(deliveries)
+        .where(
+            deliveries.c.edition_id == edition_id,
+            deliveries.c.is_test == false(),
+            deliveries.c.status == DeliveryStatus.FAILED.value,
+            deliveries.c.subscriber_id.is_not(None),
+            or_(deliveries.c.last_error.is_(None), deliveries.c.last_error != LEFT_BEFORE_SENDING),
+            _still_subscribed(),
+        )
+        .values(
+            status=DeliveryStatus.QUEUED.value,
+            attempts=0,
+            next_attempt_at=None,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+    )
+    return connection.execute(statement).rowcount
+
+
 def _sending_editions(edition_id: int | None) -> Select[tuple[int]]:
     """The ids of editions being sent (only the given one, if any)."""
     statement = select(editions.c.id).where(editions.c.status == EditionStatus.SENDING.value)

@@ -22,7 +22,13 @@ from starlette.concurrency import run_in_threadpool
 
 from newsletter.core.db import session_scope
 from newsletter.core.errors import DeliveryError, EditionNotFoundError, InvalidEmailError
-from newsletter.delivery.control import cancel_edition, pause_edition, resume_edition, start_edition
+from newsletter.delivery.control import (
+    cancel_edition,
+    pause_edition,
+    resume_edition,
+    retry_failed,
+    start_edition,
+)
 from newsletter.delivery.one_copy import send_test_copy
 from newsletter.delivery.stats import EditionStats, edition_stats
 from newsletter.editions.content import prepare_edition
@@ -146,7 +152,7 @@ def _read_stats(engine: EngineDep, day: dt.date) -> EditionStats:
         raise HTTPException(status_code=404, detail=str(error)) from None
 
 
-def _change(change: Callable[..., None], engine: EngineDep, day: dt.date, **options: Any) -> None:
+def _change(change: Callable[..., object], engine: EngineDep, day: dt.date, **options: Any) -> None:
     try:
         change(engine, day, **options)
     except EditionNotFoundError as error:
@@ -275,6 +281,19 @@ def pause(day: dt.date, engine: EngineDep) -> EditionStatsOut:
 def resume(day: dt.date, request: Request, engine: EngineDep) -> JSONResponse:
     """Mark the edition sending again (a no-op when it is); answers at once."""
     _change(resume_edition, engine, day)
+    return _accepted(request, _read_stats(engine, day))
+
+
+@router.post(
+    "/editions/{day}/retry-failed",
+    status_code=202,
+    response_model=SendStarted,
+    responses=_CONFLICT,
+    summary="Queue again the failed readers of an edition that finished with failures",
+)
+def retry_failed_readers(day: dt.date, request: Request, engine: EngineDep) -> JSONResponse:
+    """Queue the failed rows again (not bounced, left or suppressed) and mark it sending."""
+    _change(retry_failed, engine, day)
     return _accepted(request, _read_stats(engine, day))
 
 
