@@ -51,12 +51,16 @@ class RecordingProgress:
         self.started_with: tuple[int, int] | None = None
         self.advanced_with: list[DeliveryStatus] = []
         self.report: SendReport | None = None
+        self.waits: list[tuple[int, dt.datetime, str | None]] = []
 
     def started(self, total: int, already_done: int) -> None:
         self.started_with = (total, already_done)
 
     def advanced(self, status: DeliveryStatus) -> None:
         self.advanced_with.append(status)
+
+    def waiting(self, count: int, until: dt.datetime, last_reply: str | None) -> None:
+        self.waits.append((count, until, last_reply))
 
     def finished(self, report: SendReport) -> None:
         self.report = report

@@ -4,15 +4,21 @@ fails nobody, and a resume reaches every reader exactly once."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import io
+import socket
 import subprocess
 import sys
 from collections import Counter
 
 import pytest
+from rich.console import Console
 from sqlalchemy import Engine
 
 from newsletter.core.settings import Settings
 from newsletter.delivery.ledger import OutcomeKind
+from newsletter.delivery.progress import RichSendProgress, describe_wait
+from newsletter.delivery.report import SendReport
 from newsletter.delivery.transport import SmtpReply, SmtpStage
 from newsletter.delivery.worker import (
     EARLY_TRIP_ATTEMPTS,
@@ -282,3 +288,77 @@ async def test_an_edition_that_missed_readers_finishes_with_failures_not_sent(
     again = await send_edition(settings, engine, edition_date=DAY)
     assert (again.queued, again.sent, again.already_done) == (0, 0, 5)
     assert received(smtp_server) == Counter(set(readers) - {gone, refused})
+
+
+class WaitRecorder:
+    """A SendProgress that keeps what `waiting` was told."""
+
+    def __init__(self) -> None:
+        self.waits: list[tuple[int, dt.datetime, str | None]] = []
+
+    def started(self, total: int, already_done: int) -> None:
+        pass
+
+    def advanced(self, status: DeliveryStatus) -> None:
+        pass
+
+    def waiting(self, count: int, until: dt.datetime, last_reply: str | None) -> None:
+        self.waits.append((count, until, last_reply))
+
+    def finished(self, report: SendReport) -> None:
+        pass
+
+
+async def test_rows_waiting_on_backoff_are_shown_with_their_time_and_the_last_reply(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    readers = seed_subscribers(engine, 3)
+    smtp_server.handler.fault = lambda stage, rcpt, n: (
+        "451 4.3.0 busy" if stage == "rcpt" and rcpt == readers[0] and n == 1 else None
+    )
+    make_edition(engine)
+    progress = WaitRecorder()
+    patient = settings.model_copy(update={"send_retry_base_seconds": 0.3})
+
+    report = await send_edition(
+        patient, engine, edition_date=DAY, progress=progress, jitter=lambda low, high: high
+    )
+
+    assert report.sent == 3
+    assert progress.waits, "the wait for the retry was never shown"
+    count, until, last_reply = progress.waits[0]
+    assert (count, last_reply) == (1, "451 4.3.0 busy")
+    row = next(r for r in ledger_rows(engine) if r.email == readers[0])
+    assert row.attempts == 2 and row.sent_at is not None and until <= row.sent_at
+
+
+def test_the_progress_bar_says_who_waits_until_when_and_why() -> None:
+    until = dt.datetime(2026, 3, 2, 6, 30, 5, tzinfo=dt.UTC)
+    assert describe_wait(4, until, "451 4.3.0 busy [x]") == (
+        "4 waiting to retry until 06:30:05 UTC; last reply: 451 4.3.0 busy [x]"
+    )
+    output = io.StringIO()
+    with RichSendProgress(Console(file=output, width=200, force_terminal=False)) as bar:
+        bar.started(5, 0)
+        bar.waiting(4, until, "451 4.3.0 busy [x]")
+    assert "4 waiting to retry until 06:30:05 UTC; last reply: 451 4.3.0 busy [x]" in (
+        output.getvalue()
+    )
+
+
+async def test_a_relay_that_never_greets_pauses_within_the_smtp_timeout(
+    settings: Settings, engine: Engine
+) -> None:
+    seed_subscribers(engine, 3)
+    make_edition(engine)
+    with socket.socket() as silent:  # accepts connections (the kernel does) and says nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        quiet = settings.model_copy(update={"smtp_port": port, "smtp_timeout_seconds": 0.5})
+        report = await send_edition(quiet, engine, edition_date=DAY)
+
+    assert report.paused_reason is not None
+    assert report.paused_reason.startswith(f"cannot connect to 127.0.0.1:{port}: ")
+    assert report.elapsed_seconds < 10 * quiet.smtp_timeout_seconds
+    assert untouched(engine) == {(DeliveryStatus.QUEUED, 0)}

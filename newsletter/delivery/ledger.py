@@ -455,6 +455,13 @@ def next_wake_time(connection: Connection, *, edition_id: int | None) -> dt.date
 
     None when no row is queued; a time in the past when one is claimable now.
     """
+    return queued_and_next_wake_time(connection, edition_id=edition_id)[1]
+
+
+def queued_and_next_wake_time(
+    connection: Connection, *, edition_id: int | None
+) -> tuple[int, dt.datetime | None]:
+    """How many rows of sending editions (or the given one) are queued, and `next_wake_time`."""
     count, retry_at, lease_until = connection.execute(
         select(
             func.count(),
@@ -463,10 +470,10 @@ def next_wake_time(connection: Connection, *, edition_id: int | None) -> dt.date
         ).where(*_queued_rows(edition_id))
     ).one()
     if not count:
-        return None
+        return 0, None
     times = [_aggregate_time(value) for value in (retry_at, lease_until) if value is not None]
     # Queued rows with neither time set are claimable right now.
-    return min(times) if times else dt.datetime.min.replace(tzinfo=dt.UTC)
+    return count, min(times) if times else dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 def _aggregate_time(value: object) -> dt.datetime:

@@ -385,6 +385,7 @@ class _Worker:
         self.suspects: dict[int, list[tuple[ClaimedDelivery, str, SmtpReply]]] = {}
         self.sent = self.failed = self.bounced = self.skipped = 0
         self.paused_reason: str | None = None
+        self.last_refusal: str | None = None  # the last reply that sent a row to wait for a retry
 
     # -- database calls run on the event loop, between sends --
 
@@ -553,7 +554,9 @@ class _Worker:
                 if status is EditionStatus.PAUSED:
                     self.paused_reason = reason or "paused"
                 return True
-        wake = await self._db(lambda c: ledger.next_wake_time(c, edition_id=edition_id))
+        waiting, wake = await self._db(
+            lambda c: ledger.queued_and_next_wake_time(c, edition_id=edition_id)
+        )
         if wake is None:
             await self._db(
                 lambda c: ledger.finish_editions(c, edition_id=edition_id, now=self.clock())
@@ -568,6 +571,9 @@ class _Worker:
             await _wait_briefly(self.stop, IDLE_POLL_SECONDS)
             return False
         delay = (wake - self.clock()).total_seconds()
+        if delay > 0 and self.progress is not None:
+            # Every row left waits on its backoff: say so rather than sit silent.
+            self.progress.waiting(waiting, wake, self.last_refusal)
         await _wait_briefly(self.stop, min(max(delay, 0.01), IDLE_POLL_SECONDS))
         return False
 
@@ -711,6 +717,7 @@ class _Worker:
         text = clean_error_text(reply.text)
         next_attempt_at = None
         if kind is OutcomeKind.RETRY:
+            self.last_refusal = f"{reply.code if reply.code is not None else 'no reply'} {text}"
             failed_at = self.clock()
             delay = retry_delay(settings.send_retry_base_seconds, attempt, jitter=self.jitter)
             next_attempt_at = failed_at + dt.timedelta(seconds=delay)
