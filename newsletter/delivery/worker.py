@@ -303,12 +303,14 @@ class _FailureWindow:
         self.threshold = threshold
         self._outcomes: deque[bool] = deque(maxlen=size)
         self.failures = 0
-
         self.failing_in_a_row = 0
 
     def record(self, failed: bool) -> bool:
-        """Add an attempt; True when the window is full and fails more than the threshold,
-        or when the last EARLY_TRIP_ATTEMPTS attempts all failed (so a small list trips too)."""
+        """Add an attempt; True when the edition should pause.
+
+        That is when the window is full and fails more than the threshold, or when
+        the last EARLY_TRIP_ATTEMPTS attempts all failed (so a small list trips too).
+        """
         if len(self._outcomes) == self.size and self._outcomes[0]:
             self.failures -= 1
         self._outcomes.append(failed)
@@ -701,6 +703,10 @@ class _Worker:
         """Record held policy refusals as their readers' own (the streak was broken)."""
         editions = list(self.suspects) if edition_id is None else [edition_id]
         for each in editions:
+            if each in self.stopped:
+                # Paused or cancelled meanwhile: undecided, so back to the queue as they were.
+                self._release_suspects(each)
+                continue
             for job, message_id, reply in self.suspects.pop(each, []):
                 await self._record_refusal(job, message_id, reply)
 
