@@ -214,6 +214,14 @@ def send(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show who would receive it; send and record nothing.")
     ] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed",
+            help="Queue again the readers whose delivery failed (not those who bounced or "
+            "left) of an edition that finished with failures, and send to them.",
+        ),
+    ] = False,
     # The spellings of earlier versions, kept working: each is now a command of its own.
     to: Annotated[str | None, typer.Option("--to", hidden=True)] = None,
     pause: Annotated[bool, typer.Option("--pause", hidden=True)] = False,
@@ -224,8 +232,10 @@ def send(
 
     See also `test-send`, `pause`, `resume` and `cancel`.
     """
-    if sum([pause, resume, cancel, dry_run, to is not None]) > 1:
-        raise ConfigurationError("use only one of --pause, --resume, --cancel, --dry-run, --to")
+    if sum([pause, resume, cancel, dry_run, retry_failed, to is not None]) > 1:
+        raise ConfigurationError(
+            "use only one of --pause, --resume, --cancel, --dry-run, --retry-failed, --to"
+        )
     if to is not None:
         return test_send(ctx, to=to, date=date)
     if pause:
@@ -234,6 +244,8 @@ def send(
         return cancel_command(ctx, date=date)
     if resume:
         return resume_command(ctx, date=date)
+    if retry_failed:
+        return _retry_failed(ctx, date=date)
     from newsletter.editions.content import prepare_edition
 
     context = _context(ctx)
@@ -242,6 +254,16 @@ def send(
     if dry_run:
         _print_dry_run(context, day, edition.subject)
         return
+    _send_and_report(context, day)
+
+
+def _retry_failed(ctx: typer.Context, *, date: dt.datetime | None) -> None:
+    from newsletter.delivery.control import retry_failed
+
+    context = _context(ctx)
+    day = _day(context.settings, date)
+    requeued = retry_failed(context.engine(), day)
+    console.print(f"Queued again {requeued} readers whose delivery failed.")
     _send_and_report(context, day)
 
 
@@ -496,11 +518,36 @@ def run(
     date: DateOption = None,
     source: Annotated[str, typer.Option(help="Where papers come from: hf or arxiv.")] = "hf",
 ) -> None:
-    """Ingest, rank, render and send a day's digest: what cron runs every day."""
+    """Ingest, rank, render and send a day's digest: what cron runs every day.
+
+    Exits 3 when the send paused, 4 when it finished without reaching every reader.
+    """
+    from newsletter.delivery.stats import edition_stats
+    from newsletter.models import DeliveryStatus, EditionStatus
+
     ctx.invoke(ingest, ctx=ctx, date=date, source=source, file=None)
     ctx.invoke(
-        send, ctx=ctx, date=date, dry_run=False, to=None, pause=False, resume=False, cancel=False
+        send,
+        ctx=ctx,
+        date=date,
+        dry_run=False,
+        retry_failed=False,
+        to=None,
+        pause=False,
+        resume=False,
+        cancel=False,
     )
+    context = _context(ctx)
+    stats = edition_stats(context.engine(), _day(context.settings, date))
+    if stats.status is EditionStatus.FINISHED_WITH_FAILURES:
+        failed = stats.deliveries.get(DeliveryStatus.FAILED, 0)
+        bounced = stats.deliveries.get(DeliveryStatus.BOUNCED, 0)
+        err_console.print(
+            f"[bold yellow]The edition did not reach every reader:[/] {failed} failed, "
+            f"{bounced} bounced; `newsletter send --retry-failed` tries the failed ones again.",
+            highlight=False,
+        )
+        raise typer.Exit(4)
 
 
 # ---- web -------------------------------------------------------------------------------------

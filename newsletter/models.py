@@ -58,7 +58,8 @@ class EditionStatus(StrEnum):
     DRAFT = "draft"  # ranked and rendered, not sent
     SENDING = "sending"
     PAUSED = "paused"
-    SENT = "sent"
+    SENT = "sent"  # every queued reader got it (or left meanwhile)
+    FINISHED_WITH_FAILURES = "finished_with_failures"  # nothing queued, someone not reached
     CANCELLED = "cancelled"
 
 
@@ -69,7 +70,7 @@ class Edition(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     date: dt.date = Field(unique=True)
-    status: EditionStatus = Field(default=EditionStatus.DRAFT, sa_type=String(16))
+    status: EditionStatus = Field(default=EditionStatus.DRAFT, sa_type=String(32))
     subject: str = Field(default="", max_length=300)
     html: str = Field(default="", sa_column=Column(Text, nullable=False))
     text: str = Field(default="", sa_column=Column(Text, nullable=False))

@@ -198,7 +198,7 @@ def test_send_fails_rows_it_cannot_address_and_delivers_the_rest(
     assert sorted(smtp_server.handler.recipients()) == ["ada@example.org", "cy@example.org"]
     stats = json.loads(run_cli("stats", "--date", DAY, "--json", env=cli_env).stdout)
     assert (stats["status"], stats["deliveries"]["sent"], stats["deliveries"]["failed"]) == (
-        "sent",
+        "finished_with_failures",  # two readers could not be reached
         2,
         2,
     )
@@ -368,3 +368,35 @@ def test_the_operator_commands_and_their_old_spellings_say_the_same(
     assert cancel.returncode == old_cancel.returncode == 1
     assert "sent already" in cancel.stderr and cancel.stderr == old_cancel.stderr
     assert "Traceback" not in cancel.stderr + old_cancel.stderr
+
+
+def test_run_exits_4_when_a_reader_was_not_reached_and_retry_failed_reaches_them(
+    cli_env: dict[str, str], papers_file: Path, smtp_server: RecordingSmtpServer
+) -> None:
+    from tests.support.feed_server import FeedResponse, running_feed_server
+
+    smtp_server.handler.fault = lambda stage, rcpt, n: (
+        "554 5.6.0 message refused" if stage == "rcpt" and rcpt == "bob@example.org" else None
+    )
+    day_papers = json.loads(papers_file.read_text(encoding="utf-8"))
+    with running_feed_server() as feeds:
+        feeds.serve("/api/daily_papers", FeedResponse.json(day_papers))
+        env = dict(cli_env, NEWSLETTER_HF_API_URL=feeds.url("/api/daily_papers"))
+        for reader in ("ada@example.org", "bob@example.org"):
+            run_cli("subscribers", "add", reader, "--confirmed", env=env)
+        result = run_cli("run", "--date", DAY, env=env, check=False)
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert (
+        "The edition did not reach every reader: 1 failed, 0 bounced; "
+        "`newsletter send --retry-failed` tries the failed ones again."
+    ) in result.stderr
+    assert smtp_server.handler.recipients() == ["ada@example.org"]
+    status = run_cli("stats", "--date", DAY, env=env)
+    assert "finished_with_failures" in status.stdout
+
+    smtp_server.handler.fault = None
+    retried = run_cli("send", "--retry-failed", "--date", DAY, env=env)
+    assert "Queued again 1 readers whose delivery failed." in retried.stdout
+    assert sorted(smtp_server.handler.recipients()) == ["ada@example.org", "bob@example.org"]
+    assert "finished_with_failures" not in run_cli("stats", "--date", DAY, env=env).stdout

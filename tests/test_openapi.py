@@ -45,7 +45,7 @@ def test_json_endpoints_never_answer_5xx(web_schema: Any) -> None:
         result.ok()
         for result in web_schema.include(path_regex=r"^/(subscribe|admin/)").get_all_operations()
     ]
-    assert len(operations) == 10  # with the subscriber import and export
+    assert len(operations) == 11  # with retry-failed and the subscriber import and export
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     for operation in operations:
 

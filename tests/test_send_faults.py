@@ -323,7 +323,8 @@ async def test_random_drops_and_refusals_end_every_row_by_the_rules(
             assert row.last_code in (None, 451)
     assert {r.email for r in rows if r.status is DeliveryStatus.BOUNCED} == dead
     assert report.sent + report.failed + report.bounced == 80
-    assert edition_status(engine)[0] is EditionStatus.SENT
+    # Bounced and failed readers were not reached: the edition says so.
+    assert edition_status(engine)[0] is EditionStatus.FINISHED_WITH_FAILURES
 
 
 async def test_failure_rate_pauses_the_edition_and_resume_finishes_it(
@@ -391,7 +392,7 @@ async def test_rows_whose_message_cannot_be_prepared_fail_alone_and_the_send_goe
     assert "'gone+a-key-00000'" in bad_key.last_error
     assert "cannot address a message to 'no address@example.org'" in (bad_address.last_error or "")
     assert (report.sent, report.failed, report.bounced) == (6, 2, 0)
-    assert edition_status(engine) == (EditionStatus.SENT, None)
+    assert edition_status(engine) == (EditionStatus.FINISHED_WITH_FAILURES, None)
     assert subscriber_status(engine, "gone@example.org") is SubscriberStatus.CONFIRMED
 
 

@@ -97,7 +97,10 @@ async def connect(client: aiosmtplib.SMTP) -> SmtpReply | None:
         text = describe_login_refusal(client.hostname or "", client.port or 0, error)
         return SmtpReply(error.code, text, SmtpStage.LOGIN)
     except aiosmtplib.SMTPResponseException as error:
-        return SmtpReply(error.code, error.message, SmtpStage.CONNECT)
+        # The greeting, EHLO or STARTTLS refused: the session, not any recipient.
+        where = f"{client.hostname}:{client.port}"
+        text = f"the SMTP server {where} refused the session ({error.code} {error.message})"
+        return SmtpReply(error.code, text, SmtpStage.CONNECT)
     except (aiosmtplib.SMTPException, OSError) as error:
         where = f"{client.hostname}:{client.port}"
         return SmtpReply(None, f"cannot connect to {where}: {error}", SmtpStage.CONNECT)

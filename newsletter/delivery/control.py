@@ -1,4 +1,4 @@
-"""The operator's controls of a send: start, pause, resume, cancel.
+"""The operator's controls of a send: start, pause, resume, cancel, retry the failed rows.
 
 Each is one short transaction on the ledger that returns at once; none sends
 anything. Workers (`worker.run_worker`, `newsletter worker`) notice the change
@@ -27,6 +27,7 @@ __all__ = [
     "load_rendered_edition",
     "pause_edition",
     "resume_edition",
+    "retry_failed",
     "start_edition",
 ]
 
@@ -93,6 +94,24 @@ def resume_edition(engine: Engine, edition_date: dt.date) -> None:
         next_status(edition.status, EditionEvent.RESUME, edition=_label(edition_date))
         assert edition.id is not None
         apply_event(connection, edition_id=edition.id, event=EditionEvent.RESUME)
+
+
+def retry_failed(engine: Engine, edition_date: dt.date) -> int:
+    """Queue a finished edition's failed rows again and mark it sending; how many were queued.
+
+    Each row keeps its Message-ID; its attempts start again from zero.
+    """
+    with engine.begin() as connection:
+        edition = load_edition(connection, edition_date, lock=True)
+        next_status(edition.status, EditionEvent.RETRY_FAILED, edition=_label(edition_date))
+        assert edition.id is not None
+        apply_event(
+            connection,
+            edition_id=edition.id,
+            event=EditionEvent.RETRY_FAILED,
+            send_finished_at=None,
+        )
+        return ledger.requeue_failed(connection, edition_id=edition.id)
 
 
 def cancel_edition(engine: Engine, edition_date: dt.date) -> None:

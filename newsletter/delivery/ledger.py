@@ -27,6 +27,7 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Connection,
+    Exists,
     Select,
     String,
     bindparam,
@@ -53,6 +54,9 @@ editions = Edition.__table__  # type: ignore[attr-defined]
 subscribers = Subscriber.__table__  # type: ignore[attr-defined]
 
 MAX_ERROR_LENGTH = 500
+# The error of a row whose reader left (or paused) after the audience was fixed: not a failure
+# of the send, so an edition whose other rows were all sent still ends `sent`.
+LEFT_BEFORE_SENDING = "not sent: the subscriber left or paused after the send started"
 
 
 def clean_error_text(text: str) -> str:
@@ -168,6 +172,33 @@ def start_sending(connection: Connection, *, edition_id: int, now: dt.datetime) 
     ):
         return None
     return queue_audience(connection, edition_id=edition_id, now=now)
+
+
+def requeue_failed(connection: Connection, *, edition_id: int) -> int:
+    """Queue an edition's `failed` rows again, attempts reset, Message-ID kept; how many.
+
+    Not the readers who bounced, left, paused or are suppressed since: only those
+    who still want the digest and whose delivery failed.
+    """
+    statement = (
+        update(deliveries)
+        .where(
+            deliveries.c.edition_id == edition_id,
+            deliveries.c.is_test == false(),
+            deliveries.c.status == DeliveryStatus.FAILED.value,
+            deliveries.c.subscriber_id.is_not(None),
+            or_(deliveries.c.last_error.is_(None), deliveries.c.last_error != LEFT_BEFORE_SENDING),
+            _still_subscribed(),
+        )
+        .values(
+            status=DeliveryStatus.QUEUED.value,
+            attempts=0,
+            next_attempt_at=None,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+    )
+    return connection.execute(statement).rowcount
 
 
 def _sending_editions(edition_id: int | None) -> Select[tuple[int]]:
@@ -424,6 +455,13 @@ def next_wake_time(connection: Connection, *, edition_id: int | None) -> dt.date
 
     None when no row is queued; a time in the past when one is claimable now.
     """
+    return queued_and_next_wake_time(connection, edition_id=edition_id)[1]
+
+
+def queued_and_next_wake_time(
+    connection: Connection, *, edition_id: int | None
+) -> tuple[int, dt.datetime | None]:
+    """How many rows of sending editions (or the given one) are queued, and `next_wake_time`."""
     count, retry_at, lease_until = connection.execute(
         select(
             func.count(),
@@ -432,10 +470,10 @@ def next_wake_time(connection: Connection, *, edition_id: int | None) -> dt.date
         ).where(*_queued_rows(edition_id))
     ).one()
     if not count:
-        return None
+        return 0, None
     times = [_aggregate_time(value) for value in (retry_at, lease_until) if value is not None]
     # Queued rows with neither time set are claimable right now.
-    return min(times) if times else dt.datetime.min.replace(tzinfo=dt.UTC)
+    return count, min(times) if times else dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 def _aggregate_time(value: object) -> dt.datetime:
@@ -446,17 +484,33 @@ def _aggregate_time(value: object) -> dt.datetime:
 
 
 def finish_editions(connection: Connection, *, edition_id: int | None, now: dt.datetime) -> int:
-    """Mark sending editions (or the given one) `sent` when no row is left queued."""
-    nothing_queued = ~exists().where(
-        deliveries.c.edition_id == editions.c.id,
-        deliveries.c.status == DeliveryStatus.QUEUED.value,
-        deliveries.c.is_test == false(),
+    """End sending editions (or the given one) when no row is left queued.
+
+    `sent` when every reader's row ended `sent` (or they left meanwhile),
+    else `finished_with_failures`.
+    """
+
+    def rows_where(*conditions: ColumnElement[bool]) -> Exists:
+        return exists().where(
+            deliveries.c.edition_id == editions.c.id, deliveries.c.is_test == false(), *conditions
+        )
+
+    nothing_queued = ~rows_where(deliveries.c.status == DeliveryStatus.QUEUED.value)
+    not_reached = rows_where(
+        deliveries.c.status != DeliveryStatus.SENT.value,
+        or_(deliveries.c.last_error.is_(None), deliveries.c.last_error != LEFT_BEFORE_SENDING),
     )
     conditions = [nothing_queued]
     if edition_id is not None:
         conditions.append(editions.c.id == edition_id)
-    statement = transition_statement(EditionEvent.FINISH, *conditions, send_finished_at=now)
-    return connection.execute(statement).rowcount
+    finished = 0
+    for event, reached in (
+        (EditionEvent.FINISH_WITH_FAILURES, not_reached),
+        (EditionEvent.FINISH, ~not_reached),
+    ):
+        statement = transition_statement(event, *conditions, reached, send_finished_at=now)
+        finished += connection.execute(statement).rowcount
+    return finished
 
 
 def count_sending(connection: Connection) -> dict[DeliveryStatus, int]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from types import TracebackType
 from typing import Self
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,7 +33,11 @@ class _RateColumn(ProgressColumn):
 
 
 class RichSendProgress:
-    """A progress bar with sent, failed, bounced, rate (msg/s) and time left."""
+    """A progress bar with sent, failed, bounced, rate (msg/s) and time left.
+
+    While every row left waits on its retry backoff, a note says how many wait,
+    until when, and the last reply that made one wait.
+    """
 
     def __init__(self, console: Console | None = None) -> None:
         self._progress = Progress(
@@ -45,10 +51,13 @@ class RichSendProgress:
             ),
             _RateColumn(),
             TimeRemainingColumn(),
+            TextColumn("[yellow]{task.fields[note]}"),
             console=console,
             transient=False,
         )
-        self._task = self._progress.add_task("send", total=None, sent=0, failed=0, bounced=0)
+        self._task = self._progress.add_task(
+            "send", total=None, sent=0, failed=0, bounced=0, note=""
+        )
         self.counts = dict.fromkeys(DeliveryStatus, 0)
 
     def __enter__(self) -> Self:
@@ -76,11 +85,22 @@ class RichSendProgress:
             sent=self.counts[DeliveryStatus.SENT],
             failed=self.counts[DeliveryStatus.FAILED],
             bounced=self.counts[DeliveryStatus.BOUNCED],
+            note="",
         )
+
+    def waiting(self, count: int, until: dt.datetime, last_reply: str | None) -> None:
+        """Show that `count` recipients wait for a retry, until when, and the last reply."""
+        self._progress.update(self._task, note=escape(describe_wait(count, until, last_reply)))
 
     def finished(self, report: SendReport) -> None:
         """Show the final counts from the report."""
         self._progress.update(
-            self._task, sent=report.sent, failed=report.failed, bounced=report.bounced
+            self._task, sent=report.sent, failed=report.failed, bounced=report.bounced, note=""
         )
         self._progress.refresh()
+
+
+def describe_wait(count: int, until: dt.datetime, last_reply: str | None) -> str:
+    """One line: how many recipients wait for a retry, until when, and the last reply."""
+    line = f"{count} waiting to retry until {until.astimezone(dt.UTC):%H:%M:%S} UTC"
+    return f"{line}; last reply: {last_reply}" if last_reply else line

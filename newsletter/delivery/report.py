@@ -38,5 +38,8 @@ class SendProgress(Protocol):
     def advanced(self, status: DeliveryStatus) -> None:
         """One recipient reached a final status (sent, failed or bounced)."""
 
+    def waiting(self, count: int, until: dt.datetime, last_reply: str | None) -> None:
+        """Nothing can go out now: `count` recipients wait to be retried, the first at `until`."""
+
     def finished(self, report: SendReport) -> None:
         """The run ended with this report."""

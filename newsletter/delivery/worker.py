@@ -48,6 +48,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import NoReturn, Protocol, TypeVar
 
 from sqlalchemy import Engine, select
@@ -68,6 +69,7 @@ from newsletter.delivery.control import (
     start_edition,
 )
 from newsletter.delivery.ledger import (
+    LEFT_BEFORE_SENDING,
     ClaimedDelivery,
     MessageIdParts,
     Outcome,
@@ -84,10 +86,14 @@ from newsletter.models import DeliveryStatus, Edition, EditionStatus
 # web app uses without importing this module); they are re-exported for the CLI.
 __all__ = [
     "CANCELLED_BY_OPERATOR",
+    "EARLY_TRIP_ATTEMPTS",
     "FLUSH_INTERVAL_SECONDS",
     "FLUSH_MAX_ROWS",
+    "POLICY_STREAK",
+    "Blame",
     "MessageTransport",
     "SendReport",
+    "blame_reply",
     "cancel_edition",
     "classify_reply",
     "pause_edition",
@@ -105,9 +111,12 @@ FLUSH_MAX_ROWS = 128
 IDLE_POLL_SECONDS = 1.0
 STATUS_CHECK_SECONDS = 1.0
 MAX_RETRY_DELAY_SECONDS = 6 * 3600.0
-LEFT_BEFORE_SENDING = "not sent: the subscriber left or paused after the send started"
 # Temporary codes named by the issue; any other 4xx is temporary as well.
 _BOUNCE_CODES = frozenset({550, 551, 553})
+# Policy refusals (5.7.x) of this many different readers in a row are the relay's, not theirs.
+POLICY_STREAK = 3
+# This many failed attempts in a row pause an edition whatever the window: a small list too.
+EARLY_TRIP_ATTEMPTS = 10
 
 T = TypeVar("T")
 
@@ -133,16 +142,79 @@ class MessageTransport(Protocol):
         ...
 
 
+class Blame(StrEnum):
+    """Whom a refusal concerns (see `blame_reply`)."""
+
+    READER = "reader"  # this recipient: the row retries, fails or bounces
+    RELAY = "relay"  # the sender or the session, every reader alike: pause, touch no row
+    POLICY = "policy"  # a 5.7.x refusal of one recipient: the relay's once it repeats
+
+
+def enhanced_status(text: str) -> str:
+    """The RFC 3463 enhanced status code a reply's text begins with ("5.7.1"), or ""."""
+    head = text.lstrip().split(" ", 1)[0]
+    parts = head.split(".")
+    if len(parts) == 3 and parts[0] in ("2", "4", "5") and all(part.isdigit() for part in parts):
+        return head
+    return ""
+
+
+def blame_reply(reply: SmtpReply) -> Blame:
+    """Whom a refusal concerns: the rules, from RFC 5321 reply codes and RFC 3463 statuses.
+
+    The relay (every reader alike), whatever the code: no session at all
+    (refused, unreachable, a 4xx/5xx greeting, EHLO or STARTTLS refused); AUTH
+    refused; 530 at any stage (authentication required, RFC 4954); 5xx to MAIL
+    FROM (the sender is refused). A 5xx with a 5.7.x status (security or
+    policy) at RCPT or DATA is POLICY: the relay's once it repeats for
+    POLICY_STREAK readers in a row, else that reader's. Anything else (4xx,
+    5.1.x, a connection lost mid-message) concerns the reader. The README's
+    "How a send works" has the same rules as a table.
+    """
+    code = reply.code
+    if reply.stage in (SmtpStage.CONNECT, SmtpStage.LOGIN) or code == 530:
+        return Blame.RELAY
+    if code is None or code < 500:
+        return Blame.READER
+    if reply.stage is SmtpStage.MAIL:
+        return Blame.RELAY
+    if reply.stage in (SmtpStage.RCPT, SmtpStage.DATA) and enhanced_status(reply.text).startswith(
+        "5.7."
+    ):
+        return Blame.POLICY
+    return Blame.READER
+
+
 def classify_reply(reply: SmtpReply, *, attempt: int, max_attempts: int) -> OutcomeKind:
-    """What a refused attempt means for its row (the rules of the delivery ledger)."""
+    """What a refusal that concerns the reader means for its row (the rules of the ledger)."""
     code = reply.code
     if code is None or 400 <= code < 500:
         return OutcomeKind.RETRY if attempt < max_attempts else OutcomeKind.FAILED
-    if reply.stage is SmtpStage.RCPT and (
-        code in _BOUNCE_CODES or reply.text.lstrip().startswith("5.1.")
+    status = enhanced_status(reply.text)
+    if (
+        reply.stage is SmtpStage.RCPT
+        and not status.startswith("5.7.")  # a policy refusal says nothing of the mailbox
+        and (code in _BOUNCE_CODES or status.startswith("5.1."))
     ):
         return OutcomeKind.BOUNCED
     return OutcomeKind.FAILED
+
+
+def describe_relay_refusal(reply: SmtpReply, *, repeated: int = 1) -> str:
+    """One line for the operator: what the relay refused (no reader's row was touched)."""
+    said = f"{reply.code} {reply.text}" if reply.code is not None else reply.text
+    if reply.stage in (SmtpStage.CONNECT, SmtpStage.LOGIN):
+        what = reply.text
+    elif reply.code == 530:
+        what = (
+            f"the SMTP relay asks for authentication ({said}); "
+            "set NEWSLETTER_SMTP_USERNAME and NEWSLETTER_SMTP_PASSWORD"
+        )
+    elif repeated > 1:
+        what = f"the SMTP relay refused {repeated} readers in a row by policy (last: {said})"
+    else:
+        what = f"the SMTP relay refused the sender at MAIL FROM ({said})"
+    return clean_error_text(what)
 
 
 def retry_delay(base_seconds: float, attempt: int, *, jitter: Jitter = random.uniform) -> float:
@@ -231,14 +303,32 @@ class _FailureWindow:
         self.threshold = threshold
         self._outcomes: deque[bool] = deque(maxlen=size)
         self.failures = 0
+        self.failing_in_a_row = 0
 
     def record(self, failed: bool) -> bool:
-        """Add an attempt; True once the window is full and fails more than the threshold."""
+        """Add an attempt; True when the edition should pause.
+
+        That is when the window is full and fails more than the threshold, or when
+        the last EARLY_TRIP_ATTEMPTS attempts all failed (so a small list trips too).
+        """
         if len(self._outcomes) == self.size and self._outcomes[0]:
             self.failures -= 1
         self._outcomes.append(failed)
         self.failures += failed
+        self.failing_in_a_row = self.failing_in_a_row + 1 if failed else 0
+        return self._over_threshold() or self.failing_in_a_row >= EARLY_TRIP_ATTEMPTS
+
+    def _over_threshold(self) -> bool:
         return len(self._outcomes) == self.size and self.failures / self.size > self.threshold
+
+    def describe(self) -> str:
+        """Why it tripped, for the pause reason."""
+        if self._over_threshold():
+            return (
+                f"failure rate {self.failures / self.size:.0%} over the last {self.size} "
+                f"attempts passed {self.threshold:.0%}"
+            )
+        return f"the last {self.failing_in_a_row} attempts all failed"
 
 
 class _Worker:
@@ -290,9 +380,14 @@ class _Worker:
         self.compiled: dict[int, _CompiledEdition] = {}
         self.edition_dates: set[dt.date] = set()  # every edition this run worked on
         self.stopped: dict[int, str | None] = {}  # edition id → why it stopped (paused/cancelled)
+        self.pausing: set[int] = set()  # editions whose pause this worker is writing
         self.windows: dict[int, _FailureWindow] = {}
+        # Per edition, policy refusals (5.7.x) held unwritten until the next outcome shows
+        # whether they concern their readers or, repeated, the relay (see `blame_reply`).
+        self.suspects: dict[int, list[tuple[ClaimedDelivery, str, SmtpReply]]] = {}
         self.sent = self.failed = self.bounced = self.skipped = 0
         self.paused_reason: str | None = None
+        self.last_refusal: str | None = None  # the last reply that sent a row to wait for a retry
 
     # -- database calls run on the event loop, between sends --
 
@@ -387,6 +482,10 @@ class _Worker:
             job = self.jobs.get_nowait()
             if job is not None and job.id not in self.lost:
                 self.pending.append(Outcome(job.id, OutcomeKind.RELEASED))
+        for streak in self.suspects.values():
+            # Undecided on the way out: back to the queue as they were.
+            self.pending.extend(Outcome(job.id, OutcomeKind.RELEASED) for job, _, _ in streak)
+        self.suspects.clear()
         if self.pending:
             batch, self.pending = self.pending, []
             with self.engine.begin() as connection:
@@ -413,8 +512,9 @@ class _Worker:
             if rows:
                 claimed_editions = {row.edition_id for row in rows}
                 await self._compile_missing(claimed_editions)
-                for edition_id in claimed_editions:
-                    # Only sending editions have claimable rows: resumed since we stopped.
+                for edition_id in claimed_editions - self.pausing:
+                    # Only sending editions have claimable rows: resumed since we stopped
+                    # (unless this worker's own pause is still being written).
                     self.stopped.pop(edition_id, None)
                 if not self.held:
                     self.leased_until = claimed_at + self.settings.send_lease_seconds
@@ -428,6 +528,9 @@ class _Worker:
                     self.hungry.set()
                 continue
             if self.held:
+                if self.suspects and self._only_suspects_in_hand():
+                    # No other reader left to tell: the held policy refusals are their own.
+                    await self._settle_suspects()
                 # Rows still in our hands may come back as retries once written.
                 self.flushed.clear()
                 self.flush_now.set()
@@ -438,6 +541,12 @@ class _Worker:
                 return
             self.hungry.set()
 
+    def _only_suspects_in_hand(self) -> bool:
+        """True when every held row is a held policy refusal or has its outcome waiting."""
+        settled = {outcome.delivery_id for outcome in self.pending}
+        settled.update(job.id for streak in self.suspects.values() for job, _, _ in streak)
+        return self.held <= settled
+
     async def _idle_and_done(self) -> bool:
         """Nothing claimable and nothing in hand: finish editions, stop, or wait for retries."""
         edition_id = self.edition_id
@@ -447,7 +556,9 @@ class _Worker:
                 if status is EditionStatus.PAUSED:
                     self.paused_reason = reason or "paused"
                 return True
-        wake = await self._db(lambda c: ledger.next_wake_time(c, edition_id=edition_id))
+        waiting, wake = await self._db(
+            lambda c: ledger.queued_and_next_wake_time(c, edition_id=edition_id)
+        )
         if wake is None:
             await self._db(
                 lambda c: ledger.finish_editions(c, edition_id=edition_id, now=self.clock())
@@ -462,6 +573,9 @@ class _Worker:
             await _wait_briefly(self.stop, IDLE_POLL_SECONDS)
             return False
         delay = (wake - self.clock()).total_seconds()
+        if delay > 0 and self.progress is not None:
+            # Every row left waits on its backoff: say so rather than sit silent.
+            self.progress.waiting(waiting, wake, self.last_refusal)
         await _wait_briefly(self.stop, min(max(delay, 0.01), IDLE_POLL_SECONDS))
         return False
 
@@ -546,20 +660,59 @@ class _Worker:
                 if progress is not None:
                     progress.advanced(DeliveryStatus.SENT)
                 self.windows[job.edition_id].record(False)
+                if self.suspects:
+                    await self._settle_suspects(job.edition_id)
             else:
                 await self._refused(job, message_id, reply)
 
     async def _refused(
         self, job: ClaimedDelivery, message_id: str, reply: SmtpReply, *, permanent: bool = False
     ) -> None:
-        if reply.stage is SmtpStage.LOGIN:
-            # Our credentials are wrong, for every reader alike: hand the row back
-            # untried and stop the edition at once, before the relay locks us out.
+        edition_id = job.edition_id
+        blame = Blame.READER if permanent else blame_reply(reply)
+        if blame is not Blame.READER and edition_id in self.stopped:
+            # Paused meanwhile (by this relay's refusal, most likely): the row goes back as it was.
             self._add_outcome(Outcome(job.id, OutcomeKind.RELEASED))
-            if job.edition_id not in self.stopped:
-                edition_date = self.compiled[job.edition_id].edition_date
-                await self._pause_for(job.edition_id, edition_date, reply.text)
             return
+        if blame is Blame.RELAY:
+            # It concerns the sender or the session, every reader alike: hand the row back
+            # untried and stop the edition at once (before a relay locks us out, too).
+            self._add_outcome(Outcome(job.id, OutcomeKind.RELEASED))
+            self._release_suspects(edition_id)
+            await self._pause_for(edition_id, describe_relay_refusal(reply))
+            return
+        if blame is Blame.POLICY:
+            # One reader's policy refusal, or the relay's: hold the row unwritten until
+            # the next reader's outcome tells which.
+            streak = self.suspects.setdefault(edition_id, [])
+            streak.append((job, message_id, reply))
+            if len(streak) >= POLICY_STREAK:
+                self._release_suspects(edition_id)
+                await self._pause_for(
+                    edition_id, describe_relay_refusal(reply, repeated=len(streak))
+                )
+            return
+        await self._settle_suspects(edition_id)
+        await self._record_refusal(job, message_id, reply, permanent=permanent)
+
+    def _release_suspects(self, edition_id: int) -> None:
+        for job, _, _ in self.suspects.pop(edition_id, []):
+            self._add_outcome(Outcome(job.id, OutcomeKind.RELEASED))
+
+    async def _settle_suspects(self, edition_id: int | None = None) -> None:
+        """Record held policy refusals as their readers' own (the streak was broken)."""
+        editions = list(self.suspects) if edition_id is None else [edition_id]
+        for each in editions:
+            if each in self.stopped:
+                # Paused or cancelled meanwhile: undecided, so back to the queue as they were.
+                self._release_suspects(each)
+                continue
+            for job, message_id, reply in self.suspects.pop(each, []):
+                await self._record_refusal(job, message_id, reply)
+
+    async def _record_refusal(
+        self, job: ClaimedDelivery, message_id: str, reply: SmtpReply, *, permanent: bool = False
+    ) -> None:
         attempt = job.attempts + 1
         settings = self.settings
         kind = (
@@ -570,6 +723,7 @@ class _Worker:
         text = clean_error_text(reply.text)
         next_attempt_at = None
         if kind is OutcomeKind.RETRY:
+            self.last_refusal = f"{reply.code if reply.code is not None else 'no reply'} {text}"
             failed_at = self.clock()
             delay = retry_delay(settings.send_retry_base_seconds, attempt, jitter=self.jitter)
             next_attempt_at = failed_at + dt.timedelta(seconds=delay)
@@ -609,21 +763,21 @@ class _Worker:
             self.progress.advanced(final_status)
         window = self.windows[job.edition_id]
         if window.record(True) and job.edition_id not in self.stopped:
-            rate = window.failures / window.size
-            reason = (
-                f"failure rate {rate:.0%} over the last {window.size} attempts passed "
-                f"{settings.send_failure_threshold:.0%}; last error: "
-                f"{reply.code if reply.code is not None else 'no reply'} {text}"
-            )
-            await self._pause_for(job.edition_id, compiled.edition_date, reason)
+            last = f"{reply.code if reply.code is not None else 'no reply'} {text}"
+            await self._pause_for(job.edition_id, f"{window.describe()}; last error: {last}")
 
-    async def _pause_for(self, edition_id: int, edition_date: dt.date, reason: str) -> None:
+    async def _pause_for(self, edition_id: int, reason: str) -> None:
+        edition_date = self.compiled[edition_id].edition_date
         self.stopped[edition_id] = reason
         self.paused_reason = clean_error_text(reason)
         logger.error("send paused edition=%s reason=%r", edition_date.isoformat(), reason)
-        # Cancelled or finished meanwhile: it stopped either way.
-        with contextlib.suppress(DeliveryError):
-            await asyncio.to_thread(pause_edition, self.engine, edition_date, reason=reason)
+        self.pausing.add(edition_id)
+        try:
+            # Cancelled or finished meanwhile: it stopped either way.
+            with contextlib.suppress(DeliveryError):
+                await asyncio.to_thread(pause_edition, self.engine, edition_date, reason=reason)
+        finally:
+            self.pausing.discard(edition_id)
 
     async def _taken_over(self, job: ClaimedDelivery) -> bool:
         """True for a row another worker took over while this one could not renew its lease.
@@ -860,7 +1014,7 @@ async def send_edition(
     already_done = sum(counts.values()) - queued
     if progress is not None:
         progress.started(sum(counts.values()), already_done)
-    if edition.status is EditionStatus.SENT:
+    if edition.status in (EditionStatus.SENT, EditionStatus.FINISHED_WITH_FAILURES):
         report = SendReport(edition_date, 0, 0, 0, 0, already_done, None, 0.0)
         if progress is not None:
             progress.finished(report)

@@ -1,7 +1,8 @@
 """The life of an edition: one table of status transitions, and the one writer of its status.
 
     draft ──start──► sending ──finish──► sent
-                      │  ▲
+                      │  ▲   └──finish_with_failures──► finished_with_failures
+                      │  └────────retry_failed──────────────────┘
                  pause│  │resume
                       ▼  │
                      paused
@@ -44,11 +45,14 @@ class EditionEvent(StrEnum):
     PAUSE = "pause"  # by the operator, or by a worker's failure breaker
     RESUME = "resume"
     CANCEL = "cancel"
-    FINISH = "finish"  # nobody is left queued
+    FINISH = "finish"  # nobody is left queued, and every reader was reached (or left)
+    FINISH_WITH_FAILURES = "finish_with_failures"  # nobody is left queued; some were not reached
+    RETRY_FAILED = "retry"  # the failed rows are queued again
 
 
 _DRAFT, _SENDING, _PAUSED = EditionStatus.DRAFT, EditionStatus.SENDING, EditionStatus.PAUSED
 _SENT, _CANCELLED = EditionStatus.SENT, EditionStatus.CANCELLED
+_PARTLY = EditionStatus.FINISHED_WITH_FAILURES
 
 # (status now, event) → status after. A pair that is missing is refused.
 TRANSITIONS: Final[Mapping[tuple[EditionStatus, EditionEvent], EditionStatus]] = {
@@ -62,6 +66,8 @@ TRANSITIONS: Final[Mapping[tuple[EditionStatus, EditionEvent], EditionStatus]] =
     (_PAUSED, EditionEvent.CANCEL): _CANCELLED,
     (_CANCELLED, EditionEvent.CANCEL): _CANCELLED,
     (_SENDING, EditionEvent.FINISH): _SENT,
+    (_SENDING, EditionEvent.FINISH_WITH_FAILURES): _PARTLY,
+    (_PARTLY, EditionEvent.RETRY_FAILED): _SENDING,
 }
 
 # Why a refused pair is refused, in words an operator can act on.
@@ -77,6 +83,18 @@ _REFUSALS: Final[Mapping[tuple[EditionStatus, EditionEvent], str]] = {
     (_SENT, EditionEvent.RESUME): "it has been sent already",
     (_CANCELLED, EditionEvent.RESUME): "it was cancelled, and a cancelled edition stays cancelled",
     (_SENT, EditionEvent.CANCEL): "it has been sent already; there is nothing left to cancel",
+    (_PARTLY, EditionEvent.START): "it has been sent already, and some readers were not reached",
+    (_PARTLY, EditionEvent.PAUSE): "it has finished; only a running send can be paused",
+    (_PARTLY, EditionEvent.RESUME): "it has finished, and some readers were not reached",
+    (_PARTLY, EditionEvent.CANCEL): "it has finished; there is nothing left to cancel",
+    (_DRAFT, EditionEvent.RETRY_FAILED): "it has not started; run `newsletter send` to start it",
+    (_SENDING, EditionEvent.RETRY_FAILED): "it is still being sent; retry once it has finished",
+    (_PAUSED, EditionEvent.RETRY_FAILED): "it is paused; resume it, and retry once it has finished",
+    (_SENT, EditionEvent.RETRY_FAILED): "it reached every reader; there is nothing to retry",
+    (
+        _CANCELLED,
+        EditionEvent.RETRY_FAILED,
+    ): "it was cancelled, and a cancelled edition stays cancelled",
 }
 
 

@@ -1,7 +1,9 @@
 """A recording SMTP server for tests, with per-test fault injection.
 
 A `Fault` rule decides, per recipient or per message, whether the server
-answers a chosen code at RCPT or DATA, or drops the connection. A `Hold`
+answers a chosen code at RCPT or DATA, or drops the connection; a
+`sender_fault` answers a chosen code at MAIL FROM.
+`RefusingGreeter` is a server that refuses every session in its greeting. A `Hold`
 keeps chosen recipients waiting at RCPT until the test releases them (a slow
 server), without stopping the server's other sessions.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import socket
+import socketserver
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +69,8 @@ class RecordingHandler:
     """Accepts messages, records them, and applies the fault rule first."""
 
     fault: FaultRule | None = None
+    # Gets (sender, attempt number for that sender); answers as a FaultRule does, at MAIL FROM.
+    sender_fault: Callable[[str, int], str | None] | None = None
     hold: Hold | None = None
     messages: list[ReceivedMessage] = field(default_factory=list)
     attempts: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -79,6 +85,26 @@ class RecordingHandler:
             count = self.attempts.get((stage, address), 0) + 1
             self.attempts[(stage, address)] = count
         return self.fault(stage, address, count) if self.fault else None
+
+    async def handle_MAIL(
+        self,
+        server: SmtpProtocol,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        # Only `sender_fault` is asked here, so rules written for RCPT and DATA stay as they were.
+        if self.sender_fault is not None:
+            with self.lock:
+                count = self.attempts.get(("mail", address), 0) + 1
+                self.attempts[("mail", address)] = count
+            reply = self.sender_fault(address, count)
+            if reply:
+                return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self,
@@ -162,3 +188,38 @@ class RecordingSmtpServer(SmtpCatcher):
     def messages(self) -> list[ReceivedMessage]:
         """What the server accepted so far."""
         return self.handler.messages
+
+
+class RefusingGreeter(socketserver.ThreadingTCPServer):
+    """A server that answers every connection with `greeting` (say "554 …") and hangs up."""
+
+    daemon_threads = True
+
+    def __init__(self, greeting: str) -> None:
+        line = greeting.encode() + b"\r\n"
+
+        class Greet(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                self.request.sendall(line)
+                # Let the client read the line before the connection goes away.
+                self.request.shutdown(socket.SHUT_WR)
+                self.request.recv(1024)
+
+        super().__init__(("127.0.0.1", 0), Greet)
+        self.port: int = self.server_address[1]
+
+    def __enter__(self) -> RefusingGreeter:
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then closed): connections to it are refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

@@ -30,7 +30,13 @@ from newsletter.core.errors import (
     InvalidEmailError,
 )
 from newsletter.delivery.confirmations import send_import_confirmations
-from newsletter.delivery.control import cancel_edition, pause_edition, resume_edition, start_edition
+from newsletter.delivery.control import (
+    cancel_edition,
+    pause_edition,
+    resume_edition,
+    retry_failed,
+    start_edition,
+)
 from newsletter.delivery.one_copy import send_test_copy
 from newsletter.delivery.stats import EditionStats, edition_stats
 from newsletter.editions.content import prepare_edition
@@ -157,7 +163,7 @@ def _read_stats(engine: EngineDep, day: dt.date) -> EditionStats:
         raise HTTPException(status_code=404, detail=str(error)) from None
 
 
-def _change(change: Callable[..., None], engine: EngineDep, day: dt.date, **options: Any) -> None:
+def _change(change: Callable[..., object], engine: EngineDep, day: dt.date, **options: Any) -> None:
     try:
         change(engine, day, **options)
     except EditionNotFoundError as error:
@@ -184,6 +190,9 @@ def _why_not_started(stats: EditionStats) -> str:
             f"POST /admin/editions/{day}/resume continues it"
         ),
         EditionStatus.SENT: f"the edition of {day} has been sent already",
+        EditionStatus.FINISHED_WITH_FAILURES: (
+            f"the edition of {day} has been sent already, and some readers were not reached"
+        ),
         EditionStatus.CANCELLED: f"the edition of {day} was cancelled; it cannot be sent",
     }[stats.status]
 
@@ -283,6 +292,19 @@ def pause(day: dt.date, engine: EngineDep) -> EditionStatsOut:
 def resume(day: dt.date, request: Request, engine: EngineDep) -> JSONResponse:
     """Mark the edition sending again (a no-op when it is); answers at once."""
     _change(resume_edition, engine, day)
+    return _accepted(request, _read_stats(engine, day))
+
+
+@router.post(
+    "/editions/{day}/retry-failed",
+    status_code=202,
+    response_model=SendStarted,
+    responses=_CONFLICT,
+    summary="Queue again the failed readers of an edition that finished with failures",
+)
+def retry_failed_readers(day: dt.date, request: Request, engine: EngineDep) -> JSONResponse:
+    """Queue the failed rows again (not bounced, left or suppressed) and mark it sending."""
+    _change(retry_failed, engine, day)
     return _accepted(request, _read_stats(engine, day))
 
 

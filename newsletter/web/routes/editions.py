@@ -20,7 +20,14 @@ router = APIRouter(tags=["editions"])
 ARCHIVE_SIZE = 60
 FEED_SIZE = 30
 # Drafts may still change and cancelled editions never went out: neither is public.
-PUBLIC_STATUSES = frozenset({EditionStatus.SENDING, EditionStatus.PAUSED, EditionStatus.SENT})
+PUBLIC_STATUSES = frozenset(
+    {
+        EditionStatus.SENDING,
+        EditionStatus.PAUSED,
+        EditionStatus.SENT,
+        EditionStatus.FINISHED_WITH_FAILURES,
+    }
+)
 # The stored digest is email HTML: inline styles and remote images, never scripts.
 EDITION_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; font-src https:; "
