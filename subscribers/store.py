@@ -7,11 +7,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from sqlalchemy import func, or_, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -411,7 +411,7 @@ def import_subscribers(
     if new_rows:
         table = Subscriber.__table__  # type: ignore[attr-defined]
         dialect = session.connection().dialect.name
-        insert = postgresql_insert(table) if dialect == "postgresql" else sqlite_insert(table)
+        insert = _postgresql_insert(table) if dialect == "postgresql" else sqlite_insert(table)
         session.connection().execute(insert.on_conflict_do_nothing(), new_rows)
     return result
 
@@ -463,3 +463,11 @@ def _resubscribe(session: Session, *, key: str, row: ImportedSubscriber, now: da
         )
         .execution_options(synchronize_session=False)
     )
+
+
+def _postgresql_insert(table: Any) -> Any:
+    # The dialect is loaded already by a PostgreSQL engine; importing it at the
+    # top would cost every SQLite command (the CLI's start-up) the whole dialect.
+    from sqlalchemy.dialects.postgresql import insert
+
+    return insert(table)
