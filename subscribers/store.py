@@ -7,18 +7,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from sqlalchemy import func, or_, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from newsletter.core.clock import utc_now
+from newsletter.core.db import upsert_insert
 from newsletter.core.errors import InvalidEmailError, SubscriberNotFoundError
 from newsletter.core.text import has_unsafe_characters, single_line
 from subscribers.addresses import mailbox_of
@@ -411,7 +410,7 @@ def import_subscribers(
     if new_rows:
         table = Subscriber.__table__  # type: ignore[attr-defined]
         dialect = session.connection().dialect.name
-        insert = _postgresql_insert(table) if dialect == "postgresql" else sqlite_insert(table)
+        insert = upsert_insert(dialect, table)
         session.connection().execute(insert.on_conflict_do_nothing(), new_rows)
     return result
 
@@ -463,11 +462,3 @@ def _resubscribe(session: Session, *, key: str, row: ImportedSubscriber, now: da
         )
         .execution_options(synchronize_session=False)
     )
-
-
-def _postgresql_insert(table: Any) -> Any:
-    # The dialect is loaded already by a PostgreSQL engine; importing it at the
-    # top would cost every SQLite command (the CLI's start-up) the whole dialect.
-    from sqlalchemy.dialects.postgresql import insert
-
-    return insert(table)

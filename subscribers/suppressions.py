@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -33,14 +33,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import sqlite
 
 from newsletter.core.clock import UtcDateTime
+from newsletter.core.db import upsert_insert
 from subscribers.addresses import mailbox_of
 from subscribers.models import Subscriber, SubscriberStatus, Suppression, SuppressionReason
-
-if TYPE_CHECKING:
-    from sqlalchemy.dialects import postgresql
 
 suppressions = Suppression.__table__  # type: ignore[attr-defined]
 subscribers = Subscriber.__table__  # type: ignore[attr-defined]
@@ -63,20 +60,7 @@ def not_suppressed(mailbox: ColumnElement[str]) -> ColumnElement[bool]:
     return ~exists().where(suppressions.c.address == mailbox, suppressions.c.lifted_at.is_(None))
 
 
-def _insert(connection: Connection) -> postgresql.Insert | sqlite.Insert:
-    # ON CONFLICT is spelled alike by both, but SQLAlchemy builds it per dialect.
-    if connection.dialect.name == "postgresql":
-        # Loaded already by a PostgreSQL engine; importing it at the top would cost
-        # every SQLite command (the CLI's start-up) the whole dialect.
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql.insert(suppressions)
-    return sqlite.insert(suppressions)
-
-
-def _upsert(
-    statement: postgresql.Insert | sqlite.Insert,
-) -> postgresql.Insert | sqlite.Insert:
+def _upsert(statement: Any) -> Any:
     # A lifted row is taken over by the new suppression; an active one keeps its first reason.
     return statement.on_conflict_do_update(
         index_elements=[suppressions.c.address],
@@ -99,7 +83,7 @@ def suppress_address(
     note: str | None = None,
 ) -> None:
     """Suppress the mailbox of an address (a complaint, an erasure, an operator's block)."""
-    statement = _insert(connection).values(
+    statement = upsert_insert(connection.dialect.name, suppressions).values(
         address=mailbox_of(address),
         reason=reason.value,
         note=_clip(note),
@@ -124,7 +108,9 @@ def suppress_subscribers(
         bindparam("note"),
         literal(now, UtcDateTime()),
     ).where(subscribers.c.key == bindparam("subscriber_key"), subscribers.c.mailbox != "")
-    statement = _insert(connection).from_select(["address", "reason", "note", "created_at"], rows)
+    statement = upsert_insert(connection.dialect.name, suppressions).from_select(
+        ["address", "reason", "note", "created_at"], rows
+    )
     connection.execute(
         _upsert(statement),
         [{"subscriber_key": key, "note": _clip(note)} for key, note in notes_by_key],

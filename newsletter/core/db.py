@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlmodel import Session
@@ -28,6 +29,21 @@ ALEMBIC_VERSION_TABLE = "alembic_version"  # Alembic's default; migrations/env.p
 # How long SQLite waits for another process's write lock before giving up;
 # `?timeout=SECONDS` in the URL (the sqlite3 module's own parameter) changes it.
 SQLITE_LOCK_TIMEOUT_SECONDS = 30.0
+
+
+def upsert_insert(dialect_name: str, table: Any) -> Any:
+    """An INSERT that can take `ON CONFLICT` clauses, built for the connection's dialect.
+
+    PostgreSQL and SQLite spell ON CONFLICT alike, but SQLAlchemy builds it per
+    dialect. The PostgreSQL one is imported only when asked for: a PostgreSQL
+    engine has loaded it already, and a SQLite command (the CLI's start-up)
+    should not pay for it.
+    """
+    if dialect_name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(table)
+    return sqlite_insert(table)
 
 
 def _normalise_url(url: str) -> str:

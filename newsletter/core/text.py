@@ -14,7 +14,6 @@ from typing import Final
 __all__ = [
     "BIDI_CONTROLS",
     "CONTROL_CHARACTERS",
-    "LONE_SURROGATES",
     "UNSTORABLE",
     "XML_INVALID",
     "has_unsafe_characters",
@@ -29,9 +28,6 @@ CONTROL_CHARACTERS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # from what it says ("\u202eexe.pdf", a subject that reads backwards), and
 # nothing a reader types needs them.
 BIDI_CONTROLS: Final = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-# Halves of a UTF-16 pair on their own (JSON can spell them as "\ud800"): no
-# UTF-8 encoder accepts them, so they fail at the database, the page or the wire.
-LONE_SURROGATES: Final = re.compile("[\ud800-\udfff]")
 # Characters XML 1.0 forbids, lone surrogates and U+FFFE/U+FFFF among them:
 # MRML refuses a document holding any, and so does every XML parser.
 XML_INVALID: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")

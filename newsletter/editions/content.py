@@ -12,12 +12,10 @@ import datetime as dt
 
 from jinja2 import Environment
 from sqlalchemy import Engine, delete
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from newsletter.core.clock import utc_now
-from newsletter.core.db import session_scope
+from newsletter.core.db import session_scope, upsert_insert
 from newsletter.core.errors import EditionNotFoundError
 from newsletter.core.settings import Settings
 from newsletter.core.templating import make_template_environment
@@ -113,16 +111,9 @@ def _lock_edition_row(session: Session, day: dt.date) -> Edition:
     the row (a send may have started meanwhile) before writing over it.
     """
     values = Edition(date=day).model_dump(exclude={"id"})
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            postgresql_insert(Edition)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=["date"])
-        )
-    else:  # SQLite, the other supported database; writers queue on its file lock
-        session.execute(
-            sqlite_insert(Edition).values(values).on_conflict_do_nothing(index_elements=["date"])
-        )
+    # On SQLite, the other supported database, writers queue on its file lock.
+    insert = upsert_insert(session.get_bind().dialect.name, Edition)
+    session.execute(insert.values(values).on_conflict_do_nothing(index_elements=["date"]))
     statement = (
         select(Edition)
         .where(Edition.date == day)
