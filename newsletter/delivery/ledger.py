@@ -529,6 +529,50 @@ def count_sending(connection: Connection) -> dict[DeliveryStatus, int]:
     return counts
 
 
+@dataclass(frozen=True, slots=True)
+class EditionTally:
+    """One edition's (non-test) rows by status, and how many of the failed ones left first."""
+
+    status: EditionStatus
+    status_reason: str | None
+    counts: dict[DeliveryStatus, int]
+    left: int  # `failed` rows whose reader left or paused before their message (not a failure)
+
+
+def tally_editions(
+    connection: Connection, *, edition_ids: Sequence[int] | None
+) -> dict[int, EditionTally]:
+    """The tally of these editions, or of every sending one when None; one query each.
+
+    What the parent of several sending processes shows and reports: the ledger is
+    the one place where all of them meet.
+    """
+    chosen = _sending_editions(None) if edition_ids is None else list(edition_ids)
+    left = (deliveries.c.last_error == LEFT_BEFORE_SENDING).label("left")
+    rows = connection.execute(
+        select(deliveries.c.edition_id, deliveries.c.status, left, func.count())
+        .where(deliveries.c.edition_id.in_(chosen), deliveries.c.is_test == false())
+        .group_by(deliveries.c.edition_id, deliveries.c.status, left)
+    ).all()
+    states = connection.execute(
+        select(editions.c.id, editions.c.status, editions.c.status_reason).where(
+            editions.c.id.in_(chosen)
+        )
+    ).all()
+    tallies = {
+        edition_id: EditionTally(EditionStatus(status), reason, dict.fromkeys(DeliveryStatus, 0), 0)
+        for edition_id, status, reason in states
+    }
+    for edition_id, status, is_left, count in rows:
+        tally = tallies[edition_id]
+        tally.counts[DeliveryStatus(status)] += count
+        if is_left and status == DeliveryStatus.FAILED.value:
+            tallies[edition_id] = EditionTally(
+                tally.status, tally.status_reason, tally.counts, tally.left + count
+            )
+    return tallies
+
+
 def count_by_status(connection: Connection, *, edition_id: int) -> dict[DeliveryStatus, int]:
     """How many (non-test) rows of an edition stand in each status, every status present."""
     counts = dict.fromkeys(DeliveryStatus, 0)

@@ -99,10 +99,12 @@ __all__ = [
     "Blame",
     "MessageTransport",
     "SendReport",
+    "SendStart",
     "blame_reply",
     "cancel_edition",
     "classify_reply",
     "pause_edition",
+    "prepare_send",
     "resume_edition",
     "run_worker",
     "send_edition",
@@ -1019,35 +1021,35 @@ def _release_dead_local_leases(engine: Engine) -> int:
 # ---- the public entry points ----------------------------------------------------------------
 
 
-async def send_edition(
-    settings: Settings,
-    engine: Engine,
-    *,
-    edition_date: dt.date,
-    progress: SendProgress | None = None,
-    worker_id: str | None = None,
-    transport: MessageTransport | None = None,
-    clock: Clock = utc_now,
-    jitter: Jitter = random.uniform,
-) -> SendReport:
-    """Start (or continue) an edition's send and work its queue until every row is final.
+@dataclass(frozen=True, slots=True)
+class SendStart:
+    """An edition ready to be worked: its id, its rows still queued and those already final."""
 
-    `clock` is the time the ledger records and leases and retries are measured by;
-    `jitter` picks each retry's delay within its bounds. Tests pass their own.
+    edition_id: int
+    queued: int
+    already_done: int
+    finished: bool  # sent or finished_with_failures: nothing to do
+
+
+def prepare_send(engine: Engine, *, edition_date: dt.date, now: Clock = utc_now) -> SendStart:
+    """Start a draft edition (fixing its audience) or check that one started may go on.
+
+    Raises DeliveryError for a paused or cancelled edition, saying what to do.
+    `send_edition` begins with it; `newsletter send --processes N` calls it
+    once before starting the sending processes.
     """
-    started = time.monotonic()
 
     def prepare(connection: Connection) -> tuple[Edition, dict[DeliveryStatus, int]]:
         edition = load_rendered_edition(connection, edition_date)
         assert edition.id is not None
         if edition.status is EditionStatus.DRAFT:
-            ledger.start_sending(connection, edition_id=edition.id, now=clock())
+            ledger.start_sending(connection, edition_id=edition.id, now=now())
             edition = load_rendered_edition(connection, edition_date)
         edition_id = edition.id
         assert edition_id is not None
         return edition, ledger.count_by_status(connection, edition_id=edition_id)
 
-    edition, counts = await asyncio.to_thread(_in_transaction, engine, prepare)
+    edition, counts = _in_transaction(engine, prepare)
     assert edition.id is not None
     day = edition_date.isoformat()
     if edition.status is EditionStatus.PAUSED:
@@ -1058,10 +1060,39 @@ async def send_edition(
     if edition.status is EditionStatus.CANCELLED:
         raise DeliveryError(f"the edition of {day} was cancelled; it cannot be sent")
     queued = counts[DeliveryStatus.QUEUED]
-    already_done = sum(counts.values()) - queued
+    return SendStart(
+        edition_id=edition.id,
+        queued=queued,
+        already_done=sum(counts.values()) - queued,
+        finished=edition.status in (EditionStatus.SENT, EditionStatus.FINISHED_WITH_FAILURES),
+    )
+
+
+async def send_edition(
+    settings: Settings,
+    engine: Engine,
+    *,
+    edition_date: dt.date,
+    progress: SendProgress | None = None,
+    worker_id: str | None = None,
+    transport: MessageTransport | None = None,
+    stop: asyncio.Event | None = None,
+    clock: Clock = utc_now,
+    jitter: Jitter = random.uniform,
+) -> SendReport:
+    """Start (or continue) an edition's send and work its queue until every row is final.
+
+    Setting `stop` ends the run early, as for `run_worker`. `clock` is the time the
+    ledger records and leases and retries are measured by; `jitter` picks each
+    retry's delay within its bounds. Tests pass their own.
+    """
+    started = time.monotonic()
+    begun = await asyncio.to_thread(prepare_send, engine, edition_date=edition_date, now=clock)
+    queued = begun.queued
+    already_done = begun.already_done
     if progress is not None:
-        progress.started(sum(counts.values()), already_done)
-    if edition.status in (EditionStatus.SENT, EditionStatus.FINISHED_WITH_FAILURES):
+        progress.started(queued + already_done, already_done)
+    if begun.finished:
         report = SendReport(edition_date, 0, 0, 0, 0, already_done, None, 0.0)
         if progress is not None:
             progress.finished(report)
@@ -1069,11 +1100,12 @@ async def send_edition(
     worker = await _run_worker(
         settings,
         engine,
-        edition_id=edition.id,
+        edition_id=begun.edition_id,
         worker_id=worker_id,
         progress=progress,
         stop_when_idle=True,
         transport=transport,
+        stop=stop,
         clock=clock,
         jitter=jitter,
     )
