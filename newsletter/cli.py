@@ -85,8 +85,9 @@ DateOption = Annotated[
 class CliContext:
     """What every command shares: the settings, and a database engine opened on first use."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, verbose: bool = False) -> None:
         self.settings = settings
+        self.verbose = verbose
         self._engine: Engine | None = None
 
     def engine(self, *, migrate_empty: bool = True) -> Engine:
@@ -147,7 +148,7 @@ def _root(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    context = CliContext(load_settings())
+    context = CliContext(load_settings(), verbose=verbose)
     ctx.obj = context
     ctx.call_on_close(context.close)
 
@@ -294,7 +295,7 @@ def _send_and_report(context: CliContext, day: dt.date, *, processes: int | None
     count = _process_count(context.settings, processes, queued=begun.queued)
     if count > 1 and not begun.finished:
         day_text = day.isoformat()
-        command = [*_NEWSLETTER, "send", "--as-child", "--date", day_text]
+        command = [*_newsletter(context), "send", "--as-child", "--date", day_text]
         report = _run_processes(context, [command] * count, edition_id=begun.edition_id)
     else:
         with RichSendProgress(console) as progress:
@@ -308,8 +309,9 @@ def _send_and_report(context: CliContext, day: dt.date, *, processes: int | None
         raise typer.Exit(3)
 
 
-# A child runs this very command, in a fresh interpreter: see delivery/worker_process.py.
-_NEWSLETTER = [sys.executable, "-m", "newsletter"]
+def _newsletter(context: CliContext) -> list[str]:
+    """This very command for a child, in a fresh interpreter: see delivery/worker_process.py."""
+    return [sys.executable, "-m", "newsletter", *(["--verbose"] if context.verbose else [])]
 
 
 def _process_count(settings: Settings, requested: int | None, *, queued: int | None) -> int:
@@ -376,13 +378,19 @@ def _run_processes(
             "are back in the queue: run the same command again to continue"
         )
     if caught and edition_id is not None:
-        # As an interrupted single-process send: the rest waits for the same command again.
-        raise KeyboardInterrupt
+        # As an interrupted single-process send (130); the rest waits in the queue.
+        err_console.print(
+            f"Stopped by {caught[0].name}: the recipients not sent yet are back in the queue; "
+            "run the same command again to continue.",
+            highlight=False,
+        )
+        raise typer.Exit(130)
     return outcome.report
 
 
 def _send_as_child(context: CliContext, day: dt.date) -> None:
     """One of the processes of `send --processes N`: send, report nothing, exit 3 if paused."""
+    from newsletter.core.errors import DeliveryError
     from newsletter.delivery.worker import send_edition
 
     async def work() -> SendReport:
@@ -393,7 +401,20 @@ def _send_as_child(context: CliContext, day: dt.date) -> None:
         _stop_when_parent_goes(stop)
         return await send_edition(context.settings, context.engine(), edition_date=day, stop=stop)
 
-    report = _run_async(work())
+    try:
+        report = _run_async(work())
+    except DeliveryError:
+        # Paused or cancelled before this process began (by another one, most likely):
+        # not this process's error; the parent reports the edition as it stands.
+        from newsletter.delivery.stats import edition_stats
+        from newsletter.models import EditionStatus
+
+        status = edition_stats(context.engine(), day).status
+        if status is EditionStatus.PAUSED:
+            raise typer.Exit(3) from None
+        if status is EditionStatus.CANCELLED:
+            return
+        raise
     if report.paused_reason:
         raise typer.Exit(3)
 
@@ -531,7 +552,7 @@ def worker(
         if count > 1:
             commands = []
             for number in range(1, count + 1):
-                command = [*_NEWSLETTER, "worker", "--as-child"]
+                command = [*_newsletter(context), "worker", "--as-child"]
                 command += ["--forever"] if forever else []
                 command += ["--worker-id", f"{worker_id}-{number}"] if worker_id else []
                 commands.append(command)

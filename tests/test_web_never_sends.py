@@ -45,6 +45,7 @@ WORKER_MODULES = frozenset(
         "newsletter.delivery.worker",
         "newsletter.delivery.transport",
         "newsletter.delivery.pacing",
+        "newsletter.delivery.breaker",
         "newsletter.delivery.progress",
     }
 )
