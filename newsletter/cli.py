@@ -240,6 +240,7 @@ def send(
     ] = False,
     processes: ProcessesOption = None,
     as_child: AsChildOption = False,
+    worker_id: Annotated[str | None, typer.Option("--worker-id", hidden=True)] = None,
     # The spellings of earlier versions, kept working: each is now a command of its own.
     to: Annotated[str | None, typer.Option("--to", hidden=True)] = None,
     pause: Annotated[bool, typer.Option("--pause", hidden=True)] = False,
@@ -267,7 +268,7 @@ def send(
     context = _context(ctx)
     day = _day(context.settings, date)
     if as_child:
-        return _send_as_child(context, day)
+        return _send_as_child(context, day, worker_id=worker_id)
     from newsletter.editions.content import prepare_edition
 
     edition = prepare_edition(context.settings, context.engine(), day=day)
@@ -294,9 +295,12 @@ def _send_and_report(context: CliContext, day: dt.date, *, processes: int | None
     begun = prepare_send(context.engine(), edition_date=day)
     count = _process_count(context.settings, processes, queued=begun.queued)
     if count > 1 and not begun.finished:
-        day_text = day.isoformat()
-        command = [*_newsletter(context), "send", "--as-child", "--date", day_text]
-        report = _run_processes(context, [command] * count, edition_id=begun.edition_id)
+        command = [*_newsletter(context), "send", "--as-child", "--date", day.isoformat()]
+        children = {
+            worker_id: [*command, "--worker-id", worker_id]
+            for worker_id in _child_worker_ids(None, count)
+        }
+        report = _run_processes(context, children, edition_id=begun.edition_id)
     else:
         with RichSendProgress(console) as progress:
             report = _run_async(
@@ -327,8 +331,26 @@ def _process_count(settings: Settings, requested: int | None, *, queued: int | N
     return max(count, 1)
 
 
+def _child_worker_ids(named: str | None, count: int) -> list[str]:
+    """The children's worker ids: the one given, or this process's default id, numbered.
+
+    A default id names this (the parent's) process, so when everything was killed
+    the next worker here takes the children's rows back at once (see
+    `worker.is_dead_local_worker`); while the parent lives it releases the rows
+    of a child that ended itself.
+    """
+    from newsletter.delivery.worker import default_worker_id
+
+    base = named or default_worker_id()
+    return [f"{base}-{number}" for number in range(1, count + 1)]
+
+
 def _run_processes(
-    context: CliContext, commands: list[list[str]], *, edition_id: int | None, restart: bool = False
+    context: CliContext,
+    children: dict[str, list[str]],
+    *,
+    edition_id: int | None,
+    restart: bool = False,
 ) -> SendReport:
     """Run the sending children with one progress bar; their combined report, printed."""
     import threading
@@ -359,7 +381,7 @@ def _run_processes(
             outcome = run_sending_processes(
                 context.settings,
                 context.engine(),
-                commands=commands,
+                children=children,
                 edition_id=edition_id,
                 progress=progress,
                 stop=stop,
@@ -373,7 +395,7 @@ def _run_processes(
     if outcome.failed_statuses:
         statuses = ", ".join(str(status) for status in outcome.failed_statuses)
         raise DeliveryError(
-            f"{len(outcome.failed_statuses)} of {len(commands)} sending processes stopped on an "
+            f"{len(outcome.failed_statuses)} of {len(children)} sending processes stopped on an "
             f"error (exit status {statuses}; their messages are above); their unsent recipients "
             "are back in the queue: run the same command again to continue"
         )
@@ -388,7 +410,7 @@ def _run_processes(
     return outcome.report
 
 
-def _send_as_child(context: CliContext, day: dt.date) -> None:
+def _send_as_child(context: CliContext, day: dt.date, *, worker_id: str | None) -> None:
     """One of the processes of `send --processes N`: send, report nothing, exit 3 if paused."""
     from newsletter.core.errors import DeliveryError
     from newsletter.delivery.worker import send_edition
@@ -399,7 +421,9 @@ def _send_as_child(context: CliContext, day: dt.date) -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
         _stop_when_parent_goes(stop)
-        return await send_edition(context.settings, context.engine(), edition_date=day, stop=stop)
+        return await send_edition(
+            context.settings, context.engine(), edition_date=day, worker_id=worker_id, stop=stop
+        )
 
     try:
         report = _run_async(work())
@@ -550,13 +574,13 @@ def worker(
                 queued = count_sending(connection)[DeliveryStatus.QUEUED]
         count = _process_count(context.settings, processes, queued=queued)
         if count > 1:
-            commands = []
-            for number in range(1, count + 1):
-                command = [*_newsletter(context), "worker", "--as-child"]
-                command += ["--forever"] if forever else []
-                command += ["--worker-id", f"{worker_id}-{number}"] if worker_id else []
-                commands.append(command)
-            _run_processes(context, commands, edition_id=None, restart=forever)
+            command = [*_newsletter(context), "worker", "--as-child"]
+            command += ["--forever"] if forever else []
+            children = {
+                child_id: [*command, "--worker-id", child_id]
+                for child_id in _child_worker_ids(worker_id, count)
+            }
+            _run_processes(context, children, edition_id=None, restart=forever)
             return
 
     async def work(progress: RichSendProgress | None) -> SendReport:

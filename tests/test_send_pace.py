@@ -191,7 +191,5 @@ def test_attempts_of_two_workers_add_up_and_trip_the_edition_once(engine: Engine
     assert record([True] * 20, "451 4.3.0 busy (worker a)") == (False, None)
     assert edition_status(engine) == (EditionStatus.PAUSED, tripped)
     with engine.connect() as connection:
-        counters = connection.execute(
-            select(send_breakers.c.attempts, send_breakers.c.failing_in_a_row)
-        ).one()
-    assert tuple(counters) == (0, 0)  # a resume starts with a fresh window
+        counters = connection.execute(select(send_breakers)).all()
+    assert counters == []  # a resume starts with a fresh window

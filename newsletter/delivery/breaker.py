@@ -15,8 +15,10 @@ the latest attempts, in two integers rather than one row per attempt.
 A trip pauses the edition with the reason in the same transaction, only if it
 is still sending: however many workers see the failures, it trips once, and
 every worker stops claiming its rows (and notices the pause at its next
-flush). The counters start again from zero, so `resume` gets a fresh window;
-attempts recorded while the edition is not sending do not count.
+flush). A worker's pause for a relay refusal (`pause_sending_edition`) is the
+same conditional change. Either way the counters start again from zero, so
+`resume` gets a fresh window; attempts recorded while the edition is not
+sending do not count.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, exists, select, update
+from sqlalchemy import Connection, delete, exists, select, update
 
 from newsletter.core.db import upsert_insert
 from newsletter.delivery.ledger import clean_error_text, editions
@@ -112,7 +114,6 @@ def record_attempts(
             f"{reason}; last error: {last_error}" if last_error else reason
         )
         if pause_sending_edition(connection, edition_id=edition_id, reason=full_reason):
-            _write(connection, edition_id, BreakerState(), now)
             return BreakerCheck(after, sending=False, tripped=full_reason)
         return BreakerCheck(after, sending=False)
     if after != state:
@@ -125,6 +126,7 @@ def pause_sending_edition(connection: Connection, *, edition_id: int, reason: st
 
     One conditional UPDATE: of several workers pausing at once, one wins and its
     reason stays; an edition paused, cancelled or finished meanwhile is left alone.
+    The breaker's counters go with the pause, so a `resume` starts a fresh window.
     """
     statement = transition_statement(
         EditionEvent.PAUSE,
@@ -132,7 +134,10 @@ def pause_sending_edition(connection: Connection, *, edition_id: int, reason: st
         editions.c.status == EditionStatus.SENDING.value,
         reason=clean_error_text(reason),
     )
-    return bool(connection.execute(statement).rowcount)
+    if not connection.execute(statement).rowcount:
+        return False
+    connection.execute(delete(send_breakers).where(send_breakers.c.edition_id == edition_id))
+    return True
 
 
 def _lock(connection: Connection, edition_id: int, now: dt.datetime) -> BreakerState | None:

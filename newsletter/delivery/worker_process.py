@@ -42,8 +42,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import Engine, select
 
@@ -95,8 +96,13 @@ class WorkerProcess:
         first_restart_delay_seconds: float = FIRST_RESTART_DELAY_SECONDS,
         restart: bool = True,
         stop_with_parent: bool = False,
+        on_exit: Callable[[], None] | None = None,
     ) -> None:
-        self.command = list(command or [sys.executable, "-m", "newsletter", "worker", "--forever"])
+        # One process: the server has the other cores (`worker --processes N` elsewhere for more).
+        self.command = list(
+            command
+            or [sys.executable, "-m", "newsletter", "worker", "--forever", "--processes", "1"]
+        )
         self.environment = {
             name: value for name, value in os.environ.items() if not name.startswith("NEWSLETTER_")
         } | settings_environment(settings)
@@ -105,6 +111,7 @@ class WorkerProcess:
         self.first_restart_delay_seconds = first_restart_delay_seconds
         self.restart = restart  # False: a child that ends is done (a send that finished)
         self.stop_with_parent = stop_with_parent  # its stdin is a pipe only this process holds
+        self.on_exit = on_exit  # called (in the watcher) each time a child ends, before a restart
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
@@ -197,6 +204,11 @@ class WorkerProcess:
             assert process is not None
             started = time.monotonic()
             status = process.wait()
+            if self.on_exit is not None:
+                try:
+                    self.on_exit()
+                except Exception:
+                    logger.exception("after the sending worker (pid %d) ended", process.pid)
             if self._stopping.is_set() or not self.restart:
                 return
             if time.monotonic() - started >= RESTART_RESET_SECONDS:
@@ -316,15 +328,16 @@ def run_sending_processes(
     settings: Settings,
     engine: Engine,
     *,
-    commands: Sequence[Sequence[str]],
+    children: Mapping[str, Sequence[str]],
     edition_id: int | None,
     progress: SendProgress | None,
     stop: threading.Event,
     kill: threading.Event,
     restart: bool = False,
 ) -> ProcessesOutcome:
-    """Run one child per command over the same ledger until all end; one progress, one report.
+    """Run the children over the same ledger until all end; one progress, one report.
 
+    `children` maps each child's worker id (its `--worker-id`) to its command line.
     `edition_id` is the edition being sent (None: every sending edition, as a worker).
     Setting `stop` forwards SIGTERM to every child; setting `kill` kills them.
     `restart` restarts a child that dies (`worker --forever`), as for `serve`.
@@ -335,35 +348,44 @@ def run_sending_processes(
     already_done = sum(tally.total(status) for status in DeliveryStatus) - queued
     if progress is not None:
         progress.started(queued + already_done, already_done)
-    children = [
-        WorkerProcess(settings, command=command, restart=restart, stop_with_parent=True)
-        for command in commands
+    processes = [
+        WorkerProcess(
+            settings,
+            command=command,
+            restart=restart,
+            stop_with_parent=True,
+            # A child that died holding rows: the others (or the child started again, under
+            # the same id) get them now, not when its lease runs out. One that stopped well
+            # handed them back itself.
+            on_exit=partial(_release_leases, engine, worker_id),
+        )
+        for worker_id, command in children.items()
     ]
     stopped = killed = False
     try:
-        for child in children:
+        for child in processes:
             child.start()
-        while any(child.watching for child in children):
+        while any(child.watching for child in processes):
             if kill.is_set() and not killed:
                 killed = stopped = True
-                for child in children:
+                for child in processes:
                     child.kill()
             elif stop.is_set() and not stopped:
                 stopped = True
-                for child in children:
+                for child in processes:
                     child.terminate()
             # Woken early by the first signal (to forward it), else by the next poll.
             (kill if stop.is_set() else stop).wait(PROGRESS_POLL_SECONDS)
             if progress is not None:
                 _show(tally, progress, edition_id)
     finally:
-        for child in children:
+        for child in processes:
             if child.watching or child.returncode is None:
                 child.stop()
     tally.refresh()
     if progress is not None:
         tally.advance(progress)
-    statuses = [child.stop() for child in children]
+    statuses = [child.stop() for child in processes]
     failed = [
         status
         for status in statuses
@@ -385,6 +407,15 @@ def run_sending_processes(
     if progress is not None:
         progress.finished(report)
     return ProcessesOutcome(report, failed, interrupted=stopped)
+
+
+def _release_leases(engine: Engine, worker_id: str) -> None:
+    with engine.begin() as connection:
+        released = ledger.release_leases(connection, [worker_id])
+    if released:
+        logger.warning(
+            "took back %d recipients held by the sending process %s", released, worker_id
+        )
 
 
 def _show(tally: _LedgerTally, progress: SendProgress, edition_id: int | None) -> None:
