@@ -728,6 +728,7 @@ def run(
     ctx: typer.Context,
     date: DateOption = None,
     source: Annotated[str, typer.Option(help="Where papers come from: hf or arxiv.")] = "hf",
+    processes: ProcessesOption = None,
 ) -> None:
     """Ingest, rank, render and send a day's digest: what cron runs every day.
 
@@ -743,8 +744,9 @@ def run(
         date=date,
         dry_run=False,
         retry_failed=False,
-        processes=None,
+        processes=processes,
         as_child=False,
+        worker_id=None,
         to=None,
         pause=False,
         resume=False,

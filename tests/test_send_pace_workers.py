@@ -184,23 +184,34 @@ def test_two_workers_on_sqlite_keep_one_rate(tmp_path: Path, timed_server: SmtpC
         engine.dispose()
 
 
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_a_failing_relay_trips_the_shared_breaker_once_and_every_worker_stops(
-    tmp_path: Path, timed_server: SmtpCatcher
+    database: str, tmp_path: Path, timed_server: SmtpCatcher
 ) -> None:
+    if database == "sqlite":
+        breaker_trips_once(f"sqlite:///{tmp_path / 'breaker.db'}", timed_server, tmp_path)
+        return
+    with postgres_database_or_skip() as database_url:
+        breaker_trips_once(database_url, timed_server, tmp_path)
+
+
+def breaker_trips_once(database_url: str, server: SmtpCatcher, tmp_path: Path) -> None:
+    """The scenario: every RCPT refused, two workers; one trip, one pause, both stop."""
     workers, lanes, audience = 2, 2, 200
-    database_url = f"sqlite:///{tmp_path / 'breaker.db'}"
     engine = create_db_engine(database_url)
     try:
         upgrade_schema(engine)
         seed_subscribers(engine, audience)
         make_edition(engine)
         start_edition(engine, DAY)
-        handler = timed_server.handler
+        handler = server.handler
         assert isinstance(handler, TimedHandler)
         handler.fault = lambda stage, _, n: "451 4.3.0 busy" if stage == "rcpt" else None
         env = worker_environment(
             database_url,
-            timed_server.port,
+            server.port,
             NEWSLETTER_SMTP_CONCURRENCY=str(lanes),
             NEWSLETTER_SEND_BATCH_SIZE="20",
             NEWSLETTER_SEND_MAX_ATTEMPTS="50",  # no row runs out of attempts first

@@ -149,7 +149,7 @@ def _lock(connection: Connection, edition_id: int, now: dt.datetime) -> BreakerS
     lock = (
         update(send_breakers)
         .where(send_breakers.c.edition_id == edition_id, sending)
-        .values(edition_id=send_breakers.c.edition_id)
+        .values(attempts=send_breakers.c.attempts)
         .returning(
             send_breakers.c.attempts, send_breakers.c.failures, send_breakers.c.failing_in_a_row
         )

@@ -204,7 +204,7 @@ def _lock_pace_row(connection: Connection) -> PaceState:
     lock = (
         update(send_pace)
         .where(send_pace.c.id == PACE_ROW_ID)
-        .values(id=send_pace.c.id)
+        .values(refilled_at=send_pace.c.refilled_at)
         .returning(send_pace.c.second_tokens, send_pace.c.hour_tokens, send_pace.c.refilled_at)
     )
     row = connection.execute(lock).one_or_none()
