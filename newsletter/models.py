@@ -105,6 +105,9 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     BOUNCED = "bounced"
+    # The reader unsubscribed, bounced or paused after the audience was fixed:
+    # no message went out, and that is no failure of the send.
+    SKIPPED = "skipped"
 
 
 class Delivery(SQLModel, table=True):
