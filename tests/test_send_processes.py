@@ -13,11 +13,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from newsletter.core.db import create_db_engine, upgrade_schema
+from newsletter.delivery.ledger import subscribers
 from newsletter.delivery.worker import start_edition
 from newsletter.models import DeliveryStatus, EditionStatus
+from subscribers.models import SubscriberStatus
 from tests.support.postgres import postgres_database_or_skip
 from tests.support.sending import (
     DAY,
@@ -84,6 +86,11 @@ def prepared(engine: Engine, readers: int) -> list[str]:
     return addresses
 
 
+def both_working(log: Path) -> bool:
+    """True once both sending processes logged their start (they run with --verbose)."""
+    return log.read_text().count(" started; it stops when nothing is left") == 2
+
+
 def newsletter(*args: str) -> list[str]:
     """The `newsletter` command line."""
     return [sys.executable, "-m", "newsletter", *args]
@@ -102,6 +109,13 @@ def test_send_with_two_processes_reaches_everyone_once_and_reports_them_together
     with opened as url:
         engine = engine_for(url)
         readers = prepared(engine, 300)
+        leaver = readers.pop(150)  # unsubscribes after the audience was fixed
+        with engine.begin() as connection:
+            connection.execute(
+                update(subscribers)
+                .where(subscribers.c.email == leaver)
+                .values(status=SubscriberStatus.UNSUBSCRIBED.value)
+            )
         env = worker_environment(
             url,
             smtp_server.port,
@@ -122,11 +136,15 @@ def test_send_with_two_processes_reaches_everyone_once_and_reports_them_together
         # One summary, for both processes, counted from the ledger.
         assert result.stdout.count("Send summary") == 1
         numbers = summary_numbers(result.stdout)
-        assert (numbers["queued"], numbers["sent"], numbers["failed"]) == (300, 300, 0)
+        assert (numbers["queued"], numbers["sent"], numbers["failed"]) == (300, 299, 0)
+        assert numbers["left"] == 1
         # Two workers (two processes) did the sending.
         started = {line for line in result.stderr.splitlines() if " started; it stops" in line}
         assert len(started) == 2, result.stderr
-        assert {row.status for row in ledger_rows(engine)} == {DeliveryStatus.SENT}
+        assert Counter(row.status for row in ledger_rows(engine)) == {
+            DeliveryStatus.SENT: 299,
+            DeliveryStatus.SKIPPED: 1,
+        }
         assert edition_status(engine)[0] is EditionStatus.SENT
 
 
@@ -170,12 +188,12 @@ def test_ctrl_c_stops_every_process_after_its_messages_in_flight(
             NEWSLETTER_SMTP_CONCURRENCY=str(LANES),
         )
         log = tmp_path / "send.log"
-        command = newsletter("send", "--date", DAY.isoformat(), "--processes", "2")
+        command = newsletter("-v", "send", "--date", DAY.isoformat(), "--processes", "2")
         with log.open("w") as errors:
             parent = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=errors)
             try:
                 assert hold.reached.wait(60), "no message reached the server"
-                wait_until(lambda: len(child_pids(parent.pid)) == 2, "two sending processes")
+                wait_until(lambda: both_working(log), "both sending processes working")
                 parent.send_signal(signal.SIGINT)  # Ctrl-C, to the parent only
                 wait_until(
                     lambda: log.read_text().count("SIGTERM: stopping after the messages") == 2,
@@ -186,7 +204,7 @@ def test_ctrl_c_stops_every_process_after_its_messages_in_flight(
             finally:
                 if parent.poll() is None:
                     parent.kill()
-                    parent.wait()
+                    parent.communicate()
 
         assert parent.returncode == 130, log.read_text()
         assert "Stopped by SIGINT: the recipients not sent yet are back in the queue" in (
@@ -221,12 +239,12 @@ def test_sending_processes_stop_by_themselves_when_their_parent_is_killed(
             NEWSLETTER_SMTP_CONCURRENCY=str(LANES),
         )
         log = tmp_path / "send.log"
-        command = newsletter("send", "--date", DAY.isoformat(), "--processes", "2")
+        command = newsletter("-v", "send", "--date", DAY.isoformat(), "--processes", "2")
         with log.open("w") as errors:
             parent = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=errors)
             try:
                 assert hold.reached.wait(60), "no message reached the server"
-                wait_until(lambda: len(child_pids(parent.pid)) == 2, "two sending processes")
+                wait_until(lambda: both_working(log), "both sending processes working")
                 children = child_pids(parent.pid)
                 parent.kill()
                 parent.wait()

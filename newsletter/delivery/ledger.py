@@ -543,12 +543,11 @@ def count_sending(connection: Connection) -> dict[DeliveryStatus, int]:
 
 @dataclass(frozen=True, slots=True)
 class EditionTally:
-    """One edition's (non-test) rows by status, and how many of the failed ones left first."""
+    """One edition's status and its (non-test) rows by status."""
 
     status: EditionStatus
     status_reason: str | None
     counts: dict[DeliveryStatus, int]
-    left: int  # `failed` rows whose reader left or paused before their message (not a failure)
 
 
 def tally_editions(
@@ -560,11 +559,10 @@ def tally_editions(
     the one place where all of them meet.
     """
     chosen = _sending_editions(None) if edition_ids is None else list(edition_ids)
-    left = (deliveries.c.last_error == LEFT_BEFORE_SENDING).label("left")
     rows = connection.execute(
-        select(deliveries.c.edition_id, deliveries.c.status, left, func.count())
+        select(deliveries.c.edition_id, deliveries.c.status, func.count())
         .where(deliveries.c.edition_id.in_(chosen), deliveries.c.is_test == false())
-        .group_by(deliveries.c.edition_id, deliveries.c.status, left)
+        .group_by(deliveries.c.edition_id, deliveries.c.status)
     ).all()
     states = connection.execute(
         select(editions.c.id, editions.c.status, editions.c.status_reason).where(
@@ -572,16 +570,11 @@ def tally_editions(
         )
     ).all()
     tallies = {
-        edition_id: EditionTally(EditionStatus(status), reason, dict.fromkeys(DeliveryStatus, 0), 0)
+        edition_id: EditionTally(EditionStatus(status), reason, dict.fromkeys(DeliveryStatus, 0))
         for edition_id, status, reason in states
     }
-    for edition_id, status, is_left, count in rows:
-        tally = tallies[edition_id]
-        tally.counts[DeliveryStatus(status)] += count
-        if is_left and status == DeliveryStatus.FAILED.value:
-            tallies[edition_id] = EditionTally(
-                tally.status, tally.status_reason, tally.counts, tally.left + count
-            )
+    for edition_id, status, count in rows:
+        tallies[edition_id].counts[DeliveryStatus(status)] += count
     return tallies
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -291,16 +292,11 @@ class _LedgerTally:
         """Rows that reached a final status since the processes started."""
         return self.total(status) - self.total(status, first=True)
 
-    def left_since_start(self) -> int:
-        """Rows ended because their reader left meanwhile, since the start."""
-        return sum(tally.left for tally in self.last.values()) - sum(
-            tally.left for tally in self.first.values()
-        )
-
     def advance(self, progress: SendProgress) -> bool:
         """Report the rows that became final since the last call; whether there were any."""
         moved = False
-        for status in (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.BOUNCED):
+        final = [status for status in DeliveryStatus if status is not DeliveryStatus.QUEUED]
+        for status in final:
             now = self.done_since_start(status)
             for _ in range(now - self.shown[status]):
                 progress.advanced(status)
@@ -386,23 +382,27 @@ def run_sending_processes(
     if progress is not None:
         tally.advance(progress)
     statuses = [child.stop() for child in processes]
+    # Not failures: a paused edition (3), a child we killed, or one that ended by the SIGTERM
+    # we forwarded before it could catch it (still starting: it held no rows).
     failed = [
         status
         for status in statuses
-        if status is not None and status not in (0, 3) and not (killed and status < 0)
+        if status is not None
+        and status not in (0, 3)
+        and not (killed and status < 0)
+        and not (stopped and status == -signal.SIGTERM)
     ]
     dates = tally.edition_dates()
-    left = tally.left_since_start()
     report = SendReport(
         edition_date=dates[0] if len(dates) == 1 else None,
         queued=queued,
         sent=tally.done_since_start(DeliveryStatus.SENT),
-        failed=tally.done_since_start(DeliveryStatus.FAILED) - left,
+        failed=tally.done_since_start(DeliveryStatus.FAILED),
         bounced=tally.done_since_start(DeliveryStatus.BOUNCED),
         already_done=already_done,
         paused_reason=tally.paused_reason(),
         elapsed_seconds=time.monotonic() - started,
-        skipped=left,
+        skipped=tally.done_since_start(DeliveryStatus.SKIPPED),
     )
     if progress is not None:
         progress.finished(report)
