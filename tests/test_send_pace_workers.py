@@ -36,8 +36,10 @@ RATE = 20  # messages per second, for all workers together
 AUDIENCE = 300
 BURST = max(1, int(RATE * BURST_SECONDS))
 # Between taking a token and the message's arrival: connecting, the loop's turns, a loaded
-# machine. Tokens taken over a second and a quarter can arrive within one second.
-ARRIVAL_SPREAD = int(RATE * 0.25)
+# machine (two cores shared with other jobs). Tokens taken over a second and a half may
+# arrive within one second. Unshared, each worker would send RATE a second (and its own
+# full burst first), so the bound still tells one shared pace from one per worker.
+ARRIVAL_SPREAD = int(RATE * 0.5)
 
 # Each worker connects first, says "ready", then waits for "go" on its stdin,
 # so all of them really compete for the same tokens and rows.

@@ -333,7 +333,12 @@ class _Worker:
             per_second=settings.send_rate_per_second, per_hour=settings.send_rate_per_hour
         )
         self.batch_size = settings.send_batch_size
-        self.low_water = max(settings.send_batch_size // 2, 2 * transport.lanes)
+        # Claim the next batch while half of this one still waits, except under a shared pace:
+        # there rows are paid for when claimed, and rows paid for but held back here would go
+        # out later in a bunch, so the next batch is claimed only once the queue is empty.
+        self.low_water = (
+            max(settings.send_batch_size // 2, 2 * transport.lanes) if self.pace.unlimited else 1
+        )
         self.jobs: asyncio.Queue[ClaimedDelivery | None] = asyncio.Queue()
         self.hungry = asyncio.Event()
         self.hungry.set()
