@@ -19,7 +19,12 @@ over any interval of T seconds the relay sees at most rate × T + that burst
 (plus the spread of the time from taking a token to the message arriving);
 the hourly bucket holds a minute's worth. A worker short of tokens is told
 when a useful share of a batch (CLAIM_INTERVAL_SECONDS of tokens) will be
-there, and claims again then rather than polling message by message.
+there, and claims again then rather than polling message by message. Under a
+pace a worker claims its next batch only once its queue is empty, and sends a
+batch as fast as its connections go: rows paid for and held back would leave
+later in a bunch, and with a burst this small there is nothing left to smooth
+(the per-process pacer this replaces smoothed each message, but could not see
+the other workers).
 
 Times are the workers' clocks (as for leases), so machines sharing a database
 need synchronised clocks; one that runs behind refills nothing until its clock
