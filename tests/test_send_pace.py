@@ -11,6 +11,7 @@ from newsletter.delivery import ledger
 from newsletter.delivery.breaker import (
     EARLY_TRIP_ATTEMPTS,
     BreakerState,
+    pause_sending_edition,
     record_attempts,
     send_breakers,
 )
@@ -21,7 +22,7 @@ from newsletter.delivery.pacing import (
     give_back,
     plan_grant,
 )
-from newsletter.delivery.worker import start_edition
+from newsletter.delivery.worker import resume_edition, start_edition
 from newsletter.models import EditionStatus
 from tests.support.sending import DAY, edition_status, make_edition, seed_subscribers
 
@@ -180,16 +181,32 @@ def test_attempts_of_two_workers_add_up_and_trip_the_edition_once(engine: Engine
             )
         return check.sending, check.tripped
 
+    def pause(reason: str) -> bool:
+        with engine.begin() as connection:
+            return pause_sending_edition(connection, edition_id=edition_id, reason=reason)
+
+    def counters() -> list[tuple[int, int]]:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(send_breakers.c.attempts, send_breakers.c.failing_in_a_row)
+            ).all()
+        return [(row.attempts, row.failing_in_a_row) for row in rows]
+
     assert record([True] * 6, "451 4.3.0 busy (worker a)") == (True, None)
-    sending, tripped = record([True] * 4, "451 4.3.0 busy (worker b)")
-    assert not sending
+    _, tripped = record([True] * 4, "451 4.3.0 busy (worker b)")
+    assert tripped is not None
     assert tripped == (
         f"the last {EARLY_TRIP_ATTEMPTS} attempts all failed; last error: 451 4.3.0 busy (worker b)"
     )
+    assert counters() == [(0, 0)]  # one worker sees the trip; the counters start again
+    assert pause(tripped)  # worker b pauses the edition
+    assert not pause("the last 10 attempts all failed (worker a)")  # nobody else can
     assert edition_status(engine) == (EditionStatus.PAUSED, tripped)
-    # Worker a's later failures find the edition paused: no second trip, nothing counted.
+    # Worker a's later failures find the edition paused: nothing counted, no trip.
     assert record([True] * 20, "451 4.3.0 busy (worker a)") == (False, None)
-    assert edition_status(engine) == (EditionStatus.PAUSED, tripped)
-    with engine.connect() as connection:
-        counters = connection.execute(select(send_breakers)).all()
-    assert counters == []  # a resume starts with a fresh window
+    assert counters() == [(0, 0)]
+
+    resume_edition(engine, DAY)  # a fresh window
+    assert counters() == []
+    assert record([True] * 3, "451 4.3.0 busy") == (True, None)
+    assert counters() == [(3, 3)]

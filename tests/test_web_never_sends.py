@@ -45,7 +45,6 @@ WORKER_MODULES = frozenset(
         "newsletter.delivery.worker",
         "newsletter.delivery.transport",
         "newsletter.delivery.pacing",
-        "newsletter.delivery.breaker",
         "newsletter.delivery.progress",
     }
 )

@@ -12,13 +12,14 @@ A full window that does not trip forgets its older half (the failures in
 proportion), so it always judges between half a window and a whole one of
 the latest attempts, in two integers rather than one row per attempt.
 
-A trip pauses the edition with the reason in the same transaction, only if it
-is still sending: however many workers see the failures, it trips once, and
-every worker stops claiming its rows (and notices the pause at its next
-flush). A worker's pause for a relay refusal (`pause_sending_edition`) is the
-same conditional change. Either way the counters start again from zero, so
-`resume` gets a fresh window; attempts recorded while the edition is not
-sending do not count.
+A trip starts the counters again from zero in that transaction (so, however
+many workers see the failures, one of them sees the trip), and that worker
+then pauses the edition with the reason (`pause_sending_edition`, a change
+from `sending` only, in a transaction of its own: the flush that holds ledger
+rows never waits for the edition's row, which an operator's cancel holds
+while it ends those rows). Every worker stops claiming its rows and notices
+the pause at its next flush; attempts recorded while the edition is not
+sending do not count, and `resume` starts a fresh window.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "BreakerState",
     "pause_sending_edition",
     "record_attempts",
+    "reset_breaker",
 ]
 
 send_breakers = SendBreaker.__table__  # type: ignore[attr-defined]
@@ -85,8 +87,8 @@ class BreakerCheck:
     """What recording attempts found: the counters now, and whether the edition still sends."""
 
     state: BreakerState
-    sending: bool  # False: paused, cancelled or finished (by this trip or elsewhere)
-    tripped: str | None = None  # the pause reason, when these attempts tripped it
+    sending: bool  # False: paused, cancelled or finished elsewhere
+    tripped: str | None = None  # the pause reason, when these attempts tripped it (pause it!)
 
 
 def record_attempts(
@@ -99,23 +101,22 @@ def record_attempts(
     last_error: str | None,
     now: dt.datetime,
 ) -> BreakerCheck:
-    """Add attempts to the edition's shared breaker; pause the edition if it trips.
+    """Add attempts to the edition's shared breaker; whether (and why) they trip it.
 
     Runs in the transaction that writes the attempts' outcomes, so counters and
-    ledger never disagree. `failed_attempts` may be empty: then it only tells
-    whether the edition still sends (and the current counters).
+    ledger never disagree. On a trip the counters start again and the caller
+    pauses the edition (`pause_sending_edition`) once this has committed.
     """
     state = _lock(connection, edition_id, now)
     if state is None:
         return BreakerCheck(BreakerState(), sending=False)
     after, reason = state.after(failed_attempts, window=window, threshold=threshold)
     if reason is not None:
+        _write(connection, edition_id, BreakerState(), now)
         full_reason = clean_error_text(
             f"{reason}; last error: {last_error}" if last_error else reason
         )
-        if pause_sending_edition(connection, edition_id=edition_id, reason=full_reason):
-            return BreakerCheck(after, sending=False, tripped=full_reason)
-        return BreakerCheck(after, sending=False)
+        return BreakerCheck(after, sending=True, tripped=full_reason)
     if after != state:
         _write(connection, edition_id, after, now)
     return BreakerCheck(after, sending=True)
@@ -126,7 +127,6 @@ def pause_sending_edition(connection: Connection, *, edition_id: int, reason: st
 
     One conditional UPDATE: of several workers pausing at once, one wins and its
     reason stays; an edition paused, cancelled or finished meanwhile is left alone.
-    The breaker's counters go with the pause, so a `resume` starts a fresh window.
     """
     statement = transition_statement(
         EditionEvent.PAUSE,
@@ -134,10 +134,12 @@ def pause_sending_edition(connection: Connection, *, edition_id: int, reason: st
         editions.c.status == EditionStatus.SENDING.value,
         reason=clean_error_text(reason),
     )
-    if not connection.execute(statement).rowcount:
-        return False
+    return bool(connection.execute(statement).rowcount)
+
+
+def reset_breaker(connection: Connection, *, edition_id: int) -> None:
+    """Forget an edition's counters: a resumed or retried send starts a fresh window."""
     connection.execute(delete(send_breakers).where(send_breakers.c.edition_id == edition_id))
-    return True
 
 
 def _lock(connection: Connection, edition_id: int, now: dt.datetime) -> BreakerState | None:

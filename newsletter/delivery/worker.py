@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from typing import NoReturn, Protocol, TypeVar
 
 from sqlalchemy import Engine, select
@@ -470,8 +471,11 @@ class _Worker:
         if self.pending or attempts:
             batch, self.pending = self.pending, []
             with self.engine.begin() as connection:
-                self._write_outcomes(connection, batch, attempts, self.clock())
+                checks = self._write_outcomes(connection, batch, attempts, self.clock())
             self.held.difference_update(outcome.delivery_id for outcome in batch)
+            for edition_id, check in checks.items():
+                if check.tripped is not None:  # tripped on the way out: pause it all the same
+                    _in_transaction(self.engine, partial(_pause_tripped, edition_id, check.tripped))
 
     async def _claim_loop(self) -> None:
         while True:
@@ -847,7 +851,7 @@ class _Worker:
                 now = self.clock()
                 checks = await self._db(lambda c: self._write_outcomes(c, batch, attempts, now))
                 self.held.difference_update(outcome.delivery_id for outcome in batch)
-                if self._take_checks(checks):
+                if await self._take_checks(checks):
                     await self._notice_stopped_editions()
             self.room.set()
             self.flushed.set()
@@ -876,17 +880,22 @@ class _Worker:
             if failed
         }
 
-    def _take_checks(self, checks: dict[int, BreakerCheck]) -> bool:
-        """Learn the shared breakers' state; True when an edition stopped elsewhere."""
+    async def _take_checks(self, checks: dict[int, BreakerCheck]) -> bool:
+        """Learn the shared breakers' state, pause what tripped; True if one stopped elsewhere."""
         stopped_elsewhere = False
         for edition_id, check in checks.items():
             self.breakers[edition_id] = check.state
             if check.tripped is not None:
-                edition = self.compiled[edition_id].edition_date.isoformat()
-                logger.error("send paused edition=%s reason=%r", edition, check.tripped)
-                self.stopped[edition_id] = check.tripped
-                if self.edition_id in (None, edition_id):
-                    self.paused_reason = check.tripped
+                self.stopped[edition_id] = check.tripped  # no more of its messages from here
+                if await self._db(partial(_pause_tripped, edition_id, check.tripped)):
+                    compiled = self.compiled.get(edition_id)
+                    day = compiled.edition_date.isoformat() if compiled else str(edition_id)
+                    logger.error("send paused edition=%s reason=%r", day, check.tripped)
+                    if self.edition_id in (None, edition_id):
+                        self.paused_reason = check.tripped
+                    continue
+                del self.stopped[edition_id]  # paused, cancelled or finished meanwhile
+                stopped_elsewhere = True
             elif not check.sending and edition_id not in self.stopped:
                 stopped_elsewhere = True
         return stopped_elsewhere
@@ -944,6 +953,11 @@ async def _wait_briefly(event: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await event.wait()
+
+
+def _pause_tripped(edition_id: int, reason: str, connection: Connection) -> bool:
+    """Pause an edition whose shared breaker tripped (only if still sending); whether it did."""
+    return pause_sending_edition(connection, edition_id=edition_id, reason=reason)
 
 
 def _edition_status(connection: Connection, edition_id: int) -> tuple[EditionStatus, str | None]:
