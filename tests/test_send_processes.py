@@ -88,7 +88,7 @@ def prepared(engine: Engine, readers: int) -> list[str]:
 
 def both_working(log: Path) -> bool:
     """True once both sending processes logged their start (they run with --verbose)."""
-    return log.read_text().count(" started; it stops when nothing is left") == 2
+    return log.read_text().count(" started; it ") == 2
 
 
 def newsletter(*args: str) -> list[str]:
@@ -300,3 +300,49 @@ def test_worker_processes_run_until_sigterm_and_report_together(
         assert worker.returncode == 0, out + err
         assert received(smtp_server) == Counter(readers)
         assert summary_numbers(out)["sent"] == len(readers)
+
+
+def test_a_worker_process_that_dies_is_started_again_and_its_rows_are_not_left_waiting(
+    tmp_path: Path, engine_for: Callable[[str], Engine]
+) -> None:
+    hold = Hold(lambda _: True)
+    with sqlite_database(tmp_path) as url, RecordingSmtpServer(hold=hold) as server:
+        engine = engine_for(url)
+        readers = prepared(engine, 120)
+        # The default lease (300 s): only the parent's release gets the dead child's rows back.
+        env = worker_environment(url, server.port, NEWSLETTER_SEND_BATCH_SIZE="20")
+        log = tmp_path / "worker.log"
+        command = newsletter("-v", "worker", "--forever", "--processes", "2")
+        with log.open("w") as errors:
+            parent = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=errors)
+            try:
+                assert hold.reached.wait(60), "no message reached the server"
+                wait_until(lambda: both_working(log), "both sending processes working")
+                victim = child_pids(parent.pid)[0]
+                os.kill(victim, signal.SIGKILL)  # holding its claimed rows
+                wait_until(
+                    lambda: "took back" in log.read_text(), "the parent taking its rows back"
+                )
+                wait_until(
+                    lambda: "started the sending worker again" in log.read_text(),
+                    "a new process in its place",
+                )
+                hold.release()
+                wait_until(
+                    lambda: edition_status(engine)[0] is EditionStatus.SENT, "the edition finishing"
+                )
+                parent.send_signal(signal.SIGTERM)
+                out, _ = parent.communicate(timeout=60)
+            finally:
+                hold.release()
+                if parent.poll() is None:
+                    parent.kill()
+                    parent.communicate()
+
+        assert parent.returncode == 0, log.read_text()
+        copies = received(server)
+        assert set(copies) == set(readers)
+        # Only what the killed process had in flight can have gone twice.
+        assert sum(copies.values()) - len(readers) <= LANES
+        assert {row.status for row in ledger_rows(engine)} == {DeliveryStatus.SENT}
+        assert out.decode().count("Send summary") == 1
