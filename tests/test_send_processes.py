@@ -18,6 +18,7 @@ from sqlalchemy import Engine, update
 from newsletter.core.db import create_db_engine, upgrade_schema
 from newsletter.delivery.ledger import subscribers
 from newsletter.delivery.worker import start_edition
+from newsletter.delivery.worker_process import available_cores
 from newsletter.models import DeliveryStatus, EditionStatus
 from subscribers.models import SubscriberStatus
 from tests.support.postgres import postgres_database_or_skip
@@ -346,3 +347,30 @@ def test_a_worker_process_that_dies_is_started_again_and_its_rows_are_not_left_w
         assert sum(copies.values()) - len(readers) <= LANES
         assert {row.status for row in ledger_rows(engine)} == {DeliveryStatus.SENT}
         assert out.decode().count("Send summary") == 1
+
+
+@pytest.mark.parametrize(("readers", "batch"), [(30, 500), (300, 25)])
+def test_by_default_send_uses_the_cores_but_no_more_processes_than_batches(
+    readers: int,
+    batch: int,
+    tmp_path: Path,
+    smtp_server: RecordingSmtpServer,
+    engine_for: Callable[[str], Engine],
+) -> None:
+    with sqlite_database(tmp_path) as url:
+        engine = engine_for(url)
+        addresses = prepared(engine, readers)
+        env = worker_environment(url, smtp_server.port, NEWSLETTER_SEND_BATCH_SIZE=str(batch))
+
+        result = subprocess.run(
+            newsletter("-v", "send", "--date", DAY.isoformat()),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert received(smtp_server) == Counter(addresses)
+        workers = result.stderr.count(" started; it ")
+        assert workers == min(available_cores(), -(-readers // batch)), result.stderr
