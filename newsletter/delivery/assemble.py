@@ -22,6 +22,11 @@ relaxed canonical form of every fixed body segment (each starts and ends at a
 line end); each message's signature then hashes those with the reader's few
 personal lines instead of canonicalising the whole body again.
 
+`prepare` gives the same message ready for SMTP DATA (`core.wire`): the fixed
+chunks got CRLF line ends and their dot-stuffing once, at compile; only the
+personal values are checked per reader, and the size is the sum of known
+lengths, so nothing scans the whole message again before it is written.
+
 `build_message` is the slow reference built entirely with the `email`
 package, for well-formed input only; tests check the two agree header for
 header and part for part.

@@ -2,7 +2,12 @@
 
 `transmit` turns every answer the server gives (or fails to give) into an
 `SmtpReply` instead of raising, because a refusal is an ordinary outcome the
-ledger records, not an error of the program. The pool (`transport.SmtpPool`) keeps
+ledger records, not an error of the program. aiosmtplib opens the session
+(connect, EHLO, STARTTLS or implicit TLS, AUTH, its errors); `transmit` then
+writes MAIL, RCPT and DATA itself through aiosmtplib's protocol: in one write
+when the server offers PIPELINING, with SIZE when it offers that, and the
+prepared message (`core.wire.PreparedMessage`) as it is, without aiosmtplib's
+per-message line-end and dot-stuffing passes. The pool (`transport.SmtpPool`) keeps
 several connections open for a send; `send_once` opens one for one message
 (an operator's test copy).
 """

@@ -1,4 +1,4 @@
-"""Delivering prebuilt message bytes: a pool of long-lived SMTP connections.
+"""Delivering prepared messages (`core.wire`): a pool of long-lived SMTP connections.
 
 The pool has `lanes`: `settings.smtp_concurrency` connections to the main
 relay and as many to each extra relay. A lane's connection is opened on first
