@@ -32,7 +32,7 @@ from newsletter.delivery.ledger import OutcomeKind
 from newsletter.delivery.transport import SmtpPool, SmtpReply
 from newsletter.delivery.worker import Blame, blame_reply, classify_reply
 from newsletter.values import PersonalField
-from tests.support.smtp_server import RecordingSmtpServer
+from tests.support.smtp_server import Hold, RecordingSmtpServer
 from tests.test_assemble import assert_equivalent, make_settings
 
 EDITION_DATE = date(2026, 1, 5)
@@ -415,3 +415,29 @@ async def test_an_envelope_address_that_cannot_go_on_the_wire_is_refused_before_
     assert fine.accepted
     assert smtp_server.handler.wait_for_messages(1, WAIT_SECONDS)
     assert smtp_server.handler.recipients() == ["ada@example.org"]
+
+
+async def test_a_transaction_cancelled_midway_leaves_no_reply_for_the_next_message() -> None:
+    held = "held@example.org"
+    hold = Hold(lambda address: address == held)
+    with RecordingSmtpServer(pipelining=True, hold=hold) as server:
+        settings = wire_settings(server)
+        digest = compile_digest(settings, html="<p>hi</p>\n", text="hi\n")
+        pool = SmtpPool(settings)
+        try:
+            stuck = asyncio.create_task(
+                pool.send(0, digest.envelope_from, held, digest.prepare(reader(email=held)))
+            )
+            assert await asyncio.to_thread(hold.reached.wait, WAIT_SECONDS)
+            stuck.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await stuck
+            hold.release()
+            after = await pool.send(
+                0, digest.envelope_from, "next@example.org", digest.prepare(reader())
+            )
+        finally:
+            await pool.aclose()
+        assert server.handler.wait_for_messages(1, WAIT_SECONDS)
+    assert after.accepted
+    assert [m.rcpt_tos for m in server.messages] == [["next@example.org"]]

@@ -273,6 +273,10 @@ async def transmit(
         except (aiosmtplib.SMTPException, OSError) as error:
             client.close()
             return SmtpReply(None, f"connection lost: {error}", SmtpStage.CONNECTION)
+        except asyncio.CancelledError:
+            # Replies may still be on their way; the next message must not read them.
+            client.close()
+            raise
         finally:
             protocol._replies = None
 
