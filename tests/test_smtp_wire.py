@@ -441,3 +441,58 @@ async def test_a_transaction_cancelled_midway_leaves_no_reply_for_the_next_messa
         assert server.handler.wait_for_messages(1, WAIT_SECONDS)
     assert after.accepted
     assert [m.rcpt_tos for m in server.messages] == [["next@example.org"]]
+
+
+@pytest.mark.parametrize("offered", [True, False], ids=["offered", "not-offered"])
+async def test_8bit_content_says_body_8bitmime_or_is_not_offered_to_a_server_without_it(
+    offered: bool,
+) -> None:
+    hidden = frozenset({"SIZE"} if offered else {"SIZE", "8BITMIME"})
+    with RecordingSmtpServer(hidden=hidden) as server:
+        settings = wire_settings(server)
+        raw = "From: a@example.org\r\nTo: b@example.org\r\nSubject: x\r\n\r\nZoë\r\n".encode()
+        pool = SmtpPool(settings)
+        try:
+            eight_bit = await pool.send(0, "a@example.org", "b@example.org", prepare_message(raw))
+            plain = await pool.send(
+                0, "a@example.org", "c@example.org", prepare_message(b"Subject: y\r\n\r\nhi\r\n")
+            )
+        finally:
+            await pool.aclose()
+        assert server.handler.wait_for_messages(2 if offered else 1, WAIT_SECONDS)
+        mails = [c for c in server.handler.commands if c.startswith("MAIL")]
+    assert plain.accepted
+    if offered:
+        assert eight_bit.accepted
+        assert mails == ["MAIL a@example.org BODY=8BITMIME", "MAIL a@example.org"]
+        assert server.messages[0].raw == raw
+    else:
+        assert (eight_bit.code, eight_bit.stage) == (554, SmtpStage.PREPARE)
+        assert "8BITMIME" in eight_bit.text
+        assert mails == ["MAIL a@example.org"]
+
+
+@pytest.mark.parametrize("offered", [True, False], ids=["offered", "not-offered"])
+async def test_a_non_ascii_address_says_smtputf8_only_to_a_server_that_offers_it(
+    offered: bool,
+) -> None:
+    hidden = frozenset({"SIZE"} if offered else {"SIZE", "SMTPUTF8"})
+    with RecordingSmtpServer(hidden=hidden) as server:
+        settings = wire_settings(server)
+        pool = SmtpPool(settings)
+        try:
+            reply = await pool.send(
+                0, "a@example.org", "zoë@example.org", prepare_message(b"Subject: y\r\n\r\nhi\r\n")
+            )
+        finally:
+            await pool.aclose()
+        if offered:
+            assert server.handler.wait_for_messages(1, WAIT_SECONDS)
+        mails = [c for c in server.handler.commands if c.startswith("MAIL")]
+    if offered:
+        assert reply.accepted
+        assert mails == ["MAIL a@example.org SMTPUTF8"]
+        assert server.handler.recipients() == ["zoë@example.org"]
+    else:
+        assert (reply.code, reply.stage) == (553, SmtpStage.PREPARE)
+        assert mails == []
