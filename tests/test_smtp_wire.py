@@ -24,14 +24,17 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from newsletter.core.settings import Settings
+from newsletter.core.db import create_db_engine, upgrade_schema
+from newsletter.core.settings import Settings, load_settings
 from newsletter.core.wire import PreparedMessage, prepare_message, prepared_value, stuff
 from newsletter.delivery.assemble import CompiledDigest, Recipient, build_message
 from newsletter.delivery.connection import SmtpStage
 from newsletter.delivery.ledger import OutcomeKind
 from newsletter.delivery.transport import SmtpPool, SmtpReply
-from newsletter.delivery.worker import Blame, blame_reply, classify_reply
+from newsletter.delivery.worker import Blame, blame_reply, classify_reply, send_edition
+from newsletter.models import DeliveryStatus
 from newsletter.values import PersonalField
+from tests.support.sending import DAY, ledger_rows, make_edition, seed_subscribers
 from tests.support.smtp_server import Hold, RecordingSmtpServer
 from tests.test_assemble import assert_equivalent, make_settings
 
@@ -496,3 +499,33 @@ async def test_a_non_ascii_address_says_smtputf8_only_to_a_server_that_offers_it
     else:
         assert (reply.code, reply.stage) == (553, SmtpStage.PREPARE)
         assert mails == []
+
+
+async def test_a_send_to_a_relay_whose_size_limit_a_digest_exceeds_fails_rows_not_the_edition(
+    database_url: str,
+) -> None:
+    with RecordingSmtpServer(pipelining=True, size_limit=1000) as server:
+        settings = load_settings(
+            database_url=database_url,
+            smtp_host="127.0.0.1",
+            smtp_port=server.port,
+            secret_key="test-secret-key-0123456789",
+            base_url="https://news.example.org",
+            from_address="Daily ML Papers <digest@news.example.org>",
+        )
+        engine = create_db_engine(database_url)
+        try:
+            upgrade_schema(engine)
+            seed_subscribers(engine, 3)
+            make_edition(engine)
+            report = await send_edition(settings, engine, edition_date=DAY)
+            rows = ledger_rows(engine)
+        finally:
+            engine.dispose()
+        commands = list(server.handler.commands)
+    assert (report.sent, report.failed, report.paused_reason) == (0, 3, None)
+    assert [(row.status, row.attempts, row.last_code) for row in rows] == [
+        (DeliveryStatus.FAILED, 1, 552)
+    ] * 3
+    assert all("over the 1000-byte limit (SIZE)" in (row.last_error or "") for row in rows)
+    assert commands == []  # never offered
