@@ -245,7 +245,7 @@ def _mail_command(
 def _size_limit(parameter: str) -> int:
     """The SIZE keyword's limit (RFC 1870); 0 when it states none."""
     text = parameter.strip()
-    return int(text) if text.isdigit() else 0
+    return int(text) if text.isascii() and text.isdigit() else 0
 
 
 async def transmit(
