@@ -301,7 +301,9 @@ class _Transaction:
     async def reply(self) -> SMTPResponse:
         """The next reply, in order; raises when the connection is lost or goes quiet."""
         try:
-            reply = await asyncio.wait_for(self.replies.get(), self.seconds)
+            # Not wait_for: on Python 3.11 it can swallow a cancellation that meets a reply.
+            async with asyncio.timeout(self.seconds):
+                reply = await self.replies.get()
         except TimeoutError as error:
             raise aiosmtplib.SMTPReadTimeoutError(
                 "Timed out waiting for server response"
