@@ -15,6 +15,7 @@ from sqlalchemy import Engine, insert, select, update
 from newsletter.core.clock import utc_now
 from newsletter.core.errors import DeliveryError, EditionNotFoundError
 from newsletter.core.settings import Settings
+from newsletter.core.wire import PreparedMessage
 from newsletter.delivery.ledger import deliveries, editions, subscribers
 from newsletter.delivery.pacing import Pacer, TokenBucket
 from newsletter.delivery.progress import RichSendProgress
@@ -79,7 +80,9 @@ class HookedTransport:
     def lanes(self) -> int:
         return self.pool.lanes
 
-    async def send(self, lane: int, sender: str, recipient: str, message: bytes) -> SmtpReply:
+    async def send(
+        self, lane: int, sender: str, recipient: str, message: PreparedMessage
+    ) -> SmtpReply:
         reply = await self.pool.send(lane, sender, recipient, message)
         if reply.accepted:
             self.accepted += 1

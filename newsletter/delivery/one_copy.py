@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from newsletter.core.clock import utc_now
 from newsletter.core.settings import Settings
+from newsletter.core.wire import PreparedMessage
 from newsletter.delivery import ledger
 from newsletter.delivery.assemble import CompiledDigest, Recipient, make_message_id
 from newsletter.delivery.connection import send_once
@@ -34,7 +35,7 @@ async def send_test_copy(
     """Send one copy, subject marked as a test, to one address; recorded with is_test=True."""
     address = normalise_email(email)
 
-    def record_attempt() -> tuple[int, str, str, bytes]:
+    def record_attempt() -> tuple[int, str, str, PreparedMessage]:
         # Database work and MIME encoding both stay off the caller's event loop.
         now = utc_now()
         with engine.begin() as connection:
@@ -65,7 +66,7 @@ async def send_test_copy(
             link_marker=edition.link_marker,
             is_test=True,
         )
-        message = digest.assemble(Recipient(address, None, None, message_id))
+        message = digest.prepare(Recipient(address, None, None, message_id))
         return row_id, message_id, digest.envelope_from, message
 
     row_id, message_id, sender, message = await asyncio.to_thread(record_attempt)

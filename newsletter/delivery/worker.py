@@ -58,6 +58,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from newsletter.core.clock import utc_now
 from newsletter.core.errors import DeliveryError, NewsletterError
 from newsletter.core.settings import Settings
+from newsletter.core.wire import PreparedMessage
 from newsletter.delivery import ledger
 from newsletter.delivery.assemble import CompiledDigest, Recipient, make_message_id
 from newsletter.delivery.control import (
@@ -133,7 +134,9 @@ class MessageTransport(Protocol):
         """How many messages may be in flight at once."""
         ...
 
-    async def send(self, lane: int, sender: str, recipient: str, message: bytes) -> SmtpReply:
+    async def send(
+        self, lane: int, sender: str, recipient: str, message: PreparedMessage
+    ) -> SmtpReply:
         """Deliver one message on the lane and report the server's answer."""
         ...
 
@@ -637,7 +640,7 @@ class _Worker:
             message_id = compiled.message_id(job.id)
             digest = compiled.digest
             try:
-                message = digest.assemble(
+                message = digest.prepare(
                     Recipient(job.email, job.name, job.subscriber_key, message_id)
                 )
             except Exception as error:
