@@ -20,7 +20,7 @@ from newsletter.delivery.feedback import (
     record_feedback,
 )
 from newsletter.delivery.feedback.recording import feedback_events
-from newsletter.delivery.ledger import deliveries, editions, subscribers
+from newsletter.delivery.ledger import deliveries, editions, finish_editions, subscribers
 from newsletter.delivery.stats import edition_stats
 from newsletter.delivery.verp import EnvelopeSenders, verp_delivery_id
 from newsletter.delivery.worker import send_edition, send_test_copy
@@ -414,3 +414,19 @@ def test_soft_bounces_bounce_a_reader_at_the_limit_within_the_window(
     assert suppression(engine, spread[0][1]) is None
     # The same soft bounce delivered again is not counted twice.
     assert soft(spread[2], 20) == FeedbackSummary(duplicates=1)
+
+
+def test_a_complaint_counts_as_reached_when_the_edition_finishes(
+    bouncing: Settings, engine: Engine
+) -> None:
+    [(row_id, _, _), _] = sent_rows(engine, 2)
+    record_feedback(
+        engine,
+        [event(FeedbackKind.COMPLAINT, delivery_id=row_id, reason="complaint: abuse")],
+        settings=bouncing,
+        now=NOW,
+    )
+    with engine.begin() as connection:
+        connection.execute(editions.update().values(status=EditionStatus.SENDING.value))
+        assert finish_editions(connection, edition_id=None, now=NOW) == 1
+    assert edition_stats(engine, DAY).status is EditionStatus.SENT
