@@ -430,3 +430,19 @@ def test_a_complaint_counts_as_reached_when_the_edition_finishes(
         connection.execute(editions.update().values(status=EditionStatus.SENDING.value))
         assert finish_editions(connection, edition_id=None, now=NOW) == 1
     assert edition_stats(engine, DAY).status is EditionStatus.SENT
+
+
+def test_a_bounced_confirmation_email_is_matched_by_address(
+    bouncing: Settings, engine: Engine
+) -> None:
+    # Confirmation emails carry the plain bounce address: no token, no ledger row.
+    [address] = seed_subscribers(engine, 1, status=SubscriberStatus.PENDING)
+    raw = report("exim.eml", bounce_to=BOUNCE_ADDRESS, recipient=address, message_id="<c@x>")
+    [bounce] = parse(raw, bouncing)
+    assert bounce.delivery_id is None
+    summary = record_feedback(engine, [bounce], settings=bouncing, now=NOW)
+    assert summary == FeedbackSummary(recorded=1, bounced=1)
+    assert reader_status(engine, address) is SubscriberStatus.BOUNCED
+    assert suppression(engine, address) == "bounced"
+    again = record_feedback(engine, parse(raw, bouncing), settings=bouncing, now=NOW)
+    assert again == FeedbackSummary(duplicates=1)
