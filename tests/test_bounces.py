@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, insert, select
 
 from newsletter.core.clock import utc_now
+from newsletter.core.db import create_db_engine, upgrade_schema
 from newsletter.core.errors import InvalidTokenError
 from newsletter.core.settings import Settings, load_settings
 from newsletter.delivery.feedback import (
@@ -28,6 +31,7 @@ from newsletter.models import DeliveryStatus, EditionStatus
 from subscribers.models import SubscriberStatus
 from subscribers.suppressions import find_active
 from subscribers.tokens import make_bounce_token, read_bounce_token
+from tests.support.postgres import postgres_database_or_skip
 from tests.support.sending import DAY, ledger_rows, make_edition, seed_subscribers
 from tests.support.smtp_server import RecordingSmtpServer
 
@@ -47,6 +51,19 @@ def report(name: str, *, bounce_to: str, recipient: str, message_id: str) -> byt
     ):
         raw = raw.replace(placeholder, value.encode("ascii"))
     return raw
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Engine]:
+    """The migrated database: the test's SQLite file, then a PostgreSQL one."""
+    url = settings.database_url
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgres":
+            url = stack.enter_context(postgres_database_or_skip())
+        engine = create_db_engine(url)
+        stack.callback(engine.dispose)
+        upgrade_schema(engine)
+        yield engine
 
 
 @pytest.fixture
