@@ -40,7 +40,7 @@ from newsletter.core.text import single_line
 from newsletter.delivery.feedback.events import FeedbackEvent, FeedbackKind
 from newsletter.delivery.verp import is_bounce_address, verp_delivery_id
 
-__all__ = ["UnrecognisedReport", "events_from_message", "parse_report"]
+__all__ = ["UnrecognisedReport", "events_from_message", "parse_report", "read_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,20 +69,27 @@ def events_from_message(
     raw: bytes, *, envelope_recipients: Sequence[str], settings: Settings, now: datetime
 ) -> list[FeedbackEvent]:
     """The bounces and complaints a raw report tells of; [] for anything else (never raises)."""
+    events, why_none = read_report(
+        raw, envelope_recipients=envelope_recipients, settings=settings, now=now
+    )
+    if why_none is not None:
+        logger.warning("unrecognised report (%d bytes): %s", len(raw), why_none)
+    return events
+
+
+def read_report(
+    raw: bytes, *, envelope_recipients: Sequence[str], settings: Settings, now: datetime
+) -> tuple[list[FeedbackEvent], str | None]:
+    """The events of a report, and when there are none, why (never raises)."""
     try:
-        return parse_report(
+        events = parse_report(
             raw, envelope_recipients=envelope_recipients, settings=settings, now=now
         )
     except UnrecognisedReport as why:
-        logger.warning("unrecognised report (%d bytes): %s", len(raw), why)
+        return [], str(why)
     except Exception as error:  # hostile input must never take the receiver down
-        logger.warning(
-            "unrecognised report (%d bytes): cannot parse it (%s: %s)",
-            len(raw),
-            type(error).__name__,
-            single_line(str(error))[:200],
-        )
-    return []
+        return [], f"cannot parse it ({type(error).__name__}: {single_line(str(error))[:200]})"
+    return events, None if events else "it reports nothing to act on (delivered, not-spam)"
 
 
 def parse_report(
