@@ -146,6 +146,7 @@ REPORTS = [
     ("postfix_delayed.eml", FeedbackKind.SOFT_BOUNCE, "dsn", "4.4.1"),
     ("quota_soft.eml", FeedbackKind.SOFT_BOUNCE, "dsn", "4.2.2 <reader@example.org>: Mailbox full"),
     ("arf_yahoo.eml", FeedbackKind.COMPLAINT, "arf", "abuse (Yahoo!-Mail-Feedback/2.0)"),
+    ("jmrp_legacy.eml", FeedbackKind.COMPLAINT, "jmrp", "Microsoft JMRP"),
 ]
 
 

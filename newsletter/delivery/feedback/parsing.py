@@ -1,13 +1,15 @@
 """Reading bounce and complaint reports: raw message bytes in, `FeedbackEvent`s out.
 
-Three shapes are understood, tried in this order:
+These shapes are understood, tried in this order:
 
 1. an abuse report (ARF, RFC 5965): a `message/feedback-report` part;
 2. a delivery status notification (RFC 3464): a `message/delivery-status`
    part, one event per recipient block. `Action: failed` with a 5.x.x
    `Status` is a hard bounce, a 4.x.x one (or `Action: delayed`) a soft one;
    `delivered`, `relayed` and `expanded` are no event;
-3. any other bounce: Mailman's `flufl.bounce` detectors (Exim, qmail, old
+3. Microsoft's older JMRP complaint: our message returned with Hotmail's
+   `X-HmXmrOriginalRecipient` header;
+4. any other bounce: Mailman's `flufl.bounce` detectors (Exim, qmail, old
    Sendmail, Exchange, Yahoo, ... in plain text), temporary or permanent.
 
 Which delivery a report is about comes from the VERP token in the address it
@@ -109,6 +111,9 @@ def parse_report(
         events = _dsn_events(status, parts, settings, now=now, delivery_id=delivery_id)
         if events is not None:
             return events
+    legacy = _hotmail_complaint(parts, settings, now=now, delivery_id=delivery_id)
+    if legacy is not None:
+        return legacy
     return _text_bounce_events(message, raw, settings, now=now, delivery_id=delivery_id)
 
 
@@ -301,6 +306,42 @@ def _complaints(
             message_id=message_id,
         )
         for address in dict.fromkeys(recipients)
+    ]
+
+
+def _hotmail_complaint(
+    parts: Sequence[email.message.Message],
+    settings: Settings,
+    *,
+    now: datetime,
+    delivery_id: int | None,
+) -> list[FeedbackEvent] | None:
+    """Microsoft's older JMRP complaint: not ARF, our message attached as it arrived.
+
+    Hotmail/Outlook.com stamp `X-HmXmrOriginalRecipient` on the copy they
+    deliver; only their feedback loop sends such a copy back. None when this is not one.
+    """
+    original = _original_headers(parts)
+    if original is None or original.get("X-HmXmrOriginalRecipient") is None:
+        return None
+    message_id = _our_message_id(settings, _field(original, "Message-ID"))
+    if delivery_id is None:
+        delivery_id = _delivery_from_field(settings, _field(original, "Return-Path"))
+    address = _usable_address(
+        settings, _typed_address(_field(original, "X-HmXmrOriginalRecipient"))
+    )
+    if not address and delivery_id is None and message_id is None:
+        raise UnrecognisedReport("a Microsoft complaint naming no recipient or message of ours")
+    return [
+        FeedbackEvent(
+            kind=FeedbackKind.COMPLAINT,
+            address=address,
+            reason="complaint: Microsoft JMRP (legacy format)",
+            source="jmrp",
+            occurred_at=now,
+            delivery_id=delivery_id,
+            message_id=message_id,
+        )
     ]
 
 
