@@ -49,8 +49,12 @@ app = typer.Typer(
 )
 subscribers_app = typer.Typer(help="Manage the subscriber list.", no_args_is_help=True)
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+bounces_app = typer.Typer(
+    help="Take in bounces and spam complaints that mail servers send back.", no_args_is_help=True
+)
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(db_app, name="db")
+app.add_typer(bounces_app, name="bounces")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -573,6 +577,62 @@ def serve(
     context = _context(ctx)
     context.engine()  # check the schema before accepting requests
     serve_app(context.settings, host=host, port=port, worker=worker)
+
+
+# ---- bounces ---------------------------------------------------------------------------------
+
+
+@bounces_app.command("serve")
+def bounces_serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 2525,
+    unrecognised_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep reports that are no bounce or complaint in this Maildir (default: drop)."
+        ),
+    ] = None,
+) -> None:
+    """Receive bounces and complaints over SMTP: the MX of NEWSLETTER_BOUNCE_ADDRESS's domain.
+
+    Accepts mail only for the bounce address and its VERP forms, records each
+    bounce or complaint in the ledger (readers become bounced or complained, their
+    addresses suppressed) and prints one line per event. SIGTERM or Ctrl-C stops it.
+    """
+    from newsletter.delivery.feedback.receiver import BounceHandler, serve_bounces
+
+    context = _context(ctx)
+    if context.settings.bounce_mailbox is None:
+        raise ConfigurationError(
+            "NEWSLETTER_BOUNCE_ADDRESS is not set: set it (e.g. bounces@bounces.example.org) "
+            "so digests carry VERP envelope senders, and point its domain's MX at this server"
+        )
+    engine = context.engine()
+
+    def report(line: str) -> None:
+        console.print(escape(line), highlight=False, soft_wrap=True)
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        report(f"Receiving bounces on {bound_host}:{bound_port}")
+
+    handler = BounceHandler(
+        context.settings, engine, report=report, unrecognised_dir=unrecognised_dir
+    )
+
+    async def receive() -> None:
+        import asyncio
+
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        await serve_bounces(handler, host=host, port=port, stop=stop, ready=ready)
+
+    _run_async(receive())
+    totals = handler.totals
+    report(
+        f"Stopped: {totals.recorded} recorded, {totals.duplicates} duplicates, "
+        f"{totals.unknown} unknown, {handler.unrecognised} unrecognised"
+    )
 
 
 # ---- subscribers -----------------------------------------------------------------------------

@@ -116,8 +116,16 @@ class Settings(BaseSettings):
     secret_key: str = DEFAULT_SECRET_KEY
     admin_token: str | None = None
     postal_address: str = "Daily ML Papers, 1 Example Street, 00000 Example City"
-    # The envelope sender (MAIL FROM); bounce processing comes later. Unset: the From address.
+    # The envelope sender (MAIL FROM) of every digest, made per delivery into the VERP
+    # address local+TOKEN@domain; `newsletter bounces serve` is the MX of its domain.
+    # Unset: the From address, and no bounce is matched to its delivery.
     bounce_address: str | None = None
+    # Soft bounces (4.x.x, delayed) of one mailbox: this many within this many days
+    # make the reader bounced as a hard bounce does.
+    soft_bounce_limit: int = Field(default=3, ge=1)
+    soft_bounce_days: int = Field(default=14, ge=1)
+    # The largest report `newsletter bounces serve` accepts (a bounce quotes our digest).
+    bounce_max_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024)
     # DKIM signing: both set, or neither. The key is a PEM RSA or ed25519 private key;
     # the signing domain is the From domain unless NEWSLETTER_DKIM_DOMAIN overrides it.
     dkim_selector: str | None = Field(default=None, pattern=DNS_NAME_PATTERN)
@@ -246,6 +254,19 @@ class Settings(BaseSettings):
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("bounce_address")
+    @classmethod
+    def _check_bounce_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        local, at, domain = split_mailbox_setting(value)[1].rpartition("@")
+        if not at or not local or not domain or not value.isascii() or "+" in local:
+            raise ValueError(
+                f"{value!r} must be a plain ASCII address such as bounces@bounces.example.org "
+                "(no +tag: each digest adds its own)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _dkim_selector_and_key_together(self) -> Self:
         if (self.dkim_selector is None) != (self.dkim_key_file is None):
@@ -311,6 +332,14 @@ class Settings(BaseSettings):
         if self.bounce_imap_port is not None:
             return self.bounce_imap_port
         return 993 if self.bounce_imap_security is ImapSecurity.TLS else 143
+
+    @property
+    def bounce_mailbox(self) -> tuple[str, str] | None:
+        """The bounce address's local part and domain (lower case), or None when unset."""
+        if not self.bounce_address:
+            return None
+        local, _, domain = split_mailbox_setting(self.bounce_address)[1].rpartition("@")
+        return local.lower(), domain.lower()
 
     @property
     def dkim_signing_domain(self) -> str:

@@ -496,8 +496,10 @@ def finish_editions(connection: Connection, *, edition_id: int | None, now: dt.d
         )
 
     nothing_queued = ~rows_where(deliveries.c.status == DeliveryStatus.QUEUED.value)
+    # A complaint came after the digest was delivered: that reader was reached.
+    reached_statuses = [DeliveryStatus.SENT.value, DeliveryStatus.COMPLAINED.value]
     not_reached = rows_where(
-        deliveries.c.status != DeliveryStatus.SENT.value,
+        deliveries.c.status.not_in(reached_statuses),
         or_(deliveries.c.last_error.is_(None), deliveries.c.last_error != LEFT_BEFORE_SENDING),
     )
     conditions = [nothing_queued]

@@ -20,6 +20,7 @@ from newsletter.delivery.assemble import CompiledDigest, Recipient, make_message
 from newsletter.delivery.connection import send_once
 from newsletter.delivery.control import load_rendered_edition
 from newsletter.delivery.ledger import Outcome, OutcomeKind, clean_error_text
+from newsletter.delivery.verp import EnvelopeSenders
 from newsletter.models import Delivery, DeliveryStatus
 from subscribers.store import normalise_email
 
@@ -66,7 +67,7 @@ async def send_test_copy(
             is_test=True,
         )
         message = digest.assemble(Recipient(address, None, None, message_id))
-        return row_id, message_id, digest.envelope_from, message
+        return row_id, message_id, EnvelopeSenders(settings).for_delivery(row_id), message
 
     row_id, message_id, sender, message = await asyncio.to_thread(record_attempt)
     reply = await send_once(settings, sender, address, message)

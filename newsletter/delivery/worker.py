@@ -80,6 +80,7 @@ from newsletter.delivery.one_copy import send_test_copy
 from newsletter.delivery.pacing import Pacer
 from newsletter.delivery.report import SendProgress, SendReport
 from newsletter.delivery.transport import SmtpPool, SmtpReply, SmtpStage
+from newsletter.delivery.verp import EnvelopeSenders
 from newsletter.models import DeliveryStatus, Edition, EditionStatus
 
 # The operator's controls and the test copy live in `control` and `one_copy` (which the
@@ -267,6 +268,7 @@ class _CompiledEdition:
     edition_date: dt.date
     digest: CompiledDigest
     message_ids: MessageIdParts
+    senders: EnvelopeSenders
 
     @classmethod
     def compile(cls, settings: Settings, edition: Edition, *, clock: Clock) -> _CompiledEdition:
@@ -284,7 +286,9 @@ class _CompiledEdition:
         # that costs more than the rest of the bookkeeping, so cut it once.
         sample = make_message_id(settings, edition_date=edition.date, delivery_id=_ID_MARKER)
         prefix, marker, suffix = sample.partition(str(_ID_MARKER))
-        compiled = cls(edition.date, digest, MessageIdParts(prefix, suffix))
+        compiled = cls(
+            edition.date, digest, MessageIdParts(prefix, suffix), EnvelopeSenders(settings)
+        )
         expected = make_message_id(settings, edition_date=edition.date, delivery_id=42)
         if not marker or compiled.message_id(42) != expected:
             raise DeliveryError(f"cannot derive Message-IDs from the format of {sample!r}")
@@ -646,7 +650,8 @@ class _Worker:
                 reply = SmtpReply(None, f"message not prepared: {error}", SmtpStage.PREPARE)
                 await self._refused(job, message_id, reply, permanent=True)
                 continue
-            reply = await transport.send(lane, digest.envelope_from, job.email, message)
+            sender = compiled.senders.for_delivery(job.id)  # VERP: the bounce names this row
+            reply = await transport.send(lane, sender, job.email, message)
             if reply.accepted:
                 self._add_outcome(
                     Outcome(
