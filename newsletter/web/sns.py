@@ -64,7 +64,6 @@ SNS_HOST = re.compile(r"sns\.[a-z0-9]+(?:-[a-z0-9]+)+\.amazonaws\.com")
 MAX_CERTIFICATE_BYTES = 64 * 1024
 FETCH_TIMEOUT_SECONDS = 10.0
 CACHED_CERTIFICATES = 32
-REMEMBERED_MESSAGE_IDS = 10_000
 
 
 def is_sns_url(url: str) -> bool:
@@ -110,7 +109,7 @@ class SnsMessage:
         kind = document.get("Type")
         if kind not in _SIGNED_FIELDS:
             raise SnsMessageError(f"unknown SNS message type {str(kind)[:40]!r}")
-        needed = (*_REQUIRED_FIELDS, *_SIGNATURE_FIELDS)
+        needed: tuple[str, ...] = (*_REQUIRED_FIELDS, *_SIGNATURE_FIELDS)
         if kind != NOTIFICATION:
             needed = (*needed, "SubscribeURL", "Token")
         fields: dict[str, str] = {}
@@ -214,7 +213,6 @@ class SnsGateway:
         self.fetch = fetch
         self.now = now
         self._keys: OrderedDict[str, rsa.RSAPublicKey] = OrderedDict()
-        self._seen: OrderedDict[str, None] = OrderedDict()
 
     async def verify(self, message: SnsMessage) -> None:
         """Check that SNS signed `message`; `SnsSignatureError` if not (nothing fetched when
@@ -230,19 +228,6 @@ class SnsGateway:
             return False
         await self.fetch(url)
         return True
-
-    def first_time(self, message: SnsMessage) -> bool:
-        """False for a MessageId seen recently by this process (SNS delivers at least once)."""
-        if message.message_id in self._seen:
-            return False
-        self._seen[message.message_id] = None
-        while len(self._seen) > REMEMBERED_MESSAGE_IDS:
-            self._seen.popitem(last=False)
-        return True
-
-    def forget(self, message: SnsMessage) -> None:
-        """Let a message be processed again (its processing failed, SNS will retry)."""
-        self._seen.pop(message.message_id, None)
 
     async def _public_key(self, url: str) -> rsa.RSAPublicKey:
         key = self._keys.get(url)

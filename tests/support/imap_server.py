@@ -185,9 +185,7 @@ def running_dovecot() -> Iterator[DovecotServer]:
         for _ in range(3):  # another process may take a probed port before Dovecot binds it
             port, tls_port = _free_port(), _free_port()
             config = root / "dovecot.conf"
-            config.write_text(
-                _config(root, port=port, tls_port=tls_port, certificate=certificate)
-            )
+            config.write_text(_config(root, port=port, tls_port=tls_port, certificate=certificate))
             process = subprocess.Popen(
                 [binary, "-F", "-c", str(config)],
                 stdout=subprocess.DEVNULL,

@@ -1,12 +1,14 @@
 """`newsletter bounces fetch`: bounces and complaints read from an IMAP mailbox.
 
 Every message not already flagged deleted is read (without marking it seen),
-parsed into events and recorded; a message whose events were recorded is then
-flagged `\\Deleted` at once, so a run that dies half-way never records it twice
-(the next run skips flagged messages and expunges them). A message that cannot
-be parsed stays, and so does one that is not a bounce or complaint at all,
-unless asked to remove those. The mailbox is expunged at the end: it is meant
-to be a mailbox for bounces only.
+parsed into events (`events_from_message`) and recorded (`record_feedback`).
+A message whose events were recorded is flagged `\\Deleted` at once, so a run
+that dies half-way does not read it again (the next run skips flagged messages
+and expunges them; recording is idempotent anyway); the mailbox is expunged
+at the end, being a mailbox for bounces only. A message that is no bounce or
+complaint (an auto-reply, spam, garbage) stays for the operator to look at,
+unless asked to remove those; so does every message not yet recorded when
+the database fails.
 
 The standard library's imaplib, not an async IMAP library: this is a plain
 synchronous command with nothing else to do while it waits on the server (no
@@ -25,22 +27,19 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from email.parser import BytesHeaderParser
-from email.policy import compat32
-from email.utils import getaddresses
 
 from sqlalchemy import Engine
 
 from newsletter.core.errors import BounceMailboxError, ConfigurationError
 from newsletter.core.settings import ImapSecurity, Settings
-from newsletter.delivery.feedback import FeedbackKind, events_from_message, record_feedback
+from newsletter.delivery.feedback import (
+    FeedbackKind,
+    FeedbackSummary,
+    events_from_message,
+    record_feedback,
+)
 
 logger = logging.getLogger(__name__)
-
-# Where a delivered message keeps the envelope recipient (the VERP address): Postfix
-# and Dovecot's LDA write Delivered-To and X-Original-To, Exim Envelope-To; the
-# bounce's To names it too. Each candidate's token is verified, so extra ones are harmless.
-ENVELOPE_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To")
 
 
 @dataclass
@@ -52,19 +51,23 @@ class MailboxReport:
     events: Counter[FeedbackKind] = field(default_factory=Counter)
     unrecognised_kept: int = 0
     unrecognised_removed: int = 0
-    failed: int = 0  # messages that could not be parsed; they stay in the mailbox
     deleted: int = 0
+    summary: FeedbackSummary = field(default_factory=FeedbackSummary)
 
     def line(self) -> str:
         """The summary line the command prints."""
-        kinds = ", ".join(f"{self.events[kind]} {kind.value.replace('_', ' ')}" for kind in FeedbackKind)
+        kinds = ", ".join(
+            f"{self.events[kind]} {kind.value.replace('_', ' ')}" for kind in FeedbackKind
+        )
         parts = [
             f"{self.read} message{'s' if self.read != 1 else ''} read",
             f"events: {kinds}",
             f"unrecognised: {self.unrecognised_kept} kept, {self.unrecognised_removed} removed",
         ]
-        if self.failed:
-            parts.append(f"{self.failed} could not be parsed and stay in the mailbox")
+        parts.append(
+            f"{self.summary.recorded} new, {self.summary.duplicates} seen before, "
+            f"{self.summary.unknown} about no reader of ours"
+        )
         parts.append(f"{self.deleted} deleted")
         return "; ".join(parts)
 
@@ -81,8 +84,9 @@ def fetch_feedback(
     report = MailboxReport()
     with _session(settings) as imap:
         _select(imap, settings.bounce_imap_mailbox, readonly=keep)
-        uids = _command("search", imap.uid("SEARCH", "UNDELETED"))[0].split()
-        flagged: list[bytes] = []
+        found = _command("search", imap.uid("SEARCH", "UNDELETED"))[0]
+        uids = found.decode("ascii").split() if isinstance(found, bytes) else []
+        flagged: list[str] = []
         try:
             for uid in uids:
                 raw = _fetch(imap, uid)
@@ -114,39 +118,20 @@ def _process(
     now: dt.datetime,
 ) -> bool:
     """Parse and record one message; whether it may be deleted."""
-    try:
-        events = events_from_message(
-            raw, envelope_recipients=envelope_recipients(raw), settings=settings, now=now
-        )
-    except Exception:
-        # Anyone on the internet can write to a bounce mailbox: a message the parser
-        # fails on is kept for the operator and must not stop the others.
-        logger.warning("a message in the bounce mailbox could not be parsed; kept", exc_info=True)
-        report.failed += 1
-        return False
+    # A message in a mailbox has no SMTP envelope left: the parser reads the VERP
+    # address from the headers the delivering server added (Delivered-To, X-Original-To, ...).
+    events = events_from_message(raw, envelope_recipients=(), settings=settings, now=now)
     if not events:
         if remove_unrecognised:
             report.unrecognised_removed += 1
             return True
         report.unrecognised_kept += 1
         return False
-    # A database failure stops the whole run (nothing more is read or deleted).
-    record_feedback(engine, events, settings=settings, now=now)
+    # A database failure stops the whole run: nothing more is read, this message stays.
+    report.summary += record_feedback(engine, events, settings=settings, now=now)
     report.recorded += 1
     report.events.update(event.kind for event in events)
     return True
-
-
-def envelope_recipients(raw: bytes) -> list[str]:
-    """The addresses a delivered message was addressed to, from its delivery headers."""
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
-    found: list[str] = []
-    for name in ENVELOPE_HEADERS:
-        values = [str(value) for value in headers.get_all(name, [])]
-        for _, address in getaddresses(values):
-            if "@" in address and address not in found:
-                found.append(address)
-    return found
 
 
 @contextlib.contextmanager
@@ -167,7 +152,9 @@ def _session(settings: Settings) -> Iterator[imaplib.IMAP4]:
     try:
         imap = _connect(settings, host, port)
     except (OSError, imaplib.IMAP4.error) as error:
-        raise BounceMailboxError(f"cannot reach the bounce mailbox at {where}: {_why(error)}") from None
+        raise BounceMailboxError(
+            f"cannot reach the bounce mailbox at {where}: {_why(error)}"
+        ) from None
     try:
         try:
             imap.login(user, password)
@@ -218,7 +205,7 @@ def _select(imap: imaplib.IMAP4, mailbox: str, *, readonly: bool) -> None:
         )
 
 
-def _fetch(imap: imaplib.IMAP4, uid: bytes) -> bytes | None:
+def _fetch(imap: imaplib.IMAP4, uid: str) -> bytes | None:
     """The whole message, read without setting \\Seen; None if it is gone."""
     data = _command("fetch", imap.uid("FETCH", uid, "(BODY.PEEK[])"))
     for part in data:
@@ -246,6 +233,8 @@ def _why(error: BaseException) -> str:
         return "no answer within NEWSLETTER_BOUNCE_IMAP_TIMEOUT_SECONDS"
     if isinstance(error, ssl.SSLCertVerificationError):
         return f"its TLS certificate is not trusted ({error.verify_message})"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
     text = error.args[0] if error.args else error
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")

@@ -20,7 +20,7 @@ from newsletter.core.text import single_line
 from newsletter.delivery.feedback import FeedbackEvent, FeedbackKind
 
 SOURCE = "ses"
-MAX_REASON_LENGTH = 500
+MAX_REASON_LENGTH = 300
 MAX_ADDRESS_LENGTH = 320
 MAX_MESSAGE_ID_LENGTH = 255
 # SES's bounceType: Permanent is hard; Transient and Undetermined may pass.
@@ -31,9 +31,7 @@ _BOUNCE_KINDS = {
 }
 
 
-def events_from_ses_notification(
-    notification: Any, *, now: dt.datetime
-) -> list[FeedbackEvent]:
+def events_from_ses_notification(notification: Any, *, now: dt.datetime) -> list[FeedbackEvent]:
     """The events in one SES notification (already parsed from JSON); `SnsMessageError` if
     it is not shaped like one."""
     document = _mapping(notification, "the SES notification")
