@@ -79,5 +79,5 @@ class SnsSignatureError(NewsletterError, PermissionError):
     """An Amazon SNS message is not signed by SNS, or comes from a topic not allowed."""
 
 
-class SnsCertificateUnavailableError(NewsletterError, ConnectionError):
-    """The signing certificate of an SNS message could not be fetched from SNS just now."""
+class SnsUnavailableError(NewsletterError, ConnectionError):
+    """Amazon SNS could not be reached just now (a signing certificate, a subscription URL)."""

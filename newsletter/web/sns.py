@@ -29,9 +29,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from newsletter.core.errors import (
-    SnsCertificateUnavailableError,
     SnsMessageError,
     SnsSignatureError,
+    SnsUnavailableError,
 )
 
 logger = logging.getLogger(__name__)
@@ -186,12 +186,12 @@ async def https_get(url: str) -> bytes:
         client.stream("GET", url) as response,
     ):
         if response.status_code != 200:
-            raise SnsCertificateUnavailableError(f"{url} answered {response.status_code}")
+            raise SnsUnavailableError(f"{url} answered {response.status_code}")
         body = bytearray()
         async for chunk in response.aiter_bytes():
             body.extend(chunk)
             if len(body) > MAX_CERTIFICATE_BYTES:
-                raise SnsCertificateUnavailableError(f"{url} answered more than a certificate")
+                raise SnsUnavailableError(f"{url} answered more than a certificate")
         return bytes(body)
 
 
@@ -226,7 +226,10 @@ class SnsGateway:
         url = message.subscribe_url
         if url is None or not self.url_allowed(url):
             return False
-        await self.fetch(url)
+        try:
+            await self.fetch(url)
+        except httpx.HTTPError as error:
+            raise SnsUnavailableError(f"cannot confirm the subscription: {error}") from None
         return True
 
     async def _public_key(self, url: str) -> rsa.RSAPublicKey:
@@ -237,7 +240,7 @@ class SnsGateway:
         try:
             pem = await self.fetch(url)
         except httpx.HTTPError as error:
-            raise SnsCertificateUnavailableError(
+            raise SnsUnavailableError(
                 f"cannot fetch the SNS signing certificate: {error}"
             ) from None
         key = self._certificate_key(pem)
