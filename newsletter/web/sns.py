@@ -107,7 +107,7 @@ class SnsMessage:
         if not isinstance(document, dict):
             raise SnsMessageError("the request body is not a JSON object")
         kind = document.get("Type")
-        if kind not in _SIGNED_FIELDS:
+        if not isinstance(kind, str) or kind not in _SIGNED_FIELDS:
             raise SnsMessageError(f"unknown SNS message type {str(kind)[:40]!r}")
         needed: tuple[str, ...] = (*_REQUIRED_FIELDS, *_SIGNATURE_FIELDS)
         if kind != NOTIFICATION:
