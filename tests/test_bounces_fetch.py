@@ -13,7 +13,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from newsletter.core.settings import Settings
 from newsletter.delivery.feedback.recording import feedback_events
@@ -161,7 +161,7 @@ async def test_fetch_records_bounces_and_complaints_and_deletes_only_what_it_rec
         "bounces", "fetch", env=fetch_env(bounce_settings, imap_server, smtp_server.port)
     )
     assert again.stdout.startswith(
-        "1 message read; events: 0 hard bounce, 0 soft bounce, 0 complaint; unrecognised: 1 kept"
+        "1 message read; events: 0 hard bounces, 0 soft bounces, 0 complaints; unrecognised: 1 kept"
     )
     removed = run_cli(
         "bounces",
@@ -194,6 +194,8 @@ async def test_keep_records_but_deletes_nothing_and_a_second_run_changes_nothing
     assert subscriber_status(engine, reader) is SubscriberStatus.BOUNCED
     assert len(feedback_rows(engine)) == 1
     assert imap_server.messages() == [dsn]
+    [flags] = imap_server.flags()
+    assert "\\Seen" not in flags and "\\Deleted" not in flags
 
 
 async def test_tls_with_the_servers_certificate_trusted(
@@ -238,6 +240,50 @@ async def test_tls_with_the_servers_certificate_trusted(
     assert "1 deleted" in starttls.stdout
     assert subscriber_status(engine, reader) is SubscriberStatus.BOUNCED
     assert imap_server.messages() == []
+
+
+async def test_a_database_failure_stops_the_run_and_keeps_the_messages(
+    bounce_settings: Settings,
+    engine: Engine,
+    smtp_server: RecordingSmtpServer,
+    imap_server: DovecotServer,
+) -> None:
+    digests = await sent_digests(bounce_settings, engine, smtp_server, 2)
+    for reader, (verp, sent) in sorted(digests.items()):
+        imap_server.append(postfix_dsn(verp_address=verp, recipient=reader, sent=sent))
+    with engine.begin() as connection:  # the schema's version is right, the table is gone
+        connection.execute(text("DROP TABLE feedback_events"))
+
+    result = run_cli(
+        "bounces",
+        "fetch",
+        env=fetch_env(bounce_settings, imap_server, smtp_server.port),
+        check=False,
+    )
+
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error:") and "feedback_events" in line
+    assert len(imap_server.messages()) == 2
+    assert all("\\Deleted" not in flags for flags in imap_server.flags())
+    assert {subscriber_status(engine, reader) for reader in digests} == {SubscriberStatus.CONFIRMED}
+
+
+def test_a_missing_folder_is_one_line_and_exit_1(
+    settings: Settings, smtp_server: RecordingSmtpServer, imap_server: DovecotServer
+) -> None:
+    result = run_cli(
+        "bounces",
+        "fetch",
+        env=fetch_env(
+            settings, imap_server, smtp_server.port, NEWSLETTER_BOUNCE_IMAP_MAILBOX="No Such"
+        ),
+        check=False,
+    )
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: cannot open the mailbox 'No Such'")
+    assert "NEWSLETTER_BOUNCE_IMAP_MAILBOX" in line
 
 
 def test_an_untrusted_certificate_is_one_line_and_exit_1(

@@ -95,6 +95,13 @@ class DovecotServer:
                 found.extend(part[1] for part in parts if isinstance(part, tuple))
             return found
 
+    def flags(self) -> list[str]:
+        """The flags of each message now in INBOX, as the server lists them."""
+        with self.client() as imap:
+            status, data = imap.uid("FETCH", "1:*", "(FLAGS)")
+            assert status == "OK", data
+            return [item.decode() for item in data if isinstance(item, bytes)]
+
 
 def _free_port() -> int:
     with socket.socket() as probe:

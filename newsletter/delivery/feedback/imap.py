@@ -57,10 +57,10 @@ class MailboxReport:
     def line(self) -> str:
         """The summary line the command prints."""
         kinds = ", ".join(
-            f"{self.events[kind]} {kind.value.replace('_', ' ')}" for kind in FeedbackKind
+            _count(self.events[kind], kind.value.replace("_", " ")) for kind in FeedbackKind
         )
         parts = [
-            f"{self.read} message{'s' if self.read != 1 else ''} read",
+            f"{_count(self.read, 'message')} read",
             f"events: {kinds}",
             f"unrecognised: {self.unrecognised_kept} kept, {self.unrecognised_removed} removed",
         ]
@@ -70,6 +70,10 @@ class MailboxReport:
         )
         parts.append(f"{self.deleted} deleted")
         return "; ".join(parts)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def fetch_feedback(
@@ -182,7 +186,8 @@ def _connect(settings: Settings, host: str, port: int) -> imaplib.IMAP4:
         try:
             imap.starttls(ssl_context=_tls_context(settings))
         except BaseException:
-            imap.shutdown()
+            with contextlib.suppress(OSError):  # the failed handshake may have closed it
+                imap.shutdown()
             raise
     return imap
 
@@ -223,9 +228,8 @@ def _command(name: str, answer: tuple[str, list[Any]]) -> list[Any]:
 
 def _detail(data: Sequence[Any]) -> str:
     first = data[0] if data else None
-    if isinstance(first, bytes):
-        return first.decode("utf-8", "replace")
-    return str(first)
+    text = first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
+    return " ".join(text.split()).rstrip(".")
 
 
 def _why(error: BaseException) -> str:
@@ -238,4 +242,4 @@ def _why(error: BaseException) -> str:
     text = error.args[0] if error.args else error
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    return " ".join(str(text).split()) or type(error).__name__
+    return " ".join(str(text).split()).rstrip(".") or type(error).__name__
