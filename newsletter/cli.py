@@ -476,6 +476,7 @@ def stats(
         "status": result.status.value,
         "status_reason": result.status_reason,
         "deliveries": {state.value: n for state, n in result.deliveries.items()},
+        "soft_bounces": result.soft_bounces,
         "test_sends": result.test_sends,
         "unsubscribed_since": result.unsubscribed_since,
     }
@@ -487,6 +488,7 @@ def stats(
     table.add_column("count", justify="right")
     for delivery_status, count in result.deliveries.items():
         table.add_row(delivery_status.value, str(count))
+    table.add_row("soft bounces (still sent)", str(result.soft_bounces))
     table.add_row("test sends", str(result.test_sends))
     table.add_row("unsubscribed since", str(result.unsubscribed_since))
     console.print(table)

@@ -367,6 +367,7 @@ async def test_stats_show_the_ledger(
         DeliveryStatus.SENT: 4,
         DeliveryStatus.FAILED: 0,
         DeliveryStatus.BOUNCED: 0,
+        DeliveryStatus.COMPLAINED: 0,
     }
     assert stats.unsubscribed_since == 1
     assert stats.send_started_at and stats.send_finished_at

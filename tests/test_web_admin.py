@@ -107,7 +107,13 @@ async def test_send_queues_once_and_a_worker_delivers_it(
     assert first.json()["status_url"] == f"{settings.base_url}/admin/editions/{DAY}"
     assert first.headers["location"] == first.json()["status_url"]
     assert first.json()["status"] == "sending"
-    assert first.json()["deliveries"] == {"queued": 3, "sent": 0, "failed": 0, "bounced": 0}
+    assert first.json()["deliveries"] == {
+        "queued": 3,
+        "sent": 0,
+        "failed": 0,
+        "bounced": 0,
+        "complained": 0,
+    }
     assert second.status_code == 409
     assert second.json()["status_url"] == first.json()["status_url"]
     assert "being sent already" in second.json()["detail"]
@@ -115,7 +121,13 @@ async def test_send_queues_once_and_a_worker_delivers_it(
     body = status.json()
     assert status.status_code == 200
     assert body["status"] == "sent"
-    assert body["deliveries"] == {"queued": 0, "sent": 3, "failed": 0, "bounced": 0}
+    assert body["deliveries"] == {
+        "queued": 0,
+        "sent": 3,
+        "failed": 0,
+        "bounced": 0,
+        "complained": 0,
+    }
     assert body["unsubscribed_since"] == 0
     assert body["send_started_at"] and body["send_finished_at"]
     assert again.status_code == 409 and "sent already" in again.json()["detail"]
@@ -233,7 +245,13 @@ async def test_a_cancelled_edition_stays_cancelled(
         send_again = await client.post(f"/admin/editions/{DAY}/send", headers=AUTH)
         resume = await client.post(f"/admin/editions/{DAY}/resume", headers=AUTH)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    assert cancelled.json()["deliveries"] == {"queued": 0, "sent": 0, "failed": 4, "bounced": 0}
+    assert cancelled.json()["deliveries"] == {
+        "queued": 0,
+        "sent": 0,
+        "failed": 4,
+        "bounced": 0,
+        "complained": 0,
+    }
     assert report.sent == 0 and smtp_server.messages == []
     assert send_again.status_code == 409 and "cancelled" in send_again.json()["detail"]
     assert resume.status_code == 409 and "cancelled" in resume.json()["detail"]

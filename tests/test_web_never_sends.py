@@ -275,7 +275,13 @@ async def test_an_admin_send_only_queues_when_no_worker_runs(
     assert started.status_code == 202
     assert others == []
     assert started.json()["status"] == "sending"
-    assert started.json()["deliveries"] == {"queued": 5, "sent": 0, "failed": 0, "bounced": 0}
+    assert started.json()["deliveries"] == {
+        "queued": 5,
+        "sent": 0,
+        "failed": 0,
+        "bounced": 0,
+        "complained": 0,
+    }
     assert status.json()["deliveries"] == started.json()["deliveries"]
     assert queued_rows(engine) == 5
     assert smtp_server.messages == []
@@ -312,7 +318,13 @@ async def test_a_worker_process_delivers_an_admin_send_and_every_app_sees_the_le
         other_engine.dispose()
     assert sorted(smtp_server.handler.recipients()) == READERS  # each exactly once
     assert seen_by_first == seen_by_second
-    assert seen_by_first["deliveries"] == {"queued": 0, "sent": 5, "failed": 0, "bounced": 0}
+    assert seen_by_first["deliveries"] == {
+        "queued": 0,
+        "sent": 5,
+        "failed": 0,
+        "bounced": 0,
+        "complained": 0,
+    }
     assert seen_by_first["send_finished_at"] is not None
     assert status == 0, "\n".join(worker.lines)
     assert any("SIGTERM: stopping" in line for line in worker.lines)

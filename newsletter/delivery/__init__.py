@@ -12,6 +12,8 @@ or a command may call; `worker` and everything under it is the worker's.
 - `transport`: long-lived SMTP connections (`SmtpPool`) and `NullTransport` for dry runs;
 - `pacing`: the global token-bucket pace;
 - `assemble`: one digest MIME-encoded once, filled in per recipient;
+- `verp`: the per-delivery envelope sender (`bounces+TOKEN@domain`) bounces come back to;
+- `feedback`: bounces and complaints reported later, read and recorded; `newsletter bounces serve`;
 - `report`: what a send reports (`SendReport`) and the `SendProgress` it calls;
 - `progress` and `stats`: a terminal progress bar, and reading the ledger afterwards;
 - `worker_process`: `newsletter worker --forever` as a child of `newsletter serve`.

@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 MAX_REASON_LENGTH = 300
 MAX_PARTS = 200  # a report has a handful; a message with thousands is not one
 MAX_RECIPIENT_BLOCKS = 100
+MAX_SCANNED_BYTES = 1024 * 1024  # how far a text bounce is searched for our Message-ID
 # What a recipient address in a report may look like: no spaces, no controls, one @.
 _ADDRESS = re.compile(r"[^\s@<>\"(),;:\\\[\]]{1,64}@[A-Za-z0-9.-]{1,253}")
 _MESSAGE_ID = re.compile(r"<[^<>\s]{1,250}>")
@@ -273,7 +274,8 @@ def _complaints(
         for value in fields.get_all("Original-Rcpt-To", [])
     ][:MAX_RECIPIENT_BLOCKS]
     recipients = [address for address in recipients if address]
-    if not recipients and original is not None:
+    if not recipients and original is not None and delivery_id is None and message_id is None:
+        # Mailbox providers redact To (Microsoft writes a placeholder): a last resort only.
         recipients = [_usable_address(settings, _typed_address(_field(original, "To")))]
     if not recipients:
         recipients = [""]
@@ -351,7 +353,8 @@ def _dsn_events(
         code = status_match.group(0) if status_match else (action or "failed")
         diagnostic = _field(block, "Diagnostic-Code") or ""
         _, _, diagnostic_text = diagnostic.partition(";")
-        reason = f"{code} {diagnostic_text.strip() or diagnostic}".strip()
+        said = diagnostic_text.strip() or diagnostic
+        reason = said if code in said else f"{code} {said}".strip()
         events.append(
             FeedbackEvent(
                 kind=kind,
@@ -385,9 +388,14 @@ def _text_bounce_events(
     temporary, permanent = all_failures(message)
     if not temporary and not permanent:
         raise UnrecognisedReport("neither a delivery status notification nor a known bounce")
-    quoted = _QUOTED_MESSAGE_ID.search(raw)
-    quoted_id = quoted.group(1).decode("ascii", "replace") if quoted else None
-    message_id = _our_message_id(settings, quoted_id)
+    message_id = next(
+        (
+            ours
+            for quoted in _QUOTED_MESSAGE_ID.finditer(raw[:MAX_SCANNED_BYTES])
+            if (ours := _our_message_id(settings, quoted.group(1).decode("ascii", "replace")))
+        ),
+        None,
+    )
     text = _plain_text(message)
     events = []
     for kind, found in (
@@ -436,6 +444,5 @@ def _text_reason(text: str, address: str, kind: FeedbackKind) -> str:
         match = _SMTP_REPLY.search(line)
         if match is not None:
             code, status, rest = match.groups()
-            pieces = (status or code, code if status else "", rest)
-            return " ".join(piece for piece in pieces if piece)
+            return " ".join(piece for piece in (code, status, rest) if piece)
     return "permanent failure" if kind is FeedbackKind.HARD_BOUNCE else "temporary failure"

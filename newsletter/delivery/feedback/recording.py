@@ -94,8 +94,10 @@ def _record_one(
             created_at=now,
         )
         .on_conflict_do_nothing()
-    ).rowcount
-    if stored != 1:
+        # RETURNING, not rowcount: PostgreSQL reports no count for an INSERT that returns ids.
+        .returning(feedback_events.c.id)
+    ).first()
+    if stored is None:
         return FeedbackSummary(duplicates=1)
     if event.kind is FeedbackKind.HARD_BOUNCE:
         _set_row_status(connection, target, DeliveryStatus.BOUNCED, event.reason, now)
