@@ -355,6 +355,16 @@ async def test_a_subscription_is_confirmed_by_visiting_the_subscribe_url(
     assert visit.query == {"Action": "ConfirmSubscription"}
 
 
+async def test_an_unsubscribe_confirmation_is_noted_and_nothing_visited(
+    sns_server: FeedServer, signer: SnsSigner, client: httpx.AsyncClient
+) -> None:
+    unsubscribed = subscription_confirmation(sns_server.url(CONFIRM_PATH))
+    unsubscribed["Type"] = "UnsubscribeConfirmation"
+    answer = await post(client, signer.sign(unsubscribed, cert_url=sns_server.url(CERT_PATH)))
+    assert answer.status_code == 200
+    assert sns_server.requests(CONFIRM_PATH) == []
+
+
 async def test_a_subscribe_url_off_sns_is_not_visited(
     sns_server: FeedServer, signer: SnsSigner, client: httpx.AsyncClient
 ) -> None:

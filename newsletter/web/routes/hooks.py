@@ -75,6 +75,14 @@ def _answer(status_code: int, detail: str, **extra: object) -> JSONResponse:
         "the subscription confirmation, then SES `Bounce` and `Complaint` notifications. "
         "Every message's SNS signature is verified. 404 when no topic is configured."
     ),
+    # SNS posts its JSON as text/plain, so the body is read (and checked) by the handler.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "An Amazon SNS message (JSON): SubscriptionConfirmation or Notification",
+        }
+    },
     responses={
         200: {"description": "Processed (or nothing to record)"},
         400: {"description": "Not an SNS message, or not an SES notification"},
