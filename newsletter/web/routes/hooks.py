@@ -125,16 +125,17 @@ async def ses_notification(request: Request, web: WebDep, gateway: SnsGatewayDep
     if message.type != NOTIFICATION:  # UnsubscribeConfirmation
         logger.warning("SNS unsubscribed this endpoint from %s", single_line(message.topic_arn))
         return _answer(200, "noted")
+    now = utc_now()
     try:
         events = events_from_ses_notification(
-            parse_json(message.message, what="the SNS Message"), now=utc_now()
+            parse_json(message.message, what="the SNS Message"), now=now
         )
     except SnsMessageError as error:
         return _answer(400, str(error))
     if not events:
         return _answer(200, "nothing to record")
     summary = await run_in_threadpool(
-        record_feedback, web.database, events, settings=settings, now=utc_now()
+        record_feedback, web.database, events, settings=settings, now=now
     )
     kinds = {kind.value: sum(e.kind is kind for e in events) for kind in FeedbackKind}
     return _answer(
