@@ -22,7 +22,7 @@ from newsletter.models import DeliveryStatus
 from subscribers.models import SubscriberStatus
 from tests.support.cli import cli_environment, run_cli
 from tests.support.feedback_messages import abuse_report, garbage_message, postfix_dsn
-from tests.support.imap_server import DovecotServer, running_dovecot
+from tests.support.imap_server import UTF8_PASSWORD, UTF8_USER, DovecotServer, running_dovecot
 from tests.support.sending import (
     DAY,
     ledger_rows,
@@ -267,6 +267,24 @@ async def test_a_database_failure_stops_the_run_and_keeps_the_messages(
     assert len(imap_server.messages()) == 2
     assert all("\\Deleted" not in flags for flags in imap_server.flags())
     assert {subscriber_status(engine, reader) for reader in digests} == {SubscriberStatus.CONFIRMED}
+
+
+def test_a_password_beyond_ascii_logs_in(
+    settings: Settings, smtp_server: RecordingSmtpServer, imap_server: DovecotServer
+) -> None:
+    imap_server.append(garbage_message(BOUNCE_ADDRESS))
+    result = run_cli(
+        "bounces",
+        "fetch",
+        env=fetch_env(
+            settings,
+            imap_server,
+            smtp_server.port,
+            NEWSLETTER_BOUNCE_IMAP_USER=UTF8_USER,
+            NEWSLETTER_BOUNCE_IMAP_PASSWORD=UTF8_PASSWORD,
+        ),
+    )
+    assert result.stdout.startswith("1 message read;")
 
 
 def test_a_missing_folder_is_one_line_and_exit_1(

@@ -33,6 +33,9 @@ DOVECOT_CANDIDATES = ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot")
 START_LIMIT_SECONDS = 20.0
 USER = "bounces"
 PASSWORD = "imap-test-password"
+# A second login to the same mailbox, with a password imaplib's LOGIN cannot send.
+UTF8_USER = "bounces-utf8"
+UTF8_PASSWORD = "mot-de-passe-été-🔑"
 
 
 def dovecot_binary() -> str | None:
@@ -150,7 +153,7 @@ passdb {{
 }}
 userdb {{
   driver = static
-  args = uid={mail_uid} gid={mail_gid} home={root}/home/%u
+  args = uid={mail_uid} gid={mail_gid} home={root}/home/{USER}
 }}
 mail_location = maildir:~/Maildir
 service imap-login {{
@@ -187,7 +190,9 @@ def running_dovecot() -> Iterator[DovecotServer]:
         if os.geteuid() == 0:
             nobody = pwd.getpwnam("nobody")
             os.chown(home, nobody.pw_uid, nobody.pw_gid)
-        (root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
+        (root / "passwd").write_text(
+            f"{USER}:{{PLAIN}}{PASSWORD}\n{UTF8_USER}:{{PLAIN}}{UTF8_PASSWORD}\n", encoding="utf-8"
+        )
         certificate = make_self_signed_certificate(root)
         for _ in range(3):  # another process may take a probed port before Dovecot binds it
             port, tls_port = _free_port(), _free_port()

@@ -161,7 +161,7 @@ def _session(settings: Settings) -> Iterator[imaplib.IMAP4]:
         ) from None
     try:
         try:
-            imap.login(user, password)
+            _login(imap, user, password)
         except imaplib.IMAP4.error as error:
             raise BounceMailboxError(
                 f"the bounce mailbox at {where} refused the login of {user!r}: {_why(error)}; "
@@ -175,6 +175,14 @@ def _session(settings: Settings) -> Iterator[imaplib.IMAP4]:
     finally:
         with contextlib.suppress(OSError, imaplib.IMAP4.error):
             imap.logout()
+
+
+def _login(imap: imaplib.IMAP4, user: str, password: str) -> None:
+    """LOGIN, whose arguments imaplib sends as ASCII; AUTHENTICATE PLAIN (UTF-8) otherwise."""
+    if user.isascii() and password.isascii():
+        imap.login(user, password)
+    else:
+        imap.authenticate("PLAIN", lambda _: f"\0{user}\0{password}".encode())
 
 
 def _connect(settings: Settings, host: str, port: int) -> imaplib.IMAP4:
