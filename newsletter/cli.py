@@ -641,7 +641,10 @@ def bounces_serve(
 def bounces_fetch(
     ctx: typer.Context,
     keep: Annotated[
-        bool, typer.Option("--keep", help="Delete nothing (the mailbox is opened read-only).")
+        bool,
+        typer.Option(
+            "--keep", help="Delete nothing, not even with --delete-unrecognised (opened read-only)."
+        ),
     ] = False,
     delete_unrecognised: Annotated[
         bool,

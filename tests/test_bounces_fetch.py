@@ -182,20 +182,22 @@ async def test_keep_records_but_deletes_nothing_and_a_second_run_changes_nothing
     digests = await sent_digests(bounce_settings, engine, smtp_server, 1)
     [(reader, (verp, sent))] = digests.items()
     dsn = postfix_dsn(verp_address=verp, recipient=reader, sent=sent)
+    garbage = garbage_message(BOUNCE_ADDRESS)
     imap_server.append(dsn)
+    imap_server.append(garbage)
     env = fetch_env(bounce_settings, imap_server, smtp_server.port)
 
-    first = run_cli("bounces", "fetch", "--keep", env=env)
+    first = run_cli("bounces", "fetch", "--keep", "--delete-unrecognised", env=env)
     second = run_cli("bounces", "fetch", "--keep", env=env)
 
     assert "1 hard bounce" in first.stdout and "1 new, 0 seen before" in first.stdout
-    assert "0 deleted" in first.stdout
+    assert "unrecognised: 1 kept, 0 removed" in first.stdout and "0 deleted" in first.stdout
     assert "1 hard bounce" in second.stdout and "0 new, 1 seen before" in second.stdout
     assert subscriber_status(engine, reader) is SubscriberStatus.BOUNCED
     assert len(feedback_rows(engine)) == 1
-    assert imap_server.messages() == [dsn]
-    [flags] = imap_server.flags()
-    assert "\\Seen" not in flags and "\\Deleted" not in flags
+    assert imap_server.messages() == [dsn, garbage]
+    for flags in imap_server.flags():
+        assert "\\Seen" not in flags and "\\Deleted" not in flags
 
 
 async def test_tls_with_the_servers_certificate_trusted(

@@ -59,17 +59,16 @@ class MailboxReport:
         kinds = ", ".join(
             _count(self.events[kind], kind.value.replace("_", " ")) for kind in FeedbackKind
         )
-        parts = [
-            f"{_count(self.read, 'message')} read",
-            f"events: {kinds}",
-            f"unrecognised: {self.unrecognised_kept} kept, {self.unrecognised_removed} removed",
-        ]
-        parts.append(
-            f"{self.summary.recorded} new, {self.summary.duplicates} seen before, "
-            f"{self.summary.unknown} about no reader of ours"
+        return "; ".join(
+            [
+                f"{_count(self.read, 'message')} read",
+                f"events: {kinds}",
+                f"unrecognised: {self.unrecognised_kept} kept, {self.unrecognised_removed} removed",
+                f"{self.summary.recorded} new, {self.summary.duplicates} seen before, "
+                f"{self.summary.unknown} about no reader of ours",
+                f"{self.deleted} deleted",
+            ]
         )
-        parts.append(f"{self.deleted} deleted")
-        return "; ".join(parts)
 
 
 def _count(number: int, noun: str) -> str:
@@ -86,6 +85,7 @@ def fetch_feedback(
 ) -> MailboxReport:
     """Read the bounce mailbox, record what it holds, delete what was recorded (unless `keep`)."""
     report = MailboxReport()
+    remove_unrecognised = remove_unrecognised and not keep
     with _session(settings) as imap:
         _select(imap, settings.bounce_imap_mailbox, readonly=keep)
         found = _command("search", imap.uid("SEARCH", "UNDELETED"))[0]
