@@ -22,6 +22,7 @@ from newsletter.core.settings import Settings
 from newsletter.delivery.feedback.recording import feedback_events
 from newsletter.delivery.worker import send_edition
 from newsletter.models import DeliveryStatus
+from newsletter.web.app import create_app
 from newsletter.web.body_limit import HOOK_BODY_LIMIT
 from newsletter.web.routes.hooks import get_sns_gateway
 from newsletter.web.sns import SnsGateway, is_sns_url
@@ -43,7 +44,7 @@ from tests.support.sns import (
     ses_complaint,
     subscription_confirmation,
 )
-from tests.support.web import running_app
+from tests.support.web import live_server, running_app
 
 CERT_PATH = "/SimpleNotificationService-9c6465fa7f48f5cacd23014631ec1136.pem"
 CONFIRM_PATH = "/confirm"
@@ -246,6 +247,27 @@ async def test_a_signed_bounce_and_complaint_change_the_readers_and_their_rows(
     assert event_count(engine) == 2
     # The certificate was fetched once and kept.
     assert len(sns_server.requests(CERT_PATH)) == 1
+
+
+async def test_over_real_http_a_signed_bounce_bounces_the_reader(
+    hook_settings: Settings,
+    engine: Engine,
+    smtp_server: RecordingSmtpServer,
+    sns_server: FeedServer,
+    signer: SnsSigner,
+) -> None:
+    message_ids = await sent_message_ids(hook_settings, engine, 1)
+    [(reader, message_id)] = message_ids.items()
+    bounce = signer.sign(
+        notification(ses_bounce(reader, message_id)), cert_url=sns_server.url(CERT_PATH)
+    )
+    app = create_app(hook_settings, engine=engine)
+    app.dependency_overrides[get_sns_gateway] = lambda: local_gateway(sns_server)
+    with live_server(app) as base_url:
+        async with httpx.AsyncClient(base_url=base_url) as http:
+            answer = await post(http, bounce)
+    assert answer.status_code == 200, answer.text
+    assert subscriber_status(engine, reader) is SubscriberStatus.BOUNCED
 
 
 async def test_a_transient_bounce_is_soft_and_a_delivery_records_nothing(
