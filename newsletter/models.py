@@ -104,6 +104,9 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     BOUNCED = "bounced"  # refused at RCPT, or a hard bounce reported later
+    # The reader unsubscribed, bounced or paused after the audience was fixed:
+    # no message went out, and that is no failure of the send.
+    SKIPPED = "skipped"
     COMPLAINED = "complained"  # delivered, then reported as spam by the reader
 
 

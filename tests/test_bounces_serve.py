@@ -182,6 +182,7 @@ async def test_bounces_and_complaints_over_smtp_reach_readers_ledger_and_stats(
         "sent": 2,
         "failed": 0,
         "bounced": 1,
+        "skipped": 0,
         "complained": 1,
     }
     assert stats["soft_bounces"] == 1

@@ -367,6 +367,7 @@ async def test_stats_show_the_ledger(
         DeliveryStatus.SENT: 4,
         DeliveryStatus.FAILED: 0,
         DeliveryStatus.BOUNCED: 0,
+        DeliveryStatus.SKIPPED: 0,
         DeliveryStatus.COMPLAINED: 0,
     }
     assert stats.unsubscribed_since == 1
@@ -588,7 +589,7 @@ async def test_readers_who_leave_after_the_send_started_get_nothing(
     assert (report.sent, report.skipped, report.failed) == (4, 2, 0)
     rows = {row.email: row for row in ledger_rows(engine)}
     for gone in (addresses[1], addresses[2]):
-        assert rows[gone].status is DeliveryStatus.FAILED
+        assert rows[gone].status is DeliveryStatus.SKIPPED
         assert "left or paused after the send started" in (rows[gone].last_error or "")
     assert not any(row.status is DeliveryStatus.QUEUED for row in rows.values())
     # Everyone still subscribed was reached: those who left are no failure of the send.

@@ -112,6 +112,7 @@ async def test_send_queues_once_and_a_worker_delivers_it(
         "sent": 0,
         "failed": 0,
         "bounced": 0,
+        "skipped": 0,
         "complained": 0,
     }
     assert second.status_code == 409
@@ -126,6 +127,7 @@ async def test_send_queues_once_and_a_worker_delivers_it(
         "sent": 3,
         "failed": 0,
         "bounced": 0,
+        "skipped": 0,
         "complained": 0,
     }
     assert body["unsubscribed_since"] == 0
@@ -250,6 +252,7 @@ async def test_a_cancelled_edition_stays_cancelled(
         "sent": 0,
         "failed": 4,
         "bounced": 0,
+        "skipped": 0,
         "complained": 0,
     }
     assert report.sent == 0 and smtp_server.messages == []

@@ -54,8 +54,7 @@ editions = Edition.__table__  # type: ignore[attr-defined]
 subscribers = Subscriber.__table__  # type: ignore[attr-defined]
 
 MAX_ERROR_LENGTH = 500
-# The error of a row whose reader left (or paused) after the audience was fixed: not a failure
-# of the send, so an edition whose other rows were all sent still ends `sent`.
+# Why a row ended `skipped`: its reader left (or paused) after the audience was fixed.
 LEFT_BEFORE_SENDING = "not sent: the subscriber left or paused after the send started"
 
 
@@ -87,6 +86,7 @@ class OutcomeKind(StrEnum):
     RETRY = "retry"  # stays queued until next_attempt_at
     FAILED = "failed"
     BOUNCED = "bounced"
+    SKIPPED = "skipped"  # the reader left after the audience was fixed: no attempt counted
     RELEASED = "released"  # never attempted (edition paused): back to the queue, no attempt counted
 
 
@@ -187,7 +187,6 @@ def requeue_failed(connection: Connection, *, edition_id: int) -> int:
             deliveries.c.is_test == false(),
             deliveries.c.status == DeliveryStatus.FAILED.value,
             deliveries.c.subscriber_id.is_not(None),
-            or_(deliveries.c.last_error.is_(None), deliveries.c.last_error != LEFT_BEFORE_SENDING),
             _still_subscribed(),
         )
         .values(
@@ -356,6 +355,20 @@ def record_outcomes(connection: Connection, outcomes: Iterable[Outcome], now: dt
                 ),
                 [_final_params(o) for o in rows],
             )
+    if skipped := by_kind.get(OutcomeKind.SKIPPED):
+        connection.execute(
+            update(deliveries)
+            .where(deliveries.c.id == row_id, still_queued)
+            .values(
+                status=DeliveryStatus.SKIPPED.value,
+                last_error=bindparam("error"),
+                lease_owner=None,
+                lease_expires_at=None,
+                next_attempt_at=None,
+                updated_at=now,
+            ),
+            [{"row_id": o.delivery_id, "error": o.error} for o in skipped],
+        )
     if released := by_kind.get(OutcomeKind.RELEASED):
         connection.execute(
             update(deliveries)
@@ -486,7 +499,7 @@ def _aggregate_time(value: object) -> dt.datetime:
 def finish_editions(connection: Connection, *, edition_id: int | None, now: dt.datetime) -> int:
     """End sending editions (or the given one) when no row is left queued.
 
-    `sent` when every reader's row ended `sent` (or they left meanwhile),
+    `sent` when every reader's row ended `sent` (or `skipped`: they left meanwhile),
     else `finished_with_failures`.
     """
 
@@ -496,12 +509,13 @@ def finish_editions(connection: Connection, *, edition_id: int | None, now: dt.d
         )
 
     nothing_queued = ~rows_where(deliveries.c.status == DeliveryStatus.QUEUED.value)
-    # A complaint came after the digest was delivered: that reader was reached.
-    reached_statuses = [DeliveryStatus.SENT.value, DeliveryStatus.COMPLAINED.value]
-    not_reached = rows_where(
-        deliveries.c.status.not_in(reached_statuses),
-        or_(deliveries.c.last_error.is_(None), deliveries.c.last_error != LEFT_BEFORE_SENDING),
-    )
+    # `skipped`: the reader left meanwhile; `complained`: a complaint came after delivery.
+    reached_statuses = [
+        DeliveryStatus.SENT.value,
+        DeliveryStatus.SKIPPED.value,
+        DeliveryStatus.COMPLAINED.value,
+    ]
+    not_reached = rows_where(deliveries.c.status.not_in(reached_statuses))
     conditions = [nothing_queued]
     if edition_id is not None:
         conditions.append(editions.c.id == edition_id)

@@ -616,10 +616,10 @@ class _Worker:
                 continue
             if not job.still_subscribed:
                 # They left after the audience was fixed: honour it now, not next edition.
-                self._add_outcome(Outcome(job.id, OutcomeKind.FAILED, error=LEFT_BEFORE_SENDING))
+                self._add_outcome(Outcome(job.id, OutcomeKind.SKIPPED, error=LEFT_BEFORE_SENDING))
                 self.skipped += 1
                 if progress is not None:
-                    progress.advanced(DeliveryStatus.FAILED)
+                    progress.advanced(DeliveryStatus.SKIPPED)
                 continue
             while len(self.pending) >= FLUSH_MAX_ROWS:
                 # Backpressure: accepted messages must not pile up unwritten.

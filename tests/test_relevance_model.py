@@ -1,0 +1,152 @@
+"""Personal ranking as a pure function: profiles in, picks with reasons out."""
+
+from __future__ import annotations
+
+import pytest
+
+from newsletter.relevance import PaperText, ReaderProfile, RelevanceModel, TermStatistics, Topic
+
+PAPERS = [
+    PaperText(
+        "2611.00001",
+        "Erasing Concepts from Text-to-Image Diffusion Models",
+        "We remove unwanted concepts such as artistic styles from diffusion models "
+        "by editing cross-attention weights, without retraining the model.",
+        ("concept erasure", "diffusion models"),
+    ),
+    PaperText(
+        "2611.00002",
+        "Quadruped Locomotion with Sim-to-Real Reinforcement Learning",
+        "A legged robot learns to walk over rough terrain in simulation and the policy "
+        "transfers to hardware without fine-tuning.",
+        ("legged locomotion", "sim-to-real"),
+    ),
+    PaperText(
+        "2611.00003",
+        "Compressing the KV Cache of Long-Context Language Models",
+        "Serving long-context language models is dominated by the key-value cache; we "
+        "quantise it to two bits with little loss.",
+        ("kv cache", "quantisation"),
+    ),
+    PaperText(
+        "2611.00004",
+        "Machine Unlearning for Large Language Models",
+        "We make language models forget hazardous knowledge with gradient ascent on a "
+        "forget set while preserving general ability.",
+        ("machine unlearning", "language models"),
+    ),
+    PaperText(
+        "2611.00005",
+        "Diffusion Policies for Dexterous Robot Manipulation",
+        "A diffusion policy predicts action chunks for a dexterous robot hand from camera "
+        "images and tactile signals.",
+        ("diffusion policy", "robot manipulation"),
+    ),
+]
+LIBRARY = {
+    "2610.09999": PaperText(
+        "2610.09999",
+        "Ablating Concepts in Text-to-Image Diffusion",
+        "Concept ablation removes copyrighted styles and objects from pretrained "
+        "text-to-image diffusion models.",
+        ("concept ablation",),
+    )
+}
+ROBOTICS = Topic(
+    "Robotics",
+    "Robots that perceive and act: manipulation, locomotion and learning from demonstration.",
+    ("robot manipulation", "legged locomotion", "imitation learning", "sim-to-real"),
+    ("cs.RO",),
+)
+
+
+@pytest.fixture(scope="module")
+def model() -> RelevanceModel:
+    statistics = TermStatistics.from_texts(p.text() for p in [*PAPERS, *LIBRARY.values()])
+    return RelevanceModel(statistics, PAPERS, topics=[ROBOTICS], library=LIBRARY)
+
+
+def ids(picks: list[object]) -> list[str]:
+    return [pick.arxiv_id for pick in picks]  # type: ignore[attr-defined]
+
+
+def test_free_text_interests_pick_the_matching_papers_and_say_why(model: RelevanceModel) -> None:
+    [picks] = model.rank([ReaderProfile(interests="concept erasure in diffusion models")])
+
+    assert ids(picks)[0] == "2611.00001"
+    assert picks[0].why.startswith("matches your interest in ")
+    assert "concept" in picks[0].why or "erasure" in picks[0].why
+    assert "2611.00003" not in ids(picks)  # KV caches have nothing to do with it
+
+
+def test_a_topic_only_reader_gets_that_topic_and_is_told_so(model: RelevanceModel) -> None:
+    [picks] = model.rank([ReaderProfile(topics=("robotics",))])  # any case
+
+    assert set(ids(picks)[:2]) == {"2611.00002", "2611.00005"}
+    assert all(pick.why == "in your topic Robotics" for pick in picks[:2])
+
+
+def test_a_liked_paper_brings_its_neighbours_and_names_itself(model: RelevanceModel) -> None:
+    [picks] = model.rank([ReaderProfile(liked=("2610.09999",))])
+
+    assert ids(picks)[0] == "2611.00001"
+    assert picks[0].why == "like “Ablating Concepts in Text-to-Image Diffusion”, which you liked"
+
+
+def test_two_unrelated_interests_each_get_their_best_paper(model: RelevanceModel) -> None:
+    profile = ReaderProfile(interests="KV cache quantisation. Also legged locomotion.")
+    [picks] = model.rank([profile], count=2)
+
+    assert set(ids(picks)) == {"2611.00002", "2611.00003"}
+
+
+def test_a_disliked_paper_pushes_its_look_alikes_down(model: RelevanceModel) -> None:
+    liking = ReaderProfile(topics=("Robotics",))
+    disliking = ReaderProfile(topics=("Robotics",), disliked=("2611.00005",))
+    before, after = model.rank([liking, disliking])
+
+    assert "2611.00005" in ids(before)
+    assert "2611.00005" not in ids(after)  # judged already: never offered again
+    assert ids(after)[0] == "2611.00002"
+
+
+def test_nothing_above_the_floor_means_an_honest_empty_section(model: RelevanceModel) -> None:
+    [picks] = model.rank([ReaderProfile(interests="medieval tapestry conservation")])
+
+    assert picks == []
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        ReaderProfile(),
+        ReaderProfile(interests="   "),
+        ReaderProfile(interests="the and of with"),  # only stop words
+        ReaderProfile(topics=("No Such Topic",)),
+        ReaderProfile(liked=("9999.99999", "not an id")),
+        ReaderProfile(interests="<script>alert(1)</script> {{ 7*7 }} \x00 \u202e p < 0.05"),
+    ],
+)
+def test_profiles_without_usable_signal_get_no_personal_picks(
+    model: RelevanceModel, profile: ReaderProfile
+) -> None:
+    [picks] = model.rank([profile])
+
+    assert all(pick.score >= 0.08 for pick in picks)
+    assert len(picks) <= 1  # hostile text matches nothing or, at most, by chance one word
+
+
+def test_many_readers_are_ranked_in_one_call_in_order(model: RelevanceModel) -> None:
+    profiles = [
+        ReaderProfile(topics=("Robotics",)),
+        ReaderProfile(),
+        ReaderProfile(interests="unlearning hazardous knowledge"),
+    ] * 1500
+
+    ranked = model.rank(profiles)
+
+    assert len(ranked) == 4500
+    assert ids(ranked[0])[0] in {"2611.00002", "2611.00005"}
+    assert ranked[1] == []
+    assert ids(ranked[2])[0] == "2611.00004"
+    assert ranked[3] == ranked[0] and ranked[4498] == ranked[1]
