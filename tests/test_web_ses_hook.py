@@ -25,7 +25,7 @@ from newsletter.models import DeliveryStatus
 from newsletter.web.app import create_app
 from newsletter.web.body_limit import HOOK_BODY_LIMIT
 from newsletter.web.routes.hooks import get_sns_gateway
-from newsletter.web.sns import SnsGateway, is_sns_url
+from newsletter.web.sns import MAX_CERTIFICATE_BYTES, SnsGateway, is_sns_url
 from subscribers.models import SubscriberStatus
 from tests.support.feed_server import FeedResponse, FeedServer, running_feed_server
 from tests.support.sending import (
@@ -358,6 +358,40 @@ async def test_an_unreachable_certificate_is_502_so_sns_retries(
         async for _, client in hook_client(hook_settings, engine, local_gateway(server)):
             answer = await post(client, message)
     assert answer.status_code == 502
+
+
+@pytest.mark.parametrize(
+    ("served", "status"),
+    [
+        (FeedResponse(body=b"x" * (MAX_CERTIFICATE_BYTES + 1)), 502),  # no certificate is that big
+        (FeedResponse(body=b"<html>not a certificate</html>"), 403),
+        (FeedResponse(status=302, headers={"location": "https://evil.example.org/c.pem"}), 502),
+    ],
+)
+async def test_what_is_no_certificate_is_not_trusted(
+    hook_settings: Settings, engine: Engine, signer: SnsSigner, served: FeedResponse, status: int
+) -> None:
+    with running_feed_server() as server:
+        server.serve(CERT_PATH, served)
+        message = signer.sign(
+            notification(ses_bounce("a@example.org", "<a@b>")), cert_url=server.url(CERT_PATH)
+        )
+        async for _, client in hook_client(hook_settings, engine, local_gateway(server)):
+            answer = await post(client, message)
+    assert answer.status_code == status
+    assert event_count(engine) == 0
+
+
+async def test_a_type_header_that_contradicts_the_body_is_refused(
+    sns_server: FeedServer, signer: SnsSigner, client: httpx.AsyncClient
+) -> None:
+    message = signer.sign(notification({}), cert_url=sns_server.url(CERT_PATH))
+    answer = await client.post(
+        "/hooks/ses",
+        content=json.dumps(message).encode(),
+        headers={"x-amz-sns-message-type": "SubscriptionConfirmation"},
+    )
+    assert answer.status_code == 400
 
 
 # ---- subscription confirmation -----------------------------------------------------------------
