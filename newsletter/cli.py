@@ -611,6 +611,9 @@ def bounces_serve(
             "so digests carry VERP envelope senders, and point its domain's MX at this server"
         )
     engine = context.engine()
+    # flufl.bounce logs a traceback for every malformed message a detector trips on;
+    # the receiver already says in one line that the report was not understood.
+    logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
     def report(line: str) -> None:
         console.print(escape(line), highlight=False, soft_wrap=True)

@@ -146,6 +146,7 @@ REPORTS = [
     ("postfix_delayed.eml", FeedbackKind.SOFT_BOUNCE, "dsn", "4.4.1"),
     ("quota_soft.eml", FeedbackKind.SOFT_BOUNCE, "dsn", "4.2.2 <reader@example.org>: Mailbox full"),
     ("arf_yahoo.eml", FeedbackKind.COMPLAINT, "arf", "abuse (Yahoo!-Mail-Feedback/2.0)"),
+    ("jmrp_legacy.eml", FeedbackKind.COMPLAINT, "jmrp", "Microsoft JMRP"),
 ]
 
 
@@ -463,3 +464,25 @@ def test_a_bounced_confirmation_email_is_matched_by_address(
     assert suppression(engine, address) == "bounced"
     again = record_feedback(engine, parse(raw, bouncing), settings=bouncing, now=NOW)
     assert again == FeedbackSummary(duplicates=1)
+
+
+def test_events_from_outside_with_oversized_fields_are_clipped_not_errors(
+    bouncing: Settings, engine: Engine
+) -> None:
+    [(row_id, address, _)] = sent_rows(engine, 1)
+    strange = FeedbackEvent(
+        kind=FeedbackKind.HARD_BOUNCE,
+        address=address,
+        reason="550 gone\r\nX-Injected: yes " + "x" * 10_000,
+        source="a-source-name-longer-than-sixteen",
+        occurred_at=NOW.replace(tzinfo=None),
+        delivery_id=row_id,
+        message_id="<" + "m" * 1000 + "@news.example.org>",
+    )
+    huge_address = event(FeedbackKind.HARD_BOUNCE, address="a" * 400 + "@example.org")
+    summary = record_feedback(engine, [strange, huge_address], settings=bouncing, now=NOW)
+    assert summary == FeedbackSummary(recorded=1, bounced=1, unknown=1)
+    with engine.connect() as connection:
+        [stored] = connection.execute(select(feedback_events)).all()
+    assert "\n" not in stored.reason and len(stored.reason) <= 500
+    assert stored.message_id is None and stored.occurred_at == NOW

@@ -1,13 +1,15 @@
 """Reading bounce and complaint reports: raw message bytes in, `FeedbackEvent`s out.
 
-Three shapes are understood, tried in this order:
+These shapes are understood, tried in this order:
 
 1. an abuse report (ARF, RFC 5965): a `message/feedback-report` part;
 2. a delivery status notification (RFC 3464): a `message/delivery-status`
    part, one event per recipient block. `Action: failed` with a 5.x.x
    `Status` is a hard bounce, a 4.x.x one (or `Action: delayed`) a soft one;
    `delivered`, `relayed` and `expanded` are no event;
-3. any other bounce: Mailman's `flufl.bounce` detectors (Exim, qmail, old
+3. Microsoft's older JMRP complaint: our message returned with Hotmail's
+   `X-HmXmrOriginalRecipient` header;
+4. any other bounce: Mailman's `flufl.bounce` detectors (Exim, qmail, old
    Sendmail, Exchange, Yahoo, ... in plain text), temporary or permanent.
 
 Which delivery a report is about comes from the VERP token in the address it
@@ -40,7 +42,7 @@ from newsletter.core.text import single_line
 from newsletter.delivery.feedback.events import FeedbackEvent, FeedbackKind
 from newsletter.delivery.verp import is_bounce_address, verp_delivery_id
 
-__all__ = ["UnrecognisedReport", "events_from_message", "parse_report"]
+__all__ = ["UnrecognisedReport", "events_from_message", "parse_report", "read_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,20 +71,27 @@ def events_from_message(
     raw: bytes, *, envelope_recipients: Sequence[str], settings: Settings, now: datetime
 ) -> list[FeedbackEvent]:
     """The bounces and complaints a raw report tells of; [] for anything else (never raises)."""
+    events, why_none = read_report(
+        raw, envelope_recipients=envelope_recipients, settings=settings, now=now
+    )
+    if why_none is not None:
+        logger.warning("unrecognised report (%d bytes): %s", len(raw), why_none)
+    return events
+
+
+def read_report(
+    raw: bytes, *, envelope_recipients: Sequence[str], settings: Settings, now: datetime
+) -> tuple[list[FeedbackEvent], str | None]:
+    """The events of a report, and when there are none, why (never raises)."""
     try:
-        return parse_report(
+        events = parse_report(
             raw, envelope_recipients=envelope_recipients, settings=settings, now=now
         )
     except UnrecognisedReport as why:
-        logger.warning("unrecognised report (%d bytes): %s", len(raw), why)
+        return [], str(why)
     except Exception as error:  # hostile input must never take the receiver down
-        logger.warning(
-            "unrecognised report (%d bytes): cannot parse it (%s: %s)",
-            len(raw),
-            type(error).__name__,
-            single_line(str(error))[:200],
-        )
-    return []
+        return [], f"cannot parse it ({type(error).__name__}: {single_line(str(error))[:200]})"
+    return events, None if events else "it reports nothing to act on (delivered, not-spam)"
 
 
 def parse_report(
@@ -102,6 +111,9 @@ def parse_report(
         events = _dsn_events(status, parts, settings, now=now, delivery_id=delivery_id)
         if events is not None:
             return events
+    legacy = _hotmail_complaint(parts, settings, now=now, delivery_id=delivery_id)
+    if legacy is not None:
+        return legacy
     return _text_bounce_events(message, raw, settings, now=now, delivery_id=delivery_id)
 
 
@@ -294,6 +306,42 @@ def _complaints(
             message_id=message_id,
         )
         for address in dict.fromkeys(recipients)
+    ]
+
+
+def _hotmail_complaint(
+    parts: Sequence[email.message.Message],
+    settings: Settings,
+    *,
+    now: datetime,
+    delivery_id: int | None,
+) -> list[FeedbackEvent] | None:
+    """Microsoft's older JMRP complaint: not ARF, our message attached as it arrived.
+
+    Hotmail/Outlook.com stamp `X-HmXmrOriginalRecipient` on the copy they
+    deliver; only their feedback loop sends such a copy back. None when this is not one.
+    """
+    original = _original_headers(parts)
+    if original is None or original.get("X-HmXmrOriginalRecipient") is None:
+        return None
+    message_id = _our_message_id(settings, _field(original, "Message-ID"))
+    if delivery_id is None:
+        delivery_id = _delivery_from_field(settings, _field(original, "Return-Path"))
+    address = _usable_address(
+        settings, _typed_address(_field(original, "X-HmXmrOriginalRecipient"))
+    )
+    if not address and delivery_id is None and message_id is None:
+        raise UnrecognisedReport("a Microsoft complaint naming no recipient or message of ours")
+    return [
+        FeedbackEvent(
+            kind=FeedbackKind.COMPLAINT,
+            address=address,
+            reason="complaint: Microsoft JMRP (legacy format)",
+            source="jmrp",
+            occurred_at=now,
+            delivery_id=delivery_id,
+            message_id=message_id,
+        )
     ]
 
 

@@ -32,7 +32,7 @@ from newsletter.core.clock import utc_now
 from newsletter.core.settings import Settings
 from newsletter.core.text import single_line
 from newsletter.delivery.feedback.events import FeedbackEvent, FeedbackSummary
-from newsletter.delivery.feedback.parsing import events_from_message
+from newsletter.delivery.feedback.parsing import read_report
 from newsletter.delivery.feedback.recording import record_feedback
 from newsletter.delivery.verp import is_bounce_address
 
@@ -43,6 +43,19 @@ logger = logging.getLogger(__name__)
 MAX_RECIPIENTS = 50  # a bounce has one; a report to many addresses is not one of ours
 SESSION_TIMEOUT_SECONDS = 300
 DATABASE_UNAVAILABLE = "451 4.3.0 cannot record the report now; try again later"
+
+
+def describe_outcome(summary: FeedbackSummary) -> str:
+    """What recording one event did, in a few words."""
+    if summary.duplicates:
+        return "seen before: nothing changed"
+    if summary.unknown:
+        return "no delivery or reader of ours: nothing changed"
+    if summary.bounced:
+        return "recorded; the reader is now bounced"
+    if summary.complained:
+        return "recorded; the reader is now complained"
+    return "recorded"
 
 
 def describe_event(event: FeedbackEvent) -> str:
@@ -96,28 +109,35 @@ class BounceHandler:
         return "250 2.0.0 OK"
 
     def process(self, raw: bytes, recipients: Sequence[str]) -> FeedbackSummary:
-        """Read one report and record what it tells (synchronous: runs in a worker thread)."""
+        """Read one report and record what it tells (synchronous: runs in a worker thread).
+
+        Each event is recorded in its own transaction, so the log line can say
+        what it did; a report half recorded when the database fails is
+        retried whole by its sender, and what was recorded is a duplicate then.
+        """
         now = self.clock()
-        events = events_from_message(
+        events, why_none = read_report(
             raw, envelope_recipients=recipients, settings=self.settings, now=now
         )
-        if not events:
-            self._keep_unrecognised(raw)
+        if why_none is not None:
+            self._keep_unrecognised(raw, why_none)
             return FeedbackSummary()
-        summary = record_feedback(self.engine, events, settings=self.settings, now=now)
-        with self._lock:
-            self.totals += summary
+        total = FeedbackSummary()
         for event in events:
-            self.report(describe_event(event))
-        return summary
+            summary = record_feedback(self.engine, [event], settings=self.settings, now=now)
+            total += summary
+            self.report(f"{describe_event(event)} ({describe_outcome(summary)})")
+        with self._lock:
+            self.totals += total
+        return total
 
-    def _keep_unrecognised(self, raw: bytes) -> None:
+    def _keep_unrecognised(self, raw: bytes, why: str) -> None:
         with self._lock:
             self.unrecognised += 1
             if self.unrecognised_dir is not None:
                 mailbox.Maildir(self.unrecognised_dir, create=True).add(raw)
-        kept = f", kept in {self.unrecognised_dir}" if self.unrecognised_dir else ""
-        self.report(f"unrecognised report of {len(raw)} bytes: accepted and dropped{kept}")
+        kept = f"kept in {self.unrecognised_dir}" if self.unrecognised_dir else "dropped"
+        self.report(f"unrecognised report of {len(raw)} bytes, {kept}: {why}")
 
 
 def make_protocol(handler: BounceHandler, settings: Settings) -> SmtpProtocol:

@@ -27,13 +27,15 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, func, select, update
 
+from newsletter.core.clock import as_utc
 from newsletter.core.db import upsert_insert
 from newsletter.core.settings import Settings
+from newsletter.core.text import single_line
 from newsletter.delivery.feedback.events import FeedbackEvent, FeedbackKind, FeedbackSummary
 from newsletter.delivery.ledger import clean_error_text, deliveries, subscribers
 from newsletter.models import DeliveryStatus, FeedbackRecord
@@ -47,6 +49,7 @@ __all__ = ["feedback_events", "record_feedback"]
 logger = logging.getLogger(__name__)
 
 feedback_events = FeedbackRecord.__table__  # type: ignore[attr-defined]
+MAX_ADDRESS_LENGTH = 320
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,14 @@ def record_feedback(
 def _record_one(
     connection: Connection, event: FeedbackEvent, *, settings: Settings, now: datetime
 ) -> FeedbackSummary:
+    # Events may come from outside (an SES webhook): clip what the columns cannot hold.
+    event = replace(
+        event,
+        address=event.address if len(event.address) <= MAX_ADDRESS_LENGTH else "",
+        reason=single_line(clean_error_text(event.reason)),
+        message_id=event.message_id if len(event.message_id or "") <= 255 else None,
+        occurred_at=as_utc(event.occurred_at),
+    )
     target = _find_target(connection, event)
     if target is None:
         logger.info("feedback about nobody of ours: %s %s", event.kind.value, event.address)
