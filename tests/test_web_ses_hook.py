@@ -9,6 +9,7 @@ its own, and with the app's default gateway (which must refuse before any reques
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import Engine, select
 
+from newsletter.core.errors import SnsSignatureError
 from newsletter.core.settings import Settings
 from newsletter.delivery.feedback.recording import feedback_events
 from newsletter.delivery.worker import send_edition
@@ -25,7 +27,7 @@ from newsletter.models import DeliveryStatus
 from newsletter.web.app import create_app
 from newsletter.web.body_limit import HOOK_BODY_LIMIT
 from newsletter.web.routes.hooks import get_sns_gateway
-from newsletter.web.sns import MAX_CERTIFICATE_BYTES, SnsGateway, is_sns_url
+from newsletter.web.sns import MAX_CERTIFICATE_BYTES, SnsGateway, SnsMessage, is_sns_url
 from subscribers.models import SubscriberStatus
 from tests.support.feed_server import FeedResponse, FeedServer, running_feed_server
 from tests.support.sending import (
@@ -345,6 +347,25 @@ async def test_an_expired_certificate_is_refused(hook_settings: Settings, engine
             answer = await post(client, message)
     assert answer.status_code == 403
     assert "not valid now" in answer.json()["detail"]
+
+
+async def test_a_kept_certificate_is_not_used_past_its_validity(
+    sns_server: FeedServer, signer: SnsSigner
+) -> None:
+    clock = [dt.datetime.now(dt.UTC)]
+    gateway = SnsGateway(
+        url_allowed=lambda url: url.startswith(sns_server.base_url + "/"), now=lambda: clock[0]
+    )
+    message = SnsMessage.parse(
+        json.dumps(signer.sign(notification({}), cert_url=sns_server.url(CERT_PATH))).encode()
+    )
+    await gateway.verify(message)
+    await gateway.verify(message)
+    assert len(sns_server.requests(CERT_PATH)) == 1  # kept
+    clock[0] += dt.timedelta(days=2)  # past the certificate's end
+    with pytest.raises(SnsSignatureError, match="not valid now"):
+        await gateway.verify(message)
+    assert len(sns_server.requests(CERT_PATH)) == 2  # fetched again, and refused
 
 
 async def test_an_unreachable_certificate_is_502_so_sns_retries(

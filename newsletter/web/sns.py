@@ -212,7 +212,8 @@ class SnsGateway:
         self.url_allowed = url_allowed
         self.fetch = fetch
         self.now = now
-        self._keys: OrderedDict[str, rsa.RSAPublicKey] = OrderedDict()
+        # URL -> the certificate's key and the end of its validity.
+        self._keys: OrderedDict[str, tuple[rsa.RSAPublicKey, dt.datetime]] = OrderedDict()
 
     async def verify(self, message: SnsMessage) -> None:
         """Check that SNS signed `message`; `SnsSignatureError` if not (nothing fetched when
@@ -233,23 +234,24 @@ class SnsGateway:
         return True
 
     async def _public_key(self, url: str) -> rsa.RSAPublicKey:
-        key = self._keys.get(url)
-        if key is not None:
+        cached = self._keys.get(url)
+        if cached is not None and self.now() <= cached[1]:
             self._keys.move_to_end(url)
-            return key
+            return cached[0]
         try:
             pem = await self.fetch(url)
         except httpx.HTTPError as error:
             raise SnsUnavailableError(
                 f"cannot fetch the SNS signing certificate: {error}"
             ) from None
-        key = self._certificate_key(pem)
-        self._keys[url] = key
+        key, valid_until = self._certificate_key(pem)
+        self._keys[url] = (key, valid_until)
+        self._keys.move_to_end(url)
         while len(self._keys) > CACHED_CERTIFICATES:
             self._keys.popitem(last=False)
         return key
 
-    def _certificate_key(self, pem: bytes) -> rsa.RSAPublicKey:
+    def _certificate_key(self, pem: bytes) -> tuple[rsa.RSAPublicKey, dt.datetime]:
         try:
             certificate = x509.load_pem_x509_certificate(pem)
         except ValueError:
@@ -260,4 +262,4 @@ class SnsGateway:
         key = certificate.public_key()
         if not isinstance(key, rsa.RSAPublicKey):
             raise SnsSignatureError("the SNS signing certificate does not hold an RSA key")
-        return key
+        return key, certificate.not_valid_after_utc
