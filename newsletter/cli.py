@@ -640,6 +640,43 @@ def bounces_serve(
     )
 
 
+@bounces_app.command("fetch")
+def bounces_fetch(
+    ctx: typer.Context,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep", help="Delete nothing, not even with --delete-unrecognised (opened read-only)."
+        ),
+    ] = False,
+    delete_unrecognised: Annotated[
+        bool,
+        typer.Option(
+            "--delete-unrecognised",
+            help="Also delete messages that are no bounce or complaint (default: keep them).",
+        ),
+    ] = False,
+) -> None:
+    """Read bounces and complaints from the IMAP mailbox NEWSLETTER_BOUNCE_IMAP_* names.
+
+    Records every bounce and complaint in the ledger (readers become bounced or
+    complained, their addresses suppressed), then deletes the messages recorded.
+    Exits 1 with one line when the server cannot be reached or refuses the login.
+    """
+    from newsletter.core.clock import utc_now
+    from newsletter.delivery.feedback.imap import fetch_feedback
+
+    context = _context(ctx)
+    report = fetch_feedback(
+        context.engine(),
+        context.settings,
+        keep=keep,
+        remove_unrecognised=delete_unrecognised,
+        now=utc_now,
+    )
+    console.print(escape(report.line()), highlight=False, soft_wrap=True)
+
+
 # ---- subscribers -----------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ down; nothing reads the environment anywhere else.
 from __future__ import annotations
 
 import ipaddress
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Self
@@ -44,6 +45,22 @@ class SmtpSecurity(StrEnum):
     NONE = "none"
     STARTTLS = "starttls"
     TLS = "tls"
+
+
+class ImapSecurity(StrEnum):
+    """How the connection to the bounce mailbox is protected."""
+
+    TLS = "tls"
+    STARTTLS = "starttls"
+    # Only to a server on this machine: the password would otherwise cross the network in clear.
+    NONE = "none"
+
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# Printable ASCII, sent quoted in IMAP commands (other names would need modified UTF-7).
+IMAP_MAILBOX_PATTERN = r"^[\x20-\x7e]{1,200}$"
+# arn:aws:sns:REGION:ACCOUNT:TOPIC (other partitions, such as aws-cn, too).
+SNS_TOPIC_ARN_PATTERN = r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_.-]{1,256}$"
 
 
 class Environment(StrEnum):
@@ -114,6 +131,21 @@ class Settings(BaseSettings):
     dkim_selector: str | None = Field(default=None, pattern=DNS_NAME_PATTERN)
     dkim_key_file: FilePath | None = None
     dkim_domain: str | None = Field(default=None, pattern=DNS_NAME_PATTERN)
+    # `newsletter bounces fetch`: the IMAP mailbox where the relay leaves bounces and
+    # complaints. The port defaults to 993 with tls, 143 otherwise.
+    bounce_imap_host: str | None = None
+    bounce_imap_port: int | None = Field(default=None, ge=1, le=65535)
+    bounce_imap_security: ImapSecurity = ImapSecurity.TLS
+    bounce_imap_user: str | None = None
+    bounce_imap_password: str | None = None
+    bounce_imap_mailbox: str = Field(default="INBOX", pattern=IMAP_MAILBOX_PATTERN)
+    bounce_imap_ca_file: FilePath | None = None
+    bounce_imap_timeout_seconds: float = Field(default=30.0, gt=0)
+    # `POST /hooks/ses`: the SNS topics whose notifications are accepted (none: the hook
+    # answers 404), an optional shared secret, and whether subscriptions confirm themselves.
+    ses_topic_arns: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ses_hook_secret: str | None = None
+    ses_confirm_subscriptions: bool = True
 
     top_n: int = Field(default=10, ge=1, le=100)
     timezone: str = "UTC"
@@ -185,6 +217,7 @@ class Settings(BaseSettings):
         "topics",
         "trusted_proxies",
         "confirm_shared_domains",
+        "ses_topic_arns",
         mode="before",
     )
     @classmethod
@@ -205,6 +238,16 @@ class Settings(BaseSettings):
                     f"{item!r} is not an IP address or CIDR network (host names are not supported)"
                 ) from None
         return networks
+
+    @field_validator("ses_topic_arns")
+    @classmethod
+    def _check_topic_arns(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not re.fullmatch(SNS_TOPIC_ARN_PATTERN, item):
+                raise ValueError(
+                    f"{item!r} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:TOPIC)"
+                )
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -234,6 +277,17 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _plain_imap_only_on_this_machine(self) -> Self:
+        host = (self.bounce_imap_host or "").strip("[]").lower()
+        if self.bounce_imap_security is ImapSecurity.NONE and host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                "NEWSLETTER_BOUNCE_IMAP_SECURITY=none sends the password in clear: it is allowed "
+                "only with NEWSLETTER_BOUNCE_IMAP_HOST=localhost, 127.0.0.1 or ::1; use tls or "
+                "starttls"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Self:
         if self.environment is not Environment.PRODUCTION:
             return self
@@ -244,6 +298,8 @@ class Settings(BaseSettings):
             problems.append(f"NEWSLETTER_SECRET_KEY is too weak for production: {weakness}")
         if self.admin_token is not None and (weakness := secret_weakness(self.admin_token)):
             problems.append(f"NEWSLETTER_ADMIN_TOKEN is too weak for production: {weakness}")
+        if self.ses_hook_secret is not None and (weakness := secret_weakness(self.ses_hook_secret)):
+            problems.append(f"NEWSLETTER_SES_HOOK_SECRET is too weak for production: {weakness}")
         if problems:
             raise ValueError(
                 f"{'; '.join(problems)}; set a long random value, made with `{GENERATE_SECRET}`"
@@ -269,6 +325,13 @@ class Settings(BaseSettings):
         if self.bounce_address:
             return split_mailbox_setting(self.bounce_address)[1]
         return split_mailbox_setting(self.from_address)[1]
+
+    @property
+    def bounce_imap_port_or_default(self) -> int:
+        """The bounce mailbox's port: the setting, else 993 for tls and 143 otherwise."""
+        if self.bounce_imap_port is not None:
+            return self.bounce_imap_port
+        return 993 if self.bounce_imap_security is ImapSecurity.TLS else 143
 
     @property
     def bounce_mailbox(self) -> tuple[str, str] | None:

@@ -9,7 +9,9 @@ Amazon SES), it goes through the same two steps:
 - `record_feedback(engine, events, ...)` lands each in its ledger row and acts
   on its reader: bounced, complained, suppressed (`recording`).
 
-`receiver` is the SMTP server of `newsletter bounces serve`.
+`receiver` is the SMTP server of `newsletter bounces serve`; `imap` reads the
+bounce mailbox for `newsletter bounces fetch`; `ses` turns Amazon SES
+notifications (`POST /hooks/ses`) into events.
 """
 
 from newsletter.delivery.feedback.events import FeedbackEvent, FeedbackKind, FeedbackSummary
