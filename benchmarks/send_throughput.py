@@ -10,6 +10,8 @@ and the same number of connections:
 (b) the same on PostgreSQL at 127.0.0.1:5432 (a temporary database, dropped after);
 (c) the limit: one prebuilt message sent raw with aiosmtplib;
 (d) the naive way: `build_message` per recipient, then `send_message`;
+(e) one prepared message (`CompiledDigest.prepare`) sent with the project's own
+    `connection.transmit` (pipelined when the sink offers it): the pool's ceiling;
 
 and the peak RSS of a dry run of (a), everything but SMTP (queueing the
 audience, claiming, assembling every message into a null transport), at
@@ -356,6 +358,45 @@ def measure_raw(settings: Settings, *, count: int, digest: tuple[str, str, str])
     return asyncio.run(_send_over_connections(settings, count, settings.smtp_concurrency, send))
 
 
+def measure_prepared(settings: Settings, *, count: int, digest: tuple[str, str, str]) -> float:
+    """(e): one prepared message sent `count` times with `transmit` over C connections."""
+    from newsletter.delivery.assemble import CompiledDigest, Recipient
+    from newsletter.delivery.connection import connect, make_smtp_client, transmit
+
+    subject, html, body = digest
+    compiled = CompiledDigest.compile(
+        settings,
+        subject=subject,
+        html=html,
+        text=body,
+        edition_date=EDITION_DATE,
+        link_marker=LINK_MARKER,
+    )
+    message = compiled.prepare(Recipient("reader1@example.org", "Reader 1", "k" * 22, "<1@x>"))
+
+    async def run() -> float:
+        started = time.perf_counter()
+        clients = [make_smtp_client(settings) for _ in range(settings.smtp_concurrency)]
+        refusals = await asyncio.gather(*(connect(client) for client in clients))
+        if any(refusals):
+            raise RuntimeError(f"cannot connect to the sink: {refusals}")
+        remaining = iter(range(count))
+
+        async def lane(client: aiosmtplib.SMTP) -> None:
+            for index in remaining:
+                reply = await transmit(
+                    client, compiled.envelope_from, f"reader{index}@example.org", message
+                )
+                if not reply.accepted:
+                    raise RuntimeError(f"the sink refused a message: {reply}")
+
+        await asyncio.gather(*(lane(client) for client in clients))
+        await asyncio.gather(*(client.quit() for client in clients))
+        return count / (time.perf_counter() - started)
+
+    return asyncio.run(run())
+
+
 def measure_naive(settings: Settings, *, count: int, digest: tuple[str, str, str]) -> float:
     """(d): build an EmailMessage per recipient with the email package, then send it."""
     from newsletter.delivery.assemble import Recipient, build_message, make_message_id
@@ -403,6 +444,29 @@ def measure_assemble_microseconds(settings: Settings, digest: tuple[str, str, st
     started = time.perf_counter()
     for person in people:
         compiled.assemble(person)
+    return (time.perf_counter() - started) / len(people) * 1e6
+
+
+def measure_prepare_microseconds(settings: Settings, digest: tuple[str, str, str]) -> float:
+    """Mean cost of one `prepare` call (the message ready for DATA) on this digest."""
+    from newsletter.delivery.assemble import CompiledDigest, Recipient
+
+    subject, html, body = digest
+    compiled = CompiledDigest.compile(
+        settings,
+        subject=subject,
+        html=html,
+        text=body,
+        edition_date=EDITION_DATE,
+        link_marker=LINK_MARKER,
+    )
+    people = [
+        Recipient(f"reader{n}@example.org", f"Zoë Ægir {n}", f"key{n:019d}", f"<{n}@x>")
+        for n in range(2000)
+    ]
+    started = time.perf_counter()
+    for person in people:
+        compiled.prepare(person)
     return (time.perf_counter() - started) / len(people) * 1e6
 
 
@@ -534,6 +598,7 @@ def run(arguments: argparse.Namespace) -> dict[str, float | None]:
             "pipeline_sqlite",
             "pipeline_postgres",
             "raw_limit",
+            "prepared_limit",
             "naive",
             "ratio_vs_raw",
             "ratio_vs_naive",
@@ -560,7 +625,7 @@ def measure_throughput(arguments: argparse.Namespace, results: dict[str, float |
     """(a) to (d) and their ratios, into `results`."""
     count, concurrency = arguments.subscribers, arguments.concurrency
     postgres = not arguments.skip_postgres and postgres_reachable()
-    measured = ["raw_limit", "pipeline_sqlite", "pipeline_postgres", "naive"]
+    measured = ["raw_limit", "prepared_limit", "pipeline_sqlite", "pipeline_postgres", "naive"]
     rounds: dict[str, list[float]] = {
         name: [] for name in measured if postgres or name != "pipeline_postgres"
     }
@@ -574,6 +639,7 @@ def measure_throughput(arguments: argparse.Namespace, results: dict[str, float |
             f"{concurrency} connections, best of {arguments.rounds} interleaved rounds"
         )
         log(f"assemble(): {measure_assemble_microseconds(settings, digest):.1f} µs per message")
+        log(f"prepare(): {measure_prepare_microseconds(settings, digest):.1f} µs per message")
         html_kb = encoded_html_kb(settings, digest)
         log(f"encoded HTML part (Gmail clips over ~102 KB): {html_kb:.1f} KB")
         naive_count = min(count, NAIVE_MAX_MESSAGES)
@@ -581,6 +647,7 @@ def measure_throughput(arguments: argparse.Namespace, results: dict[str, float |
         # the machine hits them alike; the best round of each is the least disturbed.
         for round_number in range(1, arguments.rounds + 1):
             rounds["raw_limit"].append(measure_raw(settings, count=count, digest=digest))
+            rounds["prepared_limit"].append(measure_prepared(settings, count=count, digest=digest))
             sqlite_url = f"sqlite:///{Path(tmp) / f'pipeline-{round_number}.db'}"
             rounds["pipeline_sqlite"].append(
                 measure_pipeline(
@@ -622,6 +689,7 @@ def print_table(results: dict[str, float | None]) -> None:
     print(f"(b) pipeline, PostgreSQL {shown(results['pipeline_postgres'], 'msg/s')}")
     print(f"(c) raw aiosmtplib limit {shown(results['raw_limit'], 'msg/s')}")
     print(f"(d) naive EmailMessage   {shown(results['naive'], 'msg/s')}")
+    print(f"(e) prepared, transmit   {shown(results['prepared_limit'], 'msg/s')}")
     for label, key, target in (("a/c", "ratio_vs_raw", 0.9), ("a/d", "ratio_vs_naive", 4)):
         ratio = results[key]
         print(f"{label} {'n/a' if ratio is None else f'{ratio:.3f}'} (target ≥ {target})")

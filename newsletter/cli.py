@@ -50,8 +50,12 @@ app = typer.Typer(
 )
 subscribers_app = typer.Typer(help="Manage the subscriber list.", no_args_is_help=True)
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+bounces_app = typer.Typer(
+    help="Take in bounces and spam complaints that mail servers send back.", no_args_is_help=True
+)
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(db_app, name="db")
+app.add_typer(bounces_app, name="bounces")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -683,6 +687,7 @@ def stats(
         "status": result.status.value,
         "status_reason": result.status_reason,
         "deliveries": {state.value: n for state, n in result.deliveries.items()},
+        "soft_bounces": result.soft_bounces,
         "test_sends": result.test_sends,
         "unsubscribed_since": result.unsubscribed_since,
     }
@@ -694,6 +699,7 @@ def stats(
     table.add_column("count", justify="right")
     for delivery_status, count in result.deliveries.items():
         table.add_row(delivery_status.value, str(count))
+    table.add_row("soft bounces (still sent)", str(result.soft_bounces))
     table.add_row("test sends", str(result.test_sends))
     table.add_row("unsubscribed since", str(result.unsubscribed_since))
     console.print(table)
@@ -788,6 +794,102 @@ def serve(
     context = _context(ctx)
     context.engine()  # check the schema before accepting requests
     serve_app(context.settings, host=host, port=port, worker=worker)
+
+
+# ---- bounces ---------------------------------------------------------------------------------
+
+
+@bounces_app.command("serve")
+def bounces_serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 2525,
+    unrecognised_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep reports that are no bounce or complaint in this Maildir (default: drop)."
+        ),
+    ] = None,
+) -> None:
+    """Receive bounces and complaints over SMTP: the MX of NEWSLETTER_BOUNCE_ADDRESS's domain.
+
+    Accepts mail only for the bounce address and its VERP forms, records each
+    bounce or complaint in the ledger (readers become bounced or complained, their
+    addresses suppressed) and prints one line per event. SIGTERM or Ctrl-C stops it.
+    """
+    from newsletter.delivery.feedback.receiver import BounceHandler, serve_bounces
+
+    context = _context(ctx)
+    if context.settings.bounce_mailbox is None:
+        raise ConfigurationError(
+            "NEWSLETTER_BOUNCE_ADDRESS is not set: set it (e.g. bounces@bounces.example.org) "
+            "so digests carry VERP envelope senders, and point its domain's MX at this server"
+        )
+    engine = context.engine()
+    # flufl.bounce logs a traceback for every malformed message a detector trips on;
+    # the receiver already says in one line that the report was not understood.
+    logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
+
+    def report(line: str) -> None:
+        console.print(escape(line), highlight=False, soft_wrap=True)
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        report(f"Receiving bounces on {bound_host}:{bound_port}")
+
+    handler = BounceHandler(
+        context.settings, engine, report=report, unrecognised_dir=unrecognised_dir
+    )
+
+    async def receive() -> None:
+        import asyncio
+
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        await serve_bounces(handler, host=host, port=port, stop=stop, ready=ready)
+
+    _run_async(receive())
+    totals = handler.totals
+    report(
+        f"Stopped: {totals.recorded} recorded, {totals.duplicates} duplicates, "
+        f"{totals.unknown} unknown, {handler.unrecognised} unrecognised"
+    )
+
+
+@bounces_app.command("fetch")
+def bounces_fetch(
+    ctx: typer.Context,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep", help="Delete nothing, not even with --delete-unrecognised (opened read-only)."
+        ),
+    ] = False,
+    delete_unrecognised: Annotated[
+        bool,
+        typer.Option(
+            "--delete-unrecognised",
+            help="Also delete messages that are no bounce or complaint (default: keep them).",
+        ),
+    ] = False,
+) -> None:
+    """Read bounces and complaints from the IMAP mailbox NEWSLETTER_BOUNCE_IMAP_* names.
+
+    Records every bounce and complaint in the ledger (readers become bounced or
+    complained, their addresses suppressed), then deletes the messages recorded.
+    Exits 1 with one line when the server cannot be reached or refuses the login.
+    """
+    from newsletter.core.clock import utc_now
+    from newsletter.delivery.feedback.imap import fetch_feedback
+
+    context = _context(ctx)
+    report = fetch_feedback(
+        context.engine(),
+        context.settings,
+        keep=keep,
+        remove_unrecognised=delete_unrecognised,
+        now=utc_now,
+    )
+    console.print(escape(report.line()), highlight=False, soft_wrap=True)
 
 
 # ---- subscribers -----------------------------------------------------------------------------

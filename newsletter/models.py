@@ -21,6 +21,7 @@ __all__ = [
     "Edition",
     "EditionPaper",
     "EditionStatus",
+    "FeedbackRecord",
     "Paper",
     "SendBreaker",
     "SendPace",
@@ -104,10 +105,11 @@ class DeliveryStatus(StrEnum):
     QUEUED = "queued"
     SENT = "sent"
     FAILED = "failed"
-    BOUNCED = "bounced"
+    BOUNCED = "bounced"  # refused at RCPT, or a hard bounce reported later
     # The reader unsubscribed, bounced or paused after the audience was fixed:
     # no message went out, and that is no failure of the send.
     SKIPPED = "skipped"
+    COMPLAINED = "complained"  # delivered, then reported as spam by the reader
 
 
 class Delivery(SQLModel, table=True):
@@ -142,6 +144,29 @@ class Delivery(SQLModel, table=True):
     created_at: dt.datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
     updated_at: dt.datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
     sent_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class FeedbackRecord(SQLModel, table=True):
+    """One bounce or complaint reported after sending (`delivery.feedback` writes it).
+
+    `dedupe_key` makes the same report delivered twice one row; soft bounces of
+    a mailbox are counted here for the N-within-M-days rule.
+    """
+
+    __tablename__ = "feedback_events"
+    __table_args__ = (Index("ix_feedback_events_address", "address", "kind", "occurred_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedupe_key: str = Field(max_length=64, unique=True)
+    kind: str = Field(max_length=16)  # hard_bounce, soft_bounce, complaint
+    source: str = Field(max_length=16)  # dsn, bounce-text, arf, ses, ...
+    address: str = Field(max_length=320)  # the mailbox (subscribers.addresses.mailbox_of)
+    delivery_id: int | None = Field(default=None, foreign_key="deliveries.id", index=True)
+    subscriber_id: int | None = Field(default=None, foreign_key="subscribers.id")
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False))
+    message_id: str | None = Field(default=None, max_length=255)
+    occurred_at: dt.datetime = Field(sa_type=UtcDateTime)
+    created_at: dt.datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
 
 
 class SendPace(SQLModel, table=True):

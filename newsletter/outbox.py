@@ -62,7 +62,10 @@ class SmtpCatcher:
     Port 0 picks a free port; `port` tells which one after `start()`. An
     `ssl_context` makes it speak implicit TLS; other keywords go to aiosmtpd's
     `SMTP` (`tls_context` and `require_starttls` for STARTTLS, `authenticator`).
+    A subclass may serve with its own `session_class` (a subclass of the session).
     """
+
+    session_class: type[_SessionSmtp] = _SessionSmtp
 
     def __init__(
         self,
@@ -85,7 +88,7 @@ class SmtpCatcher:
         self._sessions_changed = threading.Condition()
 
     def _protocol(self) -> SmtpProtocol:
-        return _SessionSmtp(
+        return self.session_class(
             self,
             self.handler,
             hostname="outbox.localhost",

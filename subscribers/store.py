@@ -295,19 +295,20 @@ def mark_bounced(
     *,
     bounces: Sequence[tuple[str | None, str]],
     now: datetime,
-) -> None:
+) -> int:
     """Mark the subscribers behind hard bounces `bounced` and suppress their mailboxes.
 
     Set-based, on the send path's connection and transaction. `bounces` holds
     (subscriber key, what the server said). The status keeps this subscriber
     row out of later editions; the suppression keeps the mailbox out whatever
-    any of its rows say later, until its owner confirms.
+    any of its rows say later, until its owner confirms. Returns how many
+    subscribers it newly made `bounced`.
     """
     known = [(key, note) for key, note in bounces if key]
     if not known:
-        return
+        return 0
     table = Subscriber.__table__  # type: ignore[attr-defined]
-    connection.execute(
+    changed: int = connection.execute(
         update(table)
         .where(
             table.c.key.in_([key for key, _ in known]),
@@ -315,8 +316,39 @@ def mark_bounced(
             table.c.status.in_([SubscriberStatus.CONFIRMED.value, SubscriberStatus.PENDING.value]),
         )
         .values(status=SubscriberStatus.BOUNCED.value, bounced_at=now, updated_at=now)
-    )
+    ).rowcount
     suppress_subscribers(connection, known, reason=SuppressionReason.BOUNCED, now=now)
+    return changed
+
+
+def mark_complained(
+    connection: Connection,
+    *,
+    complaints: Sequence[tuple[str, str]],
+    now: datetime,
+) -> int:
+    """Unsubscribe the subscribers behind spam complaints (`complained`) and suppress them.
+
+    `complaints` holds (subscriber key, the report's reason). A complaint
+    outweighs every other status; returns how many subscribers it newly changed.
+    """
+    if not complaints:
+        return 0
+    table = Subscriber.__table__  # type: ignore[attr-defined]
+    changed: int = connection.execute(
+        update(table)
+        .where(
+            table.c.key.in_([key for key, _ in complaints]),
+            table.c.status != SubscriberStatus.COMPLAINED.value,
+        )
+        .values(
+            status=SubscriberStatus.COMPLAINED.value,
+            unsubscribed_at=func.coalesce(table.c.unsubscribed_at, now),
+            updated_at=now,
+        )
+    ).rowcount
+    suppress_subscribers(connection, complaints, reason=SuppressionReason.COMPLAINED, now=now)
+    return changed
 
 
 @dataclass(frozen=True, slots=True)

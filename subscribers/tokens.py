@@ -7,6 +7,12 @@ the address or row id, and ends in a MAC over everything before it:
 - `KEY.ISSUED.MAC` for links that do (confirmation), ISSUED being the issue
   time in whole seconds since the Unix epoch, in base 36.
 
+The bounce token of a VERP envelope sender (`bounces+TOKEN@bounce-domain`) is
+the sibling of these: `ID-MAC`, the delivery (ledger row) id in base 36 and an
+80-bit MAC in lower-case base 32. Lower case only, because some mail servers
+fold the case of the address a bounce returns to; short, because it lives in an
+address's local part (at most 64 characters).
+
 The MAC is HMAC-SHA256 (stdlib `hmac`) cut to 144 bits, under a key derived
 from `NEWSLETTER_SECRET_KEY` per purpose, so a confirmation token never works
 as an unsubscribe token and back. The send path signs two tokens per
@@ -31,6 +37,9 @@ from newsletter.core.errors import ExpiredTokenError, InvalidTokenError
 _UNSUBSCRIBE = "unsubscribe"
 _PREFERENCES = "preferences"
 _CONFIRM = "confirm"
+_BOUNCE = "bounce"
+_BOUNCE_MAC_BYTES = 10  # 80 bits: 16 base-32 characters, no padding
+_BOUNCE_TOKEN = re.compile(r"([0-9a-z]{1,13})-([a-z2-7]{16})")
 _MAC_BYTES = 18  # 144 bits: 24 URL-safe characters, no padding
 _SUBSCRIBER_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _LASTING = re.compile(r"([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{24})")
@@ -116,6 +125,32 @@ def _verify_issued(
             "this confirmation link has expired; sign up again to get a new one"
         )
     return signed.partition(".")[0], issued_at
+
+
+def _bounce_mac(secret_key: str, signed: str) -> str:
+    digest = hmac.new(
+        _purpose_key(secret_key, _BOUNCE), signed.encode("ascii"), hashlib.sha256
+    ).digest()
+    return base64.b32encode(digest[:_BOUNCE_MAC_BYTES]).decode("ascii").lower()
+
+
+def make_bounce_token(secret_key: str, delivery_id: int) -> str:
+    """The token of a VERP envelope sender: names one delivery (ledger row), signed."""
+    if delivery_id < 0:
+        raise ValueError(f"a delivery id is not negative: {delivery_id}")
+    signed = _base36(delivery_id)
+    return f"{signed}-{_bounce_mac(secret_key, signed)}"
+
+
+def read_bounce_token(secret_key: str, token: str) -> int:
+    """The delivery id a bounce token names (any letter case), or InvalidTokenError."""
+    match = _BOUNCE_TOKEN.fullmatch(token.lower())
+    if match is None:
+        raise InvalidTokenError("not a bounce token")
+    signed, mac = match.groups()
+    if not hmac.compare_digest(mac, _bounce_mac(secret_key, signed)):
+        raise InvalidTokenError("the bounce token's signature does not match")
+    return int(signed, 36)
 
 
 def make_unsubscribe_token(secret_key: str, subscriber_key: str) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, insert, select, update
 from newsletter.core.clock import utc_now
 from newsletter.core.errors import DeliveryError, EditionNotFoundError
 from newsletter.core.settings import Settings
+from newsletter.core.wire import PreparedMessage
 from newsletter.delivery.ledger import deliveries, editions, subscribers
 from newsletter.delivery.progress import RichSendProgress
 from newsletter.delivery.stats import edition_stats, list_edition_stats
@@ -78,7 +79,9 @@ class HookedTransport:
     def lanes(self) -> int:
         return self.pool.lanes
 
-    async def send(self, lane: int, sender: str, recipient: str, message: bytes) -> SmtpReply:
+    async def send(
+        self, lane: int, sender: str, recipient: str, message: PreparedMessage
+    ) -> SmtpReply:
         reply = await self.pool.send(lane, sender, recipient, message)
         if reply.accepted:
             self.accepted += 1
@@ -367,6 +370,7 @@ async def test_stats_show_the_ledger(
         DeliveryStatus.FAILED: 0,
         DeliveryStatus.BOUNCED: 0,
         DeliveryStatus.SKIPPED: 0,
+        DeliveryStatus.COMPLAINED: 0,
     }
     assert stats.unsubscribed_since == 1
     assert stats.send_started_at and stats.send_finished_at

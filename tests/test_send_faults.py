@@ -13,6 +13,7 @@ from sqlalchemy import Engine, select
 
 from newsletter.core.errors import DeliveryError
 from newsletter.core.settings import Settings
+from newsletter.core.wire import PreparedMessage
 from newsletter.delivery.ledger import subscribers
 from newsletter.delivery.transport import SmtpPool, SmtpReply
 from newsletter.delivery.worker import (
@@ -407,7 +408,9 @@ class BreakingTransport:
     def lanes(self) -> int:
         return self.pool.lanes
 
-    async def send(self, lane: int, sender: str, recipient: str, message: bytes) -> SmtpReply:
+    async def send(
+        self, lane: int, sender: str, recipient: str, message: PreparedMessage
+    ) -> SmtpReply:
         if recipient == self.breaks_on:
             raise RuntimeError("the transport broke")
         return await self.pool.send(lane, sender, recipient, message)

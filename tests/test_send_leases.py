@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from newsletter.core.clock import utc_now
 from newsletter.core.settings import Settings
+from newsletter.core.wire import PreparedMessage
 from newsletter.delivery.transport import SmtpPool, SmtpReply, SmtpStage
 from newsletter.delivery.worker import SendReport, run_worker, start_edition
 from newsletter.models import DeliveryStatus, EditionStatus
@@ -122,7 +123,9 @@ class StallingTransport:
     def lanes(self) -> int:
         return self.pool.lanes
 
-    async def send(self, lane: int, sender: str, recipient: str, message: bytes) -> SmtpReply:
+    async def send(
+        self, lane: int, sender: str, recipient: str, message: PreparedMessage
+    ) -> SmtpReply:
         self.sends += 1
         if self.sends == 1:
             self.stalled.set()

@@ -113,6 +113,7 @@ async def test_send_queues_once_and_a_worker_delivers_it(
         "failed": 0,
         "bounced": 0,
         "skipped": 0,
+        "complained": 0,
     }
     assert second.status_code == 409
     assert second.json()["status_url"] == first.json()["status_url"]
@@ -121,7 +122,14 @@ async def test_send_queues_once_and_a_worker_delivers_it(
     body = status.json()
     assert status.status_code == 200
     assert body["status"] == "sent"
-    assert body["deliveries"] == {"queued": 0, "sent": 3, "failed": 0, "bounced": 0, "skipped": 0}
+    assert body["deliveries"] == {
+        "queued": 0,
+        "sent": 3,
+        "failed": 0,
+        "bounced": 0,
+        "skipped": 0,
+        "complained": 0,
+    }
     assert body["unsubscribed_since"] == 0
     assert body["send_started_at"] and body["send_finished_at"]
     assert again.status_code == 409 and "sent already" in again.json()["detail"]
@@ -245,6 +253,7 @@ async def test_a_cancelled_edition_stays_cancelled(
         "failed": 4,
         "bounced": 0,
         "skipped": 0,
+        "complained": 0,
     }
     assert report.sent == 0 and smtp_server.messages == []
     assert send_again.status_code == 409 and "cancelled" in send_again.json()["detail"]

@@ -281,6 +281,7 @@ async def test_an_admin_send_only_queues_when_no_worker_runs(
         "failed": 0,
         "bounced": 0,
         "skipped": 0,
+        "complained": 0,
     }
     assert status.json()["deliveries"] == started.json()["deliveries"]
     assert queued_rows(engine) == 5
@@ -324,6 +325,7 @@ async def test_a_worker_process_delivers_an_admin_send_and_every_app_sees_the_le
         "failed": 0,
         "bounced": 0,
         "skipped": 0,
+        "complained": 0,
     }
     assert seen_by_first["send_finished_at"] is not None
     assert status == 0, "\n".join(worker.lines)

@@ -65,3 +65,19 @@ class DeliveryError(NewsletterError):
 
 class ImportFileError(SubscriberError, ValueError):
     """A subscriber list that cannot be imported at all (no `email` column, not UTF-8 text)."""
+
+
+class BounceMailboxError(NewsletterError, ConnectionError):
+    """The bounce mailbox (IMAP) could not be reached, logged in to or read."""
+
+
+class SnsMessageError(NewsletterError, ValueError):
+    """An Amazon SNS or SES notification is not in the documented shape."""
+
+
+class SnsSignatureError(NewsletterError, PermissionError):
+    """An Amazon SNS message is not signed by SNS, or comes from a topic not allowed."""
+
+
+class SnsUnavailableError(NewsletterError, ConnectionError):
+    """Amazon SNS could not be reached just now (a signing certificate, a subscription URL)."""

@@ -7,6 +7,7 @@ down; nothing reads the environment anywhere else.
 from __future__ import annotations
 
 import ipaddress
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Self
@@ -44,6 +45,22 @@ class SmtpSecurity(StrEnum):
     NONE = "none"
     STARTTLS = "starttls"
     TLS = "tls"
+
+
+class ImapSecurity(StrEnum):
+    """How the connection to the bounce mailbox is protected."""
+
+    TLS = "tls"
+    STARTTLS = "starttls"
+    # Only to a server on this machine: the password would otherwise cross the network in clear.
+    NONE = "none"
+
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# Printable ASCII, sent quoted in IMAP commands (other names would need modified UTF-7).
+IMAP_MAILBOX_PATTERN = r"^[\x20-\x7e]{1,200}$"
+# arn:aws:sns:REGION:ACCOUNT:TOPIC (other partitions, such as aws-cn, too).
+SNS_TOPIC_ARN_PATTERN = r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_.-]{1,256}$"
 
 
 class Environment(StrEnum):
@@ -99,13 +116,36 @@ class Settings(BaseSettings):
     secret_key: str = DEFAULT_SECRET_KEY
     admin_token: str | None = None
     postal_address: str = "Daily ML Papers, 1 Example Street, 00000 Example City"
-    # The envelope sender (MAIL FROM); bounce processing comes later. Unset: the From address.
+    # The envelope sender (MAIL FROM) of every digest, made per delivery into the VERP
+    # address local+TOKEN@domain; `newsletter bounces serve` is the MX of its domain.
+    # Unset: the From address, and no bounce is matched to its delivery.
     bounce_address: str | None = None
+    # Soft bounces (4.x.x, delayed) of one mailbox: this many within this many days
+    # make the reader bounced as a hard bounce does.
+    soft_bounce_limit: int = Field(default=3, ge=1)
+    soft_bounce_days: int = Field(default=14, ge=1)
+    # The largest report `newsletter bounces serve` accepts (a bounce quotes our digest).
+    bounce_max_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024)
     # DKIM signing: both set, or neither. The key is a PEM RSA or ed25519 private key;
     # the signing domain is the From domain unless NEWSLETTER_DKIM_DOMAIN overrides it.
     dkim_selector: str | None = Field(default=None, pattern=DNS_NAME_PATTERN)
     dkim_key_file: FilePath | None = None
     dkim_domain: str | None = Field(default=None, pattern=DNS_NAME_PATTERN)
+    # `newsletter bounces fetch`: the IMAP mailbox where the relay leaves bounces and
+    # complaints. The port defaults to 993 with tls, 143 otherwise.
+    bounce_imap_host: str | None = None
+    bounce_imap_port: int | None = Field(default=None, ge=1, le=65535)
+    bounce_imap_security: ImapSecurity = ImapSecurity.TLS
+    bounce_imap_user: str | None = None
+    bounce_imap_password: str | None = None
+    bounce_imap_mailbox: str = Field(default="INBOX", pattern=IMAP_MAILBOX_PATTERN)
+    bounce_imap_ca_file: FilePath | None = None
+    bounce_imap_timeout_seconds: float = Field(default=30.0, gt=0)
+    # `POST /hooks/ses`: the SNS topics whose notifications are accepted (none: the hook
+    # answers 404), an optional shared secret, and whether subscriptions confirm themselves.
+    ses_topic_arns: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ses_hook_secret: str | None = None
+    ses_confirm_subscriptions: bool = True
 
     top_n: int = Field(default=10, ge=1, le=100)
     timezone: str = "UTC"
@@ -177,6 +217,7 @@ class Settings(BaseSettings):
         "topics",
         "trusted_proxies",
         "confirm_shared_domains",
+        "ses_topic_arns",
         mode="before",
     )
     @classmethod
@@ -198,10 +239,33 @@ class Settings(BaseSettings):
                 ) from None
         return networks
 
+    @field_validator("ses_topic_arns")
+    @classmethod
+    def _check_topic_arns(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not re.fullmatch(SNS_TOPIC_ARN_PATTERN, item):
+                raise ValueError(
+                    f"{item!r} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:TOPIC)"
+                )
+        return value
+
     @field_validator("base_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _check_bounce_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        local, at, domain = split_mailbox_setting(value)[1].rpartition("@")
+        if not at or not local or not domain or not value.isascii() or "+" in local:
+            raise ValueError(
+                f"{value!r} must be a plain ASCII address such as bounces@bounces.example.org "
+                "(no +tag: each digest adds its own)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _dkim_selector_and_key_together(self) -> Self:
@@ -209,6 +273,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 "NEWSLETTER_DKIM_SELECTOR and NEWSLETTER_DKIM_KEY_FILE go together: set both to "
                 "sign with DKIM, or neither"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _plain_imap_only_on_this_machine(self) -> Self:
+        host = (self.bounce_imap_host or "").strip("[]").lower()
+        if self.bounce_imap_security is ImapSecurity.NONE and host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                "NEWSLETTER_BOUNCE_IMAP_SECURITY=none sends the password in clear: it is allowed "
+                "only with NEWSLETTER_BOUNCE_IMAP_HOST=localhost, 127.0.0.1 or ::1; use tls or "
+                "starttls"
             )
         return self
 
@@ -223,6 +298,8 @@ class Settings(BaseSettings):
             problems.append(f"NEWSLETTER_SECRET_KEY is too weak for production: {weakness}")
         if self.admin_token is not None and (weakness := secret_weakness(self.admin_token)):
             problems.append(f"NEWSLETTER_ADMIN_TOKEN is too weak for production: {weakness}")
+        if self.ses_hook_secret is not None and (weakness := secret_weakness(self.ses_hook_secret)):
+            problems.append(f"NEWSLETTER_SES_HOOK_SECRET is too weak for production: {weakness}")
         if problems:
             raise ValueError(
                 f"{'; '.join(problems)}; set a long random value, made with `{GENERATE_SECRET}`"
@@ -248,6 +325,21 @@ class Settings(BaseSettings):
         if self.bounce_address:
             return split_mailbox_setting(self.bounce_address)[1]
         return split_mailbox_setting(self.from_address)[1]
+
+    @property
+    def bounce_imap_port_or_default(self) -> int:
+        """The bounce mailbox's port: the setting, else 993 for tls and 143 otherwise."""
+        if self.bounce_imap_port is not None:
+            return self.bounce_imap_port
+        return 993 if self.bounce_imap_security is ImapSecurity.TLS else 143
+
+    @property
+    def bounce_mailbox(self) -> tuple[str, str] | None:
+        """The bounce address's local part and domain (lower case), or None when unset."""
+        if not self.bounce_address:
+            return None
+        local, _, domain = split_mailbox_setting(self.bounce_address)[1].rpartition("@")
+        return local.lower(), domain.lower()
 
     @property
     def dkim_signing_domain(self) -> str:

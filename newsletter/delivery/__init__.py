@@ -13,6 +13,8 @@ or a command may call; `worker` and everything under it is the worker's.
 - `pacing`: the relay's pace, token buckets in the database shared by every worker;
 - `breaker`: an edition's failure breaker, counters in the database shared by every worker;
 - `assemble`: one digest MIME-encoded once, filled in per recipient;
+- `verp`: the per-delivery envelope sender (`bounces+TOKEN@domain`) bounces come back to;
+- `feedback`: bounces and complaints reported later, read and recorded; `newsletter bounces serve`;
 - `report`: what a send reports (`SendReport`) and the `SendProgress` it calls;
 - `progress` and `stats`: a terminal progress bar, and reading the ledger afterwards;
 - `worker_process`: sending processes as children: the worker of `newsletter serve`,

@@ -22,6 +22,11 @@ relaxed canonical form of every fixed body segment (each starts and ends at a
 line end); each message's signature then hashes those with the reader's few
 personal lines instead of canonicalising the whole body again.
 
+`prepare` gives the same message ready for SMTP DATA (`core.wire`): the fixed
+chunks got CRLF line ends and their dot-stuffing once, at compile; only the
+personal values are checked per reader, and the size is the sum of known
+lengths, so nothing scans the whole message again before it is written.
+
 `build_message` is the slow reference built entirely with the `email`
 package, for well-formed input only; tests check the two agree header for
 header and part for part.
@@ -63,6 +68,13 @@ from newsletter.core.mime import (
 )
 from newsletter.core.settings import Settings
 from newsletter.core.text import single_line
+from newsletter.core.wire import (
+    END_OF_DATA,
+    PreparedMessage,
+    normalise_line_ends,
+    prepared_value,
+    stuff,
+)
 from newsletter.values import PersonalField, fill_personal_links
 from subscribers.tokens import preferences_url, unsubscribe_url
 
@@ -259,10 +271,13 @@ class CompiledDigest:
         "_clock",
         "_date_cache",
         "_literals",
+        "_literals_eight_bit",
+        "_literals_size",
         "_settings",
         "_signer",
         "_slots",
         "_unsubscribe_extra",
+        "_wire_literals",
         "envelope_from",
         "html_encoded_size",
     )
@@ -280,7 +295,22 @@ class CompiledDigest:
         clock: Callable[[], datetime],
         signer: DkimSigner | None = None,
     ) -> None:
-        """Use `CompiledDigest.compile`; this only stores what it prepared."""
+        """Use `CompiledDigest.compile`; this only stores what it prepared.
+
+        The fixed chunks get CRLF line ends here, and each its dot-stuffed
+        wire form twice: as it reads when it starts a line and when it does
+        not (they differ only when it begins with "."). `prepare` picks one
+        per reader by what the personal value before it ended with.
+        """
+        literals = tuple(normalise_line_ends(literal) for literal in literals)
+        if any(literal.endswith(b"\r") for literal in literals):
+            raise ValueError("a fixed chunk of the message ends inside a line end")
+        self._wire_literals = tuple(
+            (stuff(literal, at_line_start=True), stuff(literal, at_line_start=False))
+            for literal in literals
+        )
+        self._literals_size = sum(len(literal) for literal in literals)
+        self._literals_eight_bit = not all(literal.isascii() for literal in literals)
         self._settings = settings
         self._signer = signer
         self._body_start, self._canonical_body = _canonical_body_segments(signer, literals)
@@ -349,11 +379,11 @@ class CompiledDigest:
             self._date_cache = (second, header)
         return header
 
-    def assemble(self, recipient: Recipient) -> bytes:
-        """The recipient's whole RFC 5322 message, CRLF line ends, ready for SMTP DATA."""
+    def _personal_values(self, recipient: Recipient) -> tuple[bytes, ...]:
+        """What the slots hold for this recipient, each with CRLF line ends."""
         unsubscribe, preferences = _personal_urls(self._settings, recipient.subscriber_key)
         message_id = single_line(recipient.message_id)
-        values = (
+        return (
             mailbox_header("To", recipient.name, recipient.email),
             self._date_header(),
             f"Message-ID: {message_id}\r\n".encode("ascii", "replace"),
@@ -363,22 +393,77 @@ class CompiledDigest:
             qp_encode_url(escape(unsubscribe, quote=True)) + SOFT_BREAK,
             qp_encode_url(escape(preferences, quote=True)) + SOFT_BREAK,
         )
+
+    def _joined(self, values: tuple[bytes, ...]) -> tuple[bytes, list[bytes]]:
         literals = self._literals
         parts = [literals[0]]
         for index, slot in enumerate(self._slots, start=1):
             parts.append(values[slot])
             parts.append(literals[index])
-        message = b"".join(parts)
+        return b"".join(parts), parts
+
+    def _signature(self, message: bytes, parts: list[bytes], values: tuple[bytes, ...]) -> bytes:
+        """The DKIM-Signature header for the message, or b"" without a signer."""
         if self._signer is None:
-            return message
+            return b""
         if self._canonical_body is None:
-            return self._signer.sign(message)
+            return self._signer.sign(message)[: -len(message) or None]
         return self._sign_from_segments(message, parts, values)
+
+    def assemble(self, recipient: Recipient) -> bytes:
+        """The recipient's whole RFC 5322 message, CRLF line ends (not dot-stuffed)."""
+        values = self._normalised(self._personal_values(recipient))
+        message, parts = self._joined(values)
+        return self._signature(message, parts, values) + message
+
+    @staticmethod
+    def _normalised(values: tuple[bytes, ...]) -> tuple[bytes, ...]:
+        # Every writer of a value already ends lines in CRLF; this only checks it.
+        return tuple(prepared_value(value, at_line_start=False)[0] for value in values)
+
+    def prepare(self, recipient: Recipient) -> PreparedMessage:
+        """The recipient's message ready for DATA: the prepared chunks and checked values joined.
+
+        The same bytes as `assemble`, dot-stuffed, and its size known without a
+        scan. Only the personal values are looked at (see `prepared_value`).
+        """
+        values = self._personal_values(recipient)
+        wire = self._wire_literals
+        literals = self._literals
+        size = self._literals_size
+        parts: list[bytes] = []
+        if self._signer is not None:
+            normal = self._normalised(values)
+            message, plain_parts = self._joined(normal)
+            header = prepared_value(
+                self._signature(message, plain_parts, normal), at_line_start=True
+            )
+            parts.append(header[1])
+            size += len(header[0])
+        parts.append(wire[0][0])
+        line_start = literals[0].endswith(b"\n") if literals[0] else True
+        eight_bit = self._literals_eight_bit
+        for index, slot in enumerate(self._slots, start=1):
+            normal_value, wire_value = prepared_value(values[slot], at_line_start=line_start)
+            size += len(normal_value)
+            eight_bit = eight_bit or not normal_value.isascii()
+            parts.append(wire_value)
+            if normal_value:
+                line_start = normal_value.endswith(b"\n")
+            literal = literals[index]
+            parts.append(wire[index][0 if line_start else 1])
+            if literal:
+                line_start = literal.endswith(b"\n")
+        if not line_start:
+            parts.append(b"\r\n")
+            size += 2
+        parts.append(END_OF_DATA)
+        return PreparedMessage(b"".join(parts), size, eight_bit)
 
     def _sign_from_segments(
         self, message: bytes, parts: list[bytes], values: tuple[bytes, ...]
     ) -> bytes:
-        """The message signed, hashing the precomputed canonical segments with the personal ones."""
+        """The DKIM-Signature header: the fixed canonical segments hashed with the personal ones."""
         assert self._signer is not None and self._canonical_body is not None
         literal_index, offset = self._body_start
         # parts alternate literal, value, literal, ...: literal i is parts[2 * i].
@@ -389,7 +474,7 @@ class CompiledDigest:
             hasher.update(self._signer.canonical_lines(values[self._slots[index - 1]]))
             hasher.update(canonical[index - literal_index])
         header = self._signer.signature_header(message[:header_length], hasher.digest())
-        return header + message
+        return header
 
 
 def _canonical_body_segments(

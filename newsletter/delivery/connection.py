@@ -2,7 +2,12 @@
 
 `transmit` turns every answer the server gives (or fails to give) into an
 `SmtpReply` instead of raising, because a refusal is an ordinary outcome the
-ledger records, not an error of the program. The pool (`transport.SmtpPool`) keeps
+ledger records, not an error of the program. aiosmtplib opens the session
+(connect, EHLO, STARTTLS or implicit TLS, AUTH, its errors); `transmit` then
+writes MAIL, RCPT and DATA itself through aiosmtplib's protocol: in one write
+when the server offers PIPELINING, with SIZE when it offers that, and the
+prepared message (`core.wire.PreparedMessage`) as it is, without aiosmtplib's
+per-message line-end and dot-stuffing passes. The pool (`transport.SmtpPool`) keeps
 several connections open for a send; `send_once` opens one for one message
 (an operator's test copy).
 """
@@ -10,14 +15,19 @@ several connections open for a send; `send_once` opens one for one message
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 import aiosmtplib
+from aiosmtplib.protocol import SMTPProtocol
+from aiosmtplib.response import SMTPResponse
 
 from newsletter.core.errors import DeliveryError
 from newsletter.core.mime import OutgoingMessage
 from newsletter.core.settings import Settings, SmtpSecurity
+from newsletter.core.wire import PreparedMessage
 
 QUIT_TIMEOUT_SECONDS = 2.0
 
@@ -93,6 +103,13 @@ async def connect(client: aiosmtplib.SMTP) -> SmtpReply | None:
     """Open the client's connection: None when it is open, else why it is not."""
     try:
         await client.connect()
+        if client.is_ehlo_or_helo_needed:
+            # Once per session (connect says EHLO only for STARTTLS or AUTH): the
+            # extensions it lists (PIPELINING, SIZE, 8BITMIME) decide how `transmit` sends.
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await client.helo()
     except aiosmtplib.SMTPAuthenticationError as error:
         text = describe_login_refusal(client.hostname or "", client.port or 0, error)
         return SmtpReply(error.code, text, SmtpStage.LOGIN)
@@ -107,28 +124,262 @@ async def connect(client: aiosmtplib.SMTP) -> SmtpReply | None:
     return None
 
 
+# An address as it may stand in MAIL FROM or RCPT TO: no controls, spaces or brackets.
+_ENVELOPE_ADDRESS: Final = re.compile(r"[^\x00-\x20\x7f<>]*")
+# Longest reply (all its lines) the pipelined reader buffers before calling it garbage.
+MAX_REPLY_BYTES: Final = 32 * 1024
+
+
+class _PipelinedProtocol(SMTPProtocol):
+    """aiosmtplib's protocol, able to collect several replies to commands written at once.
+
+    aiosmtplib reads one reply per command and drops whatever arrives while no
+    command waits, so replies to pipelined commands would be lost. While a
+    transaction runs (`_replies` is a queue), every complete reply goes into
+    the queue in order, and a lost connection puts an error there; otherwise
+    aiosmtplib's own reading (greeting, EHLO, STARTTLS, AUTH, QUIT) is unchanged.
+    Depends on `SMTPProtocol._buffer` and `_read_response_from_buffer`
+    (tests/test_smtp_wire.py fails loudly if they change).
+    """
+
+    _replies: asyncio.Queue[SMTPResponse | Exception] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        """Queue each complete reply during a transaction; aiosmtplib's reading otherwise."""
+        replies = self._replies
+        if replies is None:
+            super().data_received(data)
+            return
+        self._buffer.extend(data)
+        try:
+            while (reply := self._read_response_from_buffer()) is not None:
+                replies.put_nowait(reply)
+        except aiosmtplib.SMTPException as error:
+            replies.put_nowait(error)
+        if len(self._buffer) > MAX_REPLY_BYTES:
+            del self._buffer[:]
+            replies.put_nowait(aiosmtplib.SMTPResponseException(-1, "Response too long"))
+
+    def eof_received(self) -> bool:
+        """The server closed its side: a waiting transaction learns it at once."""
+        if self._replies is not None:
+            self._replies.put_nowait(aiosmtplib.SMTPServerDisconnected("Unexpected EOF received"))
+        return super().eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The connection is gone: a waiting transaction learns it at once."""
+        if self._replies is not None:
+            self._replies.put_nowait(aiosmtplib.SMTPServerDisconnected("Connection lost"))
+        super().connection_lost(exc)
+
+
+def _transaction_protocol(client: aiosmtplib.SMTP) -> _PipelinedProtocol | None:
+    """The client's open connection's protocol, made able to read pipelined replies."""
+    protocol = client.protocol
+    if protocol is None or not protocol.is_connected:
+        return None
+    if not isinstance(protocol, _PipelinedProtocol):
+        # Same object, same state, one more behaviour (only while `_replies` is set).
+        protocol.__class__ = _PipelinedProtocol
+    assert isinstance(protocol, _PipelinedProtocol)
+    return protocol
+
+
+class _Refused(Exception):
+    """A reply that ends the transaction at `stage`."""
+
+    def __init__(self, code: int, text: str, stage: SmtpStage) -> None:
+        super().__init__(text)
+        self.reply = SmtpReply(code, text, stage)
+
+
+def _mail_command(
+    client: aiosmtplib.SMTP, sender: str, recipient: str, message: PreparedMessage
+) -> tuple[bytes, bytes] | SmtpReply:
+    """MAIL FROM and RCPT TO with the parameters the message needs and the server offers.
+
+    Or why this message cannot be offered at all (a refusal of this row alone,
+    never of the session).
+    """
+    if _ENVELOPE_ADDRESS.fullmatch(recipient) is None or not recipient:
+        return SmtpReply(501, f"address cannot be sent: {recipient!r}", SmtpStage.RCPT)
+    if _ENVELOPE_ADDRESS.fullmatch(sender) is None:
+        return SmtpReply(501, f"envelope sender cannot be sent: {sender!r}", SmtpStage.MAIL)
+    extensions = client.esmtp_extensions
+    parameters = b""
+    if "size" in extensions:
+        limit = _size_limit(extensions["size"])
+        if limit and message.size > limit:
+            where = f"{client.hostname}:{client.port}"
+            return SmtpReply(
+                552,
+                f"5.3.4 the message is {message.size} bytes, over the {limit}-byte "
+                f"limit (SIZE) of the SMTP server {where}; not sent",
+                SmtpStage.PREPARE,
+            )
+        parameters += b" SIZE=%d" % message.size
+    if message.eight_bit:
+        if "8bitmime" not in extensions:
+            return SmtpReply(
+                554,
+                "5.6.3 the message has 8-bit content and the SMTP server does not offer "
+                "8BITMIME; not sent",
+                SmtpStage.PREPARE,
+            )
+        parameters += b" BODY=8BITMIME"
+    encoding = "ascii"
+    if not (sender.isascii() and recipient.isascii()):
+        if "smtputf8" not in extensions:
+            return SmtpReply(
+                553,
+                "5.6.7 the address needs SMTPUTF8 and the SMTP server does not offer it; not sent",
+                SmtpStage.PREPARE,
+            )
+        parameters += b" SMTPUTF8"
+        encoding = "utf-8"
+    mail = b"MAIL FROM:<" + sender.encode(encoding) + b">" + parameters + b"\r\n"
+    rcpt = b"RCPT TO:<" + recipient.encode(encoding) + b">\r\n"
+    return mail, rcpt
+
+
+def _size_limit(parameter: str) -> int:
+    """The SIZE keyword's limit (RFC 1870); 0 when it states none."""
+    text = parameter.strip()
+    return int(text) if text.isascii() and text.isdigit() else 0
+
+
 async def transmit(
-    client: aiosmtplib.SMTP, sender: str, recipient: str, message: bytes
+    client: aiosmtplib.SMTP, sender: str, recipient: str, message: PreparedMessage
 ) -> SmtpReply:
-    """Send one message on an open connection and report the server's answer."""
-    options = [] if recipient.isascii() else ["SMTPUTF8"]
-    try:
-        await client.sendmail(sender, [recipient], message, mail_options=options)
-    except aiosmtplib.SMTPRecipientsRefused as error:
-        refusal = error.recipients[0]
-        return SmtpReply(refusal.code, refusal.message, SmtpStage.RCPT)
-    except aiosmtplib.SMTPSenderRefused as error:
-        return SmtpReply(error.code, error.message, SmtpStage.MAIL)
-    except aiosmtplib.SMTPDataError as error:
-        return SmtpReply(error.code, error.message, SmtpStage.DATA)
-    except aiosmtplib.SMTPResponseException as error:
-        return SmtpReply(error.code, error.message, SmtpStage.MAIL)
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
-        return SmtpReply(None, f"connection lost: {error}", SmtpStage.CONNECTION)
-    except ValueError as error:
-        # aiosmtplib refuses an address it cannot put on the wire; no retry helps.
-        return SmtpReply(501, f"address cannot be sent: {error}", SmtpStage.RCPT)
-    return ACCEPTED
+    """Send one prepared message on an open connection and report the server's answer.
+
+    MAIL FROM, RCPT TO and DATA go in one write when the server offers
+    PIPELINING (RFC 2920), else one by one; each reply is judged at its own
+    stage either way. The message's bytes are written as they are (see
+    `PreparedMessage`). After a refused envelope the session is reset (RSET)
+    so it can carry the next message; if that fails, the connection is closed.
+    """
+    commands = _mail_command(client, sender, recipient, message)
+    if isinstance(commands, SmtpReply):
+        return commands
+    protocol = _transaction_protocol(client)
+    lock = protocol._command_lock if protocol is not None else None
+    if protocol is None or lock is None:
+        return SmtpReply(None, "connection lost: not connected", SmtpStage.CONNECTION)
+    async with lock:
+        transaction = _Transaction(client, protocol)
+        try:
+            return await transaction.run(*commands, message)
+        except (aiosmtplib.SMTPException, OSError) as error:
+            client.close()
+            return SmtpReply(None, f"connection lost: {error}", SmtpStage.CONNECTION)
+        except asyncio.CancelledError:
+            # Replies may still be on their way; the next message must not read them.
+            client.close()
+            raise
+        finally:
+            protocol._replies = None
+
+
+_ENVELOPE_STAGES: Final = (
+    ((250,), SmtpStage.MAIL),
+    ((250, 251), SmtpStage.RCPT),
+    ((354,), SmtpStage.DATA),
+)
+
+
+class _Transaction:
+    """One message's MAIL, RCPT and DATA on a connection whose command lock is held."""
+
+    def __init__(self, client: aiosmtplib.SMTP, protocol: _PipelinedProtocol) -> None:
+        self.client = client
+        self.protocol = protocol
+        self.seconds = client.timeout
+        self.replies: asyncio.Queue[SMTPResponse | Exception] = asyncio.Queue()
+        protocol._replies = self.replies
+
+    async def reply(self) -> SMTPResponse:
+        """The next reply, in order; raises when the connection is lost or goes quiet."""
+        try:
+            # Not wait_for: on Python 3.11 it can swallow a cancellation that meets a reply.
+            async with asyncio.timeout(self.seconds):
+                reply = await self.replies.get()
+        except TimeoutError as error:
+            raise aiosmtplib.SMTPReadTimeoutError(
+                "Timed out waiting for server response"
+            ) from error
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def command(self, line: bytes, codes: tuple[int, ...], stage: SmtpStage) -> None:
+        """Write one command and raise `_Refused` unless its reply is one of `codes`."""
+        self.protocol.write(line)
+        reply = await self.reply()
+        if reply.code not in codes:
+            raise _Refused(reply.code, reply.message, stage)
+
+    async def run(self, mail: bytes, rcpt: bytes, message: PreparedMessage) -> SmtpReply:
+        """The whole exchange; the reply that decides the message's fate."""
+        try:
+            if self.client.supports_extension("pipelining"):
+                self.protocol.write(mail + rcpt + b"DATA\r\n")
+                await self.pipelined_replies()
+            else:
+                for line, (codes, stage) in zip(
+                    (mail, rcpt, b"DATA\r\n"), _ENVELOPE_STAGES, strict=True
+                ):
+                    await self.command(line, codes, stage)
+        except _Refused as refused:
+            # Even after a 421: a server that really closes fails the RSET, and is closed.
+            await self.reset()
+            return refused.reply
+        self.protocol.write(message.data)
+        final = await self.reply()
+        if final.code != 250:
+            # The transaction is over either way (RFC 5321 4.1.1.4); the session goes on.
+            return SmtpReply(final.code, final.message, SmtpStage.DATA)
+        return ACCEPTED
+
+    async def pipelined_replies(self) -> None:
+        """Read the replies to MAIL, RCPT and DATA written at once; `_Refused` at the first bad.
+
+        A refusal is judged at its own stage, as if the commands had gone one
+        by one; if the server hangs up after refusing, the refusal still counts.
+        """
+        refused: _Refused | None = None
+        reply: SMTPResponse | None = None
+        for codes, stage in _ENVELOPE_STAGES:
+            try:
+                reply = await self.reply()
+            except (aiosmtplib.SMTPException, OSError):
+                if refused is None:
+                    raise
+                self.client.close()
+                raise refused from None
+            if refused is None and reply.code not in codes:
+                refused = _Refused(reply.code, reply.message, stage)
+        if refused is None:
+            return
+        if reply is not None and reply.code == 354:
+            # RFC 2920 3.1: DATA was accepted though the envelope was not; end it empty.
+            try:
+                self.protocol.write(b".\r\n")
+                await self.reply()
+            except (aiosmtplib.SMTPException, OSError):
+                self.client.close()
+        raise refused
+
+    async def reset(self) -> None:
+        """RSET after a refused envelope; a session that cannot be reset is closed."""
+        try:
+            self.protocol.write(b"RSET\r\n")
+            reply = await self.reply()
+        except (aiosmtplib.SMTPException, OSError):
+            self.client.close()
+            return
+        if reply.code != 250:
+            self.client.close()
 
 
 async def close_politely(client: aiosmtplib.SMTP) -> None:
@@ -142,7 +393,9 @@ async def close_politely(client: aiosmtplib.SMTP) -> None:
         client.close()
 
 
-async def send_once(settings: Settings, sender: str, recipient: str, message: bytes) -> SmtpReply:
+async def send_once(
+    settings: Settings, sender: str, recipient: str, message: PreparedMessage
+) -> SmtpReply:
     """Deliver one message on its own connection to the main relay and report the answer."""
     client = make_smtp_client(settings)
     refused = await connect(client)

@@ -509,9 +509,13 @@ def finish_editions(connection: Connection, *, edition_id: int | None, now: dt.d
         )
 
     nothing_queued = ~rows_where(deliveries.c.status == DeliveryStatus.QUEUED.value)
-    not_reached = rows_where(
-        deliveries.c.status.not_in([DeliveryStatus.SENT.value, DeliveryStatus.SKIPPED.value])
-    )
+    # `skipped`: the reader left meanwhile; `complained`: a complaint came after delivery.
+    reached_statuses = [
+        DeliveryStatus.SENT.value,
+        DeliveryStatus.SKIPPED.value,
+        DeliveryStatus.COMPLAINED.value,
+    ]
+    not_reached = rows_where(deliveries.c.status.not_in(reached_statuses))
     conditions = [nothing_queued]
     if edition_id is not None:
         conditions.append(editions.c.id == edition_id)

@@ -15,11 +15,13 @@ from sqlalchemy.engine import Connection
 
 from newsletter.core.clock import utc_now
 from newsletter.core.settings import Settings
+from newsletter.core.wire import PreparedMessage
 from newsletter.delivery import ledger
 from newsletter.delivery.assemble import CompiledDigest, Recipient, make_message_id
 from newsletter.delivery.connection import send_once
 from newsletter.delivery.control import load_rendered_edition
 from newsletter.delivery.ledger import Outcome, OutcomeKind, clean_error_text
+from newsletter.delivery.verp import EnvelopeSenders
 from newsletter.models import Delivery, DeliveryStatus
 from subscribers.store import normalise_email
 
@@ -34,7 +36,7 @@ async def send_test_copy(
     """Send one copy, subject marked as a test, to one address; recorded with is_test=True."""
     address = normalise_email(email)
 
-    def record_attempt() -> tuple[int, str, str, bytes]:
+    def record_attempt() -> tuple[int, str, str, PreparedMessage]:
         # Database work and MIME encoding both stay off the caller's event loop.
         now = utc_now()
         with engine.begin() as connection:
@@ -65,8 +67,8 @@ async def send_test_copy(
             link_marker=edition.link_marker,
             is_test=True,
         )
-        message = digest.assemble(Recipient(address, None, None, message_id))
-        return row_id, message_id, digest.envelope_from, message
+        message = digest.prepare(Recipient(address, None, None, message_id))
+        return row_id, message_id, EnvelopeSenders(settings).for_delivery(row_id), message
 
     row_id, message_id, sender, message = await asyncio.to_thread(record_attempt)
     reply = await send_once(settings, sender, address, message)

@@ -9,7 +9,9 @@ from sqlalchemy import Connection, Engine, func, select, true
 
 from newsletter.core.errors import EditionNotFoundError
 from newsletter.delivery.ledger import deliveries, editions, subscribers
-from newsletter.models import DeliveryStatus, EditionStatus
+from newsletter.models import DeliveryStatus, EditionStatus, FeedbackRecord
+
+feedback_events = FeedbackRecord.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,7 @@ class EditionStats:
     status: EditionStatus
     status_reason: str | None
     deliveries: dict[DeliveryStatus, int]  # every status present, test sends excluded
+    soft_bounces: int  # rows with a soft bounce reported (they stay `sent`)
     test_sends: int
     unsubscribed_since: int  # subscribers who left since the send started
     send_started_at: dt.datetime | None
@@ -40,6 +43,16 @@ def _stats_for(connection: Connection, edition: dict[str, object]) -> EditionSta
             test_sends += count
         else:
             counts[DeliveryStatus(status)] += count
+    soft_bounces = connection.execute(
+        select(func.count(func.distinct(feedback_events.c.delivery_id))).where(
+            feedback_events.c.kind == "soft_bounce",
+            feedback_events.c.delivery_id.in_(
+                select(deliveries.c.id).where(
+                    deliveries.c.edition_id == edition_id, deliveries.c.is_test.is_(False)
+                )
+            ),
+        )
+    ).scalar_one()
     started_at = edition["send_started_at"]
     unsubscribed = 0
     if started_at is not None:
@@ -56,6 +69,7 @@ def _stats_for(connection: Connection, edition: dict[str, object]) -> EditionSta
         status=EditionStatus(str(edition["status"])),
         status_reason=str(reason) if reason is not None else None,
         deliveries=counts,
+        soft_bounces=soft_bounces,
         test_sends=test_sends,
         unsubscribed_since=unsubscribed,
         send_started_at=started_at,

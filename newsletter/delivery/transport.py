@@ -1,4 +1,4 @@
-"""Delivering prebuilt message bytes: a pool of long-lived SMTP connections.
+"""Delivering prepared messages (`core.wire`): a pool of long-lived SMTP connections.
 
 The pool has `lanes`: `settings.smtp_concurrency` connections to the main
 relay and as many to each extra relay. A lane's connection is opened on first
@@ -14,6 +14,7 @@ import asyncio
 import aiosmtplib
 
 from newsletter.core.settings import Settings
+from newsletter.core.wire import PreparedMessage
 from newsletter.delivery.connection import (
     ACCEPTED,
     SmtpReply,
@@ -41,10 +42,12 @@ class NullTransport:
         """How many messages may be in flight at once."""
         return self._lanes
 
-    async def send(self, lane: int, sender: str, recipient: str, message: bytes) -> SmtpReply:
+    async def send(
+        self, lane: int, sender: str, recipient: str, message: PreparedMessage
+    ) -> SmtpReply:
         """Count the message and accept it."""
         self.delivered += 1
-        self.delivered_bytes += len(message)
+        self.delivered_bytes += message.size
         return ACCEPTED
 
     async def aclose(self) -> None:
@@ -88,7 +91,9 @@ class SmtpPool:
             client.close()
             self._clients[lane] = None
 
-    async def send(self, lane: int, sender: str, recipient: str, message: bytes) -> SmtpReply:
+    async def send(
+        self, lane: int, sender: str, recipient: str, message: PreparedMessage
+    ) -> SmtpReply:
         """Send one message on the lane's connection and report the server's answer."""
         client = await self._connected_client(lane)
         reply = (

@@ -58,6 +58,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from newsletter.core.clock import utc_now
 from newsletter.core.errors import DeliveryError, NewsletterError
 from newsletter.core.settings import Settings
+from newsletter.core.wire import PreparedMessage
 from newsletter.delivery import ledger, pacing
 from newsletter.delivery.assemble import CompiledDigest, Recipient, make_message_id
 from newsletter.delivery.breaker import (
@@ -87,6 +88,7 @@ from newsletter.delivery.one_copy import send_test_copy
 from newsletter.delivery.pacing import PaceRates
 from newsletter.delivery.report import SendProgress, SendReport
 from newsletter.delivery.transport import SmtpPool, SmtpReply, SmtpStage
+from newsletter.delivery.verp import EnvelopeSenders
 from newsletter.models import DeliveryStatus, Edition, EditionStatus
 
 # The operator's controls and the test copy live in `control` and `one_copy` (which the
@@ -140,7 +142,9 @@ class MessageTransport(Protocol):
         """How many messages may be in flight at once."""
         ...
 
-    async def send(self, lane: int, sender: str, recipient: str, message: bytes) -> SmtpReply:
+    async def send(
+        self, lane: int, sender: str, recipient: str, message: PreparedMessage
+    ) -> SmtpReply:
         """Deliver one message on the lane and report the server's answer."""
         ...
 
@@ -274,6 +278,7 @@ class _CompiledEdition:
     edition_date: dt.date
     digest: CompiledDigest
     message_ids: MessageIdParts
+    senders: EnvelopeSenders
 
     @classmethod
     def compile(cls, settings: Settings, edition: Edition, *, clock: Clock) -> _CompiledEdition:
@@ -291,7 +296,9 @@ class _CompiledEdition:
         # that costs more than the rest of the bookkeeping, so cut it once.
         sample = make_message_id(settings, edition_date=edition.date, delivery_id=_ID_MARKER)
         prefix, marker, suffix = sample.partition(str(_ID_MARKER))
-        compiled = cls(edition.date, digest, MessageIdParts(prefix, suffix))
+        compiled = cls(
+            edition.date, digest, MessageIdParts(prefix, suffix), EnvelopeSenders(settings)
+        )
         expected = make_message_id(settings, edition_date=edition.date, delivery_id=42)
         if not marker or compiled.message_id(42) != expected:
             raise DeliveryError(f"cannot derive Message-IDs from the format of {sample!r}")
@@ -622,14 +629,14 @@ class _Worker:
                 # Stopping: this row waited for room and has not gone out; hand it back.
                 self._add_outcome(Outcome(job.id, OutcomeKind.RELEASED))
                 continue
-            # Checked again: it may have waited for room or pace meanwhile.
+            # Checked again: it may have waited for room meanwhile.
             if (self.lost or time.monotonic() >= self.leased_until) and await self._taken_over(job):
                 continue
             compiled = self.compiled[job.edition_id]
             message_id = compiled.message_id(job.id)
             digest = compiled.digest
             try:
-                message = digest.assemble(
+                message = digest.prepare(
                     Recipient(job.email, job.name, job.subscriber_key, message_id)
                 )
             except Exception as error:
@@ -638,7 +645,8 @@ class _Worker:
                 reply = SmtpReply(None, f"message not prepared: {error}", SmtpStage.PREPARE)
                 await self._refused(job, message_id, reply, permanent=True)
                 continue
-            reply = await transport.send(lane, digest.envelope_from, job.email, message)
+            sender = compiled.senders.for_delivery(job.id)  # VERP: the bounce names this row
+            reply = await transport.send(lane, sender, job.email, message)
             if reply.accepted:
                 self._add_outcome(
                     Outcome(

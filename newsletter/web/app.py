@@ -34,7 +34,15 @@ from newsletter.web.body_limit import BodySizeLimitMiddleware, body_limits
 from newsletter.web.context import WebContext
 from newsletter.web.pages import PageRenderer
 from newsletter.web.proxies import ForwardedClientMiddleware, TrustedProxies
-from newsletter.web.routes import admin, confirm, editions, preferences, signup, unsubscribe
+from newsletter.web.routes import (
+    admin,
+    confirm,
+    editions,
+    hooks,
+    preferences,
+    signup,
+    unsubscribe,
+)
 from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
 
 logger = logging.getLogger(__name__)
@@ -153,7 +161,7 @@ def create_app(
             openapi_url=None,
         )
     app.state.web = web
-    for module in (signup, confirm, unsubscribe, preferences, editions, admin):
+    for module in (signup, confirm, unsubscribe, preferences, editions, admin, hooks):
         app.include_router(module.router)
     _add_error_pages(app, web)
     app.add_middleware(ForwardedClientMiddleware, proxies=TrustedProxies(settings.trusted_proxies))
@@ -168,7 +176,7 @@ def create_app(
 
 
 def _wants_json(request: Request) -> bool:
-    if request.url.path.startswith("/admin"):
+    if request.url.path.startswith(("/admin", "/hooks/")):
         return True
     content_type = request.headers.get("content-type", "")
     accept = request.headers.get("accept", "")

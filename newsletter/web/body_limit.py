@@ -20,6 +20,10 @@ FORM_BODY_LIMIT = 16 * 1024
 # Everything else takes a button press or one address (admin test-send).
 OTHER_BODY_LIMIT = 4 * 1024
 _FORM_PATHS = ("/subscribe", "/preferences/")
+# Webhooks (/hooks/ses): an SNS message is at most 256 KB, and its JSON envelope
+# escapes the SES notification inside it, which can add a little.
+HOOK_BODY_LIMIT = 320 * 1024
+_HOOK_PATHS = ("/hooks/",)
 
 
 # A subscriber list is uploaded here; its limit is a setting (NEWSLETTER_IMPORT_MAX_BYTES).
@@ -28,6 +32,8 @@ IMPORT_PATH = "/admin/subscribers/import"
 
 def body_limit_for(path: str) -> int:
     """The largest request body, in bytes, accepted on this path."""
+    if path.startswith(_HOOK_PATHS):
+        return HOOK_BODY_LIMIT
     return FORM_BODY_LIMIT if path.startswith(_FORM_PATHS) else OTHER_BODY_LIMIT
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
@@ -14,6 +14,7 @@ from sqlmodel import Session
 from newsletter.core.dkim import DkimSigner
 from newsletter.core.settings import Settings
 from newsletter.web.pages import PageRenderer
+from newsletter.web.sns import SnsGateway
 from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
 
 
@@ -29,6 +30,8 @@ class WebContext:
     engine: Engine | None = None
     # Signs confirmation emails; None when DKIM is not configured.
     dkim_signer: DkimSigner | None = None
+    # Fetches SNS signing certificates (cached) for /hooks/ses; only from SNS's own hosts.
+    sns_gateway: SnsGateway = field(default_factory=SnsGateway)
 
     @property
     def database(self) -> Engine:

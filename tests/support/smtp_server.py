@@ -3,6 +3,9 @@
 A `Fault` rule decides, per recipient or per message, whether the server
 answers a chosen code at RCPT or DATA, or drops the connection; a
 `sender_fault` answers a chosen code at MAIL FROM.
+The EHLO reply can advertise PIPELINING, a chosen SIZE limit, or hide
+extensions (`pipelining`, `size_limit`, `hidden`), and `chunks` keeps the raw
+bytes of each read when `keep_chunks` is set (what arrived in one piece).
 `RefusingGreeter` is a server that refuses every session in its greeting. A `Hold`
 keeps chosen recipients waiting at RCPT until the test releases them (a slow
 server), without stopping the server's other sessions.
@@ -24,7 +27,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP as SmtpProtocol
 from aiosmtpd.smtp import Envelope, Session
 
-from newsletter.outbox import SmtpCatcher
+from newsletter.outbox import SmtpCatcher, _SessionSmtp
 
 
 @dataclass
@@ -72,6 +75,14 @@ class RecordingHandler:
     # Gets (sender, attempt number for that sender); answers as a FaultRule does, at MAIL FROM.
     sender_fault: Callable[[str, int], str | None] | None = None
     hold: Hold | None = None
+    # What EHLO advertises beyond aiosmtpd's own list (aiosmtpd reads pipelined
+    # commands correctly but does not say PIPELINING).
+    pipelining: bool = False
+    size_limit: int | None = None  # the SIZE advertised; None keeps aiosmtpd's
+    hidden: frozenset[str] = frozenset()  # extension keywords left out ("SIZE", "8BITMIME")
+    keep_chunks: bool = False
+    chunks: list[bytes] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)  # MAIL, RCPT, DATA and RSET, in order
     messages: list[ReceivedMessage] = field(default_factory=list)
     attempts: dict[tuple[str, str], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -79,6 +90,34 @@ class RecordingHandler:
 
     def __post_init__(self) -> None:
         self.arrived = threading.Condition(self.lock)
+
+    async def handle_EHLO(
+        self,
+        server: SmtpProtocol,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname  # aiosmtpd leaves this to a handler that answers EHLO
+        first, *middle, last = (response[4:] for response in responses)
+        lines = [first]
+        for line in middle:
+            keyword = line.split(" ", 1)[0].upper()
+            if keyword in self.hidden:
+                continue
+            if keyword == "SIZE" and self.size_limit is not None:
+                line = f"SIZE {self.size_limit}"
+            lines.append(line)
+        if self.pipelining:
+            lines.append("PIPELINING")
+        lines.append(last)
+        return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
+
+    async def handle_RSET(self, server: SmtpProtocol, session: Session, envelope: Envelope) -> str:
+        with self.lock:
+            self.commands.append("RSET")
+        return "250 OK"
 
     def _decide(self, stage: str, address: str) -> str | None:
         with self.lock:
@@ -94,6 +133,8 @@ class RecordingHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
+        with self.lock:
+            self.commands.append("MAIL " + " ".join([address, *mail_options]))
         # Only `sender_fault` is asked here, so rules written for RCPT and DATA stay as they were.
         if self.sender_fault is not None:
             with self.lock:
@@ -114,6 +155,8 @@ class RecordingHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        with self.lock:
+            self.commands.append(f"RCPT {address}")
         hold = self.hold
         if hold is not None and hold.applies(address):
             hold.reached.set()
@@ -131,6 +174,8 @@ class RecordingHandler:
 
     async def handle_DATA(self, server: SmtpProtocol, session: Session, envelope: Envelope) -> str:
         address = envelope.rcpt_tos[0] if envelope.rcpt_tos else ""
+        with self.lock:
+            self.commands.append("DATA")
         reply = self._decide("data", address)
         if reply == "DROP":
             assert server.transport is not None
@@ -168,15 +213,47 @@ class RecordingHandler:
             return [rcpt for m in self.messages for rcpt in m.rcpt_tos]
 
 
+class _ChunkKeepingSmtp(_SessionSmtp):
+    """The catcher's session, keeping each read's raw bytes when its handler asks."""
+
+    def data_received(self, data: bytes) -> None:
+        handler = self.event_handler
+        if isinstance(handler, RecordingHandler) and handler.keep_chunks:
+            with handler.lock:
+                handler.chunks.append(bytes(data))
+        super().data_received(data)
+
+
 class RecordingSmtpServer(SmtpCatcher):
-    """`SmtpCatcher` with a `RecordingHandler`; `.handler.messages` holds what arrived."""
+    """`SmtpCatcher` with a `RecordingHandler`; `.handler.messages` holds what arrived.
+
+    `pipelining`, `size_limit`, `hidden` and `keep_chunks` go to the handler
+    (see `RecordingHandler`).
+    """
 
     handler: RecordingHandler
+    session_class = _ChunkKeepingSmtp
 
     def __init__(
-        self, fault: FaultRule | None = None, *, hold: Hold | None = None, **kwargs: Any
+        self,
+        fault: FaultRule | None = None,
+        *,
+        hold: Hold | None = None,
+        pipelining: bool = False,
+        size_limit: int | None = None,
+        hidden: frozenset[str] = frozenset(),
+        keep_chunks: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(RecordingHandler(fault=fault, hold=hold), **kwargs)
+        handler = RecordingHandler(
+            fault=fault,
+            hold=hold,
+            pipelining=pipelining,
+            size_limit=size_limit,
+            hidden=hidden,
+            keep_chunks=keep_chunks,
+        )
+        super().__init__(handler, **kwargs)
 
     def stop(self) -> None:
         """Let held recipients go, then close the server."""

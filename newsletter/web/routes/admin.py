@@ -82,6 +82,7 @@ class EditionStatsOut(BaseModel):
     status: str
     status_reason: str | None
     deliveries: dict[str, int]
+    soft_bounces: int = 0  # rows with a soft bounce reported since (they stay `sent`)
     test_sends: int
     unsubscribed_since: int
     send_started_at: dt.datetime | None
@@ -145,6 +146,7 @@ def _stats_out(stats: EditionStats) -> dict[str, Any]:
         "status": str(stats.status),
         "status_reason": stats.status_reason,
         "deliveries": {str(status): count for status, count in stats.deliveries.items()},
+        "soft_bounces": stats.soft_bounces,
         "test_sends": stats.test_sends,
         "unsubscribed_since": stats.unsubscribed_since,
         "send_started_at": stats.send_started_at,
