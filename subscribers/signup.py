@@ -1,8 +1,10 @@
 """Joining and leaving: sign-up, double opt-in, unsubscribe and preferences.
 
 These functions hold the rules and touch only a `Session` (writes go through
-`subscribers.store`); the web routes add HTTP, the rate limit and the sending
-of the confirmation email around them. Callers commit.
+`subscribers.store` and `subscribers.confirmation_queue`); the web routes add
+HTTP and the rate limit around them. A confirmation that is due is queued in
+the caller's transaction; a worker builds and sends it
+(`newsletter.delivery.confirmations`). Callers commit.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from newsletter.core.headers import (
 from newsletter.core.mime import OutgoingMessage, compose_alternative
 from newsletter.core.settings import Settings
 from newsletter.core.templating import render_email
-from subscribers import store, suppressions
+from subscribers import confirmation_queue, store, suppressions
 from subscribers.models import Subscriber, SubscriberStatus
 from subscribers.store import ConfirmationClaim
 from subscribers.tokens import (
@@ -150,6 +152,8 @@ def register_signup(
         store.release_confirmation_slot(session, claim=claim)
         logger.warning("no confirmation email to %s: %s", subscriber.email, refused)
         return None
+    assert subscriber.id is not None
+    confirmation_queue.enqueue(session, subscriber_id=subscriber.id, claim=claim)
     return ConfirmationEmail(email=subscriber.email, name=subscriber.name, claim=claim)
 
 
@@ -307,10 +311,10 @@ def change_preferences(
     return subscriber
 
 
-def claim_import_confirmation(
+def queue_import_confirmation(
     session: Session, settings: Settings, *, key: str, now: datetime
 ) -> ConfirmationEmail | None:
-    """The confirmation due to an imported, pending reader; None if not pending or sent lately.
+    """Queue the confirmation a pending, imported reader needs; None if not pending or asked lately.
 
     The same once-per-interval slot as a sign-up's, so a rerun of an import, or
     a sign-up racing it, sends one email.
@@ -323,4 +327,6 @@ def claim_import_confirmation(
     )
     if claim is None:
         return None
+    assert subscriber.id is not None
+    confirmation_queue.enqueue(session, subscriber_id=subscriber.id, claim=claim)
     return ConfirmationEmail(email=subscriber.email, name=subscriber.name, claim=claim)

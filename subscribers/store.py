@@ -257,9 +257,9 @@ def claim_confirmation_slot(
     )
 
 
-def release_confirmation_slot(session: Session, *, claim: ConfirmationClaim) -> None:
+def release_confirmation_slot(session: Session | Connection, *, claim: ConfirmationClaim) -> None:
     """Undo a claim whose email could not be sent, so the next sign-up may try again."""
-    session.exec(
+    session.execute(
         update(Subscriber)
         .where(col(Subscriber.key) == claim.subscriber_key)
         .where(col(Subscriber.confirmation_sent_at) == claim.claimed_at)

@@ -13,20 +13,12 @@ from starlette.concurrency import run_in_threadpool
 
 from newsletter.core.clock import utc_now
 from newsletter.core.db import session_scope
-from newsletter.core.errors import DeliveryError, InvalidEmailError, InvalidSubscriberDetailsError
+from newsletter.core.errors import InvalidEmailError, InvalidSubscriberDetailsError
 from newsletter.core.settings import Settings
-from newsletter.delivery.connection import send_single_message
 from newsletter.web.context import ClientAddressDep, PagesDep, SettingsDep, WebContext, WebDep
 from subscribers import store
 from subscribers.ratelimit import client_key
-from subscribers.signup import (
-    ConfirmationEmail,
-    SignupDetails,
-    build_confirmation_message,
-    register_signup,
-    validate_name,
-    validate_topics,
-)
+from subscribers.signup import SignupDetails, register_signup, validate_name, validate_topics
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["sign-up"])
@@ -123,7 +115,7 @@ async def subscribe(
     client_address: ClientAddressDep,
     background: BackgroundTasks,
 ) -> Response:
-    """Validate and answer one sign-up; recording it and the confirmation email come after."""
+    """Validate and answer one sign-up; recording it (and queueing its confirmation) comes after."""
     wants_json = _is_json(request)
     form: dict[str, Any]
     if wants_json:
@@ -230,38 +222,20 @@ async def _read_form_signup(request: Request) -> dict[str, Any]:
 
 
 async def process_signup(web: WebContext, details: SignupDetails) -> None:
-    """Record a sign-up and send its confirmation if one is due (runs after the answer)."""
+    """Record a sign-up, and queue its confirmation if one is due (runs after the answer).
+
+    The email itself is built and sent by a worker (`newsletter worker`, or the
+    child of `newsletter serve`): the queue row commits with the sign-up.
+    """
     try:
-        confirmation = await run_in_threadpool(_record_signup, web, details)
+        await run_in_threadpool(_record_signup, web, details)
     except Exception:  # the visitor has their answer; the operator gets the reason
         logger.exception("the sign-up of %s could not be recorded", details.email)
-        return
-    if confirmation is not None:
-        await deliver_confirmation(web, confirmation)
 
 
-def _record_signup(web: WebContext, details: SignupDetails) -> ConfirmationEmail | None:
+def _record_signup(web: WebContext, details: SignupDetails) -> None:
     with session_scope(web.database) as session:
-        return register_signup(
-            session, web.settings, details, now=utc_now(), quota=web.confirmation_caps
-        )
-
-
-async def deliver_confirmation(web: WebContext, confirmation: ConfirmationEmail) -> None:
-    """Send one confirmation email; if it fails, free the slot so a new sign-up can retry."""
-    message = build_confirmation_message(
-        web.settings, web.env, confirmation, now=utc_now(), signer=web.dkim_signer
-    )
-    try:
-        await send_single_message(web.settings, message)
-    except DeliveryError as error:
-        logger.warning("confirmation email not sent: %s", error)
-        await run_in_threadpool(_release_claim, web, confirmation)
-
-
-def _release_claim(web: WebContext, confirmation: ConfirmationEmail) -> None:
-    with session_scope(web.database) as session:
-        store.release_confirmation_slot(session, claim=confirmation.claim)
+        register_signup(session, web.settings, details, now=utc_now(), quota=web.confirmation_caps)
 
 
 def _accepted(wants_json: bool, pages: PagesDep) -> Response:
