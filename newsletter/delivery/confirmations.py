@@ -24,6 +24,7 @@ from typing import TypeVar
 import aiosmtplib
 from jinja2 import Environment
 from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import OperationalError
 
 from newsletter.core.clock import utc_now
 from newsletter.core.dkim import DkimSigner
@@ -102,7 +103,13 @@ class ConfirmationSender:
         await asyncio.to_thread(self._in_transaction, _release_dead_local_leases)
         try:
             while not stop.is_set():
-                batch = await asyncio.to_thread(self._in_transaction, self._lease)
+                try:
+                    batch = await asyncio.to_thread(self._in_transaction, self._lease)
+                except OperationalError as error:  # a locked or unreachable database: wait
+                    if stop_when_idle:
+                        raise
+                    logger.warning("cannot read the confirmation queue, retrying: %s", error)
+                    batch = []
                 if batch:
                     await asyncio.gather(*(self._send(row) for row in batch))
                 elif stop_when_idle:
