@@ -1,4 +1,8 @@
-"""What every request may use, built once per app, and the `Annotated` dependencies for it."""
+"""What every request may use, built once per app, and the `Annotated` dependencies for it.
+
+The dependencies that only read what the app holds are `async def`: FastAPI runs
+a plain `def` dependency in the threadpool, a thread hop per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ class WebContext:
         return self.engine
 
 
-def get_web_context(request: Request) -> WebContext:
+async def get_web_context(request: Request) -> WebContext:
     """The context stored on the app by `create_app`."""
     return cast(WebContext, request.app.state.web)
 
@@ -46,17 +50,17 @@ def get_web_context(request: Request) -> WebContext:
 WebDep = Annotated[WebContext, Depends(get_web_context)]
 
 
-def get_settings(web: WebDep) -> Settings:
+async def get_settings(web: WebDep) -> Settings:
     """The app's settings."""
     return web.settings
 
 
-def get_pages(web: WebDep) -> PageRenderer:
+async def get_pages(web: WebDep) -> PageRenderer:
     """The page renderer."""
     return web.pages
 
 
-def get_engine(web: WebDep) -> Engine:
+async def get_engine(web: WebDep) -> Engine:
     """The database engine."""
     return web.database
 
@@ -67,7 +71,7 @@ def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Sess
         yield session
 
 
-def get_client_address(request: Request) -> str:
+async def get_client_address(request: Request) -> str:
     """The client's IP (uvicorn puts a trusted proxy's X-Forwarded-For here)."""
     return request.client.host if request.client else "unknown"
 

@@ -65,6 +65,7 @@ class SignupProblem(BaseModel):
     field: str | None = None
 
 
+_ACCEPTED = SignupAccepted().model_dump()
 _FORM_SCHEMA = {
     "type": "object",
     "required": ["email"],
@@ -80,7 +81,7 @@ _FORM_SCHEMA = {
 @router.get("/", response_class=HTMLResponse, summary="The sign-up page")
 def signup_page(pages: PagesDep) -> HTMLResponse:
     """The sign-up form."""
-    return pages.render(
+    return pages.constant(
         "signup", form={"email": "", "name": "", "topics": []}, error=None, error_field=None
     )
 
@@ -240,8 +241,8 @@ def _record_signup(web: WebContext, details: SignupDetails) -> None:
 
 def _accepted(wants_json: bool, pages: PagesDep) -> Response:
     if wants_json:
-        return JSONResponse(SignupAccepted().model_dump(), status_code=202)
-    return pages.render("signup_sent", message=CHECK_INBOX)
+        return JSONResponse(_ACCEPTED, status_code=202)
+    return pages.constant("signup_sent", message=CHECK_INBOX)
 
 
 def _refused(
