@@ -7,7 +7,7 @@ a plain `def` dependency in the threadpool, a thread hop per dependency per requ
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
@@ -17,6 +17,7 @@ from sqlmodel import Session
 
 from newsletter.core.dkim import DkimSigner
 from newsletter.core.settings import Settings
+from newsletter.web.edition_pages import EditionPageCache
 from newsletter.web.pages import PageRenderer
 from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
 
@@ -33,6 +34,8 @@ class WebContext:
     engine: Engine | None = None
     # Signs confirmation emails; None when DKIM is not configured.
     dkim_signer: DkimSigner | None = None
+    # Each public edition's page, built once per rendering.
+    edition_pages: EditionPageCache = field(default_factory=EditionPageCache)
 
     @property
     def database(self) -> Engine:

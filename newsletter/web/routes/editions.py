@@ -10,10 +10,15 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from newsletter.core.text import single_line, xml_text
-from newsletter.editions.content import get_edition, list_editions, web_version
+from newsletter.editions.content import (
+    edition_stamp,
+    get_edition_by_id,
+    list_editions,
+    web_version,
+)
 from newsletter.models import Edition, EditionStatus
 from newsletter.render import format_edition_date
-from newsletter.web.context import EngineDep, PagesDep, SettingsDep
+from newsletter.web.context import EngineDep, PagesDep, SettingsDep, WebDep
 
 router = APIRouter(tags=["editions"])
 
@@ -121,9 +126,13 @@ def _atom_time(moment: dt.datetime) -> str:
 
 @router.get("/editions/{day}", response_class=HTMLResponse, summary="One edition in the browser")
 async def show_edition(
-    day: str, engine: EngineDep, settings: SettingsDep, pages: PagesDep
-) -> HTMLResponse:
-    """The day's digest as sent, with non-personal links where each reader's own would be."""
+    day: str, engine: EngineDep, settings: SettingsDep, pages: PagesDep, web: WebDep
+) -> Response:
+    """The day's digest as sent, with non-personal links where each reader's own would be.
+
+    Built once per rendering of the edition and then served from memory
+    (`newsletter.web.edition_pages`); each request reads only the edition's status.
+    """
     try:
         edition_date = dt.date.fromisoformat(day)
     except ValueError:
@@ -135,8 +144,8 @@ async def show_edition(
             link_text="See the past editions",
             link_url="/editions",
         )
-    edition = await run_in_threadpool(get_edition, engine, edition_date)
-    if edition is None or not is_public(edition):
+    stamp = await run_in_threadpool(edition_stamp, engine, edition_date)
+    if stamp is None or stamp.status not in PUBLIC_STATUSES:
         return pages.message(
             title="No such edition",
             message=f"No digest went out on {edition_date.isoformat()}.",
@@ -144,5 +153,18 @@ async def show_edition(
             link_text="See the past editions",
             link_url="/editions",
         )
-    html, _ = web_version(edition, base_url=settings.base_url)
-    return HTMLResponse(html, headers={"Content-Security-Policy": EDITION_CSP})
+    page = web.edition_pages.get(stamp.id, stamp.rendered_at) if stamp.rendered_at else None
+    if page is None:
+        edition = await run_in_threadpool(get_edition_by_id, engine, stamp.id)
+        if edition is None:  # deleted between the two queries
+            return pages.message(
+                title="No such edition",
+                message=f"No digest went out on {edition_date.isoformat()}.",
+                status_code=404,
+                link_text="See the past editions",
+                link_url="/editions",
+            )
+        page = web_version(edition, base_url=settings.base_url)[0].encode("utf-8")
+        if edition.rendered_at is not None:
+            web.edition_pages.put(edition.id or stamp.id, edition.rendered_at, page)
+    return Response(page, media_type="text/html", headers={"Content-Security-Policy": EDITION_CSP})
