@@ -625,13 +625,18 @@ def run(arguments: argparse.Namespace) -> dict[str, object]:
 
 
 def measure_signup(arguments: argparse.Namespace) -> dict[str, object]:
-    """The sign-up load case of `signup_throughput.py`, on SQLite only (its own script does more)."""
+    """The sign-up load case of `signup_throughput.py`, on SQLite only (that script does more)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import signup_throughput
 
     options = signup_throughput.parse_arguments(
-        ["--requests", str(arguments.signup_requests), "--rounds", str(arguments.rounds)]
-        + ["--skip-postgres"]
+        [
+            "--requests",
+            str(arguments.signup_requests),
+            "--rounds",
+            str(arguments.rounds),
+            "--skip-postgres",
+        ]
     )
     return signup_throughput.run(options)
 
@@ -774,9 +779,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--subscribers", type=int, default=10_000, help="messages per measurement")
-    parser.add_argument(
-        "--readers", dest="subscribers", type=int, help="the same as --subscribers"
-    )
+    parser.add_argument("--readers", dest="subscribers", type=int, help="the same as --subscribers")
     parser.add_argument(
         "--concurrency",
         type=int,
