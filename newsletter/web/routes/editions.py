@@ -19,6 +19,8 @@ from newsletter.editions.content import (
 from newsletter.models import Edition, EditionStatus
 from newsletter.render import format_edition_date
 from newsletter.web.context import EngineDep, PagesDep, SettingsDep, WebDep
+from newsletter.web.edition_pages import EditionPage
+from newsletter.web.pages import PageRenderer
 
 router = APIRouter(tags=["editions"])
 
@@ -130,8 +132,9 @@ async def show_edition(
 ) -> Response:
     """The day's digest as sent, with non-personal links where each reader's own would be.
 
-    Built once per rendering of the edition and then served from memory
-    (`newsletter.web.edition_pages`); each request reads only the edition's status.
+    Built once per rendering of the edition and served from memory
+    (`newsletter.web.edition_pages`), which reads the edition's status again
+    at most every couple of seconds.
     """
     try:
         edition_date = dt.date.fromisoformat(day)
@@ -144,27 +147,32 @@ async def show_edition(
             link_text="See the past editions",
             link_url="/editions",
         )
-    stamp = await run_in_threadpool(edition_stamp, engine, edition_date)
-    if stamp is None or stamp.status not in PUBLIC_STATUSES:
-        return pages.message(
-            title="No such edition",
-            message=f"No digest went out on {edition_date.isoformat()}.",
-            status_code=404,
-            link_text="See the past editions",
-            link_url="/editions",
-        )
-    page = web.edition_pages.get(stamp.id, stamp.rendered_at) if stamp.rendered_at else None
+    cache = web.edition_pages
+    page = cache.fresh(edition_date)
     if page is None:
-        edition = await run_in_threadpool(get_edition_by_id, engine, stamp.id)
-        if edition is None:  # deleted between the two queries
-            return pages.message(
-                title="No such edition",
-                message=f"No digest went out on {edition_date.isoformat()}.",
-                status_code=404,
-                link_text="See the past editions",
-                link_url="/editions",
-            )
-        page = web_version(edition, base_url=settings.base_url)[0].encode("utf-8")
-        if edition.rendered_at is not None:
-            web.edition_pages.put(edition.id or stamp.id, edition.rendered_at, page)
-    return Response(page, media_type="text/html", headers={"Content-Security-Policy": EDITION_CSP})
+        stamp = await run_in_threadpool(edition_stamp, engine, edition_date)
+        if stamp is None or stamp.status not in PUBLIC_STATUSES:
+            cache.forget(edition_date)
+            return _no_edition(pages, edition_date)
+        if stamp.rendered_at is not None:
+            page = cache.checked(edition_date, stamp.id, stamp.rendered_at)
+        if page is None:
+            edition = await run_in_threadpool(get_edition_by_id, engine, stamp.id)
+            if edition is None or edition.rendered_at is None:
+                return _no_edition(pages, edition_date)
+            html, _ = web_version(edition, base_url=settings.base_url)
+            page = EditionPage(stamp.id, edition.rendered_at, html.encode("utf-8"))
+            cache.put(edition_date, page)
+    return Response(
+        page.body, media_type="text/html", headers={"Content-Security-Policy": EDITION_CSP}
+    )
+
+
+def _no_edition(pages: PageRenderer, day: dt.date) -> Response:
+    return pages.message(
+        title="No such edition",
+        message=f"No digest went out on {day.isoformat()}.",
+        status_code=404,
+        link_text="See the past editions",
+        link_url="/editions",
+    )
