@@ -134,6 +134,15 @@ def register_signup(
     caps per mailbox and domain. Whatever happens here, the caller answers the
     same thing.
     """
+    created = store.insert_new_pending(
+        session, email=details.email, name=details.name, topics=details.topics, now=now
+    )
+    if created is not None:  # the common case, new to the list: two statements in all
+        subscriber_id, key = created
+        slot = ConfirmationClaim(subscriber_key=key, claimed_at=now, previous_sent_at=None)
+        return _queue_within_quota(
+            session, quota, subscriber_id, ConfirmationEmail(details.email, details.name, slot)
+        )
     subscriber = store.add_pending_subscriber(
         session, email=details.email, name=details.name, topics=details.topics
     )
@@ -147,14 +156,23 @@ def register_signup(
     )
     if claim is None:
         return None
-    refused = quota.reserve(subscriber.email)
-    if refused is not None:
-        store.release_confirmation_slot(session, claim=claim)
-        logger.warning("no confirmation email to %s: %s", subscriber.email, refused)
-        return None
     assert subscriber.id is not None
-    confirmation_queue.enqueue(session, subscriber_id=subscriber.id, claim=claim)
-    return ConfirmationEmail(email=subscriber.email, name=subscriber.name, claim=claim)
+    return _queue_within_quota(
+        session, quota, subscriber.id, ConfirmationEmail(subscriber.email, subscriber.name, claim)
+    )
+
+
+def _queue_within_quota(
+    session: Session, quota: ConfirmationQuota, subscriber_id: int, confirmation: ConfirmationEmail
+) -> ConfirmationEmail | None:
+    """Queue the claimed confirmation if the caps allow it, else hand the slot back."""
+    refused = quota.reserve(confirmation.email)
+    if refused is not None:
+        store.release_confirmation_slot(session, claim=confirmation.claim)
+        logger.warning("no confirmation email to %s: %s", confirmation.email, refused)
+        return None
+    confirmation_queue.enqueue(session, subscriber_id=subscriber_id, claim=confirmation.claim)
+    return confirmation
 
 
 def build_confirmation_message(
