@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import httpx
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 
 from newsletter.core.db import create_db_engine, session_scope, upgrade_schema
 from newsletter.core.settings import Settings
 from newsletter.core.templating import make_template_environment
 from newsletter.delivery.confirmations import ConfirmationSender
+from newsletter.web.signup_writer import SignupWriter
 from subscribers.models import QueuedConfirmation, SubscriberStatus
+from subscribers.signup import SignupDetails
 from subscribers.store import find_subscriber, mark_confirmed
 from tests.support.cli import run_cli
 from tests.support.postgres import postgres_database_or_skip
@@ -285,3 +287,38 @@ async def test_sign_ups_queue_and_two_senders_share_the_queue_on_postgresql(
         assert queue_length(pg_engine) == 0
     finally:
         pg_engine.dispose()
+
+
+async def test_sign_ups_arriving_together_share_a_transaction_and_all_are_queued(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    commits: list[str] = []
+    event.listen(engine, "commit", lambda connection: commits.append("commit"))
+    config = web_settings(settings, signup_rate_limit=1000)
+    addresses = [f"reader{n}@example{n}.org" for n in range(20)]
+    async with running_app(config, engine) as (_, client):
+        answers = await asyncio.gather(
+            *(client.post("/subscribe", json={"email": address}) for address in addresses)
+        )
+    assert {answer.status_code for answer in answers} == {202}
+    assert queue_length(engine) == len(addresses)
+    assert len(commits) < len(addresses)  # fewer transactions than sign-ups
+
+
+async def test_one_sign_up_that_cannot_be_recorded_does_not_lose_the_others() -> None:
+    recorded: list[str] = []
+
+    def write_batch(batch: Sequence[SignupDetails]) -> None:
+        if any(details.email.startswith("bad") for details in batch):
+            raise RuntimeError("this batch cannot be stored")
+        recorded.extend(details.email for details in batch)
+
+    writer = SignupWriter(write_batch)
+    emails = ["a@example.org", "bad@example.org", "b@example.org"]
+    outcomes = await asyncio.gather(
+        *(writer.record(SignupDetails(email, None, ())) for email in emails),
+        return_exceptions=True,
+    )
+    assert sorted(recorded) == ["a@example.org", "b@example.org"]
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], RuntimeError)

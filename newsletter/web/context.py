@@ -19,6 +19,7 @@ from newsletter.core.dkim import DkimSigner
 from newsletter.core.settings import Settings
 from newsletter.web.edition_pages import EditionPageCache
 from newsletter.web.pages import PageRenderer
+from newsletter.web.signup_writer import SignupWriter
 from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
 
 
@@ -36,6 +37,8 @@ class WebContext:
     dkim_signer: DkimSigner | None = None
     # Each public edition's page, built once per rendering.
     edition_pages: EditionPageCache = field(default_factory=EditionPageCache)
+    # Records sign-ups after their answers, those waiting together in one transaction.
+    signup_writer: SignupWriter = field(init=False)
 
     @property
     def database(self) -> Engine:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from newsletter.core.clock import utc_now
 from newsletter.core.db import session_scope
@@ -225,18 +225,23 @@ async def _read_form_signup(request: Request) -> dict[str, Any]:
 async def process_signup(web: WebContext, details: SignupDetails) -> None:
     """Record a sign-up, and queue its confirmation if one is due (runs after the answer).
 
-    The email itself is built and sent by a worker (`newsletter worker`, or the
-    child of `newsletter serve`): the queue row commits with the sign-up.
+    The sign-ups waiting at the same moment share one transaction
+    (`newsletter.web.signup_writer`). The email itself is built and sent by a
+    worker (`newsletter worker`, or the child of `newsletter serve`): the queue
+    row commits with the sign-up.
     """
     try:
-        await run_in_threadpool(_record_signup, web, details)
+        await web.signup_writer.record(details)
     except Exception:  # the visitor has their answer; the operator gets the reason
         logger.exception("the sign-up of %s could not be recorded", details.email)
 
 
-def _record_signup(web: WebContext, details: SignupDetails) -> None:
+def record_signups(web: WebContext, batch: Sequence[SignupDetails]) -> None:
+    """Record sign-ups in one transaction (what the app's `SignupWriter` runs)."""
     with session_scope(web.database) as session:
-        register_signup(session, web.settings, details, now=utc_now(), quota=web.confirmation_caps)
+        now = utc_now()
+        for details in batch:
+            register_signup(session, web.settings, details, now=now, quota=web.confirmation_caps)
 
 
 def _accepted(wants_json: bool, pages: PagesDep) -> Response:
