@@ -588,7 +588,8 @@ def serve(
         typer.Option(
             "--worker/--no-worker",
             help="Run one sending worker as a child process (--no-worker: sends from /admin "
-            "wait for `newsletter worker --forever` processes started separately).",
+            "and confirmation emails wait for `newsletter worker --forever` processes "
+            "started separately).",
         ),
     ] = True,
 ) -> None:

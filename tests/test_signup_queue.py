@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import shutil
 import signal
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import httpx
 import pytest
@@ -322,3 +324,23 @@ async def test_one_sign_up_that_cannot_be_recorded_does_not_lose_the_others() ->
     assert sorted(recorded) == ["a@example.org", "b@example.org"]
     assert outcomes[0] is None and outcomes[2] is None
     assert isinstance(outcomes[1], RuntimeError)
+
+
+async def test_an_email_that_cannot_be_built_is_dropped_and_the_worker_carries_on(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer, tmp_path: Path
+) -> None:
+    config = web_settings(settings)
+    async with running_app(config, engine) as (_, client):
+        await client.post("/subscribe", json={"email": "ada@example.org"})
+    # An operator's own templates with a mistake in the confirmation email.
+    broken = tmp_path / "templates"
+    shutil.copytree(config.templates_dir, broken)
+    (broken / "email" / "confirm.txt.j2").write_text("{{ no_such_value }}\n")
+    outcome = await send_queued_confirmations(
+        config.model_copy(update={"templates_dir": broken}), engine
+    )
+    assert (outcome.sent, outcome.given_up) == (0, 1)
+    assert smtp_server.messages == []
+    assert queue_length(engine) == 0
+    stored = subscriber(engine, "ada@example.org")
+    assert stored is not None and stored.confirmation_sent_at is None  # may sign up again

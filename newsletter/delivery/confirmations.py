@@ -111,7 +111,12 @@ class ConfirmationSender:
                     logger.warning("cannot read the confirmation queue, retrying: %s", error)
                     batch = []
                 if batch:
-                    await asyncio.gather(*(self._send(row) for row in batch))
+                    try:
+                        await asyncio.gather(*(self._send(row) for row in batch))
+                    except OperationalError as error:  # the rows' leases run out; retried then
+                        if stop_when_idle:
+                            raise
+                        logger.warning("cannot record a confirmation email's outcome: %s", error)
                 elif stop_when_idle:
                     break
                 else:
@@ -144,9 +149,15 @@ class ConfirmationSender:
             self.outcome.not_wanted += 1
             return
         confirmation = ConfirmationEmail(email=row.email, name=row.name, claim=row.claim)
-        message = build_confirmation_message(
-            self.settings, self.env, confirmation, now=utc_now(), signer=self.signer
-        )
+        try:
+            message = build_confirmation_message(
+                self.settings, self.env, confirmation, now=utc_now(), signer=self.signer
+            )
+        except Exception:  # a row that cannot become an email must not stop the worker
+            logger.exception("cannot build the confirmation email to %s; dropped", row.email)
+            await self._record(confirmation_queue.give_up, row_id=row.id, claim=row.claim)
+            self.outcome.given_up += 1
+            return
         try:
             await send_single_message(self.settings, message)
         except DeliveryError as error:
