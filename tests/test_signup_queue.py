@@ -31,6 +31,7 @@ from tests.support.cli import run_cli
 from tests.support.postgres import postgres_database_or_skip
 from tests.support.smtp_server import Hold, RecordingSmtpServer
 from tests.support.web import (
+    ADMIN_TOKEN,
     confirmation_path,
     running_app,
     send_queued_confirmations,
@@ -45,6 +46,7 @@ from tests.test_web_never_sends import (
 )
 
 QUEUE = QueuedConfirmation.__table__  # type: ignore[attr-defined]
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def queued(engine: Engine) -> list[tuple[str | None, int, str | None]]:
@@ -95,6 +97,9 @@ async def test_the_answer_leaves_the_email_queued_in_the_database_and_a_worker_s
     # The app is gone (a restart, a crash after the commit): the email waits in the database.
     assert smtp_server.messages == []
     assert queued(engine) == [(None, 0, None)]
+    async with running_app(config, engine) as (_, client):
+        counts = await client.get("/admin/subscribers", headers=AUTH)
+    assert counts.json()["confirmations_queued"] == 1
 
     sent = await send_queued_confirmations(config, engine)
 

@@ -42,7 +42,7 @@ from newsletter.editions.content import prepare_edition
 from newsletter.models import EditionStatus
 from newsletter.web.body_limit import IMPORT_PATH
 from newsletter.web.context import EngineDep, SettingsDep, WebContext, WebDep
-from subscribers import store, suppressions
+from subscribers import confirmation_queue, store, suppressions
 from subscribers.exporting import ExportFormat, iter_export
 from subscribers.importing import ImportReport, import_csv, queue_import_confirmations
 
@@ -126,6 +126,9 @@ class SubscriberCounts(BaseModel):
     )
     confirmed_but_suppressed: int = Field(
         description="Confirmed subscribers whose mailbox is suppressed, so not sent to."
+    )
+    confirmations_queued: int = Field(
+        description="Confirmation emails waiting for a worker (due now or retrying later)."
     )
 
 
@@ -326,11 +329,13 @@ def subscriber_counts(engine: EngineDep) -> SubscriberCounts:
         counts = store.count_by_status(session)
         suppressed = suppressions.count_active(session.connection())
         held_back = suppressions.count_held_back(session.connection())
+        queued = confirmation_queue.count_waiting(session.connection())
     return SubscriberCounts(
         counts={status.value: count for status, count in counts.items()},
         total=sum(counts.values()),
         suppressed={reason.value: count for reason, count in suppressed.items()},
         confirmed_but_suppressed=held_back,
+        confirmations_queued=queued,
     )
 
 
