@@ -609,9 +609,12 @@ def run(arguments: argparse.Namespace) -> dict[str, object]:
     if not arguments.skip_throughput:
         measure_throughput(arguments, results)
     if not arguments.skip_memory:
+        peaks: dict[str, float] = {}
+        results["peak_rss_mb_by_size"] = peaks
         for size in arguments.memory_subscribers:
             peak, seconds = measure_dry_run_peak(size, concurrency, arguments.papers)
             log(f"dry run, {size} subscribers: peak RSS {peak:.1f} MB ({seconds:.1f} s)")
+            peaks[str(size)] = peak
             if size == 100_000:
                 results["peak_rss_mb_100k"] = peak
             elif size == 1_000_000:
