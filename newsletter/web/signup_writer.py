@@ -6,7 +6,9 @@ and a transaction each, the writer takes all that are waiting (up to
 MAX_BATCH) into one transaction in one threadpool call. Each caller still
 waits for its own sign-up's commit, so nothing is recorded later than before.
 If the batch's transaction fails, each of its sign-ups is tried again in a
-transaction of its own, so one bad sign-up cannot lose the others.
+transaction of its own, so one bad sign-up cannot lose the others (the
+in-memory confirmation caps then count those sign-ups twice: they only ever
+err towards fewer emails).
 """
 
 from __future__ import annotations
