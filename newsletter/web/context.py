@@ -48,9 +48,14 @@ class WebContext:
         return self.engine
 
 
-async def get_web_context(request: Request) -> WebContext:
+def web_context_of(request: Request) -> WebContext:
     """The context stored on the app by `create_app`."""
     return cast(WebContext, request.app.state.web)
+
+
+async def get_web_context(request: Request) -> WebContext:
+    """The context stored on the app by `create_app` (as a dependency)."""
+    return web_context_of(request)
 
 
 WebDep = Annotated[WebContext, Depends(get_web_context)]
@@ -77,9 +82,14 @@ def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Sess
         yield session
 
 
-async def get_client_address(request: Request) -> str:
-    """The client's IP (uvicorn puts a trusted proxy's X-Forwarded-For here)."""
+def client_address_of(request: Request) -> str:
+    """The client's IP (`ForwardedClientMiddleware` puts a trusted proxy's client here)."""
     return request.client.host if request.client else "unknown"
+
+
+async def get_client_address(request: Request) -> str:
+    """The client's IP (as a dependency)."""
+    return client_address_of(request)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

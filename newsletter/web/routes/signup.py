@@ -7,15 +7,21 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
+from starlette.background import BackgroundTask
 
 from newsletter.core.clock import utc_now
 from newsletter.core.db import session_scope
 from newsletter.core.errors import InvalidEmailError, InvalidSubscriberDetailsError
 from newsletter.core.settings import Settings
-from newsletter.web.context import ClientAddressDep, PagesDep, SettingsDep, WebContext, WebDep
+from newsletter.web.context import (
+    PagesDep,
+    WebContext,
+    client_address_of,
+    web_context_of,
+)
 from subscribers import store
 from subscribers.ratelimit import client_key
 from subscribers.signup import SignupDetails, register_signup, validate_name, validate_topics
@@ -108,15 +114,12 @@ def signup_page(pages: PagesDep) -> HTMLResponse:
         }
     },
 )
-async def subscribe(
-    request: Request,
-    web: WebDep,
-    settings: SettingsDep,
-    pages: PagesDep,
-    client_address: ClientAddressDep,
-    background: BackgroundTasks,
-) -> Response:
+async def subscribe(request: Request) -> Response:
     """Validate and answer one sign-up; recording it (and queueing its confirmation) comes after."""
+    # The public site's busiest route takes what it needs from the app's context
+    # itself: FastAPI solves every declared dependency again on every request.
+    web = web_context_of(request)
+    settings, pages = web.settings, web.pages
     wants_json = _is_json(request)
     form: dict[str, Any]
     if wants_json:
@@ -139,14 +142,15 @@ async def subscribe(
     # locked out, and what is refused above costs no write and no email. A
     # filled-in honeypot counts like any other valid sign-up, so a bot cannot
     # tell the trap from a real field by which of its requests get a 429.
-    decision = web.signup_limiter.attempt(client_key(client_address))
+    decision = web.signup_limiter.attempt(client_key(client_address_of(request)))
     if not decision.allowed:
         return _too_many(wants_json, pages, decision.retry_after_seconds)
+    answer = _accepted(wants_json, pages)
     if not form.get(HONEYPOT_FIELD):  # bots get the ordinary answer and nothing else
         # Recorded after the answer: a new, pending, confirmed or departed address
         # gets the same answer after the same work, so its timing tells nothing.
-        background.add_task(process_signup, web, checked)
-    return _accepted(wants_json, pages)
+        answer.background = BackgroundTask(process_signup, web, checked)
+    return answer
 
 
 def _too_many(wants_json: bool, pages: PagesDep, retry_after_seconds: int) -> Response:
