@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from xml.etree import ElementTree as ET
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -18,7 +18,7 @@ from newsletter.editions.content import (
 )
 from newsletter.models import Edition, EditionStatus
 from newsletter.render import format_edition_date
-from newsletter.web.context import EngineDep, PagesDep, SettingsDep, WebDep
+from newsletter.web.context import EngineDep, PagesDep, SettingsDep, web_context_of
 from newsletter.web.edition_pages import EditionPage
 from newsletter.web.pages import PageRenderer
 
@@ -127,15 +127,17 @@ def _atom_time(moment: dt.datetime) -> str:
 
 
 @router.get("/editions/{day}", response_class=HTMLResponse, summary="One edition in the browser")
-async def show_edition(
-    day: str, engine: EngineDep, settings: SettingsDep, pages: PagesDep, web: WebDep
-) -> Response:
+async def show_edition(day: str, request: Request) -> Response:
     """The day's digest as sent, with non-personal links where each reader's own would be.
 
     Built once per rendering of the edition and served from memory
     (`newsletter.web.edition_pages`), which reads the edition's status again
     at most every couple of seconds.
     """
+    # Read often and cheap to answer: its collaborators come from the app's context
+    # itself, since FastAPI solves every declared dependency again on every request.
+    web = web_context_of(request)
+    engine, settings, pages = web.database, web.settings, web.pages
     try:
         edition_date = dt.date.fromisoformat(day)
     except ValueError:
