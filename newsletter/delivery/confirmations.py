@@ -42,8 +42,9 @@ T = TypeVar("T")
 
 POLL_SECONDS = 1.0  # how soon a waiting worker notices a new sign-up
 BATCH_SIZE = 8  # emails leased, and sent side by side, at once
-MAX_ATTEMPTS = 6
-RETRY_BASE_SECONDS = 30.0  # 30 s, 1, 2, 4, 8 min: about a quarter of an hour in all
+MAX_ATTEMPTS = 10
+RETRY_BASE_SECONDS = 30.0  # then 1, 2, 4, … minutes, at most MAX_RETRY_DELAY_SECONDS apart
+MAX_RETRY_DELAY_SECONDS = 3600.0  # ten attempts span about three hours of relay trouble
 
 
 @dataclass(slots=True)
@@ -200,7 +201,7 @@ class ConfirmationSender:
 
 def retry_delay(base_seconds: float, attempt: int) -> float:
     """The wait after a failed attempt: doubling, with jitter so retries do not bunch up."""
-    ceiling = base_seconds * 2 ** (attempt - 1)
+    ceiling = min(base_seconds * 2 ** (attempt - 1), MAX_RETRY_DELAY_SECONDS)
     return random.uniform(ceiling / 2, ceiling)
 
 
