@@ -132,7 +132,11 @@ def evaluate(
         profile = start_profile(reader)
         for day in days:
             today = [p for p in papers if p.day == day]
-            model = RelevanceModel(stats, [p.text for p in today], topics=topics, library=library)
+            # The model's background: what was stored before today.
+            past = [p.text for p in papers if p.day < day]
+            model = RelevanceModel(
+                stats, [p.text for p in today], topics=topics, library=library, background=past
+            )
             order = order_for(model, reader, profile, today)
             labels = [reader.label(today[i]) for i in order]
             all_labels = [reader.label(p) for p in today]
@@ -172,6 +176,35 @@ def personal_order(
 
 def full_profile(reader: Reader) -> ReaderProfile:
     return ReaderProfile(topics=reader.topics, interests=reader.interests, liked=reader.liked_seed)
+
+
+def for_you_section(
+    papers: list[Paper], readers: list[Reader], topics: list[Topic]
+) -> dict[str, float]:
+    """What the "For you" section really holds: its length, how much of it is relevant."""
+    stats = TermStatistics.from_texts(p.text.text() for p in papers)
+    library = {p.text.arxiv_id: p.text for p in papers}
+    by_id = {p.text.arxiv_id: p for p in papers}
+    lengths: list[int] = []
+    precisions: list[float] = []
+    for day in sorted({p.day for p in papers})[2:]:
+        today = [p for p in papers if p.day == day]
+        past = [p.text for p in papers if p.day < day]
+        model = RelevanceModel(
+            stats, [p.text for p in today], topics=topics, library=library, background=past
+        )
+        for reader, picks in zip(
+            readers, model.rank([full_profile(r) for r in readers], count=SHOWN), strict=True
+        ):
+            lengths.append(len(picks))
+            if picks:
+                relevant = sum(1 for pick in picks if reader.label(by_id[pick.arxiv_id]) > 0)
+                precisions.append(relevant / len(picks))
+    return {
+        "mean_length": round(statistics.fmean(lengths), 2),
+        "precision": round(statistics.fmean(precisions), 3),
+        "empty_share": round(sum(1 for n in lengths if n == 0) / len(lengths), 3),
+    }
 
 
 def clicks_to_beat_trending(
@@ -219,6 +252,7 @@ def main() -> None:
         "evaluated_days": len(sorted({p.day for p in papers})[2:]),
         "variants": results,
         "clicks_to_beat_trending": clicks,
+        "for_you": for_you_section(papers, readers, topics),
     }
     if args.json:
         print(json.dumps(figures, indent=2))
@@ -230,6 +264,11 @@ def main() -> None:
     for name, summary in results.items():
         print(f"{name:<18} {summary['precision_at_5']:>12.3f} {summary['ndcg_at_10']:>9.3f}")
     print(f"likes an empty profile needs to beat trending (nDCG@10): {clicks}")
+    section = figures["for_you"]
+    print(
+        f"'For you' with the full profile: {section['mean_length']} papers on average, "
+        f"{section['precision']:.3f} of them relevant, empty for {section['empty_share']:.1%}"
+    )
 
 
 if __name__ == "__main__":

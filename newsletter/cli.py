@@ -557,13 +557,16 @@ def worker(
     processes: ProcessesOption = None,
     as_child: AsChildOption = False,
 ) -> None:
-    """Work the queue of every edition being sent (run several, on several machines).
+    """Work the queue of every edition being sent, and of confirmation emails (run several).
 
     With --processes N it runs N sending processes and shows their progress as one.
     SIGTERM or Ctrl-C stops it gracefully: the messages in flight finish and are
     recorded, every other claimed recipient goes back to the queue; a second
     signal stops it at once.
     """
+    from newsletter.core.dkim import DkimSigner
+    from newsletter.core.templating import make_template_environment
+    from newsletter.delivery.confirmations import ConfirmationSender, ConfirmationsSent
     from newsletter.delivery.progress import RichSendProgress
     from newsletter.delivery.worker import run_worker
 
@@ -587,28 +590,50 @@ def worker(
             _run_processes(context, children, edition_id=None, restart=forever)
             return
 
-    async def work(progress: RichSendProgress | None) -> SendReport:
+    async def work(progress: RichSendProgress | None) -> tuple[SendReport, ConfirmationsSent]:
         import asyncio
 
         stop = asyncio.Event()
         _stop_on_signals(stop)
         if as_child:
             _stop_when_parent_goes(stop)
-        return await run_worker(
-            context.settings,
-            context.engine(),
-            worker_id=worker_id,
-            progress=progress,
-            stop_when_idle=not forever,
-            stop=stop,
+        # Beside the digests, the confirmation emails that sign-ups and imports queued.
+        confirmations = asyncio.create_task(
+            ConfirmationSender(
+                context.settings,
+                context.engine(),
+                make_template_environment(context.settings.templates_dir),
+                signer=DkimSigner.from_settings(context.settings),
+                worker_id=worker_id,
+            ).run(stop=stop, stop_when_idle=not forever)
         )
+        try:
+            report = await run_worker(
+                context.settings,
+                context.engine(),
+                worker_id=worker_id,
+                progress=progress,
+                stop_when_idle=not forever,
+                stop=stop,
+            )
+        finally:
+            if forever:  # the digest worker stopped on a signal: so does the sender
+                stop.set()
+            sent = await confirmations
+        return report, sent
 
     if as_child:
         _run_async(work(None))
         return
     with RichSendProgress(console) as progress:
-        report = _run_async(work(progress))
+        report, sent = _run_async(work(progress))
     _print_send_report(report)
+    if sent.anything:
+        console.print(
+            f"Confirmation emails: {sent.sent} sent, {sent.retrying} to retry, "
+            f"{sent.given_up} given up, {sent.not_wanted} no longer wanted.",
+            highlight=False,
+        )
 
 
 def _run_async(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -784,7 +809,8 @@ def serve(
         typer.Option(
             "--worker/--no-worker",
             help="Run one sending worker as a child process (--no-worker: sends from /admin "
-            "wait for `newsletter worker --forever` processes started separately).",
+            "and confirmation emails wait for `newsletter worker --forever` processes "
+            "started separately).",
         ),
     ] = True,
 ) -> None:
@@ -1046,32 +1072,38 @@ def _write_import_report(path: Path, report: ImportReport) -> None:
 
 
 def _send_import_confirmations(context: CliContext, keys: list[str], *, quiet: bool) -> None:
-    from rich.progress import Progress
-
+    """Queue the import's confirmation emails, then send what is due, as a worker would."""
+    from newsletter.core.dkim import DkimSigner
     from newsletter.core.templating import make_template_environment
-    from newsletter.delivery.confirmations import send_import_confirmations
+    from newsletter.delivery.confirmations import send_due_confirmations
+    from subscribers.importing import queue_import_confirmations
 
     settings = context.settings
+    engine = context.engine()
+    queued = queue_import_confirmations(settings, engine, keys)
     env = make_template_environment(settings.templates_dir)
-    with Progress(console=err_console, disable=quiet, transient=True) as progress:
-        task = progress.add_task("confirmation emails", total=len(keys))
-        outcome = _run_async(
-            send_import_confirmations(
-                settings,
-                context.engine(),
-                env,
-                keys,
-                on_each=lambda: progress.advance(task),
-            )
-        )
+    sending = send_due_confirmations(
+        settings, engine, env, signer=DkimSigner.from_settings(settings)
+    )
+    if quiet:
+        outcome = _run_async(sending)
+    else:
+        with err_console.status(f"sending {queued.queued} confirmation emails"):
+            outcome = _run_async(sending)
+    failed = outcome.retrying + outcome.given_up
     message = (
-        f"Confirmation emails: {outcome.sent} sent, {outcome.not_due} not due, "
-        f"{outcome.failed} failed."
+        f"Confirmation emails: {outcome.sent} sent, {queued.not_due} not due, {failed} failed."
     )
     (err_console if quiet else console).print(message, highlight=False)
-    if outcome.failed:
+    if outcome.retrying:
         err_console.print(
-            "Some confirmation emails could not be sent; rerun the import to retry them.",
+            f"{outcome.retrying} confirmation emails wait in the queue for a retry: "
+            "`newsletter worker` (or `newsletter serve`) sends them.",
+            highlight=False,
+        )
+    if outcome.given_up:
+        err_console.print(
+            "Some confirmation emails were refused; rerun the import to try them again.",
             highlight=False,
         )
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -37,9 +37,11 @@ from sqlalchemy import Engine
 from newsletter.core.clock import utc_now
 from newsletter.core.db import session_scope
 from newsletter.core.errors import ImportFileError, InvalidEmailError
+from newsletter.core.settings import Settings
 from subscribers import store, suppressions
 from subscribers.addresses import mailbox_of
 from subscribers.models import SubscriberStatus, SuppressionReason
+from subscribers.signup import queue_import_confirmation
 from subscribers.store import ImportedSubscriber
 
 BATCH_SIZE = 2000
@@ -263,3 +265,27 @@ def unquote_formula(value: str) -> str:
     if len(value) > 1 and value[0] == "'" and value[1] in FORMULA_STARTS:
         return value[1:]
     return value
+
+
+@dataclass(slots=True)
+class ConfirmationsQueued:
+    """How the confirmations of an import were queued."""
+
+    queued: int = 0
+    not_due: int = 0  # confirmed or left since, or asked within the resend interval
+
+
+def queue_import_confirmations(
+    settings: Settings, engine: Engine, keys: Sequence[str], *, batch_size: int = 500
+) -> ConfirmationsQueued:
+    """Queue a confirmation email for each pending reader named by `keys`; a worker sends them."""
+    outcome = ConfirmationsQueued()
+    for start in range(0, len(keys), batch_size):
+        with session_scope(engine) as session:
+            now = utc_now()
+            for key in keys[start : start + batch_size]:
+                if queue_import_confirmation(session, settings, key=key, now=now) is None:
+                    outcome.not_due += 1
+                else:
+                    outcome.queued += 1
+    return outcome

@@ -6,7 +6,7 @@ import secrets
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, Column, Index, String, Text, func
+from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text, func
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlmodel import Field, SQLModel
 
@@ -98,3 +98,34 @@ class Suppression(SQLModel, table=True):
     note: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
     lifted_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class QueuedConfirmation(SQLModel, table=True):
+    """A confirmation email that is due: written with the sign-up, sent by a worker, then deleted.
+
+    One row per subscriber at most. `claimed_at` and `previous_sent_at` are the
+    slot the sign-up took (`store.claim_confirmation_slot`), handed back if the
+    email cannot be sent at all. A worker leases the row while it sends, so a
+    worker that dies mid-send leaves it to the next one when the lease runs out.
+    """
+
+    __tablename__ = "confirmation_queue"
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(
+        sa_column=Column(
+            "subscriber_id",
+            Integer,
+            ForeignKey("subscribers.id", ondelete="CASCADE"),
+            nullable=False,
+            unique=True,
+        )
+    )
+    claimed_at: datetime = Field(sa_type=UtcDateTime)
+    previous_sent_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = Field(sa_type=UtcDateTime, index=True)
+    leased_by: str | None = Field(default=None, max_length=200)
+    leased_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)

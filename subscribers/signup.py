@@ -1,8 +1,10 @@
 """Joining and leaving: sign-up, double opt-in, unsubscribe and preferences.
 
 These functions hold the rules and touch only a `Session` (writes go through
-`subscribers.store`); the web routes add HTTP, the rate limit and the sending
-of the confirmation email around them. Callers commit.
+`subscribers.store` and `subscribers.confirmation_queue`); the web routes add
+HTTP and the rate limit around them. A confirmation that is due is queued in
+the caller's transaction; a worker builds and sends it
+(`newsletter.delivery.confirmations`). Callers commit.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from newsletter.core.headers import (
 from newsletter.core.mime import OutgoingMessage, compose_alternative
 from newsletter.core.settings import Settings
 from newsletter.core.templating import render_email
-from subscribers import store, suppressions
+from subscribers import confirmation_queue, store, suppressions
 from subscribers.models import Subscriber, SubscriberStatus
 from subscribers.store import ConfirmationClaim
 from subscribers.tokens import (
@@ -132,6 +134,15 @@ def register_signup(
     caps per mailbox and domain. Whatever happens here, the caller answers the
     same thing.
     """
+    created = store.insert_new_pending(
+        session, email=details.email, name=details.name, topics=details.topics, now=now
+    )
+    if created is not None:  # the common case, new to the list: two statements in all
+        subscriber_id, key = created
+        slot = ConfirmationClaim(subscriber_key=key, claimed_at=now, previous_sent_at=None)
+        return _queue_within_quota(
+            session, quota, subscriber_id, ConfirmationEmail(details.email, details.name, slot)
+        )
     subscriber = store.add_pending_subscriber(
         session, email=details.email, name=details.name, topics=details.topics
     )
@@ -145,12 +156,23 @@ def register_signup(
     )
     if claim is None:
         return None
-    refused = quota.reserve(subscriber.email)
+    assert subscriber.id is not None
+    return _queue_within_quota(
+        session, quota, subscriber.id, ConfirmationEmail(subscriber.email, subscriber.name, claim)
+    )
+
+
+def _queue_within_quota(
+    session: Session, quota: ConfirmationQuota, subscriber_id: int, confirmation: ConfirmationEmail
+) -> ConfirmationEmail | None:
+    """Queue the claimed confirmation if the caps allow it, else hand the slot back."""
+    refused = quota.reserve(confirmation.email)
     if refused is not None:
-        store.release_confirmation_slot(session, claim=claim)
-        logger.warning("no confirmation email to %s: %s", subscriber.email, refused)
+        store.release_confirmation_slot(session, claim=confirmation.claim)
+        logger.warning("no confirmation email to %s: %s", confirmation.email, refused)
         return None
-    return ConfirmationEmail(email=subscriber.email, name=subscriber.name, claim=claim)
+    confirmation_queue.enqueue(session, subscriber_id=subscriber_id, claim=confirmation.claim)
+    return confirmation
 
 
 def build_confirmation_message(
@@ -307,10 +329,10 @@ def change_preferences(
     return subscriber
 
 
-def claim_import_confirmation(
+def queue_import_confirmation(
     session: Session, settings: Settings, *, key: str, now: datetime
 ) -> ConfirmationEmail | None:
-    """The confirmation due to an imported, pending reader; None if not pending or sent lately.
+    """Queue the confirmation a pending, imported reader needs; None if not pending or asked lately.
 
     The same once-per-interval slot as a sign-up's, so a rerun of an import, or
     a sign-up racing it, sends one email.
@@ -323,4 +345,6 @@ def claim_import_confirmation(
     )
     if claim is None:
         return None
+    assert subscriber.id is not None
+    confirmation_queue.enqueue(session, subscriber_id=subscriber.id, claim=claim)
     return ConfirmationEmail(email=subscriber.email, name=subscriber.name, claim=claim)

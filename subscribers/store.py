@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
@@ -207,6 +208,42 @@ def add_pending_subscriber(
     return subscriber
 
 
+def insert_new_pending(
+    session: Session, *, email: str, name: str | None, topics: Sequence[str], now: datetime
+) -> tuple[int, str] | None:
+    """Add an address that is not on the list as pending, its confirmation slot taken at `now`.
+
+    One statement, (id, key) of the new row; None when the address is on the
+    list already (or a racing sign-up just added it), which the caller then
+    handles as an existing subscriber.
+    """
+    connection = session.connection()
+    row = connection.execute(
+        _new_pending_statement(connection.dialect.name),
+        {
+            "email": email,
+            "mailbox": mailbox_of(email),
+            "name": name,
+            "status": SubscriberStatus.PENDING.value,
+            "key": new_subscriber_key(),
+            "topics": list(topics),
+            "paused": False,
+            "created_at": now,
+            "updated_at": now,
+            "confirmation_sent_at": now,
+        },
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+@lru_cache(maxsize=4)
+def _new_pending_statement(dialect_name: str) -> Any:
+    # Built once per dialect; ON CONFLICT covers the unique index on lower(email).
+    table = Subscriber.__table__  # type: ignore[attr-defined]
+    insert = upsert_insert(dialect_name, table)
+    return insert.on_conflict_do_nothing().returning(table.c.id, table.c.key)
+
+
 def reopen_subscription(subscriber: Subscriber, *, name: str | None, topics: Sequence[str]) -> None:
     """Put a not-yet-confirmed or departed address back to pending with the details it gave."""
     subscriber.status = SubscriberStatus.PENDING
@@ -257,9 +294,9 @@ def claim_confirmation_slot(
     )
 
 
-def release_confirmation_slot(session: Session, *, claim: ConfirmationClaim) -> None:
+def release_confirmation_slot(session: Session | Connection, *, claim: ConfirmationClaim) -> None:
     """Undo a claim whose email could not be sent, so the next sign-up may try again."""
-    session.exec(
+    session.execute(
         update(Subscriber)
         .where(col(Subscriber.key) == claim.subscriber_key)
         .where(col(Subscriber.confirmation_sent_at) == claim.claimed_at)

@@ -38,7 +38,7 @@ from newsletter.values import PaperRecord, RankedPaper, new_link_marker
 from subscribers.tokens import make_preferences_token, make_unsubscribe_token
 from tests.support.cli import run_cli
 from tests.support.smtp_server import RecordingSmtpServer
-from tests.support.web import running_app, web_settings
+from tests.support.web import running_app, send_queued_confirmations, web_settings
 
 DAY = "2026-11-20"
 BASE_URL = "https://news.example.org"
@@ -224,6 +224,7 @@ async def test_a_sign_up_name_cannot_forge_the_confirmation_email(
     name = "=?utf-8?q?x=0D=0ASubject:_Urgent=0D=0A=0D=0AVisit_http://evil.example?="
     async with running_app(web_settings(settings), engine) as (_, client):
         response = await client.post("/subscribe", json={"email": "ada@example.org", "name": name})
+        await send_queued_confirmations(settings, engine)
     assert response.status_code == 202
     (caught,) = smtp_server.messages
     message = checked_message(caught.raw, CONFIRMATION_HEADERS)

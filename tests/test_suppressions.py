@@ -30,6 +30,7 @@ from tests.support.web import (
     ADMIN_TOKEN,
     confirmation_path,
     running_app,
+    send_queued_confirmations,
     subscriber,
     web_settings,
 )
@@ -159,6 +160,7 @@ async def test_a_stranger_s_sign_up_sends_one_confirmation_and_only_the_owner_s_
     async with running_app(web_settings(settings), engine) as (_, client):
         signed_up = await client.post("/subscribe", json={"email": "Ada@example.org"})
         assert signed_up.status_code == 202
+        await send_queued_confirmations(settings, engine)
         assert smtp_server.handler.recipients() == ["ada@example.org"]
         stored = subscriber(engine, "ada@example.org")
         assert stored is not None and stored.status == SubscriberStatus.PENDING
@@ -229,6 +231,7 @@ async def test_a_confirmed_reader_whose_mailbox_was_suppressed_can_confirm_again
         )
     async with running_app(web_settings(settings), engine) as (_, client):
         await client.post("/subscribe", json={"email": "grace@example.org"})
+        await send_queued_confirmations(settings, engine)
         assert smtp_server.handler.recipients() == ["grace@example.org"]
         assert (await client.post(confirmation_path(smtp_server))).status_code == 200
     stored = subscriber(engine, "grace@example.org")

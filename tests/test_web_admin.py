@@ -84,6 +84,7 @@ async def test_subscriber_counts_by_status(settings: Settings, engine: Engine) -
         "total": 3,
         "suppressed": {"bounced": 0, "complained": 0, "erased": 0, "operator": 0},
         "confirmed_but_suppressed": 0,
+        "confirmations_queued": 0,  # the pending one was added by an operator, never asked
     }
 
 

@@ -11,7 +11,7 @@ from newsletter.core.settings import Settings
 from newsletter.web.app import create_app
 from subscribers.ratelimit import ConfirmationCaps
 from tests.support.smtp_server import RecordingSmtpServer
-from tests.support.web import subscriber, web_settings
+from tests.support.web import send_queued_confirmations, subscriber, web_settings
 
 
 async def _sign_up_from_many_networks(
@@ -25,6 +25,7 @@ async def _sign_up_from_many_networks(
             transport = httpx.ASGITransport(app=app, client=(f"198.51.100.{n + 1}", 40000))
             async with httpx.AsyncClient(transport=transport, base_url=settings.base_url) as c:
                 codes.append((await c.post("/subscribe", json={"email": address})).status_code)
+        await send_queued_confirmations(settings, engine)  # what a worker does next
     return codes
 
 
@@ -34,7 +35,7 @@ async def test_plus_addressing_cannot_flood_one_mailbox(
     flood = [f"victim+{n}@example.org" for n in range(8)] + ["VICTIM@example.org"]
     codes = await _sign_up_from_many_networks(web_settings(settings), engine, flood)
     assert codes == [202] * len(flood)  # the same answer to every request
-    assert smtp_server.handler.recipients() == flood[:3]
+    assert sorted(smtp_server.handler.recipients()) == sorted(flood[:3])
     # A capped address keeps no claim on its confirmation, so it can get one later.
     capped = subscriber(engine, "victim+5@example.org")
     assert capped is not None and capped.confirmation_sent_at is None
@@ -46,7 +47,7 @@ async def test_gmail_dots_and_googlemail_are_one_mailbox(
     flood = ["a.da@gmail.com", "ad.a@gmail.com", "ada@googlemail.com", "A.D.A+x@gmail.com"]
     capped = web_settings(settings, confirm_mailbox_limit=2)
     await _sign_up_from_many_networks(capped, engine, flood)
-    assert smtp_server.handler.recipients() == flood[:2]
+    assert sorted(smtp_server.handler.recipients()) == sorted(flood[:2])
 
 
 async def test_a_small_domain_has_a_cap_and_a_shared_provider_a_larger_one(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from xml.etree import ElementTree as ET
 
-from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlalchemy import Engine, event
+from sqlmodel import Session, select
 
 from newsletter.core.settings import Settings
 from newsletter.models import Edition, EditionStatus
 from newsletter.values import PersonalField
+from newsletter.web.edition_pages import EditionPage, EditionPageCache
 from tests.support.web import running_app, web_settings
 
 LINK_MARKER = "5e7d0c1b9a8f4e3d2c1b0a9f8e7d6c5b"
@@ -118,3 +119,66 @@ async def test_empty_archive_invites_to_subscribe(settings: Settings, engine: En
         feed = await client.get("/editions/feed.xml")
     assert archive.status_code == 200 and "No edition has gone out yet" in archive.text
     assert ET.fromstring(feed.content).findall(f"{ATOM}entry") == []
+
+
+async def test_an_edition_page_is_built_once_and_rebuilt_when_the_edition_is_rendered_again(
+    settings: Settings, engine: Engine
+) -> None:
+    _store_editions(engine)
+    statements: list[str] = []
+
+    def record(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    now = [0.0]
+    async with running_app(web_settings(settings), engine) as (app, client):
+        app.state.web.edition_pages = EditionPageCache(recheck_seconds=2, clock=lambda: now[0])
+        first = await client.get(f"/editions/{SENT_DAY}")
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            again = await client.get(f"/editions/{SENT_DAY}")  # within the recheck time
+            assert statements == []  # served from memory, no query at all
+            now[0] = 2.5
+            checked = await client.get(f"/editions/{SENT_DAY}")
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        # Past the recheck time: the status is read again, not the stored HTML.
+        assert len(statements) == 1 and "editions.html" not in statements[0]
+        assert again.content == checked.content == first.content
+        assert again.headers["content-security-policy"] == first.headers["content-security-policy"]
+
+        with Session(engine) as session:  # what a new rendering stores
+            edition = session.exec(select(Edition).where(Edition.date == SENT_DAY)).one()
+            edition.html = edition.html.replace("Top papers", "Top papers, corrected")
+            edition.rendered_at = dt.datetime(2026, 3, 5, 8, tzinfo=dt.UTC)
+            session.add(edition)
+            session.commit()
+        still_cached = await client.get(f"/editions/{SENT_DAY}")
+        now[0] = 5.0
+        rendered_again = await client.get(f"/editions/{SENT_DAY}")
+
+        with Session(engine) as session:  # withdrawn: no longer public
+            edition = session.exec(select(Edition).where(Edition.date == SENT_DAY)).one()
+            edition.status = EditionStatus.CANCELLED
+            session.add(edition)
+            session.commit()
+        now[0] = 7.5
+        withdrawn = await client.get(f"/editions/{SENT_DAY}")
+
+    assert "<h1>Top papers</h1>" in first.text
+    assert still_cached.content == first.content  # for at most the recheck time
+    assert "<h1>Top papers, corrected</h1>" in rendered_again.text
+    assert withdrawn.status_code == 404
+
+
+def test_the_page_cache_keeps_the_most_recently_read_pages() -> None:
+    cache = EditionPageCache(max_pages=2)
+    stamp = dt.datetime(2026, 3, 5, 7, tzinfo=dt.UTC)
+    days = [dt.date(2026, 3, n) for n in (1, 2, 3)]
+    for n, day in enumerate(days[:2], start=1):
+        cache.put(day, EditionPage(n, stamp, f"page {n}".encode()))
+    assert cache.fresh(days[0]) is not None  # day 1 is now the most recently read
+    cache.put(days[2], EditionPage(3, stamp, b"page 3"))
+    assert [cache.fresh(day) is not None for day in days] == [True, False, True]
+    assert cache.checked(days[0], 1, stamp + dt.timedelta(seconds=1)) is None  # re-rendered
+    assert cache.fresh(days[0]) is None and len(cache) == 1

@@ -17,6 +17,7 @@ from tests.support.web import (
     confirmation_path,
     html_text,
     running_app,
+    send_queued_confirmations,
     snapshot,
     store_papers,
     subscriber,
@@ -37,6 +38,8 @@ async def test_join_confirm_receive_and_leave_with_one_click(
             "/subscribe", data={"email": "reader@example.org", "topics": ["LLMs"]}
         )
         assert signed_up.status_code == 200
+        assert smtp_server.messages == []  # queued with the sign-up: a worker sends it
+        assert (await send_queued_confirmations(config, engine)).sent == 1
         assert len(smtp_server.messages) == 1
         path = confirmation_path(smtp_server)
         before = snapshot(engine)

@@ -34,6 +34,7 @@ from tests.support.web import (
     ADMIN_TOKEN,
     live_server,
     running_app,
+    send_queued_confirmations,
     subscriber,
     web_settings,
 )
@@ -283,6 +284,7 @@ async def test_names_lose_controls_and_bidi_overrides_on_every_path(
         as_form = await client.post(
             "/subscribe", data={"email": "form@example.org", "name": HOSTILE_NAME}
         )
+        await send_queued_confirmations(settings, engine)
         with session_scope(engine) as session:
             key = add_subscriber(session, email="prefs@example.org", confirmed=True).key
         token = make_preferences_token(settings.secret_key, key)

@@ -25,6 +25,7 @@ from tests.support.web import (
     CLIENT_ADDRESS,
     confirmation_path,
     running_app,
+    send_queued_confirmations,
     snapshot,
     subscriber,
     web_settings,
@@ -47,6 +48,7 @@ async def test_confirmation_link_get_changes_nothing_and_post_confirms(
 ) -> None:
     async with running_app(web_settings(settings), engine) as (_, client):
         await client.post("/subscribe", data={"email": "ada@example.org"})
+        await send_queued_confirmations(settings, engine)
         path = confirmation_path(smtp_server)
         before = snapshot(engine)
         shown = await client.get(path)
@@ -115,6 +117,7 @@ async def test_confirming_after_leaving_does_not_resubscribe(
 ) -> None:
     async with running_app(web_settings(settings), engine) as (_, client):
         await client.post("/subscribe", data={"email": "ada@example.org"})
+        await send_queued_confirmations(settings, engine)
         path = confirmation_path(smtp_server)
         with session_scope(engine) as session:
             found = find_subscriber(session, email="ada@example.org")
@@ -269,6 +272,7 @@ async def test_sign_up_confirm_and_leave_on_postgresql(
             for _ in range(2):
                 answer = await client.post("/subscribe", json={"email": "Ada@Example.org"})
                 assert answer.status_code == 202
+            await send_queued_confirmations(pg_settings, pg_engine)
             assert smtp_server.handler.recipients() == ["Ada@example.org"]
             confirmed = await client.post(confirmation_path(smtp_server))
             assert "You are subscribed" in confirmed.text

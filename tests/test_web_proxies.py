@@ -19,6 +19,7 @@ from tests.support.web import (
     confirmation_path,
     live_server,
     running_app,
+    send_queued_confirmations,
     store_papers,
     subscriber,
     web_settings,
@@ -80,6 +81,7 @@ async def test_the_confirming_address_and_the_scheme_come_from_the_trusted_proxy
     config = web_settings(settings, trusted_proxies=["203.0.113.0/24"])
     async with running_app(config, engine, client_address="203.0.113.7") as (_, client):
         await client.post("/subscribe", json={"email": "ada@example.org"})
+        await send_queued_confirmations(config, engine)
         await client.post(
             confirmation_path(smtp_server), headers={"X-Forwarded-For": "192.0.2.1, 198.51.100.20"}
         )

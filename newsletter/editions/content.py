@@ -9,6 +9,7 @@ every recipient, a resend and the web view all see the same digest.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from jinja2 import Environment
 from sqlalchemy import Engine, delete
@@ -131,6 +132,32 @@ def get_edition(engine: Engine, day: dt.date) -> Edition | None:
     """The stored edition of a day, if any."""
     with Session(engine, expire_on_commit=False) as session:
         return _find_edition(session, day)
+
+
+@dataclass(frozen=True, slots=True)
+class EditionStamp:
+    """Which version of a day's edition is stored, without its (large) content."""
+
+    id: int
+    status: EditionStatus
+    rendered_at: dt.datetime | None
+
+
+def edition_stamp(engine: Engine, day: dt.date) -> EditionStamp | None:
+    """The id, status and render time of a day's edition, if any (one small query)."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(Edition.id, Edition.status, Edition.rendered_at).where(Edition.date == day)
+        ).first()
+    if row is None or row[0] is None:
+        return None
+    return EditionStamp(id=row[0], status=EditionStatus(row[1]), rendered_at=row[2])
+
+
+def get_edition_by_id(engine: Engine, edition_id: int) -> Edition | None:
+    """The stored edition with this id, if any."""
+    with Session(engine, expire_on_commit=False) as session:
+        return session.get(Edition, edition_id)
 
 
 def list_editions(engine: Engine, limit: int = 30) -> list[Edition]:

@@ -2,31 +2,43 @@
 
 A reader's profile is a handful of documents: the free text of what they work
 on, the descriptions of the topics they chose, and the papers they liked
-(pasted ids, a BibTeX library, "More like this" clicks). A candidate paper's
-score is a weighted sum, over those kinds, of its best cosine similarity to a
-document of that kind, minus its similarity to papers the reader disliked and
-a small penalty for resembling what they were shown and passed over:
+(pasted ids, a BibTeX library, "More like this" clicks). Every document and
+paper is an L2-normalised TF-IDF vector (`terms`), so a similarity is a dot
+product and a day is one sparse matrix product: profile documents × papers.
 
-    score = (Σ_kind W_kind · max_{d ∈ kind} cos(d, p)) / Σ_{kinds present} W_kind
-            − W_disliked · max_{d ∈ disliked} cos(d, p)
-            − W_skipped · mean_{d ∈ skipped} cos(d, p)
+Two scorers, measured against each other with `benchmarks/relevance.py`:
 
-The max (not the mean) per kind keeps a reader with two unrelated interests
-from getting papers halfway between them; the division makes a reader with
-only topics and one with a long profile comparable to one relevance floor.
-Every similarity is a dot product of L2-normalised TF-IDF vectors, so a day is
-one sparse matrix product: unique profile documents × candidate papers.
-The constants were chosen with `benchmarks/relevance.py`.
+- **The profile formula**, for readers who have judged few papers. A paper's
+  score is a weighted sum, over the kinds of positive document, of its best
+  cosine to a document of that kind, minus its likeness to disliked papers
+  and a little for resembling what was shown and passed over:
+
+      score = Σ_kind W_kind · max_{d ∈ kind} cos(d, p) / Σ_{kinds present} W_kind
+              − W_disliked · max_{d ∈ disliked} cos(d, p)
+              − W_skipped · mean_{d ∈ skipped} cos(d, p)
+
+  The max (not the mean) keeps a reader with two unrelated interests from
+  getting papers halfway between them; the division makes short and long
+  profiles comparable.
+- **The reader's own linear model** (`_LearnedScorer`), once they have judged
+  `LEARNED_MIN_JUDGEMENTS` papers: their documents against a background of
+  recent papers, in the way arxiv-sanity-lite trains an SVM per tag.
+
+"For you" holds a paper only if it beats, for this reader, most recent
+papers: its score must reach the `FLOOR_QUANTILE` quantile of the scores the
+same reader's scorer gives the background, and be above zero. A relative floor
+works for both scorers (whose scales differ) and for short and long profiles.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.sparse import csr_matrix
 
 from newsletter.relevance.terms import TermSpace, TermStatistics, WeightedTerms, paper_text
 
@@ -39,19 +51,35 @@ class Source(StrEnum):
     LIKED = "liked"
 
 
-# Relative weight of each kind of positive document (see the module's formula).
+# ---- the constants, each chosen with benchmarks/relevance.py ---------------------------------
+
+# The profile formula: relative weight of each kind of positive document.
 KIND_WEIGHTS: Mapping[Source, float] = {
     Source.INTERESTS: 1.0,
-    Source.TOPIC: 0.6,
+    Source.TOPIC: 0.6,  # a topic is broader than what the reader works on
     Source.LIKED: 1.0,
 }
 DISLIKED_WEIGHT = 0.5
 SKIPPED_WEIGHT = 0.15
-# Below this score a paper is not "for you", however few clear it.
-RELEVANCE_FLOOR = 0.08
-# A two-word phrase says more than a word: "concept erasure" over "concept".
+# The reader's own model: how many judged papers it needs, its ridge, and how
+# much each kind of example counts (background papers: weak "not mine").
+LEARNED_MIN_JUDGEMENTS = 3
+LEARNED_RIDGE = 1.0
+LEARNED_WEIGHTS: Mapping[str, float] = {
+    Source.INTERESTS: 1.0,
+    Source.TOPIC: 0.6,
+    Source.LIKED: 1.0,
+    "disliked": 1.0,
+    "skipped": 0.3,
+    "background": 0.05,
+}
+# "For you" only holds papers that score above this share of recent papers.
+FLOOR_QUANTILE = 0.9
+# Without a background to compare with (a new install), an absolute cosine floor.
+ABSOLUTE_FLOOR = 0.03
+# Two words say more than one: "concept erasure" before "concept".
 BIGRAM_PREFERENCE = 1.5
-# A chunk of readers scored at once: bounds memory at chunk × documents × candidates.
+# Readers scored at once: bounds memory at chunk × documents × papers.
 READERS_PER_CHUNK = 2_000
 
 
@@ -96,6 +124,11 @@ class ReaderProfile:
         """No positive signal at all: such a reader gets the trending digest."""
         return not (self.topics or self.interests.strip() or self.liked)
 
+    @property
+    def judgements(self) -> int:
+        """How many papers the reader has judged: enough of them train their own model."""
+        return len(self.liked) + len(self.disliked)
+
 
 @dataclass(frozen=True, slots=True)
 class Pick:
@@ -107,16 +140,36 @@ class Pick:
 
 
 @dataclass(frozen=True, slots=True)
-class _Document:
-    source: Source | None  # None: a negative document
-    label: str  # the topic's name, the liked paper's title, or the interest text
+class _Positive:
+    row: int  # in the chunk's document matrix
+    source: Source
+    label: str  # the topic's name or the liked paper's title
+
+
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    """One profile's documents, as rows of the chunk's document matrix."""
+
+    positives: list[_Positive]
+    disliked: list[int]
+    skipped: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    """One reader's scores: per candidate, which positive document weighed most, the floor."""
+
+    scores: NDArray[np.float64]
+    strongest: NDArray[np.int64]  # index into the reader's positives
+    floor: float
 
 
 class RelevanceModel:
     """Today's candidates against any number of reader profiles.
 
     `library` holds the texts of every paper a profile may name (liked,
-    disliked, skipped); ids it lacks are ignored.
+    disliked, skipped); ids it lacks are ignored. `background` is recent
+    stored papers other than today's: what "for you" must stand out from.
     """
 
     def __init__(
@@ -126,6 +179,7 @@ class RelevanceModel:
         *,
         topics: Sequence[Topic] = (),
         library: Mapping[str, PaperText] | None = None,
+        background: Sequence[PaperText] = (),
     ) -> None:
         self.statistics = statistics
         self.candidates = tuple(candidates)
@@ -133,35 +187,43 @@ class RelevanceModel:
         self.library = dict(library or {})
         for paper in self.candidates:
             self.library.setdefault(paper.arxiv_id, paper)
-        self._candidate_terms = [WeightedTerms.of(p.text(), statistics) for p in self.candidates]
-        self._space = TermSpace(self._candidate_terms)
-        # Candidates as columns: documents @ this = cosine similarities.
-        self._candidate_columns = self._space.matrix(self._candidate_terms).T.tocsr()
         self._positions = {paper.arxiv_id: i for i, paper in enumerate(self.candidates)}
         self._paper_vectors: dict[str, WeightedTerms] = {}
         self._topic_vectors: dict[str, WeightedTerms] = {}
+        candidate_terms = [WeightedTerms.of(p.text(), statistics) for p in self.candidates]
+        background_terms = [
+            WeightedTerms.of(p.text(), statistics)
+            for p in background
+            if p.arxiv_id not in self._positions
+        ]
+        # One term space for candidates and background: only their terms can
+        # contribute to a document's dot product with either.
+        self._space = TermSpace([*candidate_terms, *background_terms])
+        self._candidate_columns = self._space.matrix(candidate_terms).T.tocsr()
+        self._background_columns = self._space.matrix(background_terms).T.tocsr()
+        self._learned = _LearnedScorer(self._space, background_terms, candidate_terms)
 
-    def rank(
-        self,
-        profiles: Sequence[ReaderProfile],
-        *,
-        count: int = 5,
-        floor: float = RELEVANCE_FLOOR,
-    ) -> list[list[Pick]]:
-        """Each reader's best `count` candidates above `floor`, best first (empty: no profile)."""
+    def rank(self, profiles: Sequence[ReaderProfile], *, count: int = 5) -> list[list[Pick]]:
+        """Each reader's best `count` candidates that clear their floor, best first.
+
+        An empty list for a reader with no profile, or when nothing clears it.
+        """
         picks: list[list[Pick]] = []
         for start in range(0, len(profiles), READERS_PER_CHUNK):
             chunk = profiles[start : start + READERS_PER_CHUNK]
-            picks.extend(self._rank_chunk(chunk, count=count, floor=floor))
+            picks.extend(self._rank_chunk(chunk, count=count))
         return picks
 
     def scores(self, profile: ReaderProfile) -> NDArray[np.float64]:
         """One reader's score for every candidate, in candidate order (for evaluation)."""
-        total, _, _ = self._score_chunk([profile])
-        row: NDArray[np.float64] = total[0]
-        return row
+        [scored], _ = self._score_chunk([profile])
+        return scored.scores
 
-    # ---- internals -----------------------------------------------------------------------
+    def uses_learned_model(self, profile: ReaderProfile) -> bool:
+        """Whether this reader is ranked by their own model rather than the formula."""
+        return self._learned.ready and profile.judgements >= LEARNED_MIN_JUDGEMENTS
+
+    # ---- documents -----------------------------------------------------------------------
 
     def _paper_vector(self, arxiv_id: str) -> WeightedTerms | None:
         vector = self._paper_vectors.get(arxiv_id)
@@ -183,143 +245,120 @@ class RelevanceModel:
             )
         return topic, vector
 
-    def _score_chunk(
+    def _layout(
         self, profiles: Sequence[ReaderProfile]
-    ) -> tuple[NDArray[np.float64], NDArray[np.int64], list[list[_Document]]]:
-        """Scores (readers × candidates), the best positive document per cell, and the documents.
+    ) -> tuple[list[WeightedTerms], list[_Reader]]:
+        """The chunk's distinct documents, and each reader's rows among them.
 
-        Documents shared by readers (topics, papers) are projected once per chunk.
+        Documents shared by readers (topics, papers) appear once.
         """
-        unique: dict[tuple[str, str], int] = {}
+        rows: dict[tuple[str, str], int] = {}
         vectors: list[WeightedTerms] = []
 
         def row_of(key: tuple[str, str], vector: WeightedTerms) -> int:
-            row = unique.get(key)
+            row = rows.get(key)
             if row is None:
-                row = unique[key] = len(vectors)
+                row = rows[key] = len(vectors)
                 vectors.append(vector)
             return row
 
-        # Per reader: (row, kind) of each positive document; rows of negatives.
-        layouts: list[list[tuple[int, Source, _Document]]] = []
-        disliked_rows: list[list[int]] = []
-        skipped_rows: list[list[int]] = []
+        def paper_rows(arxiv_ids: Sequence[str]) -> list[int]:
+            found = ((a, self._paper_vector(a)) for a in arxiv_ids)
+            return [row_of(("paper", a), v) for a, v in found if v]
+
+        readers = []
         for index, profile in enumerate(profiles):
-            positives: list[tuple[int, Source, _Document]] = []
+            positives = []
             if profile.interests.strip():
                 vector = WeightedTerms.of(profile.interests, self.statistics)
                 if vector:
-                    key = ("interests", str(index))
-                    positives.append(
-                        (row_of(key, vector), Source.INTERESTS, _Document(Source.INTERESTS, ""))
-                    )
+                    row = row_of(("interests", str(index)), vector)
+                    positives.append(_Positive(row, Source.INTERESTS, ""))
             for name in profile.topics:
                 found = self._topic_vector(name)
                 if found is not None and found[1]:
                     topic, vector = found
-                    positives.append(
-                        (
-                            row_of(("topic", topic.name), vector),
-                            Source.TOPIC,
-                            _Document(Source.TOPIC, topic.name),
-                        )
-                    )
+                    row = row_of(("topic", topic.name), vector)
+                    positives.append(_Positive(row, Source.TOPIC, topic.name))
             for arxiv_id in profile.liked:
                 paper_vector = self._paper_vector(arxiv_id)
                 if paper_vector:
-                    positives.append(
-                        (
-                            row_of(("paper", arxiv_id), paper_vector),
-                            Source.LIKED,
-                            _Document(Source.LIKED, self.library[arxiv_id].title),
-                        )
-                    )
-            layouts.append(positives)
-            disliked_rows.append(self._paper_rows(profile.disliked, row_of))
-            skipped_rows.append(self._paper_rows(profile.skipped, row_of))
+                    row = row_of(("paper", arxiv_id), paper_vector)
+                    positives.append(_Positive(row, Source.LIKED, self.library[arxiv_id].title))
+            readers.append(
+                _Reader(positives, paper_rows(profile.disliked), paper_rows(profile.skipped))
+            )
+        return vectors, readers
 
-        readers, candidates = len(profiles), len(self.candidates)
-        total = np.zeros((readers, candidates))
-        best_document = np.full((readers, candidates), -1, dtype=np.int64)
-        documents: list[list[_Document]] = [[d for _, _, d in layout] for layout in layouts]
+    # ---- scoring -------------------------------------------------------------------------
+
+    def _score_chunk(
+        self, profiles: Sequence[ReaderProfile]
+    ) -> tuple[list[_Scored], list[_Reader]]:
+        vectors, readers = self._layout(profiles)
+        candidates = len(self.candidates)
+        nothing = _Scored(np.zeros(candidates), np.zeros(candidates, dtype=np.int64), np.inf)
         if not vectors or not candidates:
-            return total, best_document, documents
-        similarity = (self._space.matrix(vectors) @ self._candidate_columns).toarray()
+            return [nothing for _ in profiles], readers
+        documents = self._space.matrix(vectors)
+        to_candidates = (documents @ self._candidate_columns).toarray()
+        to_background = (documents @ self._background_columns).toarray()
+        own_gram: csr_matrix | None = None
+        scored = []
+        for profile, reader in zip(profiles, readers, strict=True):
+            if not reader.positives:
+                scored.append(nothing)
+            elif self.uses_learned_model(profile):
+                if own_gram is None:
+                    own_gram = TermSpace(vectors).matrix(vectors)
+                scored.append(self._learned.score(reader, own_gram, to_candidates, to_background))
+            else:
+                scored.append(_formula(reader, to_candidates, to_background))
+        return scored, readers
 
-        for reader, positives in enumerate(layouts):
-            if not positives:
-                continue
-            kinds = {kind for _, kind, _ in positives}
-            weight_sum = sum(KIND_WEIGHTS[kind] for kind in kinds)
-            best_contribution = np.full(candidates, -np.inf)
-            for position, (row, kind, _) in enumerate(positives):
-                contribution = similarity[row] * (KIND_WEIGHTS[kind] / weight_sum)
-                better = contribution > best_contribution
-                best_document[reader, better] = position
-                best_contribution = np.maximum(best_contribution, contribution)
-            for kind in kinds:
-                rows = [row for row, k, _ in positives if k is kind]
-                total[reader] += similarity[rows].max(axis=0) * (KIND_WEIGHTS[kind] / weight_sum)
-            if disliked_rows[reader]:
-                total[reader] -= DISLIKED_WEIGHT * similarity[disliked_rows[reader]].max(axis=0)
-            if skipped_rows[reader]:
-                total[reader] -= SKIPPED_WEIGHT * similarity[skipped_rows[reader]].mean(axis=0)
-        return total, best_document, documents
-
-    def _paper_rows(
-        self,
-        arxiv_ids: Sequence[str],
-        row_of: Callable[[tuple[str, str], WeightedTerms], int],
-    ) -> list[int]:
-        rows = []
-        for arxiv_id in arxiv_ids:
-            vector = self._paper_vector(arxiv_id)
-            if vector:
-                rows.append(row_of(("paper", arxiv_id), vector))
-        return rows
-
-    def _rank_chunk(
-        self, profiles: Sequence[ReaderProfile], *, count: int, floor: float
-    ) -> list[list[Pick]]:
-        total, best_document, documents = self._score_chunk(profiles)
+    def _rank_chunk(self, profiles: Sequence[ReaderProfile], *, count: int) -> list[list[Pick]]:
         picks: list[list[Pick]] = []
-        for reader, profile in enumerate(profiles):
-            if profile.is_empty or not documents[reader]:
+        all_scored, readers = self._score_chunk(profiles)
+        for profile, scored, reader in zip(profiles, all_scored, readers, strict=True):
+            if profile.is_empty:
                 picks.append([])
                 continue
-            scores = total[reader].copy()
+            scores = scored.scores.copy()
             for arxiv_id in (*profile.liked, *profile.disliked):
-                position = self._candidate_position(arxiv_id)
+                position = self._positions.get(arxiv_id)
                 if position is not None:
-                    scores[position] = -np.inf  # already judged: not news to them
-            order = np.argsort(-scores, kind="stable")[:count]
+                    scores[position] = -np.inf  # judged already: not news to them
             chosen = []
-            for position in order:
+            interest_terms: Mapping[str, float] | None = None
+            for position in np.argsort(-scores, kind="stable")[:count]:
                 score = float(scores[position])
-                if score < floor:
+                if score < scored.floor:
                     break
-                document = documents[reader][int(best_document[reader, position])]
                 paper = self.candidates[int(position)]
-                chosen.append(Pick(paper.arxiv_id, score, self._why(document, profile, paper)))
+                strongest = reader.positives[int(scored.strongest[position])]
+                if strongest.source is Source.INTERESTS and interest_terms is None:
+                    interest_terms = WeightedTerms.of(profile.interests, self.statistics).weights
+                why = self._why(strongest, interest_terms or {}, paper)
+                chosen.append(Pick(paper.arxiv_id, score, why))
             picks.append(chosen)
         return picks
 
-    def _candidate_position(self, arxiv_id: str) -> int | None:
-        return self._positions.get(arxiv_id)
+    # ---- why -----------------------------------------------------------------------------
 
-    def _why(self, document: _Document, profile: ReaderProfile, paper: PaperText) -> str:
-        if document.source is Source.LIKED:
-            return f"like “{document.label}”, which you liked"
-        if document.source is Source.TOPIC:
-            return f"in your topic {document.label}"
-        phrases = self._shared_phrases(profile.interests, paper)
+    def _why(self, strongest: _Positive, interests: Mapping[str, float], paper: PaperText) -> str:
+        if strongest.source is Source.LIKED:
+            return f"like “{strongest.label}”, which you liked"
+        if strongest.source is Source.TOPIC:
+            return f"in your topic {strongest.label}"
+        phrases = self._shared_phrases(interests, paper)
         if not phrases:
             return "matches your interests"
         return f"matches your interest in {' and '.join(phrases)}"
 
-    def _shared_phrases(self, interests: str, paper: PaperText, most: int = 2) -> list[str]:
+    def _shared_phrases(
+        self, mine: Mapping[str, float], paper: PaperText, most: int = 2
+    ) -> list[str]:
         """The terms that link the reader's words to the paper most, bigrams before their words."""
-        mine = WeightedTerms.of(interests, self.statistics).weights
         theirs = self._paper_vector(paper.arxiv_id)
         if theirs is None:
             return []
@@ -342,3 +381,99 @@ class RelevanceModel:
             if len(chosen) == most:
                 break
         return chosen
+
+
+def _relative_floor(background_scores: NDArray[np.float64], *, at_least: float) -> float:
+    """What a paper must score to beat most recent papers for this reader."""
+    if background_scores.size == 0:
+        return ABSOLUTE_FLOOR
+    return max(float(np.quantile(background_scores, FLOOR_QUANTILE)), at_least)
+
+
+def _formula(
+    reader: _Reader,
+    to_candidates: NDArray[np.float64],
+    to_background: NDArray[np.float64],
+) -> _Scored:
+    """The profile formula of the module's docstring, on candidates and on the background."""
+
+    def combine(similarity: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+        kinds = {positive.source for positive in reader.positives}
+        weight_sum = sum(KIND_WEIGHTS[kind] for kind in kinds)
+        total = np.zeros(similarity.shape[1])
+        for kind in kinds:
+            rows = [p.row for p in reader.positives if p.source is kind]
+            total += similarity[rows].max(axis=0) * (KIND_WEIGHTS[kind] / weight_sum)
+        if reader.disliked:
+            total -= DISLIKED_WEIGHT * similarity[reader.disliked].max(axis=0)
+        if reader.skipped:
+            total -= SKIPPED_WEIGHT * similarity[reader.skipped].mean(axis=0)
+        shares = np.stack([similarity[p.row] * KIND_WEIGHTS[p.source] for p in reader.positives])
+        return total, shares.argmax(axis=0)
+
+    scores, strongest = combine(to_candidates)
+    floor = ABSOLUTE_FLOOR
+    if to_background.shape[1]:
+        # Above zero too: a paper sharing no word with the profile is never "for you".
+        floor = _relative_floor(combine(to_background)[0], at_least=1e-9)
+    return _Scored(scores, strongest, floor)
+
+
+class _LearnedScorer:
+    """A reader's own linear model: regularised least squares on TF-IDF, solved per reader.
+
+    The reader's documents are examples labelled +1 (interests, topics, liked
+    papers) or -1 (disliked, skipped), against recent papers as weak -1
+    examples: a linear classifier of "their papers" versus "the rest". With a
+    linear kernel K and example weights c, the dual solution is
+    α = (K + 1 + λ·diag(1/c))⁻¹ y (the +1 is the intercept), and a paper p
+    scores Σ αᵢ (xᵢ·p + 1). The background's block of that matrix is the same
+    for every reader, so it is inverted once; each reader then solves only a
+    system the size of their own documents (a Schur complement).
+    """
+
+    def __init__(
+        self,
+        space: TermSpace,
+        background: Sequence[WeightedTerms],
+        candidates: Sequence[WeightedTerms],
+    ) -> None:
+        self.ready = bool(background) and bool(candidates)
+        if not self.ready:
+            return
+        rows = space.matrix(background)
+        weights = np.full(len(background), LEARNED_WEIGHTS["background"])
+        self._gram = (rows @ rows.T).toarray() + 1.0  # background × background, intercept in
+        self._inverse = np.linalg.inv(self._gram + LEARNED_RIDGE * np.diag(1.0 / weights))
+        self._solved = self._inverse @ -np.ones(len(background))
+        self._to_candidates = (rows @ space.matrix(candidates).T).toarray() + 1.0
+
+    def score(
+        self,
+        reader: _Reader,
+        own_gram: csr_matrix,
+        to_candidates: NDArray[np.float64],
+        to_background: NDArray[np.float64],
+    ) -> _Scored:
+        examples = [(p.row, LEARNED_WEIGHTS[p.source], 1.0) for p in reader.positives]
+        examples += [(row, LEARNED_WEIGHTS["disliked"], -1.0) for row in reader.disliked]
+        examples += [(row, LEARNED_WEIGHTS["skipped"], -1.0) for row in reader.skipped]
+        rows = [row for row, _, _ in examples]
+        weights = np.array([weight for _, weight, _ in examples])
+        labels = np.array([label for _, _, label in examples])
+        own = own_gram[rows]
+        inner = (own @ own.T).toarray() + 1.0 + LEARNED_RIDGE * np.diag(1.0 / weights)
+        cross = to_background[rows] + 1.0  # examples × background
+        through_background = cross @ self._inverse
+        schur = inner - through_background @ cross.T
+        own_alpha = np.linalg.solve(schur, labels - cross @ self._solved)
+        background_alpha = self._solved - through_background.T @ own_alpha
+        shares = own_alpha[:, None] * (to_candidates[rows] + 1.0)
+        scores = shares.sum(axis=0) + self._to_candidates.T @ background_alpha
+        background_scores = cross.T @ own_alpha + self._gram @ background_alpha
+        strongest = shares[: len(reader.positives)].argmax(axis=0)
+        # A classifier's scores: only the comparison with the background counts.
+        return _Scored(scores, strongest, _relative_floor(background_scores, at_least=-np.inf))
+
+
+__all__ = ["PaperText", "Pick", "ReaderProfile", "RelevanceModel", "Topic"]

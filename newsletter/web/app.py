@@ -11,6 +11,7 @@ shutdown.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -43,6 +44,7 @@ from newsletter.web.routes import (
     signup,
     unsubscribe,
 )
+from newsletter.web.signup_writer import SignupWriter
 from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
 
 logger = logging.getLogger(__name__)
@@ -121,6 +123,7 @@ def create_app(
         engine=engine,
         dkim_signer=DkimSigner.from_settings(settings),
     )
+    web.signup_writer = SignupWriter(functools.partial(signup.record_signups, web))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -1,4 +1,8 @@
-"""What every request may use, built once per app, and the `Annotated` dependencies for it."""
+"""What every request may use, built once per app, and the `Annotated` dependencies for it.
+
+The dependencies that only read what the app holds are `async def`: FastAPI runs
+a plain `def` dependency in the threadpool, a thread hop per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ from sqlmodel import Session
 
 from newsletter.core.dkim import DkimSigner
 from newsletter.core.settings import Settings
+from newsletter.web.edition_pages import EditionPageCache
 from newsletter.web.pages import PageRenderer
+from newsletter.web.signup_writer import SignupWriter
 from newsletter.web.sns import SnsGateway
 from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
 
@@ -32,6 +38,10 @@ class WebContext:
     dkim_signer: DkimSigner | None = None
     # Fetches SNS signing certificates (cached) for /hooks/ses; only from SNS's own hosts.
     sns_gateway: SnsGateway = field(default_factory=SnsGateway)
+    # Each public edition's page, built once per rendering.
+    edition_pages: EditionPageCache = field(default_factory=EditionPageCache)
+    # Records sign-ups after their answers, those waiting together in one transaction.
+    signup_writer: SignupWriter = field(init=False)
 
     @property
     def database(self) -> Engine:
@@ -41,25 +51,30 @@ class WebContext:
         return self.engine
 
 
-def get_web_context(request: Request) -> WebContext:
+def web_context_of(request: Request) -> WebContext:
     """The context stored on the app by `create_app`."""
     return cast(WebContext, request.app.state.web)
+
+
+async def get_web_context(request: Request) -> WebContext:
+    """The context stored on the app by `create_app` (as a dependency)."""
+    return web_context_of(request)
 
 
 WebDep = Annotated[WebContext, Depends(get_web_context)]
 
 
-def get_settings(web: WebDep) -> Settings:
+async def get_settings(web: WebDep) -> Settings:
     """The app's settings."""
     return web.settings
 
 
-def get_pages(web: WebDep) -> PageRenderer:
+async def get_pages(web: WebDep) -> PageRenderer:
     """The page renderer."""
     return web.pages
 
 
-def get_engine(web: WebDep) -> Engine:
+async def get_engine(web: WebDep) -> Engine:
     """The database engine."""
     return web.database
 
@@ -70,9 +85,14 @@ def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Sess
         yield session
 
 
-def get_client_address(request: Request) -> str:
-    """The client's IP (uvicorn puts a trusted proxy's X-Forwarded-For here)."""
+def client_address_of(request: Request) -> str:
+    """The client's IP (`ForwardedClientMiddleware` puts a trusted proxy's client here)."""
     return request.client.host if request.client else "unknown"
+
+
+async def get_client_address(request: Request) -> str:
+    """The client's IP (as a dependency)."""
+    return client_address_of(request)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

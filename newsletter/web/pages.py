@@ -28,6 +28,7 @@ class PageRenderer:
             "postal_address": settings.postal_address,
             "topics": list(settings.topics),
         }
+        self._constant: dict[str, str] = {}
 
     def render(
         self,
@@ -45,6 +46,16 @@ class PageRenderer:
         if private:
             all_headers.update(PRIVATE_PAGE_HEADERS)
         return HTMLResponse(body, status_code=status_code, headers=all_headers)
+
+    def constant(self, page: str, **context: Any) -> HTMLResponse:
+        """A page that is the same for every request (its context never changes), rendered once."""
+        body = self._constant.get(page)
+        if body is None:
+            body = self._env.get_template(f"pages/{page}.html.j2").render(
+                site=self._site, **context
+            )
+            self._constant[page] = body
+        return HTMLResponse(body)
 
     def message(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import socket
@@ -18,7 +19,14 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from newsletter.core.dkim import DkimSigner
 from newsletter.core.settings import Settings
+from newsletter.core.templating import make_template_environment
+from newsletter.delivery.confirmations import (
+    ConfirmationSender,
+    ConfirmationsSent,
+    send_due_confirmations,
+)
 from newsletter.models import Paper
 from newsletter.web.app import create_app
 from subscribers.models import Subscriber
@@ -69,6 +77,45 @@ def live_server(app: FastAPI | uvicorn.Config) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=20)
         listener.close()
+
+
+async def send_queued_confirmations(settings: Settings, engine: Engine) -> ConfirmationsSent:
+    """What a worker does next: send every confirmation email that sign-ups queued, then stop.
+
+    In-process (ASGITransport) requests return after the app's background task, so
+    the sign-up is recorded by then; a live server's may not be: use
+    `confirmation_worker` there and wait for the email.
+    """
+    env = make_template_environment(settings.templates_dir)
+    return await send_due_confirmations(
+        settings, engine, env, signer=DkimSigner.from_settings(settings)
+    )
+
+
+@contextmanager
+def confirmation_worker(settings: Settings, engine: Engine) -> Iterator[None]:
+    """A confirmation sender polling the queue in a thread of its own, as a worker process does."""
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    sender = ConfirmationSender(
+        settings,
+        engine,
+        make_template_environment(settings.templates_dir),
+        signer=DkimSigner.from_settings(settings),
+        poll_seconds=0.02,
+    )
+
+    async def run() -> None:
+        await sender.run(stop=stop, stop_when_idle=False)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
+        loop.close()
 
 
 def html_text(message: EmailMessage) -> tuple[str, str]:

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable
 from typing import IO, Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
@@ -29,7 +29,6 @@ from newsletter.core.errors import (
     ImportFileError,
     InvalidEmailError,
 )
-from newsletter.delivery.confirmations import send_import_confirmations
 from newsletter.delivery.control import (
     cancel_edition,
     pause_edition,
@@ -43,9 +42,9 @@ from newsletter.editions.content import prepare_edition
 from newsletter.models import EditionStatus
 from newsletter.web.body_limit import IMPORT_PATH
 from newsletter.web.context import EngineDep, SettingsDep, WebContext, WebDep
-from subscribers import store, suppressions
+from subscribers import confirmation_queue, store, suppressions
 from subscribers.exporting import ExportFormat, iter_export
-from subscribers.importing import ImportReport, import_csv
+from subscribers.importing import ImportReport, import_csv, queue_import_confirmations
 
 _bearer = HTTPBearer(auto_error=False, description="NEWSLETTER_ADMIN_TOKEN")
 
@@ -128,6 +127,9 @@ class SubscriberCounts(BaseModel):
     )
     confirmed_but_suppressed: int = Field(
         description="Confirmed subscribers whose mailbox is suppressed, so not sent to."
+    )
+    confirmations_queued: int = Field(
+        description="Confirmation emails waiting for a worker (due now or retrying later)."
     )
 
 
@@ -329,11 +331,13 @@ def subscriber_counts(engine: EngineDep) -> SubscriberCounts:
         counts = store.count_by_status(session)
         suppressed = suppressions.count_active(session.connection())
         held_back = suppressions.count_held_back(session.connection())
+        queued = confirmation_queue.count_waiting(session.connection())
     return SubscriberCounts(
         counts={status.value: count for status, count in counts.items()},
         total=sum(counts.values()),
         suppressed={reason.value: count for reason, count in suppressed.items()},
         confirmed_but_suppressed=held_back,
+        confirmations_queued=queued,
     )
 
 
@@ -395,7 +399,6 @@ class ImportReportOut(BaseModel):
 async def import_subscribers(
     request: Request,
     web: WebDep,
-    background: BackgroundTasks,
     confirmed: Annotated[
         bool, Query(description="They agreed elsewhere: import them confirmed.")
     ] = False,
@@ -403,7 +406,7 @@ async def import_subscribers(
         bool, Query(description="Re-subscribe addresses that unsubscribed earlier.")
     ] = False,
 ) -> ImportReportOut:
-    """Import a CSV list as `newsletter subscribers import` does; pending readers are emailed.
+    """Import a CSV list as `newsletter subscribers import` does; confirmations are queued.
 
     The body is spooled to a temporary file as it arrives (never held whole in
     memory) and imported in the threadpool. The bearer token is checked before
@@ -417,7 +420,10 @@ async def import_subscribers(
         except ImportFileError as error:
             raise HTTPException(status_code=422, detail=str(error)) from None
     if report.confirmation_keys:
-        background.add_task(_send_confirmations, web, report.confirmation_keys)
+        # Queued now (a worker sends them); the answer waits for that commit, not for any email.
+        await run_in_threadpool(
+            queue_import_confirmations, web.settings, web.database, report.confirmation_keys
+        )
     return ImportReportOut.model_validate(report.as_dict(limit=REPORT_ROWS_SHOWN))
 
 
@@ -451,10 +457,6 @@ def _import_spooled(
         )
     finally:
         text.detach()  # the spool is closed by its owner
-
-
-async def _send_confirmations(web: WebContext, keys: list[str]) -> None:
-    await send_import_confirmations(web.settings, web.database, web.env, keys)
 
 
 @router.get(

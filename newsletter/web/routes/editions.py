@@ -5,15 +5,22 @@ from __future__ import annotations
 import datetime as dt
 from xml.etree import ElementTree as ET
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from newsletter.core.text import single_line, xml_text
-from newsletter.editions.content import get_edition, list_editions, web_version
+from newsletter.editions.content import (
+    edition_stamp,
+    get_edition_by_id,
+    list_editions,
+    web_version,
+)
 from newsletter.models import Edition, EditionStatus
 from newsletter.render import format_edition_date
-from newsletter.web.context import EngineDep, PagesDep, SettingsDep
+from newsletter.web.context import EngineDep, PagesDep, SettingsDep, web_context_of
+from newsletter.web.edition_pages import EditionPage
+from newsletter.web.pages import PageRenderer
 
 router = APIRouter(tags=["editions"])
 
@@ -120,10 +127,17 @@ def _atom_time(moment: dt.datetime) -> str:
 
 
 @router.get("/editions/{day}", response_class=HTMLResponse, summary="One edition in the browser")
-async def show_edition(
-    day: str, engine: EngineDep, settings: SettingsDep, pages: PagesDep
-) -> HTMLResponse:
-    """The day's digest as sent, with non-personal links where each reader's own would be."""
+async def show_edition(day: str, request: Request) -> Response:
+    """The day's digest as sent, with non-personal links where each reader's own would be.
+
+    Built once per rendering of the edition and served from memory
+    (`newsletter.web.edition_pages`), which reads the edition's status again
+    at most every couple of seconds.
+    """
+    # Read often and cheap to answer: its collaborators come from the app's context
+    # itself, since FastAPI solves every declared dependency again on every request.
+    web = web_context_of(request)
+    engine, settings, pages = web.database, web.settings, web.pages
     try:
         edition_date = dt.date.fromisoformat(day)
     except ValueError:
@@ -135,14 +149,32 @@ async def show_edition(
             link_text="See the past editions",
             link_url="/editions",
         )
-    edition = await run_in_threadpool(get_edition, engine, edition_date)
-    if edition is None or not is_public(edition):
-        return pages.message(
-            title="No such edition",
-            message=f"No digest went out on {edition_date.isoformat()}.",
-            status_code=404,
-            link_text="See the past editions",
-            link_url="/editions",
-        )
-    html, _ = web_version(edition, base_url=settings.base_url)
-    return HTMLResponse(html, headers={"Content-Security-Policy": EDITION_CSP})
+    cache = web.edition_pages
+    page = cache.fresh(edition_date)
+    if page is None:
+        stamp = await run_in_threadpool(edition_stamp, engine, edition_date)
+        if stamp is None or stamp.status not in PUBLIC_STATUSES:
+            cache.forget(edition_date)
+            return _no_edition(pages, edition_date)
+        if stamp.rendered_at is not None:
+            page = cache.checked(edition_date, stamp.id, stamp.rendered_at)
+        if page is None:
+            edition = await run_in_threadpool(get_edition_by_id, engine, stamp.id)
+            if edition is None or edition.rendered_at is None:
+                return _no_edition(pages, edition_date)
+            html, _ = web_version(edition, base_url=settings.base_url)
+            page = EditionPage(stamp.id, edition.rendered_at, html.encode("utf-8"))
+            cache.put(edition_date, page)
+    return Response(
+        page.body, media_type="text/html", headers={"Content-Security-Policy": EDITION_CSP}
+    )
+
+
+def _no_edition(pages: PageRenderer, day: dt.date) -> Response:
+    return pages.message(
+        title="No such edition",
+        message=f"No digest went out on {day.isoformat()}.",
+        status_code=404,
+        link_text="See the past editions",
+        link_url="/editions",
+    )

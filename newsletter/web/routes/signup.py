@@ -4,29 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
+from starlette.background import BackgroundTask
 
 from newsletter.core.clock import utc_now
 from newsletter.core.db import session_scope
-from newsletter.core.errors import DeliveryError, InvalidEmailError, InvalidSubscriberDetailsError
+from newsletter.core.errors import InvalidEmailError, InvalidSubscriberDetailsError
 from newsletter.core.settings import Settings
-from newsletter.delivery.connection import send_single_message
-from newsletter.web.context import ClientAddressDep, PagesDep, SettingsDep, WebContext, WebDep
+from newsletter.web.context import (
+    PagesDep,
+    WebContext,
+    client_address_of,
+    web_context_of,
+)
 from subscribers import store
 from subscribers.ratelimit import client_key
-from subscribers.signup import (
-    ConfirmationEmail,
-    SignupDetails,
-    build_confirmation_message,
-    register_signup,
-    validate_name,
-    validate_topics,
-)
+from subscribers.signup import SignupDetails, register_signup, validate_name, validate_topics
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["sign-up"])
@@ -73,6 +71,7 @@ class SignupProblem(BaseModel):
     field: str | None = None
 
 
+_ACCEPTED = SignupAccepted().model_dump()
 _FORM_SCHEMA = {
     "type": "object",
     "required": ["email"],
@@ -88,7 +87,7 @@ _FORM_SCHEMA = {
 @router.get("/", response_class=HTMLResponse, summary="The sign-up page")
 def signup_page(pages: PagesDep) -> HTMLResponse:
     """The sign-up form."""
-    return pages.render(
+    return pages.constant(
         "signup", form={"email": "", "name": "", "topics": []}, error=None, error_field=None
     )
 
@@ -115,15 +114,12 @@ def signup_page(pages: PagesDep) -> HTMLResponse:
         }
     },
 )
-async def subscribe(
-    request: Request,
-    web: WebDep,
-    settings: SettingsDep,
-    pages: PagesDep,
-    client_address: ClientAddressDep,
-    background: BackgroundTasks,
-) -> Response:
-    """Validate and answer one sign-up; recording it and the confirmation email come after."""
+async def subscribe(request: Request) -> Response:
+    """Validate and answer one sign-up; recording it (and queueing its confirmation) comes after."""
+    # The public site's busiest route takes what it needs from the app's context
+    # itself: FastAPI solves every declared dependency again on every request.
+    web = web_context_of(request)
+    settings, pages = web.settings, web.pages
     wants_json = _is_json(request)
     form: dict[str, Any]
     if wants_json:
@@ -146,14 +142,15 @@ async def subscribe(
     # locked out, and what is refused above costs no write and no email. A
     # filled-in honeypot counts like any other valid sign-up, so a bot cannot
     # tell the trap from a real field by which of its requests get a 429.
-    decision = web.signup_limiter.attempt(client_key(client_address))
+    decision = web.signup_limiter.attempt(client_key(client_address_of(request)))
     if not decision.allowed:
         return _too_many(wants_json, pages, decision.retry_after_seconds)
+    answer = _accepted(wants_json, pages)
     if not form.get(HONEYPOT_FIELD):  # bots get the ordinary answer and nothing else
         # Recorded after the answer: a new, pending, confirmed or departed address
         # gets the same answer after the same work, so its timing tells nothing.
-        background.add_task(process_signup, web, checked)
-    return _accepted(wants_json, pages)
+        answer.background = BackgroundTask(process_signup, web, checked)
+    return answer
 
 
 def _too_many(wants_json: bool, pages: PagesDep, retry_after_seconds: int) -> Response:
@@ -230,44 +227,31 @@ async def _read_form_signup(request: Request) -> dict[str, Any]:
 
 
 async def process_signup(web: WebContext, details: SignupDetails) -> None:
-    """Record a sign-up and send its confirmation if one is due (runs after the answer)."""
+    """Record a sign-up, and queue its confirmation if one is due (runs after the answer).
+
+    The sign-ups waiting at the same moment share one transaction
+    (`newsletter.web.signup_writer`). The email itself is built and sent by a
+    worker (`newsletter worker`, or the child of `newsletter serve`): the queue
+    row commits with the sign-up.
+    """
     try:
-        confirmation = await run_in_threadpool(_record_signup, web, details)
+        await web.signup_writer.record(details)
     except Exception:  # the visitor has their answer; the operator gets the reason
         logger.exception("the sign-up of %s could not be recorded", details.email)
-        return
-    if confirmation is not None:
-        await deliver_confirmation(web, confirmation)
 
 
-def _record_signup(web: WebContext, details: SignupDetails) -> ConfirmationEmail | None:
+def record_signups(web: WebContext, batch: Sequence[SignupDetails]) -> None:
+    """Record sign-ups in one transaction (what the app's `SignupWriter` runs)."""
     with session_scope(web.database) as session:
-        return register_signup(
-            session, web.settings, details, now=utc_now(), quota=web.confirmation_caps
-        )
-
-
-async def deliver_confirmation(web: WebContext, confirmation: ConfirmationEmail) -> None:
-    """Send one confirmation email; if it fails, free the slot so a new sign-up can retry."""
-    message = build_confirmation_message(
-        web.settings, web.env, confirmation, now=utc_now(), signer=web.dkim_signer
-    )
-    try:
-        await send_single_message(web.settings, message)
-    except DeliveryError as error:
-        logger.warning("confirmation email not sent: %s", error)
-        await run_in_threadpool(_release_claim, web, confirmation)
-
-
-def _release_claim(web: WebContext, confirmation: ConfirmationEmail) -> None:
-    with session_scope(web.database) as session:
-        store.release_confirmation_slot(session, claim=confirmation.claim)
+        now = utc_now()
+        for details in batch:
+            register_signup(session, web.settings, details, now=now, quota=web.confirmation_caps)
 
 
 def _accepted(wants_json: bool, pages: PagesDep) -> Response:
     if wants_json:
-        return JSONResponse(SignupAccepted().model_dump(), status_code=202)
-    return pages.render("signup_sent", message=CHECK_INBOX)
+        return JSONResponse(_ACCEPTED, status_code=202)
+    return pages.constant("signup_sent", message=CHECK_INBOX)
 
 
 def _refused(
