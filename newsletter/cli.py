@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from sqlalchemy.exc import SQLAlchemyError
 
     from newsletter.core.settings import Settings
+    from newsletter.delivery.report import SendReport
     from subscribers.importing import ImportReport
 
 T = TypeVar("T")
@@ -60,6 +61,20 @@ console = Console()
 err_console = Console(stderr=True)
 logger = logging.getLogger("newsletter.cli")
 
+ProcessesOption = Annotated[
+    int | None,
+    typer.Option(
+        "--processes",
+        min=1,
+        help="How many sending processes share the work (default: the machine's cores, and "
+        "no more than there are batches of NEWSLETTER_SEND_BATCH_SIZE to send).",
+        show_default=False,
+    ),
+]
+# The children of `--processes N`: no progress or summary of their own (the parent shows
+# one for all), and they stop when the parent goes. Not for operators, so hidden.
+AsChildOption = Annotated[bool, typer.Option("--as-child", hidden=True)]
+
 DateOption = Annotated[
     dt.datetime | None,
     typer.Option(
@@ -74,8 +89,9 @@ DateOption = Annotated[
 class CliContext:
     """What every command shares: the settings, and a database engine opened on first use."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, verbose: bool = False) -> None:
         self.settings = settings
+        self.verbose = verbose
         self._engine: Engine | None = None
 
     def engine(self, *, migrate_empty: bool = True) -> Engine:
@@ -136,7 +152,7 @@ def _root(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    context = CliContext(load_settings())
+    context = CliContext(load_settings(), verbose=verbose)
     ctx.obj = context
     ctx.call_on_close(context.close)
 
@@ -226,6 +242,9 @@ def send(
             "left) of an edition that finished with failures, and send to them.",
         ),
     ] = False,
+    processes: ProcessesOption = None,
+    as_child: AsChildOption = False,
+    worker_id: Annotated[str | None, typer.Option("--worker-id", hidden=True)] = None,
     # The spellings of earlier versions, kept working: each is now a command of its own.
     to: Annotated[str | None, typer.Option("--to", hidden=True)] = None,
     pause: Annotated[bool, typer.Option("--pause", hidden=True)] = False,
@@ -247,39 +266,183 @@ def send(
     if cancel:
         return cancel_command(ctx, date=date)
     if resume:
-        return resume_command(ctx, date=date)
+        return resume_command(ctx, date=date, processes=processes)
     if retry_failed:
-        return _retry_failed(ctx, date=date)
-    from newsletter.editions.content import prepare_edition
-
+        return _retry_failed(ctx, date=date, processes=processes)
     context = _context(ctx)
     day = _day(context.settings, date)
+    if as_child:
+        return _send_as_child(context, day, worker_id=worker_id)
+    from newsletter.editions.content import prepare_edition
+
     edition = prepare_edition(context.settings, context.engine(), day=day)
     if dry_run:
         _print_dry_run(context, day, edition.subject)
         return
-    _send_and_report(context, day)
+    _send_and_report(context, day, processes=processes)
 
 
-def _retry_failed(ctx: typer.Context, *, date: dt.datetime | None) -> None:
+def _retry_failed(ctx: typer.Context, *, date: dt.datetime | None, processes: int | None) -> None:
     from newsletter.delivery.control import retry_failed
 
     context = _context(ctx)
     day = _day(context.settings, date)
     requeued = retry_failed(context.engine(), day)
     console.print(f"Queued again {requeued} readers whose delivery failed.")
-    _send_and_report(context, day)
+    _send_and_report(context, day, processes=processes)
 
 
-def _send_and_report(context: CliContext, day: dt.date) -> None:
+def _send_and_report(context: CliContext, day: dt.date, *, processes: int | None) -> None:
     from newsletter.delivery.progress import RichSendProgress
+    from newsletter.delivery.worker import prepare_send, send_edition
+
+    begun = prepare_send(context.engine(), edition_date=day)
+    count = _process_count(context.settings, processes, queued=begun.queued)
+    if count > 1 and not begun.finished:
+        command = [*_newsletter(context), "send", "--as-child", "--date", day.isoformat()]
+        children = {
+            worker_id: [*command, "--worker-id", worker_id]
+            for worker_id in _child_worker_ids(None, count)
+        }
+        report = _run_processes(context, children, edition_id=begun.edition_id)
+    else:
+        with RichSendProgress(console) as progress:
+            report = _run_async(
+                send_edition(
+                    context.settings, context.engine(), edition_date=day, progress=progress
+                )
+            )
+        _print_send_report(report)
+    if report.paused_reason:
+        raise typer.Exit(3)
+
+
+def _newsletter(context: CliContext) -> list[str]:
+    """This very command for a child, in a fresh interpreter: see delivery/worker_process.py."""
+    return [sys.executable, "-m", "newsletter", *(["--verbose"] if context.verbose else [])]
+
+
+def _process_count(settings: Settings, requested: int | None, *, queued: int | None) -> int:
+    """The sending processes to run: as asked, else the cores, but no more than the batches."""
+    from newsletter.delivery.worker_process import available_cores
+
+    if requested is not None:
+        return requested
+    count = available_cores()
+    if queued is not None:
+        # A small list is over before a second interpreter has started.
+        count = min(count, -(-queued // settings.send_batch_size))
+    return max(count, 1)
+
+
+def _child_worker_ids(named: str | None, count: int) -> list[str]:
+    """The children's worker ids: the one given, or this process's default id, numbered.
+
+    A default id names this (the parent's) process, so when everything was killed
+    the next worker here takes the children's rows back at once (see
+    `worker.is_dead_local_worker`); while the parent lives it releases the rows
+    of a child that ended itself.
+    """
+    from newsletter.delivery.worker import default_worker_id
+
+    base = named or default_worker_id()
+    return [f"{base}-{number}" for number in range(1, count + 1)]
+
+
+def _run_processes(
+    context: CliContext,
+    children: dict[str, list[str]],
+    *,
+    edition_id: int | None,
+    restart: bool = False,
+) -> SendReport:
+    """Run the sending children with one progress bar; their combined report, printed."""
+    import threading
+
+    from newsletter.core.errors import DeliveryError
+    from newsletter.delivery.progress import RichSendProgress
+    from newsletter.delivery.worker_process import run_sending_processes
+
+    stop, kill = threading.Event(), threading.Event()
+    caught: list[signal.Signals] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        caught.append(signal.Signals(signum))
+        if stop.is_set():
+            kill.set()
+        else:
+            logger.warning(
+                "%s: stopping every sending process after the messages in flight",
+                signal.Signals(signum).name,
+            )
+            stop.set()
+
+    previous = {
+        signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        with RichSendProgress(console) as progress:
+            outcome = run_sending_processes(
+                context.settings,
+                context.engine(),
+                children=children,
+                edition_id=edition_id,
+                progress=progress,
+                stop=stop,
+                kill=kill,
+                restart=restart,
+            )
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    _print_send_report(outcome.report)
+    if outcome.failed_statuses:
+        statuses = ", ".join(str(status) for status in outcome.failed_statuses)
+        raise DeliveryError(
+            f"{len(outcome.failed_statuses)} of {len(children)} sending processes stopped on an "
+            f"error (exit status {statuses}; their messages are above); their unsent recipients "
+            "are back in the queue: run the same command again to continue"
+        )
+    if caught and edition_id is not None:
+        # As an interrupted single-process send (130); the rest waits in the queue.
+        err_console.print(
+            f"Stopped by {caught[0].name}: the recipients not sent yet are back in the queue; "
+            "run the same command again to continue.",
+            highlight=False,
+        )
+        raise typer.Exit(130)
+    return outcome.report
+
+
+def _send_as_child(context: CliContext, day: dt.date, *, worker_id: str | None) -> None:
+    """One of the processes of `send --processes N`: send, report nothing, exit 3 if paused."""
+    from newsletter.core.errors import DeliveryError
     from newsletter.delivery.worker import send_edition
 
-    with RichSendProgress(console) as progress:
-        report = _run_async(
-            send_edition(context.settings, context.engine(), edition_date=day, progress=progress)
+    async def work() -> SendReport:
+        import asyncio
+
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        _stop_when_parent_goes(stop)
+        return await send_edition(
+            context.settings, context.engine(), edition_date=day, worker_id=worker_id, stop=stop
         )
-    _print_send_report(report)
+
+    try:
+        report = _run_async(work())
+    except DeliveryError:
+        # Paused or cancelled before this process began (by another one, most likely):
+        # not this process's error; the parent reports the edition as it stands.
+        from newsletter.delivery.stats import edition_stats
+        from newsletter.models import EditionStatus
+
+        status = edition_stats(context.engine(), day).status
+        if status is EditionStatus.PAUSED:
+            raise typer.Exit(3) from None
+        if status is EditionStatus.CANCELLED:
+            return
+        raise
     if report.paused_reason:
         raise typer.Exit(3)
 
@@ -319,14 +482,16 @@ def pause_command(ctx: typer.Context, date: DateOption = None) -> None:
 
 
 @app.command("resume")
-def resume_command(ctx: typer.Context, date: DateOption = None) -> None:
+def resume_command(
+    ctx: typer.Context, date: DateOption = None, processes: ProcessesOption = None
+) -> None:
     """Resume a paused send and continue sending it here."""
     from newsletter.delivery.control import resume_edition
 
     context = _context(ctx)
     day = _day(context.settings, date)
     resume_edition(context.engine(), day)
-    _send_and_report(context, day)
+    _send_and_report(context, day, processes=processes)
 
 
 @app.command("cancel")
@@ -389,9 +554,12 @@ def worker(
         bool,
         typer.Option("--forever", help="Keep polling for editions instead of exiting when idle."),
     ] = False,
+    processes: ProcessesOption = None,
+    as_child: AsChildOption = False,
 ) -> None:
     """Work the queue of every edition being sent, and of confirmation emails (run several).
 
+    With --processes N it runs N sending processes and shows their progress as one.
     SIGTERM or Ctrl-C stops it gracefully: the messages in flight finish and are
     recorded, every other claimed recipient goes back to the queue; a second
     signal stops it at once.
@@ -400,16 +568,35 @@ def worker(
     from newsletter.core.templating import make_template_environment
     from newsletter.delivery.confirmations import ConfirmationSender, ConfirmationsSent
     from newsletter.delivery.progress import RichSendProgress
-    from newsletter.delivery.report import SendReport
     from newsletter.delivery.worker import run_worker
 
     context = _context(ctx)
+    if not as_child:
+        queued = None
+        if not forever:
+            from newsletter.delivery.ledger import count_sending
+            from newsletter.models import DeliveryStatus
 
-    async def work(progress: RichSendProgress) -> tuple[SendReport, ConfirmationsSent]:
+            with context.engine().begin() as connection:
+                queued = count_sending(connection)[DeliveryStatus.QUEUED]
+        count = _process_count(context.settings, processes, queued=queued)
+        if count > 1:
+            command = [*_newsletter(context), "worker", "--as-child"]
+            command += ["--forever"] if forever else []
+            children = {
+                child_id: [*command, "--worker-id", child_id]
+                for child_id in _child_worker_ids(worker_id, count)
+            }
+            _run_processes(context, children, edition_id=None, restart=forever)
+            return
+
+    async def work(progress: RichSendProgress | None) -> tuple[SendReport, ConfirmationsSent]:
         import asyncio
 
         stop = asyncio.Event()
         _stop_on_signals(stop)
+        if as_child:
+            _stop_when_parent_goes(stop)
         # Beside the digests, the confirmation emails that sign-ups and imports queued.
         confirmations = asyncio.create_task(
             ConfirmationSender(
@@ -435,6 +622,9 @@ def worker(
             sent = await confirmations
         return report, sent
 
+    if as_child:
+        _run_async(work(None))
+        return
     with RichSendProgress(console) as progress:
         report, sent = _run_async(work(progress))
     _print_send_report(report)
@@ -467,6 +657,27 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, first_signal, signum)
+
+
+def _stop_when_parent_goes(stop: asyncio.Event) -> None:
+    """Set `stop` when standard input closes: the parent that holds its other end is gone."""
+    import asyncio
+    import os
+
+    loop = asyncio.get_running_loop()
+    descriptor = sys.stdin.fileno()
+
+    def readable() -> None:
+        try:
+            data = os.read(descriptor, 512)
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(descriptor)
+            logger.warning("the parent process is gone: stopping after the messages in flight")
+            stop.set()
+
+    loop.add_reader(descriptor, readable)
 
 
 @app.command()
@@ -548,6 +759,7 @@ def run(
     ctx: typer.Context,
     date: DateOption = None,
     source: Annotated[str, typer.Option(help="Where papers come from: hf or arxiv.")] = "hf",
+    processes: ProcessesOption = None,
 ) -> None:
     """Ingest, rank, render and send a day's digest: what cron runs every day.
 
@@ -563,6 +775,9 @@ def run(
         date=date,
         dry_run=False,
         retry_failed=False,
+        processes=processes,
+        as_child=False,
+        worker_id=None,
         to=None,
         pause=False,
         resume=False,

@@ -23,6 +23,8 @@ __all__ = [
     "EditionStatus",
     "FeedbackRecord",
     "Paper",
+    "SendBreaker",
+    "SendPace",
     "Subscriber",
     "SubscriberStatus",
 ]
@@ -165,3 +167,30 @@ class FeedbackRecord(SQLModel, table=True):
     message_id: str | None = Field(default=None, max_length=255)
     occurred_at: dt.datetime = Field(sa_type=UtcDateTime)
     created_at: dt.datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+
+
+class SendPace(SQLModel, table=True):
+    """The relay's pace shared by every worker: token buckets debited a batch at a time.
+
+    One row (id 1). A NULL bucket is full; `refilled_at` is when the buckets
+    were last brought up to date (see `delivery.pacing`).
+    """
+
+    __tablename__ = "send_pace"
+
+    id: int = Field(primary_key=True)
+    second_tokens: float | None = None
+    hour_tokens: float | None = None
+    refilled_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class SendBreaker(SQLModel, table=True):
+    """An edition's failure breaker, shared by every worker (see `delivery.breaker`)."""
+
+    __tablename__ = "send_breakers"
+
+    edition_id: int = Field(foreign_key="editions.id", primary_key=True)
+    attempts: int = 0  # in the window (at most NEWSLETTER_SEND_FAILURE_WINDOW)
+    failures: int = 0  # of those attempts
+    failing_in_a_row: int = 0
+    updated_at: dt.datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +21,7 @@ from aiosmtpd.smtp import Envelope, Session
 from sqlalchemy import Engine
 
 from newsletter.core.db import create_db_engine, upgrade_schema
-from newsletter.delivery.worker import FLUSH_MAX_ROWS
+from newsletter.delivery.worker import FLUSH_MAX_ROWS, start_edition
 from newsletter.models import DeliveryStatus, EditionStatus
 from newsletter.outbox import SmtpCatcher
 from tests.support.postgres import postgres_database_or_skip
@@ -84,8 +86,43 @@ def _wait_for_messages_while_running(
         assert time.monotonic() < deadline, f"{count} messages never arrived"
 
 
-def crash_and_restart(engine: Engine, database_url: str, server: SmtpCatcher, tmp: Path) -> None:
-    """The scenario: send, SIGKILL after a third arrived, send again; then check the promise."""
+def child_pids(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (read from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == parent:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def kill_with_children(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the sending processes first, then their parent: a machine that lost power."""
+    for pid in [*child_pids(process.pid), process.pid]:
+        with contextlib.suppress(ProcessLookupError):  # ended by itself: the test says so
+            os.kill(pid, signal.SIGKILL)
+
+
+def summary_numbers(output: str) -> dict[str, int]:
+    """The numbers of the CLI's "Send summary" table."""
+    names = ("queued", "sent", "failed", "bounced", "left", "already_done")
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in re.split(r"[│|]", line) if cell.strip()]
+        if len(cells) == 7 and all(re.fullmatch(r"[0-9.]+", cell) for cell in cells):
+            return dict(zip(names, (int(cell) for cell in cells[:6]), strict=True))
+    raise AssertionError(f"no send summary in {output!r}")
+
+
+def crash_and_restart(
+    engine: Engine, database_url: str, server: SmtpCatcher, tmp: Path, processes: int = 1
+) -> None:
+    """The scenario: send, SIGKILL after a third arrived, send again; then check the promise.
+
+    With `processes` > 1 it is `newsletter send --processes N`, every process killed.
+    """
     audience = 450
     lanes = 4
     readers = seed_subscribers(engine, audience)
@@ -97,13 +134,21 @@ def crash_and_restart(engine: Engine, database_url: str, server: SmtpCatcher, tm
         NEWSLETTER_SMTP_CONCURRENCY=str(lanes),
         NEWSLETTER_SEND_BATCH_SIZE="50",
     )
-    command = [sys.executable, "-c", SEND_SCRIPT, DAY.isoformat()]
+    if processes == 1:
+        command = [sys.executable, "-c", SEND_SCRIPT, DAY.isoformat()]
+    else:
+        # Started here: the CLI would render a draft from stored papers, and there are none.
+        start_edition(engine, DAY)
+        command = [sys.executable, "-m", "newsletter", "send", "--date", DAY.isoformat()]
+        command += ["--processes", str(processes)]
     with (tmp / "first.log").open("wb") as log:
         first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             _wait_for_messages_while_running(server, first, audience // 3, timeout=60)
+            if processes > 1:
+                assert len(child_pids(first.pid)) == processes
         finally:
-            os.kill(first.pid, signal.SIGKILL)
+            kill_with_children(first)
             first.wait()
     assert first.returncode == -signal.SIGKILL, (tmp / "first.log").read_text()
     # Messages whose DATA had fully arrived may still be finishing in the slow handler;
@@ -120,7 +165,10 @@ def crash_and_restart(engine: Engine, database_url: str, server: SmtpCatcher, tm
 
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=90)
     assert second.returncode == 0, second.stdout + second.stderr
-    report = json.loads(second.stdout.strip().splitlines()[-1])
+    if processes == 1:
+        report = json.loads(second.stdout.strip().splitlines()[-1])
+    else:
+        report = summary_numbers(second.stdout)
 
     after = _received(server)
     assert set(after) == set(readers), "someone never received the edition"
@@ -128,7 +176,7 @@ def crash_and_restart(engine: Engine, database_url: str, server: SmtpCatcher, tm
     assert max(after.values()) <= 2
     # Exactly the accepted-but-unrecorded messages went twice, and never more than the bound.
     assert doubled == unrecorded
-    assert len(doubled) <= 2 * (lanes + FLUSH_MAX_ROWS)
+    assert len(doubled) <= processes * 2 * (lanes + FLUSH_MAX_ROWS)
     assert report["already_done"] == len(recorded)
     assert report["sent"] == audience - len(recorded)
     final = ledger_rows(engine)
@@ -143,24 +191,28 @@ def crash_and_restart(engine: Engine, database_url: str, server: SmtpCatcher, tm
         assert len(ids) == 1
 
 
-def test_sigkill_mid_send_on_sqlite_loses_no_one(tmp_path: Path, slow_server: SmtpCatcher) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigkill_mid_send_on_sqlite_loses_no_one(
+    tmp_path: Path, slow_server: SmtpCatcher, processes: int
+) -> None:
     database_url = f"sqlite:///{tmp_path / 'crash.db'}"
     engine = create_db_engine(database_url)
     upgrade_schema(engine)
     try:
-        crash_and_restart(engine, database_url, slow_server, tmp_path)
+        crash_and_restart(engine, database_url, slow_server, tmp_path, processes)
     finally:
         engine.dispose()
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("processes", [1, 2])
 def test_sigkill_mid_send_on_postgres_loses_no_one(
-    tmp_path: Path, slow_server: SmtpCatcher
+    tmp_path: Path, slow_server: SmtpCatcher, processes: int
 ) -> None:
     with postgres_database_or_skip() as database_url:
         engine = create_db_engine(database_url)
         upgrade_schema(engine)
         try:
-            crash_and_restart(engine, database_url, slow_server, tmp_path)
+            crash_and_restart(engine, database_url, slow_server, tmp_path, processes)
         finally:
             engine.dispose()

@@ -242,7 +242,8 @@ def test_a_worker_killed_mid_send_leaves_the_email_to_the_next_one_which_sends_i
     smtp_server.handler.hold = hold
     env = process_environment(database_url, smtp_server.port)
     asyncio.run(_sign_up(web_settings(settings), engine, "ada@example.org"))
-    with newsletter_process("-v", "worker", "--forever", env=env) as first:
+    # One process, the one that sends: with several, SIGKILL would hit only their parent.
+    with newsletter_process("-v", "worker", "--forever", "--processes", "1", env=env) as first:
         assert hold.reached.wait(30), "the worker never reached the relay"
         first.popen.kill()  # SIGKILL: no clean-up, its lease stays in the table
         first.popen.wait(30)

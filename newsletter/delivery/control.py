@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from newsletter.core.clock import utc_now
 from newsletter.core.errors import EditionNotFoundError
 from newsletter.delivery import ledger
+from newsletter.delivery.breaker import reset_breaker
 from newsletter.delivery.ledger import clean_error_text
 from newsletter.editions.lifecycle import EditionEvent, apply_event, next_status
 from newsletter.models import Edition, EditionStatus
@@ -94,6 +95,7 @@ def resume_edition(engine: Engine, edition_date: dt.date) -> None:
         next_status(edition.status, EditionEvent.RESUME, edition=_label(edition_date))
         assert edition.id is not None
         apply_event(connection, edition_id=edition.id, event=EditionEvent.RESUME)
+        reset_breaker(connection, edition_id=edition.id)  # the failures that paused it are past
 
 
 def retry_failed(engine: Engine, edition_date: dt.date) -> int:
@@ -111,6 +113,7 @@ def retry_failed(engine: Engine, edition_date: dt.date) -> int:
             event=EditionEvent.RETRY_FAILED,
             send_finished_at=None,
         )
+        reset_breaker(connection, edition_id=edition.id)
         return ledger.requeue_failed(connection, edition_id=edition.id)
 
 

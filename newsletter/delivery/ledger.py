@@ -545,6 +545,43 @@ def count_sending(connection: Connection) -> dict[DeliveryStatus, int]:
     return counts
 
 
+@dataclass(frozen=True, slots=True)
+class EditionTally:
+    """One edition's status and its (non-test) rows by status."""
+
+    status: EditionStatus
+    status_reason: str | None
+    counts: dict[DeliveryStatus, int]
+
+
+def tally_editions(
+    connection: Connection, *, edition_ids: Sequence[int] | None
+) -> dict[int, EditionTally]:
+    """The tally of these editions, or of every sending one when None; one query each.
+
+    What the parent of several sending processes shows and reports: the ledger is
+    the one place where all of them meet.
+    """
+    chosen = _sending_editions(None) if edition_ids is None else list(edition_ids)
+    rows = connection.execute(
+        select(deliveries.c.edition_id, deliveries.c.status, func.count())
+        .where(deliveries.c.edition_id.in_(chosen), deliveries.c.is_test == false())
+        .group_by(deliveries.c.edition_id, deliveries.c.status)
+    ).all()
+    states = connection.execute(
+        select(editions.c.id, editions.c.status, editions.c.status_reason).where(
+            editions.c.id.in_(chosen)
+        )
+    ).all()
+    tallies = {
+        edition_id: EditionTally(EditionStatus(status), reason, dict.fromkeys(DeliveryStatus, 0))
+        for edition_id, status, reason in states
+    }
+    for edition_id, status, count in rows:
+        tallies[edition_id].counts[DeliveryStatus(status)] += count
+    return tallies
+
+
 def count_by_status(connection: Connection, *, edition_id: int) -> dict[DeliveryStatus, int]:
     """How many (non-test) rows of an edition stand in each status, every status present."""
     counts = dict.fromkeys(DeliveryStatus, 0)

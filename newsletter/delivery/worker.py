@@ -45,10 +45,10 @@ import random
 import secrets
 import socket
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from typing import NoReturn, Protocol, TypeVar
 
 from sqlalchemy import Engine, select
@@ -59,8 +59,15 @@ from newsletter.core.clock import utc_now
 from newsletter.core.errors import DeliveryError, NewsletterError
 from newsletter.core.settings import Settings
 from newsletter.core.wire import PreparedMessage
-from newsletter.delivery import ledger
+from newsletter.delivery import ledger, pacing
 from newsletter.delivery.assemble import CompiledDigest, Recipient, make_message_id
+from newsletter.delivery.breaker import (
+    EARLY_TRIP_ATTEMPTS,
+    BreakerCheck,
+    BreakerState,
+    pause_sending_edition,
+    record_attempts,
+)
 from newsletter.delivery.control import (
     CANCELLED_BY_OPERATOR,
     cancel_edition,
@@ -78,7 +85,7 @@ from newsletter.delivery.ledger import (
     clean_error_text,
 )
 from newsletter.delivery.one_copy import send_test_copy
-from newsletter.delivery.pacing import Pacer
+from newsletter.delivery.pacing import PaceRates
 from newsletter.delivery.report import SendProgress, SendReport
 from newsletter.delivery.transport import SmtpPool, SmtpReply, SmtpStage
 from newsletter.delivery.verp import EnvelopeSenders
@@ -95,10 +102,12 @@ __all__ = [
     "Blame",
     "MessageTransport",
     "SendReport",
+    "SendStart",
     "blame_reply",
     "cancel_edition",
     "classify_reply",
     "pause_edition",
+    "prepare_send",
     "resume_edition",
     "run_worker",
     "send_edition",
@@ -117,8 +126,6 @@ MAX_RETRY_DELAY_SECONDS = 6 * 3600.0
 _BOUNCE_CODES = frozenset({550, 551, 553})
 # Policy refusals (5.7.x) of this many different readers in a row are the relay's, not theirs.
 POLICY_STREAK = 3
-# This many failed attempts in a row pause an edition whatever the window: a small list too.
-EARLY_TRIP_ATTEMPTS = 10
 
 T = TypeVar("T")
 
@@ -302,42 +309,6 @@ class _CompiledEdition:
         return self.message_ids.format(delivery_id)
 
 
-class _FailureWindow:
-    """Whether the last `size` attempts of one edition failed too often."""
-
-    def __init__(self, size: int, threshold: float) -> None:
-        self.size = size
-        self.threshold = threshold
-        self._outcomes: deque[bool] = deque(maxlen=size)
-        self.failures = 0
-        self.failing_in_a_row = 0
-
-    def record(self, failed: bool) -> bool:
-        """Add an attempt; True when the edition should pause.
-
-        That is when the window is full and fails more than the threshold, or when
-        the last EARLY_TRIP_ATTEMPTS attempts all failed (so a small list trips too).
-        """
-        if len(self._outcomes) == self.size and self._outcomes[0]:
-            self.failures -= 1
-        self._outcomes.append(failed)
-        self.failures += failed
-        self.failing_in_a_row = self.failing_in_a_row + 1 if failed else 0
-        return self._over_threshold() or self.failing_in_a_row >= EARLY_TRIP_ATTEMPTS
-
-    def _over_threshold(self) -> bool:
-        return len(self._outcomes) == self.size and self.failures / self.size > self.threshold
-
-    def describe(self) -> str:
-        """Why it tripped, for the pause reason."""
-        if self._over_threshold():
-            return (
-                f"failure rate {self.failures / self.size:.0%} over the last {self.size} "
-                f"attempts passed {self.threshold:.0%}"
-            )
-        return f"the last {self.failing_in_a_row} attempts all failed"
-
-
 class _Worker:
     """One worker's claimer, lanes and flusher around one transport."""
 
@@ -365,11 +336,17 @@ class _Worker:
         self.edition_id = edition_id  # None: any edition that is sending
         self.stop_when_idle = stop_when_idle
         self.stop = stop  # set: finish the messages in flight, hand back the rest, return
-        self.pacer = Pacer(
+        # The relay's pace, shared with every other worker through the database.
+        self.pace = PaceRates.from_limits(
             per_second=settings.send_rate_per_second, per_hour=settings.send_rate_per_hour
         )
         self.batch_size = settings.send_batch_size
-        self.low_water = max(settings.send_batch_size // 2, 2 * transport.lanes)
+        # Claim the next batch while half of this one still waits, except under a shared pace:
+        # there rows are paid for when claimed, and rows paid for but held back here would go
+        # out later in a bunch, so the next batch is claimed only once the queue is empty.
+        self.low_water = (
+            max(settings.send_batch_size // 2, 2 * transport.lanes) if self.pace.unlimited else 1
+        )
         self.jobs: asyncio.Queue[ClaimedDelivery | None] = asyncio.Queue()
         self.hungry = asyncio.Event()
         self.hungry.set()
@@ -388,7 +365,11 @@ class _Worker:
         self.edition_dates: set[dt.date] = set()  # every edition this run worked on
         self.stopped: dict[int, str | None] = {}  # edition id → why it stopped (paused/cancelled)
         self.pausing: set[int] = set()  # editions whose pause this worker is writing
-        self.windows: dict[int, _FailureWindow] = {}
+        # Per edition, the shared breaker's counters as last read, and this worker's attempts
+        # (True = failed) since, written with their outcomes (see `breaker`).
+        self.breakers: dict[int, BreakerState] = {}
+        self.attempt_log: dict[int, list[bool]] = {}
+        self.last_errors: dict[int, str] = {}
         # Per edition, policy refusals (5.7.x) held unwritten until the next outcome shows
         # whether they concern their readers or, repeated, the relay (see `blame_reply`).
         self.suspects: dict[int, list[tuple[ClaimedDelivery, str, SmtpReply]]] = {}
@@ -493,11 +474,15 @@ class _Worker:
             # Undecided on the way out: back to the queue as they were.
             self.pending.extend(Outcome(job.id, OutcomeKind.RELEASED) for job, _, _ in streak)
         self.suspects.clear()
-        if self.pending:
+        attempts, self.attempt_log = self.attempt_log, {}
+        if self.pending or attempts:
             batch, self.pending = self.pending, []
             with self.engine.begin() as connection:
-                ledger.record_outcomes(connection, batch, self.clock())
+                checks = self._write_outcomes(connection, batch, attempts, self.clock())
             self.held.difference_update(outcome.delivery_id for outcome in batch)
+            for edition_id, check in checks.items():
+                if check.tripped is not None:  # tripped on the way out: pause it all the same
+                    _in_transaction(self.engine, partial(_pause_tripped, edition_id, check.tripped))
 
     async def _claim_loop(self) -> None:
         while True:
@@ -506,16 +491,12 @@ class _Worker:
             if self.stop.is_set():
                 return
             claimed_at = time.monotonic()
-            rows = await self._db(
-                lambda connection: ledger.claim_batch(
-                    connection,
-                    edition_id=self.edition_id,
-                    worker_id=self.worker_id,
-                    limit=self.batch_size,
-                    now=self.clock(),
-                    lease_seconds=self.settings.send_lease_seconds,
-                )
-            )
+            rows, pace_wait = await self._db(self._claim)
+            if rows is None:
+                # The shared pace has no tokens for now: ask again when it will.
+                await _wait_briefly(self.stop, pace_wait)
+                self.hungry.set()
+                continue
             if rows:
                 claimed_editions = {row.edition_id for row in rows}
                 await self._compile_missing(claimed_editions)
@@ -548,6 +529,24 @@ class _Worker:
                 return
             self.hungry.set()
 
+    def _claim(self, connection: Connection) -> tuple[list[ClaimedDelivery] | None, float]:
+        """Lease a batch, no larger than the shared pace allows, in one transaction."""
+        now = self.clock()
+        return pacing.claim_paced(
+            connection,
+            self.pace,
+            want=self.batch_size,
+            now=now,
+            claim=lambda limit: ledger.claim_batch(
+                connection,
+                edition_id=self.edition_id,
+                worker_id=self.worker_id,
+                limit=limit,
+                now=now,
+                lease_seconds=self.settings.send_lease_seconds,
+            ),
+        )
+
     def _only_suspects_in_hand(self) -> bool:
         """True when every held row is a held policy refusal or has its outcome waiting."""
         settled = {outcome.delivery_id for outcome in self.pending}
@@ -575,7 +574,8 @@ class _Worker:
             # Running for ever: nothing is in hand, so forget finished editions' digests
             # (a later claim compiles them again), then look for new work every poll.
             self.compiled.clear()
-            self.windows.clear()
+            self.breakers.clear()
+            self.last_errors.clear()
             self.stopped.clear()
             await _wait_briefly(self.stop, IDLE_POLL_SECONDS)
             return False
@@ -597,14 +597,10 @@ class _Worker:
                 self.settings, edition, clock=self.clock
             )
             self.edition_dates.add(edition.date)
-            self.windows[edition.id] = _FailureWindow(
-                self.settings.send_failure_window, self.settings.send_failure_threshold
-            )
 
     async def _lane(self, lane: int) -> None:
         jobs = self.jobs
         transport = self.transport
-        pacer = None if self.pacer.unlimited else self.pacer
         progress = self.progress
         while True:
             job = await jobs.get()
@@ -629,15 +625,11 @@ class _Worker:
                 self.room.clear()
                 self.flush_now.set()
                 await self.room.wait()
-            if pacer is not None:
-                delay = pacer.reserve()
-                if delay > 0:
-                    await _wait_briefly(self.stop, delay)
             if self.stop.is_set():
-                # Stopping: this row waited for its turn and has not gone out; hand it back.
+                # Stopping: this row waited for room and has not gone out; hand it back.
                 self._add_outcome(Outcome(job.id, OutcomeKind.RELEASED))
                 continue
-            # Checked again: it may have waited for room or pace meanwhile.
+            # Checked again: it may have waited for room meanwhile.
             if (self.lost or time.monotonic() >= self.leased_until) and await self._taken_over(job):
                 continue
             compiled = self.compiled[job.edition_id]
@@ -667,7 +659,7 @@ class _Worker:
                 self.sent += 1
                 if progress is not None:
                     progress.advanced(DeliveryStatus.SENT)
-                self.windows[job.edition_id].record(False)
+                self.attempt_log.setdefault(job.edition_id, []).append(False)
                 if self.suspects:
                     await self._settle_suspects(job.edition_id)
             else:
@@ -769,10 +761,24 @@ class _Worker:
             self.bounced += 1
         if final_status is not None and self.progress is not None:
             self.progress.advanced(final_status)
-        window = self.windows[job.edition_id]
-        if window.record(True) and job.edition_id not in self.stopped:
-            last = f"{reply.code if reply.code is not None else 'no reply'} {text}"
-            await self._pause_for(job.edition_id, f"{window.describe()}; last error: {last}")
+        edition_id = job.edition_id
+        self.attempt_log.setdefault(edition_id, []).append(True)
+        code = reply.code if reply.code is not None else "no reply"
+        self.last_errors[edition_id] = f"{code} {text}"
+        if edition_id not in self.stopped and self._may_trip(edition_id):
+            # Written now rather than at the next flush: the shared breaker decides, and
+            # every message sent meanwhile would be one more to a failing relay.
+            await self._flush()
+
+    def _may_trip(self, edition_id: int) -> bool:
+        """Whether the breaker as last read, plus this worker's unwritten attempts, trips."""
+        known = self.breakers.get(edition_id, BreakerState())
+        _, reason = known.after(
+            self.attempt_log.get(edition_id, ()),
+            window=self.settings.send_failure_window,
+            threshold=self.settings.send_failure_threshold,
+        )
+        return reason is not None
 
     async def _pause_for(self, edition_id: int, reason: str) -> None:
         edition_date = self.compiled[edition_id].edition_date
@@ -781,9 +787,13 @@ class _Worker:
         logger.error("send paused edition=%s reason=%r", edition_date.isoformat(), reason)
         self.pausing.add(edition_id)
         try:
-            # Cancelled or finished meanwhile: it stopped either way.
-            with contextlib.suppress(DeliveryError):
-                await asyncio.to_thread(pause_edition, self.engine, edition_date, reason=reason)
+            # Only a sending edition pauses: one paused, cancelled or finished meanwhile
+            # stopped either way, and keeps the reason it has.
+            await asyncio.to_thread(
+                _in_transaction,
+                self.engine,
+                lambda c: pause_sending_edition(c, edition_id=edition_id, reason=reason),
+            )
         finally:
             self.pausing.discard(edition_id)
 
@@ -843,13 +853,60 @@ class _Worker:
             if self.pending and time.monotonic() >= self.leased_until:
                 # Back from a stall: drop the outcomes of rows taken over meanwhile first.
                 await self._renew_leases()
-            if self.pending:
+            attempts, self.attempt_log = self.attempt_log, {}
+            if self.pending or attempts:
                 batch, self.pending = self.pending, []
                 now = self.clock()
-                await self._db(lambda c: ledger.record_outcomes(c, batch, now))
+                checks = await self._db(lambda c: self._write_outcomes(c, batch, attempts, now))
                 self.held.difference_update(outcome.delivery_id for outcome in batch)
+                if await self._take_checks(checks):
+                    await self._notice_stopped_editions()
             self.room.set()
             self.flushed.set()
+
+    def _write_outcomes(
+        self,
+        connection: Connection,
+        batch: list[Outcome],
+        attempts: dict[int, list[bool]],
+        now: dt.datetime,
+    ) -> dict[int, BreakerCheck]:
+        """Write outcomes and count their attempts in the shared breakers, in one transaction."""
+        if batch:
+            ledger.record_outcomes(connection, batch, now)
+        return {
+            edition_id: record_attempts(
+                connection,
+                edition_id=edition_id,
+                failed_attempts=failed,
+                window=self.settings.send_failure_window,
+                threshold=self.settings.send_failure_threshold,
+                last_error=self.last_errors.get(edition_id),
+                now=now,
+            )
+            for edition_id, failed in attempts.items()
+            if failed
+        }
+
+    async def _take_checks(self, checks: dict[int, BreakerCheck]) -> bool:
+        """Learn the shared breakers' state, pause what tripped; True if one stopped elsewhere."""
+        stopped_elsewhere = False
+        for edition_id, check in checks.items():
+            self.breakers[edition_id] = check.state
+            if check.tripped is not None:
+                self.stopped[edition_id] = check.tripped  # no more of its messages from here
+                if await self._db(partial(_pause_tripped, edition_id, check.tripped)):
+                    compiled = self.compiled.get(edition_id)
+                    day = compiled.edition_date.isoformat() if compiled else str(edition_id)
+                    logger.error("send paused edition=%s reason=%r", day, check.tripped)
+                    if self.edition_id in (None, edition_id):
+                        self.paused_reason = check.tripped
+                    continue
+                del self.stopped[edition_id]  # paused, cancelled or finished meanwhile
+                stopped_elsewhere = True
+            elif not check.sending and edition_id not in self.stopped:
+                stopped_elsewhere = True
+        return stopped_elsewhere
 
     async def _flush_loop(self) -> None:
         renew_every = self.settings.send_lease_seconds / 3
@@ -906,6 +963,11 @@ async def _wait_briefly(event: asyncio.Event, seconds: float) -> None:
             await event.wait()
 
 
+def _pause_tripped(edition_id: int, reason: str, connection: Connection) -> bool:
+    """Pause an edition whose shared breaker tripped (only if still sending); whether it did."""
+    return pause_sending_edition(connection, edition_id=edition_id, reason=reason)
+
+
 def _edition_status(connection: Connection, edition_id: int) -> tuple[EditionStatus, str | None]:
     return _edition_statuses(connection, [edition_id])[edition_id]
 
@@ -940,7 +1002,7 @@ async def _run_worker(
     clock: Clock,
     jitter: Jitter,
 ) -> _Worker:
-    released = await asyncio.to_thread(_in_transaction, engine, _release_dead_local_leases)
+    released = await asyncio.to_thread(_release_dead_local_leases, engine)
     if released:
         logger.warning(
             "took back %d recipients held by a worker that died on this machine", released
@@ -972,43 +1034,49 @@ async def _run_worker(
     return worker
 
 
-def _release_dead_local_leases(connection: Connection) -> int:
-    dead = [owner for owner in ledger.lease_owners(connection) if is_dead_local_worker(owner)]
-    return ledger.release_leases(connection, dead)
+def _release_dead_local_leases(engine: Engine) -> int:
+    # Read, then write in a transaction of its own: on SQLite a transaction that reads and
+    # then writes fails at once when another process wrote in between (several workers
+    # starting together), while one that begins with its write waits for the lock.
+    owners = _in_transaction(engine, ledger.lease_owners)
+    dead = [owner for owner in owners if is_dead_local_worker(owner)]
+    if not dead:
+        return 0
+    return _in_transaction(engine, lambda c: ledger.release_leases(c, dead))
 
 
 # ---- the public entry points ----------------------------------------------------------------
 
 
-async def send_edition(
-    settings: Settings,
-    engine: Engine,
-    *,
-    edition_date: dt.date,
-    progress: SendProgress | None = None,
-    worker_id: str | None = None,
-    transport: MessageTransport | None = None,
-    clock: Clock = utc_now,
-    jitter: Jitter = random.uniform,
-) -> SendReport:
-    """Start (or continue) an edition's send and work its queue until every row is final.
+@dataclass(frozen=True, slots=True)
+class SendStart:
+    """An edition ready to be worked: its id, its rows still queued and those already final."""
 
-    `clock` is the time the ledger records and leases and retries are measured by;
-    `jitter` picks each retry's delay within its bounds. Tests pass their own.
+    edition_id: int
+    queued: int
+    already_done: int
+    finished: bool  # sent or finished_with_failures: nothing to do
+
+
+def prepare_send(engine: Engine, *, edition_date: dt.date, now: Clock = utc_now) -> SendStart:
+    """Start a draft edition (fixing its audience) or check that one started may go on.
+
+    Raises DeliveryError for a paused or cancelled edition, saying what to do.
+    `send_edition` begins with it; `newsletter send --processes N` calls it
+    once before starting the sending processes.
     """
-    started = time.monotonic()
 
     def prepare(connection: Connection) -> tuple[Edition, dict[DeliveryStatus, int]]:
         edition = load_rendered_edition(connection, edition_date)
         assert edition.id is not None
         if edition.status is EditionStatus.DRAFT:
-            ledger.start_sending(connection, edition_id=edition.id, now=clock())
+            ledger.start_sending(connection, edition_id=edition.id, now=now())
             edition = load_rendered_edition(connection, edition_date)
         edition_id = edition.id
         assert edition_id is not None
         return edition, ledger.count_by_status(connection, edition_id=edition_id)
 
-    edition, counts = await asyncio.to_thread(_in_transaction, engine, prepare)
+    edition, counts = _in_transaction(engine, prepare)
     assert edition.id is not None
     day = edition_date.isoformat()
     if edition.status is EditionStatus.PAUSED:
@@ -1019,10 +1087,39 @@ async def send_edition(
     if edition.status is EditionStatus.CANCELLED:
         raise DeliveryError(f"the edition of {day} was cancelled; it cannot be sent")
     queued = counts[DeliveryStatus.QUEUED]
-    already_done = sum(counts.values()) - queued
+    return SendStart(
+        edition_id=edition.id,
+        queued=queued,
+        already_done=sum(counts.values()) - queued,
+        finished=edition.status in (EditionStatus.SENT, EditionStatus.FINISHED_WITH_FAILURES),
+    )
+
+
+async def send_edition(
+    settings: Settings,
+    engine: Engine,
+    *,
+    edition_date: dt.date,
+    progress: SendProgress | None = None,
+    worker_id: str | None = None,
+    transport: MessageTransport | None = None,
+    stop: asyncio.Event | None = None,
+    clock: Clock = utc_now,
+    jitter: Jitter = random.uniform,
+) -> SendReport:
+    """Start (or continue) an edition's send and work its queue until every row is final.
+
+    Setting `stop` ends the run early, as for `run_worker`. `clock` is the time the
+    ledger records and leases and retries are measured by; `jitter` picks each
+    retry's delay within its bounds. Tests pass their own.
+    """
+    started = time.monotonic()
+    begun = await asyncio.to_thread(prepare_send, engine, edition_date=edition_date, now=clock)
+    queued = begun.queued
+    already_done = begun.already_done
     if progress is not None:
-        progress.started(sum(counts.values()), already_done)
-    if edition.status in (EditionStatus.SENT, EditionStatus.FINISHED_WITH_FAILURES):
+        progress.started(queued + already_done, already_done)
+    if begun.finished:
         report = SendReport(edition_date, 0, 0, 0, 0, already_done, None, 0.0)
         if progress is not None:
             progress.finished(report)
@@ -1030,11 +1127,12 @@ async def send_edition(
     worker = await _run_worker(
         settings,
         engine,
-        edition_id=edition.id,
+        edition_id=begun.edition_id,
         worker_id=worker_id,
         progress=progress,
         stop_when_idle=True,
         transport=transport,
+        stop=stop,
         clock=clock,
         jitter=jitter,
     )

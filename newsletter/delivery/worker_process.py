@@ -1,4 +1,15 @@
-"""`newsletter worker --forever` as a child of `newsletter serve`: started, watched, stopped.
+"""Sending processes as children: the worker of `newsletter serve`, and `--processes N`.
+
+Children are subprocesses running the `newsletter` command itself, never
+forked copies: the parent may hold threads, an event loop and database
+connections, none of which survive a fork safely, and a fresh interpreter
+with the settings in its environment is exactly what an operator would start
+by hand (multiprocessing's spawn would start one too, but pickle its target
+and hide the command). Each child opens its own engine and SMTP connections;
+they meet only in the ledger, whose claims, leases, shared pace and breaker
+already make any number of workers safe, on one machine or several.
+
+`newsletter serve` runs one `newsletter worker --forever` child:
 
 The web app never sends; it only changes the ledger. On one machine this
 child does the sending, so the /admin send button works on a fresh install;
@@ -12,21 +23,44 @@ back the rest), then SIGKILL if it has not ended after STOP_GRACE_SECONDS.
 A child that dies is logged and started again after a pause that doubles, at
 most MAX_RESTARTS times in a row (one that ran RESTART_RESET_SECONDS counts as
 healthy again), so a broken setup does not spin.
+
+`newsletter send --processes N` and `newsletter worker --processes N` run N
+children (`run_sending_processes`) and show one progress, read from the ledger.
+Those children read their standard input, a pipe from the parent: when the
+parent dies, even by SIGKILL, it closes and they stop gracefully instead of
+sending on unwatched. A SIGINT or SIGTERM to the parent is forwarded to them
+as SIGTERM (finish the messages in flight, hand back the rest); a second one
+kills them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 
+from sqlalchemy import Engine, select
+
+from newsletter.core.clock import utc_now
 from newsletter.core.settings import Settings, settings_environment
+from newsletter.delivery import ledger
+from newsletter.delivery.report import SendProgress, SendReport
+from newsletter.models import DeliveryStatus, EditionStatus
 
-__all__ = ["WorkerProcess"]
+__all__ = [
+    "ProcessesOutcome",
+    "WorkerProcess",
+    "available_cores",
+    "run_sending_processes",
+]
 
 logger = logging.getLogger("newsletter.worker_process")
 
@@ -35,6 +69,19 @@ MAX_RESTARTS = 5
 FIRST_RESTART_DELAY_SECONDS = 1.0
 MAX_RESTART_DELAY_SECONDS = 60.0
 RESTART_RESET_SECONDS = 300.0
+# How often the parent of several sending processes reads the ledger for its progress.
+PROGRESS_POLL_SECONDS = 0.25
+
+
+def available_cores() -> int:
+    """The CPUs this process may run on (its affinity), at least one."""
+    counter = getattr(os, "process_cpu_count", None)  # Python 3.13+
+    if counter is not None:
+        counted: int | None = counter()
+        return max(1, counted or 1)
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 class WorkerProcess:
@@ -48,14 +95,24 @@ class WorkerProcess:
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
         max_restarts: int = MAX_RESTARTS,
         first_restart_delay_seconds: float = FIRST_RESTART_DELAY_SECONDS,
+        restart: bool = True,
+        stop_with_parent: bool = False,
+        on_exit: Callable[[], None] | None = None,
     ) -> None:
-        self.command = list(command or [sys.executable, "-m", "newsletter", "worker", "--forever"])
+        # One process: the server has the other cores (`worker --processes N` elsewhere for more).
+        self.command = list(
+            command
+            or [sys.executable, "-m", "newsletter", "worker", "--forever", "--processes", "1"]
+        )
         self.environment = {
             name: value for name, value in os.environ.items() if not name.startswith("NEWSLETTER_")
         } | settings_environment(settings)
         self.stop_grace_seconds = stop_grace_seconds
         self.max_restarts = max_restarts
         self.first_restart_delay_seconds = first_restart_delay_seconds
+        self.restart = restart  # False: a child that ends is done (a send that finished)
+        self.stop_with_parent = stop_with_parent  # its stdin is a pipe only this process holds
+        self.on_exit = on_exit  # called (in the watcher) each time a child ends, before a restart
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
@@ -83,6 +140,28 @@ class WorkerProcess:
         )
         self._watcher.start()
 
+    @property
+    def returncode(self) -> int | None:
+        """The current child's exit status (None while it runs, or before start)."""
+        process = self._process
+        return process.poll() if process is not None else None
+
+    def terminate(self) -> None:
+        """Ask the child to stop (SIGTERM: finish the messages in flight); do not restart it."""
+        with self._lock:
+            self._stopping.set()
+            process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+
+    def kill(self) -> None:
+        """End the child at once (SIGKILL); its rows return to the queue when their lease ends."""
+        with self._lock:
+            self._stopping.set()
+            process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+
     def stop(self) -> int | None:
         """Stop the child (SIGTERM, then SIGKILL after the grace period); its exit status."""
         with self._lock:
@@ -105,6 +184,8 @@ class WorkerProcess:
                 process.wait()
         if self._watcher is not None:
             self._watcher.join()
+        if process.stdin is not None:
+            process.stdin.close()
         return process.returncode
 
     def _spawn(self) -> subprocess.Popen[bytes]:
@@ -112,7 +193,7 @@ class WorkerProcess:
         return subprocess.Popen(
             self.command,
             env=self.environment,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if self.stop_with_parent else subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             start_new_session=True,
         )
@@ -124,7 +205,12 @@ class WorkerProcess:
             assert process is not None
             started = time.monotonic()
             status = process.wait()
-            if self._stopping.is_set():
+            if self.on_exit is not None:
+                try:
+                    self.on_exit()
+                except Exception:
+                    logger.exception("after the sending worker (pid %d) ended", process.pid)
+            if self._stopping.is_set() or not self.restart:
                 return
             if time.monotonic() - started >= RESTART_RESET_SECONDS:
                 failures = 0
@@ -160,3 +246,184 @@ class WorkerProcess:
                     return
                 self.restarts += 1
             logger.warning("started the sending worker again (pid %d)", self._process.pid)
+
+
+# ---- several sending processes ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcessesOutcome:
+    """What N sending processes did together (from the ledger), and which of them failed."""
+
+    report: SendReport
+    failed_statuses: list[int]  # exit statuses of children that stopped on an error
+    interrupted: bool  # a signal stopped them before the work was done
+
+
+class _LedgerTally:
+    """The parent's view of the send: final rows counted from the ledger, as they change."""
+
+    def __init__(self, engine: Engine, edition_id: int | None) -> None:
+        self.engine = engine
+        self.edition_id = edition_id
+        self.first: dict[int, ledger.EditionTally] = {}  # each edition as first seen
+        self.last: dict[int, ledger.EditionTally] = {}
+        self.shown: dict[DeliveryStatus, int] = dict.fromkeys(DeliveryStatus, 0)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the ledger again (for a worker: also the editions started since)."""
+        with self.engine.begin() as connection:
+            wanted = [self.edition_id] if self.edition_id is not None else None
+            current = ledger.tally_editions(connection, edition_ids=wanted)
+            missing = sorted(self.last.keys() - current.keys())
+            if missing:  # finished since: no longer among the sending ones
+                current |= ledger.tally_editions(connection, edition_ids=missing)
+        for edition_id, tally in current.items():
+            self.first.setdefault(edition_id, tally)
+        self.last = current
+
+    def total(self, status: DeliveryStatus, *, first: bool = False) -> int:
+        """Rows in that status over every edition seen (as first seen, or now)."""
+        tallies = self.first if first else self.last
+        return sum(tally.counts[status] for tally in tallies.values())
+
+    def done_since_start(self, status: DeliveryStatus) -> int:
+        """Rows that reached a final status since the processes started."""
+        return self.total(status) - self.total(status, first=True)
+
+    def advance(self, progress: SendProgress) -> bool:
+        """Report the rows that became final since the last call; whether there were any."""
+        moved = False
+        final = [status for status in DeliveryStatus if status is not DeliveryStatus.QUEUED]
+        for status in final:
+            now = self.done_since_start(status)
+            for _ in range(now - self.shown[status]):
+                progress.advanced(status)
+                moved = True
+            self.shown[status] = max(now, self.shown[status])
+        return moved
+
+    def paused_reason(self) -> str | None:
+        """The reason of an edition seen that is paused now (None if none is)."""
+        for tally in self.last.values():
+            if tally.status is EditionStatus.PAUSED:
+                return tally.status_reason or "paused"
+        return None
+
+    def edition_dates(self) -> list[dt.date]:
+        """The days of every edition seen."""
+        with self.engine.begin() as connection:
+            rows = connection.execute(
+                select(ledger.editions.c.date).where(ledger.editions.c.id.in_(sorted(self.last)))
+            ).scalars()
+            return sorted(rows)
+
+
+def run_sending_processes(
+    settings: Settings,
+    engine: Engine,
+    *,
+    children: Mapping[str, Sequence[str]],
+    edition_id: int | None,
+    progress: SendProgress | None,
+    stop: threading.Event,
+    kill: threading.Event,
+    restart: bool = False,
+) -> ProcessesOutcome:
+    """Run the children over the same ledger until all end; one progress, one report.
+
+    `children` maps each child's worker id (its `--worker-id`) to its command line.
+    `edition_id` is the edition being sent (None: every sending edition, as a worker).
+    Setting `stop` forwards SIGTERM to every child; setting `kill` kills them.
+    `restart` restarts a child that dies (`worker --forever`), as for `serve`.
+    """
+    started = time.monotonic()
+    tally = _LedgerTally(engine, edition_id)
+    queued = tally.total(DeliveryStatus.QUEUED)
+    already_done = sum(tally.total(status) for status in DeliveryStatus) - queued
+    if progress is not None:
+        progress.started(queued + already_done, already_done)
+    processes = [
+        WorkerProcess(
+            settings,
+            command=command,
+            restart=restart,
+            stop_with_parent=True,
+            # A child that died holding rows: the others (or the child started again, under
+            # the same id) get them now, not when its lease runs out. One that stopped well
+            # handed them back itself.
+            on_exit=partial(_release_leases, engine, worker_id),
+        )
+        for worker_id, command in children.items()
+    ]
+    stopped = killed = False
+    try:
+        for child in processes:
+            child.start()
+        while any(child.watching for child in processes):
+            if kill.is_set() and not killed:
+                killed = stopped = True
+                for child in processes:
+                    child.kill()
+            elif stop.is_set() and not stopped:
+                stopped = True
+                for child in processes:
+                    child.terminate()
+            # Woken early by the first signal (to forward it), else by the next poll.
+            (kill if stop.is_set() else stop).wait(PROGRESS_POLL_SECONDS)
+            if progress is not None:
+                _show(tally, progress, edition_id)
+    finally:
+        for child in processes:
+            if child.watching or child.returncode is None:
+                child.stop()
+    tally.refresh()
+    if progress is not None:
+        tally.advance(progress)
+    statuses = [child.stop() for child in processes]
+    # Not failures: a paused edition (3), a child we killed, or one that ended by the SIGTERM
+    # we forwarded before it could catch it (still starting: it held no rows).
+    failed = [
+        status
+        for status in statuses
+        if status is not None
+        and status not in (0, 3)
+        and not (killed and status < 0)
+        and not (stopped and status == -signal.SIGTERM)
+    ]
+    dates = tally.edition_dates()
+    report = SendReport(
+        edition_date=dates[0] if len(dates) == 1 else None,
+        queued=queued,
+        sent=tally.done_since_start(DeliveryStatus.SENT),
+        failed=tally.done_since_start(DeliveryStatus.FAILED),
+        bounced=tally.done_since_start(DeliveryStatus.BOUNCED),
+        already_done=already_done,
+        paused_reason=tally.paused_reason(),
+        elapsed_seconds=time.monotonic() - started,
+        skipped=tally.done_since_start(DeliveryStatus.SKIPPED),
+    )
+    if progress is not None:
+        progress.finished(report)
+    return ProcessesOutcome(report, failed, interrupted=stopped)
+
+
+def _release_leases(engine: Engine, worker_id: str) -> None:
+    with engine.begin() as connection:
+        released = ledger.release_leases(connection, [worker_id])
+    if released:
+        logger.warning(
+            "took back %d recipients held by the sending process %s", released, worker_id
+        )
+
+
+def _show(tally: _LedgerTally, progress: SendProgress, edition_id: int | None) -> None:
+    tally.refresh()
+    if tally.advance(progress):
+        return
+    with tally.engine.begin() as connection:
+        waiting, wake = ledger.queued_and_next_wake_time(connection, edition_id=edition_id)
+    if wake is not None and wake > utc_now():
+        # Every row left waits on its backoff: say so rather than sit silent.
+        progress.waiting(waiting, wake, None)
