@@ -72,6 +72,7 @@ PATHS = (
     "raw_limit",
     "prepared_limit",
     "pipeline_sqlite",
+    "pipeline_sqlite_2p",
     "pipeline_postgres",
     "naive",
 )
@@ -327,6 +328,53 @@ def measure_pipeline(
             f"the pipeline sent {report.sent} of {subscribers} "
             f"(failed {report.failed}, bounced {report.bounced}, paused: {report.paused_reason})"
         )
+    return subscribers / elapsed
+
+
+def measure_pipeline_processes(
+    settings: Settings, *, processes: int, subscribers: int, digest: tuple[str, str, str], tmp: Path
+) -> float:
+    """(a2): `newsletter send --processes N` through the CLI, the same sessions in all.
+
+    Each process opens concurrency / N connections, so the relay sees as many
+    sessions as in (a); timed from the command's start to its exit, so the
+    processes' start-up is in the figure.
+    """
+    engine = create_db_engine(settings.database_url)
+    try:
+        subject, html, body = digest
+        seed_database(engine, subscribers=subscribers, subject=subject, html=html, body=body)
+    finally:
+        engine.dispose()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    environment |= {
+        "NEWSLETTER_DATABASE_URL": settings.database_url,
+        "NEWSLETTER_SMTP_HOST": settings.smtp_host,
+        "NEWSLETTER_SMTP_PORT": str(settings.smtp_port),
+        "NEWSLETTER_SMTP_CONCURRENCY": str(max(1, settings.smtp_concurrency // processes)),
+        "NEWSLETTER_SMTP_TIMEOUT_SECONDS": str(settings.smtp_timeout_seconds),
+        "NEWSLETTER_SECRET_KEY": settings.secret_key,
+        "NEWSLETTER_BASE_URL": settings.base_url,
+        "NEWSLETTER_FROM_ADDRESS": settings.from_address,
+        "NEWSLETTER_SEND_RETRY_BASE_SECONDS": "0",
+    }
+    command = [sys.executable, "-m", "newsletter", "send", "--date", EDITION_DATE.isoformat()]
+    command += ["--processes", str(processes)]
+    started = time.perf_counter()
+    finished = subprocess.run(command, env=environment, cwd=tmp, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if finished.returncode != 0:
+        raise RuntimeError(f"newsletter send --processes {processes}: {finished.stderr[-2000:]}")
+    engine = create_db_engine(settings.database_url)
+    try:
+        with engine.connect() as connection:
+            sent = connection.execute(
+                text("SELECT count(*) FROM deliveries WHERE status = 'sent'")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    if sent != subscribers:
+        raise RuntimeError(f"--processes {processes} sent {sent} of {subscribers}")
     return subscribers / elapsed
 
 
@@ -768,6 +816,15 @@ def measure_throughput(arguments: argparse.Namespace, results: dict[str, object]
                 return measure_pipeline(
                     bench_settings(url, port, concurrency), subscribers=count, digest=digest
                 )
+            if name == "pipeline_sqlite_2p":
+                url = f"sqlite:///{Path(tmp) / f'pipeline-2p-{round_number}.db'}"
+                return measure_pipeline_processes(
+                    bench_settings(url, port, concurrency),
+                    processes=2,
+                    subscribers=count,
+                    digest=digest,
+                    tmp=Path(tmp),
+                )
             if name == "pipeline_postgres":
                 with temporary_postgres_database() as url:
                     return measure_pipeline(
@@ -821,6 +878,7 @@ def print_table(results: dict[str, object]) -> None:
     print("median msg/s over the rounds:")
     print(f"(l) smtp-source limit    {shown(results['smtp_source_limit'], 'msg/s')}")
     print(f"(a) pipeline, SQLite     {shown(results['pipeline_sqlite'], 'msg/s')}")
+    print(f"(a2) send --processes 2  {shown(results.get('pipeline_sqlite_2p'), 'msg/s')}")
     print(f"(b) pipeline, PostgreSQL {shown(results['pipeline_postgres'], 'msg/s')}")
     print(f"(c) raw aiosmtplib       {shown(results['raw_limit'], 'msg/s')}")
     print(f"(d) naive EmailMessage   {shown(results['naive'], 'msg/s')}")
