@@ -334,18 +334,19 @@ def measure_pipeline(
 def measure_pipeline_processes(
     settings: Settings, *, processes: int, subscribers: int, digest: tuple[str, str, str], tmp: Path
 ) -> float:
-    """(a2): `newsletter send --processes N` through the CLI, the same sessions in all.
+    """(a2): N sending processes through the CLI (`newsletter worker --processes N`).
 
-    Each process opens concurrency / N connections, so the relay sees as many
-    sessions as in (a); timed from the command's start to its exit, so the
-    processes' start-up is in the figure.
+    The edition is started (its audience queued) in this process, as `send`
+    does, then the CLI's parent runs N children, each with concurrency / N
+    connections, so the relay sees as many sessions as in (a). Timed from the
+    start of the edition to the command's exit: the processes' start-up is in
+    the figure.
     """
+    from newsletter.delivery.control import start_edition
+
     engine = create_db_engine(settings.database_url)
-    try:
-        subject, html, body = digest
-        seed_database(engine, subscribers=subscribers, subject=subject, html=html, body=body)
-    finally:
-        engine.dispose()
+    subject, html, body = digest
+    seed_database(engine, subscribers=subscribers, subject=subject, html=html, body=body)
     environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     environment |= {
         "NEWSLETTER_DATABASE_URL": settings.database_url,
@@ -358,15 +359,16 @@ def measure_pipeline_processes(
         "NEWSLETTER_FROM_ADDRESS": settings.from_address,
         "NEWSLETTER_SEND_RETRY_BASE_SECONDS": "0",
     }
-    command = [sys.executable, "-m", "newsletter", "send", "--date", EDITION_DATE.isoformat()]
-    command += ["--processes", str(processes)]
-    started = time.perf_counter()
-    finished = subprocess.run(command, env=environment, cwd=tmp, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if finished.returncode != 0:
-        raise RuntimeError(f"newsletter send --processes {processes}: {finished.stderr[-2000:]}")
-    engine = create_db_engine(settings.database_url)
+    command = [sys.executable, "-m", "newsletter", "worker", "--processes", str(processes)]
     try:
+        started = time.perf_counter()
+        start_edition(engine, EDITION_DATE)
+        finished = subprocess.run(
+            command, env=environment, cwd=tmp, capture_output=True, text=True, check=False
+        )
+        elapsed = time.perf_counter() - started
+        if finished.returncode != 0:
+            raise RuntimeError(f"worker --processes {processes}: {finished.stderr[-2000:]}")
         with engine.connect() as connection:
             sent = connection.execute(
                 text("SELECT count(*) FROM deliveries WHERE status = 'sent'")
