@@ -193,6 +193,10 @@ def ingest(
         f"Ingested {report.fetched} papers for {day.isoformat()} from {paper_source.value}: "
         f"{report.inserted} new, {report.updated} updated, {len(report.skipped)} skipped."
     )
+    from newsletter.editions.personal import index_corpus
+
+    # The corpus's term counts (personal ranking's document frequencies) follow at once.
+    index_corpus(context.engine())
 
 
 def _write_preview(
@@ -212,13 +216,41 @@ def _write_preview(
 def preview(
     ctx: typer.Context,
     out: Annotated[
-        Path, typer.Option("--out", help="Where to write the HTML (text goes beside it).")
-    ],
+        Path | None,
+        typer.Option("--out", help="Where to write the HTML (text goes beside it)."),
+    ] = None,
     date: DateOption = None,
+    for_email: Annotated[
+        str | None,
+        typer.Option(
+            "--for", help="A subscriber's address: their own digest (For you, then trending)."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the digest's sections and papers as JSON."),
+    ] = False,
 ) -> None:
-    """Rank and render a day's digest and write it to a file to look at."""
+    """Rank and render a day's digest and write it to a file to look at (or print it as JSON)."""
     context = _context(ctx)
     day = _day(context.settings, date)
+    if as_json:
+        import json
+        from dataclasses import asdict
+
+        from newsletter.editions.personal import digest_sections
+
+        sections = digest_sections(context.settings, context.engine(), day=day, email=for_email)
+        print(json.dumps({"sections": [asdict(section) for section in sections]}, indent=2))
+        return
+    if out is None:
+        raise ConfigurationError("give --out FILE.html to write the digest, or --json to print it")
+    if for_email is not None:
+        # The reader's own HTML digest is rendered by the send path's personal
+        # assembly, which is not built yet; their sections are available as JSON.
+        raise ConfigurationError(
+            "a reader's own HTML digest is not available yet; use --for EMAIL --json"
+        )
     html_path, text_path = _write_preview(context.settings, context.engine(), day, out)
     size_kb = html_path.stat().st_size / 1024
     console.print(f"Wrote {html_path} ({size_kb:.1f} KB) and {text_path}.")
@@ -926,16 +958,38 @@ def subscribers_add(
     ctx: typer.Context,
     email: Annotated[str, typer.Argument(help="The address to add.")],
     name: Annotated[str | None, typer.Option(help="The subscriber's name.")] = None,
+    topics: Annotated[
+        str | None,
+        typer.Option(help='Comma-separated topics from the configured ones, e.g. "LLMs,Robotics".'),
+    ] = None,
+    interests: Annotated[
+        str | None,
+        typer.Option(help="What they work on, in their words (up to 500 characters)."),
+    ] = None,
     confirmed: Annotated[
         bool, typer.Option("--confirmed", help="Mark as confirmed (they agreed elsewhere).")
     ] = False,
 ) -> None:
-    """Add a subscriber (pending unless --confirmed)."""
+    """Add a subscriber (pending unless --confirmed); an existing one gets the details given."""
     from newsletter.core.db import session_scope
     from subscribers.store import add_subscriber
 
-    with session_scope(_context(ctx).engine()) as session:
-        subscriber = add_subscriber(session, email=email, name=name, confirmed=confirmed)
+    context = _context(ctx)
+    chosen = None
+    if topics is not None:
+        # Only then: the sign-up module brings the email templates with it.
+        from subscribers.signup import validate_topics
+
+        chosen = validate_topics(context.settings, topics.split(","))
+    with session_scope(context.engine()) as session:
+        subscriber = add_subscriber(
+            session,
+            email=email,
+            name=name,
+            topics=chosen,
+            interests=interests,
+            confirmed=confirmed,
+        )
         console.print(f"{subscriber.email}: {subscriber.status}", highlight=False)
 
 
@@ -958,6 +1012,7 @@ def subscribers_list(
                 "status": str(s.status),
                 "suppressed": str(suppressed[s.mailbox]) if s.mailbox in suppressed else None,
                 "topics": s.topics,
+                "interests": s.interests,
                 "paused": s.paused,
                 "created_at": s.created_at.isoformat(),
             }

@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime as dt
 from enum import StrEnum
 
-from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from newsletter.core.clock import UtcDateTime, utc_now
-from subscribers.models import Subscriber, SubscriberStatus
+from subscribers.models import ReaderPaper, Subscriber, SubscriberStatus
 
 __all__ = [
+    "CorpusTerm",
     "Delivery",
     "DeliveryStatus",
     "Edition",
@@ -23,6 +24,8 @@ __all__ = [
     "EditionStatus",
     "FeedbackRecord",
     "Paper",
+    "ReaderPaper",
+    "Selection",
     "SendBreaker",
     "SendPace",
     "Subscriber",
@@ -51,8 +54,25 @@ class Paper(SQLModel, table=True):
     ai_summary: str | None = Field(default=None, sa_column=Column(Text))
     ai_keywords: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     sources: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # The distinct terms this paper added to `corpus_terms` (None: not counted yet),
+    # so that new text replaces exactly what the old text counted.
+    indexed_terms: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    indexed_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
     created_at: dt.datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
     updated_at: dt.datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+
+
+class CorpusTerm(SQLModel, table=True):
+    """How many stored papers hold a term: the document frequencies of personal ranking.
+
+    Kept as counts, so an ingest adds its papers without refitting anything
+    (`relevance.terms.TermStatistics`).
+    """
+
+    __tablename__ = "corpus_terms"
+
+    term: str = Field(primary_key=True, max_length=200)
+    papers: int = 0
 
 
 class EditionStatus(StrEnum):
@@ -144,6 +164,35 @@ class Delivery(SQLModel, table=True):
     created_at: dt.datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
     updated_at: dt.datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
     sent_at: dt.datetime | None = Field(default=None, sa_type=UtcDateTime)
+    # The reader's own "For you" papers (None: the trending digest alone).
+    selection_id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            Integer, ForeignKey("selections.id", name="fk_deliveries_selection_id"), nullable=True
+        ),
+    )
+
+
+class Selection(SQLModel, table=True):
+    """One "For you" section of an edition; readers who get the same papers share it.
+
+    `picks` is the list of `{"arxiv_id", "score", "why"}`, best first, that the
+    ledger rows pointing here carried: what feedback links and the reader's own
+    copy refer to.
+    """
+
+    __tablename__ = "selections"
+    __table_args__ = (
+        UniqueConstraint("edition_id", "fingerprint", name="uq_selections_edition_fingerprint"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    edition_id: int = Field(foreign_key="editions.id", index=True)
+    fingerprint: str = Field(max_length=64)
+    picks: list[dict[str, object]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    created_at: dt.datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
 
 
 class FeedbackRecord(SQLModel, table=True):

@@ -14,6 +14,9 @@ Rules, one per column:
   a spreadsheet export put before `=`, `+`, `-` or `@` is taken off again.
 - `topics` (optional): comma- or semicolon-separated; a topic the list does
   not offer is dropped from the row with a warning, and the row is imported.
+- `interests` (optional): the reader's own words on what they work on, one
+  line of at most 500 characters; a longer one is dropped from the row with a
+  warning, and the row is imported.
 - `status` (optional): empty, `pending`, `confirmed` or `subscribed` take the
   import's mode (confirmed with `--confirmed`, else pending: double opt-in);
   `unsubscribed` imports an opt-out as such (and unsubscribes a reader
@@ -36,7 +39,11 @@ from sqlalchemy import Engine
 
 from newsletter.core.clock import utc_now
 from newsletter.core.db import session_scope
-from newsletter.core.errors import ImportFileError, InvalidEmailError
+from newsletter.core.errors import (
+    ImportFileError,
+    InvalidEmailError,
+    InvalidSubscriberDetailsError,
+)
 from newsletter.core.settings import Settings
 from subscribers import store, suppressions
 from subscribers.addresses import mailbox_of
@@ -232,7 +239,14 @@ def _check_row(
     # In the list's order, as a sign-up stores them.
     chosen = tuple(topic for topic in known_topics.values() if topic in topics)
     name = store.clean_name(unquote_formula(raw.get("name", "")))
-    return ImportedSubscriber(email=email, name=name, topics=chosen, status=status)
+    try:
+        interests = store.clean_interests(unquote_formula(raw.get("interests", "")))
+    except InvalidSubscriberDetailsError as error:
+        report.warnings.append(SkippedRow(number, email, f"{error}; interests dropped"))
+        interests = ""
+    return ImportedSubscriber(
+        email=email, name=name, topics=chosen, status=status, interests=interests
+    )
 
 
 def _write_batch(

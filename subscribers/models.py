@@ -24,6 +24,35 @@ class SubscriberStatus(StrEnum):
     COMPLAINED = "complained"
 
 
+class DigestMode(StrEnum):
+    """What a reader's digest holds."""
+
+    PERSONAL = "personal"  # "For you", then "Trending today" without those papers
+    TRENDING = "trending"  # the day's popularity ranking only
+
+
+class Frequency(StrEnum):
+    """How often a reader gets a digest."""
+
+    DAILY = "daily"
+    WEEKLY = "weekly"
+
+
+class Verdict(StrEnum):
+    """What a reader said about a paper."""
+
+    LIKED = "liked"
+    DISLIKED = "disliked"
+
+
+class JudgementSource(StrEnum):
+    """Where a judgement came from; the preferences page shows it."""
+
+    PASTED = "pasted"  # arXiv ids given on the form, the API or the CLI
+    LIBRARY = "library"  # a BibTeX export of their reference manager
+    EMAIL = "email"  # "More like this" / "Less like this" in a digest
+
+
 def _mailbox_of_row(context: DefaultExecutionContext) -> str:
     # Every insert, through the ORM or a bulk INSERT, fills the key from the address.
     row = context.get_current_parameters()  # type: ignore[no-untyped-call]
@@ -64,6 +93,26 @@ class Subscriber(SQLModel, table=True):
     )
     key: str = Field(default_factory=new_subscriber_key, unique=True, max_length=64)
     topics: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # What they work on, in their own words (at most 500 characters): the personal
+    # digest's strongest cold-start signal.
+    interests: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    # "personal": "For you" then "Trending today"; "trending": today's digest only.
+    digest_mode: DigestMode = Field(
+        default=DigestMode.PERSONAL,
+        sa_column=Column(String(16), nullable=False, server_default=DigestMode.PERSONAL.value),
+    )
+    # How many papers "For you" holds at most.
+    personal_count: int = Field(
+        default=5, sa_column=Column(Integer, nullable=False, server_default="5")
+    )
+    # Daily, or weekly on `weekly_day` (0 = Monday): the best of the week not yet sent.
+    frequency: Frequency = Field(
+        default=Frequency.DAILY,
+        sa_column=Column(String(16), nullable=False, server_default=Frequency.DAILY.value),
+    )
+    weekly_day: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default="0")
+    )
     paused: bool = Field(default=False)
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
     updated_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
@@ -129,3 +178,33 @@ class QueuedConfirmation(SQLModel, table=True):
     leased_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+
+
+class ReaderPaper(SQLModel, table=True):
+    """A paper a reader judged: liked (pasted, from their library, from an email) or disliked.
+
+    Papers from a BibTeX library may have no arXiv id and may not be stored
+    among the papers, so the row keeps their title and abstract: the profile
+    reads them as text. `paper_key` is the arXiv id, or `title:` and a hash of
+    the normalised title, so a paper is judged once per reader.
+    """
+
+    __tablename__ = "reader_papers"
+    __table_args__ = (
+        Index("uq_reader_papers_subscriber_paper", "subscriber_id", "paper_key", unique=True),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    paper_key: str = Field(max_length=80)
+    arxiv_id: str | None = Field(default=None, max_length=32)
+    title: str = Field(default="", sa_column=Column(Text, nullable=False))
+    abstract: str = Field(default="", sa_column=Column(Text, nullable=False))
+    verdict: Verdict = Field(sa_type=String(16))
+    source: JudgementSource = Field(sa_type=String(16))
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+    updated_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)

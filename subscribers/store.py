@@ -19,7 +19,11 @@ from sqlmodel import Session, col, select
 
 from newsletter.core.clock import utc_now
 from newsletter.core.db import upsert_insert
-from newsletter.core.errors import InvalidEmailError, SubscriberNotFoundError
+from newsletter.core.errors import (
+    InvalidEmailError,
+    InvalidSubscriberDetailsError,
+    SubscriberNotFoundError,
+)
 from newsletter.core.text import has_unsafe_characters, single_line
 from subscribers.addresses import mailbox_of
 from subscribers.models import Subscriber, SubscriberStatus, SuppressionReason, new_subscriber_key
@@ -27,6 +31,8 @@ from subscribers.suppressions import suppress_subscribers
 
 MAX_EMAIL_LENGTH = 254
 MAX_NAME_LENGTH = 100
+# "What are you working on?": a paragraph, not an essay.
+MAX_INTERESTS_LENGTH = 500
 
 
 def normalise_email(raw: str) -> str:
@@ -87,6 +93,16 @@ def _ascii_domain(domain: str) -> str | None:
     return result.ascii_domain
 
 
+def clean_interests(raw: str | None) -> str:
+    """A reader's free-text interests on one line; refused (not cut) when too long."""
+    text = single_line(raw or "")
+    if len(text) > MAX_INTERESTS_LENGTH:
+        raise InvalidSubscriberDetailsError(
+            f"interests are limited to {MAX_INTERESTS_LENGTH} characters ({len(text)} given)"
+        )
+    return text
+
+
 def clean_name(raw: str | None) -> str | None:
     """A display name safe for headers and pages: one line, no bidi controls, capped."""
     if raw is None:
@@ -110,18 +126,34 @@ def add_subscriber(
     *,
     email: str,
     name: str | None = None,
-    topics: Sequence[str] = (),
+    topics: Sequence[str] | None = None,
+    interests: str | None = None,
     confirmed: bool = False,
 ) -> Subscriber:
-    """Add an address (operator path); an existing one is updated, and confirmed if asked."""
+    """Add an address (operator path); an existing one is updated, and confirmed if asked.
+
+    `topics` must already be checked against the configured ones; None leaves
+    an existing reader's topics (and interests) as they are.
+    """
     address = normalise_email(email)
+    cleaned_interests = None if interests is None else clean_interests(interests)
     now = utc_now()
     subscriber = find_subscriber(session, email=address)
     if subscriber is None:
-        subscriber = Subscriber(email=address, name=clean_name(name), topics=list(topics))
+        subscriber = Subscriber(
+            email=address,
+            name=clean_name(name),
+            topics=list(topics or ()),
+            interests=cleaned_interests or "",
+        )
         session.add(subscriber)
-    elif name is not None:
-        subscriber.name = clean_name(name)
+    else:
+        if name is not None:
+            subscriber.name = clean_name(name)
+        if topics is not None:
+            subscriber.topics = list(topics)
+        if cleaned_interests is not None:
+            subscriber.interests = cleaned_interests
     if confirmed and subscriber.status != SubscriberStatus.CONFIRMED:
         subscriber.status = SubscriberStatus.CONFIRMED
         subscriber.confirmed_at = now
@@ -396,6 +428,7 @@ class ImportedSubscriber:
     name: str | None
     topics: tuple[str, ...]
     status: SubscriberStatus  # pending, confirmed or unsubscribed
+    interests: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,6 +527,11 @@ def _new_row(row: ImportedSubscriber, *, key: str, now: datetime) -> dict[str, o
         "status": row.status.value,
         "key": key,
         "topics": list(row.topics),
+        "interests": row.interests,
+        "digest_mode": "personal",
+        "personal_count": 5,
+        "frequency": "daily",
+        "weekly_day": 0,
         "paused": False,
         "created_at": now,
         "updated_at": now,

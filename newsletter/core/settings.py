@@ -168,6 +168,9 @@ class Settings(BaseSettings):
             "Theory",
         ]
     )
+    # What each topic means for personal ranking (description, keywords, arXiv
+    # categories); unset: the shipped newsletter/relevance/topics.json.
+    topics_file: Path | None = None
     confirm_token_max_age_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     confirm_resend_interval_seconds: int = Field(default=3600, ge=0)
     # The largest CSV `POST /admin/subscribers/import` accepts (other bodies stay tiny).

@@ -1,0 +1,96 @@
+"""Personal digests: readers' interests and choices, judged papers, corpus terms, selections
+
+Revision ID: 0009
+Revises: 0008
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import newsletter.core.clock
+
+revision: str = "0009"
+down_revision: str | None = "0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "corpus_terms",
+        sa.Column("term", sa.String(length=200), nullable=False),
+        sa.Column("papers", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("term"),
+    )
+    op.create_table(
+        "reader_papers",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("subscriber_id", sa.Integer(), nullable=False),
+        sa.Column("paper_key", sa.String(length=80), nullable=False),
+        sa.Column("arxiv_id", sa.String(length=32), nullable=True),
+        sa.Column("title", sa.Text(), nullable=False),
+        sa.Column("abstract", sa.Text(), nullable=False),
+        sa.Column("verdict", sa.String(length=16), nullable=False),
+        sa.Column("source", sa.String(length=16), nullable=False),
+        sa.Column("created_at", newsletter.core.clock.UtcDateTime(), nullable=False),
+        sa.Column("updated_at", newsletter.core.clock.UtcDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscribers.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_reader_papers_subscriber_id", "reader_papers", ["subscriber_id"])
+    op.create_index(
+        "uq_reader_papers_subscriber_paper",
+        "reader_papers",
+        ["subscriber_id", "paper_key"],
+        unique=True,
+    )
+    op.create_table(
+        "selections",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("edition_id", sa.Integer(), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("picks", sa.JSON(), nullable=False),
+        sa.Column("created_at", newsletter.core.clock.UtcDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(["edition_id"], ["editions.id"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("edition_id", "fingerprint", name="uq_selections_edition_fingerprint"),
+    )
+    op.create_index("ix_selections_edition_id", "selections", ["edition_id"])
+    # Batch mode: SQLite adds a foreign key only by copying the table.
+    with op.batch_alter_table("deliveries") as batch:
+        batch.add_column(sa.Column("selection_id", sa.Integer(), nullable=True))
+        batch.create_foreign_key(
+            "fk_deliveries_selection_id", "selections", ["selection_id"], ["id"]
+        )
+    op.add_column("papers", sa.Column("indexed_terms", sa.JSON(), nullable=True))
+    op.add_column(
+        "papers", sa.Column("indexed_at", newsletter.core.clock.UtcDateTime(), nullable=True)
+    )
+    for column in (
+        sa.Column("interests", sa.Text(), server_default="", nullable=False),
+        sa.Column("digest_mode", sa.String(length=16), server_default="personal", nullable=False),
+        sa.Column("personal_count", sa.Integer(), server_default="5", nullable=False),
+        sa.Column("frequency", sa.String(length=16), server_default="daily", nullable=False),
+        sa.Column("weekly_day", sa.Integer(), server_default="0", nullable=False),
+    ):
+        op.add_column("subscribers", column)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("subscribers") as batch:
+        for name in ("weekly_day", "frequency", "personal_count", "digest_mode", "interests"):
+            batch.drop_column(name)
+    with op.batch_alter_table("papers") as batch:
+        batch.drop_column("indexed_at")
+        batch.drop_column("indexed_terms")
+    with op.batch_alter_table("deliveries") as batch:
+        batch.drop_constraint("fk_deliveries_selection_id", type_="foreignkey")
+        batch.drop_column("selection_id")
+    op.drop_index("ix_selections_edition_id", table_name="selections")
+    op.drop_table("selections")
+    op.drop_index("uq_reader_papers_subscriber_paper", table_name="reader_papers")
+    op.drop_index("ix_reader_papers_subscriber_id", table_name="reader_papers")
+    op.drop_table("reader_papers")
+    op.drop_table("corpus_terms")

@@ -1,0 +1,341 @@
+"""Personal picks: where the stored corpus, readers' profiles and the pure relevance model meet.
+
+- `index_corpus` counts the terms of papers stored or changed since the last
+  count into `corpus_terms` (each paper remembers what it added, so changed
+  text replaces exactly its old terms): the document frequencies of ranking,
+  kept up to date at each ingest without refitting anything.
+- `personal_picks` ranks a day's papers for the given readers: their topics,
+  interests and judged papers against the day's candidates, with recent
+  papers as the background "For you" must stand out from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, RowMapping, func, or_, select, update
+
+from newsletter.core.clock import utc_now
+from newsletter.core.db import upsert_insert
+from newsletter.core.errors import SubscriberNotFoundError
+from newsletter.core.settings import Settings
+from newsletter.editions.content import prepare_edition
+from newsletter.models import CorpusTerm, EditionPaper, Paper, ReaderPaper, Subscriber
+from newsletter.relevance import PaperText, Pick, ReaderProfile, RelevanceModel, TermStatistics
+from newsletter.relevance.terms import analyzer, document_terms
+from newsletter.relevance.topics import load_topics
+from subscribers.models import DigestMode, Verdict
+
+papers = Paper.__table__  # type: ignore[attr-defined]
+corpus_terms = CorpusTerm.__table__  # type: ignore[attr-defined]
+edition_papers = EditionPaper.__table__  # type: ignore[attr-defined]
+reader_papers = ReaderPaper.__table__  # type: ignore[attr-defined]
+subscribers = Subscriber.__table__  # type: ignore[attr-defined]
+
+# Papers counted per transaction while indexing.
+INDEX_BATCH = 500
+# How many recent papers (before the day) form the background of "For you".
+BACKGROUND_PAPERS = 300
+# A term longer than this is noise (a URL, a pasted formula), not vocabulary.
+MAX_TERM_LENGTH = 200
+
+
+def paper_text_of(row: RowMapping) -> PaperText:
+    """A stored paper's words: title, abstract (or the AI summary) and keywords."""
+    abstract = str(row.get("abstract") or row.get("ai_summary") or "")
+    keywords = row.get("ai_keywords") or []
+    assert isinstance(keywords, list)
+    return PaperText(str(row["arxiv_id"]), str(row["title"]), abstract, tuple(map(str, keywords)))
+
+
+def index_corpus(engine: Engine, *, now: dt.datetime | None = None) -> int:
+    """Count the terms of papers new or changed since they were last counted; how many."""
+    counted = 0
+    moment = now or utc_now()
+    while True:
+        with engine.begin() as connection:
+            rows = (
+                connection.execute(
+                    select(
+                        papers.c.id,
+                        papers.c.arxiv_id,
+                        papers.c.title,
+                        papers.c.abstract,
+                        papers.c.ai_summary,
+                        papers.c.ai_keywords,
+                        papers.c.indexed_terms,
+                    )
+                    .where(
+                        or_(
+                            papers.c.indexed_at.is_(None), papers.c.updated_at > papers.c.indexed_at
+                        )
+                    )
+                    .order_by(papers.c.id)
+                    .limit(INDEX_BATCH)
+                )
+                .mappings()
+                .all()
+            )
+            if not rows:
+                return counted
+            change: Counter[str] = Counter()
+            for row in rows:
+                terms = {
+                    t
+                    for t in document_terms(paper_text_of(row).text())
+                    if len(t) <= MAX_TERM_LENGTH
+                }
+                old = set(row["indexed_terms"] or ())
+                change.update(dict.fromkeys(terms - old, 1))
+                change.update(dict.fromkeys(old - terms, -1))
+                connection.execute(
+                    update(papers)
+                    .where(papers.c.id == row["id"])
+                    .values(indexed_terms=sorted(terms), indexed_at=moment)
+                )
+            _apply_counts(connection, change)
+            counted += len(rows)
+
+
+def _apply_counts(connection: Connection, change: Counter[str]) -> None:
+    rows = [{"term": term, "papers": delta} for term, delta in change.items() if delta]
+    for start in range(0, len(rows), 1000):
+        statement = upsert_insert(connection.dialect.name, corpus_terms)
+        connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=["term"],
+                set_={"papers": corpus_terms.c.papers + statement.excluded.papers},
+            ),
+            rows[start : start + 1000],
+        )
+
+
+def term_statistics(connection: Connection, terms: Iterable[str]) -> TermStatistics:
+    """Document frequencies of the given terms (the only ones a ranking run needs)."""
+    documents = connection.execute(
+        select(func.count()).select_from(papers).where(papers.c.indexed_terms.is_not(None))
+    ).scalar_one()
+    wanted = sorted(set(terms))
+    frequencies: dict[str, int] = {}
+    for start in range(0, len(wanted), 900):
+        chunk = wanted[start : start + 900]
+        frequencies.update(
+            connection.execute(
+                select(corpus_terms.c.term, corpus_terms.c.papers).where(
+                    corpus_terms.c.term.in_(chunk)
+                )
+            ).tuples()
+        )
+    return TermStatistics(int(documents), frequencies)
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """A reader as personal ranking sees them."""
+
+    subscriber_id: int
+    profile: ReaderProfile
+    count: int
+
+
+def load_readers(
+    connection: Connection, subscriber_ids: Sequence[int]
+) -> tuple[list[Reader], dict[str, PaperText]]:
+    """The readers' profiles, and the texts of every paper they judged (the library)."""
+    readers: list[Reader] = []
+    library: dict[str, PaperText] = {}
+    judged: dict[int, list[tuple[str, Verdict]]] = {}
+    for start in range(0, len(subscriber_ids), 900):
+        chunk = subscriber_ids[start : start + 900]
+        for row in connection.execute(
+            select(
+                reader_papers.c.subscriber_id,
+                reader_papers.c.paper_key,
+                reader_papers.c.title,
+                reader_papers.c.abstract,
+                reader_papers.c.verdict,
+            ).where(reader_papers.c.subscriber_id.in_(chunk))
+        ).mappings():
+            key = str(row["paper_key"])
+            library.setdefault(key, PaperText(key, str(row["title"]), str(row["abstract"])))
+            judged.setdefault(int(row["subscriber_id"]), []).append((key, Verdict(row["verdict"])))
+        for row in connection.execute(
+            select(
+                subscribers.c.id,
+                subscribers.c.topics,
+                subscribers.c.interests,
+                subscribers.c.personal_count,
+            ).where(subscribers.c.id.in_(chunk))
+        ).mappings():
+            papers_judged = judged.get(int(row["id"]), [])
+            profile = ReaderProfile(
+                topics=tuple(row["topics"] or ()),
+                interests=str(row["interests"] or ""),
+                liked=tuple(k for k, v in papers_judged if v is Verdict.LIKED),
+                disliked=tuple(k for k, v in papers_judged if v is Verdict.DISLIKED),
+            )
+            readers.append(Reader(int(row["id"]), profile, int(row["personal_count"])))
+    return readers, library
+
+
+def personal_picks(
+    settings: Settings,
+    engine: Engine,
+    *,
+    day: dt.date,
+    subscriber_ids: Sequence[int],
+) -> dict[int, list[Pick]]:
+    """Each reader's "For you" papers of the day, best first (empty: nothing clears the floor)."""
+    index_corpus(engine)
+    with engine.connect() as connection:
+        columns = (
+            papers.c.arxiv_id,
+            papers.c.title,
+            papers.c.abstract,
+            papers.c.ai_summary,
+            papers.c.ai_keywords,
+        )
+        candidates = [
+            paper_text_of(row)
+            for row in connection.execute(
+                select(*columns).where(papers.c.daily_date == day).order_by(papers.c.arxiv_id)
+            ).mappings()
+        ]
+        background = [
+            paper_text_of(row)
+            for row in connection.execute(
+                select(*columns)
+                .where(papers.c.daily_date < day)
+                .order_by(papers.c.daily_date.desc(), papers.c.arxiv_id)
+                .limit(BACKGROUND_PAPERS)
+            ).mappings()
+        ]
+        readers, library = load_readers(connection, subscriber_ids)
+        topics = load_topics(settings.topics_file)
+        analyze = analyzer()
+        needed: set[str] = set()
+        for text in (
+            *(p.text() for p in (*candidates, *background, *library.values())),
+            *(t.text() for t in topics),
+            *(r.profile.interests for r in readers),
+        ):
+            needed.update(analyze(text))
+        statistics = term_statistics(connection, needed)
+    model = RelevanceModel(
+        statistics, candidates, topics=topics, library=library, background=background
+    )
+    ranked = model.rank(
+        [r.profile for r in readers], count=max((r.count for r in readers), default=5)
+    )
+    return {
+        reader.subscriber_id: picks[: reader.count]
+        for reader, picks in zip(readers, ranked, strict=True)
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class SectionPaper:
+    """One paper as a digest section lists it."""
+
+    arxiv_id: str
+    title: str
+    score: float
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A named part of a digest: "for_you" or "trending"."""
+
+    name: str
+    papers: tuple[SectionPaper, ...]
+
+
+def digest_sections(
+    settings: Settings, engine: Engine, *, day: dt.date, email: str | None
+) -> list[Section]:
+    """What a reader's digest of the day holds: "For you", then trending without those papers.
+
+    Without `email`, or for a reader who chose the trending digest or has no
+    profile, only the trending section. Raises SubscriberNotFoundError for an
+    unknown address.
+    """
+    edition = prepare_edition(settings, engine, day=day)
+    index_corpus(engine)
+    with engine.connect() as connection:
+        trending_rows = (
+            connection.execute(
+                select(
+                    papers.c.arxiv_id,
+                    papers.c.title,
+                    papers.c.upvotes,
+                    edition_papers.c.score,
+                )
+                .join(edition_papers, edition_papers.c.paper_id == papers.c.id)
+                .where(edition_papers.c.edition_id == edition.id)
+                .order_by(edition_papers.c.position)
+            )
+            .mappings()
+            .all()
+        )
+        subscriber = None
+        if email is not None:
+            subscriber = (
+                connection.execute(
+                    select(subscribers.c.id, subscribers.c.digest_mode).where(
+                        func.lower(subscribers.c.email) == email.strip().lower()
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if subscriber is None:
+                raise SubscriberNotFoundError(f"no subscriber with the address {email.strip()!r}")
+    sections: list[Section] = []
+    shown: set[str] = set()
+    personal = subscriber is not None and subscriber["digest_mode"] == DigestMode.PERSONAL.value
+    if personal and subscriber is not None:
+        with engine.connect() as connection:
+            [reader], _ = load_readers(connection, [int(subscriber["id"])])
+        # No profile at all: exactly today's digest, with no empty "For you" above it.
+        personal = not reader.profile.is_empty
+    if personal and subscriber is not None:
+        picks = personal_picks(settings, engine, day=day, subscriber_ids=[subscriber["id"]])
+        chosen = picks.get(int(subscriber["id"]), [])
+        titles = _titles(engine, [pick.arxiv_id for pick in chosen])
+        sections.append(
+            Section(
+                "for_you",
+                tuple(
+                    SectionPaper(p.arxiv_id, titles.get(p.arxiv_id, ""), round(p.score, 4), p.why)
+                    for p in chosen
+                ),
+            )
+        )
+        shown = {pick.arxiv_id for pick in chosen}
+    trending = tuple(
+        SectionPaper(
+            str(row["arxiv_id"]),
+            str(row["title"]),
+            round(float(row["score"]), 4),
+            f"trending today: {row['upvotes']} upvotes",
+        )
+        for row in trending_rows
+        if row["arxiv_id"] not in shown
+    )
+    sections.append(Section("trending", trending))
+    return sections
+
+
+def _titles(engine: Engine, arxiv_ids: Sequence[str]) -> dict[str, str]:
+    if not arxiv_ids:
+        return {}
+    with engine.connect() as connection:
+        return dict(
+            connection.execute(
+                select(papers.c.arxiv_id, papers.c.title).where(papers.c.arxiv_id.in_(arxiv_ids))
+            ).tuples()
+        )
