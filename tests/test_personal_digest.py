@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from newsletter.core.db import create_db_engine, upgrade_schema
-from newsletter.editions.personal import index_corpus
+from newsletter.editions.personal import index_corpus, paper_text_of
 from newsletter.models import CorpusTerm, Paper, Subscriber
 from newsletter.relevance.terms import document_terms
 from tests.support.cli import cli_environment, run_cli
@@ -70,11 +70,26 @@ def test_three_readers_with_different_profiles_get_their_own_papers(
     stored: tuple[Engine, dict[str, str]],
 ) -> None:
     _, env = stored
-    run_cli("subscribers", "add", "legs@example.org", "--confirmed", "--topics", "Robotics",
-            "--interests", "legged locomotion: quadruped and humanoid walking, sim-to-real",
-            env=env)
-    run_cli("subscribers", "add", "speech@example.org", "--confirmed",
-            "--interests", "speech recognition for low-resource languages", env=env)
+    run_cli(
+        "subscribers",
+        "add",
+        "legs@example.org",
+        "--confirmed",
+        "--topics",
+        "Robotics",
+        "--interests",
+        "legged locomotion: quadruped and humanoid walking, sim-to-real",
+        env=env,
+    )
+    run_cli(
+        "subscribers",
+        "add",
+        "speech@example.org",
+        "--confirmed",
+        "--interests",
+        "speech recognition for low-resource languages",
+        env=env,
+    )
     run_cli("subscribers", "add", "plain@example.org", "--confirmed", env=env)
 
     legs = sections(env, "--for", "legs@example.org")
@@ -111,8 +126,14 @@ def test_a_reader_who_chose_trending_only_gets_no_for_you(
 def test_an_unknown_reader_is_one_clear_error(stored: tuple[Engine, dict[str, str]]) -> None:
     _, env = stored
     result = run_cli(
-        "preview", "--date", DAY.isoformat(), "--json", "--for", "nobody@example.org",
-        env=env, check=False,
+        "preview",
+        "--date",
+        DAY.isoformat(),
+        "--json",
+        "--for",
+        "nobody@example.org",
+        env=env,
+        check=False,
     )
     assert result.returncode != 0
     assert "no subscriber with the address 'nobody@example.org'" in result.stderr
@@ -137,8 +158,16 @@ def test_subscribers_add_refuses_unknown_topics_and_long_interests(
 
 def test_profiles_are_stored_cleaned_and_listed(stored: tuple[Engine, dict[str, str]]) -> None:
     _, env = stored
-    run_cli("subscribers", "add", "a@example.org", "--topics", "robotics, llms",
-            "--interests", "  diffusion\u202e policies\r\nfor   robots ", env=env)
+    run_cli(
+        "subscribers",
+        "add",
+        "a@example.org",
+        "--topics",
+        "robotics, llms",
+        "--interests",
+        "  diffusion\u202e policies\r\nfor   robots ",
+        env=env,
+    )
 
     [row] = json.loads(run_cli("subscribers", "list", "--json", env=env).stdout)
 
@@ -160,7 +189,9 @@ def test_import_takes_an_interests_column(
     result = run_cli("subscribers", "import", str(csv_file), "--confirmed", env=env)
 
     assert "interests are limited to 500 characters" in result.stdout + result.stderr
-    rows = {r["email"]: r for r in json.loads(run_cli("subscribers", "list", "--json", env=env).stdout)}
+    rows = {
+        r["email"]: r for r in json.loads(run_cli("subscribers", "list", "--json", env=env).stdout)
+    }
     assert rows["a@example.org"]["interests"] == "legged robots"
     assert rows["b@example.org"]["interests"] == ""  # dropped with a warning, the row kept
 
@@ -175,27 +206,24 @@ def test_the_corpus_term_counts_follow_new_and_changed_papers(
     with engine.begin() as connection:
         connection.execute(
             update(Paper.__table__)  # type: ignore[attr-defined]
-            .where(Paper.__table__.c.arxiv_id == "2611.00001")  # type: ignore[attr-defined]
-            .values(abstract="An entirely new abstract about quokka husbandry.",
-                    updated_at=dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+            .where(Paper.__table__.c.arxiv_id == "2611.00014")  # type: ignore[attr-defined]
+            .values(
+                abstract="An entirely new abstract about quokka husbandry.",
+                updated_at=dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
+            )
         )
     assert index_corpus(engine, now=dt.datetime(2026, 12, 2, tzinfo=dt.UTC)) == 1
 
     with engine.connect() as connection:
         stored_counts = {
-            term: papers
-            for term, papers in connection.execute(
-                select(CorpusTerm.term, CorpusTerm.papers)  # type: ignore[call-overload]
-            ).tuples()
-            if papers
+            term: count
+            for term, count in connection.execute(
+                select(CorpusTerm.__table__.c.term, CorpusTerm.__table__.c.papers)  # type: ignore[attr-defined]
+            ).all()
+            if count
         }
         expected: Counter[str] = Counter()
-        for row in connection.execute(select(Paper)).scalars():  # type: ignore[call-overload]
-            from newsletter.editions.personal import paper_text_of
-
-            mapping = connection.execute(
-                select(Paper.__table__).where(Paper.__table__.c.id == row)  # type: ignore[attr-defined]
-            ).mappings().one()
-            expected.update(document_terms(paper_text_of(mapping).text()))
+        for row in connection.execute(select(Paper.__table__)).mappings():  # type: ignore[attr-defined]
+            expected.update(document_terms(paper_text_of(row).text()))
     assert stored_counts == dict(expected)
     assert stored_counts["quokka"] == 1

@@ -58,11 +58,16 @@ def upgrade() -> None:
         sa.UniqueConstraint("edition_id", "fingerprint", name="uq_selections_edition_fingerprint"),
     )
     op.create_index("ix_selections_edition_id", "selections", ["edition_id"])
-    # Batch mode: SQLite adds a foreign key only by copying the table.
-    with op.batch_alter_table("deliveries") as batch:
-        batch.add_column(sa.Column("selection_id", sa.Integer(), nullable=True))
-        batch.create_foreign_key(
-            "fk_deliveries_selection_id", "selections", ["selection_id"], ["id"]
+    # A plain ALTER TABLE, also on SQLite: batch mode would copy the whole ledger
+    # (slow on a large list) and reflect the subscribers table's expression
+    # index, which SQLite cannot. SQLite takes REFERENCES on a new NULL column;
+    # Alembic only adds a constraint separately, which SQLite has no ALTER for.
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute("ALTER TABLE deliveries ADD COLUMN selection_id INTEGER REFERENCES selections (id)")
+    else:
+        op.add_column("deliveries", sa.Column("selection_id", sa.Integer(), nullable=True))
+        op.create_foreign_key(
+            "fk_deliveries_selection_id", "deliveries", "selections", ["selection_id"], ["id"]
         )
     op.add_column("papers", sa.Column("indexed_terms", sa.JSON(), nullable=True))
     op.add_column(
@@ -85,9 +90,9 @@ def downgrade() -> None:
     with op.batch_alter_table("papers") as batch:
         batch.drop_column("indexed_at")
         batch.drop_column("indexed_terms")
-    with op.batch_alter_table("deliveries") as batch:
-        batch.drop_constraint("fk_deliveries_selection_id", type_="foreignkey")
-        batch.drop_column("selection_id")
+    if op.get_bind().dialect.name != "sqlite":
+        op.drop_constraint("fk_deliveries_selection_id", "deliveries", type_="foreignkey")
+    op.drop_column("deliveries", "selection_id")
     op.drop_index("ix_selections_edition_id", table_name="selections")
     op.drop_table("selections")
     op.drop_index("uq_reader_papers_subscriber_paper", table_name="reader_papers")

@@ -127,7 +127,7 @@ def term_statistics(connection: Connection, terms: Iterable[str]) -> TermStatist
                 select(corpus_terms.c.term, corpus_terms.c.papers).where(
                     corpus_terms.c.term.in_(chunk)
                 )
-            ).tuples()
+            ).all()
         )
     return TermStatistics(int(documents), frequencies)
 
@@ -337,5 +337,5 @@ def _titles(engine: Engine, arxiv_ids: Sequence[str]) -> dict[str, str]:
         return dict(
             connection.execute(
                 select(papers.c.arxiv_id, papers.c.title).where(papers.c.arxiv_id.in_(arxiv_ids))
-            ).tuples()
+            ).all()
         )
