@@ -38,6 +38,11 @@ _UNSUBSCRIBE = "unsubscribe"
 _PREFERENCES = "preferences"
 _CONFIRM = "confirm"
 _BOUNCE = "bounce"
+_FEEDBACK = "feedback"
+FEEDBACK_VERDICTS = ("more", "less")
+_FEEDBACK_TOKEN = re.compile(
+    r"([A-Za-z0-9_-]{1,64})\.(more|less)\.([A-Za-z0-9_-]{1,200})\.([A-Za-z0-9_-]{24})"
+)
 _BOUNCE_MAC_BYTES = 10  # 80 bits: 16 base-32 characters, no padding
 _BOUNCE_TOKEN = re.compile(r"([0-9a-z]{1,13})-([a-z2-7]{16})")
 _MAC_BYTES = 18  # 144 bits: 24 URL-safe characters, no padding
@@ -204,3 +209,41 @@ def confirm_url(base_url: str, secret_key: str, subscriber_key: str, *, issued_a
     """The absolute double opt-in confirmation URL for a subscriber, issued at `issued_at`."""
     token = make_confirm_token(secret_key, subscriber_key, issued_at=issued_at)
     return f"{base_url}/confirm/{token}"
+
+
+def make_feedback_token(secret_key: str, subscriber_key: str, arxiv_id: str, verdict: str) -> str:
+    """KEY.VERDICT.PAPER.MAC: a reader's "more/less like this" for one paper (never expires).
+
+    PAPER is the arXiv id in URL-safe base64 without padding (old-style ids hold
+    a "/", new ones a "."), so the token stays one path segment.
+    """
+    if verdict not in FEEDBACK_VERDICTS:
+        raise ValueError(f"a feedback verdict is 'more' or 'less', not {verdict!r}")
+    paper = base64.urlsafe_b64encode(arxiv_id.encode("utf-8")).decode("ascii").rstrip("=")
+    if not paper or len(paper) > 200:
+        raise ValueError("an arXiv id for a feedback link is empty or too long")
+    signed = f"{_checked_key(subscriber_key)}.{verdict}.{paper}"
+    return f"{signed}.{_mac(secret_key, _FEEDBACK, signed)}"
+
+
+def read_feedback_token(secret_key: str, token: str) -> tuple[str, str, str]:
+    """(subscriber key, arXiv id, verdict) of a feedback token, or InvalidTokenError."""
+    match = _FEEDBACK_TOKEN.fullmatch(token)
+    if match is None:
+        raise InvalidTokenError(_NOT_VALID)
+    key, verdict, paper, mac = match.groups()
+    if not hmac.compare_digest(mac, _mac(secret_key, _FEEDBACK, f"{key}.{verdict}.{paper}")):
+        raise InvalidTokenError(_NOT_VALID)
+    try:
+        arxiv_id = base64.urlsafe_b64decode(paper + "=" * (-len(paper) % 4)).decode("utf-8")
+    except ValueError:
+        raise InvalidTokenError(_NOT_VALID) from None
+    return key, arxiv_id, verdict
+
+
+def feedback_url(
+    base_url: str, secret_key: str, subscriber_key: str, arxiv_id: str, verdict: str
+) -> str:
+    """The absolute "more like this" / "less like this" URL of one paper for one reader."""
+    token = make_feedback_token(secret_key, subscriber_key, arxiv_id, verdict)
+    return f"{base_url}/feedback/{token}"

@@ -75,8 +75,9 @@ from newsletter.core.wire import (
     prepared_value,
     stuff,
 )
+from newsletter.render import feedback_placeholder
 from newsletter.values import PersonalField, fill_personal_links
-from subscribers.tokens import preferences_url, unsubscribe_url
+from subscribers.tokens import FEEDBACK_VERDICTS, feedback_url, preferences_url, unsubscribe_url
 
 __all__ = [
     "TEST_SEND_KEY",
@@ -230,11 +231,29 @@ _FIELD_SLOTS: Final = {
 }
 
 
-def _encoded_part_pieces(body: str, flavour: str, link_marker: str) -> list[bytes | int]:
+# Each paper's feedback links take four slots after the fixed ones: text "more",
+# text "less", HTML "more", HTML "less".
+_FEEDBACK_SLOTS_START: Final = 8
+_FEEDBACK_SLOT_OFFSET: Final = {
+    ("text", "more"): 0,
+    ("text", "less"): 1,
+    ("html", "more"): 2,
+    ("html", "less"): 3,
+}
+
+
+def _encoded_part_pieces(
+    body: str, flavour: str, link_marker: str, feedback_papers: int = 0
+) -> list[bytes | int]:
     """A part's quoted-printable body as literal segments and slot numbers for the URLs."""
     slot_of = {
         field.placeholder(link_marker): slot for field, slot in _FIELD_SLOTS[flavour].items()
     }
+    for index in range(feedback_papers):
+        for verdict in FEEDBACK_VERDICTS:
+            slot_of[feedback_placeholder(link_marker, index, verdict)] = (
+                _FEEDBACK_SLOTS_START + 4 * index + _FEEDBACK_SLOT_OFFSET[flavour, verdict]
+            )
     pattern = re.compile("|".join(re.escape(placeholder) for placeholder in slot_of))
     pieces: list[bytes | int] = []
     position = 0
@@ -270,6 +289,7 @@ class CompiledDigest:
         "_canonical_body",
         "_clock",
         "_date_cache",
+        "_feedback_papers",
         "_literals",
         "_literals_eight_bit",
         "_literals_size",
@@ -294,6 +314,7 @@ class CompiledDigest:
         html_encoded_size: int,
         clock: Callable[[], datetime],
         signer: DkimSigner | None = None,
+        feedback_papers: tuple[str, ...] = (),
     ) -> None:
         """Use `CompiledDigest.compile`; this only stores what it prepared.
 
@@ -321,6 +342,7 @@ class CompiledDigest:
         self._unsubscribe_extra = _list_unsubscribe_urls(settings, "")[1:]
         self.envelope_from = settings.envelope_sender
         self.html_encoded_size = html_encoded_size
+        self._feedback_papers = feedback_papers
 
     @classmethod
     def compile(
@@ -334,8 +356,14 @@ class CompiledDigest:
         link_marker: str,
         is_test: bool = False,
         clock: Callable[[], datetime] = utc_now,
+        feedback_papers: tuple[str, ...] = (),
     ) -> CompiledDigest:
-        """Encode the digest's fixed headers and both parts once, leaving slots for what varies."""
+        """Encode the digest's fixed headers and both parts once, leaving slots for what varies.
+
+        `feedback_papers` (a personal digest's) are the papers whose "more/less
+        like this" placeholders the body holds, by index (`render.feedback_placeholder`):
+        each reader's signed links are filled in there.
+        """
         boundary = new_boundary(f"digest_{edition_date:%Y%m%d}")
         pieces: list[bytes | int] = [mailbox_setting_header("From", settings.from_address)]
         if settings.reply_to:
@@ -351,8 +379,9 @@ class CompiledDigest:
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
             multipart_header(boundary),
         ]
-        html_pieces = _encoded_part_pieces(normalised_body(html), "html", link_marker)
-        text_pieces = _encoded_part_pieces(normalised_body(text), "text", link_marker)
+        count = len(feedback_papers)
+        html_pieces = _encoded_part_pieces(normalised_body(html), "html", link_marker, count)
+        text_pieces = _encoded_part_pieces(normalised_body(text), "text", link_marker, count)
         for subtype, part_pieces in (("plain", text_pieces), ("html", html_pieces)):
             pieces.append(part_header(boundary, subtype))
             pieces += part_pieces
@@ -366,6 +395,7 @@ class CompiledDigest:
             html_encoded_size=html_size,
             clock=clock,
             signer=DkimSigner.from_settings(settings),
+            feedback_papers=feedback_papers,
         )
 
     def _date_header(self) -> bytes:
@@ -383,7 +413,7 @@ class CompiledDigest:
         """What the slots hold for this recipient, each with CRLF line ends."""
         unsubscribe, preferences = _personal_urls(self._settings, recipient.subscriber_key)
         message_id = single_line(recipient.message_id)
-        return (
+        values = [
             mailbox_header("To", recipient.name, recipient.email),
             self._date_header(),
             f"Message-ID: {message_id}\r\n".encode("ascii", "replace"),
@@ -392,7 +422,20 @@ class CompiledDigest:
             qp_encode_url(preferences) + SOFT_BREAK,
             qp_encode_url(escape(unsubscribe, quote=True)) + SOFT_BREAK,
             qp_encode_url(escape(preferences, quote=True)) + SOFT_BREAK,
-        )
+        ]
+        if self._feedback_papers:
+            settings = self._settings
+            key = recipient.subscriber_key or TEST_SEND_KEY
+            for arxiv_id in self._feedback_papers:
+                more = feedback_url(settings.base_url, settings.secret_key, key, arxiv_id, "more")
+                less = feedback_url(settings.base_url, settings.secret_key, key, arxiv_id, "less")
+                values += (
+                    qp_encode_url(more) + SOFT_BREAK,
+                    qp_encode_url(less) + SOFT_BREAK,
+                    qp_encode_url(escape(more, quote=True)) + SOFT_BREAK,
+                    qp_encode_url(escape(less, quote=True)) + SOFT_BREAK,
+                )
+        return tuple(values)
 
     def _joined(self, values: tuple[bytes, ...]) -> tuple[bytes, list[bytes]]:
         literals = self._literals

@@ -77,6 +77,8 @@ class ClaimedDelivery:
     # False when the subscriber unsubscribed, bounced or paused after the
     # audience was fixed: the row then ends without a message.
     still_subscribed: bool = True
+    # The reader's "For you" selection (None: the edition's trending digest).
+    selection_id: int | None = None
 
 
 class OutcomeKind(StrEnum):
@@ -263,6 +265,7 @@ def claim_batch(
             deliveries.c.name,
             deliveries.c.subscriber_key,
             deliveries.c.attempts,
+            deliveries.c.selection_id,
             _still_subscribed(),
         )
     )
@@ -276,6 +279,7 @@ def claim_batch(
             subscriber_key=row.subscriber_key,
             attempts=row.attempts,
             still_subscribed=bool(row[-1]),
+            selection_id=row.selection_id,
         )
         for row in rows
     ]
