@@ -729,7 +729,7 @@ def seed_personal(engine: Engine, *, readers: int, seed: int) -> dt.date:
             text(
                 "INSERT INTO papers (arxiv_id, title, abstract, authors, ai_keywords, sources, "
                 "daily_date, upvotes, num_comments, created_at, updated_at) VALUES (:arxiv_id, "
-                ":title, :abstract, '[\"A. Author\", \"B. Author\"]', :keywords, '[\"bench\"]', "
+                ':title, :abstract, \'["A. Author", "B. Author"]\', :keywords, \'["bench"]\', '
                 ":day, :upvotes, 0, :now, :now)"
             ),
             [

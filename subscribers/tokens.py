@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import re
 import string
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
@@ -219,11 +220,41 @@ def make_feedback_token(secret_key: str, subscriber_key: str, arxiv_id: str, ver
     """
     if verdict not in FEEDBACK_VERDICTS:
         raise ValueError(f"a feedback verdict is 'more' or 'less', not {verdict!r}")
+    signed = f"{_checked_key(subscriber_key)}.{verdict}.{_paper_segment(arxiv_id)}"
+    return f"{signed}.{_mac(secret_key, _FEEDBACK, signed)}"
+
+
+@lru_cache(maxsize=4096)
+def _paper_segment(arxiv_id: str) -> str:
     paper = base64.urlsafe_b64encode(arxiv_id.encode("utf-8")).decode("ascii").rstrip("=")
     if not paper or len(paper) > 200:
         raise ValueError("an arXiv id for a feedback link is empty or too long")
-    signed = f"{_checked_key(subscriber_key)}.{verdict}.{paper}"
-    return f"{signed}.{_mac(secret_key, _FEEDBACK, signed)}"
+    return paper
+
+
+def feedback_urls(
+    base_url: str, secret_key: str, subscriber_key: str, arxiv_ids: Sequence[str]
+) -> list[tuple[str, str]]:
+    """("more", "less") feedback URLs of each paper for one reader: `feedback_url`, in bulk.
+
+    The send path calls this per message; the MAC state after the reader's key
+    is computed once and copied per link.
+    """
+    key = _checked_key(subscriber_key)
+    reader = hmac.new(_purpose_key(secret_key, _FEEDBACK), key.encode("ascii"), hashlib.sha256)
+    prefix = f"{base_url}/feedback/{key}."
+    urls: list[tuple[str, str]] = []
+    for arxiv_id in arxiv_ids:
+        paper = _paper_segment(arxiv_id)
+        pair: list[str] = []
+        for verdict in FEEDBACK_VERDICTS:
+            signed = f".{verdict}.{paper}"
+            mac = reader.copy()
+            mac.update(signed.encode("ascii"))
+            tag = base64.urlsafe_b64encode(mac.digest()[:_MAC_BYTES]).decode("ascii")
+            pair.append(f"{prefix}{verdict}.{paper}.{tag}")
+        urls.append((pair[0], pair[1]))
+    return urls
 
 
 def read_feedback_token(secret_key: str, token: str) -> tuple[str, str, str]:

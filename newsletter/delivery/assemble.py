@@ -77,7 +77,12 @@ from newsletter.core.wire import (
 )
 from newsletter.render import feedback_placeholder
 from newsletter.values import PersonalField, fill_personal_links
-from subscribers.tokens import FEEDBACK_VERDICTS, feedback_url, preferences_url, unsubscribe_url
+from subscribers.tokens import (
+    FEEDBACK_VERDICTS,
+    feedback_urls,
+    preferences_url,
+    unsubscribe_url,
+)
 
 __all__ = [
     "TEST_SEND_KEY",
@@ -293,6 +298,7 @@ class CompiledDigest:
         "_literals",
         "_literals_eight_bit",
         "_literals_size",
+        "_plain_base_url",
         "_settings",
         "_signer",
         "_slots",
@@ -343,6 +349,7 @@ class CompiledDigest:
         self.envelope_from = settings.envelope_sender
         self.html_encoded_size = html_encoded_size
         self._feedback_papers = feedback_papers
+        self._plain_base_url = escape(settings.base_url, quote=True) == settings.base_url
 
     @classmethod
     def compile(
@@ -426,15 +433,22 @@ class CompiledDigest:
         if self._feedback_papers:
             settings = self._settings
             key = recipient.subscriber_key or TEST_SEND_KEY
-            for arxiv_id in self._feedback_papers:
-                more = feedback_url(settings.base_url, settings.secret_key, key, arxiv_id, "more")
-                less = feedback_url(settings.base_url, settings.secret_key, key, arxiv_id, "less")
-                values += (
-                    qp_encode_url(more) + SOFT_BREAK,
-                    qp_encode_url(less) + SOFT_BREAK,
-                    qp_encode_url(escape(more, quote=True)) + SOFT_BREAK,
-                    qp_encode_url(escape(less, quote=True)) + SOFT_BREAK,
+            for more, less in feedback_urls(
+                settings.base_url, settings.secret_key, key, self._feedback_papers
+            ):
+                # A feedback URL is the base URL and URL-safe token characters:
+                # the HTML-escaped form is the same unless the base URL needs escaping.
+                text_more = qp_encode_url(more) + SOFT_BREAK
+                text_less = qp_encode_url(less) + SOFT_BREAK
+                html_more, html_less = (
+                    (text_more, text_less)
+                    if self._plain_base_url
+                    else (
+                        qp_encode_url(escape(more, quote=True)) + SOFT_BREAK,
+                        qp_encode_url(escape(less, quote=True)) + SOFT_BREAK,
+                    )
                 )
+                values += (text_more, text_less, html_more, html_less)
         return tuple(values)
 
     def _joined(self, values: tuple[bytes, ...]) -> tuple[bytes, list[bytes]]:
