@@ -344,7 +344,9 @@ class DigestBlocks:
         feedback_mark = f"NLPERSONAL{marker}xFBNNx"
         for arxiv_id, why in picked:
             blocks = self.papers[arxiv_id]
-            line = shorten_text(_clean_text(why), WHY_MAX_CHARS)
+            # The reader's own words (interests, liked titles) can never hold this
+            # rendering's marker, so never a placeholder the send stage fills.
+            line = shorten_text(_clean_text(why), WHY_MAX_CHARS).replace(marker, "")
             for parts, block, shown_why in (
                 (html, blocks.for_you_html, escape(line, quote=True)),
                 (text, blocks.for_you_text, line),
