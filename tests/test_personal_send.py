@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
 from html import escape
 from pathlib import Path
@@ -26,6 +27,7 @@ from newsletter.models import Delivery, Edition, Paper, Selection, Subscriber
 from newsletter.values import fill_personal_links
 from subscribers.tokens import preferences_url, read_feedback_token, unsubscribe_url
 from tests.support.cli import cli_environment, run_cli
+from tests.support.postgres import postgres_database_or_skip
 from tests.support.smtp_server import ReceivedMessage, RecordingSmtpServer
 
 DATA = Path(__file__).parent / "data" / "relevance"
@@ -41,12 +43,7 @@ editions = Edition.__table__  # type: ignore[attr-defined]
 papers = Paper.__table__  # type: ignore[attr-defined]
 
 
-@pytest.fixture
-def stored(tmp_path: Path) -> Iterator[tuple[Engine, str]]:
-    """A migrated database holding the six days of labelled papers."""
-    url = f"sqlite:///{tmp_path / 'personal.db'}"
-    engine = create_db_engine(url)
-    upgrade_schema(engine)
+def _store_papers(engine: Engine) -> None:
     rows = [json.loads(line) for line in (DATA / "papers.jsonl").read_text().splitlines() if line]
     with engine.begin() as connection:
         connection.execute(
@@ -68,8 +65,35 @@ def stored(tmp_path: Path) -> Iterator[tuple[Engine, str]]:
                 for row in rows
             ],
         )
-    yield engine, url
-    engine.dispose()
+
+
+@contextmanager
+def _database(url: str) -> Iterator[tuple[Engine, str]]:
+    engine = create_db_engine(url)
+    upgrade_schema(engine)
+    _store_papers(engine)
+    try:
+        yield engine, url
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def stored(tmp_path: Path) -> Iterator[tuple[Engine, str]]:
+    """A migrated SQLite database holding the six days of labelled papers."""
+    with _database(f"sqlite:///{tmp_path / 'personal.db'}") as database:
+        yield database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Engine, str]]:
+    """The same on SQLite, then on a temporary PostgreSQL database."""
+    if request.param == "sqlite":
+        with _database(f"sqlite:///{tmp_path / 'personal.db'}") as database:
+            yield database
+    else:
+        with postgres_database_or_skip() as url, _database(url) as database:
+            yield database
 
 
 READERS = {
@@ -112,9 +136,9 @@ def _html_wire_size(raw: bytes) -> int:
 
 
 def test_three_profiles_get_their_own_digests_and_the_ledger_records_them(
-    stored: tuple[Engine, str],
+    any_database: tuple[Engine, str],
 ) -> None:
-    engine, url = stored
+    engine, url = any_database
     with RecordingSmtpServer() as server:
         env = cli_environment(url, server.port)
         _add_readers(env)

@@ -19,7 +19,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from jinja2 import Environment
-from sqlalchemy import Connection, Engine, RowMapping, false, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    Text,
+    cast,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlmodel import Session, col
 from sqlmodel import select as sql_select
 
@@ -359,6 +371,16 @@ def personal_reader_ids(connection: Connection) -> list[int]:
 
     The others get exactly the edition's trending digest.
     """
+    # Readers without topics, interests or liked papers are left out in SQL: a
+    # list of a million such readers costs this nothing.
+    has_profile = or_(
+        subscribers.c.interests != "",
+        func.coalesce(cast(subscribers.c.topics, Text), "[]") != "[]",
+        exists().where(
+            reader_papers.c.subscriber_id == subscribers.c.id,
+            reader_papers.c.verdict == Verdict.LIKED.value,
+        ),
+    )
     ids = [
         int(row.id)
         for row in connection.execute(
@@ -367,6 +389,7 @@ def personal_reader_ids(connection: Connection) -> list[int]:
                 subscribers.c.status == SubscriberStatus.CONFIRMED.value,
                 subscribers.c.paused == false(),
                 subscribers.c.digest_mode == DigestMode.PERSONAL.value,
+                has_profile,
             )
             .order_by(subscribers.c.id)
         )
