@@ -264,6 +264,9 @@ class PersonalDigest:
     link_marker: str
     feedback_papers: tuple[str, ...]
     shown: tuple[str, ...]  # every paper shown, "For you" first
+    # Stands between pieces that recur across selections (blocks, positions, why
+    # lines), so the send stage encodes each once; it is removed from the mail.
+    cut: str = ""
 
     def personalised(
         self,
@@ -274,8 +277,8 @@ class PersonalDigest:
     ) -> tuple[str, str]:
         """HTML and text with one reader's links filled in (`feedback_url(arxiv_id, verdict)`)."""
         html, text = fill_personal_links(
-            self.html,
-            self.text,
+            self.html.replace(self.cut, "") if self.cut else self.html,
+            self.text.replace(self.cut, "") if self.cut else self.text,
             link_marker=self.link_marker,
             unsubscribe_url=unsubscribe_url,
             preferences_url=preferences_url,
@@ -320,7 +323,10 @@ class DigestBlocks:
         while True:
             digest = self._joined(picked, trending[:keep])
             allowance = FEEDBACK_URL_ALLOWANCE * len(digest.feedback_papers)
-            size = encoded_html_size(digest.html) + allowance
+            cuts = digest.html.count(digest.cut)
+            html = digest.html.replace(digest.cut, "")
+            # Each cut becomes a soft line break ("=" CRLF) in the encoded part.
+            size = encoded_html_size(html) + allowance + 3 * cuts
             if size <= ENCODED_HTML_MAX_BYTES or keep == 0:
                 break
             keep = max(0, min(keep - 1, keep * ENCODED_HTML_MAX_BYTES // size))
@@ -333,6 +339,7 @@ class DigestBlocks:
 
     def _joined(self, picked: list[tuple[str, str]], trending: list[str]) -> PersonalDigest:
         marker = self.link_marker
+        cut = f"NLCUT{marker}Z"
         html = [self.html_parts["top"]]
         text = [self.text_parts["top"]]
         section = "for_you" if picked else "nothing"
@@ -351,11 +358,11 @@ class DigestBlocks:
                 (html, blocks.for_you_html, escape(line, quote=True)),
                 (text, blocks.for_you_text, line),
             ):
-                filled = block.replace(position_mark, str(len(order) + 1)).replace(
+                filled = block.replace(position_mark, f"{cut}{len(order) + 1}{cut}").replace(
                     feedback_mark, f"NLPERSONAL{marker}xFB{len(order)}x"
                 )
                 # Last: the reader's own words never pass through another replacement.
-                parts.append(filled.replace(why_mark, shown_why))
+                parts.append(filled.replace(why_mark, f"{cut}{shown_why}{cut}") + cut)
             order.append(arxiv_id)
         html.append(self.html_parts["trending"])
         text.append(self.text_parts["trending"])
@@ -363,9 +370,10 @@ class DigestBlocks:
             blocks = self.papers[arxiv_id]
             for parts, block in ((html, blocks.trending_html), (text, blocks.trending_text)):
                 parts.append(
-                    block.replace(position_mark, str(position)).replace(
+                    block.replace(position_mark, f"{cut}{position}{cut}").replace(
                         feedback_mark, f"NLPERSONAL{marker}xFB{len(order)}x"
                     )
+                    + cut
                 )
             order.append(arxiv_id)
         html.append(self.html_parts["end"])
@@ -377,6 +385,7 @@ class DigestBlocks:
             link_marker=marker,
             feedback_papers=tuple(order),
             shown=tuple(order),
+            cut=cut,
         )
 
 

@@ -60,6 +60,8 @@ def _message(
         edition_date=DAY,
         link_marker=digest.link_marker,
         feedback_papers=digest.feedback_papers,
+        cut=digest.cut,
+        qp_cache={},
     )
     raw = compiled.assemble(Recipient("r@example.org", "R", "readerkey", "<1@example.org>"))
     message = email.message_from_bytes(raw, policy=email.policy.default)
@@ -105,6 +107,7 @@ def test_hostile_why_lines_and_titles_stay_text(settings: Settings) -> None:
     assert "https://news.example.org/unsubscribe/" not in why_line
     assert "Bcc: victim@example.org" in text  # on the why line, not a header
     assert "\u202e" not in text and "\u202e" not in html
+    assert "NLCUT" not in html + text and "NLPOS" + MARKER not in html + text
 
 
 def test_a_paper_picked_for_you_is_not_repeated_under_trending(settings: Settings) -> None:

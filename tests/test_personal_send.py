@@ -196,6 +196,7 @@ def test_three_profiles_get_their_own_digests_and_the_ledger_records_them(
         token = more.group(1).removeprefix(f"{BASE_URL}/feedback/")
         assert read_feedback_token(SECRET, token) == (row.key, picks[0]["arxiv_id"], "more")
         assert more.group(1) in html
+        assert "NLCUT" not in html + text and "NLPERSONAL" not in html + text
         assert _html_wire_size(received[address].raw) < GMAIL_CLIP_BYTES
         shown_for_you[address] = [p["arxiv_id"] for p in picks]
 

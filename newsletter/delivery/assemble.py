@@ -248,10 +248,21 @@ _FEEDBACK_SLOT_OFFSET: Final = {
 
 
 def _encoded_part_pieces(
-    body: str, flavour: str, link_marker: str, feedback_papers: int = 0
+    body: str,
+    flavour: str,
+    link_marker: str,
+    feedback_papers: int = 0,
+    *,
+    cut: str | None = None,
+    qp_cache: dict[str, bytes] | None = None,
 ) -> list[bytes | int]:
-    """A part's quoted-printable body as literal segments and slot numbers for the URLs."""
-    slot_of = {
+    """A part's quoted-printable body as literal segments and slot numbers for the URLs.
+
+    With `cut`, the body is also cut where that text stands (it is dropped):
+    each piece is encoded on its own, and with `qp_cache` encoded once for
+    every digest sharing the cache (blocks recur across selections).
+    """
+    slot_of: dict[str, int | None] = {
         field.placeholder(link_marker): slot for field, slot in _FIELD_SLOTS[flavour].items()
     }
     for index in range(feedback_papers):
@@ -259,17 +270,31 @@ def _encoded_part_pieces(
             slot_of[feedback_placeholder(link_marker, index, verdict)] = (
                 _FEEDBACK_SLOTS_START + 4 * index + _FEEDBACK_SLOT_OFFSET[flavour, verdict]
             )
+    if cut:
+        slot_of[cut] = None
+    cache: dict[str, bytes] = {} if qp_cache is None else qp_cache
+
+    def encoded(segment: str) -> bytes:
+        found = cache.get(segment)
+        if found is None:
+            found = qp_encode(segment)
+            if qp_cache is not None:
+                cache[segment] = found
+        return found
+
     pattern = re.compile("|".join(re.escape(placeholder) for placeholder in slot_of))
     pieces: list[bytes | int] = []
     position = 0
     for match in pattern.finditer(body):
         segment = body[position : match.start()]
         if segment:
-            encoded = qp_encode(segment)
-            pieces.append(encoded if encoded.endswith(CRLF) else encoded + SOFT_BREAK)
-        pieces.append(slot_of[match.group()])
+            chunk = encoded(segment)
+            pieces.append(chunk if chunk.endswith(CRLF) else chunk + SOFT_BREAK)
+        slot = slot_of[match.group()]
+        if slot is not None:
+            pieces.append(slot)
         position = match.end()
-    pieces.append(qp_encode(body[position:]))
+    pieces.append(encoded(body[position:]))
     return pieces
 
 
@@ -364,12 +389,16 @@ class CompiledDigest:
         is_test: bool = False,
         clock: Callable[[], datetime] = utc_now,
         feedback_papers: tuple[str, ...] = (),
+        cut: str | None = None,
+        qp_cache: dict[str, bytes] | None = None,
     ) -> CompiledDigest:
         """Encode the digest's fixed headers and both parts once, leaving slots for what varies.
 
         `feedback_papers` (a personal digest's) are the papers whose "more/less
         like this" placeholders the body holds, by index (`render.feedback_placeholder`):
-        each reader's signed links are filled in there.
+        each reader's signed links are filled in there. `cut` and `qp_cache`
+        (a personal digest's too) let pieces shared by many selections be
+        encoded once (see `_encoded_part_pieces`).
         """
         boundary = new_boundary(f"digest_{edition_date:%Y%m%d}")
         pieces: list[bytes | int] = [mailbox_setting_header("From", settings.from_address)]
@@ -387,8 +416,12 @@ class CompiledDigest:
             multipart_header(boundary),
         ]
         count = len(feedback_papers)
-        html_pieces = _encoded_part_pieces(normalised_body(html), "html", link_marker, count)
-        text_pieces = _encoded_part_pieces(normalised_body(text), "text", link_marker, count)
+        html_pieces = _encoded_part_pieces(
+            normalised_body(html), "html", link_marker, count, cut=cut, qp_cache=qp_cache
+        )
+        text_pieces = _encoded_part_pieces(
+            normalised_body(text), "text", link_marker, count, cut=cut, qp_cache=qp_cache
+        )
         for subtype, part_pieces in (("plain", text_pieces), ("html", html_pieces)):
             pieces.append(part_header(boundary, subtype))
             pieces += part_pieces

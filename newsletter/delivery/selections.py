@@ -46,6 +46,8 @@ selections = Selection.__table__  # type: ignore[attr-defined]
 SelectionPicks = tuple[tuple[str, str], ...]
 
 _UPDATE_CHUNK = 1000
+# Pieces of encoded blocks kept between compiles (why lines are the many distinct ones).
+QP_CACHE_MAX_PIECES = 50_000
 
 
 def rank_readers(settings: Settings, engine: Engine, *, day: dt.date) -> dict[int, list[Pick]]:
@@ -149,8 +151,13 @@ class PersonalDigests:
         picked = {arxiv_id for picks in stored.values() for arxiv_id, _ in picks}
         blocks = edition_blocks(settings, engine, edition_id=edition_id, extra_papers=picked)
 
+        # Encoded blocks, shared by every selection's compile (a few MB at most).
+        qp_cache: dict[str, bytes] = {}
+
         def compile_digest(blocks: DigestBlocks, picks: SelectionPicks) -> CompiledDigest:
             digest = blocks.assemble(picks)
+            if len(qp_cache) > QP_CACHE_MAX_PIECES:
+                qp_cache.clear()
             return CompiledDigest.compile(
                 settings,
                 subject=digest.subject,
@@ -160,6 +167,8 @@ class PersonalDigests:
                 link_marker=digest.link_marker,
                 clock=clock,
                 feedback_papers=digest.feedback_papers,
+                cut=digest.cut,
+                qp_cache=qp_cache,
             )
 
         return cls(blocks, stored, compile_digest)
