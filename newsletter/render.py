@@ -248,6 +248,10 @@ class PaperBlocks:
     for_you_text: str
     trending_html: str
     trending_text: str
+    # Each HTML block's quoted-printable size with its placeholders: more than
+    # it takes filled in (a placeholder is longer than a position or a link index).
+    for_you_size: int = 0
+    trending_size: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +311,8 @@ class DigestBlocks:
     text_parts: dict[str, str]
     papers: dict[str, PaperBlocks]
     trending: tuple[str, ...]  # the edition's popularity ranking, best first
+    # Encoded size of the parts every digest has (the larger "For you" header counted).
+    fixed_html_size: int = 0
 
     def assemble(self, picks: Sequence[tuple[str, str]]) -> PersonalDigest:
         """The digest of one selection: `picks` are (arXiv id, why) best first.
@@ -319,23 +325,29 @@ class DigestBlocks:
         picked = [(arxiv_id, why) for arxiv_id, why in picks if arxiv_id in self.papers]
         shown = {arxiv_id for arxiv_id, _ in picked}
         trending = [arxiv_id for arxiv_id in self.trending if arxiv_id not in shown]
-        keep = len(trending)
-        while True:
-            digest = self._joined(picked, trending[:keep])
-            allowance = FEEDBACK_URL_ALLOWANCE * len(digest.feedback_papers)
-            cuts = digest.html.count(digest.cut)
-            html = digest.html.replace(digest.cut, "")
-            # Each cut becomes a soft line break ("=" CRLF) in the encoded part.
-            size = encoded_html_size(html) + allowance + 3 * cuts
-            if size <= ENCODED_HTML_MAX_BYTES or keep == 0:
+        # The size is bounded from the blocks' own encoded sizes, never by encoding
+        # the whole digest again: each piece is encoded on its own on the wire too
+        # (a soft line break, 3 bytes, at most at each of a block's 4 cuts).
+        size = self.fixed_html_size + sum(
+            self.papers[arxiv_id].for_you_size
+            + encoded_html_size(escape(shorten_text(_clean_text(why), WHY_MAX_CHARS), quote=True))
+            + FEEDBACK_URL_ALLOWANCE
+            + 12
+            for arxiv_id, why in picked
+        )
+        keep = 0
+        for arxiv_id in trending:
+            grown = size + self.papers[arxiv_id].trending_size + FEEDBACK_URL_ALLOWANCE + 12
+            if grown > ENCODED_HTML_MAX_BYTES:
                 break
-            keep = max(0, min(keep - 1, keep * ENCODED_HTML_MAX_BYTES // size))
+            size = grown
+            keep += 1
         if size > ENCODED_HTML_MAX_BYTES:
             raise RenderError(
                 f"a personal digest is {size} bytes encoded even without trending papers, over "
                 f"the {ENCODED_HTML_MAX_BYTES}-byte limit; lower the personal count"
             )
-        return digest
+        return self._joined(picked, trending[:keep])
 
     def _joined(self, picked: list[tuple[str, str]], trending: list[str]) -> PersonalDigest:
         marker = self.link_marker
@@ -462,9 +474,14 @@ def render_blocks(
             text_parts[f"fy_{index}"],
             html_parts[f"tr_{index}"],
             text_parts[f"tr_{index}"],
+            encoded_html_size(html_parts[f"fy_{index}"]),
+            encoded_html_size(html_parts[f"tr_{index}"]),
         )
         for index, paper in enumerate(papers.values())
     }
+    fixed = sum(
+        encoded_html_size(html_parts[name]) + 3 for name in ("top", "trending", "end")
+    ) + max(encoded_html_size(html_parts[name]) + 3 for name in ("for_you", "nothing"))
     return DigestBlocks(
         edition_date=edition_date,
         subject=subject,
@@ -473,4 +490,5 @@ def render_blocks(
         text_parts=text_parts,
         papers=blocks,
         trending=tuple(item.paper.arxiv_id for item in sorted(trending, key=lambda e: e.position)),
+        fixed_html_size=fixed,
     )

@@ -23,6 +23,8 @@ __all__ = [
     "part_header",
     "qp_encode",
     "qp_encode_url",
+    "qp_url_safe",
+    "qp_wrap_safe",
 ]
 
 CRLF: Final = b"\r\n"
@@ -81,6 +83,19 @@ def qp_encode(text: str) -> bytes:
     for line in text.encode("utf-8", "replace").split(b"\n"):
         lines += _qp_encode_line(line)
     return "\r\n".join(lines).encode("ascii")
+
+
+def qp_url_safe(url: str) -> bool:
+    """Whether the URL is printable ASCII without "=" or spaces: its QP is itself, wrapped."""
+    return _QP_URL_SAFE.fullmatch(url) is not None
+
+
+def qp_wrap_safe(url: str) -> bytes:
+    """A URL `qp_url_safe` accepted, as quoted-printable (soft-wrapped only)."""
+    step = QP_LINE_MAX - 1
+    return "=\r\n".join([url[start : start + step] for start in range(0, len(url), step)]).encode(
+        "ascii"
+    )
 
 
 def qp_encode_url(url: str) -> bytes:

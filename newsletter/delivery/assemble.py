@@ -65,6 +65,8 @@ from newsletter.core.mime import (
     part_header,
     qp_encode,
     qp_encode_url,
+    qp_url_safe,
+    qp_wrap_safe,
 )
 from newsletter.core.settings import Settings
 from newsletter.core.text import single_line
@@ -374,7 +376,9 @@ class CompiledDigest:
         self.envelope_from = settings.envelope_sender
         self.html_encoded_size = html_encoded_size
         self._feedback_papers = feedback_papers
-        self._plain_base_url = escape(settings.base_url, quote=True) == settings.base_url
+        self._plain_base_url = escape(
+            settings.base_url, quote=True
+        ) == settings.base_url and qp_url_safe(settings.base_url)
 
     @classmethod
     def compile(
@@ -469,19 +473,19 @@ class CompiledDigest:
             for more, less in feedback_urls(
                 settings.base_url, settings.secret_key, key, self._feedback_papers
             ):
-                # A feedback URL is the base URL and URL-safe token characters:
-                # the HTML-escaped form is the same unless the base URL needs escaping.
-                text_more = qp_encode_url(more) + SOFT_BREAK
-                text_less = qp_encode_url(less) + SOFT_BREAK
-                html_more, html_less = (
-                    (text_more, text_less)
-                    if self._plain_base_url
-                    else (
+                # A feedback URL is the base URL and URL-safe token characters: with
+                # a plain base URL its HTML-escaped and quoted-printable forms are itself.
+                if self._plain_base_url:
+                    text_more = qp_wrap_safe(more) + SOFT_BREAK
+                    text_less = qp_wrap_safe(less) + SOFT_BREAK
+                    values += (text_more, text_less, text_more, text_less)
+                else:
+                    values += (
+                        qp_encode_url(more) + SOFT_BREAK,
+                        qp_encode_url(less) + SOFT_BREAK,
                         qp_encode_url(escape(more, quote=True)) + SOFT_BREAK,
                         qp_encode_url(escape(less, quote=True)) + SOFT_BREAK,
                     )
-                )
-                values += (text_more, text_less, html_more, html_less)
         return tuple(values)
 
     def _joined(self, values: tuple[bytes, ...]) -> tuple[bytes, list[bytes]]:
@@ -533,8 +537,18 @@ class CompiledDigest:
         parts.append(wire[0][0])
         line_start = literals[0].endswith(b"\n") if literals[0] else True
         eight_bit = self._literals_eight_bit
+        # A personal digest's feedback links fill two slots each (text and HTML)
+        # with the same bytes: each is checked once (unless it starts with a dot,
+        # whose stuffing depends on where it stands).
+        checked: dict[int, tuple[bytes, bytes]] = {}
         for index, slot in enumerate(self._slots, start=1):
-            normal_value, wire_value = prepared_value(values[slot], at_line_start=line_start)
+            value = values[slot]
+            known = checked.get(id(value))
+            if known is None:
+                known = prepared_value(value, at_line_start=line_start)
+                if not value.startswith(b"."):
+                    checked[id(value)] = known
+            normal_value, wire_value = known
             size += len(normal_value)
             eight_bit = eight_bit or not normal_value.isascii()
             parts.append(wire_value)
