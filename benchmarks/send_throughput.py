@@ -818,7 +818,10 @@ def measure_personal(arguments: argparse.Namespace) -> dict[str, object]:
                     settings, engine, edition_id=1, clock=lambda: dt.datetime.now(dt.UTC)
                 )
                 assert personal is not None
-                sizes = [personal.digest(sid).html_encoded_size for sid in personal.selections]
+                sizes = [
+                    personal.compile_digest(personal.blocks, picks).html_encoded_size
+                    for picks in personal.selections.values()
+                ]
                 results["largest_html_kb"] = max(sizes) / 1024
                 first = personal.blocks.assemble(next(iter(personal.selections.values())))
                 html, body = first.personalised(

@@ -81,11 +81,13 @@ def start_edition(
     with engine.begin() as connection:
         edition = load_rendered_edition(connection, edition_date)
         assert edition.id is not None
-        now = utc_now()
-        queued = ledger.start_sending(connection, edition_id=edition.id, now=now)
-        if queued is not None and picks:
-            store_selections(connection, edition_id=edition.id, picks=picks, now=now)
-        return queued
+        edition_id, now = edition.id, utc_now()
+        return ledger.start_sending(
+            connection,
+            edition_id=edition_id,
+            now=now,
+            selections=lambda c: store_selections(c, edition_id=edition_id, picks=picks, now=now),
+        )
 
 
 def picks_if_draft(

@@ -5,29 +5,31 @@
   counts the corpus in its own transactions, which must not run inside the
   start's.
 - `store_selections`, in the transaction that queues the audience, writes each
-  distinct "For you" list once into `selections` and points every queued row of
-  those readers at theirs (`deliveries.selection_id`). The ledger then says
+  distinct "For you" list once into `selections`; `ledger.queue_audience` then
+  points every queued row of those readers at theirs (`deliveries.selection_id`),
+  numbering the rows selection by selection. The ledger then says
   which papers each delivery carried, and a resumed or crashed send reuses
   them: nothing is ranked again once the edition started.
 - `PersonalDigests` is a worker's view of one edition's selections: the
   blocks rendered once (`render.render_blocks`), and one `CompiledDigest` per
   selection, compiled when its first reader's row comes up and shared by every
-  reader of that selection. A row without a selection gets the edition's own
+  reader of that selection (the last few kept). A row without a selection gets the edition's own
   trending digest, byte for byte as before.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, bindparam, false, select, update
+from sqlalchemy import Connection, Engine, select
 
 from newsletter.core.settings import Settings
 from newsletter.delivery.assemble import CompiledDigest
 from newsletter.editions.personal import edition_blocks, edition_picks, selection_fingerprint
-from newsletter.models import Delivery, Selection
+from newsletter.models import Selection
 from newsletter.relevance import Pick
 from newsletter.render import DigestBlocks
 
@@ -39,13 +41,13 @@ __all__ = [
     "store_selections",
 ]
 
-deliveries = Delivery.__table__  # type: ignore[attr-defined]
 selections = Selection.__table__  # type: ignore[attr-defined]
 
 # (arXiv id, why) of each "For you" paper, best first.
 SelectionPicks = tuple[tuple[str, str], ...]
 
-_UPDATE_CHUNK = 1000
+# Compiled digests a worker keeps (each holds its message's bytes, ~0.2 MB).
+COMPILED_KEPT = 64
 # Pieces of encoded blocks kept between compiles (why lines are the many distinct ones).
 QP_CACHE_MAX_PIECES = 50_000
 
@@ -61,10 +63,11 @@ def store_selections(
     edition_id: int,
     picks: Mapping[int, Sequence[Pick]],
     now: dt.datetime,
-) -> int:
-    """Store the distinct selections of the edition and point queued rows at them; how many.
+) -> dict[int, int]:
+    """Store the edition's distinct selections once each; returns each reader's selection id.
 
-    Rows of readers absent from `picks` keep no selection: the trending digest.
+    Given to `ledger.start_sending`, which queues the rows with them. Readers
+    absent from `picks` get no selection: the trending digest.
     """
     by_fingerprint: dict[str, Sequence[Pick]] = {}
     readers: dict[str, list[int]] = {}
@@ -73,7 +76,7 @@ def store_selections(
         by_fingerprint.setdefault(fingerprint, chosen)
         readers.setdefault(fingerprint, []).append(subscriber_id)
     if not by_fingerprint:
-        return 0
+        return {}
     connection.execute(
         selections.insert(),
         [
@@ -96,23 +99,11 @@ def store_selections(
             )
         ).all()
     )
-    rows = [
-        {"reader": subscriber_id, "selection": ids[fingerprint]}
+    return {
+        subscriber_id: ids[fingerprint]
         for fingerprint, subscriber_ids in readers.items()
         for subscriber_id in subscriber_ids
-    ]
-    statement = (
-        update(deliveries)
-        .where(
-            deliveries.c.edition_id == edition_id,
-            deliveries.c.subscriber_id == bindparam("reader"),
-            deliveries.c.is_test == false(),
-        )
-        .values(selection_id=bindparam("selection"))
-    )
-    for start in range(0, len(rows), _UPDATE_CHUNK):
-        connection.execute(statement, rows[start : start + _UPDATE_CHUNK])
-    return len(by_fingerprint)
+    }
 
 
 def load_selections(connection: Connection, *, edition_id: int) -> dict[int, SelectionPicks]:
@@ -132,7 +123,9 @@ class PersonalDigests:
     blocks: DigestBlocks
     selections: dict[int, SelectionPicks]
     compile_digest: Callable[[DigestBlocks, SelectionPicks], CompiledDigest]
-    compiled: dict[int, CompiledDigest] = field(default_factory=dict)
+    # The most recently used compiled digests (rows come selection by selection,
+    # see `ledger.queue_audience`), so memory stays flat however many selections.
+    compiled: OrderedDict[int, CompiledDigest] = field(default_factory=OrderedDict)
 
     @classmethod
     def load(
@@ -179,4 +172,8 @@ class PersonalDigests:
         if compiled is None:
             compiled = self.compile_digest(self.blocks, self.selections[selection_id])
             self.compiled[selection_id] = compiled
+            if len(self.compiled) > COMPILED_KEPT:
+                self.compiled.popitem(last=False)
+        else:
+            self.compiled.move_to_end(selection_id)
         return compiled

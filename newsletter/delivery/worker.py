@@ -1108,10 +1108,15 @@ def prepare_send(
         edition = load_rendered_edition(connection, edition_date)
         assert edition.id is not None
         if edition.status is EditionStatus.DRAFT:
-            started_at = now()
-            queued = ledger.start_sending(connection, edition_id=edition.id, now=started_at)
-            if queued is not None and picks:
-                store_selections(connection, edition_id=edition.id, picks=picks, now=started_at)
+            draft_id, started_at = edition.id, now()
+            ledger.start_sending(
+                connection,
+                edition_id=draft_id,
+                now=started_at,
+                selections=lambda c: store_selections(
+                    c, edition_id=draft_id, picks=picks, now=started_at
+                ),
+            )
             edition = load_rendered_edition(connection, edition_date)
         edition_id = edition.id
         assert edition_id is not None
