@@ -23,6 +23,9 @@ from markupsafe import escape as markup_escape
 from sqlalchemy import Engine, select, update
 
 from newsletter.core.db import create_db_engine, upgrade_schema
+from newsletter.core.settings import load_settings
+from newsletter.delivery.control import start_edition
+from newsletter.editions.content import prepare_edition
 from newsletter.models import Delivery, Edition, Paper, Selection, Subscriber
 from newsletter.values import fill_personal_links
 from subscribers.tokens import preferences_url, read_feedback_token, unsubscribe_url
@@ -221,27 +224,51 @@ def test_three_profiles_get_their_own_digests_and_the_ledger_records_them(
     assert "FOR YOU" not in text and "More like this" not in text
 
 
-def test_readers_with_the_same_selection_share_it_and_a_resumed_send_keeps_it(
+def test_readers_of_one_selection_share_it_and_a_started_edition_keeps_its_selections(
     stored: tuple[Engine, str],
 ) -> None:
     engine, url = stored
+    settings = load_settings(_env_file=None, database_url=url, secret_key=SECRET, base_url=BASE_URL)
     with RecordingSmtpServer() as server:
         env = cli_environment(url, server.port)
-        for address in ("a@example.org", "b@example.org"):
-            run_cli("subscribers", "add", address, "--confirmed", "--topics", "Robotics", env=env)
+        run_cli(
+            "subscribers", "add", "a@example.org", "--confirmed", "--topics", "Robotics", env=env
+        )
+        run_cli(
+            "subscribers", "add", "b@example.org", "--confirmed", "--interests", "speech", env=env
+        )
+        run_cli(
+            "subscribers", "add", "c@example.org", "--confirmed", "--topics", "Robotics", env=env
+        )
+        prepare_edition(settings, engine, day=DAY)
+        assert start_edition(engine, DAY, settings=settings) == 3
+        # Profiles change after the start: the started edition ranks nothing anew.
+        with engine.begin() as connection:
+            connection.execute(update(subscribers).values(topics=["LLMs"], interests="agents"))
         run_cli("send", "--date", DAY.isoformat(), env=env)
-        assert server.handler.wait_for_messages(2, timeout=30)
-    with engine.connect() as connection:
-        ids = {row.selection_id for row in connection.execute(select(deliveries.c.selection_id))}
-        count = len(connection.execute(select(selections.c.id)).all())
-    assert len(ids) == 1 and None not in ids and count == 1
+        assert server.handler.wait_for_messages(3, timeout=30)
+        received = {m.rcpt_tos[0]: m for m in server.messages}
 
-    # The profile changes after the start; the started edition ranks nothing anew.
-    with engine.begin() as connection:
-        connection.execute(update(subscribers).values(topics=["LLMs"]))
-    run_cli("send", "--date", DAY.isoformat(), env=env, check=False)
     with engine.connect() as connection:
-        assert len(connection.execute(select(selections.c.id)).all()) == 1
+        rows = {
+            row.email: row
+            for row in connection.execute(
+                select(deliveries.c.id, deliveries.c.email, deliveries.c.selection_id)
+            )
+        }
+        picks_of = dict(connection.execute(select(selections.c.id, selections.c.picks)).all())
+        titles = dict(connection.execute(select(papers.c.arxiv_id, papers.c.title)).all())
+    assert len(picks_of) == 2
+    a, b, c = rows["a@example.org"], rows["b@example.org"], rows["c@example.org"]
+    assert a.selection_id == c.selection_id != b.selection_id
+    # Rows are numbered selection by selection: a worker meets a selection's readers together.
+    assert abs(a.id - c.id) == 1
+    for address, row in rows.items():
+        _, text = _parts(received[address].message)
+        for_you, _ = _sections(text)
+        assert [t for t, _ in for_you] == [
+            titles[p["arxiv_id"]] for p in picks_of[row.selection_id]
+        ]
 
 
 def test_nothing_above_the_floor_says_so_in_one_line(
