@@ -619,32 +619,35 @@ def record_judgement(
 ) -> Judgement | None:
     """Record a reader's verdict on a paper, replacing any earlier one; what it replaced.
 
-    Two requests recording the same paper at once both end in one row (the
-    unique index decides; the loser updates the winner's row).
+    Two requests recording the same paper at once end in one row: the unique
+    index keeps the first insert, and the second updates that row.
     """
     moment = now or utc_now()
     existing = find_judgement(session, subscriber_id=subscriber_id, paper_key=paper_key)
     if existing is None:
-        try:
-            with session.begin_nested():
-                session.add(
-                    ReaderPaper(
-                        subscriber_id=subscriber_id,
-                        paper_key=paper_key,
-                        arxiv_id=arxiv_id,
-                        title=title,
-                        abstract=abstract,
-                        verdict=verdict,
-                        source=source,
-                        created_at=moment,
-                        updated_at=moment,
-                    )
-                )
+        table = ReaderPaper.__table__  # type: ignore[attr-defined]
+        inserted = session.connection().execute(
+            upsert_insert(session.get_bind().dialect.name, table)
+            .values(
+                subscriber_id=subscriber_id,
+                paper_key=paper_key,
+                arxiv_id=arxiv_id,
+                title=title,
+                abstract=abstract,
+                verdict=verdict.value,
+                source=source.value,
+                created_at=moment,
+                updated_at=moment,
+            )
+            .on_conflict_do_nothing(index_elements=["subscriber_id", "paper_key"])
+            .returning(table.c.id)
+        )
+        if inserted.first() is not None:
             return None
-        except IntegrityError:
-            existing = find_judgement(session, subscriber_id=subscriber_id, paper_key=paper_key)
-            if existing is None:
-                raise
+        # Another request recorded this paper meanwhile: replace its verdict.
+        existing = find_judgement(session, subscriber_id=subscriber_id, paper_key=paper_key)
+        if existing is None:
+            raise RuntimeError("a judgement that conflicted on insert cannot be found")
     previous = Judgement(Verdict(existing.verdict), JudgementSource(existing.source))
     existing.verdict = verdict
     existing.source = source
