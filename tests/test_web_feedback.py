@@ -129,6 +129,11 @@ def test_a_post_records_a_second_replaces_and_undo_puts_back(
         assert "back to what you said before: more like this" in undone.text
         assert judgements(engine) == [(reader.id, PAPER, "liked", "email")]
 
+        # An old tab's undo does not touch a verdict changed since.
+        stale = client.post(f"{less}/undo", data={"previous": "none"})
+        assert stale.status_code == 200 and "You already said more like this" in stale.text
+        assert judgements(engine) == [(reader.id, PAPER, "liked", "email")]
+
         # Undoing the first judgement of a paper removes it.
         client.post(path_of(settings, reader.key, OTHER, "less"))
         client.post(

@@ -172,17 +172,28 @@ def undo_feedback(
         if previous == "none"
         else store.Judgement(Verdict(match.group(1)), JudgementSource(match.group(2)))
     )
-    store.restore_judgement(
-        session,
-        subscriber_id=link.subscriber.id,
-        paper_key=link.paper.arxiv_id,
-        previous=restored,
-    )
-    session.commit()
     current = store.find_judgement(
         session, subscriber_id=link.subscriber.id, paper_key=link.paper.arxiv_id
     )
-    return _page(pages, settings, link, token, state="undone", current=current)
+    # Undo only what this link recorded: a verdict changed since (another tab, the
+    # preferences page) stays as it is, and the page shows it.
+    undone = (
+        current is not None
+        and Verdict(current.verdict) is _VERDICT_OF[link.choice]
+        and JudgementSource(current.source) is JudgementSource.EMAIL
+    )
+    if undone:
+        store.restore_judgement(
+            session,
+            subscriber_id=link.subscriber.id,
+            paper_key=link.paper.arxiv_id,
+            previous=restored,
+        )
+        session.commit()
+        current = store.find_judgement(
+            session, subscriber_id=link.subscriber.id, paper_key=link.paper.arxiv_id
+        )
+    return _page(pages, settings, link, token, state="undone" if undone else "ask", current=current)
 
 
 def judged_papers(session: Session, subscriber: Subscriber) -> list[dict[str, str | None]]:
