@@ -26,7 +26,15 @@ from newsletter.core.errors import (
 )
 from newsletter.core.text import has_unsafe_characters, single_line
 from subscribers.addresses import mailbox_of
-from subscribers.models import Subscriber, SubscriberStatus, SuppressionReason, new_subscriber_key
+from subscribers.models import (
+    JudgementSource,
+    ReaderPaper,
+    Subscriber,
+    SubscriberStatus,
+    SuppressionReason,
+    Verdict,
+    new_subscriber_key,
+)
 from subscribers.suppressions import suppress_subscribers
 
 MAX_EMAIL_LENGTH = 254
@@ -569,3 +577,120 @@ def _resubscribe(session: Session, *, key: str, row: ImportedSubscriber, now: da
         )
         .execution_options(synchronize_session=False)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """What a reader had said about a paper (kept so a change can be undone)."""
+
+    verdict: Verdict
+    source: JudgementSource
+
+
+def list_judgements(session: Session, *, subscriber_id: int) -> list[ReaderPaper]:
+    """The papers a reader judged, the latest change first."""
+    statement = (
+        select(ReaderPaper)
+        .where(ReaderPaper.subscriber_id == subscriber_id)
+        .order_by(col(ReaderPaper.updated_at).desc(), col(ReaderPaper.id).desc())
+    )
+    return list(session.exec(statement).all())
+
+
+def find_judgement(session: Session, *, subscriber_id: int, paper_key: str) -> ReaderPaper | None:
+    """The reader's judgement of one paper, if any."""
+    statement = select(ReaderPaper).where(
+        ReaderPaper.subscriber_id == subscriber_id, ReaderPaper.paper_key == paper_key
+    )
+    return session.exec(statement).first()
+
+
+def record_judgement(
+    session: Session,
+    *,
+    subscriber_id: int,
+    paper_key: str,
+    arxiv_id: str | None,
+    title: str,
+    abstract: str,
+    verdict: Verdict,
+    source: JudgementSource,
+    now: datetime | None = None,
+) -> Judgement | None:
+    """Record a reader's verdict on a paper, replacing any earlier one; what it replaced.
+
+    Two requests recording the same paper at once end in one row: the unique
+    index keeps the first insert, and the second updates that row.
+    """
+    moment = now or utc_now()
+    existing = find_judgement(session, subscriber_id=subscriber_id, paper_key=paper_key)
+    if existing is None:
+        table = ReaderPaper.__table__  # type: ignore[attr-defined]
+        inserted = session.connection().execute(
+            upsert_insert(session.get_bind().dialect.name, table)
+            .values(
+                subscriber_id=subscriber_id,
+                paper_key=paper_key,
+                arxiv_id=arxiv_id,
+                title=title,
+                abstract=abstract,
+                verdict=verdict.value,
+                source=source.value,
+                created_at=moment,
+                updated_at=moment,
+            )
+            .on_conflict_do_nothing(index_elements=["subscriber_id", "paper_key"])
+            .returning(table.c.id)
+        )
+        if inserted.first() is not None:
+            return None
+        # Another request recorded this paper meanwhile: replace its verdict.
+        existing = find_judgement(session, subscriber_id=subscriber_id, paper_key=paper_key)
+        if existing is None:
+            raise RuntimeError("a judgement that conflicted on insert cannot be found")
+    previous = Judgement(Verdict(existing.verdict), JudgementSource(existing.source))
+    existing.verdict = verdict
+    existing.source = source
+    existing.title = title or existing.title
+    existing.abstract = abstract or existing.abstract
+    existing.arxiv_id = arxiv_id or existing.arxiv_id
+    existing.updated_at = moment
+    session.add(existing)
+    return previous
+
+
+def restore_judgement(
+    session: Session, *, subscriber_id: int, paper_key: str, previous: Judgement | None
+) -> None:
+    """Undo: put back what the reader had said about a paper (None: nothing, so remove it)."""
+    existing = find_judgement(session, subscriber_id=subscriber_id, paper_key=paper_key)
+    if existing is None:
+        return
+    if previous is None:
+        session.delete(existing)
+        return
+    existing.verdict = previous.verdict
+    existing.source = previous.source
+    existing.updated_at = utc_now()
+    session.add(existing)
+
+
+def remove_judgement(session: Session, *, subscriber_id: int, paper_key: str) -> bool:
+    """Forget the reader's judgement of a paper; False when there was none."""
+    existing = find_judgement(session, subscriber_id=subscriber_id, paper_key=paper_key)
+    if existing is None:
+        return False
+    session.delete(existing)
+    return True
+
+
+def flip_judgement(session: Session, *, subscriber_id: int, paper_key: str) -> ReaderPaper | None:
+    """Turn liked into disliked and back; None when the reader had not judged the paper."""
+    existing = find_judgement(session, subscriber_id=subscriber_id, paper_key=paper_key)
+    if existing is None:
+        return None
+    liked = Verdict(existing.verdict) is Verdict.LIKED
+    existing.verdict = Verdict.DISLIKED if liked else Verdict.LIKED
+    existing.updated_at = utc_now()
+    session.add(existing)
+    return existing

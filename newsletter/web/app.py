@@ -39,6 +39,7 @@ from newsletter.web.routes import (
     admin,
     confirm,
     editions,
+    feedback,
     hooks,
     preferences,
     signup,
@@ -164,7 +165,7 @@ def create_app(
             openapi_url=None,
         )
     app.state.web = web
-    for module in (signup, confirm, unsubscribe, preferences, editions, admin, hooks):
+    for module in (signup, confirm, unsubscribe, preferences, feedback, editions, admin, hooks):
         app.include_router(module.router)
     _add_error_pages(app, web)
     app.add_middleware(ForwardedClientMiddleware, proxies=TrustedProxies(settings.trusted_proxies))

@@ -6,11 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form
 from fastapi.responses import HTMLResponse
+from sqlmodel import Session
 
 from newsletter.core.errors import InvalidSubscriberDetailsError, InvalidTokenError
 from newsletter.web.context import PagesDep, SessionDep, SettingsDep
 from newsletter.web.pages import PageRenderer
 from newsletter.web.routes.confirm import link_problem_page
+from newsletter.web.routes.feedback import judged_papers
 from subscribers.models import Subscriber, SubscriberStatus
 from subscribers.signup import PreferencesAction, change_preferences, subscriber_for_preferences
 
@@ -33,7 +35,7 @@ def show_preferences(
         subscriber = subscriber_for_preferences(session, settings, token)
     except InvalidTokenError as error:
         return link_problem_page(pages, error)
-    return _preferences_page(pages, subscriber)
+    return _preferences_page(pages, subscriber, session=session, token=token)
 
 
 @router.post("/preferences/{token}", response_class=HTMLResponse, summary="Change preferences")
@@ -57,16 +59,23 @@ def change(
         session.rollback()
         current = subscriber_for_preferences(session, settings, token)
         return _preferences_page(
-            pages, current, error=f"Nothing was changed: {error}.", status_code=422
+            pages,
+            current,
+            session=session,
+            token=token,
+            error=f"Nothing was changed: {error}.",
+            status_code=422,
         )
     session.commit()
-    return _preferences_page(pages, subscriber, notice=_DONE[action])
+    return _preferences_page(pages, subscriber, session=session, token=token, notice=_DONE[action])
 
 
 def _preferences_page(
     pages: PageRenderer,
     subscriber: Subscriber,
     *,
+    session: Session,
+    token: str,
     notice: str | None = None,
     error: str | None = None,
     status_code: int = 200,
@@ -82,4 +91,7 @@ def _preferences_page(
         paused=subscriber.paused,
         notice=notice,
         error=error,
+        # The papers they liked and disliked (templates/pages/_judged_papers.html.j2).
+        judged=judged_papers(session, subscriber),
+        papers_action=f"/preferences/{token}/papers",
     )
