@@ -44,13 +44,19 @@ PAPERS = [
     ),
 ]
 LIBRARY = {
+    "2610.09998": PaperText(
+        "2610.09998",
+        "Learning Quadruped Gaits on Rough Terrain",
+        "A legged robot learns robust walking gaits in simulation with domain randomisation.",
+        ("legged locomotion",),
+    ),
     "2610.09999": PaperText(
         "2610.09999",
         "Ablating Concepts in Text-to-Image Diffusion",
         "Concept ablation removes copyrighted styles and objects from pretrained "
         "text-to-image diffusion models.",
         ("concept ablation",),
-    )
+    ),
 }
 # Recent papers other than today's: what "for you" must stand out from.
 BACKGROUND = [
@@ -216,3 +222,18 @@ def test_the_readme_states_the_constants_the_code_uses() -> None:
     assert f"({learned['background']:g} each)" in section
     assert f"the {BACKGROUND_PAPERS} most recent stored papers" in section
     assert f"above {constants.FLOOR_QUANTILE:.0%} of those recent" in section
+
+
+def test_the_why_of_a_readers_own_model_names_the_liked_paper_each_pick_resembles(
+    model: RelevanceModel,
+) -> None:
+    judged = ReaderProfile(liked=("2610.09999", "2610.09998"), disliked=("2611.00003",))
+    assert model.uses_learned_model(judged)
+
+    [picks] = model.rank([judged])
+    why = {pick.arxiv_id: pick.why for pick in picks}
+
+    assert (
+        why["2611.00001"] == "like “Ablating Concepts in Text-to-Image Diffusion”, which you liked"
+    )
+    assert why["2611.00002"] == "like “Learning Quadruped Gaits on Rough Terrain”, which you liked"
