@@ -21,6 +21,7 @@ from typing import Protocol
 from jinja2 import Environment
 from sqlmodel import Session
 
+from newsletter.core.clock import utc_now
 from newsletter.core.dkim import DkimSigner
 from newsletter.core.errors import InvalidSubscriberDetailsError, InvalidTokenError
 from newsletter.core.headers import (
@@ -312,13 +313,26 @@ def change_preferences(
     action: PreferencesAction,
     name: str | None = None,
     topics: Sequence[str] = (),
+    profile: store.Profile | None = None,
+    liked: Sequence[store.JudgedPaper] = (),
 ) -> Subscriber:
-    """Apply one button of the preferences page; SAVE validates the name and topics first."""
+    """Apply one button of the preferences page; SAVE validates the name and topics first.
+
+    With SAVE, a checked `profile` replaces the reader's interests, digest mode,
+    count and frequency, and `liked` papers are recorded (None and () leave them).
+    """
     subscriber = subscriber_for_preferences(session, settings, token)
     if action is PreferencesAction.SAVE:
         store.update_details(
             subscriber, name=validate_name(name), topics=validate_topics(settings, topics)
         )
+        if profile is not None:
+            store.update_profile(subscriber, profile=profile)
+        if liked:
+            assert subscriber.id is not None
+            store.save_judged_papers(
+                session, subscriber_id=subscriber.id, papers=liked, now=utc_now()
+            )
     elif action is PreferencesAction.PAUSE:
         store.set_paused(subscriber, paused=True)
     elif action is PreferencesAction.RESUME:
