@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 from sqlmodel import Session
 
 from newsletter.core.clock import utc_now
@@ -28,7 +28,14 @@ from newsletter.web.profile_input import (
 from newsletter.web.routes.confirm import link_problem_page
 from subscribers import store
 from subscribers.library import MAX_LIBRARY_BYTES, read_bibtex
-from subscribers.models import Subscriber, SubscriberStatus
+from subscribers.models import (
+    DigestMode,
+    Frequency,
+    JudgementSource,
+    Subscriber,
+    SubscriberStatus,
+    Verdict,
+)
 from subscribers.signup import (
     PreferencesAction,
     change_preferences,
@@ -323,9 +330,9 @@ class PreferencesIn(BaseModel):
     topics: list[str] | None = Field(default=None, max_length=50)
     interests: str | None = Field(default=None, max_length=4000)
     digest_mode: str | None = Field(default=None, max_length=40)
-    personal_count: int | None = None
+    personal_count: StrictInt | None = None
     frequency: str | None = Field(default=None, max_length=40)
-    weekly_day: int | None = None
+    weekly_day: StrictInt | None = None
     papers: list[str] | None = Field(
         default=None,
         max_length=50,
@@ -435,16 +442,16 @@ def _api_preferences(session: Session, subscriber: Subscriber) -> JSONResponse:
         paused=subscriber.paused,
         topics=list(subscriber.topics),
         interests=subscriber.interests,
-        digest_mode=subscriber.digest_mode.value,
+        digest_mode=DigestMode(subscriber.digest_mode).value,
         personal_count=subscriber.personal_count,
-        frequency=subscriber.frequency.value,
+        frequency=Frequency(subscriber.frequency).value,
         weekly_day=subscriber.weekly_day,
         papers=[
             JudgedPaperOut(
                 arxiv_id=paper.arxiv_id,
                 title=paper.title,
-                verdict=paper.verdict.value,
-                source=paper.source.value,
+                verdict=Verdict(paper.verdict).value,
+                source=JudgementSource(paper.source).value,
                 updated_at=paper.updated_at.isoformat(),
             )
             for paper in store.judged_papers(session, subscriber_id=subscriber.id)
