@@ -1,0 +1,203 @@
+"""What is stored about a reader: shown on the preferences page, downloaded as JSON, erased.
+
+After "Delete my data" the address is nowhere in the database (every table is
+dumped and searched), the ledger keeps its rows under a hash, and the hashed
+suppression still stops an import and is matched when the owner signs up again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import sqlite3
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import Engine, select
+
+from newsletter.core.clock import utc_now
+from newsletter.core.db import session_scope
+from newsletter.core.settings import Settings
+from newsletter.models import Delivery, DeliveryStatus, FeedbackRecord
+from newsletter.web.app import create_app
+from subscribers import suppressions
+from subscribers.importing import import_csv
+from subscribers.models import JudgementSource, SuppressionReason, Verdict
+from subscribers.store import JudgedPaper, add_subscriber, save_judged_papers
+from subscribers.tokens import make_preferences_token
+from tests.support.sending import make_edition
+from tests.support.web import live_server, web_settings
+
+ADDRESS = "Ada.Lovelace+news@example.org"
+MAILBOX = "ada.lovelace@example.org"
+DAY = dt.date(2026, 3, 5)
+
+
+@pytest.fixture
+def site(settings: Settings, engine: Engine) -> Iterator[str]:
+    """A real uvicorn serving the app on the test database."""
+    with live_server(create_app(web_settings(settings), engine=engine)) as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def reader(settings: Settings, engine: Engine) -> str:
+    """A confirmed reader with a profile, judged papers, two ledger rows and a bounce event."""
+    sent_edition = make_edition(engine, DAY)
+    queued_edition = make_edition(engine, DAY + dt.timedelta(days=1))
+    with session_scope(engine) as session:
+        subscriber = add_subscriber(
+            session,
+            email=ADDRESS,
+            name="Ada",
+            topics=["LLMs"],
+            interests="concept erasure",
+            confirmed=True,
+        )
+        assert subscriber.id is not None
+        save_judged_papers(
+            session,
+            subscriber_id=subscriber.id,
+            papers=[
+                JudgedPaper(
+                    "2401.01234", "Erasing concepts", "", Verdict.LIKED, JudgementSource.PASTED
+                ),
+                JudgedPaper(
+                    None, "A workshop paper", "abs", Verdict.LIKED, JudgementSource.LIBRARY
+                ),
+            ],
+            now=utc_now(),
+        )
+        for edition_id, status in (
+            (sent_edition, DeliveryStatus.SENT),
+            (queued_edition, DeliveryStatus.QUEUED),
+        ):
+            session.add(
+                Delivery(
+                    edition_id=edition_id,
+                    subscriber_id=subscriber.id,
+                    email=ADDRESS,
+                    name="Ada",
+                    subscriber_key=subscriber.key,
+                    status=status,
+                    last_error=f"451 try later for <{ADDRESS}>",
+                )
+            )
+        session.add(
+            FeedbackRecord(
+                dedupe_key="k1",
+                kind="soft_bounce",
+                source="dsn",
+                address=MAILBOX,
+                subscriber_id=subscriber.id,
+                reason=f"mailbox {MAILBOX} full",
+                occurred_at=utc_now(),
+            )
+        )
+        key = subscriber.key
+    return f"/preferences/{make_preferences_token(settings.secret_key, key)}"
+
+
+def _database_dump(settings: Settings) -> str:
+    path = settings.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as connection:
+        return "\n".join(connection.iterdump()).lower()
+
+
+def test_the_page_shows_everything_stored_and_the_download_holds_it(site: str, reader: str) -> None:
+    with httpx.Client(base_url=site) as client:
+        page = client.get(reader)
+        download = client.get(f"{reader}/data")
+    assert page.status_code == 200
+    for shown in ("What we store about you", ADDRESS.lower(), "concept erasure", "LLMs"):
+        assert shown.lower() in page.text.lower()
+    assert "Erasing concepts" in page.text and "pasted" in page.text and "library" in page.text
+    assert "Download my data" in page.text and "Delete my data" in page.text
+    assert download.status_code == 200
+    assert download.headers["content-type"] == "application/json"
+    assert download.headers["content-disposition"] == 'attachment; filename="my-data.json"'
+    assert download.headers["cache-control"] == "no-store"
+    data = download.json()
+    assert (
+        data["email"] == ADDRESS.lower().replace("ada.lovelace", "Ada.Lovelace")
+        or data["email"].lower() == ADDRESS.lower()
+    )
+    assert (data["name"], data["status"], data["interests"]) == (
+        "Ada",
+        "confirmed",
+        "concept erasure",
+    )
+    assert data["confirmed_at"] is not None and data["topics"] == ["LLMs"]
+    assert {(p["title"], p["source"], p["verdict"]) for p in data["papers"]} == {
+        ("Erasing concepts", "pasted", "liked"),
+        ("A workshop paper", "library", "liked"),
+    }
+    assert [d["edition"] for d in data["deliveries"]] == ["2026-03-05", "2026-03-06"]
+
+
+def test_erasure_needs_the_box_ticked(site: str, reader: str, settings: Settings) -> None:
+    with httpx.Client(base_url=site) as client:
+        answer = client.post(f"{reader}/erase", data={})
+        still = client.get(reader)
+    assert answer.status_code == 422 and "Nothing was deleted" in answer.text
+    assert still.status_code == 200
+    assert MAILBOX.split("@")[0] in _database_dump(settings)
+
+
+def test_erasure_leaves_no_address_and_a_hashed_suppression(
+    site: str, reader: str, settings: Settings, engine: Engine
+) -> None:
+    with httpx.Client(base_url=site) as client:
+        answer = client.post(f"{reader}/erase", data={"confirm": "yes"})
+        gone = client.get(reader)
+        api_gone = client.get(f"/api{reader}")
+    assert answer.status_code == 200 and "Your data is deleted" in answer.text
+    assert gone.status_code == 400 and api_gone.status_code == 400
+
+    dump = _database_dump(settings)
+    assert "ada.lovelace" not in dump and "example.org" not in dump
+    assert "erasing concepts" not in dump and "concept erasure" not in dump
+    hashed = suppressions.hashed_mailbox(ADDRESS)
+    assert hashed == suppressions.hashed_mailbox(MAILBOX)  # one entry per mailbox
+    with engine.connect() as connection:
+        ledger = connection.execute(
+            select(Delivery.__table__).order_by(Delivery.__table__.c.id)  # type: ignore[attr-defined]
+        ).all()
+        events = connection.execute(select(FeedbackRecord.__table__)).all()  # type: ignore[attr-defined]
+        active = suppressions.find_active(connection, ADDRESS)
+    # The ledger keeps its rows (the counts of past editions stay), without the reader.
+    assert [(row.email, row.name, row.subscriber_id, row.subscriber_key) for row in ledger] == [
+        (hashed, None, None, None)
+    ] * 2
+    assert [row.status for row in ledger] == ["sent", "skipped"]  # the queued one is not sent
+    assert [(row.address, row.reason, row.subscriber_id) for row in events] == [(hashed, "", None)]
+    assert active is not None and active.reason is SuppressionReason.ERASED
+    assert active.address == hashed
+
+
+def test_an_erased_address_is_skipped_by_an_import_and_revealed_when_the_operator_adds_it(
+    site: str, reader: str, settings: Settings, engine: Engine
+) -> None:
+    with httpx.Client(base_url=site) as client:
+        client.post(f"{reader}/erase", data={"confirm": "yes"})
+    report = import_csv(
+        engine, io.StringIO(f"email\n{ADDRESS}\n"), topics=settings.topics, confirmed=True
+    )
+    assert report.added == 0
+    assert "suppressed (erased)" in str(report.skipped)
+    with session_scope(engine) as session:
+        add_subscriber(session, email=MAILBOX, confirmed=True)
+    with engine.connect() as connection:
+        # Stored again by the operator: the entry is clear, so the send path's SQL sees it.
+        held = suppressions.count_held_back(connection)
+        active = suppressions.find_active(connection, MAILBOX)
+    assert held == 1
+    assert active is not None and active.address == MAILBOX
+
+
+def test_the_api_erases_too(site: str, reader: str, settings: Settings) -> None:
+    with httpx.Client(base_url=site) as client:
+        answer = client.delete(f"/api{reader}")
+    assert answer.status_code == 204
+    assert "ada.lovelace" not in _database_dump(settings)
