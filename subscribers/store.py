@@ -255,7 +255,13 @@ def add_pending_subscriber(
 
 
 def insert_new_pending(
-    session: Session, *, email: str, name: str | None, topics: Sequence[str], now: datetime
+    session: Session,
+    *,
+    email: str,
+    name: str | None,
+    topics: Sequence[str],
+    now: datetime,
+    profile: Profile | None = None,
 ) -> tuple[int, str] | None:
     """Add an address that is not on the list as pending, its confirmation slot taken at `now`.
 
@@ -273,6 +279,11 @@ def insert_new_pending(
             "status": SubscriberStatus.PENDING.value,
             "key": new_subscriber_key(),
             "topics": list(topics),
+            "interests": profile.interests if profile else "",
+            "digest_mode": (profile.digest_mode if profile else DigestMode.PERSONAL).value,
+            "personal_count": profile.personal_count if profile else 5,
+            "frequency": (profile.frequency if profile else Frequency.DAILY).value,
+            "weekly_day": profile.weekly_day if profile else 0,
             "paused": False,
             "created_at": now,
             "updated_at": now,

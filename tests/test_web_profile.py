@@ -18,7 +18,7 @@ from newsletter.web.app import create_app
 from subscribers.models import ReaderPaper, Subscriber
 from subscribers.store import add_subscriber
 from subscribers.tokens import make_preferences_token
-from tests.support.web import live_server, store_papers, web_settings
+from tests.support.web import live_server, running_app, store_papers, web_settings
 
 DAY = dt.date(2026, 3, 5)
 KNOWN = "2603.05000"  # stored by store_papers(DAY)
@@ -56,7 +56,7 @@ def _profile(engine: Engine) -> tuple[object, ...]:
 
 def _stored(engine: Engine) -> Subscriber:
     with Session(engine) as session:
-        found = session.exec(select(Subscriber)).one()
+        found = session.exec(select(Subscriber).where(Subscriber.email == "ada@example.org")).one()
         session.expunge(found)
         return found
 
@@ -314,3 +314,99 @@ def test_the_json_api_reads_and_changes_the_same_profile(
     assert "'not-an-id' is not an arXiv id" in refused[1].json()["detail"]
     assert forged.status_code == 400
     assert after.json() == partial.json()
+
+
+# The sign-up form asks the same questions; the answer stays the same for every address.
+
+
+async def test_a_signup_stores_the_profile_and_the_liked_papers_of_a_new_address(
+    settings: Settings, engine: Engine
+) -> None:
+    store_papers(engine, DAY)
+    async with running_app(web_settings(settings), engine) as (_, client):
+        page = await client.get("/")
+        form = await client.post(
+            "/subscribe",
+            data={
+                "email": "grace@example.org",
+                "topics": ["Robotics"],
+                "interests": "sim-to-real transfer for grasping",
+                "papers": f"{KNOWN}\nhttps://arxiv.org/pdf/2603.05002v1.pdf",
+                "personal_count": "3",
+                "digest_mode": "personal",
+                "frequency": "weekly",
+                "weekly_day": "2",
+            },
+        )
+        api = await client.post(
+            "/subscribe",
+            json={"email": "alan@example.org", "interests": "proof search", "papers": [KNOWN]},
+        )
+    assert "What are you working on?" in page.text and "<script" not in page.text
+    assert form.status_code == 200 and "Check your inbox" in form.text
+    assert api.status_code == 202
+    with Session(engine) as session:
+        grace = session.exec(
+            select(Subscriber).where(Subscriber.email == "grace@example.org")
+        ).one()
+        alan = session.exec(select(Subscriber).where(Subscriber.email == "alan@example.org")).one()
+        judged = {
+            (row.subscriber_id, row.arxiv_id, row.title, row.source)
+            for row in session.exec(select(ReaderPaper)).all()
+        }
+    assert (grace.status, grace.interests, grace.personal_count, grace.frequency) == (
+        "pending",
+        "sim-to-real transfer for grasping",
+        3,
+        "weekly",
+    )
+    assert grace.weekly_day == 2 and alan.interests == "proof search"
+    assert alan.personal_count == 5  # not asked: the default
+    assert judged == {
+        (grace.id, KNOWN, KNOWN_TITLE, "pasted"),
+        (grace.id, "2603.05002", "Paper 2 on <attention> & scaling", "pasted"),
+        (alan.id, KNOWN, KNOWN_TITLE, "pasted"),
+    }
+
+
+async def test_a_signup_never_changes_a_confirmed_readers_profile(
+    settings: Settings, engine: Engine, reader: str
+) -> None:
+    before = _profile(engine)
+    async with running_app(web_settings(settings), engine) as (_, client):
+        answer = await client.post(
+            "/subscribe",
+            data={"email": "ada@example.org", "interests": "a stranger's words", "papers": KNOWN},
+        )
+        fresh = await client.post("/subscribe", data={"email": "new@example.org"})
+    assert answer.status_code == 200 and answer.text == fresh.text  # the same answer
+    assert _profile(engine) == before and _papers(engine) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("interests", "z" * 501, "Please check the interests: interests are limited to 500"),
+        ("papers", "2401.01234, see-my-site.example", "Please check the papers you like"),
+        ("personal_count", "99", "between 1 and 10"),
+        ("weekly_day", "-1", "0 (Monday) to 6 (Sunday)"),
+    ],
+)
+async def test_a_signup_with_a_bad_profile_field_is_refused_with_its_input_kept(
+    settings: Settings, engine: Engine, field: str, value: str, said: str
+) -> None:
+    async with running_app(web_settings(settings), engine) as (_, client):
+        answer = await client.post(
+            "/subscribe",
+            data={"email": "grace@example.org", "interests": "kept words", field: value},
+        )
+        api = await client.post(
+            "/subscribe",
+            json={"email": "grace@example.org", field: value if field in ("interests",) else 99},
+        )
+    assert answer.status_code == 422 and said in answer.text
+    if field != "interests":
+        assert "kept words" in answer.text
+    assert api.status_code == 422
+    with Session(engine) as session:
+        assert session.exec(select(Subscriber)).all() == []
