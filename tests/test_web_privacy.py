@@ -27,7 +27,15 @@ from subscribers.models import JudgementSource, SuppressionReason, Verdict
 from subscribers.store import JudgedPaper, add_subscriber, save_judged_papers
 from subscribers.tokens import make_preferences_token
 from tests.support.sending import make_edition
-from tests.support.web import live_server, web_settings
+from tests.support.smtp_server import RecordingSmtpServer
+from tests.support.web import (
+    confirmation_path,
+    live_server,
+    running_app,
+    send_queued_confirmations,
+    subscriber,
+    web_settings,
+)
 
 ADDRESS = "Ada.Lovelace+news@example.org"
 MAILBOX = "ada.lovelace@example.org"
@@ -198,3 +206,23 @@ def test_the_api_erases_too(site: str, reader: str, settings: Settings) -> None:
         answer = client.delete(f"/api{reader}")
     assert answer.status_code == 204
     assert "ada.lovelace" not in _database_dump(settings)
+
+
+async def test_an_erased_reader_who_signs_up_again_is_pending_until_they_confirm(
+    settings: Settings, engine: Engine, reader: str, smtp_server: RecordingSmtpServer
+) -> None:
+    async with running_app(web_settings(settings), engine) as (_, client):
+        erased = await client.post(f"{reader}/erase", data={"confirm": "yes"})
+        assert erased.status_code == 200
+        await client.post("/subscribe", data={"email": ADDRESS})
+        with engine.connect() as connection:
+            assert suppressions.find_active(connection, ADDRESS) is not None
+        await send_queued_confirmations(web_settings(settings), engine)
+        confirmed = await client.post(confirmation_path(smtp_server))
+    assert confirmed.status_code == 200
+    with engine.connect() as connection:
+        # The owner's click lifts the hashed entry, as it lifts a clear one.
+        assert suppressions.find_active(connection, ADDRESS) is None
+        assert suppressions.count_held_back(connection) == 0
+    back = subscriber(engine, ADDRESS)
+    assert back is not None and back.status == "confirmed"
