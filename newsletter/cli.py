@@ -993,6 +993,10 @@ def subscribers_add(
         console.print(f"{subscriber.email}: {subscriber.status}", highlight=False)
 
 
+def _reason_text(reason: object | None) -> str | None:
+    return None if reason is None else str(reason)
+
+
 @subscribers_app.command("list")
 def subscribers_list(
     ctx: typer.Context,
@@ -1001,7 +1005,7 @@ def subscribers_list(
     """List subscribers with their status (and why a suppressed one gets no digest)."""
     from newsletter.core.db import session_scope
     from subscribers.store import iter_subscribers
-    from subscribers.suppressions import active_reasons
+    from subscribers.suppressions import active_reasons, reason_for
 
     with session_scope(_context(ctx).engine()) as session:
         suppressed = active_reasons(session.connection())
@@ -1010,7 +1014,9 @@ def subscribers_list(
                 "email": s.email,
                 "name": s.name,
                 "status": str(s.status),
-                "suppressed": str(suppressed[s.mailbox]) if s.mailbox in suppressed else None,
+                "suppressed": str(reason)
+                if (reason := reason_for(suppressed, s.mailbox))
+                else None,
                 "topics": s.topics,
                 "interests": s.interests,
                 "paused": s.paused,
