@@ -1055,6 +1055,31 @@ def subscribers_remove(
         console.print(f"{subscriber.email}: unsubscribed", highlight=False)
 
 
+@subscribers_app.command("erase")
+def subscribers_erase(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The address whose data to erase.")],
+) -> None:
+    """Erase a reader on their request, as their "Delete my data" button does.
+
+    Deletes the subscriber and the papers they judged, keeps the delivery ledger
+    without the address, and leaves the mailbox on the suppression list as a hash.
+    """
+    from newsletter.core.clock import utc_now
+    from newsletter.core.db import session_scope
+    from newsletter.core.errors import SubscriberNotFoundError
+    from newsletter.privacy import erase_reader
+    from subscribers.store import find_subscriber
+
+    with session_scope(_context(ctx).engine()) as session:
+        subscriber = find_subscriber(session, email=email.strip())
+        if subscriber is None:
+            raise SubscriberNotFoundError(f"no subscriber has the address {email.strip()!r}")
+        address = subscriber.email
+        erase_reader(session, subscriber, now=utc_now())
+    console.print(f"{address}: erased (a hash stays on the suppression list)", highlight=False)
+
+
 @subscribers_app.command("import")
 def subscribers_import(
     ctx: typer.Context,

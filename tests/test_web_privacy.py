@@ -26,6 +26,7 @@ from subscribers.importing import import_csv
 from subscribers.models import JudgementSource, SuppressionReason, Verdict
 from subscribers.store import JudgedPaper, add_subscriber, save_judged_papers
 from subscribers.tokens import make_preferences_token
+from tests.support.cli import run_cli
 from tests.support.sending import make_edition
 from tests.support.smtp_server import RecordingSmtpServer
 from tests.support.web import (
@@ -226,3 +227,18 @@ async def test_an_erased_reader_who_signs_up_again_is_pending_until_they_confirm
         assert suppressions.count_held_back(connection) == 0
     back = subscriber(engine, ADDRESS)
     assert back is not None and back.status == "confirmed"
+
+
+def test_the_operator_erases_a_reader_from_the_command_line(cli_env: dict[str, str]) -> None:
+    run_cli("db", "upgrade", env=cli_env)
+    run_cli("subscribers", "add", ADDRESS, "--interests", "concept erasure", env=cli_env)
+    erased = run_cli("subscribers", "erase", "ada.lovelace+news@example.org", env=cli_env)
+    missing = run_cli("subscribers", "erase", "nobody@example.org", env=cli_env, check=False)
+    assert "erased (a hash stays on the suppression list)" in erased.stdout
+    assert missing.returncode != 0 and "no subscriber" in missing.stderr + missing.stdout
+    path = cli_env["NEWSLETTER_DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(path) as connection:
+        dump = "\n".join(connection.iterdump()).lower()
+        suppressed = connection.execute("SELECT address, reason FROM suppressions").fetchall()
+    assert "ada.lovelace" not in dump and "concept erasure" not in dump
+    assert suppressed == [(suppressions.hashed_mailbox(ADDRESS), "erased")]
