@@ -14,19 +14,21 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from newsletter.core.clock import utc_now
-from newsletter.core.db import session_scope
+from newsletter.core.db import create_db_engine, session_scope, upgrade_schema
 from newsletter.core.settings import Settings
 from newsletter.models import Delivery, DeliveryStatus, FeedbackRecord
+from newsletter.privacy import erase_reader
 from newsletter.web.app import create_app
 from subscribers import suppressions
 from subscribers.importing import import_csv
-from subscribers.models import JudgementSource, SuppressionReason, Verdict
+from subscribers.models import JudgementSource, Subscriber, SuppressionReason, Verdict
 from subscribers.store import JudgedPaper, add_subscriber, save_judged_papers
 from subscribers.tokens import make_preferences_token
 from tests.support.cli import run_cli
+from tests.support.postgres import postgres_database_or_skip
 from tests.support.sending import make_edition
 from tests.support.smtp_server import RecordingSmtpServer
 from tests.support.web import (
@@ -242,3 +244,62 @@ def test_the_operator_erases_a_reader_from_the_command_line(cli_env: dict[str, s
         suppressed = connection.execute("SELECT address, reason FROM suppressions").fetchall()
     assert "ada.lovelace" not in dump and "concept erasure" not in dump
     assert suppressed == [(suppressions.hashed_mailbox(ADDRESS), "erased")]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_engine(request: pytest.FixtureRequest, engine: Engine) -> Iterator[Engine]:
+    """The migrated test database on SQLite, then on the real PostgreSQL."""
+    if request.param == "sqlite":
+        yield engine
+        return
+    with postgres_database_or_skip() as url:
+        postgres = create_db_engine(url)
+        try:
+            upgrade_schema(postgres)
+            yield postgres
+        finally:
+            postgres.dispose()
+
+
+def test_erasure_replaces_a_clear_suppression_with_the_hash_on_both_databases(
+    any_engine: Engine,
+) -> None:
+    engine = any_engine
+    edition_id = make_edition(engine, DAY)
+    with session_scope(engine) as session:
+        reader = add_subscriber(session, email=ADDRESS, confirmed=True)
+        assert reader.id is not None
+        session.add(
+            Delivery(edition_id=edition_id, subscriber_id=reader.id, email=ADDRESS, name="Ada")
+        )
+        save_judged_papers(
+            session,
+            subscriber_id=reader.id,
+            papers=[JudgedPaper("2401.01234", "T", "", Verdict.DISLIKED, JudgementSource.EMAIL)],
+            now=utc_now(),
+        )
+        suppressions.suppress_address(
+            session.connection(),
+            ADDRESS,
+            reason=SuppressionReason.BOUNCED,
+            now=utc_now(),
+            note=f"550 no such user {ADDRESS}",
+        )
+    with session_scope(engine) as session:
+        found = session.get(Subscriber, reader.id)
+        assert found is not None
+        erase_reader(session, found, now=utc_now())
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT address, reason, note, lifted_at FROM suppressions")
+        ).all()
+        ledger = connection.execute(text("SELECT email, name, status FROM deliveries")).all()
+        left = connection.execute(
+            text("SELECT (SELECT count(*) FROM subscribers) + (SELECT count(*) FROM reader_papers)")
+        ).scalar_one()
+    hashed = suppressions.hashed_mailbox(ADDRESS)
+    assert [tuple(row) for row in rows] == [
+        (hashed, "erased", "the reader erased their data", None)
+    ]
+    assert [tuple(row) for row in ledger] == [(hashed, None, "skipped")]
+    assert left == 0
