@@ -410,3 +410,23 @@ async def test_a_signup_with_a_bad_profile_field_is_refused_with_its_input_kept(
     assert api.status_code == 422
     with Session(engine) as session:
         assert session.exec(select(Subscriber)).all() == []
+
+
+async def test_a_json_signup_cleans_control_and_bidi_characters_from_the_interests(
+    settings: Settings, engine: Engine
+) -> None:
+    async with running_app(web_settings(settings), engine) as (_, client):
+        answer = await client.post(
+            "/subscribe",
+            json={
+                "email": "grace@example.org",
+                "interests": "\u202egnippam\u202c of\r\n<b>maps</b>\x07",
+                "papers": ["arXiv:2401.01234v3"],
+            },
+        )
+    assert answer.status_code == 202
+    with Session(engine) as session:
+        grace = session.exec(select(Subscriber)).one()
+        judged = session.exec(select(ReaderPaper.arxiv_id, ReaderPaper.title)).all()
+    assert grace.interests == "gnippam of <b>maps</b>"
+    assert [tuple(row) for row in judged] == [("2401.01234", "")]
