@@ -50,9 +50,10 @@ from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
 
 logger = logging.getLogger(__name__)
 
-# Pages carry their CSS inline and need no script; forms post back to this site only.
+# Pages carry their CSS inline; their one script (the interests counter,
+# /assets/profile.js) is served by this site; forms post back to this site only.
 PAGE_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 # The interactive API docs run Swagger UI from files of the fastapi-offline
