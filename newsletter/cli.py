@@ -1000,6 +1000,10 @@ def subscribers_add(
         console.print(f"{subscriber.email}: {subscriber.status}", highlight=False)
 
 
+def _reason_text(reason: object | None) -> str | None:
+    return None if reason is None else str(reason)
+
+
 @subscribers_app.command("list")
 def subscribers_list(
     ctx: typer.Context,
@@ -1008,7 +1012,7 @@ def subscribers_list(
     """List subscribers with their status (and why a suppressed one gets no digest)."""
     from newsletter.core.db import session_scope
     from subscribers.store import iter_subscribers
-    from subscribers.suppressions import active_reasons
+    from subscribers.suppressions import active_reasons, reason_for
 
     with session_scope(_context(ctx).engine()) as session:
         suppressed = active_reasons(session.connection())
@@ -1017,7 +1021,9 @@ def subscribers_list(
                 "email": s.email,
                 "name": s.name,
                 "status": str(s.status),
-                "suppressed": str(suppressed[s.mailbox]) if s.mailbox in suppressed else None,
+                "suppressed": str(reason)
+                if (reason := reason_for(suppressed, s.mailbox))
+                else None,
                 "topics": s.topics,
                 "interests": s.interests,
                 "paused": s.paused,
@@ -1054,6 +1060,31 @@ def subscribers_remove(
     with session_scope(_context(ctx).engine()) as session:
         subscriber = remove_subscriber(session, email=email)
         console.print(f"{subscriber.email}: unsubscribed", highlight=False)
+
+
+@subscribers_app.command("erase")
+def subscribers_erase(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The address whose data to erase.")],
+) -> None:
+    """Erase a reader on their request, as their "Delete my data" button does.
+
+    Deletes the subscriber and the papers they judged, keeps the delivery ledger
+    without the address, and leaves the mailbox on the suppression list as a hash.
+    """
+    from newsletter.core.clock import utc_now
+    from newsletter.core.db import session_scope
+    from newsletter.core.errors import SubscriberNotFoundError
+    from newsletter.privacy import erase_reader
+    from subscribers.store import find_subscriber
+
+    with session_scope(_context(ctx).engine()) as session:
+        subscriber = find_subscriber(session, email=email.strip())
+        if subscriber is None:
+            raise SubscriberNotFoundError(f"no subscriber has the address {email.strip()!r}")
+        address = subscriber.email
+        erase_reader(session, subscriber, now=utc_now())
+    console.print(f"{address}: erased (a hash stays on the suppression list)", highlight=False)
 
 
 @subscribers_app.command("import")

@@ -72,7 +72,7 @@ def iter_export_records(
             if not rows:
                 return
             for row in rows:
-                reason = suppressed.get(row.mailbox)
+                reason = suppressions.reason_for(suppressed, row.mailbox)
                 yield {
                     "email": row.email,
                     "name": row.name,

@@ -46,7 +46,6 @@ from newsletter.core.errors import (
 )
 from newsletter.core.settings import Settings
 from subscribers import store, suppressions
-from subscribers.addresses import mailbox_of
 from subscribers.models import SubscriberStatus, SuppressionReason
 from subscribers.signup import queue_import_confirmation
 from subscribers.store import ImportedSubscriber
@@ -216,7 +215,7 @@ def _check_row(
         skip("duplicate: the address appears earlier in the file")
         return None
     seen.add(lowered)
-    reason = suppressed.get(mailbox_of(email))
+    reason = suppressions.reason_for(suppressed, email)
     if reason is not None:
         skip(f"suppressed ({reason}): the mailbox gets nothing until its owner signs up again")
         return None

@@ -21,6 +21,7 @@ from typing import Protocol
 from jinja2 import Environment
 from sqlmodel import Session
 
+from newsletter.core.clock import utc_now
 from newsletter.core.dkim import DkimSigner
 from newsletter.core.errors import InvalidSubscriberDetailsError, InvalidTokenError
 from newsletter.core.headers import (
@@ -58,11 +59,18 @@ class ConfirmationQuota(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SignupDetails:
-    """A sign-up after validation: a normalised address, a clean name, known topics."""
+    """A sign-up after validation: a normalised address, a clean name, known topics.
+
+    `profile` (None: the defaults) and `liked_ids` (pasted arXiv ids) are the
+    personal digest's answers; they are stored for a new or pending address
+    only, never over a confirmed reader's own.
+    """
 
     email: str
     name: str | None
     topics: tuple[str, ...]
+    profile: store.Profile | None = None
+    liked_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +130,11 @@ def register_signup(
     *,
     now: datetime,
     quota: ConfirmationQuota,
+    liked: Sequence[store.JudgedPaper] = (),
 ) -> ConfirmationEmail | None:
     """Record a sign-up and say whether a confirmation email is due now.
+
+    `liked` holds the papers of `details.liked_ids`, titled by the caller.
 
     A confirmed address is left exactly as it is (the form must not let a
     stranger change someone's topics); a pending one takes the new details;
@@ -135,10 +146,17 @@ def register_signup(
     same thing.
     """
     created = store.insert_new_pending(
-        session, email=details.email, name=details.name, topics=details.topics, now=now
+        session,
+        email=details.email,
+        name=details.name,
+        topics=details.topics,
+        profile=details.profile,
+        now=now,
     )
     if created is not None:  # the common case, new to the list: two statements in all
         subscriber_id, key = created
+        if liked:
+            store.save_judged_papers(session, subscriber_id=subscriber_id, papers=liked, now=now)
         slot = ConfirmationClaim(subscriber_key=key, claimed_at=now, previous_sent_at=None)
         return _queue_within_quota(
             session, quota, subscriber_id, ConfirmationEmail(details.email, details.name, slot)
@@ -150,7 +168,12 @@ def register_signup(
     if subscriber.status == SubscriberStatus.CONFIRMED and not suppressed:
         return None
     store.reopen_subscription(subscriber, name=details.name, topics=details.topics)
+    if details.profile is not None:
+        store.update_profile(subscriber, profile=details.profile)
     session.flush()
+    if liked:
+        assert subscriber.id is not None
+        store.save_judged_papers(session, subscriber_id=subscriber.id, papers=liked, now=now)
     claim = store.claim_confirmation_slot(
         session, subscriber, now=now, interval_seconds=settings.confirm_resend_interval_seconds
     )
@@ -312,13 +335,26 @@ def change_preferences(
     action: PreferencesAction,
     name: str | None = None,
     topics: Sequence[str] = (),
+    profile: store.Profile | None = None,
+    liked: Sequence[store.JudgedPaper] = (),
 ) -> Subscriber:
-    """Apply one button of the preferences page; SAVE validates the name and topics first."""
+    """Apply one button of the preferences page; SAVE validates the name and topics first.
+
+    With SAVE, a checked `profile` replaces the reader's interests, digest mode,
+    count and frequency, and `liked` papers are recorded (None and () leave them).
+    """
     subscriber = subscriber_for_preferences(session, settings, token)
     if action is PreferencesAction.SAVE:
         store.update_details(
             subscriber, name=validate_name(name), topics=validate_topics(settings, topics)
         )
+        if profile is not None:
+            store.update_profile(subscriber, profile=profile)
+        if liked:
+            assert subscriber.id is not None
+            store.save_judged_papers(
+                session, subscriber_id=subscriber.id, papers=liked, now=utc_now()
+            )
     elif action is PreferencesAction.PAUSE:
         store.set_paused(subscriber, paused=True)
     elif action is PreferencesAction.RESUME:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
-from sqlalchemy import func, or_, update
+from sqlalchemy import delete, func, or_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
@@ -26,8 +27,19 @@ from newsletter.core.errors import (
 )
 from newsletter.core.text import has_unsafe_characters, single_line
 from subscribers.addresses import mailbox_of
-from subscribers.models import Subscriber, SubscriberStatus, SuppressionReason, new_subscriber_key
-from subscribers.suppressions import suppress_subscribers
+from subscribers.models import (
+    DigestMode,
+    Frequency,
+    JudgementSource,
+    QueuedConfirmation,
+    ReaderPaper,
+    Subscriber,
+    SubscriberStatus,
+    SuppressionReason,
+    Verdict,
+    new_subscriber_key,
+)
+from subscribers.suppressions import reveal, suppress_erased, suppress_subscribers
 
 MAX_EMAIL_LENGTH = 254
 MAX_NAME_LENGTH = 100
@@ -159,6 +171,8 @@ def add_subscriber(
         subscriber.confirmed_at = now
     subscriber.updated_at = now
     session.flush()
+    # An erased address the operator stores again is one the send path must see.
+    reveal(session.connection(), address)
     return subscriber
 
 
@@ -241,7 +255,13 @@ def add_pending_subscriber(
 
 
 def insert_new_pending(
-    session: Session, *, email: str, name: str | None, topics: Sequence[str], now: datetime
+    session: Session,
+    *,
+    email: str,
+    name: str | None,
+    topics: Sequence[str],
+    now: datetime,
+    profile: Profile | None = None,
 ) -> tuple[int, str] | None:
     """Add an address that is not on the list as pending, its confirmation slot taken at `now`.
 
@@ -259,6 +279,11 @@ def insert_new_pending(
             "status": SubscriberStatus.PENDING.value,
             "key": new_subscriber_key(),
             "topics": list(topics),
+            "interests": profile.interests if profile else "",
+            "digest_mode": (profile.digest_mode if profile else DigestMode.PERSONAL).value,
+            "personal_count": profile.personal_count if profile else 5,
+            "frequency": (profile.frequency if profile else Frequency.DAILY).value,
+            "weekly_day": profile.weekly_day if profile else 0,
             "paused": False,
             "created_at": now,
             "updated_at": now,
@@ -569,3 +594,263 @@ def _resubscribe(session: Session, *, key: str, row: ImportedSubscriber, now: da
         )
         .execution_options(synchronize_session=False)
     )
+
+
+MIN_PERSONAL_COUNT = 1
+MAX_PERSONAL_COUNT = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What shapes a reader's digest, as they chose it (checked by `check_profile`)."""
+
+    interests: str
+    digest_mode: DigestMode
+    personal_count: int
+    frequency: Frequency
+    weekly_day: int
+
+
+def check_profile(
+    *,
+    interests: str | None,
+    digest_mode: str,
+    personal_count: int,
+    frequency: str,
+    weekly_day: int,
+) -> Profile:
+    """The profile with every value checked; InvalidSubscriberDetailsError names what is wrong."""
+    try:
+        mode = DigestMode(digest_mode)
+    except ValueError:
+        raise InvalidSubscriberDetailsError(
+            "the digest is either 'personal' (For you, then trending) or 'trending'"
+        ) from None
+    try:
+        how_often = Frequency(frequency)
+    except ValueError:
+        raise InvalidSubscriberDetailsError("the digest comes 'daily' or 'weekly'") from None
+    if not MIN_PERSONAL_COUNT <= personal_count <= MAX_PERSONAL_COUNT:
+        raise InvalidSubscriberDetailsError(
+            f"choose between {MIN_PERSONAL_COUNT} and {MAX_PERSONAL_COUNT} papers"
+        )
+    if not 0 <= weekly_day <= 6:
+        raise InvalidSubscriberDetailsError("the weekly day is 0 (Monday) to 6 (Sunday)")
+    return Profile(
+        interests=clean_interests(interests),
+        digest_mode=mode,
+        personal_count=personal_count,
+        frequency=how_often,
+        weekly_day=weekly_day,
+    )
+
+
+def update_profile(subscriber: Subscriber, *, profile: Profile) -> None:
+    """Store the reader's interests, digest mode, paper count and frequency."""
+    subscriber.interests = profile.interests
+    subscriber.digest_mode = profile.digest_mode
+    subscriber.personal_count = profile.personal_count
+    subscriber.frequency = profile.frequency
+    subscriber.weekly_day = profile.weekly_day
+    subscriber.updated_at = utc_now()
+
+
+@dataclass(frozen=True, slots=True)
+class JudgedPaper:
+    """A paper a reader liked or disliked, about to be stored."""
+
+    arxiv_id: str | None
+    title: str
+    abstract: str
+    verdict: Verdict
+    source: JudgementSource
+
+
+def paper_key_of(*, arxiv_id: str | None, title: str) -> str:
+    """The arXiv id, or `title:` and a hash of the normalised title (one judgement per paper)."""
+    if arxiv_id:
+        return arxiv_id
+    normalised = " ".join(title.casefold().split())
+    return "title:" + hashlib.sha256(normalised.encode("utf-8")).hexdigest()[:40]
+
+
+def save_judged_papers(
+    session: Session, *, subscriber_id: int, papers: Sequence[JudgedPaper], now: datetime
+) -> int:
+    """Record judgements, the latest one winning per paper; returns how many papers were new.
+
+    A title or abstract already known is kept when the new judgement brings none.
+    """
+    keyed = {paper_key_of(arxiv_id=p.arxiv_id, title=p.title): p for p in papers}
+    if not keyed:
+        return 0
+    existing = {
+        row.paper_key: row
+        for row in session.exec(
+            select(ReaderPaper).where(
+                col(ReaderPaper.subscriber_id) == subscriber_id,
+                col(ReaderPaper.paper_key).in_(list(keyed)),
+            )
+        ).all()
+    }
+    added = 0
+    for key, paper in keyed.items():
+        row = existing.get(key)
+        if row is None:
+            session.add(
+                ReaderPaper(
+                    subscriber_id=subscriber_id,
+                    paper_key=key,
+                    arxiv_id=paper.arxiv_id,
+                    title=paper.title,
+                    abstract=paper.abstract,
+                    verdict=paper.verdict,
+                    source=paper.source,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            added += 1
+            continue
+        row.verdict = paper.verdict
+        row.source = paper.source
+        row.title = paper.title or row.title
+        row.abstract = paper.abstract or row.abstract
+        row.updated_at = now
+    session.flush()
+    return added
+
+
+def erase_subscriber(session: Session, *, subscriber: Subscriber, now: datetime) -> None:
+    """Delete the reader's rows (judged papers, queued confirmation, the subscriber itself).
+
+    Their mailbox stays on the suppression list as a hash only. Rows of other
+    tables that point at the subscriber (the delivery ledger, feedback events)
+    must be detached first by their owners (`newsletter.privacy`).
+    """
+    assert subscriber.id is not None
+    connection = session.connection()
+    suppress_erased(connection, subscriber.email, now=now)
+    session.exec(delete(ReaderPaper).where(col(ReaderPaper.subscriber_id) == subscriber.id))
+    session.exec(
+        delete(QueuedConfirmation).where(col(QueuedConfirmation.subscriber_id) == subscriber.id)
+    )
+    session.delete(subscriber)
+    session.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """What a reader had said about a paper (kept so a change can be undone)."""
+
+    verdict: Verdict
+    source: JudgementSource
+
+
+def list_judgements(session: Session, *, subscriber_id: int) -> list[ReaderPaper]:
+    """The papers a reader judged, the latest change first."""
+    statement = (
+        select(ReaderPaper)
+        .where(ReaderPaper.subscriber_id == subscriber_id)
+        .order_by(col(ReaderPaper.updated_at).desc(), col(ReaderPaper.id).desc())
+    )
+    return list(session.exec(statement).all())
+
+
+def find_judgement(session: Session, *, subscriber_id: int, paper_key: str) -> ReaderPaper | None:
+    """The reader's judgement of one paper, if any."""
+    statement = select(ReaderPaper).where(
+        ReaderPaper.subscriber_id == subscriber_id, ReaderPaper.paper_key == paper_key
+    )
+    return session.exec(statement).first()
+
+
+def record_judgement(
+    session: Session,
+    *,
+    subscriber_id: int,
+    paper_key: str,
+    arxiv_id: str | None,
+    title: str,
+    abstract: str,
+    verdict: Verdict,
+    source: JudgementSource,
+    now: datetime | None = None,
+) -> Judgement | None:
+    """Record a reader's verdict on a paper, replacing any earlier one; what it replaced.
+
+    Two requests recording the same paper at once end in one row: the unique
+    index keeps the first insert, and the second updates that row.
+    """
+    moment = now or utc_now()
+    existing = find_judgement(session, subscriber_id=subscriber_id, paper_key=paper_key)
+    if existing is None:
+        table = ReaderPaper.__table__  # type: ignore[attr-defined]
+        inserted = session.connection().execute(
+            upsert_insert(session.get_bind().dialect.name, table)
+            .values(
+                subscriber_id=subscriber_id,
+                paper_key=paper_key,
+                arxiv_id=arxiv_id,
+                title=title,
+                abstract=abstract,
+                verdict=verdict.value,
+                source=source.value,
+                created_at=moment,
+                updated_at=moment,
+            )
+            .on_conflict_do_nothing(index_elements=["subscriber_id", "paper_key"])
+            .returning(table.c.id)
+        )
+        if inserted.first() is not None:
+            return None
+        # Another request recorded this paper meanwhile: replace its verdict.
+        existing = find_judgement(session, subscriber_id=subscriber_id, paper_key=paper_key)
+        if existing is None:
+            raise RuntimeError("a judgement that conflicted on insert cannot be found")
+    previous = Judgement(Verdict(existing.verdict), JudgementSource(existing.source))
+    existing.verdict = verdict
+    existing.source = source
+    existing.title = title or existing.title
+    existing.abstract = abstract or existing.abstract
+    existing.arxiv_id = arxiv_id or existing.arxiv_id
+    existing.updated_at = moment
+    session.add(existing)
+    return previous
+
+
+def restore_judgement(
+    session: Session, *, subscriber_id: int, paper_key: str, previous: Judgement | None
+) -> None:
+    """Undo: put back what the reader had said about a paper (None: nothing, so remove it)."""
+    existing = find_judgement(session, subscriber_id=subscriber_id, paper_key=paper_key)
+    if existing is None:
+        return
+    if previous is None:
+        session.delete(existing)
+        return
+    existing.verdict = previous.verdict
+    existing.source = previous.source
+    existing.updated_at = utc_now()
+    session.add(existing)
+
+
+def remove_judgement(session: Session, *, subscriber_id: int, paper_key: str) -> bool:
+    """Forget the reader's judgement of a paper; False when there was none."""
+    existing = find_judgement(session, subscriber_id=subscriber_id, paper_key=paper_key)
+    if existing is None:
+        return False
+    session.delete(existing)
+    return True
+
+
+def flip_judgement(session: Session, *, subscriber_id: int, paper_key: str) -> ReaderPaper | None:
+    """Turn liked into disliked and back; None when the reader had not judged the paper."""
+    existing = find_judgement(session, subscriber_id=subscriber_id, paper_key=paper_key)
+    if existing is None:
+        return None
+    liked = Verdict(existing.verdict) is Verdict.LIKED
+    existing.verdict = Verdict.DISLIKED if liked else Verdict.LIKED
+    existing.updated_at = utc_now()
+    session.add(existing)
+    return existing

@@ -12,6 +12,13 @@ The one home of the suppression rules, and the only module that writes the
   marks a reader bounced); so can a complaint, an erasure or an operator.
 - Only the owner lifts it, by confirming a sign-up whose link was sent after
   the suppression (`lift`, recorded on the row); a lifted row stays as the record.
+- A reader who erases their data leaves only a hashed entry (`suppress_erased`):
+  `address` holds `sha256:` and the SHA-256 of the mailbox, never the address,
+  and every look-up by address (`find_active`, `lift`, `reason_for`) matches
+  the hash too. The send path's SQL clause compares clear mailboxes only, so
+  `reveal` turns a hashed entry back into a clear one when the operator stores
+  that address again (`store.add_subscriber`); a sign-up stays pending, and
+  only its owner's confirmation lifts the entry.
 
 Every statement runs on the caller's connection, inside its transaction.
 """
@@ -19,7 +26,8 @@ Every statement runs on the caller's connection, inside its transaction.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +35,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     bindparam,
+    delete,
     exists,
     func,
     literal,
@@ -43,6 +52,21 @@ suppressions = Suppression.__table__  # type: ignore[attr-defined]
 subscribers = Subscriber.__table__  # type: ignore[attr-defined]
 
 MAX_NOTE_LENGTH = 500
+HASH_PREFIX = "sha256:"
+
+
+def hashed_mailbox(address: str) -> str:
+    """How an erased address is kept: `sha256:` and the hex SHA-256 of its mailbox.
+
+    Unsalted on purpose: the list must recognise the address if it comes back,
+    whatever the secret key is by then. It keeps the address out of the
+    database, not from someone who already knows it and hashes it.
+    """
+    return HASH_PREFIX + hashlib.sha256(mailbox_of(address).encode("utf-8")).hexdigest()
+
+
+def _keys_of(address: str) -> list[str]:
+    return [mailbox_of(address), hashed_mailbox(address)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +149,7 @@ def find_active(connection: Connection, address: str) -> ActiveSuppression | Non
             suppressions.c.reason,
             suppressions.c.created_at,
             suppressions.c.note,
-        ).where(suppressions.c.address == mailbox_of(address), suppressions.c.lifted_at.is_(None))
+        ).where(suppressions.c.address.in_(_keys_of(address)), suppressions.c.lifted_at.is_(None))
     ).first()
     if row is None:
         return None
@@ -141,7 +165,7 @@ def lift(connection: Connection, address: str, *, now: dt.datetime, why: str) ->
     """Lift the mailbox's suppression, adding to its note why; False when none was active."""
     lifted = connection.execute(
         update(suppressions)
-        .where(suppressions.c.address == mailbox_of(address), suppressions.c.lifted_at.is_(None))
+        .where(suppressions.c.address.in_(_keys_of(address)), suppressions.c.lifted_at.is_(None))
         .values(
             lifted_at=now,
             note=func.substr(
@@ -153,6 +177,57 @@ def lift(connection: Connection, address: str, *, now: dt.datetime, why: str) ->
         )
     )
     return bool(lifted.rowcount)
+
+
+def suppress_erased(connection: Connection, address: str, *, now: dt.datetime) -> None:
+    """Keep an erased reader's mailbox off the list as a hash only, active from `now`.
+
+    Any clear-text row of that mailbox (an earlier bounce, its note naming the
+    address) is deleted first: after an erasure the address is nowhere here.
+    """
+    connection.execute(delete(suppressions).where(suppressions.c.address == mailbox_of(address)))
+    statement = upsert_insert(connection.dialect.name, suppressions).values(
+        address=hashed_mailbox(address),
+        reason=SuppressionReason.ERASED.value,
+        note="the reader erased their data",
+        created_at=now,
+    )
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=[suppressions.c.address],
+            set_={
+                "reason": statement.excluded.reason,
+                "note": statement.excluded.note,
+                "created_at": statement.excluded.created_at,
+                "lifted_at": None,
+            },
+        )
+    )
+
+
+def reveal(connection: Connection, address: str) -> None:
+    """Turn the hashed entry of an address stored again into a clear one the send path sees."""
+    clear = mailbox_of(address)
+    taken = connection.execute(
+        select(suppressions.c.id).where(suppressions.c.address == clear)
+    ).first()
+    if taken is None:
+        connection.execute(
+            update(suppressions)
+            .where(suppressions.c.address == hashed_mailbox(address))
+            .values(address=clear)
+        )
+
+
+def reason_for(
+    suppressed: Mapping[str, SuppressionReason], address: str
+) -> SuppressionReason | None:
+    """Why `address` is in `active_reasons`' answer (by mailbox or by hash), or None."""
+    for key in _keys_of(address):
+        reason = suppressed.get(key)
+        if reason is not None:
+            return reason
+    return None
 
 
 def active_reasons(connection: Connection) -> dict[str, SuppressionReason]:

@@ -1,4 +1,4 @@
-"""Signed, opaque link tokens: unsubscribe and preferences (never expire), confirmation (expires).
+"""Signed, opaque link tokens: unsubscribe, preferences, feedback (lasting); confirmation (expires).
 
 One scheme for every link. A token carries the subscriber's random `key`, never
 the address or row id, and ends in a MAC over everything before it:
@@ -6,6 +6,11 @@ the address or row id, and ends in a MAC over everything before it:
 - `KEY.MAC` for links that do not expire (unsubscribe, preferences);
 - `KEY.ISSUED.MAC` for links that do (confirmation), ISSUED being the issue
   time in whole seconds since the Unix epoch, in base 36.
+
+A feedback token ("More like this" / "Less like this" under a paper of a
+digest) is `KEY.PAPER.V.MAC`: PAPER the arXiv id in unpadded URL-safe base64
+(arXiv ids hold dots and, in the old scheme, slashes), V `m` (more) or `l`
+(less). It names one reader, one paper and one choice, and does not expire.
 
 The bounce token of a VERP envelope sender (`bounces+TOKEN@bounce-domain`) is
 the sibling of these: `ID-MAC`, the delivery (ledger row) id in base 36 and an
@@ -38,12 +43,14 @@ from newsletter.core.errors import ExpiredTokenError, InvalidTokenError
 _UNSUBSCRIBE = "unsubscribe"
 _PREFERENCES = "preferences"
 _CONFIRM = "confirm"
-_BOUNCE = "bounce"
 _FEEDBACK = "feedback"
+# "More like this" / "Less like this": the verdicts a feedback link may carry.
 FEEDBACK_VERDICTS = ("more", "less")
 _FEEDBACK_TOKEN = re.compile(
-    r"([A-Za-z0-9_-]{1,64})\.(more|less)\.([A-Za-z0-9_-]{1,200})\.([A-Za-z0-9_-]{24})"
+    r"([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{1,44})\.([ml])\.([A-Za-z0-9_-]{24})"
 )
+_ARXIV_ID = re.compile(r"[A-Za-z0-9./-]{1,32}")
+_BOUNCE = "bounce"
 _BOUNCE_MAC_BYTES = 10  # 80 bits: 16 base-32 characters, no padding
 _BOUNCE_TOKEN = re.compile(r"([0-9a-z]{1,13})-([a-z2-7]{16})")
 _MAC_BYTES = 18  # 144 bits: 24 URL-safe characters, no padding
@@ -159,6 +166,41 @@ def read_bounce_token(secret_key: str, token: str) -> int:
     return int(signed, 36)
 
 
+def _checked_arxiv_id(arxiv_id: str) -> str:
+    if _ARXIV_ID.fullmatch(arxiv_id) is None:
+        raise ValueError(f"an arXiv id is 1-32 characters of [A-Za-z0-9./-]: {arxiv_id!r}")
+    return arxiv_id
+
+
+def make_feedback_token(secret_key: str, subscriber_key: str, arxiv_id: str, verdict: str) -> str:
+    """The token of one reader's "more" or "less" link under one paper."""
+    if verdict not in FEEDBACK_VERDICTS:
+        raise ValueError(f"a feedback verdict is 'more' or 'less': {verdict!r}")
+    paper = base64.urlsafe_b64encode(_checked_arxiv_id(arxiv_id).encode("ascii"))
+    signed = f"{_checked_key(subscriber_key)}.{paper.decode('ascii').rstrip('=')}.{verdict[0]}"
+    return f"{signed}.{_mac(secret_key, _FEEDBACK, signed)}"
+
+
+def read_feedback_token(secret_key: str, token: str) -> tuple[str, str, str]:
+    """(subscriber key, arXiv id, "more" or "less") of a feedback token, or InvalidTokenError."""
+    match = _FEEDBACK_TOKEN.fullmatch(token)
+    if match is None:
+        raise InvalidTokenError(_NOT_VALID)
+    subscriber_key, paper, verdict, mac = match.groups()
+    signed = f"{subscriber_key}.{paper}.{verdict}"
+    if not hmac.compare_digest(mac, _mac(secret_key, _FEEDBACK, signed)):
+        raise InvalidTokenError(_NOT_VALID)
+    # Only this module makes a signed token, so a matching MAC means a well-made id;
+    # the checks below guard against a leaked key, never against a mistake of ours.
+    try:
+        arxiv_id = base64.urlsafe_b64decode(paper + "=" * (-len(paper) % 4)).decode("ascii")
+    except ValueError as error:
+        raise InvalidTokenError(_NOT_VALID) from error
+    if _ARXIV_ID.fullmatch(arxiv_id) is None:
+        raise InvalidTokenError(_NOT_VALID)
+    return subscriber_key, arxiv_id, "more" if verdict == "m" else "less"
+
+
 def make_unsubscribe_token(secret_key: str, subscriber_key: str) -> str:
     """The token in a subscriber's one-click unsubscribe URL."""
     return _sign(secret_key, _UNSUBSCRIBE, subscriber_key)
@@ -206,39 +248,28 @@ def preferences_url(base_url: str, secret_key: str, subscriber_key: str) -> str:
     return f"{base_url}/preferences/{make_preferences_token(secret_key, subscriber_key)}"
 
 
-def confirm_url(base_url: str, secret_key: str, subscriber_key: str, *, issued_at: datetime) -> str:
-    """The absolute double opt-in confirmation URL for a subscriber, issued at `issued_at`."""
-    token = make_confirm_token(secret_key, subscriber_key, issued_at=issued_at)
-    return f"{base_url}/confirm/{token}"
-
-
-def make_feedback_token(secret_key: str, subscriber_key: str, arxiv_id: str, verdict: str) -> str:
-    """KEY.VERDICT.PAPER.MAC: a reader's "more/less like this" for one paper (never expires).
-
-    PAPER is the arXiv id in URL-safe base64 without padding (old-style ids hold
-    a "/", new ones a "."), so the token stays one path segment.
-    """
-    if verdict not in FEEDBACK_VERDICTS:
-        raise ValueError(f"a feedback verdict is 'more' or 'less', not {verdict!r}")
-    signed = f"{_checked_key(subscriber_key)}.{verdict}.{_paper_segment(arxiv_id)}"
-    return f"{signed}.{_mac(secret_key, _FEEDBACK, signed)}"
+def feedback_url(
+    base_url: str, secret_key: str, subscriber_key: str, arxiv_id: str, verdict: str
+) -> str:
+    """The absolute "More like this" (`verdict` "more") or "Less like this" ("less") URL."""
+    return (
+        f"{base_url}/feedback/{make_feedback_token(secret_key, subscriber_key, arxiv_id, verdict)}"
+    )
 
 
 @lru_cache(maxsize=4096)
 def _paper_segment(arxiv_id: str) -> str:
-    paper = base64.urlsafe_b64encode(arxiv_id.encode("utf-8")).decode("ascii").rstrip("=")
-    if not paper or len(paper) > 200:
-        raise ValueError("an arXiv id for a feedback link is empty or too long")
-    return paper
+    paper = base64.urlsafe_b64encode(_checked_arxiv_id(arxiv_id).encode("ascii"))
+    return paper.decode("ascii").rstrip("=")
 
 
 def feedback_urls(
     base_url: str, secret_key: str, subscriber_key: str, arxiv_ids: Sequence[str]
 ) -> list[tuple[str, str]]:
-    """("more", "less") feedback URLs of each paper for one reader: `feedback_url`, in bulk.
+    """("more", "less") URLs of each paper for one reader: `feedback_url`, in bulk.
 
-    The send path calls this per message; the MAC state after the reader's key
-    is computed once and copied per link.
+    The send path calls this per message: the MAC state after the reader's
+    key is computed once and copied per link.
     """
     key = _checked_key(subscriber_key)
     reader = hmac.new(_purpose_key(secret_key, _FEEDBACK), key.encode("ascii"), hashlib.sha256)
@@ -248,33 +279,16 @@ def feedback_urls(
         paper = _paper_segment(arxiv_id)
         pair: list[str] = []
         for verdict in FEEDBACK_VERDICTS:
-            signed = f".{verdict}.{paper}"
+            signed = f".{paper}.{verdict[0]}"
             mac = reader.copy()
             mac.update(signed.encode("ascii"))
             tag = base64.urlsafe_b64encode(mac.digest()[:_MAC_BYTES]).decode("ascii")
-            pair.append(f"{prefix}{verdict}.{paper}.{tag}")
+            pair.append(f"{prefix}{paper}.{verdict[0]}.{tag}")
         urls.append((pair[0], pair[1]))
     return urls
 
 
-def read_feedback_token(secret_key: str, token: str) -> tuple[str, str, str]:
-    """(subscriber key, arXiv id, verdict) of a feedback token, or InvalidTokenError."""
-    match = _FEEDBACK_TOKEN.fullmatch(token)
-    if match is None:
-        raise InvalidTokenError(_NOT_VALID)
-    key, verdict, paper, mac = match.groups()
-    if not hmac.compare_digest(mac, _mac(secret_key, _FEEDBACK, f"{key}.{verdict}.{paper}")):
-        raise InvalidTokenError(_NOT_VALID)
-    try:
-        arxiv_id = base64.urlsafe_b64decode(paper + "=" * (-len(paper) % 4)).decode("utf-8")
-    except ValueError:
-        raise InvalidTokenError(_NOT_VALID) from None
-    return key, arxiv_id, verdict
-
-
-def feedback_url(
-    base_url: str, secret_key: str, subscriber_key: str, arxiv_id: str, verdict: str
-) -> str:
-    """The absolute "more like this" / "less like this" URL of one paper for one reader."""
-    token = make_feedback_token(secret_key, subscriber_key, arxiv_id, verdict)
-    return f"{base_url}/feedback/{token}"
+def confirm_url(base_url: str, secret_key: str, subscriber_key: str, *, issued_at: datetime) -> str:
+    """The absolute double opt-in confirmation URL for a subscriber, issued at `issued_at`."""
+    token = make_confirm_token(secret_key, subscriber_key, issued_at=issued_at)
+    return f"{base_url}/confirm/{token}"

@@ -44,13 +44,19 @@ PAPERS = [
     ),
 ]
 LIBRARY = {
+    "2610.09998": PaperText(
+        "2610.09998",
+        "Learning Quadruped Gaits on Rough Terrain",
+        "A legged robot learns robust walking gaits in simulation with domain randomisation.",
+        ("legged locomotion",),
+    ),
     "2610.09999": PaperText(
         "2610.09999",
         "Ablating Concepts in Text-to-Image Diffusion",
         "Concept ablation removes copyrighted styles and objects from pretrained "
         "text-to-image diffusion models.",
         ("concept ablation",),
-    )
+    ),
 }
 # Recent papers other than today's: what "for you" must stand out from.
 BACKGROUND = [
@@ -191,3 +197,43 @@ def test_a_reader_who_judged_enough_papers_gets_their_own_model(model: Relevance
     assert ids(picks)[0] == "2611.00001"  # like the concept-ablation paper they liked
     assert picks[0].why == "like “Ablating Concepts in Text-to-Image Diffusion”, which you liked"
     assert "2611.00003" not in ids(picks) and "2611.00004" not in ids(picks)  # judged already
+
+
+def test_the_readme_states_the_constants_the_code_uses() -> None:
+    from pathlib import Path
+
+    from newsletter.editions.personal import BACKGROUND_PAPERS
+    from newsletter.relevance import model as constants
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## How papers are ranked for each reader", 1)[1].split("\n## ", 1)[0]
+    section = " ".join(section.split())  # line breaks as spaces
+    weights = constants.KIND_WEIGHTS
+    assert f"| `W_interests` | {weights[constants.Source.INTERESTS]:.1f} |" in section
+    assert f"| `W_topic` | {weights[constants.Source.TOPIC]:.1f} |" in section
+    assert f"| `W_liked` | {weights[constants.Source.LIKED]:.1f} |" in section
+    assert f"| disliked | {constants.DISLIKED_WEIGHT:g} |" in section
+    assert f"| skipped | {constants.SKIPPED_WEIGHT:g} |" in section
+    assert f"{constants.DISLIKED_WEIGHT:g} · max_{{d ∈ disliked}}" in section
+    assert f"{constants.SKIPPED_WEIGHT:g} · mean_" in section
+    assert f"From {constants.LEARNED_MIN_JUDGEMENTS} judged papers on" in section
+    learned = constants.LEARNED_WEIGHTS
+    assert f"disliked {learned['disliked']:.1f}, skipped {learned['skipped']:g}" in section
+    assert f"({learned['background']:g} each)" in section
+    assert f"the {BACKGROUND_PAPERS} most recent stored papers" in section
+    assert f"above {constants.FLOOR_QUANTILE:.0%} of those recent" in section
+
+
+def test_the_why_of_a_readers_own_model_names_the_liked_paper_each_pick_resembles(
+    model: RelevanceModel,
+) -> None:
+    judged = ReaderProfile(liked=("2610.09999", "2610.09998"), disliked=("2611.00003",))
+    assert model.uses_learned_model(judged)
+
+    [picks] = model.rank([judged])
+    why = {pick.arxiv_id: pick.why for pick in picks}
+
+    assert (
+        why["2611.00001"] == "like “Ablating Concepts in Text-to-Image Diffusion”, which you liked"
+    )
+    assert why["2611.00002"] == "like “Learning Quadruped Gaits on Rough Terrain”, which you liked"

@@ -11,11 +11,14 @@ from newsletter.core.errors import ExpiredTokenError, InvalidTokenError
 from subscribers.models import new_subscriber_key
 from subscribers.tokens import (
     confirm_url,
+    feedback_url,
     make_confirm_token,
+    make_feedback_token,
     make_preferences_token,
     make_unsubscribe_token,
     read_confirm_token,
     read_confirm_token_issued,
+    read_feedback_token,
     read_preferences_token,
     read_unsubscribe_token,
     unsubscribe_url,
@@ -172,3 +175,54 @@ def test_making_a_token_refuses_what_no_link_can_carry() -> None:
         make_confirm_token(SECRET, "a.b", issued_at=ISSUED)
     with pytest.raises(ValueError, match="timezone-aware"):
         make_confirm_token(SECRET, KEY, issued_at=dt.datetime(2026, 3, 2, 7, 0))
+
+
+def test_a_feedback_token_names_one_reader_one_paper_and_one_choice() -> None:
+    for arxiv_id in ("2411.01234", "2411.01234v2", "hep-th/9901001"):
+        for verdict in ("more", "less"):
+            token = make_feedback_token(SECRET, KEY, arxiv_id, verdict)
+            assert read_feedback_token(SECRET, token) == (KEY, arxiv_id, verdict)
+            assert "/" not in token and "@" not in token
+            url = feedback_url("https://news.example.org", SECRET, KEY, arxiv_id, verdict)
+            assert url == f"https://news.example.org/feedback/{token}"
+    more = make_feedback_token(SECRET, KEY, "2411.01234", "more")
+    less = make_feedback_token(SECRET, KEY, "2411.01234", "less")
+    other_paper = make_feedback_token(SECRET, KEY, "2411.01235", "more")
+    assert len({more, less, other_paper}) == 3
+
+
+def test_an_altered_or_misused_feedback_token_is_refused() -> None:
+    token = make_feedback_token(SECRET, KEY, "2411.01234", "more")
+    key, paper, verdict, mac = token.split(".")
+    less_mac = make_feedback_token(SECRET, KEY, "2411.01234", "less").rsplit(".", 1)[1]
+    forged = [
+        f"{key}.{paper}.l.{mac}",  # "more" turned into "less"
+        f"{key}.{paper}.l.{less_mac[:-1]}{'A' if less_mac[-1] != 'A' else 'B'}",
+        f"other-reader.{paper}.{verdict}.{mac}",  # another reader's key
+        f"{key}.MjQxMS4wMTIzNQ.{verdict}.{mac}",  # another paper
+        make_feedback_token("another-secret-entirely", KEY, "2411.01234", "more"),
+        make_preferences_token(SECRET, KEY),  # another purpose
+        make_unsubscribe_token(SECRET, KEY),
+        f"{token}.",
+        f"{key}.{paper}=.{verdict}.{mac}",
+        "",
+        "x" * 5000,
+        "\u202e.\u202e.m.\u202e",
+    ]
+    for bad in forged:
+        with pytest.raises(InvalidTokenError):
+            read_feedback_token(SECRET, bad)
+    # Preferences and unsubscribe never accept a feedback token either.
+    with pytest.raises(InvalidTokenError):
+        read_preferences_token(SECRET, token)
+
+
+@pytest.mark.parametrize(
+    ("arxiv_id", "verdict"),
+    [("2411.01234", "like"), ("", "more"), ("a b", "less"), ("x" * 33, "more")],
+)
+def test_a_feedback_token_is_made_only_for_an_arxiv_id_and_more_or_less(
+    arxiv_id: str, verdict: str
+) -> None:
+    with pytest.raises(ValueError):
+        make_feedback_token(SECRET, KEY, arxiv_id, verdict)

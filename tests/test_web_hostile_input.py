@@ -25,10 +25,15 @@ from newsletter.core.clock import utc_now
 from newsletter.core.db import session_scope
 from newsletter.core.settings import Settings
 from newsletter.core.text import BIDI_CONTROLS, CONTROL_CHARACTERS, XML_INVALID
-from newsletter.models import Edition, EditionStatus
+from newsletter.models import Edition, EditionStatus, Paper
 from newsletter.web.app import create_app
 from subscribers.store import add_subscriber
-from subscribers.tokens import make_confirm_token, make_preferences_token, make_unsubscribe_token
+from subscribers.tokens import (
+    make_confirm_token,
+    make_feedback_token,
+    make_preferences_token,
+    make_unsubscribe_token,
+)
 from tests.support.smtp_server import RecordingSmtpServer
 from tests.support.web import (
     ADMIN_TOKEN,
@@ -159,7 +164,9 @@ def _tokens(settings: Settings, engine: Engine) -> dict[str, str]:
     with session_scope(engine) as session:
         reader = add_subscriber(session, email="fuzzed@example.org", confirmed=True)
         key = reader.key
+        session.add(Paper(arxiv_id="2603.05001", title="A paper", sources=["hf"]))
     return {
+        "feedback": make_feedback_token(settings.secret_key, key, "2603.05001", "less"),
         "preferences": make_preferences_token(settings.secret_key, key),
         "unsubscribe": make_unsubscribe_token(settings.secret_key, key),
         "confirm": make_confirm_token(settings.secret_key, key, issued_at=utc_now()),
@@ -181,6 +188,9 @@ def test_hostile_json_bodies_never_get_a_5xx(
         f"/preferences/{tokens['preferences']}",
         f"/unsubscribe/{tokens['unsubscribe']}",
         f"/confirm/{tokens['confirm']}",
+        f"/feedback/{tokens['feedback']}",
+        f"/feedback/{tokens['feedback']}/undo",
+        f"/preferences/{tokens['preferences']}/papers",
     ]
     with (
         live_server(create_app(config, engine=engine)) as base_url,
@@ -201,7 +211,13 @@ def test_hostile_form_bodies_never_get_a_5xx(
 ) -> None:
     config = _fuzz_settings(settings)
     tokens = _tokens(config, engine)
-    targets = ["/subscribe", f"/preferences/{tokens['preferences']}"]
+    targets = [
+        "/subscribe",
+        f"/preferences/{tokens['preferences']}",
+        f"/preferences/{tokens['preferences']}/papers",
+        f"/feedback/{tokens['feedback']}",
+        f"/feedback/{tokens['feedback']}/undo",
+    ]
     content_types = [FORM["content-type"], "multipart/form-data; boundary=x", "text/plain"]
     with (
         live_server(create_app(config, engine=engine)) as base_url,

@@ -471,7 +471,12 @@ class _LearnedScorer:
         shares = own_alpha[:, None] * (to_candidates[rows] + 1.0)
         scores = shares.sum(axis=0) + self._to_candidates.T @ background_alpha
         background_scores = cross.T @ own_alpha + self._gram @ background_alpha
-        strongest = shares[: len(reader.positives)].argmax(axis=0)
+        # The why-line names the positive document whose likeness to the paper
+        # weighs most (the intercept's share is the same for every paper).
+        likeness = (
+            own_alpha[: len(reader.positives), None] * to_candidates[rows[: len(reader.positives)]]
+        )
+        strongest = likeness.argmax(axis=0)
         # A classifier's scores: only the comparison with the background counts.
         return _Scored(scores, strongest, _relative_floor(background_scores, at_least=-np.inf))
 

@@ -39,6 +39,7 @@ from newsletter.web.routes import (
     admin,
     confirm,
     editions,
+    feedback,
     hooks,
     preferences,
     signup,
@@ -49,9 +50,10 @@ from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
 
 logger = logging.getLogger(__name__)
 
-# Pages carry their CSS inline and need no script; forms post back to this site only.
+# Pages carry their CSS inline; their one script (the interests counter,
+# /assets/profile.js) is served by this site; forms post back to this site only.
 PAGE_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 # The interactive API docs run Swagger UI from files of the fastapi-offline
@@ -164,7 +166,7 @@ def create_app(
             openapi_url=None,
         )
     app.state.web = web
-    for module in (signup, confirm, unsubscribe, preferences, editions, admin, hooks):
+    for module in (signup, confirm, unsubscribe, preferences, feedback, editions, admin, hooks):
         app.include_router(module.router)
     _add_error_pages(app, web)
     app.add_middleware(ForwardedClientMiddleware, proxies=TrustedProxies(settings.trusted_proxies))

@@ -19,7 +19,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 FORM_BODY_LIMIT = 16 * 1024
 # Everything else takes a button press or one address (admin test-send).
 OTHER_BODY_LIMIT = 4 * 1024
-_FORM_PATHS = ("/subscribe", "/preferences/")
+_FORM_PATHS = ("/subscribe", "/preferences/", "/api/preferences/")
+# A reader's BibTeX library (subscribers.library caps the file itself at 1 MiB);
+# the multipart envelope adds a little.
+LIBRARY_BODY_LIMIT = 1024 * 1024 + 16 * 1024
+_LIBRARY_SUFFIX = "/library"
 # Webhooks (/hooks/ses): an SNS message is at most 256 KB, and its JSON envelope
 # escapes the SES notification inside it, which can add a little.
 HOOK_BODY_LIMIT = 320 * 1024
@@ -34,6 +38,8 @@ def body_limit_for(path: str) -> int:
     """The largest request body, in bytes, accepted on this path."""
     if path.startswith(_HOOK_PATHS):
         return HOOK_BODY_LIMIT
+    if path.startswith("/preferences/") and path.endswith(_LIBRARY_SUFFIX):
+        return LIBRARY_BODY_LIMIT
     return FORM_BODY_LIMIT if path.startswith(_FORM_PATHS) else OTHER_BODY_LIMIT
 
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jinja2 import Environment
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 
 from newsletter.core.settings import Settings
 
@@ -56,6 +56,14 @@ class PageRenderer:
             )
             self._constant[page] = body
         return HTMLResponse(body)
+
+    def asset(self, name: str, *, media_type: str) -> Response:
+        """A static file kept among the page templates (`templates/pages/{name}.j2`), read once."""
+        body = self._constant.get(name)
+        if body is None:
+            body = self._env.get_template(f"pages/{name}.j2").render()
+            self._constant[name] = body
+        return Response(body, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
 
     def message(
         self,

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, StrictInt, ValidationError
 from starlette.background import BackgroundTask
 
 from newsletter.core.clock import utc_now
@@ -22,7 +22,9 @@ from newsletter.web.context import (
     client_address_of,
     web_context_of,
 )
+from newsletter.web.profile_input import WEEKDAYS, ProfileFields, checked_profile, pasted_papers
 from subscribers import store
+from subscribers.library import parse_arxiv_ids
 from subscribers.ratelimit import client_key
 from subscribers.signup import SignupDetails, register_signup, validate_name, validate_topics
 
@@ -36,8 +38,26 @@ CHECK_INBOX = (
     "open it to start receiving the digest."
 )
 HONEYPOT_FIELD = "website"
-_FIELD_LABELS = {"email": "email address", "name": "name", "topics": "topics"}
+_FIELD_LABELS = {
+    "email": "email address",
+    "name": "name",
+    "topics": "topics",
+    "interests": "interests",
+    "papers": "papers you like",
+    "profile": "digest choices",
+}
+_PROFILE_KEYS = ("interests", "digest_mode", "personal_count", "frequency", "weekly_day")
+_NO_PROFILE: dict[str, Any] = {
+    "interests": "",
+    "papers": "",
+    "digest_mode": "personal",
+    "personal_count": 5,
+    "frequency": "daily",
+    "weekly_day": 0,
+}
 MAX_FIELD_LENGTH = 1000
+# The pasted papers (subscribers.library caps them at 5,000 characters) and the interests.
+MAX_PROFILE_FIELD_LENGTH = 6000
 
 
 class SignupRequest(BaseModel):
@@ -50,6 +70,18 @@ class SignupRequest(BaseModel):
     )
     name: str | None = Field(default=None, max_length=MAX_FIELD_LENGTH)
     topics: list[str] = Field(default_factory=list, max_length=50)
+    interests: str | None = Field(
+        default=None, max_length=4000, description="What they work on (up to 500 characters)."
+    )
+    papers: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="arXiv ids or arxiv.org links of papers they like.",
+    )
+    personal_count: StrictInt | None = Field(default=None, description="1 to 10 (default 5).")
+    digest_mode: Literal["personal", "trending"] | None = None
+    frequency: Literal["daily", "weekly"] | None = None
+    weekly_day: StrictInt | None = Field(default=None, description="0 = Monday … 6 = Sunday")
     website: str = Field(
         default="",
         max_length=MAX_FIELD_LENGTH,
@@ -79,6 +111,12 @@ _FORM_SCHEMA = {
         "email": {"type": "string", "format": "email", "maxLength": MAX_FIELD_LENGTH},
         "name": {"type": "string", "maxLength": MAX_FIELD_LENGTH},
         "topics": {"type": "array", "items": {"type": "string"}},
+        "interests": {"type": "string", "maxLength": 500},
+        "papers": {"type": "string", "description": "arXiv ids, one per line or comma-separated"},
+        "personal_count": {"type": "integer", "minimum": 1, "maximum": 10},
+        "digest_mode": {"type": "string", "enum": ["personal", "trending"]},
+        "frequency": {"type": "string", "enum": ["daily", "weekly"]},
+        "weekly_day": {"type": "integer", "minimum": 0, "maximum": 6},
         HONEYPOT_FIELD: {"type": "string"},
     },
 }
@@ -88,7 +126,11 @@ _FORM_SCHEMA = {
 def signup_page(pages: PagesDep) -> HTMLResponse:
     """The sign-up form."""
     return pages.constant(
-        "signup", form={"email": "", "name": "", "topics": []}, error=None, error_field=None
+        "signup",
+        form={"email": "", "name": "", "topics": [], "profile": _NO_PROFILE},
+        weekdays=WEEKDAYS,
+        error=None,
+        error_field=None,
     )
 
 
@@ -181,7 +223,19 @@ def _validate_fields(settings: Settings, form: dict[str, Any]) -> SignupDetails 
         topics = validate_topics(settings, form.get("topics") or [])
     except InvalidSubscriberDetailsError as error:
         return "topics", str(error)
-    return SignupDetails(email=email, name=name, topics=topics)
+    fields = ProfileFields(*(form.get(key) for key in _PROFILE_KEYS))
+    try:
+        profile = None if fields.is_empty() else checked_profile(fields, None)
+    except InvalidSubscriberDetailsError as error:
+        return ("interests" if "interests" in str(error) else "profile"), str(error)
+    papers = form.get("papers") or ""
+    try:
+        liked_ids = parse_arxiv_ids(papers if isinstance(papers, str) else "\n".join(papers))
+    except InvalidSubscriberDetailsError as error:
+        return "papers", str(error)
+    return SignupDetails(
+        email=email, name=name, topics=topics, profile=profile, liked_ids=liked_ids
+    )
 
 
 def _is_json(request: Request) -> bool:
@@ -218,10 +272,16 @@ async def _read_form_signup(request: Request) -> dict[str, Any]:
         value = data.get(key)
         return value[:MAX_FIELD_LENGTH] if isinstance(value, str) else ""
 
+    def optional(key: str) -> str | None:
+        value = data.get(key)
+        return value[:MAX_PROFILE_FIELD_LENGTH] if isinstance(value, str) else None
+
     return {
         "email": text("email"),
         "name": text("name") or None,
         "topics": [value for value in data.getlist("topics") if isinstance(value, str)][:50],
+        "papers": optional("papers") or "",
+        **{key: optional(key) for key in _PROFILE_KEYS},
         HONEYPOT_FIELD: text(HONEYPOT_FIELD),
     }
 
@@ -245,7 +305,15 @@ def record_signups(web: WebContext, batch: Sequence[SignupDetails]) -> None:
     with session_scope(web.database) as session:
         now = utc_now()
         for details in batch:
-            register_signup(session, web.settings, details, now=now, quota=web.confirmation_caps)
+            liked = pasted_papers(session, details.liked_ids) if details.liked_ids else []
+            register_signup(
+                session,
+                web.settings,
+                details,
+                now=now,
+                quota=web.confirmation_caps,
+                liked=liked,
+            )
 
 
 def _accepted(wants_json: bool, pages: PagesDep) -> Response:
@@ -264,12 +332,29 @@ def _refused(
         status_code=422,
         error=message,
         error_field=field,
+        weekdays=WEEKDAYS,
         form={
             "email": form.get("email") or "",
             "name": form.get("name") or "",
             "topics": form.get("topics") or [],
+            "profile": _echo_profile(form),
         },
     )
+
+
+def _echo_profile(form: dict[str, Any]) -> dict[str, Any]:
+    """The profile fields as sent, to fill the form again after a refusal."""
+    echoed = dict(_NO_PROFILE)
+    for key in ("interests", "digest_mode", "frequency"):
+        if isinstance(form.get(key), str):
+            echoed[key] = form[key]
+    for key in ("personal_count", "weekly_day"):
+        value = form.get(key)
+        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+            echoed[key] = int(value)
+    papers = form.get("papers")
+    echoed["papers"] = papers if isinstance(papers, str) else "\n".join(papers or [])
+    return echoed
 
 
 def _problem(
