@@ -18,6 +18,7 @@ from email.message import EmailMessage
 from html import escape
 from pathlib import Path
 
+import httpx
 import pytest
 from markupsafe import escape as markup_escape
 from sqlalchemy import Engine, select, update
@@ -28,10 +29,12 @@ from newsletter.delivery.control import start_edition
 from newsletter.editions.content import prepare_edition
 from newsletter.models import Delivery, Edition, Paper, Selection, Subscriber
 from newsletter.values import fill_personal_links
+from newsletter.web.app import create_app
 from subscribers.tokens import preferences_url, read_feedback_token, unsubscribe_url
 from tests.support.cli import cli_environment, run_cli
 from tests.support.postgres import postgres_database_or_skip
 from tests.support.smtp_server import ReceivedMessage, RecordingSmtpServer
+from tests.support.web import live_server
 
 DATA = Path(__file__).parent / "data" / "relevance"
 DAY = dt.date(2026, 11, 5)
@@ -202,6 +205,16 @@ def test_three_profiles_get_their_own_digests_and_the_ledger_records_them(
         assert "NLCUT" not in html + text and "NLPERSONAL" not in html + text
         assert _html_wire_size(received[address].raw) < GMAIL_CLIP_BYTES
         shown_for_you[address] = [p["arxiv_id"] for p in picks]
+
+    # The email's "More like this" link opens the feedback page for that paper.
+    _, text = _parts(received["legs@example.org"].message)
+    more = re.search(r"More like this: \S+/feedback/(\S+)", text)
+    assert more is not None
+    settings = load_settings(_env_file=None, database_url=url, secret_key=SECRET, base_url=BASE_URL)
+    with live_server(create_app(settings, engine=engine)) as site:
+        page = httpx.get(f"{site}/feedback/{more.group(1)}")
+    first = shown_for_you["legs@example.org"][0]
+    assert page.status_code == 200 and str(markup_escape(titles[first])) in page.text
 
     # Different profiles, different digests.
     assert len({tuple(ids) for ids in shown_for_you.values()}) == 3
