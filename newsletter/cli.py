@@ -205,6 +205,10 @@ def _write_preview(
     from newsletter.editions.content import prepare_edition, preview_version
 
     html, text = preview_version(prepare_edition(settings, engine, day=day), settings)
+    return _write_files(out, html, text)
+
+
+def _write_files(out: Path, html: str, text: str) -> tuple[Path, Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")
     text_path = out.with_suffix(".txt")
@@ -246,11 +250,14 @@ def preview(
     if out is None:
         raise ConfigurationError("give --out FILE.html to write the digest, or --json to print it")
     if for_email is not None:
-        # The reader's own HTML digest is rendered by the send path's personal
-        # assembly, which is not built yet; their sections are available as JSON.
-        raise ConfigurationError(
-            "a reader's own HTML digest is not available yet; use --for EMAIL --json"
-        )
+        from newsletter.editions.personal import reader_digest
+
+        own = reader_digest(context.settings, context.engine(), day=day, email=for_email)
+        if own is not None:
+            html_path, text_path = _write_files(out, *own)
+            size_kb = html_path.stat().st_size / 1024
+            console.print(f"Wrote {html_path} ({size_kb:.1f} KB) and {text_path}.")
+            return
     html_path, text_path = _write_preview(context.settings, context.engine(), day, out)
     size_kb = html_path.stat().st_size / 1024
     console.print(f"Wrote {html_path} ({size_kb:.1f} KB) and {text_path}.")
@@ -328,7 +335,7 @@ def _send_and_report(context: CliContext, day: dt.date, *, processes: int | None
     from newsletter.delivery.progress import RichSendProgress
     from newsletter.delivery.worker import prepare_send, send_edition
 
-    begun = prepare_send(context.engine(), edition_date=day)
+    begun = prepare_send(context.engine(), edition_date=day, settings=context.settings)
     count = _process_count(context.settings, processes, queued=begun.queued)
     if count > 1 and not begun.finished:
         command = [*_newsletter(context), "send", "--as-child", "--date", day.isoformat()]

@@ -8,9 +8,11 @@ written with the link marker the caller passes in (random per rendering).
 from __future__ import annotations
 
 import quopri
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from html import escape
 
 import jinja2
 
@@ -18,7 +20,13 @@ from newsletter.core.errors import EditionNotFoundError, RenderError
 from newsletter.core.templating import render_email
 from newsletter.core.text import single_line
 from newsletter.core.urls import web_url
-from newsletter.values import PersonalField, RankedPaper, RenderedDigest
+from newsletter.values import (
+    PaperRecord,
+    PersonalField,
+    RankedPaper,
+    RenderedDigest,
+    fill_personal_links,
+)
 
 TITLE_MAX_CHARS = 250
 SUMMARY_MAX_CHARS = 300
@@ -202,4 +210,285 @@ def render_digest(
         text=text,
         link_marker=link_marker,
         papers=papers[:shown],
+    )
+
+
+# --- personal digests: blocks rendered once per edition, joined per selection ---
+
+WHY_MAX_CHARS = 160
+# Room left in the HTML part for what each reader's slots add: two feedback URLs per
+# paper (base URL, a 64-character key, the paper, the MAC), HTML-escaped.
+FEEDBACK_URL_ALLOWANCE = 2 * 200
+NOTHING_FOR_YOU = (
+    "Nothing today matched your interests closely enough to recommend; "
+    "here is what is popular instead."
+)
+
+
+def feedback_placeholder(link_marker: str, index: int | str, verdict: str) -> str:
+    """The placeholder of one paper's "more/less like this" link (index within the selection)."""
+    return f"NLPERSONAL{link_marker}xFB{index}x{verdict.upper()}xURL"
+
+
+def _block_marker(link_marker: str, name: str) -> str:
+    return f"NLBLOCK{link_marker}Z{name}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class _PaperEntry:
+    plain: PaperCard  # the "For you" card: no thumbnail
+    trending: PaperCard  # the "Trending today" card: a thumbnail for the edition's leaders
+
+
+@dataclass(frozen=True, slots=True)
+class PaperBlocks:
+    """One paper's two renderings, HTML and text: in "For you" and in "Trending today"."""
+
+    for_you_html: str
+    for_you_text: str
+    trending_html: str
+    trending_text: str
+    # Each HTML block's quoted-printable size with its placeholders: more than
+    # it takes filled in (a placeholder is longer than a position or a link index).
+    for_you_size: int = 0
+    trending_size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalDigest:
+    """One selection's digest: HTML and text with slots, and the papers whose links it carries.
+
+    `feedback_papers[i]` is the paper of the placeholders
+    `feedback_placeholder(link_marker, i, "more" | "less")`.
+    """
+
+    subject: str
+    html: str
+    text: str
+    link_marker: str
+    feedback_papers: tuple[str, ...]
+    shown: tuple[str, ...]  # every paper shown, "For you" first
+    # Stands between pieces that recur across selections (blocks, positions, why
+    # lines), so the send stage encodes each once; it is removed from the mail.
+    cut: str = ""
+
+    def personalised(
+        self,
+        *,
+        unsubscribe_url: str,
+        preferences_url: str,
+        feedback_url: Callable[[str, str], str],
+    ) -> tuple[str, str]:
+        """HTML and text with one reader's links filled in (`feedback_url(arxiv_id, verdict)`)."""
+        html, text = fill_personal_links(
+            self.html.replace(self.cut, "") if self.cut else self.html,
+            self.text.replace(self.cut, "") if self.cut else self.text,
+            link_marker=self.link_marker,
+            unsubscribe_url=unsubscribe_url,
+            preferences_url=preferences_url,
+        )
+        for index, arxiv_id in enumerate(self.feedback_papers):
+            for verdict in ("more", "less"):
+                placeholder = feedback_placeholder(self.link_marker, index, verdict)
+                url = feedback_url(arxiv_id, verdict)
+                html = html.replace(placeholder, escape(url, quote=True))
+                text = text.replace(placeholder, url)
+        return html, text
+
+
+@dataclass(frozen=True, slots=True)
+class DigestBlocks:
+    """An edition's personal-digest pieces, rendered (and MJML-compiled) once.
+
+    `assemble` joins the pieces a selection needs: no template runs per reader
+    or per selection, only string joins and a few replacements.
+    """
+
+    edition_date: date
+    subject: str
+    link_marker: str
+    html_parts: dict[str, str]
+    text_parts: dict[str, str]
+    papers: dict[str, PaperBlocks]
+    trending: tuple[str, ...]  # the edition's popularity ranking, best first
+    # Encoded size of the parts every digest has (the larger "For you" header counted).
+    fixed_html_size: int = 0
+
+    def assemble(self, picks: Sequence[tuple[str, str]]) -> PersonalDigest:
+        """The digest of one selection: `picks` are (arXiv id, why) best first.
+
+        "For you" lists the picks with their why line (or says that nothing
+        cleared the floor), then "Trending today" the edition's ranking
+        without them. Trending papers are dropped from the end while the
+        encoded HTML, with room for every reader's links, would be clipped.
+        """
+        picked = [(arxiv_id, why) for arxiv_id, why in picks if arxiv_id in self.papers]
+        shown = {arxiv_id for arxiv_id, _ in picked}
+        trending = [arxiv_id for arxiv_id in self.trending if arxiv_id not in shown]
+        # The size is bounded from the blocks' own encoded sizes, never by encoding
+        # the whole digest again: each piece is encoded on its own on the wire too
+        # (a soft line break, 3 bytes, at most at each of a block's 4 cuts).
+        size = self.fixed_html_size + sum(
+            self.papers[arxiv_id].for_you_size
+            + encoded_html_size(escape(shorten_text(_clean_text(why), WHY_MAX_CHARS), quote=True))
+            + FEEDBACK_URL_ALLOWANCE
+            + 12
+            for arxiv_id, why in picked
+        )
+        keep = 0
+        for arxiv_id in trending:
+            grown = size + self.papers[arxiv_id].trending_size + FEEDBACK_URL_ALLOWANCE + 12
+            if grown > ENCODED_HTML_MAX_BYTES:
+                break
+            size = grown
+            keep += 1
+        if size > ENCODED_HTML_MAX_BYTES:
+            raise RenderError(
+                f"a personal digest is {size} bytes encoded even without trending papers, over "
+                f"the {ENCODED_HTML_MAX_BYTES}-byte limit; lower the personal count"
+            )
+        return self._joined(picked, trending[:keep])
+
+    def _joined(self, picked: list[tuple[str, str]], trending: list[str]) -> PersonalDigest:
+        marker = self.link_marker
+        cut = f"NLCUT{marker}Z"
+        html = [self.html_parts["top"]]
+        text = [self.text_parts["top"]]
+        section = "for_you" if picked else "nothing"
+        html.append(self.html_parts[section])
+        text.append(self.text_parts[section])
+        order: list[str] = []
+        position_mark = f"NLPOS{marker}Z"
+        why_mark = f"NLWHY{marker}Z"
+        feedback_mark = f"NLPERSONAL{marker}xFBNNx"
+        for arxiv_id, why in picked:
+            blocks = self.papers[arxiv_id]
+            # The reader's own words (interests, liked titles) can never hold this
+            # rendering's marker, so never a placeholder the send stage fills.
+            line = shorten_text(_clean_text(why), WHY_MAX_CHARS).replace(marker, "")
+            for parts, block, shown_why in (
+                (html, blocks.for_you_html, escape(line, quote=True)),
+                (text, blocks.for_you_text, line),
+            ):
+                filled = block.replace(position_mark, f"{cut}{len(order) + 1}{cut}").replace(
+                    feedback_mark, f"NLPERSONAL{marker}xFB{len(order)}x"
+                )
+                # Last: the reader's own words never pass through another replacement.
+                parts.append(filled.replace(why_mark, f"{cut}{shown_why}{cut}") + cut)
+            order.append(arxiv_id)
+        html.append(self.html_parts["trending"])
+        text.append(self.text_parts["trending"])
+        for position, arxiv_id in enumerate(trending, start=1):
+            blocks = self.papers[arxiv_id]
+            for parts, block in ((html, blocks.trending_html), (text, blocks.trending_text)):
+                parts.append(
+                    block.replace(position_mark, f"{cut}{position}{cut}").replace(
+                        feedback_mark, f"NLPERSONAL{marker}xFB{len(order)}x"
+                    )
+                    + cut
+                )
+            order.append(arxiv_id)
+        html.append(self.html_parts["end"])
+        text.append(self.text_parts["end"])
+        return PersonalDigest(
+            subject=self.subject,
+            html="".join(html),
+            text="".join(text),
+            link_marker=marker,
+            feedback_papers=tuple(order),
+            shown=tuple(order),
+            cut=cut,
+        )
+
+
+def _split_blocks(rendered: str, link_marker: str) -> dict[str, str]:
+    pattern = re.compile(re.escape(f"NLBLOCK{link_marker}Z") + r"([a-z0-9_]+)Z")
+    pieces = pattern.split(rendered)
+    parts = {"top": pieces[0]}
+    for index in range(1, len(pieces), 2):
+        parts[pieces[index]] = pieces[index + 1]
+    return parts
+
+
+def render_blocks(
+    env: jinja2.Environment,
+    trending: Sequence[RankedPaper],
+    candidates: Sequence[PaperRecord],
+    *,
+    edition_date: date,
+    subject: str,
+    base_url: str,
+    postal_address: str,
+    list_name: str,
+    link_marker: str,
+) -> DigestBlocks:
+    """Every block a personal digest of the edition may hold, rendered and compiled once.
+
+    `trending` is the edition's ranking (as shown in today's digest);
+    `candidates` every other paper a selection may pick. Each paper gets two
+    blocks (in "For you", with its why line, and in "Trending today"); the
+    position, the why line and the feedback links are placeholders.
+    """
+    papers: dict[str, PaperRecord] = {}
+    thumbnails: set[str] = set()
+    for item in sorted(trending, key=lambda entry: entry.position):
+        papers[item.paper.arxiv_id] = item.paper
+        if item.position <= THUMBNAILS_SHOWN:
+            thumbnails.add(item.paper.arxiv_id)
+    for paper in candidates:
+        papers.setdefault(paper.arxiv_id, paper)
+    entries = []
+    for paper in papers.values():
+        plain = make_paper_card(RankedPaper(paper, 0.0, THUMBNAILS_SHOWN + 1))
+        shown = (
+            make_paper_card(RankedPaper(paper, 0.0, 1)) if paper.arxiv_id in thumbnails else plain
+        )
+        entries.append(_PaperEntry(plain, shown))
+    date_label = format_edition_date(edition_date)
+    context: dict[str, object] = {
+        "subject": subject,
+        "preheader": shorten_text(
+            f"{date_label}: papers picked for you, then today's most popular", PREHEADER_MAX_CHARS
+        ),
+        "list_name": _clean_text(list_name),
+        "edition_date_label": date_label,
+        "intro": "Today's papers picked for your interests, then the most popular of the day.",
+        "nothing_line": NOTHING_FOR_YOU,
+        "view_url": f"{base_url.rstrip('/')}/editions/{edition_date.isoformat()}",
+        "unsubscribe_url": PersonalField.UNSUBSCRIBE_URL.placeholder(link_marker),
+        "preferences_url": PersonalField.PREFERENCES_URL.placeholder(link_marker),
+        "postal_address": _clean_text(postal_address),
+        "papers": entries,
+        "position": f"NLPOS{link_marker}Z",
+        "why_placeholder": f"NLWHY{link_marker}Z",
+        "more_url": feedback_placeholder(link_marker, "NN", "more"),
+        "less_url": feedback_placeholder(link_marker, "NN", "less"),
+        "block": lambda name: _block_marker(link_marker, name),
+    }
+    html, text = render_email(env, "digest_blocks", context)
+    html_parts = _split_blocks(html, link_marker)
+    text_parts = _split_blocks(text, link_marker)
+    blocks = {
+        paper.arxiv_id: PaperBlocks(
+            html_parts[f"fy_{index}"],
+            text_parts[f"fy_{index}"],
+            html_parts[f"tr_{index}"],
+            text_parts[f"tr_{index}"],
+            encoded_html_size(html_parts[f"fy_{index}"]),
+            encoded_html_size(html_parts[f"tr_{index}"]),
+        )
+        for index, paper in enumerate(papers.values())
+    }
+    fixed = sum(
+        encoded_html_size(html_parts[name]) + 3 for name in ("top", "trending", "end")
+    ) + max(encoded_html_size(html_parts[name]) + 3 for name in ("for_you", "nothing"))
+    return DigestBlocks(
+        edition_date=edition_date,
+        subject=subject,
+        link_marker=link_marker,
+        html_parts=html_parts,
+        text_parts=text_parts,
+        papers=blocks,
+        trending=tuple(item.paper.arxiv_id for item in sorted(trending, key=lambda e: e.position)),
+        fixed_html_size=fixed,
     )

@@ -34,6 +34,7 @@ import hashlib
 import hmac
 import re
 import string
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
@@ -254,6 +255,37 @@ def feedback_url(
     return (
         f"{base_url}/feedback/{make_feedback_token(secret_key, subscriber_key, arxiv_id, verdict)}"
     )
+
+
+@lru_cache(maxsize=4096)
+def _paper_segment(arxiv_id: str) -> str:
+    paper = base64.urlsafe_b64encode(_checked_arxiv_id(arxiv_id).encode("ascii"))
+    return paper.decode("ascii").rstrip("=")
+
+
+def feedback_urls(
+    base_url: str, secret_key: str, subscriber_key: str, arxiv_ids: Sequence[str]
+) -> list[tuple[str, str]]:
+    """("more", "less") URLs of each paper for one reader: `feedback_url`, in bulk.
+
+    The send path calls this per message: the MAC state after the reader's
+    key is computed once and copied per link.
+    """
+    key = _checked_key(subscriber_key)
+    reader = hmac.new(_purpose_key(secret_key, _FEEDBACK), key.encode("ascii"), hashlib.sha256)
+    prefix = f"{base_url}/feedback/{key}."
+    urls: list[tuple[str, str]] = []
+    for arxiv_id in arxiv_ids:
+        paper = _paper_segment(arxiv_id)
+        pair: list[str] = []
+        for verdict in FEEDBACK_VERDICTS:
+            signed = f".{paper}.{verdict[0]}"
+            mac = reader.copy()
+            mac.update(signed.encode("ascii"))
+            tag = base64.urlsafe_b64encode(mac.digest()[:_MAC_BYTES]).decode("ascii")
+            pair.append(f"{prefix}{paper}.{verdict[0]}.{tag}")
+        urls.append((pair[0], pair[1]))
+    return urls
 
 
 def confirm_url(base_url: str, secret_key: str, subscriber_key: str, *, issued_at: datetime) -> str:

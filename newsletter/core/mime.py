@@ -23,6 +23,8 @@ __all__ = [
     "part_header",
     "qp_encode",
     "qp_encode_url",
+    "qp_url_safe",
+    "qp_wrap_safe",
 ]
 
 CRLF: Final = b"\r\n"
@@ -46,24 +48,31 @@ class OutgoingMessage:
     data: bytes
 
 
+# The same as a `str.translate` table over bytes read as Latin-1 (one character per byte).
+_QP_TABLE: Final = dict(enumerate(_QP_BYTE))
+
+
 def _qp_encode_line(line: bytes) -> list[str]:
     """One line as quoted-printable physical lines, soft-broken to stay within 76 characters."""
-    tokens = [_QP_BYTE[byte] for byte in line]
-    if tokens and line[-1] in (9, 32):
+    encoded = line.decode("latin-1").translate(_QP_TABLE)
+    if line and line[-1] in (9, 32):
         # Whitespace at the end of a line is dropped in transit unless encoded.
-        tokens[-1] = f"={line[-1]:02X}"
-    encoded = "".join(tokens)
+        encoded = f"{encoded[:-1]}={line[-1]:02X}"
     if len(encoded) <= QP_LINE_MAX:
         return [encoded]
     physical: list[str] = []
-    current = ""
-    for token in tokens:
-        # Leave room for the "=" of the soft line break; never split "=XX".
-        if len(current) + len(token) > QP_LINE_MAX - 1:
-            physical.append(current + "=")
-            current = ""
-        current += token
-    physical.append(current)
+    start = 0
+    width = QP_LINE_MAX - 1  # room for the "=" of the soft line break
+    while len(encoded) - start > width:
+        end = start + width
+        # Never split "=XX": "=" only ever starts an escape here.
+        if encoded[end - 1] == "=":
+            end -= 1
+        elif encoded[end - 2] == "=":
+            end -= 2
+        physical.append(encoded[start:end] + "=")
+        start = end
+    physical.append(encoded[start:])
     return physical
 
 
@@ -74,6 +83,19 @@ def qp_encode(text: str) -> bytes:
     for line in text.encode("utf-8", "replace").split(b"\n"):
         lines += _qp_encode_line(line)
     return "\r\n".join(lines).encode("ascii")
+
+
+def qp_url_safe(url: str) -> bool:
+    """Whether the URL is printable ASCII without "=" or spaces: its QP is itself, wrapped."""
+    return _QP_URL_SAFE.fullmatch(url) is not None
+
+
+def qp_wrap_safe(url: str) -> bytes:
+    """A URL `qp_url_safe` accepted, as quoted-printable (soft-wrapped only)."""
+    step = QP_LINE_MAX - 1
+    return "=\r\n".join([url[start : start + step] for start in range(0, len(url), step)]).encode(
+        "ascii"
+    )
 
 
 def qp_encode_url(url: str) -> bytes:

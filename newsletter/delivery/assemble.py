@@ -65,6 +65,8 @@ from newsletter.core.mime import (
     part_header,
     qp_encode,
     qp_encode_url,
+    qp_url_safe,
+    qp_wrap_safe,
 )
 from newsletter.core.settings import Settings
 from newsletter.core.text import single_line
@@ -75,8 +77,14 @@ from newsletter.core.wire import (
     prepared_value,
     stuff,
 )
+from newsletter.render import feedback_placeholder
 from newsletter.values import PersonalField, fill_personal_links
-from subscribers.tokens import preferences_url, unsubscribe_url
+from subscribers.tokens import (
+    FEEDBACK_VERDICTS,
+    feedback_urls,
+    preferences_url,
+    unsubscribe_url,
+)
 
 __all__ = [
     "TEST_SEND_KEY",
@@ -230,22 +238,65 @@ _FIELD_SLOTS: Final = {
 }
 
 
-def _encoded_part_pieces(body: str, flavour: str, link_marker: str) -> list[bytes | int]:
-    """A part's quoted-printable body as literal segments and slot numbers for the URLs."""
-    slot_of = {
+# Each paper's feedback links take four slots after the fixed ones: text "more",
+# text "less", HTML "more", HTML "less".
+_FEEDBACK_SLOTS_START: Final = 8
+_FEEDBACK_SLOT_OFFSET: Final = {
+    ("text", "more"): 0,
+    ("text", "less"): 1,
+    ("html", "more"): 2,
+    ("html", "less"): 3,
+}
+
+
+def _encoded_part_pieces(
+    body: str,
+    flavour: str,
+    link_marker: str,
+    feedback_papers: int = 0,
+    *,
+    cut: str | None = None,
+    qp_cache: dict[str, bytes] | None = None,
+) -> list[bytes | int]:
+    """A part's quoted-printable body as literal segments and slot numbers for the URLs.
+
+    With `cut`, the body is also cut where that text stands (it is dropped):
+    each piece is encoded on its own, and with `qp_cache` encoded once for
+    every digest sharing the cache (blocks recur across selections).
+    """
+    slot_of: dict[str, int | None] = {
         field.placeholder(link_marker): slot for field, slot in _FIELD_SLOTS[flavour].items()
     }
+    for index in range(feedback_papers):
+        for verdict in FEEDBACK_VERDICTS:
+            slot_of[feedback_placeholder(link_marker, index, verdict)] = (
+                _FEEDBACK_SLOTS_START + 4 * index + _FEEDBACK_SLOT_OFFSET[flavour, verdict]
+            )
+    if cut:
+        slot_of[cut] = None
+    cache: dict[str, bytes] = {} if qp_cache is None else qp_cache
+
+    def encoded(segment: str) -> bytes:
+        found = cache.get(segment)
+        if found is None:
+            found = qp_encode(segment)
+            if qp_cache is not None:
+                cache[segment] = found
+        return found
+
     pattern = re.compile("|".join(re.escape(placeholder) for placeholder in slot_of))
     pieces: list[bytes | int] = []
     position = 0
     for match in pattern.finditer(body):
         segment = body[position : match.start()]
         if segment:
-            encoded = qp_encode(segment)
-            pieces.append(encoded if encoded.endswith(CRLF) else encoded + SOFT_BREAK)
-        pieces.append(slot_of[match.group()])
+            chunk = encoded(segment)
+            pieces.append(chunk if chunk.endswith(CRLF) else chunk + SOFT_BREAK)
+        slot = slot_of[match.group()]
+        if slot is not None:
+            pieces.append(slot)
         position = match.end()
-    pieces.append(qp_encode(body[position:]))
+    pieces.append(encoded(body[position:]))
     return pieces
 
 
@@ -270,9 +321,11 @@ class CompiledDigest:
         "_canonical_body",
         "_clock",
         "_date_cache",
+        "_feedback_papers",
         "_literals",
         "_literals_eight_bit",
         "_literals_size",
+        "_plain_base_url",
         "_settings",
         "_signer",
         "_slots",
@@ -294,6 +347,7 @@ class CompiledDigest:
         html_encoded_size: int,
         clock: Callable[[], datetime],
         signer: DkimSigner | None = None,
+        feedback_papers: tuple[str, ...] = (),
     ) -> None:
         """Use `CompiledDigest.compile`; this only stores what it prepared.
 
@@ -321,6 +375,10 @@ class CompiledDigest:
         self._unsubscribe_extra = _list_unsubscribe_urls(settings, "")[1:]
         self.envelope_from = settings.envelope_sender
         self.html_encoded_size = html_encoded_size
+        self._feedback_papers = feedback_papers
+        self._plain_base_url = escape(
+            settings.base_url, quote=True
+        ) == settings.base_url and qp_url_safe(settings.base_url)
 
     @classmethod
     def compile(
@@ -334,8 +392,18 @@ class CompiledDigest:
         link_marker: str,
         is_test: bool = False,
         clock: Callable[[], datetime] = utc_now,
+        feedback_papers: tuple[str, ...] = (),
+        cut: str | None = None,
+        qp_cache: dict[str, bytes] | None = None,
     ) -> CompiledDigest:
-        """Encode the digest's fixed headers and both parts once, leaving slots for what varies."""
+        """Encode the digest's fixed headers and both parts once, leaving slots for what varies.
+
+        `feedback_papers` (a personal digest's) are the papers whose "more/less
+        like this" placeholders the body holds, by index (`render.feedback_placeholder`):
+        each reader's signed links are filled in there. `cut` and `qp_cache`
+        (a personal digest's too) let pieces shared by many selections be
+        encoded once (see `_encoded_part_pieces`).
+        """
         boundary = new_boundary(f"digest_{edition_date:%Y%m%d}")
         pieces: list[bytes | int] = [mailbox_setting_header("From", settings.from_address)]
         if settings.reply_to:
@@ -351,8 +419,13 @@ class CompiledDigest:
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
             multipart_header(boundary),
         ]
-        html_pieces = _encoded_part_pieces(normalised_body(html), "html", link_marker)
-        text_pieces = _encoded_part_pieces(normalised_body(text), "text", link_marker)
+        count = len(feedback_papers)
+        html_pieces = _encoded_part_pieces(
+            normalised_body(html), "html", link_marker, count, cut=cut, qp_cache=qp_cache
+        )
+        text_pieces = _encoded_part_pieces(
+            normalised_body(text), "text", link_marker, count, cut=cut, qp_cache=qp_cache
+        )
         for subtype, part_pieces in (("plain", text_pieces), ("html", html_pieces)):
             pieces.append(part_header(boundary, subtype))
             pieces += part_pieces
@@ -366,6 +439,7 @@ class CompiledDigest:
             html_encoded_size=html_size,
             clock=clock,
             signer=DkimSigner.from_settings(settings),
+            feedback_papers=feedback_papers,
         )
 
     def _date_header(self) -> bytes:
@@ -383,7 +457,7 @@ class CompiledDigest:
         """What the slots hold for this recipient, each with CRLF line ends."""
         unsubscribe, preferences = _personal_urls(self._settings, recipient.subscriber_key)
         message_id = single_line(recipient.message_id)
-        return (
+        values = [
             mailbox_header("To", recipient.name, recipient.email),
             self._date_header(),
             f"Message-ID: {message_id}\r\n".encode("ascii", "replace"),
@@ -392,7 +466,27 @@ class CompiledDigest:
             qp_encode_url(preferences) + SOFT_BREAK,
             qp_encode_url(escape(unsubscribe, quote=True)) + SOFT_BREAK,
             qp_encode_url(escape(preferences, quote=True)) + SOFT_BREAK,
-        )
+        ]
+        if self._feedback_papers:
+            settings = self._settings
+            key = recipient.subscriber_key or TEST_SEND_KEY
+            for more, less in feedback_urls(
+                settings.base_url, settings.secret_key, key, self._feedback_papers
+            ):
+                # A feedback URL is the base URL and URL-safe token characters: with
+                # a plain base URL its HTML-escaped and quoted-printable forms are itself.
+                if self._plain_base_url:
+                    text_more = qp_wrap_safe(more) + SOFT_BREAK
+                    text_less = qp_wrap_safe(less) + SOFT_BREAK
+                    values += (text_more, text_less, text_more, text_less)
+                else:
+                    values += (
+                        qp_encode_url(more) + SOFT_BREAK,
+                        qp_encode_url(less) + SOFT_BREAK,
+                        qp_encode_url(escape(more, quote=True)) + SOFT_BREAK,
+                        qp_encode_url(escape(less, quote=True)) + SOFT_BREAK,
+                    )
+        return tuple(values)
 
     def _joined(self, values: tuple[bytes, ...]) -> tuple[bytes, list[bytes]]:
         literals = self._literals
@@ -443,8 +537,18 @@ class CompiledDigest:
         parts.append(wire[0][0])
         line_start = literals[0].endswith(b"\n") if literals[0] else True
         eight_bit = self._literals_eight_bit
+        # A personal digest's feedback links fill two slots each (text and HTML)
+        # with the same bytes: each is checked once (unless it starts with a dot,
+        # whose stuffing depends on where it stands).
+        checked: dict[int, tuple[bytes, bytes]] = {}
         for index, slot in enumerate(self._slots, start=1):
-            normal_value, wire_value = prepared_value(values[slot], at_line_start=line_start)
+            value = values[slot]
+            known = checked.get(id(value))
+            if known is None:
+                known = prepared_value(value, at_line_start=line_start)
+                if not value.startswith(b"."):
+                    checked[id(value)] = known
+            normal_value, wire_value = known
             size += len(normal_value)
             eight_bit = eight_bit or not normal_value.isascii()
             parts.append(wire_value)

@@ -15,11 +15,14 @@ from sqlalchemy.engine import Connection
 
 from newsletter.core.clock import utc_now
 from newsletter.core.errors import EditionNotFoundError
+from newsletter.core.settings import Settings
 from newsletter.delivery import ledger
 from newsletter.delivery.breaker import reset_breaker
 from newsletter.delivery.ledger import clean_error_text
+from newsletter.delivery.selections import rank_readers, store_selections
 from newsletter.editions.lifecycle import EditionEvent, apply_event, next_status
 from newsletter.models import Edition, EditionStatus
+from newsletter.relevance import Pick
 
 __all__ = [
     "CANCELLED_BY_OPERATOR",
@@ -27,6 +30,7 @@ __all__ = [
     "load_edition",
     "load_rendered_edition",
     "pause_edition",
+    "picks_if_draft",
     "resume_edition",
     "retry_failed",
     "start_edition",
@@ -62,16 +66,40 @@ def load_rendered_edition(connection: Connection, edition_date: dt.date) -> Edit
     return edition
 
 
-def start_edition(engine: Engine, edition_date: dt.date) -> int | None:
+def start_edition(
+    engine: Engine, edition_date: dt.date, *, settings: Settings | None = None
+) -> int | None:
     """Fix the audience of a draft edition and mark it sending; returns how many rows it queued.
 
+    With `settings`, every personal reader is ranked first (one pass) and the
+    distinct selections are stored with the audience, in the same transaction
+    (`selections.store_selections`); without, everyone gets the trending digest.
     Returns None when the edition was no longer a draft (another caller
     started it first, or it was sent or cancelled). Workers pick it up.
     """
+    picks = picks_if_draft(engine, edition_date, settings)
     with engine.begin() as connection:
         edition = load_rendered_edition(connection, edition_date)
         assert edition.id is not None
-        return ledger.start_sending(connection, edition_id=edition.id, now=utc_now())
+        edition_id, now = edition.id, utc_now()
+        return ledger.start_sending(
+            connection,
+            edition_id=edition_id,
+            now=now,
+            selections=lambda c: store_selections(c, edition_id=edition_id, picks=picks, now=now),
+        )
+
+
+def picks_if_draft(
+    engine: Engine, edition_date: dt.date, settings: Settings | None
+) -> dict[int, list[Pick]]:
+    """The day's personal picks when the edition is still a draft (a started one keeps its own)."""
+    if settings is None:
+        return {}
+    with engine.connect() as connection:
+        if load_rendered_edition(connection, edition_date).status is not EditionStatus.DRAFT:
+            return {}
+    return rank_readers(settings, engine, day=edition_date)
 
 
 def pause_edition(engine: Engine, edition_date: dt.date, *, reason: str) -> None:

@@ -19,17 +19,21 @@ and its rows return to the queue when the lease expires.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from sqlalchemy import (
     BindParameter,
+    Column,
     ColumnElement,
     Connection,
     Exists,
+    Integer,
+    MetaData,
     Select,
     String,
+    Table,
     bindparam,
     cast,
     exists,
@@ -77,6 +81,8 @@ class ClaimedDelivery:
     # False when the subscriber unsubscribed, bounced or paused after the
     # audience was fixed: the row then ends without a message.
     still_subscribed: bool = True
+    # The reader's "For you" selection (None: the edition's trending digest).
+    selection_id: int | None = None
 
 
 class OutcomeKind(StrEnum):
@@ -118,10 +124,44 @@ class MessageIdParts:
         return f"{self.prefix}{delivery_id}{self.suffix}"
 
 
-def queue_audience(connection: Connection, *, edition_id: int, now: dt.datetime) -> int:
-    """Queue one row per confirmed, unpaused, unsuppressed subscriber; returns how many."""
+# Each personal reader's selection while the audience is queued (one transaction).
+_reader_selections = Table(
+    "reader_selections_at_start",
+    MetaData(),
+    Column("subscriber_id", Integer, primary_key=True),
+    Column("selection_id", Integer, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+
+
+def queue_audience(
+    connection: Connection,
+    *,
+    edition_id: int,
+    now: dt.datetime,
+    selection_of: Mapping[int, int] | None = None,
+) -> int:
+    """Queue one row per confirmed, unpaused, unsuppressed subscriber; returns how many.
+
+    `selection_of` maps personal readers to their selection (`selections.id`):
+    their rows carry it, and rows are numbered selection by selection, so a
+    worker taking rows in order meets each selection's readers together and
+    keeps few compiled digests at a time.
+    """
     when = literal(now, UtcDateTime())
-    audience = select(
+    columns = [
+        "edition_id",
+        "subscriber_id",
+        "email",
+        "name",
+        "subscriber_key",
+        "is_test",
+        "status",
+        "attempts",
+        "created_at",
+        "updated_at",
+    ]
+    values = [
         literal(edition_id),
         subscribers.c.id,
         subscribers.c.email,
@@ -132,27 +172,33 @@ def queue_audience(connection: Connection, *, edition_id: int, now: dt.datetime)
         literal(0),
         when,
         when,
-    ).where(
+    ]
+    conditions = (
         subscribers.c.status == SubscriberStatus.CONFIRMED.value,
         subscribers.c.paused == false(),
         not_suppressed(subscribers.c.mailbox),
     )
-    statement = insert(deliveries).from_select(
-        [
-            "edition_id",
-            "subscriber_id",
-            "email",
-            "name",
-            "subscriber_key",
-            "is_test",
-            "status",
-            "attempts",
-            "created_at",
-            "updated_at",
-        ],
-        audience.order_by(subscribers.c.id),
-    )
-    connection.execute(statement)
+    if selection_of:
+        _reader_selections.create(connection)
+        rows = [{"subscriber_id": k, "selection_id": v} for k, v in selection_of.items()]
+        for start in range(0, len(rows), 5000):
+            connection.execute(_reader_selections.insert(), rows[start : start + 5000])
+        chosen = _reader_selections.c.selection_id
+        audience = (
+            select(*values, chosen)
+            .select_from(
+                subscribers.outerjoin(
+                    _reader_selections, _reader_selections.c.subscriber_id == subscribers.c.id
+                )
+            )
+            .where(*conditions)
+            .order_by(func.coalesce(chosen, 0), subscribers.c.id)
+        )
+        connection.execute(insert(deliveries).from_select([*columns, "selection_id"], audience))
+        _reader_selections.drop(connection)
+    else:
+        audience = select(*values).where(*conditions).order_by(subscribers.c.id)
+        connection.execute(insert(deliveries).from_select(columns, audience))
     # Counted afterwards: drivers disagree on the rowcount of INSERT … SELECT.
     return connection.execute(
         select(func.count()).where(
@@ -161,17 +207,26 @@ def queue_audience(connection: Connection, *, edition_id: int, now: dt.datetime)
     ).scalar_one()
 
 
-def start_sending(connection: Connection, *, edition_id: int, now: dt.datetime) -> int | None:
+def start_sending(
+    connection: Connection,
+    *,
+    edition_id: int,
+    now: dt.datetime,
+    selections: Callable[[Connection], Mapping[int, int]] | None = None,
+) -> int | None:
     """Move a draft edition to `sending` and fix its audience; None if it was not a draft.
 
     The status change and the audience insert share one transaction, and the
     conditional UPDATE makes exactly one of several racing starters win.
+    `selections`, called once the edition is won, stores the personal
+    readers' selections and says whose is which (`selections.store_selections`).
     """
     if not apply_event(
         connection, edition_id=edition_id, event=EditionEvent.START, send_started_at=now
     ):
         return None
-    return queue_audience(connection, edition_id=edition_id, now=now)
+    selection_of = selections(connection) if selections is not None else None
+    return queue_audience(connection, edition_id=edition_id, now=now, selection_of=selection_of)
 
 
 def requeue_failed(connection: Connection, *, edition_id: int) -> int:
@@ -263,6 +318,7 @@ def claim_batch(
             deliveries.c.name,
             deliveries.c.subscriber_key,
             deliveries.c.attempts,
+            deliveries.c.selection_id,
             _still_subscribed(),
         )
     )
@@ -276,6 +332,7 @@ def claim_batch(
             subscriber_key=row.subscriber_key,
             attempts=row.attempts,
             still_subscribed=bool(row[-1]),
+            selection_id=row.selection_id,
         )
         for row in rows
     ]

@@ -73,6 +73,7 @@ from newsletter.delivery.control import (
     cancel_edition,
     load_rendered_edition,
     pause_edition,
+    picks_if_draft,
     resume_edition,
     start_edition,
 )
@@ -87,6 +88,7 @@ from newsletter.delivery.ledger import (
 from newsletter.delivery.one_copy import send_test_copy
 from newsletter.delivery.pacing import PaceRates
 from newsletter.delivery.report import SendProgress, SendReport
+from newsletter.delivery.selections import PersonalDigests, store_selections
 from newsletter.delivery.transport import SmtpPool, SmtpReply, SmtpStage
 from newsletter.delivery.verp import EnvelopeSenders
 from newsletter.models import DeliveryStatus, Edition, EditionStatus
@@ -279,9 +281,24 @@ class _CompiledEdition:
     digest: CompiledDigest
     message_ids: MessageIdParts
     senders: EnvelopeSenders
+    # The edition's personal digests (None: no row has a selection).
+    personal: PersonalDigests | None = None
+
+    def digest_for(self, selection_id: int | None) -> CompiledDigest:
+        """The compiled digest a row gets: its selection's, or the trending one."""
+        if selection_id is None or self.personal is None:
+            return self.digest
+        return self.personal.digest(selection_id)
 
     @classmethod
-    def compile(cls, settings: Settings, edition: Edition, *, clock: Clock) -> _CompiledEdition:
+    def compile(
+        cls,
+        settings: Settings,
+        edition: Edition,
+        *,
+        clock: Clock,
+        personal: PersonalDigests | None = None,
+    ) -> _CompiledEdition:
         """Compile the digest once, and the Message-ID format around the delivery id."""
         digest = CompiledDigest.compile(
             settings,
@@ -297,7 +314,11 @@ class _CompiledEdition:
         sample = make_message_id(settings, edition_date=edition.date, delivery_id=_ID_MARKER)
         prefix, marker, suffix = sample.partition(str(_ID_MARKER))
         compiled = cls(
-            edition.date, digest, MessageIdParts(prefix, suffix), EnvelopeSenders(settings)
+            edition.date,
+            digest,
+            MessageIdParts(prefix, suffix),
+            EnvelopeSenders(settings),
+            personal,
         )
         expected = make_message_id(settings, edition_date=edition.date, delivery_id=42)
         if not marker or compiled.message_id(42) != expected:
@@ -592,9 +613,17 @@ class _Worker:
             return
         editions = await self._db(lambda c: _load_editions(c, missing))
         for edition in editions:
-            assert edition.id is not None
-            self.compiled[edition.id] = _CompiledEdition.compile(
-                self.settings, edition, clock=self.clock
+            edition_id = edition.id
+            assert edition_id is not None
+            personal = await asyncio.to_thread(
+                PersonalDigests.load,
+                self.settings,
+                self.engine,
+                edition_id=edition_id,
+                clock=self.clock,
+            )
+            self.compiled[edition_id] = _CompiledEdition.compile(
+                self.settings, edition, clock=self.clock, personal=personal
             )
             self.edition_dates.add(edition.date)
 
@@ -634,8 +663,8 @@ class _Worker:
                 continue
             compiled = self.compiled[job.edition_id]
             message_id = compiled.message_id(job.id)
-            digest = compiled.digest
             try:
+                digest = compiled.digest_for(job.selection_id)
                 message = digest.prepare(
                     Recipient(job.email, job.name, job.subscriber_key, message_id)
                 )
@@ -1058,19 +1087,36 @@ class SendStart:
     finished: bool  # sent or finished_with_failures: nothing to do
 
 
-def prepare_send(engine: Engine, *, edition_date: dt.date, now: Clock = utc_now) -> SendStart:
+def prepare_send(
+    engine: Engine,
+    *,
+    edition_date: dt.date,
+    now: Clock = utc_now,
+    settings: Settings | None = None,
+) -> SendStart:
     """Start a draft edition (fixing its audience) or check that one started may go on.
 
-    Raises DeliveryError for a paused or cancelled edition, saying what to do.
+    With `settings`, a draft's personal readers are ranked and their selections
+    stored with the audience (see `control.start_edition`). Raises
+    DeliveryError for a paused or cancelled edition, saying what to do.
     `send_edition` begins with it; `newsletter send --processes N` calls it
     once before starting the sending processes.
     """
+    picks = picks_if_draft(engine, edition_date, settings)
 
     def prepare(connection: Connection) -> tuple[Edition, dict[DeliveryStatus, int]]:
         edition = load_rendered_edition(connection, edition_date)
         assert edition.id is not None
         if edition.status is EditionStatus.DRAFT:
-            ledger.start_sending(connection, edition_id=edition.id, now=now())
+            draft_id, started_at = edition.id, now()
+            ledger.start_sending(
+                connection,
+                edition_id=draft_id,
+                now=started_at,
+                selections=lambda c: store_selections(
+                    c, edition_id=draft_id, picks=picks, now=started_at
+                ),
+            )
             edition = load_rendered_edition(connection, edition_date)
         edition_id = edition.id
         assert edition_id is not None
@@ -1114,7 +1160,9 @@ async def send_edition(
     retry's delay within its bounds. Tests pass their own.
     """
     started = time.monotonic()
-    begun = await asyncio.to_thread(prepare_send, engine, edition_date=edition_date, now=clock)
+    begun = await asyncio.to_thread(
+        prepare_send, engine, edition_date=edition_date, now=clock, settings=settings
+    )
     queued = begun.queued
     already_done = begun.already_done
     if progress is not None:

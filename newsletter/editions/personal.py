@@ -12,22 +12,44 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, RowMapping, func, or_, select, update
+from jinja2 import Environment
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    Text,
+    cast,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlmodel import Session, col
+from sqlmodel import select as sql_select
 
 from newsletter.core.clock import utc_now
 from newsletter.core.db import upsert_insert
-from newsletter.core.errors import SubscriberNotFoundError
+from newsletter.core.errors import EditionNotFoundError, SubscriberNotFoundError
 from newsletter.core.settings import Settings
+from newsletter.core.templating import make_template_environment
 from newsletter.editions.content import prepare_edition
-from newsletter.models import CorpusTerm, EditionPaper, Paper, ReaderPaper, Subscriber
+from newsletter.ingest.store import record_from_row
+from newsletter.models import CorpusTerm, Edition, EditionPaper, Paper, ReaderPaper, Subscriber
 from newsletter.relevance import PaperText, Pick, ReaderProfile, RelevanceModel, TermStatistics
 from newsletter.relevance.terms import analyzer, document_terms
 from newsletter.relevance.topics import load_topics
-from subscribers.models import DigestMode, Verdict
+from newsletter.render import DigestBlocks, render_blocks
+from newsletter.values import PaperRecord, RankedPaper, new_link_marker
+from subscribers.models import DigestMode, SubscriberStatus, Verdict
+from subscribers.tokens import feedback_url, preferences_url, unsubscribe_url
 
 papers = Paper.__table__  # type: ignore[attr-defined]
 corpus_terms = CorpusTerm.__table__  # type: ignore[attr-defined]
@@ -339,3 +361,146 @@ def _titles(engine: Engine, arxiv_ids: Sequence[str]) -> dict[str, str]:
                 select(papers.c.arxiv_id, papers.c.title).where(papers.c.arxiv_id.in_(arxiv_ids))
             ).all()
         )
+
+
+# --- what a send of the edition gives each personal reader ----------------------------
+
+
+def personal_reader_ids(connection: Connection) -> list[int]:
+    """Confirmed, unpaused readers who chose "personal + trending" and have a profile.
+
+    The others get exactly the edition's trending digest.
+    """
+    # Readers without topics, interests or liked papers are left out in SQL: a
+    # list of a million such readers costs this nothing.
+    has_profile = or_(
+        subscribers.c.interests != "",
+        func.coalesce(cast(subscribers.c.topics, Text), "[]") != "[]",
+        exists().where(
+            reader_papers.c.subscriber_id == subscribers.c.id,
+            reader_papers.c.verdict == Verdict.LIKED.value,
+        ),
+    )
+    ids = [
+        int(row.id)
+        for row in connection.execute(
+            select(subscribers.c.id)
+            .where(
+                subscribers.c.status == SubscriberStatus.CONFIRMED.value,
+                subscribers.c.paused == false(),
+                subscribers.c.digest_mode == DigestMode.PERSONAL.value,
+                has_profile,
+            )
+            .order_by(subscribers.c.id)
+        )
+    ]
+    readers, _ = load_readers(connection, ids)
+    return [reader.subscriber_id for reader in readers if not reader.profile.is_empty]
+
+
+def edition_picks(settings: Settings, engine: Engine, *, day: dt.date) -> dict[int, list[Pick]]:
+    """Every personal reader's "For you" papers of the day, in one ranking pass."""
+    with engine.connect() as connection:
+        ids = personal_reader_ids(connection)
+    if not ids:
+        return {}
+    return personal_picks(settings, engine, day=day, subscriber_ids=ids)
+
+
+def selection_fingerprint(picks: Sequence[Pick]) -> str:
+    """What makes two readers' digests the same: the papers picked and their why lines."""
+    canonical = json.dumps([[pick.arxiv_id, pick.why] for pick in picks], ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def edition_blocks(
+    settings: Settings,
+    engine: Engine,
+    *,
+    edition_id: int,
+    extra_papers: Iterable[str],
+    env: Environment | None = None,
+) -> DigestBlocks:
+    """The personal-digest blocks of a started (or prepared) edition, rendered once.
+
+    Its trending ranking as stored, and `extra_papers` (those the selections
+    picked) as candidates for "For you".
+    """
+    with Session(engine) as session:
+        edition = session.get(Edition, edition_id)
+        if edition is None:
+            raise EditionNotFoundError(f"no edition with id {edition_id}")
+        ranking = session.exec(
+            sql_select(EditionPaper, Paper)
+            .join(Paper, col(Paper.id) == col(EditionPaper.paper_id))
+            .where(col(EditionPaper.edition_id) == edition_id)
+            .order_by(col(EditionPaper.position))
+        ).all()
+        trending = [
+            RankedPaper(record_from_row(paper), entry.score, entry.position)
+            for entry, paper in ranking
+        ]
+        wanted = sorted(set(extra_papers) - {item.paper.arxiv_id for item in trending})
+        candidates: list[PaperRecord] = []
+        for start in range(0, len(wanted), 900):
+            candidates += [
+                record_from_row(row)
+                for row in session.exec(
+                    sql_select(Paper)
+                    .where(col(Paper.arxiv_id).in_(wanted[start : start + 900]))
+                    .order_by(col(Paper.arxiv_id))
+                )
+            ]
+        subject, day = edition.subject, edition.date
+    return render_blocks(
+        env or make_template_environment(settings.templates_dir),
+        trending,
+        candidates,
+        edition_date=day,
+        subject=subject,
+        base_url=settings.base_url,
+        postal_address=settings.postal_address,
+        list_name=settings.list_name,
+        link_marker=new_link_marker(),
+    )
+
+
+def reader_digest(
+    settings: Settings, engine: Engine, *, day: dt.date, email: str
+) -> tuple[str, str] | None:
+    """A personal reader's own digest of the day (HTML, text) with their links filled in.
+
+    None for a reader who gets today's trending digest (no profile, or
+    "trending only"). Raises SubscriberNotFoundError for an unknown address.
+    """
+    edition = prepare_edition(settings, engine, day=day)
+    assert edition.id is not None
+    with engine.connect() as connection:
+        row = (
+            connection.execute(
+                select(subscribers.c.id, subscribers.c.key, subscribers.c.digest_mode).where(
+                    func.lower(subscribers.c.email) == email.strip().lower()
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise SubscriberNotFoundError(f"no subscriber with the address {email.strip()!r}")
+        if row["digest_mode"] != DigestMode.PERSONAL.value:
+            return None
+        [reader], _ = load_readers(connection, [int(row["id"])])
+    if reader.profile.is_empty:
+        return None
+    chosen = personal_picks(settings, engine, day=day, subscriber_ids=[reader.subscriber_id])
+    picks = [(pick.arxiv_id, pick.why) for pick in chosen.get(reader.subscriber_id, [])]
+    blocks = edition_blocks(
+        settings, engine, edition_id=edition.id, extra_papers=[a for a, _ in picks]
+    )
+    key = str(row["key"])
+    base, secret = settings.base_url, settings.secret_key
+    return blocks.assemble(picks).personalised(
+        unsubscribe_url=unsubscribe_url(base, secret, key),
+        preferences_url=preferences_url(base, secret, key),
+        feedback_url=lambda arxiv_id, verdict: feedback_url(base, secret, key, arxiv_id, verdict),
+    )

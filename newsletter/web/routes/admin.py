@@ -215,7 +215,7 @@ def send(day: dt.date, request: Request, web: WebDep) -> JSONResponse:
     """Prepare the edition if needed, fix its audience and mark it sending; answers at once."""
     try:
         prepare_edition(web.settings, web.database, day=day)
-        queued = start_edition(web.database, day)
+        queued = start_edition(web.database, day, settings=web.settings)
     except EditionNotFoundError as error:
         return JSONResponse({"detail": str(error)}, status_code=404)
     stats = _read_stats(web.database, day)
