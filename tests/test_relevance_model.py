@@ -237,3 +237,14 @@ def test_the_why_of_a_readers_own_model_names_the_liked_paper_each_pick_resemble
         why["2611.00001"] == "like “Ablating Concepts in Text-to-Image Diffusion”, which you liked"
     )
     assert why["2611.00002"] == "like “Learning Quadruped Gaits on Rough Terrain”, which you liked"
+
+
+def test_the_why_quotes_the_phrase_of_the_readers_own_words_it_matches(
+    model: RelevanceModel,
+) -> None:
+    profile = ReaderProfile(interests="KV cache quantisation. Also legged locomotion.")
+    [picks] = model.rank([profile], count=2)
+    why = {pick.arxiv_id: pick.why for pick in picks}
+
+    assert why["2611.00002"] == "matches your interest in “legged locomotion”"
+    assert why["2611.00003"] == "matches your interest in “KV cache quantisation”"

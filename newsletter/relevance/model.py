@@ -32,6 +32,7 @@ works for both scorers (whose scales differ) and for short and long profiles.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -40,7 +41,13 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.sparse import csr_matrix
 
-from newsletter.relevance.terms import TermSpace, TermStatistics, WeightedTerms, paper_text
+from newsletter.relevance.terms import (
+    TermSpace,
+    TermStatistics,
+    WeightedTerms,
+    analyzer,
+    paper_text,
+)
 
 
 class Source(StrEnum):
@@ -338,14 +345,20 @@ class RelevanceModel:
                 strongest = reader.positives[int(scored.strongest[position])]
                 if strongest.source is Source.INTERESTS and interest_terms is None:
                     interest_terms = WeightedTerms.of(profile.interests, self.statistics).weights
-                why = self._why(strongest, interest_terms or {}, paper)
+                why = self._why(strongest, interest_terms or {}, paper, profile.interests)
                 chosen.append(Pick(paper.arxiv_id, score, why))
             picks.append(chosen)
         return picks
 
     # ---- why -----------------------------------------------------------------------------
 
-    def _why(self, strongest: _Positive, interests: Mapping[str, float], paper: PaperText) -> str:
+    def _why(
+        self,
+        strongest: _Positive,
+        interests: Mapping[str, float],
+        paper: PaperText,
+        interests_text: str,
+    ) -> str:
         if strongest.source is Source.LIKED:
             return f"like “{strongest.label}”, which you liked"
         if strongest.source is Source.TOPIC:
@@ -353,6 +366,9 @@ class RelevanceModel:
         phrases = self._shared_phrases(interests, paper)
         if not phrases:
             return "matches your interests"
+        own = _own_phrase(interests_text, phrases)
+        if own is not None:
+            return f"matches your interest in “{own}”"
         return f"matches your interest in {' and '.join(phrases)}"
 
     def _shared_phrases(
@@ -381,6 +397,26 @@ class RelevanceModel:
             if len(chosen) == most:
                 break
         return chosen
+
+
+# Where a reader's text breaks into phrases: "legged robots, sim-to-real" is two.
+_PHRASE_BREAK = re.compile(r"[,;:.!?()\n]|\band\b|\balso\b", re.IGNORECASE)
+# A longer phrase is a sentence, not an interest to quote.
+MAX_QUOTED_PHRASE = 60
+
+
+def _own_phrase(interests_text: str, terms: Sequence[str]) -> str | None:
+    """The phrase of the reader's own words that holds the most of `terms`, to quote back."""
+    best: tuple[int, str] | None = None
+    for piece in _PHRASE_BREAK.split(interests_text):
+        phrase = " ".join(piece.split())
+        if not phrase or len(phrase) > MAX_QUOTED_PHRASE:
+            continue
+        held = set(analyzer()(phrase))
+        hits = sum(1 for term in terms if term in held)
+        if hits and (best is None or hits > best[0]):
+            best = (hits, phrase)
+    return best[1] if best else None
 
 
 def _relative_floor(background_scores: NDArray[np.float64], *, at_least: float) -> float:
