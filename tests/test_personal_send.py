@@ -27,7 +27,7 @@ from newsletter.core.db import create_db_engine, upgrade_schema
 from newsletter.core.settings import load_settings
 from newsletter.delivery.control import start_edition
 from newsletter.editions.content import prepare_edition
-from newsletter.models import Delivery, Edition, Paper, Selection, Subscriber
+from newsletter.models import Delivery, Edition, Paper, ReaderPaper, Selection, Subscriber
 from newsletter.values import fill_personal_links
 from newsletter.web.app import create_app
 from subscribers.tokens import preferences_url, read_feedback_token, unsubscribe_url
@@ -358,3 +358,57 @@ def test_preview_for_a_reader_writes_their_html_and_text(
         env=env,
     )
     assert "FOR YOU" not in plain.with_suffix(".txt").read_text(encoding="utf-8")
+
+
+def test_papers_shown_and_passed_over_count_as_skipped_the_next_day(
+    stored: tuple[Engine, str],
+) -> None:
+    from newsletter.editions.personal import load_readers
+
+    engine, url = stored
+    with RecordingSmtpServer() as server:
+        env = cli_environment(url, server.port)
+        run_cli(
+            "subscribers",
+            "add",
+            "legs@example.org",
+            "--confirmed",
+            *READERS["legs@example.org"],
+            env=env,
+        )
+        run_cli("send", "--date", DAY.isoformat(), env=env)
+        assert server.handler.wait_for_messages(1, timeout=30)
+
+    with engine.connect() as connection:
+        [picks] = connection.execute(select(selections.c.picks)).scalars().all()
+        reader_id = connection.execute(select(subscribers.c.id)).scalar_one()
+    shown = [pick["arxiv_id"] for pick in picks]
+    assert len(shown) >= 2  # the reader's "For you" held papers
+    with engine.begin() as connection:  # they liked the first one from the email
+        connection.execute(
+            ReaderPaper.__table__.insert(),  # type: ignore[attr-defined]
+            [
+                {
+                    "subscriber_id": reader_id,
+                    "paper_key": shown[0],
+                    "arxiv_id": shown[0],
+                    "title": "",
+                    "abstract": "",
+                    "verdict": "liked",
+                    "source": "email",
+                    "created_at": dt.datetime.now(dt.UTC),
+                    "updated_at": dt.datetime.now(dt.UTC),
+                }
+            ],
+        )
+
+    with engine.connect() as connection:
+        [reader], library = load_readers(connection, [reader_id])
+        [later], _ = load_readers(
+            connection, [reader_id], now=dt.datetime.now(dt.UTC) + dt.timedelta(days=15)
+        )
+
+    assert reader.profile.liked == (shown[0],)
+    assert reader.profile.skipped == tuple(shown[1:])  # shown, neither liked nor disliked
+    assert all(library[arxiv_id].title for arxiv_id in shown[1:])  # their words are known
+    assert later.profile.skipped == ()  # two weeks on, what was shown no longer counts

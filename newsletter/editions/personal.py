@@ -42,7 +42,17 @@ from newsletter.core.settings import Settings
 from newsletter.core.templating import make_template_environment
 from newsletter.editions.content import prepare_edition
 from newsletter.ingest.store import record_from_row
-from newsletter.models import CorpusTerm, Edition, EditionPaper, Paper, ReaderPaper, Subscriber
+from newsletter.models import (
+    CorpusTerm,
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionPaper,
+    Paper,
+    ReaderPaper,
+    Selection,
+    Subscriber,
+)
 from newsletter.relevance import PaperText, Pick, ReaderProfile, RelevanceModel, TermStatistics
 from newsletter.relevance.terms import analyzer, document_terms
 from newsletter.relevance.topics import load_topics
@@ -52,6 +62,8 @@ from subscribers.models import DigestMode, SubscriberStatus, Verdict
 from subscribers.tokens import feedback_url, preferences_url, unsubscribe_url
 
 papers = Paper.__table__  # type: ignore[attr-defined]
+deliveries = Delivery.__table__  # type: ignore[attr-defined]
+selections = Selection.__table__  # type: ignore[attr-defined]
 corpus_terms = CorpusTerm.__table__  # type: ignore[attr-defined]
 edition_papers = EditionPaper.__table__  # type: ignore[attr-defined]
 reader_papers = ReaderPaper.__table__  # type: ignore[attr-defined]
@@ -59,6 +71,9 @@ subscribers = Subscriber.__table__  # type: ignore[attr-defined]
 
 # Papers counted per transaction while indexing.
 INDEX_BATCH = 500
+# How far back a shown-and-passed-over paper still counts as skipped, and how many.
+SKIPPED_LOOKBACK = dt.timedelta(days=14)
+MAX_SKIPPED = 50
 # How many recent papers (before the day) form the background of "For you".
 BACKGROUND_PAPERS = 300
 # A term longer than this is noise (a URL, a pasted formula), not vocabulary.
@@ -164,9 +179,13 @@ class Reader:
 
 
 def load_readers(
-    connection: Connection, subscriber_ids: Sequence[int]
+    connection: Connection, subscriber_ids: Sequence[int], *, now: dt.datetime | None = None
 ) -> tuple[list[Reader], dict[str, PaperText]]:
-    """The readers' profiles, and the texts of every paper they judged (the library)."""
+    """The readers' profiles, and the texts of every paper they judged or were shown.
+
+    A paper their recent "For you" showed and that they neither liked nor
+    disliked counts as skipped: a weak "not this" (`relevance.model`).
+    """
     readers: list[Reader] = []
     library: dict[str, PaperText] = {}
     judged: dict[int, list[tuple[str, Verdict]]] = {}
@@ -184,6 +203,7 @@ def load_readers(
             key = str(row["paper_key"])
             library.setdefault(key, PaperText(key, str(row["title"]), str(row["abstract"])))
             judged.setdefault(int(row["subscriber_id"]), []).append((key, Verdict(row["verdict"])))
+        shown = _recently_shown(connection, chunk, since=(now or utc_now()) - SKIPPED_LOOKBACK)
         for row in connection.execute(
             select(
                 subscribers.c.id,
@@ -193,14 +213,61 @@ def load_readers(
             ).where(subscribers.c.id.in_(chunk))
         ).mappings():
             papers_judged = judged.get(int(row["id"]), [])
+            judged_keys = {key for key, _ in papers_judged}
             profile = ReaderProfile(
                 topics=tuple(row["topics"] or ()),
                 interests=str(row["interests"] or ""),
                 liked=tuple(k for k, v in papers_judged if v is Verdict.LIKED),
                 disliked=tuple(k for k, v in papers_judged if v is Verdict.DISLIKED),
+                # Shown in their recent "For you" and neither liked nor disliked.
+                skipped=tuple(a for a in shown.get(int(row["id"]), ()) if a not in judged_keys)[
+                    :MAX_SKIPPED
+                ],
             )
             readers.append(Reader(int(row["id"]), profile, int(row["personal_count"])))
+    skipped_ids = {a for reader in readers for a in reader.profile.skipped} - library.keys()
+    library.update(_stored_texts(connection, sorted(skipped_ids)))
     return readers, library
+
+
+def _recently_shown(
+    connection: Connection, subscriber_ids: Sequence[int], *, since: dt.datetime
+) -> dict[int, list[str]]:
+    """The papers each reader's "For you" carried in digests sent since `since`, newest first."""
+    shown: dict[int, list[str]] = {}
+    rows = connection.execute(
+        select(deliveries.c.subscriber_id, selections.c.picks)
+        .join(selections, selections.c.id == deliveries.c.selection_id)
+        .where(
+            deliveries.c.subscriber_id.in_(subscriber_ids),
+            deliveries.c.status == DeliveryStatus.SENT.value,
+            deliveries.c.sent_at >= since,
+        )
+        .order_by(deliveries.c.sent_at.desc())
+    )
+    for subscriber_id, picks in rows:
+        papers_shown = shown.setdefault(int(subscriber_id), [])
+        for pick in picks or ():
+            arxiv_id = str(pick.get("arxiv_id", "")) if isinstance(pick, dict) else ""
+            if arxiv_id and arxiv_id not in papers_shown:
+                papers_shown.append(arxiv_id)
+    return shown
+
+
+def _stored_texts(connection: Connection, arxiv_ids: Sequence[str]) -> dict[str, PaperText]:
+    texts: dict[str, PaperText] = {}
+    for start in range(0, len(arxiv_ids), 900):
+        for row in connection.execute(
+            select(
+                papers.c.arxiv_id,
+                papers.c.title,
+                papers.c.abstract,
+                papers.c.ai_summary,
+                papers.c.ai_keywords,
+            ).where(papers.c.arxiv_id.in_(arxiv_ids[start : start + 900]))
+        ).mappings():
+            texts[str(row["arxiv_id"])] = paper_text_of(row)
+    return texts
 
 
 def personal_picks(
