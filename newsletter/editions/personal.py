@@ -80,6 +80,16 @@ BACKGROUND_PAPERS = 300
 MAX_TERM_LENGTH = 200
 
 
+# The columns `paper_text_of` reads.
+PAPER_TEXT_COLUMNS = (
+    papers.c.arxiv_id,
+    papers.c.title,
+    papers.c.abstract,
+    papers.c.ai_summary,
+    papers.c.ai_keywords,
+)
+
+
 def paper_text_of(row: RowMapping) -> PaperText:
     """A stored paper's words: title, abstract (or the AI summary) and keywords."""
     abstract = str(row.get("abstract") or row.get("ai_summary") or "")
@@ -258,13 +268,7 @@ def _stored_texts(connection: Connection, arxiv_ids: Sequence[str]) -> dict[str,
     texts: dict[str, PaperText] = {}
     for start in range(0, len(arxiv_ids), 900):
         for row in connection.execute(
-            select(
-                papers.c.arxiv_id,
-                papers.c.title,
-                papers.c.abstract,
-                papers.c.ai_summary,
-                papers.c.ai_keywords,
-            ).where(papers.c.arxiv_id.in_(arxiv_ids[start : start + 900]))
+            select(*PAPER_TEXT_COLUMNS).where(papers.c.arxiv_id.in_(arxiv_ids[start : start + 900]))
         ).mappings():
             texts[str(row["arxiv_id"])] = paper_text_of(row)
     return texts
@@ -277,16 +281,13 @@ def personal_picks(
     day: dt.date,
     subscriber_ids: Sequence[int],
 ) -> dict[int, list[Pick]]:
-    """Each reader's "For you" papers of the day, best first (empty: nothing clears the floor)."""
+    """Each reader's "For you" papers of the day, best first (empty: nothing clears the floor).
+
+    Readers without any profile are left out: they get the trending digest.
+    """
     index_corpus(engine)
     with engine.connect() as connection:
-        columns = (
-            papers.c.arxiv_id,
-            papers.c.title,
-            papers.c.abstract,
-            papers.c.ai_summary,
-            papers.c.ai_keywords,
-        )
+        columns = PAPER_TEXT_COLUMNS
         candidates = [
             paper_text_of(row)
             for row in connection.execute(
@@ -322,6 +323,7 @@ def personal_picks(
     return {
         reader.subscriber_id: picks[: reader.count]
         for reader, picks in zip(readers, ranked, strict=True)
+        if not reader.profile.is_empty
     }
 
 
@@ -353,7 +355,6 @@ def digest_sections(
     unknown address.
     """
     edition = prepare_edition(settings, engine, day=day)
-    index_corpus(engine)
     with engine.connect() as connection:
         trending_rows = (
             connection.execute(
@@ -370,30 +371,10 @@ def digest_sections(
             .mappings()
             .all()
         )
-        subscriber = None
-        if email is not None:
-            subscriber = (
-                connection.execute(
-                    select(subscribers.c.id, subscribers.c.digest_mode).where(
-                        func.lower(subscribers.c.email) == email.strip().lower()
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            if subscriber is None:
-                raise SubscriberNotFoundError(f"no subscriber with the address {email.strip()!r}")
     sections: list[Section] = []
     shown: set[str] = set()
-    personal = subscriber is not None and subscriber["digest_mode"] == DigestMode.PERSONAL.value
-    if personal and subscriber is not None:
-        with engine.connect() as connection:
-            [reader], _ = load_readers(connection, [int(subscriber["id"])])
-        # No profile at all: exactly today's digest, with no empty "For you" above it.
-        personal = not reader.profile.is_empty
-    if personal and subscriber is not None:
-        picks = personal_picks(settings, engine, day=day, subscriber_ids=[subscriber["id"]])
-        chosen = picks.get(int(subscriber["id"]), [])
+    chosen = None if email is None else _reader_and_picks(settings, engine, day=day, email=email)[1]
+    if chosen is not None:
         titles = _titles(engine, [pick.arxiv_id for pick in chosen])
         sections.append(
             Section(
@@ -419,6 +400,32 @@ def digest_sections(
     return sections
 
 
+def _reader_and_picks(
+    settings: Settings, engine: Engine, *, day: dt.date, email: str
+) -> tuple[RowMapping, list[Pick] | None]:
+    """The reader with this address, and their "For you" of the day.
+
+    None instead of picks for a reader who gets the trending digest ("trending
+    only", or no profile at all). Raises SubscriberNotFoundError.
+    """
+    with engine.connect() as connection:
+        row = (
+            connection.execute(
+                select(subscribers.c.id, subscribers.c.key, subscribers.c.digest_mode).where(
+                    func.lower(subscribers.c.email) == email.strip().lower()
+                )
+            )
+            .mappings()
+            .first()
+        )
+    if row is None:
+        raise SubscriberNotFoundError(f"no subscriber with the address {email.strip()!r}")
+    if row["digest_mode"] != DigestMode.PERSONAL.value:
+        return row, None
+    picks = personal_picks(settings, engine, day=day, subscriber_ids=[int(row["id"])])
+    return row, picks.get(int(row["id"]))
+
+
 def _titles(engine: Engine, arxiv_ids: Sequence[str]) -> dict[str, str]:
     if not arxiv_ids:
         return {}
@@ -439,7 +446,8 @@ def personal_reader_ids(connection: Connection) -> list[int]:
     The others get exactly the edition's trending digest.
     """
     # Readers without topics, interests or liked papers are left out in SQL: a
-    # list of a million such readers costs this nothing.
+    # list of a million such readers costs this nothing (and `personal_picks`
+    # leaves out any empty profile this lets through).
     has_profile = or_(
         subscribers.c.interests != "",
         func.coalesce(cast(subscribers.c.topics, Text), "[]") != "[]",
@@ -448,7 +456,7 @@ def personal_reader_ids(connection: Connection) -> list[int]:
             reader_papers.c.verdict == Verdict.LIKED.value,
         ),
     )
-    ids = [
+    return [
         int(row.id)
         for row in connection.execute(
             select(subscribers.c.id)
@@ -461,8 +469,6 @@ def personal_reader_ids(connection: Connection) -> list[int]:
             .order_by(subscribers.c.id)
         )
     ]
-    readers, _ = load_readers(connection, ids)
-    return [reader.subscriber_id for reader in readers if not reader.profile.is_empty]
 
 
 def edition_picks(settings: Settings, engine: Engine, *, day: dt.date) -> dict[int, list[Pick]]:
@@ -542,25 +548,10 @@ def reader_digest(
     """
     edition = prepare_edition(settings, engine, day=day)
     assert edition.id is not None
-    with engine.connect() as connection:
-        row = (
-            connection.execute(
-                select(subscribers.c.id, subscribers.c.key, subscribers.c.digest_mode).where(
-                    func.lower(subscribers.c.email) == email.strip().lower()
-                )
-            )
-            .mappings()
-            .first()
-        )
-        if row is None:
-            raise SubscriberNotFoundError(f"no subscriber with the address {email.strip()!r}")
-        if row["digest_mode"] != DigestMode.PERSONAL.value:
-            return None
-        [reader], _ = load_readers(connection, [int(row["id"])])
-    if reader.profile.is_empty:
+    row, chosen = _reader_and_picks(settings, engine, day=day, email=email)
+    if chosen is None:
         return None
-    chosen = personal_picks(settings, engine, day=day, subscriber_ids=[reader.subscriber_id])
-    picks = [(pick.arxiv_id, pick.why) for pick in chosen.get(reader.subscriber_id, [])]
+    picks = [(pick.arxiv_id, pick.why) for pick in chosen]
     blocks = edition_blocks(
         settings, engine, edition_id=edition.id, extra_papers=[a for a, _ in picks]
     )
