@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from newsletter.core.db import create_db_engine, upgrade_schema
 from newsletter.core.settings import Settings, load_settings
 from tests.support.cli import cli_environment
+from tests.support.relevance_corpus import store_labelled_papers
 from tests.support.smtp_server import RecordingSmtpServer
 
 
@@ -65,3 +66,14 @@ def engine(settings: Settings) -> Iterator[Engine]:
 def cli_env(tmp_path: Path, smtp_server: RecordingSmtpServer) -> dict[str, str]:
     """The environment of a `newsletter` process on a temp SQLite file and the recording server."""
     return cli_environment(f"sqlite:///{tmp_path / 'cli.db'}", smtp_server.port)
+
+
+@pytest.fixture
+def labelled_corpus(tmp_path: Path) -> Iterator[tuple[Engine, dict[str, str]]]:
+    """A migrated SQLite database holding the labelled papers (six days), and a CLI env on it."""
+    url = f"sqlite:///{tmp_path / 'personal.db'}"
+    engine = create_db_engine(url)
+    upgrade_schema(engine)
+    store_labelled_papers(engine)
+    yield engine, cli_environment(url, 25)
+    engine.dispose()

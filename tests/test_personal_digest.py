@@ -15,50 +15,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select, update
 
-from newsletter.core.db import create_db_engine, upgrade_schema
 from newsletter.editions.personal import index_corpus, paper_text_of
 from newsletter.models import CorpusTerm, Paper, Subscriber
 from newsletter.relevance.terms import document_terms
-from tests.support.cli import cli_environment, run_cli
+from tests.support.cli import run_cli
+from tests.support.relevance_corpus import SUBTOPICS
 
-DATA = Path(__file__).parent / "data" / "relevance"
 DAY = dt.date(2026, 11, 5)
-SUBTOPICS = {
-    json.loads(line)["arxiv_id"]: set(json.loads(line)["subtopics"])
-    for line in (DATA / "papers.jsonl").read_text().splitlines()
-    if line.strip()
-}
-
-
-@pytest.fixture
-def stored(tmp_path: Path) -> tuple[Engine, dict[str, str]]:
-    """A migrated database holding the six days of papers, and a CLI environment on it."""
-    url = f"sqlite:///{tmp_path / 'personal.db'}"
-    engine = create_db_engine(url)
-    upgrade_schema(engine)
-    rows = [json.loads(line) for line in (DATA / "papers.jsonl").read_text().splitlines() if line]
-    with engine.begin() as connection:
-        connection.execute(
-            Paper.__table__.insert(),  # type: ignore[attr-defined]
-            [
-                {
-                    "arxiv_id": row["arxiv_id"],
-                    "title": row["title"],
-                    "abstract": row["abstract"],
-                    "authors": [],
-                    "ai_keywords": row["keywords"],
-                    "sources": ["test"],
-                    "daily_date": dt.date.fromisoformat(row["day"]),
-                    "upvotes": row["upvotes"],
-                    "num_comments": 0,
-                    "created_at": dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
-                    "updated_at": dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
-                }
-                for row in rows
-            ],
-        )
-    yield engine, cli_environment(url, 25)
-    engine.dispose()
 
 
 def sections(env: dict[str, str], *extra: str) -> dict[str, list[dict[str, object]]]:
@@ -67,9 +30,9 @@ def sections(env: dict[str, str], *extra: str) -> dict[str, list[dict[str, objec
 
 
 def test_three_readers_with_different_profiles_get_their_own_papers(
-    stored: tuple[Engine, dict[str, str]],
+    labelled_corpus: tuple[Engine, dict[str, str]],
 ) -> None:
-    _, env = stored
+    _, env = labelled_corpus
     run_cli(
         "subscribers",
         "add",
@@ -111,9 +74,9 @@ def test_three_readers_with_different_profiles_get_their_own_papers(
 
 
 def test_a_reader_who_chose_trending_only_gets_no_for_you(
-    stored: tuple[Engine, dict[str, str]],
+    labelled_corpus: tuple[Engine, dict[str, str]],
 ) -> None:
-    engine, env = stored
+    engine, env = labelled_corpus
     run_cli("subscribers", "add", "t@example.org", "--confirmed", "--interests", "speech", env=env)
     with engine.begin() as connection:
         connection.execute(
@@ -123,8 +86,10 @@ def test_a_reader_who_chose_trending_only_gets_no_for_you(
     assert list(sections(env, "--for", "t@example.org")) == ["trending"]
 
 
-def test_an_unknown_reader_is_one_clear_error(stored: tuple[Engine, dict[str, str]]) -> None:
-    _, env = stored
+def test_an_unknown_reader_is_one_clear_error(
+    labelled_corpus: tuple[Engine, dict[str, str]],
+) -> None:
+    _, env = labelled_corpus
     result = run_cli(
         "preview",
         "--date",
@@ -148,16 +113,18 @@ def test_an_unknown_reader_is_one_clear_error(stored: tuple[Engine, dict[str, st
     ],
 )
 def test_subscribers_add_refuses_unknown_topics_and_long_interests(
-    stored: tuple[Engine, dict[str, str]], args: list[str], message: str
+    labelled_corpus: tuple[Engine, dict[str, str]], args: list[str], message: str
 ) -> None:
-    _, env = stored
+    _, env = labelled_corpus
     result = run_cli("subscribers", "add", "a@example.org", *args, env=env, check=False)
     assert result.returncode != 0 and message in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_profiles_are_stored_cleaned_and_listed(stored: tuple[Engine, dict[str, str]]) -> None:
-    _, env = stored
+def test_profiles_are_stored_cleaned_and_listed(
+    labelled_corpus: tuple[Engine, dict[str, str]],
+) -> None:
+    _, env = labelled_corpus
     run_cli(
         "subscribers",
         "add",
@@ -176,9 +143,9 @@ def test_profiles_are_stored_cleaned_and_listed(stored: tuple[Engine, dict[str, 
 
 
 def test_import_takes_an_interests_column(
-    stored: tuple[Engine, dict[str, str]], tmp_path: Path
+    labelled_corpus: tuple[Engine, dict[str, str]], tmp_path: Path
 ) -> None:
-    _, env = stored
+    _, env = labelled_corpus
     csv_file = tmp_path / "list.csv"
     csv_file.write_text(
         "email,topics,interests\n"
@@ -197,9 +164,9 @@ def test_import_takes_an_interests_column(
 
 
 def test_the_corpus_term_counts_follow_new_and_changed_papers(
-    stored: tuple[Engine, dict[str, str]],
+    labelled_corpus: tuple[Engine, dict[str, str]],
 ) -> None:
-    engine, _ = stored
+    engine, _ = labelled_corpus
     assert index_corpus(engine) == 240
     assert index_corpus(engine) == 0  # nothing new: nothing counted twice
 

@@ -17,8 +17,10 @@ from newsletter.core.settings import load_settings
 from newsletter.web.app import create_app
 from subscribers.tokens import feedback_url
 from tests.support.cli import run_cli
+from tests.support.relevance_corpus import SUBTOPICS
 from tests.support.web import live_server, subscriber
-from tests.test_personal_digest import DAY, SUBTOPICS, stored  # noqa: F401 (the fixture)
+
+DAY = dt.date(2026, 11, 5)
 
 NEXT_DAY = DAY + dt.timedelta(days=1)
 READER = "legs@example.org"
@@ -39,9 +41,9 @@ def trending(env: dict[str, str], day: dt.date) -> list[str]:
 
 
 def test_less_and_more_like_this_change_the_for_you_section(
-    stored: tuple[Engine, dict[str, str]],  # noqa: F811
+    labelled_corpus: tuple[Engine, dict[str, str]],
 ) -> None:
-    engine, env = stored
+    engine, env = labelled_corpus
     run_cli(
         "subscribers",
         "add",

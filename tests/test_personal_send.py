@@ -33,10 +33,10 @@ from newsletter.web.app import create_app
 from subscribers.tokens import preferences_url, read_feedback_token, unsubscribe_url
 from tests.support.cli import cli_environment, run_cli
 from tests.support.postgres import postgres_database_or_skip
+from tests.support.relevance_corpus import store_labelled_papers
 from tests.support.smtp_server import ReceivedMessage, RecordingSmtpServer
 from tests.support.web import live_server
 
-DATA = Path(__file__).parent / "data" / "relevance"
 DAY = dt.date(2026, 11, 5)
 SECRET = "cli-test-secret"
 BASE_URL = "https://news.example.org"
@@ -49,35 +49,11 @@ editions = Edition.__table__  # type: ignore[attr-defined]
 papers = Paper.__table__  # type: ignore[attr-defined]
 
 
-def _store_papers(engine: Engine) -> None:
-    rows = [json.loads(line) for line in (DATA / "papers.jsonl").read_text().splitlines() if line]
-    with engine.begin() as connection:
-        connection.execute(
-            papers.insert(),
-            [
-                {
-                    "arxiv_id": row["arxiv_id"],
-                    "title": row["title"],
-                    "abstract": row["abstract"],
-                    "authors": [],
-                    "ai_keywords": row["keywords"],
-                    "sources": ["test"],
-                    "daily_date": dt.date.fromisoformat(row["day"]),
-                    "upvotes": row["upvotes"],
-                    "num_comments": 0,
-                    "created_at": dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
-                    "updated_at": dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
-                }
-                for row in rows
-            ],
-        )
-
-
 @contextmanager
 def _database(url: str) -> Iterator[tuple[Engine, str]]:
     engine = create_db_engine(url)
     upgrade_schema(engine)
-    _store_papers(engine)
+    store_labelled_papers(engine)
     try:
         yield engine, url
     finally:
