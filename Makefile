@@ -6,7 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test lint typecheck pytest bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) node_modules/.installed
+
+# axe-core, which the accessibility test injects into Chromium; skipped where npm is missing.
+node_modules/.installed: package.json package-lock.json
+	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: the accessibility test will be skipped (apt-get install npm)"; fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,4 +39,4 @@ bench: setup
 	$(BIN)/python benchmarks/send_throughput.py
 
 clean:
-	rm -rf $(VENV) outbox demo.db newsletter.db .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules outbox demo.db newsletter.db .pytest_cache .mypy_cache .ruff_cache
