@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from newsletter.core.db import create_db_engine, upgrade_schema
 from newsletter.core.settings import Settings, load_settings
 from tests.support.cli import cli_environment
+from tests.support.message_kinds import SentKinds, received_every_kind
 from tests.support.relevance_corpus import store_labelled_papers
 from tests.support.smtp_server import RecordingSmtpServer
 
@@ -77,3 +78,9 @@ def labelled_corpus(tmp_path: Path) -> Iterator[tuple[Engine, dict[str, str]]]:
     store_labelled_papers(engine)
     yield engine, cli_environment(url, 25)
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def every_message_kind(tmp_path_factory: pytest.TempPathFactory) -> SentKinds:
+    """One message of each kind the product sends, as a relay received it (sent once per run)."""
+    return received_every_kind(tmp_path_factory.mktemp("message-kinds"))

@@ -1,0 +1,85 @@
+"""Every kind of message the product sends, made by the production code through `newsletter`.
+
+The outside judges (a real relay, SpamAssassin, axe-core, the link check) look
+at each kind: the day's digest as a reader without a profile gets it
+(trending), a personal digest ("For you"), the test copy, and the double
+opt-in confirmation (sent by `subscribers import`). Each kind goes to its own
+address, so whichever server received them, a kind is found by its recipient.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from newsletter.core.db import create_db_engine, upgrade_schema
+from tests.support.cli import cli_environment, run_cli
+from tests.support.relevance_corpus import store_labelled_papers
+from tests.support.smtp_server import ReceivedMessage, RecordingSmtpServer
+
+# A day of the labelled papers (tests/support/relevance_corpus.py).
+DAY = dt.date(2026, 11, 5)
+
+# Each kind the product sends, and the address it is sent to. A new kind of message
+# is judged by every check once it has a row here and a command in `send_every_kind`.
+RECIPIENTS = {
+    "digest-trending": "plain@example.org",
+    "digest-personal": "legs@example.org",
+    "test-copy": "tester@example.org",
+    "confirmation": "newcomer@example.org",
+}
+DIGEST_KINDS = ("digest-trending", "digest-personal")
+PERSONAL_PROFILE = ["--topics", "Robotics", "--interests", "legged locomotion, sim-to-real"]
+
+
+def send_every_kind(
+    database_url: str, smtp_port: int, workdir: Path, *, kinds: tuple[str, ...] = tuple(RECIPIENTS)
+) -> None:
+    """Send each of `kinds` once, with `newsletter` commands, through the relay at `smtp_port`.
+
+    The database must hold the labelled papers (`store_labelled_papers`); `workdir` takes
+    the import's CSV file.
+    """
+    env = cli_environment(database_url, smtp_port)
+    if "digest-trending" in kinds:
+        run_cli("subscribers", "add", RECIPIENTS["digest-trending"], "--confirmed", env=env)
+    if "digest-personal" in kinds:
+        personal = RECIPIENTS["digest-personal"]
+        run_cli("subscribers", "add", personal, "--confirmed", *PERSONAL_PROFILE, env=env)
+    if set(DIGEST_KINDS) & set(kinds):
+        run_cli("send", "--date", DAY.isoformat(), env=env)
+    if "test-copy" in kinds:
+        to = RECIPIENTS["test-copy"]
+        run_cli("test-send", "--to", to, "--date", DAY.isoformat(), env=env)
+    if "confirmation" in kinds:
+        listing = workdir / "newcomers.csv"
+        listing.write_text(f"email,name\n{RECIPIENTS['confirmation']},New Reader\n")
+        run_cli("subscribers", "import", str(listing), env=env)
+
+
+@dataclass(frozen=True)
+class SentKinds:
+    """One received message of each kind, and the database they were sent from."""
+
+    database_url: str
+    messages: dict[str, ReceivedMessage]
+
+
+def received_every_kind(workdir: Path) -> SentKinds:
+    """Send every kind to a recording SMTP server from a fresh database; what it received."""
+    database_url = f"sqlite:///{workdir / 'kinds.db'}"
+    engine = create_db_engine(database_url)
+    try:
+        upgrade_schema(engine)
+        store_labelled_papers(engine)
+    finally:
+        engine.dispose()
+    with RecordingSmtpServer() as server:
+        send_every_kind(database_url, server.port, workdir)
+        assert server.handler.wait_for_messages(len(RECIPIENTS), timeout=30)
+        by_recipient = {message.rcpt_tos[0]: message for message in server.messages}
+    return SentKinds(
+        database_url=database_url,
+        messages={kind: by_recipient[address] for kind, address in RECIPIENTS.items()},
+    )
