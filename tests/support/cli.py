@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 
+# The secret the `newsletter` processes of the tests sign their links with.
+CLI_SECRET_KEY = "cli-test-secret"
+
 
 def cli_environment(database_url: str, smtp_port: int) -> dict[str, str]:
     """The environment of a `newsletter` process using this database and SMTP server."""
@@ -14,7 +17,7 @@ def cli_environment(database_url: str, smtp_port: int) -> dict[str, str]:
         NEWSLETTER_DATABASE_URL=database_url,
         NEWSLETTER_SMTP_HOST="127.0.0.1",
         NEWSLETTER_SMTP_PORT=str(smtp_port),
-        NEWSLETTER_SECRET_KEY="cli-test-secret",
+        NEWSLETTER_SECRET_KEY=CLI_SECRET_KEY,
         NEWSLETTER_BASE_URL="https://news.example.org",
         NEWSLETTER_FROM_ADDRESS="Daily ML Papers <digest@news.example.org>",
         NEWSLETTER_SEND_RETRY_BASE_SECONDS="0",
