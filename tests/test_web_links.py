@@ -1,17 +1,27 @@
-"""The signed links: confirm (GET shows, POST confirms), one-click unsubscribe, preferences."""
+"""The links: confirm (GET shows, POST confirms), one-click unsubscribe, preferences; a digest's.
+
+Every link in a digest (trending and personal, HTML and text) is absolute and
+https as the public base URL is, and opens: our own pages answer 200 on a
+local server, the others are the expected arXiv, Hugging Face and GitHub pages.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import html
 import re
+from collections import Counter
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from sqlalchemy import Engine
 
 from newsletter.core.clock import utc_now
 from newsletter.core.db import create_db_engine, session_scope, upgrade_schema
-from newsletter.core.settings import Settings
+from newsletter.core.settings import Settings, load_settings
+from newsletter.web.app import create_app
 from subscribers.models import SubscriberStatus
 from subscribers.store import add_subscriber, find_subscriber
 from subscribers.tokens import (
@@ -19,16 +29,28 @@ from subscribers.tokens import (
     make_preferences_token,
     make_unsubscribe_token,
 )
+from tests.support.cli import CLI_SECRET_KEY
+from tests.support.message_kinds import DIGEST_KINDS, SentKinds
 from tests.support.sending import insert_subscriber_row
-from tests.support.smtp_server import RecordingSmtpServer
+from tests.support.smtp_server import ReceivedMessage, RecordingSmtpServer
 from tests.support.web import (
     CLIENT_ADDRESS,
     confirmation_path,
+    html_text,
+    live_server,
     running_app,
     send_queued_confirmations,
     snapshot,
     subscriber,
     web_settings,
+)
+
+PUBLIC_BASE_URL = "https://news.example.org"  # what the `newsletter` test processes use
+# Where a digest may send a reader beyond our own pages.
+OUTSIDE_PAGES = (
+    re.compile(r"https://arxiv\.org/(abs|pdf)/\d{4}\.\d{4,5}(v\d+)?"),
+    re.compile(r"https://huggingface\.co/papers/\d{4}\.\d{4,5}"),
+    re.compile(r"https://github\.com/[\w.-]+/[\w.-]+"),
 )
 
 # A genuine confirmation token of the old scheme, for subscriber key OLD_LINK_KEY under the
@@ -289,3 +311,51 @@ async def test_sign_up_confirm_and_leave_on_postgresql(
         assert stored is not None and stored.status == SubscriberStatus.UNSUBSCRIBED
     finally:
         pg_engine.dispose()
+
+
+def _digest_links(message: ReceivedMessage) -> list[str]:
+    """Every link of a digest: the HTML part's hrefs and the text part's URLs."""
+    text, markup = html_text(message.message)
+    hrefs = [html.unescape(href) for href in re.findall(r'href="([^"]*)"', markup)]
+    return hrefs + re.findall(r"https?://[^\s<>]+", text)
+
+
+@pytest.mark.parametrize("kind", DIGEST_KINDS)
+def test_every_link_in_a_digest_is_absolute_https_and_opens(
+    every_message_kind: SentKinds, kind: str
+) -> None:
+    links = _digest_links(every_message_kind.messages[kind])
+    assert len(links) > 20
+    for link in links:
+        parts = urlsplit(link)
+        assert parts.scheme == "https" and parts.netloc, link
+    own = sorted({link for link in links if link.startswith(PUBLIC_BASE_URL + "/")})
+    outside = sorted(set(links) - set(own))
+    assert [link for link in outside if not any(p.fullmatch(link) for p in OUTSIDE_PAGES)] == []
+    assert {urlsplit(link).netloc for link in outside} == {
+        "arxiv.org",
+        "huggingface.co",
+        "github.com",
+    }
+    settings = load_settings(
+        _env_file=None,
+        database_url=every_message_kind.database_url,
+        secret_key=CLI_SECRET_KEY,
+        base_url=PUBLIC_BASE_URL,
+    )
+    engine = create_db_engine(every_message_kind.database_url)
+    try:
+        with live_server(create_app(settings, engine=engine)) as site:
+            answers = {
+                link: httpx.get(site + link.removeprefix(PUBLIC_BASE_URL)).status_code
+                for link in own
+            }
+    finally:
+        engine.dispose()
+    opened = Counter(urlsplit(link).path.split("/")[1] for link in own)
+    statuses = set(answers.values())
+    print(f"{kind}: {len(set(links))} distinct links; our pages {dict(opened)} answered {statuses}")
+    assert answers and set(answers.values()) == {200}, answers
+    assert {"editions", "unsubscribe", "preferences"} <= set(opened)
+    if kind == "digest-personal":
+        assert "feedback" in opened

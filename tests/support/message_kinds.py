@@ -13,6 +13,8 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import text
+
 from newsletter.core.db import create_db_engine, upgrade_schema
 from tests.support.cli import cli_environment, run_cli
 from tests.support.relevance_corpus import store_labelled_papers
@@ -73,6 +75,15 @@ def received_every_kind(workdir: Path) -> SentKinds:
     try:
         upgrade_schema(engine)
         store_labelled_papers(engine)
+        with engine.begin() as connection:
+            # Code links too, as the Hugging Face feed gives them, so the digests show every link.
+            connection.execute(
+                text(
+                    "UPDATE papers SET github_repo = 'https://github.com/example-lab/' || arxiv_id"
+                    " WHERE daily_date = :day"
+                ),
+                {"day": DAY.isoformat()},
+            )
     finally:
         engine.dispose()
     with RecordingSmtpServer() as server:
