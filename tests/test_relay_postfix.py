@@ -76,7 +76,6 @@ def test_every_message_kind_is_delivered_by_postfix_as_it_was_sent(tmp_path: Pat
         delivered = relay.wait_for_deliveries(len(RECIPIENTS))
         log = relay.log()
     sessions = [s for s in tap.sessions if b"MAIL FROM:" in s.sent_by("client")]
-    print(f"Postfix delivered {len(delivered)} messages over {len(sessions)} connections")
     print(log)
 
     # Postfix accepted and delivered each one, and had nothing to complain about.
@@ -86,6 +85,7 @@ def test_every_message_kind_is_delivered_by_postfix_as_it_was_sent(tmp_path: Pat
 
     by_id = {_message_id(raw): raw.replace(b"\n", b"\r\n") for raw in delivered}
     recipients = []
+    pipelined = 0
     for session in sessions:
         offered = session.sent_by("server")
         assert b"250-PIPELINING\r\n" in offered and b"SIZE %d" % MESSAGE_SIZE_LIMIT in offered
@@ -97,6 +97,7 @@ def test_every_message_kind_is_delivered_by_postfix_as_it_was_sent(tmp_path: Pat
             assert size is not None and int(size.group(1)) == len(data), sent["mail"]
             if recipient in PIPELINED:
                 _check_pipelined(session)
+                pipelined += 1
             received = by_id[_message_id(data)]
             # Every header and every body byte as sent; above them, trace headers only.
             assert received.endswith(data)
@@ -106,6 +107,11 @@ def test_every_message_kind_is_delivered_by_postfix_as_it_was_sent(tmp_path: Pat
     assert sorted(recipients) == sorted(RECIPIENTS.values())
     personal = by_id[_message_id(next(m for m in delivered if b"legs@example.org" in m))]
     assert b"FOR YOU" in personal  # the personal digest, not the trending one
+    print(
+        f"Postfix delivered {len(delivered)} of {len(RECIPIENTS)} messages byte for byte "
+        f"under trace headers only; SIZE declared {len(recipients)}, pipelined {pipelined}; "
+        "0 complaints in its log"
+    )
 
 
 def _check_pipelined(session: TappedSession) -> None:
