@@ -201,8 +201,18 @@ def wait_until_listening(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def smtp_sink() -> Iterator[tuple[int, str]]:
-    """A fast SMTP server that accepts and discards everything: (port, description)."""
+def smtp_sink(*, postfix: bool = False) -> Iterator[tuple[int, str]]:
+    """A fast SMTP server that accepts and discards everything: (port, description).
+
+    With `postfix`, a real relay instead: Debian's Postfix on a private port and
+    spool (tests/support/postfix.py), which queues each message, then discards it.
+    """
+    if postfix:
+        from tests.support.postfix import running_postfix
+
+        with running_postfix(discard=True) as relay:
+            yield relay.port, "Postfix (queues, then discards)"
+        return
     port = free_port()
     if SMTP_SINK.exists():
         command = [str(SMTP_SINK)]
@@ -783,7 +793,7 @@ def measure_personal(arguments: argparse.Namespace) -> dict[str, object]:
     results: dict[str, object] = {"readers": count}
     pipeline: list[float] = []
     raw: list[float] = []
-    with smtp_sink() as (port, sink), tempfile.TemporaryDirectory() as tmp:
+    with smtp_sink(postfix=arguments.postfix) as (port, sink), tempfile.TemporaryDirectory() as tmp:
         log(f"SMTP sink: {sink}; {count} personal readers; {concurrency} connections")
         for round_number in range(arguments.rounds):
             url = f"sqlite:///{Path(tmp) / f'personal{round_number}.db'}"
@@ -935,7 +945,10 @@ def measure_throughput(arguments: argparse.Namespace, results: dict[str, object]
         skipped.add("smtp_source_limit")
     paths = [name for name in PATHS if name not in skipped]
     rounds: dict[str, list[float]] = {name: [] for name in paths}
-    with smtp_sink() as (port, sink), tempfile.TemporaryDirectory(prefix="bench-send-") as tmp:
+    with (
+        smtp_sink(postfix=arguments.postfix) as (port, sink),
+        tempfile.TemporaryDirectory(prefix="bench-send-") as tmp,
+    ):
         settings = bench_settings(f"sqlite:///{Path(tmp) / 'unused.db'}", port, concurrency)
         subject, html, body, how = make_digest(settings, arguments.papers)
         digest = (subject, html, body)
@@ -1086,6 +1099,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--personal",
         action="store_true",
         help="only the personal-digest case (readers with profiles; see the docstring)",
+    )
+    parser.add_argument(
+        "--postfix",
+        action="store_true",
+        help="send to Debian's Postfix (a real relay: SIZE, PIPELINING, a queue) instead of a sink",
     )
     parser.add_argument("--skip-memory", action="store_true", help="skip the dry-run peaks")
     parser.add_argument("--skip-throughput", action="store_true", help="only the dry-run peaks")

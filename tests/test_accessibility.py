@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from subscribers.tokens import make_confirm_token, make_preferences_token, make_
 from tests.support import REPO_ROOT
 from tests.support.cli import CLI_SECRET_KEY
 from tests.support.message_kinds import DAY, RECIPIENTS, SentKinds
+from tests.support.outside_tools import missing_tool
 from tests.support.web import ADMIN_TOKEN, html_text, live_server
 
 pytestmark = pytest.mark.browser
@@ -59,24 +59,26 @@ class Violation:
         return f"{self.impact:8} {self.rule} on {self.page} ({self.scheme}): {self.help} [{where}]"
 
 
-def _needs(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI must run the accessibility check: {reason}")
-    print(f"SKIPPED accessibility check: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def browser() -> Iterator[Any]:
     """Headless Debian Chromium under Playwright."""
     if not AXE.exists():
-        _needs(f"no {AXE.relative_to(REPO_ROOT)}: run `make setup` (npm ci) with npm installed")
+        missing_tool(
+            "accessibility check",
+            f"no {AXE.relative_to(REPO_ROOT)}: run `make setup` (npm ci) with npm installed",
+        )
     if not CHROMIUM.exists():
-        _needs("no Chromium at /usr/bin/chromium (Debian: apt-get install chromium)")
+        missing_tool(
+            "accessibility check",
+            "no Chromium at /usr/bin/chromium (Debian: apt-get install chromium)",
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _needs("the playwright package is not installed (pip install -e '.[dev]')")
+        missing_tool(
+            "accessibility check",
+            "the playwright package is not installed (pip install -e '.[dev]')",
+        )
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

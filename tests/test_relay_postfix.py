@@ -15,16 +15,14 @@ import re
 from email.parser import BytesHeaderParser
 from pathlib import Path
 
-from newsletter.core.db import create_db_engine, upgrade_schema
 from tests.support.cli import cli_environment, run_cli
-from tests.support.message_kinds import DAY, RECIPIENTS, send_every_kind
+from tests.support.message_kinds import DAY, RECIPIENTS, papers_database, send_every_kind
 from tests.support.postfix import (
     MESSAGE_SIZE_LIMIT,
     SmtpTap,
     TappedSession,
     running_postfix,
 )
-from tests.support.relevance_corpus import store_labelled_papers
 
 # What a delivering MTA puts above a message; anything else above ours is a rewrite.
 TRACE_HEADERS = {"return-path", "x-original-to", "delivered-to", "received"}
@@ -38,17 +36,6 @@ TRANSACTION = re.compile(
     rb"(?P<data>.*?\r\n)\.\r\n",
     re.DOTALL,
 )
-
-
-def _database(workdir: Path) -> str:
-    url = f"sqlite:///{workdir / 'relay.db'}"
-    engine = create_db_engine(url)
-    try:
-        upgrade_schema(engine)
-        store_labelled_papers(engine)
-    finally:
-        engine.dispose()
-    return url
 
 
 def _unstuffed(data: bytes) -> bytes:
@@ -70,7 +57,7 @@ def _message_id(raw: bytes) -> str:
 
 
 def test_every_message_kind_is_delivered_by_postfix_as_it_was_sent(tmp_path: Path) -> None:
-    url = _database(tmp_path)
+    url = papers_database(tmp_path)
     with running_postfix() as relay, SmtpTap(relay.port) as tap:
         send_every_kind(url, tap.port, tmp_path)
         delivered = relay.wait_for_deliveries(len(RECIPIENTS))
@@ -123,7 +110,7 @@ def _check_pipelined(session: TappedSession) -> None:
 
 
 def test_a_digest_over_the_relays_size_limit_is_not_offered(tmp_path: Path) -> None:
-    url = _database(tmp_path)
+    url = papers_database(tmp_path)
     limit = 20_000  # the digest is about 40 KB
     with running_postfix(message_size_limit=limit) as relay, SmtpTap(relay.port) as tap:
         env = cli_environment(url, tap.port)

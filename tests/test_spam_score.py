@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.message_kinds import RECIPIENTS, SentKinds
+from tests.support.outside_tools import installed_program, missing_tool
 
 MAX_SCORE = 0.5
 SCORE_LINE = re.compile(r"^Content analysis details:\s+\((-?\d+(?:\.\d+)?) points", re.MULTILINE)
@@ -40,15 +40,10 @@ class SpamVerdict:
 
 def _spamassassin() -> str:
     """The spamassassin executable; without it the test skips, except in CI, where it fails."""
-    found = shutil.which("spamassassin") or (
-        "/usr/bin/spamassassin" if os.access("/usr/bin/spamassassin", os.X_OK) else None
-    )
+    found = installed_program("spamassassin", "/usr/bin/spamassassin")
     if found is None:
         reason = "needs SpamAssassin: apt-get install spamassassin (.ci/run installs it)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI must run the spam filter: {reason}")
-        print(f"SKIPPED spam score: {reason}")
-        pytest.skip(reason)
+        missing_tool("spam filter", reason)
     return found
 
 

@@ -25,9 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from tests.support.certificates import SelfSignedCertificate, make_self_signed_certificate
+from tests.support.outside_tools import installed_program, missing_tool
 
 DOVECOT_CANDIDATES = ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot")
 START_LIMIT_SECONDS = 20.0
@@ -38,22 +37,14 @@ UTF8_USER = "bounces-utf8"
 UTF8_PASSWORD = "mot-de-passe-été-🔑"
 
 
-def dovecot_binary() -> str | None:
-    """The dovecot executable, if installed (Debian package `dovecot-imapd`)."""
-    found = shutil.which("dovecot")
-    if found:
-        return found
-    return next((path for path in DOVECOT_CANDIDATES if os.access(path, os.X_OK)), None)
-
-
 def require_dovecot() -> str:
     """The dovecot executable; without it the test skips, except in CI (CI=true), where it fails."""
-    binary = dovecot_binary()
+    # Debian package `dovecot-imapd`.
+    binary = installed_program("dovecot", *DOVECOT_CANDIDATES)
     if binary is None:
-        reason = "needs Dovecot: apt-get install dovecot-imapd (.ci/run installs it)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI must run the IMAP tests: {reason}")
-        pytest.skip(reason)
+        missing_tool(
+            "IMAP tests", "needs Dovecot: apt-get install dovecot-imapd (.ci/run installs it)"
+        )
     return binary
 
 

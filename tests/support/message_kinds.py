@@ -68,8 +68,8 @@ class SentKinds:
     messages: dict[str, ReceivedMessage]
 
 
-def received_every_kind(workdir: Path) -> SentKinds:
-    """Send every kind to a recording SMTP server from a fresh database; what it received."""
+def papers_database(workdir: Path) -> str:
+    """A new SQLite database in `workdir` holding the labelled papers, code links on DAY's."""
     database_url = f"sqlite:///{workdir / 'kinds.db'}"
     engine = create_db_engine(database_url)
     try:
@@ -86,6 +86,12 @@ def received_every_kind(workdir: Path) -> SentKinds:
             )
     finally:
         engine.dispose()
+    return database_url
+
+
+def received_every_kind(workdir: Path) -> SentKinds:
+    """Send every kind to a recording SMTP server from a fresh database; what it received."""
+    database_url = papers_database(workdir)
     with RecordingSmtpServer() as server:
         send_every_kind(database_url, server.port, workdir)
         assert server.handler.wait_for_messages(len(RECIPIENTS), timeout=30)
