@@ -31,7 +31,8 @@ from tests.support.message_kinds import DAY, RECIPIENTS, SentKinds
 from tests.support.outside_tools import missing_tool
 from tests.support.web import ADMIN_TOKEN, html_text, live_server
 
-pytestmark = pytest.mark.browser
+# A browser, a live server and (once per run) every message kind sent by `newsletter`.
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 AXE = REPO_ROOT / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM = Path("/usr/bin/chromium")

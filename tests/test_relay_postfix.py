@@ -15,6 +15,8 @@ import re
 from email.parser import BytesHeaderParser
 from pathlib import Path
 
+import pytest
+
 from tests.support.cli import cli_environment, run_cli
 from tests.support.message_kinds import DAY, RECIPIENTS, papers_database, send_every_kind
 from tests.support.postfix import (
@@ -23,6 +25,9 @@ from tests.support.postfix import (
     TappedSession,
     running_postfix,
 )
+
+# Postfix starts and stops, and `newsletter` runs five times.
+pytestmark = pytest.mark.timeout(300)
 
 # What a delivering MTA puts above a message; anything else above ours is a rewrite.
 TRACE_HEADERS = {"return-path", "x-original-to", "delivered-to", "received"}

@@ -20,6 +20,9 @@ import pytest
 from tests.support.message_kinds import RECIPIENTS, SentKinds
 from tests.support.outside_tools import installed_program, missing_tool
 
+# SpamAssassin takes seconds per message; the first test also sends every kind once.
+pytestmark = pytest.mark.timeout(300)
+
 MAX_SCORE = 0.5
 SCORE_LINE = re.compile(r"^Content analysis details:\s+\((-?\d+(?:\.\d+)?) points", re.MULTILINE)
 RULE_LINE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s+([A-Z0-9_]+)\s+(.*)$", re.MULTILINE)

@@ -320,6 +320,7 @@ def _digest_links(message: ReceivedMessage) -> list[str]:
     return hrefs + re.findall(r"https?://[^\s<>]+", text)
 
 
+@pytest.mark.timeout(300)  # the first one sends every kind of message with `newsletter`
 @pytest.mark.parametrize("kind", DIGEST_KINDS)
 def test_every_link_in_a_digest_is_absolute_https_and_opens(
     every_message_kind: SentKinds, kind: str
