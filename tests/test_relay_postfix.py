@@ -31,6 +31,7 @@ pytestmark = pytest.mark.timeout(300)
 
 # What a delivering MTA puts above a message; anything else above ours is a rewrite.
 TRACE_HEADERS = {"return-path", "x-original-to", "delivered-to", "received"}
+DELIVERED = "status=sent (delivered to maildir)"
 # Postfix's log levels that mean something went wrong (postconf(5), maillog).
 COMPLAINTS = re.compile(r"\b(warning|error|fatal|panic|reject|discard|hold):", re.IGNORECASE)
 # The edition's deliveries and the test copy (newsletter.delivery.connection.transmit); the
@@ -66,13 +67,13 @@ def test_every_message_kind_is_delivered_by_postfix_as_it_was_sent(tmp_path: Pat
     with running_postfix() as relay, SmtpTap(relay.port) as tap:
         send_every_kind(url, tap.port, tmp_path)
         delivered = relay.wait_for_deliveries(len(RECIPIENTS))
-        log = relay.log()
+        log = relay.wait_for_log(DELIVERED, len(RECIPIENTS))
     sessions = [s for s in tap.sessions if b"MAIL FROM:" in s.sent_by("client")]
     print(log)
 
     # Postfix accepted and delivered each one, and had nothing to complain about.
     assert len(delivered) == len(RECIPIENTS), log
-    assert log.count("status=sent (delivered to maildir)") == len(RECIPIENTS), log
+    assert log.count(DELIVERED) == len(RECIPIENTS), log
     assert [line for line in log.splitlines() if COMPLAINTS.search(line)] == []
 
     by_id = {_message_id(raw): raw.replace(b"\n", b"\r\n") for raw in delivered}

@@ -95,6 +95,15 @@ class PostfixRelay:
         """What Postfix logged so far."""
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
+    def wait_for_log(self, fragment: str, count: int, timeout: float = 60.0) -> str:
+        """The log once `fragment` is in it `count` times (it is written after the delivery)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log()
+            if log.count(fragment) >= count or time.monotonic() > deadline:
+                return log
+            time.sleep(0.05)
+
 
 def _free_port() -> int:
     with socket.socket() as probe:
