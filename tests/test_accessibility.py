@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from newsletter.core.db import create_db_engine
 from newsletter.core.settings import load_settings
@@ -27,7 +26,7 @@ from newsletter.web.app import create_app
 from subscribers.tokens import make_confirm_token, make_preferences_token, make_unsubscribe_token
 from tests.support import REPO_ROOT
 from tests.support.cli import CLI_SECRET_KEY
-from tests.support.message_kinds import DAY, RECIPIENTS, SentKinds
+from tests.support.message_kinds import DAY, RECIPIENTS, SentKinds, subscriber_key
 from tests.support.outside_tools import missing_tool
 from tests.support.web import ADMIN_TOKEN, html_text, live_server
 
@@ -147,24 +146,12 @@ def _report(what: str, count: int, violations: list[Violation]) -> list[Violatio
     return blocking
 
 
-def _subscriber_key(database_url: str, email: str) -> str:
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            key: str = connection.execute(
-                text("SELECT key FROM subscribers WHERE email = :email"), {"email": email}
-            ).scalar_one()
-            return key
-    finally:
-        engine.dispose()
-
-
 def test_every_web_page_passes_axe_in_light_and_dark(
     browser: Any, every_message_kind: SentKinds
 ) -> None:
     sent = every_message_kind
-    reader = _subscriber_key(sent.database_url, RECIPIENTS["digest-personal"])
-    newcomer = _subscriber_key(sent.database_url, RECIPIENTS["confirmation"])
+    reader = subscriber_key(sent.database_url, RECIPIENTS["digest-personal"])
+    newcomer = subscriber_key(sent.database_url, RECIPIENTS["confirmation"])
     now = dt.datetime.now(dt.UTC)
     personal_text, _ = html_text(sent.messages["digest-personal"].message)
     feedback = re.search(r"More like this: \S+?(/feedback/\S+)", personal_text)

@@ -100,3 +100,16 @@ def received_every_kind(workdir: Path) -> SentKinds:
         database_url=database_url,
         messages={kind: by_recipient[address] for kind, address in RECIPIENTS.items()},
     )
+
+
+def subscriber_key(database_url: str, email: str) -> str:
+    """The key a subscriber's signed links are made from."""
+    engine = create_db_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            key: str = connection.execute(
+                text("SELECT key FROM subscribers WHERE email = :email"), {"email": email}
+            ).scalar_one()
+            return key
+    finally:
+        engine.dispose()
