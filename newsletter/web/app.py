@@ -38,13 +38,16 @@ from newsletter.web.proxies import ForwardedClientMiddleware, TrustedProxies
 from newsletter.web.routes import (
     admin,
     confirm,
+    console,
     editions,
     feedback,
     hooks,
+    monitoring,
     preferences,
     signup,
     unsubscribe,
 )
+from newsletter.web.routes.console import CONSOLE
 from newsletter.web.signup_writer import SignupWriter
 from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
 
@@ -166,7 +169,18 @@ def create_app(
             openapi_url=None,
         )
     app.state.web = web
-    for module in (signup, confirm, unsubscribe, preferences, feedback, editions, admin, hooks):
+    for module in (
+        signup,
+        confirm,
+        unsubscribe,
+        preferences,
+        feedback,
+        editions,
+        console,
+        admin,
+        hooks,
+        monitoring,
+    ):
         app.include_router(module.router)
     _add_error_pages(app, web)
     app.add_middleware(ForwardedClientMiddleware, proxies=TrustedProxies(settings.trusted_proxies))
@@ -181,6 +195,8 @@ def create_app(
 
 
 def _wants_json(request: Request) -> bool:
+    if request.url.path.startswith(CONSOLE):
+        return request.url.path.endswith("/progress")
     if request.url.path.startswith(("/admin", "/hooks/")):
         return True
     content_type = request.headers.get("content-type", "")
