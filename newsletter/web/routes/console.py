@@ -558,7 +558,7 @@ def apply_action(
     engine = web.database
     try:
         if name == "send":
-            prepare_edition(web.settings, engine, day=day)
+            # What was previewed is what goes out: the stored rendering, not a fresh one.
             if start_edition(engine, day, settings=web.settings) is None:
                 status = edition_stats(engine, day).status
                 raise DeliveryError(
@@ -587,21 +587,25 @@ def readers_list(
     operator: OperatorDep,
     web: WebDep,
     q: Annotated[str, Query(max_length=320)] = "",
-    status: SubscriberStatus | None = None,
+    status: Annotated[str, Query(max_length=32)] = "",
     after: Annotated[str | None, Query(max_length=320)] = None,
 ) -> HTMLResponse:
     """Readers in address order: search by the start of the address, filter by status."""
+    statuses = [choice.value for choice in SubscriberStatus]
+    if status and status not in statuses:
+        raise HTTPException(status_code=422, detail=f"There is no reader status {status!r}.")
+    wanted = SubscriberStatus(status) if status else None
     with session_scope(web.database) as session:
         counts = store.count_by_status(session)
-        page = readers_page(session.connection(), search=q, status=status, after=after or None)
+        page = readers_page(session.connection(), search=q, status=wanted, after=after or None)
     return _page(
         web,
         "readers",
         operator,
         readers=page,
         q=q,
-        status=status.value if status else "",
-        statuses=[s.value for s in SubscriberStatus],
+        status=status,
+        statuses=statuses,
         counts={s.value: counts.get(s, 0) for s in SubscriberStatus},
         after=after or "",
     )
