@@ -35,6 +35,7 @@ DAY = dt.date(2026, 3, 5)
 READERS = 5
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "console"
 WIDTHS = (1280, 375)
+NEXT_FRAME = "new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"
 
 
 @pytest.fixture
@@ -78,7 +79,11 @@ def _photograph(page: Any, name: str) -> None:
     for width in WIDTHS:
         page.set_viewport_size({"width": width, "height": 900})
         assert page.evaluate("document.documentElement.scrollWidth") <= width, (name, width)
-        page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
+        # A viewport as tall as the page: Chromium paints no frame that is off screen.
+        height = page.evaluate("document.documentElement.scrollHeight")
+        page.set_viewport_size({"width": width, "height": height})
+        page.evaluate(NEXT_FRAME)
+        page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"))
     page.set_viewport_size({"width": WIDTHS[0], "height": 900})
 
 
@@ -132,7 +137,9 @@ def test_sign_in_test_send_send_and_watch_the_progress_reach_the_end_in_chromium
             assert smtp_server.messages[0].message["Subject"].startswith("[TEST]")
             expect(page.locator('[data-field="test_sends"]')).to_have_text("1")
             frame = page.frame_locator("iframe.preview")
-            expect(frame.get_by_role("link", name="Paper 3 on <attention> & scaling")).to_be_visible()
+            expect(
+                frame.get_by_role("link", name="Paper 3 on <attention> & scaling")
+            ).to_be_visible()
             _photograph(page, "edition-draft")
 
             # Send: the button asks first, on a page of its own.
@@ -156,6 +163,7 @@ def test_sign_in_test_send_send_and_watch_the_progress_reach_the_end_in_chromium
             expect(page.locator('[data-field="waiting"]')).to_have_text("0")
             expect(page.locator('[data-field="failed"]')).to_have_text("0")
             expect(page.locator('[data-field="time_left"]')).to_have_text("0 s")
+            expect(page.get_by_text("The send has ended.")).to_be_visible()
             assert page.evaluate("window.loadedOnce") is True  # updated in place
             report = worker.result(timeout=60)
             assert report.sent == READERS
@@ -163,7 +171,11 @@ def test_sign_in_test_send_send_and_watch_the_progress_reach_the_end_in_chromium
             dark = browser.new_page(viewport={"width": 1280, "height": 900}, color_scheme="dark")
             dark.context.add_cookies([cookie])
             dark.goto(page.url)
-            dark.screenshot(path=str(ARTIFACTS / "edition-sent-dark-1280.png"), full_page=True)
+            dark.set_viewport_size(
+                {"width": 1280, "height": dark.evaluate("document.documentElement.scrollHeight")}
+            )
+            dark.evaluate(NEXT_FRAME)
+            dark.screenshot(path=str(ARTIFACTS / "edition-sent-dark-1280.png"))
             dark.close()
 
             page.get_by_role("link", name="Editions").click()
