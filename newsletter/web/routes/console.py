@@ -50,7 +50,7 @@ from newsletter.editions.content import (
     prepare_edition,
     preview_version,
 )
-from newsletter.editions.lifecycle import EditionEvent, statuses_allowing
+from newsletter.editions.lifecycle import EditionEvent, next_status
 from newsletter.ingest import PaperSource, ingest_papers, load_papers_for_day
 from newsletter.models import DeliveryStatus, EditionStatus
 from newsletter.privacy import reader_record
@@ -387,7 +387,16 @@ ACTIONS = {
 
 
 def _allowed_actions(status: EditionStatus) -> list[Action]:
-    return [action for action in ACTIONS.values() if status in statuses_allowing(action.event)]
+    """The buttons that would change this status (resuming a running send would not)."""
+    allowed = []
+    for action in ACTIONS.values():
+        try:
+            after = next_status(status, action.event)
+        except DeliveryError:
+            continue
+        if after is not status:
+            allowed.append(action)
+    return allowed
 
 
 def _edition_page(
