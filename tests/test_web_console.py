@@ -126,6 +126,7 @@ async def test_a_post_without_the_sessions_csrf_token_changes_nothing(
         unsubscribe = await client.post(f"{CONSOLE}/readers/1/unsubscribe", data=data)
     assert refused.status_code == 403 and unsubscribe.status_code == 403
     assert "Reload the page and try again" in refused.text
+    assert "Back to the console" in refused.text
     assert edition_status(engine, DAY)[0] == "draft"
     stored = subscriber(engine, "reader00000@example.org")
     assert stored is not None and stored.status == SubscriberStatus.CONFIRMED

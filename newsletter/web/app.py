@@ -33,7 +33,7 @@ from newsletter.core.templating import make_template_environment
 from newsletter.delivery.worker_process import WorkerProcess
 from newsletter.web.body_limit import BodySizeLimitMiddleware, body_limits
 from newsletter.web.context import WebContext
-from newsletter.web.pages import PageRenderer
+from newsletter.web.pages import PRIVATE_PAGE_HEADERS, PageRenderer
 from newsletter.web.proxies import ForwardedClientMiddleware, TrustedProxies
 from newsletter.web.routes import (
     admin,
@@ -232,6 +232,15 @@ def _add_error_pages(app: FastAPI, web: WebContext) -> None:
                 {"detail": error.detail}, status_code=error.status_code, headers=error.headers
             )
         titles = {404: "Page not found", 405: "Not allowed here"}
+        if request.url.path.startswith(CONSOLE):
+            return web.pages.message(
+                title=titles.get(error.status_code, "That did not work"),
+                message=str(error.detail),
+                status_code=error.status_code,
+                headers={**(error.headers or {}), **PRIVATE_PAGE_HEADERS},
+                link_text="Back to the console",
+                link_url=f"{CONSOLE}/",
+            )
         return web.pages.message(
             title=titles.get(error.status_code, "Something is not right"),
             message="There is nothing at this address."
