@@ -184,7 +184,7 @@ def test_sign_in_test_send_send_and_watch_the_progress_reach_the_end_in_chromium
             _photograph(page, "editions")
 
             # Readers: search, open one, suppress their mailbox.
-            page.get_by_role("link", name="Readers").click()
+            page.get_by_role("link", name="Readers", exact=True).click()
             page.get_by_label("Address starts with").fill("reader00003")
             page.get_by_role("button", name="Search").click()
             expect(page.get_by_role("link", name=readers[3])).to_be_visible()
@@ -196,6 +196,23 @@ def test_sign_in_test_send_send_and_watch_the_progress_reach_the_end_in_chromium
                 "Suppressed: no digest reaches this mailbox."
             )
             _photograph(page, "reader")
+
+            # Import a list with one bad row; the report says which and why.
+            page.get_by_role("link", name="Readers", exact=True).click()
+            page.get_by_label("CSV file").set_input_files(
+                files=[
+                    {
+                        "name": "list.csv",
+                        "mimeType": "text/csv",
+                        "buffer": b"email,name\nnew@example.org,New\nnot-an-address,Bad\n",
+                    }
+                ]
+            )
+            page.get_by_role("button", name="Import").click()
+            expect(page.get_by_role("region", name="Skipped rows")).to_contain_text(
+                "not-an-address"
+            )
+            _photograph(page, "import")
 
             # Ingest: fetch a day from the (local) Hugging Face feed.
             page.get_by_role("link", name="Ingest").click()
