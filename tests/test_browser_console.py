@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from newsletter.core.settings import Settings
@@ -26,8 +25,8 @@ from newsletter.web.app import create_app
 from tests.support.feed_server import FeedResponse, FeedServer
 from tests.support.sending import edition_status, ledger_rows, seed_subscribers
 from tests.support.smtp_server import RecordingSmtpServer
-from tests.support.web import ADMIN_TOKEN, store_papers, web_settings
-from tests.test_browser import CHROMIUM_ARGS, _chromium_path, _free_port, _skip, _ThreadedServer
+from tests.support.web import ADMIN_TOKEN, live_server, store_papers, web_settings
+from tests.test_browser import CHROMIUM_ARGS, _chromium_path, _skip
 
 pytestmark = pytest.mark.browser
 
@@ -49,29 +48,15 @@ def console_site(
     settings: Settings, engine: Engine, feed_server: FeedServer
 ) -> Iterator[tuple[str, Settings]]:
     """The app under a real uvicorn in a thread; yields its base URL and its settings."""
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    config = web_settings(
-        settings, base_url=base_url, hf_api_url=feed_server.url("/api/daily_papers")
-    )
-    server = _ThreadedServer(
-        uvicorn.Config(
-            create_app(config, engine=engine),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="on",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    if not server.startup_ended.wait(timeout=20) or not server.started:
-        raise RuntimeError("uvicorn did not start")
-    try:
-        yield base_url, config
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
+    configured: list[Settings] = []
+
+    def app_at(base_url: str) -> FastAPI:
+        hf_api_url = feed_server.url("/api/daily_papers")
+        configured.append(web_settings(settings, base_url=base_url, hf_api_url=hf_api_url))
+        return create_app(configured[0], engine=engine)
+
+    with live_server(app_at) as base_url:
+        yield base_url, configured[0]
 
 
 def _photograph(page: Any, name: str) -> None:
@@ -109,7 +94,7 @@ def test_sign_in_test_send_send_and_watch_the_progress_reach_the_end_in_chromium
     with sync_playwright() as playwright, ThreadPoolExecutor(1) as pool:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
             page.goto(base_url + "/admin")
             assert page.url == console + "/sign-in"
             _photograph(page, "sign-in")
@@ -168,8 +153,8 @@ def test_sign_in_test_send_send_and_watch_the_progress_reach_the_end_in_chromium
             report = worker.result(timeout=60)
             assert report.sent == READERS
             _photograph(page, "edition-sent")
-            dark = browser.new_page(viewport={"width": 1280, "height": 900}, color_scheme="dark")
-            dark.context.add_cookies([cookie])
+            dark = page.context.new_page()  # the same session cookie
+            dark.emulate_media(color_scheme="dark")
             dark.goto(page.url)
             dark.set_viewport_size(
                 {"width": 1280, "height": dark.evaluate("document.documentElement.scrollHeight")}
@@ -200,13 +185,11 @@ def test_sign_in_test_send_send_and_watch_the_progress_reach_the_end_in_chromium
             # Import a list with one bad row; the report says which and why.
             page.get_by_role("link", name="Readers", exact=True).click()
             page.get_by_label("CSV file").set_input_files(
-                files=[
-                    {
-                        "name": "list.csv",
-                        "mimeType": "text/csv",
-                        "buffer": b"email,name\nnew@example.org,New\nnot-an-address,Bad\n",
-                    }
-                ]
+                {
+                    "name": "list.csv",
+                    "mimeType": "text/csv",
+                    "buffer": b"email,name\nnew@example.org,New\nnot-an-address,Bad\n",
+                }
             )
             page.get_by_role("button", name="Import").click()
             expect(page.get_by_role("region", name="Skipped rows")).to_contain_text(

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import StreamingResponse
@@ -328,6 +329,7 @@ def open_day(operator: OperatorDep, day: dt.date) -> RedirectResponse:
     return _see_other(f"{CONSOLE}/editions/{day.isoformat()}")
 
 
+_RUNNING_NEWS = ("send", "resume", "retry-failed")
 _DONE = {
     "prepared": "The edition is prepared. Look it over, send yourself a test copy, then send it.",
     "test-sent": "The test copy was accepted by the relay.",
@@ -424,6 +426,7 @@ def _edition_page(
         )
     assert edition.id is not None
     stats = edition_stats(web.database, day)
+    progress = progress_of(stats, now=utc_now())
     _, text = preview_version(edition, web.settings)
     return _page(
         web,
@@ -436,9 +439,10 @@ def _edition_page(
         html_bytes=len(edition.html.encode("utf-8")),
         text_bytes=len(edition.text.encode("utf-8")),
         ranking=edition_ranking(web.database, edition.id, limit=TOP_PAPERS),
-        progress=progress_of(stats, now=utc_now()),
+        progress=progress,
         actions=_allowed_actions(stats.status),
-        done=_DONE.get(done or ""),
+        # "Queued" is news only while the send runs; a reload after the end says nothing.
+        done=None if done in _RUNNING_NEWS and not progress["running"] else _DONE.get(done or ""),
         error=error,
         test_address=test_address,
     )
@@ -620,13 +624,18 @@ def readers_list(
     )
 
 
+def _reader_or_404(session: Session, reader_id: int) -> Subscriber:
+    subscriber = session.get(Subscriber, reader_id)
+    if subscriber is None:
+        raise HTTPException(status_code=404, detail="There is no reader with that number.")
+    return subscriber
+
+
 def _reader_page(
     web: WebContext, operator: Operator, reader_id: int, *, done: str | None = None
 ) -> HTMLResponse:
     with session_scope(web.database) as session:
-        subscriber = session.get(Subscriber, reader_id)
-        if subscriber is None:
-            raise HTTPException(status_code=404, detail="There is no reader with that number.")
+        subscriber = _reader_or_404(session, reader_id)
         record = reader_record(session, subscriber)
         suppression = suppressions.find_active(session.connection(), subscriber.email)
     return _page(
@@ -656,9 +665,7 @@ def reader_page(
 def unsubscribe_reader(reader_id: int, form: CheckedFormDep, web: WebDep) -> RedirectResponse:
     """Unsubscribe the reader, as their own unsubscribe link would."""
     with session_scope(web.database) as session:
-        subscriber = session.get(Subscriber, reader_id)
-        if subscriber is None:
-            raise HTTPException(status_code=404, detail="There is no reader with that number.")
+        subscriber = _reader_or_404(session, reader_id)
         store.mark_unsubscribed(subscriber)
     return _see_other(f"{CONSOLE}/readers/{reader_id}?done=unsubscribed")
 
@@ -667,9 +674,7 @@ def unsubscribe_reader(reader_id: int, form: CheckedFormDep, web: WebDep) -> Red
 def suppress_reader(reader_id: int, form: CheckedFormDep, web: WebDep) -> RedirectResponse:
     """Put the reader's mailbox on the suppression list: no digest reaches it."""
     with session_scope(web.database) as session:
-        subscriber = session.get(Subscriber, reader_id)
-        if subscriber is None:
-            raise HTTPException(status_code=404, detail="There is no reader with that number.")
+        subscriber = _reader_or_404(session, reader_id)
         suppressions.suppress_address(
             session.connection(),
             subscriber.email,
