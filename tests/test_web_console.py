@@ -65,8 +65,12 @@ async def test_signing_in_without_the_forms_nonce_is_refused(
 ) -> None:
     async with running_app(web_settings(settings), engine) as (_, client):
         forged = await client.post(f"{CONSOLE}/sign-in", data={"token": ADMIN_TOKEN})
-    assert forged.status_code == 403
+        own_nonce = await client.post(
+            f"{CONSOLE}/sign-in", data={"token": ADMIN_TOKEN, "nonce": "a-nonce-of-the-attacker"}
+        )
+    assert forged.status_code == 403 and own_nonce.status_code == 403
     assert "did not come from this site" in forged.text
+    assert SESSION_COOKIE not in client.cookies
 
 
 async def test_the_console_is_404_without_a_configured_admin_token(

@@ -96,3 +96,10 @@ def csrf_token_matches(secret_key: str, session: ConsoleSession, given: str) -> 
 def new_sign_in_nonce() -> str:
     """The random value the sign-in form and its cookie both carry."""
     return secrets.token_urlsafe(16)
+
+
+def sign_in_nonce_matches(posted: str, cookie: str | None) -> bool:
+    """Whether the sign-in form's value is the one its cookie holds (a double submit)."""
+    if not posted or not cookie:
+        return False
+    return hmac.compare_digest(posted.encode("utf-8"), cookie.encode("utf-8"))

@@ -68,6 +68,7 @@ from newsletter.web.console_session import (
     new_session_cookie,
     new_sign_in_nonce,
     read_session_cookie,
+    sign_in_nonce_matches,
 )
 from newsletter.web.context import EngineDep, SettingsDep, WebContext, WebDep
 from newsletter.web.pages import PRIVATE_PAGE_HEADERS
@@ -213,8 +214,7 @@ async def sign_in(request: Request, web: WebDep) -> Response:
     if not settings.admin_token:
         raise HTTPException(status_code=404, detail="Not Found")
     form = await request.form(max_files=0, max_fields=5)
-    nonce, cookie_nonce = _text(form, "nonce"), request.cookies.get(SIGN_IN_COOKIE, "")
-    if not nonce or not admin_token_matches(nonce, cookie_nonce):
+    if not sign_in_nonce_matches(_text(form, "nonce"), request.cookies.get(SIGN_IN_COOKIE)):
         return _sign_in_page(
             web,
             status_code=403,
