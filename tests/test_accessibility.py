@@ -2,7 +2,8 @@
 
 axe-core comes from npm (package.json at the repository's root; `make setup`
 runs `npm ci`) and is injected by Playwright into each page: every web page a
-reader can reach, and the HTML of every kind of email shown as a page, each in
+reader can reach, the operator's console (signed in with the admin token), and
+the HTML of every kind of email shown as a page, each in
 light and in dark mode (`prefers-color-scheme`). No violation may be serious or
 critical; the others are printed. Without Chromium or axe-core the test skips
 with the reason printed, except in CI, where it fails.
@@ -38,8 +39,15 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 COLOR_SCHEMES = ("light", "dark")
 BLOCKING = {"serious", "critical"}
-# The operator's console pages (none on this branch yet), checked like a reader's pages.
-CONSOLE_PAGES: list[str] = []
+# The operator's console, each page opened after signing in with the admin token.
+CONSOLE_PAGES = [
+    "/admin/console/sign-in",
+    "/admin/console/",
+    f"/admin/console/editions/{DAY.isoformat()}",
+    "/admin/console/readers",
+    "/admin/console/readers/1",
+    "/admin/console/ingest",
+]
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,6 @@ def test_every_web_page_passes_axe_in_light_and_dark(
         "editions": "/editions",
         "edition": f"/editions/{DAY.isoformat()}",
         "a broken link": "/confirm/not-a-token",
-        **{f"console {path}": path for path in CONSOLE_PAGES},
     }
     settings = load_settings(
         _env_file=None,
@@ -183,6 +190,18 @@ def test_every_web_page_passes_axe_in_light_and_dark(
 
                 return visit
 
+            def opens_console(path: str) -> Callable[[Any], None]:
+                def visit(page: Any) -> None:
+                    if not page.context.cookies():
+                        page.goto(site + "/admin/console/sign-in")
+                        page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+                        page.get_by_role("button", name="Sign in").click()
+                        page.wait_for_url(site + "/admin/console/")
+                    answer = page.goto(site + path)
+                    assert answer is not None and answer.status == 200, (path, answer)
+
+                return visit
+
             def signs_up(page: Any) -> None:
                 page.goto(site + "/")
                 page.get_by_label("Email address").fill("axe@example.org")
@@ -191,6 +210,7 @@ def test_every_web_page_passes_axe_in_light_and_dark(
 
             visits = {name: opens(path) for name, path in paths.items()}
             visits["sign-up sent"] = signs_up
+            visits |= {f"console {path}": opens_console(path) for path in CONSOLE_PAGES}
             violations = _check_everywhere(browser, origin=site, visits=visits)
     finally:
         engine.dispose()
