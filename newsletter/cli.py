@@ -38,9 +38,14 @@ if TYPE_CHECKING:
 
     from newsletter.core.settings import Settings
     from newsletter.delivery.report import SendReport
+    from newsletter.ingest import IngestReport
     from subscribers.importing import ImportReport
 
 T = TypeVar("T")
+
+# `run`'s status when the day has no papers: not a failure (1), and cron wrappers can
+# tell it from a send (0), a paused send (3) and one that missed readers (4).
+NO_PAPERS_EXIT_STATUS = 5
 
 app = typer.Typer(
     help="A daily machine-learning paper digest: ingest, rank, render and send.",
@@ -172,11 +177,18 @@ def ingest(
         ),
     ] = None,
 ) -> None:
-    """Fetch a day's papers and store them (new ones added, counts refreshed)."""
+    """Fetch a day's papers and store them (new ones added, counts refreshed).
+
+    A file without --date goes under the day its records name (they must agree).
+    """
+    _ingest(_context(ctx), date=date, source=source, file=file)
+
+
+def _ingest(
+    context: CliContext, *, date: dt.datetime | None, source: str, file: Path | None
+) -> IngestReport:
     from newsletter.ingest import PaperSource, ingest_papers
 
-    context = _context(ctx)
-    day = _day(context.settings, date)
     if file is not None:
         source = "file"
     try:
@@ -185,18 +197,22 @@ def ingest(
         raise ConfigurationError(f"--source must be hf, arxiv or file, not {source!r}") from None
     if paper_source is PaperSource.FILE and file is None:
         raise ConfigurationError("--source file needs --file PATH")
+    # A file names its own day; a feed is asked for today's unless told otherwise.
+    day = None if file is not None and date is None else _day(context.settings, date)
     report = _run_async(
         ingest_papers(context.settings, context.engine(), day=day, source=paper_source, file=file)
     )
     # Each skipped record was already logged as a warning, naming it.
     console.print(
-        f"Ingested {report.fetched} papers for {day.isoformat()} from {paper_source.value}: "
-        f"{report.inserted} new, {report.updated} updated, {len(report.skipped)} skipped."
+        f"Ingested {report.fetched} papers for {report.day.isoformat()} from "
+        f"{paper_source.value}: {report.inserted} new, {report.updated} updated, "
+        f"{len(report.skipped)} skipped."
     )
     from newsletter.editions.personal import index_corpus
 
     # The corpus's term counts (personal ranking's document frequencies) follow at once.
     index_corpus(context.engine())
+    return report
 
 
 def _write_preview(
@@ -271,7 +287,15 @@ def send(
     ctx: typer.Context,
     date: DateOption = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show who would receive it; send and record nothing.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Show the subject, the first readers it would go to and how many; send and "
+            "record nothing.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --dry-run: print every recipient as JSON.")
     ] = False,
     retry_failed: Annotated[
         bool,
@@ -298,6 +322,8 @@ def send(
         raise ConfigurationError(
             "use only one of --pause, --resume, --cancel, --dry-run, --retry-failed, --to"
         )
+    if as_json and not dry_run:
+        raise ConfigurationError("--json goes with --dry-run (a send prints its own summary)")
     if to is not None:
         return test_send(ctx, to=to, date=date)
     if pause:
@@ -316,7 +342,7 @@ def send(
 
     edition = prepare_edition(context.settings, context.engine(), day=day)
     if dry_run:
-        _print_dry_run(context, day, edition.subject)
+        _print_dry_run(context, day, edition.subject, as_json=as_json)
         return
     _send_and_report(context, day, processes=processes)
 
@@ -544,18 +570,27 @@ def cancel_command(ctx: typer.Context, date: DateOption = None) -> None:
     console.print(f"Cancelled the edition of {day.isoformat()}.")
 
 
-def _print_dry_run(context: CliContext, day: dt.date, subject: str) -> None:
-    from newsletter.core.db import session_scope
-    from subscribers.models import SubscriberStatus
-    from subscribers.store import count_by_status
+DRY_RUN_ADDRESSES_SHOWN = 10
 
-    with session_scope(context.engine()) as session:
-        counts = count_by_status(session)
+
+def _print_dry_run(context: CliContext, day: dt.date, subject: str, *, as_json: bool) -> None:
+    from newsletter.delivery.ledger import audience_addresses
+
+    with context.engine().connect() as connection:
+        count, addresses = audience_addresses(
+            connection, limit=None if as_json else DRY_RUN_ADDRESSES_SHOWN
+        )
+    if as_json:
+        payload = {"date": day.isoformat(), "subject": subject, "count": count}
+        print(json.dumps({**payload, "recipients": addresses}, ensure_ascii=False))
+        return
     console.print(f"Dry run for {day.isoformat()}: nothing sent, nothing recorded.")
     console.print(f"Subject: {subject}", highlight=False)
-    console.print(
-        f"Confirmed subscribers who would receive it: {counts[SubscriberStatus.CONFIRMED]}"
-    )
+    console.print(f"It would go to {count} readers (confirmed, not paused, not suppressed):")
+    for address in addresses:
+        console.print(f"  {escape(address)}", highlight=False)
+    if count > len(addresses):
+        console.print(f"  … and {count - len(addresses)} more (--json lists them all)")
 
 
 def _print_send_report(report: object) -> None:
@@ -802,17 +837,23 @@ def run(
 ) -> None:
     """Ingest, rank, render and send a day's digest: what cron runs every day.
 
-    Exits 3 when the send paused, 4 when it finished without reaching every reader.
+    Exits 3 when the send paused, 4 when it finished without reaching every reader,
+    5 when the day has no papers (a weekend of arXiv, an empty Hugging Face day).
     """
     from newsletter.delivery.stats import edition_stats
     from newsletter.models import DeliveryStatus, EditionStatus
 
-    ctx.invoke(ingest, ctx=ctx, date=date, source=source, file=None)
+    context = _context(ctx)
+    report = _ingest(context, date=date, source=source, file=None)
+    if report.fetched == 0 and not _has_papers(context, report.day):
+        console.print(f"No papers for {report.day.isoformat()}; nothing sent.", highlight=False)
+        raise typer.Exit(NO_PAPERS_EXIT_STATUS)
     ctx.invoke(
         send,
         ctx=ctx,
         date=date,
         dry_run=False,
+        as_json=False,
         retry_failed=False,
         processes=processes,
         as_child=False,
@@ -822,8 +863,7 @@ def run(
         resume=False,
         cancel=False,
     )
-    context = _context(ctx)
-    stats = edition_stats(context.engine(), _day(context.settings, date))
+    stats = edition_stats(context.engine(), report.day)
     if stats.status is EditionStatus.FINISHED_WITH_FAILURES:
         failed = stats.deliveries.get(DeliveryStatus.FAILED, 0)
         bounced = stats.deliveries.get(DeliveryStatus.BOUNCED, 0)
@@ -833,6 +873,15 @@ def run(
             highlight=False,
         )
         raise typer.Exit(4)
+
+
+def _has_papers(context: CliContext, day: dt.date) -> bool:
+    """Whether any paper is stored for the day (an earlier ingest may have brought some)."""
+    from newsletter.core.db import session_scope
+    from newsletter.ingest import load_papers_for_day
+
+    with session_scope(context.engine()) as session:
+        return bool(load_papers_for_day(session, day))
 
 
 # ---- web -------------------------------------------------------------------------------------
@@ -976,6 +1025,14 @@ def subscribers_add(
     confirmed: Annotated[
         bool, typer.Option("--confirmed", help="Mark as confirmed (they agreed elsewhere).")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="With --confirmed: re-subscribe someone who unsubscribed (never a suppressed "
+            "address).",
+        ),
+    ] = False,
 ) -> None:
     """Add a subscriber (pending unless --confirmed); an existing one gets the details given."""
     from newsletter.core.db import session_scope
@@ -996,6 +1053,7 @@ def subscribers_add(
             topics=chosen,
             interests=interests,
             confirmed=confirmed,
+            force=force,
         )
         console.print(f"{subscriber.email}: {subscriber.status}", highlight=False)
 

@@ -39,7 +39,7 @@ from subscribers.models import (
     Verdict,
     new_subscriber_key,
 )
-from subscribers.suppressions import reveal, suppress_erased, suppress_subscribers
+from subscribers.suppressions import find_active, reveal, suppress_erased, suppress_subscribers
 
 MAX_EMAIL_LENGTH = 254
 MAX_NAME_LENGTH = 100
@@ -141,16 +141,21 @@ def add_subscriber(
     topics: Sequence[str] | None = None,
     interests: str | None = None,
     confirmed: bool = False,
+    force: bool = False,
 ) -> Subscriber:
     """Add an address (operator path); an existing one is updated, and confirmed if asked.
 
     `topics` must already be checked against the configured ones; None leaves
-    an existing reader's topics (and interests) as they are.
+    an existing reader's topics (and interests) as they are. Confirming someone
+    who left takes `force` (they asked to come back); a suppressed mailbox is
+    never confirmed here: its owner signs up again.
     """
     address = normalise_email(email)
     cleaned_interests = None if interests is None else clean_interests(interests)
     now = utc_now()
     subscriber = find_subscriber(session, email=address)
+    if confirmed:
+        _check_confirmable(session, address, subscriber, force=force)
     if subscriber is None:
         subscriber = Subscriber(
             email=address,
@@ -174,6 +179,23 @@ def add_subscriber(
     # An erased address the operator stores again is one the send path must see.
     reveal(session.connection(), address)
     return subscriber
+
+
+def _check_confirmable(
+    session: Session, address: str, subscriber: Subscriber | None, *, force: bool
+) -> None:
+    """Refuse to confirm a suppressed mailbox, or one that left unless `force`."""
+    suppression = find_active(session.connection(), address)
+    if suppression is not None:
+        raise InvalidSubscriberDetailsError(
+            f"{address} is suppressed ({suppression.reason}): it gets nothing until its "
+            "owner signs up again on the sign-up page; not confirmed"
+        )
+    if subscriber is not None and subscriber.status == SubscriberStatus.UNSUBSCRIBED and not force:
+        raise InvalidSubscriberDetailsError(
+            f"{address} unsubscribed earlier: not re-subscribed; "
+            "add --force if they asked to come back"
+        )
 
 
 def add_confirmed_subscribers(session: Session, *, emails: Iterable[str]) -> int:
