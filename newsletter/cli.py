@@ -18,9 +18,16 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeGuard, TypeVar
 from zoneinfo import ZoneInfo
 
 import typer
+import typer.core
+import typer.main
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+# Typer carries its own copy of click; its help classes take these types.
+from typer._click import Command as ClickCommand
+from typer._click import Context as ClickContext
+from typer.core import TyperArgument, TyperOption
 
 from newsletter.core.errors import ConfigurationError, NewsletterError
 
@@ -146,10 +153,29 @@ def _day(settings: Settings, value: dt.datetime | None) -> dt.date:
     return dt.datetime.now(ZoneInfo(settings.timezone)).date()
 
 
+def _only_upgrade_steps(record: logging.LogRecord) -> bool:
+    """Keep Alembic's "Running upgrade" lines and its warnings, not its set-up chatter."""
+    return record.levelno > logging.INFO or str(record.msg).startswith("Running ")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from newsletter import __version__
+
+        console.print(f"newsletter {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_show_version, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     from newsletter.core.settings import load_settings
 
@@ -157,6 +183,10 @@ def _root(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # Alembic announces each of its plugins, its dialect and its DDL mode at INFO:
+    # noise beside "Running upgrade …", which --verbose still shows.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.migration").addFilter(_only_upgrade_steps)
     context = CliContext(load_settings(), verbose=verbose)
     ctx.obj = context
     ctx.call_on_close(context.close)
@@ -1369,10 +1399,64 @@ def describe_failure(error: Exception) -> str | None:
     return " ".join(message.split()) or type(error).__name__
 
 
+class _PlainOption(TyperOption):
+    """An option whose help names its value as click does (TEXT, INTEGER), a flag none."""
+
+    def display_type_rich(self, ctx: ClickContext) -> str | None:
+        """Nothing beside a flag; the value's name in capitals beside any other option."""
+        if self.is_flag:
+            return None
+        return self.metavar or _value_name(self.display_type(ctx))
+
+
+class _PlainArgument(TyperArgument):
+    """An argument shown as EMAIL (required) or [FILE] (optional) in the usage line."""
+
+    def display_type_rich(self, ctx: ClickContext) -> str | None:
+        """The value's name in capitals."""
+        return _value_name(self.display_type(ctx))
+
+    def _usage_display_name(self) -> str:
+        name = (self.metavar or self.name or "").upper()
+        return name if self.required else f"[{name}]"
+
+
+# Typer's type labels ("<str>", "<%Y-%m-%d>") as click and most CLIs spell them.
+_VALUE_NAMES = {
+    "str": "TEXT",
+    "int": "INTEGER",
+    "int range": "INTEGER",
+    "float": "NUMBER",
+    "%Y-%m-%d": "YYYY-MM-DD",
+}
+
+
+def _value_name(typer_label: str) -> str:
+    label = typer_label.removeprefix("<").removesuffix(">")
+    return _VALUE_NAMES.get(label, label.upper())
+
+
+def _plain_help(command: ClickCommand) -> None:
+    """Give the command tree click's spelling in its help (Typer's is `<bool>`, `{email}`)."""
+    # Typer builds these parameters itself (--help on first use: made here); only
+    # their help differs, so each becomes the subclass above.
+    help_option = command.get_help_option(typer.Context(command))
+    for param in [*command.params, *([help_option] if help_option else [])]:
+        if isinstance(param, TyperOption):
+            param.__class__ = _PlainOption
+        elif isinstance(param, TyperArgument):
+            param.__class__ = _PlainArgument
+    if isinstance(command, typer.core.TyperGroup):
+        for subcommand in command.commands.values():
+            _plain_help(subcommand)
+
+
 def main() -> None:
     """Entry point of the `newsletter` console script."""
     try:
-        app()
+        command = typer.main.get_command(app)
+        _plain_help(command)
+        command(prog_name="newsletter")
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
