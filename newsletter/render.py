@@ -52,8 +52,7 @@ class PaperCard:
     position: int
     title: str
     paper_url: str
-    authors: str
-    author_count: str
+    authors: str  # the first names, then how many in all: "A, B, C et al. (7 authors)"
     stats: str
     summary: str
     abstract_url: str
@@ -94,10 +93,11 @@ def format_authors(authors: Sequence[str]) -> str:
     return f"{shown} et al." if len(names) > AUTHORS_SHOWN else shown
 
 
-def count_authors(authors: Sequence[str]) -> str:
-    """ "4 authors", or "" when the feed names nobody."""
+def byline(authors: Sequence[str]) -> str:
+    """The first three authors, then how many there are in all when more than one."""
     named = sum(1 for name in authors if _clean_text(name))
-    return _count(named, "author", "authors") if named else ""
+    shown = format_authors(authors)
+    return f"{shown} ({_count(named, 'author', 'authors')})" if named > 1 else shown
 
 
 def _count(number: int, singular: str, plural: str) -> str:
@@ -121,8 +121,7 @@ def make_paper_card(ranked: RankedPaper) -> PaperCard:
         position=ranked.position,
         title=title,
         paper_url=paper.paper_url,
-        authors=format_authors(paper.authors),
-        author_count=count_authors(paper.authors),
+        authors=byline(paper.authors),
         stats=_format_stats(paper.upvotes, paper.num_comments, paper.github_stars),
         summary=shorten_text(summary_source, SUMMARY_MAX_CHARS),
         abstract_url=paper.abstract_url,
