@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from newsletter.core.text import single_line, xml_text
 from newsletter.editions.content import (
+    PUBLIC_STATUSES,
     edition_stamp,
     get_edition_by_id,
     list_editions,
@@ -26,15 +27,6 @@ router = APIRouter(tags=["editions"])
 
 ARCHIVE_SIZE = 60
 FEED_SIZE = 30
-# Drafts may still change and cancelled editions never went out: neither is public.
-PUBLIC_STATUSES = frozenset(
-    {
-        EditionStatus.SENDING,
-        EditionStatus.PAUSED,
-        EditionStatus.SENT,
-        EditionStatus.FINISHED_WITH_FAILURES,
-    }
-)
 # The stored digest is email HTML: inline styles and remote images, never scripts.
 EDITION_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; font-src https:; "
