@@ -21,7 +21,7 @@ from newsletter.core.db import session_scope, upsert_insert
 from newsletter.core.errors import EditionNotFoundError
 from newsletter.core.settings import Settings
 from newsletter.core.templating import make_template_environment
-from newsletter.ingest.store import load_papers_for_day
+from newsletter.ingest.store import load_papers_for_day, record_from_row
 from newsletter.models import Edition, EditionPaper, EditionStatus, Paper
 from newsletter.rank import rank_papers
 from newsletter.render import format_edition_date, render_digest
@@ -229,8 +229,16 @@ def _as_digest(edition: Edition) -> RenderedDigest:
     )
 
 
-def web_version(edition: Edition, *, base_url: str) -> tuple[str, str]:
-    """The edition's HTML and text with non-personal links where each reader's own would go."""
-    return _as_digest(edition).personalised(
-        unsubscribe_url=f"{base_url}/#unsubscribe", preferences_url=f"{base_url}/#preferences"
-    )
+def edition_papers(engine: Engine, edition_id: int) -> tuple[RankedPaper, ...]:
+    """The papers an edition showed, in its order, with their scores (as stored when rendered)."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(EditionPaper, Paper)
+            .join(Paper, col(Paper.id) == col(EditionPaper.paper_id))
+            .where(col(EditionPaper.edition_id) == edition_id)
+            .order_by(col(EditionPaper.position))
+        ).all()
+        return tuple(
+            RankedPaper(paper=record_from_row(paper), score=entry.score, position=entry.position)
+            for entry, paper in rows
+        )
