@@ -54,6 +54,8 @@ async def test_a_sent_edition_reads_in_the_browser_as_a_page_not_an_email(
     # Links to the site itself are relative: no host fixed at send time beside the server's.
     assert "news.example.org" not in page.text and "localhost" not in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
 async def test_drafts_missing_days_and_bad_dates_are_404_pages(
     settings: Settings, engine: Engine
 ) -> None:
