@@ -6,10 +6,7 @@ directory, as tests/test_cli.py does.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
-import mailbox
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -208,44 +205,3 @@ def test_git_ignores_sqlites_write_ahead_files() -> None:
         check=False,
     )
     assert ignored.stdout.split() == ["demo.db-wal", "demo.db-shm", "outbox/eml/0001-a.eml"]
-
-
-def test_the_demo_reads_well_at_80_columns_and_leaves_eml_copies(
-    cli_env: dict[str, str], tmp_path: Path
-) -> None:
-    outbox = tmp_path / "outbox"
-    result = run_cli(
-        "demo",
-        "--outbox",
-        str(outbox),
-        "--database-url",
-        f"sqlite:///{tmp_path / 'demo.db'}",
-        env=dict(cli_env, COLUMNS="80"),
-    )
-    lines = result.stdout.splitlines()
-    assert max(len(line) for line in lines) <= 80
-    # One table row per message, none wrapped onto a second line.
-    rows = [line for line in lines if line.startswith("│")]
-    assert len(rows) == 4 and all("@example.org" in row and ".eml" in row for row in rows)
-    copies = sorted((outbox / "eml").glob("*.eml"))
-    listed = sorted(word for row in rows for word in row.split() if word.endswith(".eml"))
-    assert listed == [f"eml/{copy.name}" for copy in copies]
-    box = mailbox.Maildir(outbox)
-    assert sorted(copy.read_bytes() for copy in copies) == sorted(
-        box.get_bytes(key) for key in box.iterkeys()
-    )
-    # The demo's day reads like a real one: no markup or template syntax in its digest.
-    digest = email.message_from_bytes(copies[0].read_bytes(), policy=email.policy.default)
-    assert "<script>" not in str(digest["Subject"])
-    text = digest.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
-    assert "alert(1)" not in text and "{{" not in text
-    # Running it again starts afresh: as many copies as messages, not twice as many.
-    run_cli(
-        "demo",
-        "--outbox",
-        str(outbox),
-        "--database-url",
-        f"sqlite:///{tmp_path / 'demo.db'}",
-        env=cli_env,
-    )
-    assert len(list((outbox / "eml").glob("*.eml"))) == 4

@@ -229,16 +229,15 @@ def _as_digest(edition: Edition) -> RenderedDigest:
     )
 
 
-def edition_papers(engine: Engine, edition_id: int) -> tuple[RankedPaper, ...]:
+def stored_ranking(session: Session, edition_id: int) -> tuple[RankedPaper, ...]:
     """The papers an edition showed, in its order, with their scores (as stored when rendered)."""
-    with Session(engine) as session:
-        rows = session.exec(
-            select(EditionPaper, Paper)
-            .join(Paper, col(Paper.id) == col(EditionPaper.paper_id))
-            .where(col(EditionPaper.edition_id) == edition_id)
-            .order_by(col(EditionPaper.position))
-        ).all()
-        return tuple(
-            RankedPaper(paper=record_from_row(paper), score=entry.score, position=entry.position)
-            for entry, paper in rows
-        )
+    rows = session.exec(
+        select(EditionPaper, Paper)
+        .join(Paper, col(Paper.id) == col(EditionPaper.paper_id))
+        .where(col(EditionPaper.edition_id) == edition_id)
+        .order_by(col(EditionPaper.position))
+    ).all()
+    return tuple(
+        RankedPaper(paper=record_from_row(paper), score=entry.score, position=entry.position)
+        for entry, paper in rows
+    )

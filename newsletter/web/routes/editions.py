@@ -10,14 +10,15 @@ from xml.etree import ElementTree as ET
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import Engine
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from newsletter.core.text import single_line, xml_text
 from newsletter.editions.content import (
     PUBLIC_STATUSES,
-    edition_papers,
     edition_stamp,
     list_editions,
+    stored_ranking,
 )
 from newsletter.models import Edition, EditionStatus
 from newsletter.render import RANKING_LINE, format_edition_date, make_paper_card
@@ -86,7 +87,8 @@ async def feed(engine: EngineDep, settings: SettingsDep, pages: PagesDep) -> Res
 
 def _edition_context(engine: Engine, edition_id: int) -> dict[str, Any]:
     """What the edition's page and its feed entry show: its papers as cards."""
-    cards = [make_paper_card(item) for item in edition_papers(engine, edition_id)]
+    with Session(engine) as session:
+        cards = [make_paper_card(item) for item in stored_ranking(session, edition_id)]
     return {"cards": cards, "ranking_line": RANKING_LINE}
 
 
