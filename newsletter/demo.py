@@ -106,12 +106,14 @@ def run_demo(settings: Settings, *, outbox: Path, database_url: str, console: Co
         finally:
             engine.dispose()
     _print_outbox(console, outbox)
-    console.print(
-        f"Sent {sent.sent}, failed {sent.failed}, bounced {sent.bounced}. "
-        f"Messages are in the Maildir [bold]{outbox}[/] (new/); "
-        f"double-click a copy in {EML_FOLDER}/ to open it in your mail program."
-    )
-    console.print(f"Open the HTML preview: [bold]{preview.resolve()}[/]")
+    console.print(f"Sent {sent.sent}, failed {sent.failed}, bounced {sent.bounced}.")
+    # Paths stay whole on their own lines (a wrapped path cannot be copied), the prose
+    # around them fits 80 columns.
+    console.print("The messages are in the Maildir (new/):")
+    console.print(f"  [bold]{escape(str(outbox.resolve()))}[/]", soft_wrap=True)
+    console.print(f"Double-click a copy in {EML_FOLDER}/ to open it in your mail program.")
+    console.print("Open the HTML preview in a browser:")
+    console.print(f"  [bold]{escape(str(preview.resolve()))}[/]", soft_wrap=True)
 
 
 def _write_preview(outbox: Path, edition: Edition, settings: Settings) -> Path:
