@@ -1066,7 +1066,7 @@ def subscribers_add(
 ) -> None:
     """Add a subscriber (pending unless --confirmed); an existing one gets the details given."""
     from newsletter.core.db import session_scope
-    from subscribers.store import add_subscriber
+    from subscribers.store import add_subscriber, check_confirmable
 
     context = _context(ctx)
     chosen = None
@@ -1076,6 +1076,8 @@ def subscribers_add(
 
         chosen = validate_topics(context.settings, topics.split(","))
     with session_scope(context.engine()) as session:
+        if confirmed:
+            check_confirmable(session, email=email, force=force)
         subscriber = add_subscriber(
             session,
             email=email,
@@ -1083,7 +1085,6 @@ def subscribers_add(
             topics=chosen,
             interests=interests,
             confirmed=confirmed,
-            force=force,
         )
         console.print(f"{subscriber.email}: {subscriber.status}", highlight=False)
 

@@ -141,21 +141,17 @@ def add_subscriber(
     topics: Sequence[str] | None = None,
     interests: str | None = None,
     confirmed: bool = False,
-    force: bool = False,
 ) -> Subscriber:
     """Add an address (operator path); an existing one is updated, and confirmed if asked.
 
     `topics` must already be checked against the configured ones; None leaves
-    an existing reader's topics (and interests) as they are. Confirming someone
-    who left takes `force` (they asked to come back); a suppressed mailbox is
-    never confirmed here: its owner signs up again.
+    an existing reader's topics (and interests) as they are. The command asks
+    `check_confirmable` first.
     """
     address = normalise_email(email)
     cleaned_interests = None if interests is None else clean_interests(interests)
     now = utc_now()
     subscriber = find_subscriber(session, email=address)
-    if confirmed:
-        _check_confirmable(session, address, subscriber, force=force)
     if subscriber is None:
         subscriber = Subscriber(
             email=address,
@@ -181,10 +177,14 @@ def add_subscriber(
     return subscriber
 
 
-def _check_confirmable(
-    session: Session, address: str, subscriber: Subscriber | None, *, force: bool
-) -> None:
-    """Refuse to confirm a suppressed mailbox, or one that left unless `force`."""
+def check_confirmable(session: Session, *, email: str, force: bool) -> None:
+    """Refuse an operator's confirming a suppressed mailbox, or a reader who left unless `force`.
+
+    Someone who unsubscribed may have asked to come back (`force`); a bounced,
+    complaining or erased mailbox gets nothing until its owner signs up again.
+    """
+    address = normalise_email(email)
+    subscriber = find_subscriber(session, email=address)
     suppression = find_active(session.connection(), address)
     if suppression is not None:
         raise InvalidSubscriberDetailsError(
