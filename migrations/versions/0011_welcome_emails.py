@@ -15,13 +15,14 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Plain ALTER TABLE, no batch copy: SQLite adds and (since 3.35) drops a column in place,
+# and a batch copy would reflect the subscribers table's expression index, which it cannot.
 def upgrade() -> None:
-    with op.batch_alter_table("confirmation_queue") as batch:
-        batch.add_column(
-            sa.Column("kind", sa.String(length=16), nullable=False, server_default="confirm")
-        )
+    op.add_column(
+        "confirmation_queue",
+        sa.Column("kind", sa.String(length=16), nullable=False, server_default="confirm"),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("confirmation_queue") as batch:
-        batch.drop_column("kind")
+    op.drop_column("confirmation_queue", "kind")
