@@ -24,6 +24,13 @@ class SubscriberStatus(StrEnum):
     COMPLAINED = "complained"
 
 
+class QueuedEmail(StrEnum):
+    """The emails the confirmation queue carries to one reader."""
+
+    CONFIRM = "confirm"  # the double opt-in link, to a pending reader
+    WELCOME = "welcome"  # after the click: the preferences and the latest edition
+
+
 class DigestMode(StrEnum):
     """What a reader's digest holds."""
 
@@ -180,6 +187,11 @@ class QueuedConfirmation(SQLModel, table=True):
     leased_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+    # Which email: the double opt-in's link, or the welcome that follows the click.
+    kind: QueuedEmail = Field(
+        default=QueuedEmail.CONFIRM,
+        sa_column=Column(String(16), nullable=False, server_default=QueuedEmail.CONFIRM.value),
+    )
 
 
 class ReaderPaper(SQLModel, table=True):
