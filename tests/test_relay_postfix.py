@@ -35,7 +35,7 @@ DELIVERED = "status=sent (delivered to maildir)"
 # Postfix's log levels that mean something went wrong (postconf(5), maillog).
 COMPLAINTS = re.compile(r"\b(warning|error|fatal|panic|reject|discard|hold):", re.IGNORECASE)
 # The edition's deliveries and the test copy (newsletter.delivery.connection.transmit); the
-# confirmation email goes through aiosmtplib's sendmail, which does not pipeline.
+# confirmation and welcome emails go through aiosmtplib's sendmail, which does not pipeline.
 PIPELINED = {RECIPIENTS[kind] for kind in ("digest-trending", "digest-personal", "test-copy")}
 TRANSACTION = re.compile(
     rb"MAIL FROM:(?P<mail>[^\r]*)\r\nRCPT TO:<(?P<rcpt>[^>\r]*)>\r\nDATA\r\n"

@@ -2,9 +2,10 @@
 
 The outside judges (a real relay, SpamAssassin, axe-core, the link check) look
 at each kind: the day's digest as a reader without a profile gets it
-(trending), a personal digest ("For you"), the test copy, and the double
-opt-in confirmation (sent by `subscribers import`). Each kind goes to its own
-address, so whichever server received them, a kind is found by its recipient.
+(trending), a personal digest ("For you"), the test copy, the double opt-in
+confirmation (sent by `subscribers import`) and the welcome that follows the
+click on its button. Each kind goes to its own address, so whichever server
+received them, a kind is found by its recipient.
 """
 
 from __future__ import annotations
@@ -13,12 +14,18 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from sqlalchemy import text
 
+from newsletter.core.clock import utc_now
 from newsletter.core.db import create_db_engine, upgrade_schema
-from tests.support.cli import cli_environment, run_cli
+from newsletter.core.settings import load_settings
+from newsletter.web.app import create_app
+from subscribers.tokens import make_confirm_token
+from tests.support.cli import CLI_SECRET_KEY, cli_environment, run_cli
 from tests.support.relevance_corpus import store_labelled_papers
 from tests.support.smtp_server import ReceivedMessage, RecordingSmtpServer
+from tests.support.web import live_server
 
 # A day of the labelled papers (tests/support/relevance_corpus.py).
 DAY = dt.date(2026, 11, 5)
@@ -30,6 +37,7 @@ RECIPIENTS = {
     "digest-personal": "legs@example.org",
     "test-copy": "tester@example.org",
     "confirmation": "newcomer@example.org",
+    "welcome": "welcomed@example.org",
 }
 DIGEST_KINDS = ("digest-trending", "digest-personal")
 PERSONAL_PROFILE = ["--topics", "Robotics", "--interests", "legged locomotion, sim-to-real"]
@@ -58,6 +66,31 @@ def send_every_kind(
         listing = workdir / "newcomers.csv"
         listing.write_text(f"email,name\n{RECIPIENTS['confirmation']},New Reader\n")
         run_cli("subscribers", "import", str(listing), env=env)
+    if "welcome" in kinds:
+        # A pending reader presses the confirm button, which queues the welcome; a worker sends it.
+        run_cli("subscribers", "add", RECIPIENTS["welcome"], env=env)
+        press_confirm_button(database_url, RECIPIENTS["welcome"])
+        run_cli("worker", env=env)
+
+
+def press_confirm_button(database_url: str, email: str) -> None:
+    """POST a pending reader's confirmation link to the app, as the page's button does."""
+    settings = load_settings(
+        _env_file=None,
+        database_url=database_url,
+        secret_key=CLI_SECRET_KEY,
+        base_url="https://news.example.org",
+    )
+    token = make_confirm_token(
+        CLI_SECRET_KEY, subscriber_key(database_url, email), issued_at=utc_now()
+    )
+    engine = create_db_engine(database_url)
+    try:
+        with live_server(create_app(settings, engine=engine)) as site:
+            answer = httpx.post(f"{site}/confirm/{token}")
+    finally:
+        engine.dispose()
+    assert answer.status_code == 200 and "You are subscribed" in answer.text, answer.text
 
 
 @dataclass(frozen=True)
