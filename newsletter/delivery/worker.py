@@ -412,7 +412,7 @@ class _Worker:
         # rows (SKIP LOCKED), so running them inline costs far less. On SQLite
         # another process may hold the one write lock: rather than sleep in
         # SQLite's busy handler, which stalled every lane (two processes slept
-        # 2.4 s so over 10,000 messages), the loop goes on sending and asks again.
+        # 2.4 s in all over 10,000 messages), the loop goes on sending and asks again.
         waited, pause = 0.0, LOCK_RETRY_FIRST_SECONDS
         while True:
             with self.engine.begin() as connection:
