@@ -40,7 +40,7 @@ class WebContext:
     sns_gateway: SnsGateway = field(default_factory=SnsGateway)
     # Each public edition's page, built once per rendering.
     edition_pages: EditionPageCache = field(default_factory=EditionPageCache)
-    # Records sign-ups before their answers, those waiting together in one transaction.
+    # Records sign-ups after their answers, those waiting together in one transaction.
     signup_writer: SignupWriter = field(init=False)
 
     @property

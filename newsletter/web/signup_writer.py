@@ -1,6 +1,6 @@
 """Recording sign-ups in batches: the ones that arrive together share one transaction.
 
-Each sign-up is recorded before its answer (`routes/signup.py`), in the
+Each sign-up is recorded after its answer (`routes/signup.py`), in the
 threadpool. Under load, many are waiting at once; rather than a thread hop
 and a transaction each, the writer takes all that are waiting (up to
 MAX_BATCH) into one transaction in one threadpool call. Each caller still

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, StrictInt, ValidationError
+from starlette.background import BackgroundTask
 
 from newsletter.core.clock import utc_now
 from newsletter.core.db import session_scope
@@ -144,7 +145,6 @@ def signup_page(pages: PagesDep) -> HTMLResponse:
         415: {"model": SignupProblem},
         422: {"model": SignupProblem},
         429: {"model": SignupProblem, "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
-        503: {"model": SignupProblem, "description": "The sign-up could not be recorded."},
     },
     openapi_extra={
         "requestBody": {
@@ -157,7 +157,7 @@ def signup_page(pages: PagesDep) -> HTMLResponse:
     },
 )
 async def subscribe(request: Request) -> Response:
-    """Validate, record (queueing its confirmation) and answer one sign-up."""
+    """Validate and answer one sign-up; recording it (and queueing its confirmation) comes after."""
     # The public site's busiest route takes what it needs from the app's context
     # itself: FastAPI solves every declared dependency again on every request.
     web = web_context_of(request)
@@ -187,10 +187,12 @@ async def subscribe(request: Request) -> Response:
     decision = web.signup_limiter.attempt(client_key(client_address_of(request)))
     if not decision.allowed:
         return _too_many(wants_json, pages, decision.retry_after_seconds)
-    # Bots (a filled-in honeypot) get the ordinary answer and nothing else.
-    if not form.get(HONEYPOT_FIELD) and not await process_signup(web, checked):
-        return _not_recorded(wants_json, pages)
-    return _accepted(wants_json, pages)
+    answer = _accepted(wants_json, pages)
+    if not form.get(HONEYPOT_FIELD):  # bots get the ordinary answer and nothing else
+        # Recorded after the answer: a new, pending, confirmed or departed address
+        # gets the same answer after the same work, so its timing tells nothing.
+        answer.background = BackgroundTask(process_signup, web, checked)
+    return answer
 
 
 def _too_many(wants_json: bool, pages: PagesDep, retry_after_seconds: int) -> Response:
@@ -284,23 +286,18 @@ async def _read_form_signup(request: Request) -> dict[str, Any]:
     }
 
 
-async def process_signup(web: WebContext, details: SignupDetails) -> bool:
-    """Record a sign-up, and queue its confirmation if one is due; whether it was recorded.
+async def process_signup(web: WebContext, details: SignupDetails) -> None:
+    """Record a sign-up, and queue its confirmation if one is due (runs after the answer).
 
-    Runs before the answer, so a visitor told to check their inbox is on the
-    list. The sign-ups waiting at the same moment share one transaction
-    (`newsletter.web.signup_writer`): a new, pending, confirmed or departed
-    address waits for the same commit, so the answer's timing tells little of
-    which it was (`benchmarks/signup_timing.py` measures it). The email itself
-    is built and sent by a worker (`newsletter worker`, or the child of
-    `newsletter serve`): the queue row commits with the sign-up.
+    The sign-ups waiting at the same moment share one transaction
+    (`newsletter.web.signup_writer`). The email itself is built and sent by a
+    worker (`newsletter worker`, or the child of `newsletter serve`): the queue
+    row commits with the sign-up.
     """
     try:
         await web.signup_writer.record(details)
-    except Exception:  # the visitor is asked to try again; the operator gets the reason
+    except Exception:  # the visitor has their answer; the operator gets the reason
         logger.exception("the sign-up of %s could not be recorded", details.email)
-        return False
-    return True
 
 
 def record_signups(web: WebContext, batch: Sequence[SignupDetails]) -> None:
@@ -317,17 +314,6 @@ def record_signups(web: WebContext, batch: Sequence[SignupDetails]) -> None:
                 quota=web.confirmation_caps,
                 liked=liked,
             )
-
-
-def _not_recorded(wants_json: bool, pages: PagesDep) -> Response:
-    # The same answer whatever the address: only the database failed.
-    message = "Your sign-up could not be recorded just now. Please try again in a minute."
-    headers = {"Retry-After": "60"}
-    if wants_json:
-        return _problem(503, message, headers=headers)
-    return pages.message(
-        title="Please try again", message=message, status_code=503, headers=headers
-    )
 
 
 def _accepted(wants_json: bool, pages: PagesDep) -> Response:
