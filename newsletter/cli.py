@@ -18,9 +18,16 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeGuard, TypeVar
 from zoneinfo import ZoneInfo
 
 import typer
+import typer.core
+import typer.main
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+# Typer carries its own copy of click; its help classes take these types.
+from typer._click import Command as ClickCommand
+from typer._click import Context as ClickContext
+from typer.core import TyperArgument, TyperOption
 
 from newsletter.core.errors import ConfigurationError, NewsletterError
 
@@ -38,9 +45,14 @@ if TYPE_CHECKING:
 
     from newsletter.core.settings import Settings
     from newsletter.delivery.report import SendReport
+    from newsletter.ingest import IngestReport
     from subscribers.importing import ImportReport
 
 T = TypeVar("T")
+
+# `run`'s status when the day has no papers: not a failure (1), and cron wrappers can
+# tell it from a send (0), a paused send (3) and one that missed readers (4).
+NO_PAPERS_EXIT_STATUS = 5
 
 app = typer.Typer(
     help="A daily machine-learning paper digest: ingest, rank, render and send.",
@@ -141,10 +153,29 @@ def _day(settings: Settings, value: dt.datetime | None) -> dt.date:
     return dt.datetime.now(ZoneInfo(settings.timezone)).date()
 
 
+def _only_upgrade_steps(record: logging.LogRecord) -> bool:
+    """Keep Alembic's "Running upgrade" lines and its warnings, not its set-up chatter."""
+    return record.levelno > logging.INFO or str(record.msg).startswith("Running ")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from newsletter import __version__
+
+        console.print(f"newsletter {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_show_version, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     from newsletter.core.settings import load_settings
 
@@ -152,6 +183,10 @@ def _root(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # Alembic announces each of its plugins, its dialect and its DDL mode at INFO:
+    # noise beside "Running upgrade …", which --verbose still shows.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.migration").addFilter(_only_upgrade_steps)
     context = CliContext(load_settings(), verbose=verbose)
     ctx.obj = context
     ctx.call_on_close(context.close)
@@ -172,11 +207,18 @@ def ingest(
         ),
     ] = None,
 ) -> None:
-    """Fetch a day's papers and store them (new ones added, counts refreshed)."""
+    """Fetch a day's papers and store them (new ones added, counts refreshed).
+
+    A file without --date goes under the day its records name (they must agree).
+    """
+    _ingest(_context(ctx), date=date, source=source, file=file)
+
+
+def _ingest(
+    context: CliContext, *, date: dt.datetime | None, source: str, file: Path | None
+) -> IngestReport:
     from newsletter.ingest import PaperSource, ingest_papers
 
-    context = _context(ctx)
-    day = _day(context.settings, date)
     if file is not None:
         source = "file"
     try:
@@ -185,18 +227,22 @@ def ingest(
         raise ConfigurationError(f"--source must be hf, arxiv or file, not {source!r}") from None
     if paper_source is PaperSource.FILE and file is None:
         raise ConfigurationError("--source file needs --file PATH")
+    # A file names its own day; a feed is asked for today's unless told otherwise.
+    day = None if file is not None and date is None else _day(context.settings, date)
     report = _run_async(
         ingest_papers(context.settings, context.engine(), day=day, source=paper_source, file=file)
     )
     # Each skipped record was already logged as a warning, naming it.
     console.print(
-        f"Ingested {report.fetched} papers for {day.isoformat()} from {paper_source.value}: "
-        f"{report.inserted} new, {report.updated} updated, {len(report.skipped)} skipped."
+        f"Ingested {report.fetched} papers for {report.day.isoformat()} from "
+        f"{paper_source.value}: {report.inserted} new, {report.updated} updated, "
+        f"{len(report.skipped)} skipped."
     )
     from newsletter.editions.personal import index_corpus
 
     # The corpus's term counts (personal ranking's document frequencies) follow at once.
     index_corpus(context.engine())
+    return report
 
 
 def _write_preview(
@@ -271,7 +317,15 @@ def send(
     ctx: typer.Context,
     date: DateOption = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show who would receive it; send and record nothing.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Show the subject, the first readers it would go to and how many; send and "
+            "record nothing.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --dry-run: print every recipient as JSON.")
     ] = False,
     retry_failed: Annotated[
         bool,
@@ -298,6 +352,8 @@ def send(
         raise ConfigurationError(
             "use only one of --pause, --resume, --cancel, --dry-run, --retry-failed, --to"
         )
+    if as_json and not dry_run:
+        raise ConfigurationError("--json goes with --dry-run (a send prints its own summary)")
     if to is not None:
         return test_send(ctx, to=to, date=date)
     if pause:
@@ -316,7 +372,7 @@ def send(
 
     edition = prepare_edition(context.settings, context.engine(), day=day)
     if dry_run:
-        _print_dry_run(context, day, edition.subject)
+        _print_dry_run(context, day, edition.subject, as_json=as_json)
         return
     _send_and_report(context, day, processes=processes)
 
@@ -544,18 +600,27 @@ def cancel_command(ctx: typer.Context, date: DateOption = None) -> None:
     console.print(f"Cancelled the edition of {day.isoformat()}.")
 
 
-def _print_dry_run(context: CliContext, day: dt.date, subject: str) -> None:
-    from newsletter.core.db import session_scope
-    from subscribers.models import SubscriberStatus
-    from subscribers.store import count_by_status
+DRY_RUN_ADDRESSES_SHOWN = 10
 
-    with session_scope(context.engine()) as session:
-        counts = count_by_status(session)
+
+def _print_dry_run(context: CliContext, day: dt.date, subject: str, *, as_json: bool) -> None:
+    from newsletter.delivery.ledger import audience_addresses
+
+    with context.engine().connect() as connection:
+        count, addresses = audience_addresses(
+            connection, limit=None if as_json else DRY_RUN_ADDRESSES_SHOWN
+        )
+    if as_json:
+        payload = {"date": day.isoformat(), "subject": subject, "count": count}
+        print(json.dumps({**payload, "recipients": addresses}, ensure_ascii=False))
+        return
     console.print(f"Dry run for {day.isoformat()}: nothing sent, nothing recorded.")
     console.print(f"Subject: {subject}", highlight=False)
-    console.print(
-        f"Confirmed subscribers who would receive it: {counts[SubscriberStatus.CONFIRMED]}"
-    )
+    console.print(f"It would go to {count} readers (confirmed, not paused, not suppressed):")
+    for address in addresses:
+        console.print(f"  {escape(address)}", highlight=False)
+    if count > len(addresses):
+        console.print(f"  … and {count - len(addresses)} more (--json lists them all)")
 
 
 def _print_send_report(report: object) -> None:
@@ -802,17 +867,23 @@ def run(
 ) -> None:
     """Ingest, rank, render and send a day's digest: what cron runs every day.
 
-    Exits 3 when the send paused, 4 when it finished without reaching every reader.
+    Exits 3 when the send paused, 4 when it finished without reaching every reader,
+    5 when the day has no papers (a weekend of arXiv, an empty Hugging Face day).
     """
     from newsletter.delivery.stats import edition_stats
     from newsletter.models import DeliveryStatus, EditionStatus
 
-    ctx.invoke(ingest, ctx=ctx, date=date, source=source, file=None)
+    context = _context(ctx)
+    report = _ingest(context, date=date, source=source, file=None)
+    if report.fetched == 0 and not _has_papers(context, report.day):
+        console.print(f"No papers for {report.day.isoformat()}; nothing sent.", highlight=False)
+        raise typer.Exit(NO_PAPERS_EXIT_STATUS)
     ctx.invoke(
         send,
         ctx=ctx,
         date=date,
         dry_run=False,
+        as_json=False,
         retry_failed=False,
         processes=processes,
         as_child=False,
@@ -822,8 +893,7 @@ def run(
         resume=False,
         cancel=False,
     )
-    context = _context(ctx)
-    stats = edition_stats(context.engine(), _day(context.settings, date))
+    stats = edition_stats(context.engine(), report.day)
     if stats.status is EditionStatus.FINISHED_WITH_FAILURES:
         failed = stats.deliveries.get(DeliveryStatus.FAILED, 0)
         bounced = stats.deliveries.get(DeliveryStatus.BOUNCED, 0)
@@ -833,6 +903,15 @@ def run(
             highlight=False,
         )
         raise typer.Exit(4)
+
+
+def _has_papers(context: CliContext, day: dt.date) -> bool:
+    """Whether any paper is stored for the day (an earlier ingest may have brought some)."""
+    from newsletter.core.db import session_scope
+    from newsletter.ingest import load_papers_for_day
+
+    with session_scope(context.engine()) as session:
+        return bool(load_papers_for_day(session, day))
 
 
 # ---- web -------------------------------------------------------------------------------------
@@ -976,10 +1055,18 @@ def subscribers_add(
     confirmed: Annotated[
         bool, typer.Option("--confirmed", help="Mark as confirmed (they agreed elsewhere).")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="With --confirmed: re-subscribe someone who unsubscribed (never a suppressed "
+            "address).",
+        ),
+    ] = False,
 ) -> None:
     """Add a subscriber (pending unless --confirmed); an existing one gets the details given."""
     from newsletter.core.db import session_scope
-    from subscribers.store import add_subscriber
+    from subscribers.store import add_subscriber, check_confirmable
 
     context = _context(ctx)
     chosen = None
@@ -989,6 +1076,8 @@ def subscribers_add(
 
         chosen = validate_topics(context.settings, topics.split(","))
     with session_scope(context.engine()) as session:
+        if confirmed:
+            check_confirmable(session, email=email, force=force)
         subscriber = add_subscriber(
             session,
             email=email,
@@ -1311,10 +1400,64 @@ def describe_failure(error: Exception) -> str | None:
     return " ".join(message.split()) or type(error).__name__
 
 
+class _PlainOption(TyperOption):
+    """An option whose help names its value as click does (TEXT, INTEGER), a flag none."""
+
+    def display_type_rich(self, ctx: ClickContext) -> str | None:
+        """Nothing beside a flag; the value's name in capitals beside any other option."""
+        if self.is_flag:
+            return None
+        return self.metavar or _value_name(self.display_type(ctx))
+
+
+class _PlainArgument(TyperArgument):
+    """An argument shown as EMAIL (required) or [FILE] (optional) in the usage line."""
+
+    def display_type_rich(self, ctx: ClickContext) -> str | None:
+        """The value's name in capitals."""
+        return _value_name(self.display_type(ctx))
+
+    def _usage_display_name(self) -> str:
+        name = (self.metavar or self.name or "").upper()
+        return name if self.required else f"[{name}]"
+
+
+# Typer's type labels ("<str>", "<%Y-%m-%d>") as click and most CLIs spell them.
+_VALUE_NAMES = {
+    "str": "TEXT",
+    "int": "INTEGER",
+    "int range": "INTEGER",
+    "float": "NUMBER",
+    "%Y-%m-%d": "YYYY-MM-DD",
+}
+
+
+def _value_name(typer_label: str) -> str:
+    label = typer_label.removeprefix("<").removesuffix(">")
+    return _VALUE_NAMES.get(label, label.upper())
+
+
+def _plain_help(command: ClickCommand) -> None:
+    """Give the command tree click's spelling in its help (Typer's is `<bool>`, `{email}`)."""
+    # Typer builds these parameters itself (--help on first use: made here); only
+    # their help differs, so each becomes the subclass above.
+    help_option = command.get_help_option(typer.Context(command))
+    for param in [*command.params, *([help_option] if help_option else [])]:
+        if isinstance(param, TyperOption):
+            param.__class__ = _PlainOption
+        elif isinstance(param, TyperArgument):
+            param.__class__ = _PlainArgument
+    if isinstance(command, typer.core.TyperGroup):
+        for subcommand in command.commands.values():
+            _plain_help(subcommand)
+
+
 def main() -> None:
     """Entry point of the `newsletter` console script."""
     try:
-        app()
+        command = typer.main.get_command(app)
+        _plain_help(command)
+        command(prog_name="newsletter")
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)

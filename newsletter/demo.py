@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import mailbox
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
@@ -26,7 +26,7 @@ from newsletter.delivery.worker import send_edition
 from newsletter.editions.content import prepare_edition, preview_version
 from newsletter.ingest import PaperSource, ingest_papers
 from newsletter.models import Edition
-from newsletter.outbox import MaildirHandler, SmtpCatcher
+from newsletter.outbox import EML_FOLDER, MaildirHandler, SmtpCatcher
 from newsletter.sample_data import SAMPLE_DAY, sample_day_path
 from subscribers.store import add_subscriber, mark_unsubscribed
 
@@ -50,16 +50,12 @@ def _reset_sqlite(database_url: str) -> None:
         Path(url.database + suffix).unlink(missing_ok=True)
 
 
-def _clear_maildir(outbox: Path) -> None:
-    box = mailbox.Maildir(outbox, create=True)
-    box.clear()
-
-
 def run_demo(settings: Settings, *, outbox: Path, database_url: str, console: Console) -> None:
     """Run ingest → rank → render → send against a local SMTP server and report what arrived."""
     _reset_sqlite(database_url)
-    _clear_maildir(outbox)
-    with SmtpCatcher(MaildirHandler(outbox)) as server:
+    handler = MaildirHandler(outbox)
+    handler.clear()
+    with SmtpCatcher(handler) as server:
         demo_settings = settings.model_copy(
             update={
                 "database_url": database_url,
@@ -110,11 +106,14 @@ def run_demo(settings: Settings, *, outbox: Path, database_url: str, console: Co
         finally:
             engine.dispose()
     _print_outbox(console, outbox)
-    console.print(
-        f"Sent {sent.sent}, failed {sent.failed}, bounced {sent.bounced}. "
-        f"Messages are in the Maildir [bold]{outbox}[/] (new/)."
-    )
-    console.print(f"Open the HTML preview: [bold]{preview.resolve()}[/]")
+    console.print(f"Sent {sent.sent}, failed {sent.failed}, bounced {sent.bounced}.")
+    # Paths stay whole on their own lines (a wrapped path cannot be copied), the prose
+    # around them fits 80 columns.
+    console.print("The messages are in the Maildir (new/):")
+    console.print(f"  [bold]{escape(str(outbox.resolve()))}[/]", soft_wrap=True)
+    console.print(f"Double-click a copy in {EML_FOLDER}/ to open it in your mail program.")
+    console.print("Open the HTML preview in a browser:")
+    console.print(f"  [bold]{escape(str(preview.resolve()))}[/]", soft_wrap=True)
 
 
 def _write_preview(outbox: Path, edition: Edition, settings: Settings) -> Path:
@@ -125,18 +124,20 @@ def _write_preview(outbox: Path, edition: Edition, settings: Settings) -> Path:
 
 
 def _print_outbox(console: Console, outbox: Path) -> None:
+    # Three short columns: the table stays whole in an 80-column terminal.
     table = Table(title=f"Messages in {outbox}")
-    for column in ("to", "message-id", "parts", "HTML KB"):
-        table.add_column(column, overflow="fold")
-    box = mailbox.Maildir(outbox)
-    for key in sorted(box.keys()):
-        message = email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)
+    table.add_column("to")
+    table.add_column("parts")
+    table.add_column("HTML KB", justify="right")
+    table.add_column(".eml copy")
+    for copy in sorted((outbox / EML_FOLDER).glob("*.eml")):
+        message = email.message_from_bytes(copy.read_bytes(), policy=email.policy.default)
         parts = [part for part in message.walk() if not part.is_multipart()]
         html_size = sum(len(p.as_bytes()) for p in parts if p.get_content_type() == "text/html")
         table.add_row(
-            str(message["To"]),
-            str(message["Message-ID"]),
-            " + ".join(p.get_content_type() for p in parts),
+            escape(message["To"].addresses[0].addr_spec),
+            " + ".join(p.get_content_subtype() for p in parts),
             f"{html_size / 1024:.1f}",
+            escape(f"{EML_FOLDER}/{copy.name}"),
         )
     console.print(table)

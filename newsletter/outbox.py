@@ -22,20 +22,48 @@ from aiosmtpd.smtp import Envelope, Session
 CLOSE_TIMEOUT_SECONDS = 10.0
 
 
+EML_FOLDER = "eml"
+
+
 class MaildirHandler:
-    """Accepts every message and stores it in a Maildir."""
+    """Accepts every message and stores it in a Maildir, with an `.eml` copy beside it.
+
+    Maildir file names have no extension, so a desktop opens none of them with
+    a double click; each copy in `eml/` (numbered, named after the recipient)
+    opens in the mail program.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.maildir = mailbox.Maildir(directory, create=True)
+        self.eml_directory = directory / EML_FOLDER
+        self.eml_directory.mkdir(exist_ok=True)
         self._lock = threading.Lock()
+        self._stored = 0
 
     async def handle_DATA(self, server: SmtpProtocol, session: Session, envelope: Envelope) -> str:
-        """Store the message as received."""
+        """Store the message as received, and its `.eml` copy."""
         content = envelope.original_content or b""
+        recipient = envelope.rcpt_tos[0] if envelope.rcpt_tos else "unknown"
         with self._lock:
             self.maildir.add(content)
+            self._stored += 1
+            name = f"{self._stored:04d}-{_file_safe(recipient)}.eml"
+            (self.eml_directory / name).write_bytes(content)
         return "250 OK stored"
+
+    def clear(self) -> None:
+        """Remove every stored message and copy (the demo starts afresh on each run)."""
+        with self._lock:
+            self.maildir.clear()
+            for copy in self.eml_directory.glob("*.eml"):
+                copy.unlink()
+            self._stored = 0
+
+
+def _file_safe(address: str) -> str:
+    """An address as part of a file name: letters, digits and `@._+-` only, at most 64."""
+    return "".join(c if c.isalnum() or c in "@._+-" else "_" for c in address)[:64]
 
 
 class _SessionSmtp(SmtpProtocol):

@@ -23,9 +23,15 @@ Why these choices:
   strong Friday paper still beats a weak fresh one, while a week-old paper needs
   about five times the log-signal of a fresh one to make the list again.
 
-Age is measured from ``published_at``, else from midnight UTC of ``daily_date``;
-a paper with neither does not decay, and a date in the future counts as age 0
-(clock skew must never boost a paper). Naive datetimes are read as UTC.
+Age is measured from midnight UTC of ``daily_date`` (the day Hugging Face
+featured the paper), else from ``published_at``; a paper with neither does not
+decay, and a date in the future counts as age 0 (clock skew must never boost a
+paper). Naive datetimes are read as UTC. Hugging Face often features a paper
+days after arXiv published it: measured from publication, the decay buried the
+day's most upvoted papers under quieter fresh ones (#3 with 12 upvotes above #4
+with 149). A day's papers share their featured day, so within one edition the
+order is their popularity, as a reader expects; the decay only weighs papers of
+earlier days against today's.
 
 Ties (equal scores) go to more upvotes, then to the smaller arXiv id, then to
 the title, so the result never depends on the order of the input.
@@ -48,11 +54,11 @@ HALF_LIFE_HOURS = 72.0
 
 
 def paper_age_hours(paper: PaperRecord, *, now: datetime) -> float | None:
-    """Hours since the paper appeared (never negative), or None when it carries no date."""
-    if paper.published_at is not None:
-        appeared = as_utc(paper.published_at)
-    elif paper.daily_date is not None:
+    """Hours since Hugging Face featured the paper (never negative), or None without a date."""
+    if paper.daily_date is not None:
         appeared = _start_of_day_utc(paper.daily_date)
+    elif paper.published_at is not None:
+        appeared = as_utc(paper.published_at)
     else:
         return None
     return max(0.0, (as_utc(now) - appeared).total_seconds() / 3600.0)
@@ -93,14 +99,15 @@ def rank_papers(
     )
 
 
-_EXAMPLE_NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+_EXAMPLE_NOW = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)
 _EXAMPLE_PAPER = PaperRecord(
     arxiv_id="2611.00001",
     title="Example",
     upvotes=20,
     num_comments=3,
     github_stars=100,
-    published_at=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+    published_at=datetime(2026, 11, 20, 12, 0, tzinfo=UTC),
+    daily_date=date(2026, 11, 26),
 )
 
 
@@ -129,13 +136,16 @@ score = ( {u} · ln(1 + upvotes)
 | `HALF_LIFE_HOURS` | {h} | a Monday edition still weighs Friday's papers at half |
 
 - Logarithms keep one viral paper from drowning every other signal.
-- `age_hours` counts from the paper's arXiv publication time, else from midnight
-  UTC of its Hugging Face Daily Papers date; with neither there is no decay, and
-  a future date counts as age 0.
+- `age_hours` counts from midnight UTC of the day Hugging Face featured the
+  paper (its Daily Papers date), else from its arXiv publication time; with
+  neither there is no decay, and a future date counts as age 0. A day's papers
+  share their featured day, so one edition lists them by popularity (most
+  upvoted first, as a reader expects), whenever arXiv published them; the decay
+  weighs earlier days' papers against today's.
 - Ties go to more upvotes, then to the smaller arXiv id, so the order of the
   input never matters.
 
-Example: 20 upvotes, 3 comments, 100 stars, published 24 hours ago:
+Example: 20 upvotes, 3 comments, 100 stars, featured 24 hours ago:
 `({u}·ln 21 + {c}·ln 4 + {s}·ln 101) · 2^(−24/{h})` = {example:.3f}.
 """
 

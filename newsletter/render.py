@@ -32,9 +32,10 @@ TITLE_MAX_CHARS = 250
 SUMMARY_MAX_CHARS = 300
 AUTHOR_MAX_CHARS = 60
 AUTHORS_SHOWN = 3
-SUBJECT_TITLE_MAX_CHARS = 60
+# Inboxes show about 60 characters of a subject on a phone; the list's name is
+# already the sender's display name and the date is the message's, so neither repeats.
+SUBJECT_MAX_CHARS = 60
 PREHEADER_MAX_CHARS = 140
-THUMBNAIL_ALT_MAX_CHARS = 80
 # Only the leading papers get a thumbnail: each image column costs about 1.5 KB of markup.
 THUMBNAILS_SHOWN = 3
 # Gmail clips a message whose HTML part, as encoded on the wire, exceeds about 102 KB,
@@ -51,14 +52,14 @@ class PaperCard:
     position: int
     title: str
     paper_url: str
-    authors: str
+    authors: str  # the first names, then how many in all: "A, B, C et al. (7 authors)"
     stats: str
     summary: str
     abstract_url: str
     pdf_url: str
     code_url: str | None
+    # Decorative (the title beside it says everything): shown with alt="".
     thumbnail_url: str | None
-    thumbnail_alt: str
 
 
 def _clean_text(text: str) -> str:
@@ -92,6 +93,13 @@ def format_authors(authors: Sequence[str]) -> str:
     return f"{shown} et al." if len(names) > AUTHORS_SHOWN else shown
 
 
+def byline(authors: Sequence[str]) -> str:
+    """The first three authors, then how many there are in all when more than one."""
+    named = sum(1 for name in authors if _clean_text(name))
+    shown = format_authors(authors)
+    return f"{shown} ({_count(named, 'author', 'authors')})" if named > 1 else shown
+
+
 def _count(number: int, singular: str, plural: str) -> str:
     return f"{number:,} {singular if number == 1 else plural}"
 
@@ -113,14 +121,13 @@ def make_paper_card(ranked: RankedPaper) -> PaperCard:
         position=ranked.position,
         title=title,
         paper_url=paper.paper_url,
-        authors=format_authors(paper.authors),
+        authors=byline(paper.authors),
         stats=_format_stats(paper.upvotes, paper.num_comments, paper.github_stars),
         summary=shorten_text(summary_source, SUMMARY_MAX_CHARS),
         abstract_url=paper.abstract_url,
         pdf_url=paper.pdf_url,
         code_url=web_url(paper.github_repo),
         thumbnail_url=web_url(paper.thumbnail) if ranked.position <= THUMBNAILS_SHOWN else None,
-        thumbnail_alt=shorten_text(f"Thumbnail: {title}", THUMBNAIL_ALT_MAX_CHARS),
     )
 
 
@@ -129,11 +136,11 @@ def format_edition_date(edition_date: date) -> str:
     return f"{edition_date.day} {_MONTHS[edition_date.month - 1]} {edition_date.year}"
 
 
-def make_subject(list_name: str, edition_date: date, top_title: str) -> str:
-    """A one-line subject: "<list> — <date>: <top title, shortened>" with no CR/LF ever."""
-    title = shorten_text(_clean_text(top_title), SUBJECT_TITLE_MAX_CHARS)
-    subject = f"{_clean_text(list_name)} — {format_edition_date(edition_date)}"
-    return f"{subject}: {title}" if title else subject
+def make_subject(top_title: str, paper_count: int) -> str:
+    """A one-line subject of at most 60 characters: the top title first, then "+ N more"."""
+    more = f" + {paper_count - 1} more" if paper_count > 1 else ""
+    title = shorten_text(_clean_text(top_title), SUBJECT_MAX_CHARS - len(more))
+    return f"{title}{more}"
 
 
 def encoded_html_size(html: str) -> int:
@@ -141,13 +148,18 @@ def encoded_html_size(html: str) -> int:
     return len(quopri.encodestring(html.encode("utf-8")))
 
 
+# How the day's list is ordered, in a reader's words (the formula is in rank.py).
+RANKING_LINE = (
+    "How they are ranked: Hugging Face upvotes count most, comments less, the code's "
+    "GitHub stars least. All were featured on Hugging Face the same day, so none is "
+    "pushed down for having appeared on arXiv earlier."
+)
+
+
 def _make_intro(count: int) -> str:
     if count == 1:
-        return "The most popular new machine-learning paper, by upvotes, comments and GitHub stars."
-    return (
-        f"The {count} most popular new machine-learning papers, ranked by upvotes, comments "
-        "and GitHub stars."
-    )
+        return "Today's most popular new machine-learning paper on Hugging Face."
+    return f"Today's {count} most popular new machine-learning papers on Hugging Face."
 
 
 def render_digest(
@@ -174,12 +186,10 @@ def render_digest(
     papers = tuple(sorted(ranked, key=lambda item: item.position))
     cards = tuple(make_paper_card(item) for item in papers)
     date_label = format_edition_date(edition_date)
-    subject = make_subject(list_name, edition_date, cards[0].title)
     preheader = shorten_text(
         f"{date_label}: " + " · ".join(card.title for card in cards[:3]), PREHEADER_MAX_CHARS
     )
     context: dict[str, object] = {
-        "subject": subject,
         "preheader": preheader,
         "list_name": _clean_text(list_name),
         "edition_date_label": date_label,
@@ -187,9 +197,12 @@ def render_digest(
         "unsubscribe_url": PersonalField.UNSUBSCRIBE_URL.placeholder(link_marker),
         "preferences_url": PersonalField.PREFERENCES_URL.placeholder(link_marker),
         "postal_address": _clean_text(postal_address),
+        "ranking_line": RANKING_LINE,
     }
     shown = len(cards)
     while True:
+        subject = make_subject(cards[0].title, shown)
+        context["subject"] = subject
         context["papers"] = cards[:shown]
         context["intro"] = _make_intro(shown)
         html, text = render_email(env, "digest", context)
@@ -366,11 +379,12 @@ class DigestBlocks:
             # The reader's own words (interests, liked titles) can never hold this
             # rendering's marker, so never a placeholder the send stage fills.
             line = shorten_text(_clean_text(why), WHY_MAX_CHARS).replace(marker, "")
-            for parts, block, shown_why in (
-                (html, blocks.for_you_html, escape(line, quote=True)),
-                (text, blocks.for_you_text, line),
+            position = len(order) + 1
+            for parts, block, shown_why, number in (
+                (html, blocks.for_you_html, escape(line, quote=True), str(position)),
+                (text, blocks.for_you_text, line, f"{position:>2}"),
             ):
-                filled = block.replace(position_mark, f"{cut}{len(order) + 1}{cut}").replace(
+                filled = block.replace(position_mark, f"{cut}{number}{cut}").replace(
                     feedback_mark, f"NLPERSONAL{marker}xFB{len(order)}x"
                 )
                 # Last: the reader's own words never pass through another replacement.
@@ -380,9 +394,13 @@ class DigestBlocks:
         text.append(self.text_parts["trending"])
         for position, arxiv_id in enumerate(trending, start=1):
             blocks = self.papers[arxiv_id]
-            for parts, block in ((html, blocks.trending_html), (text, blocks.trending_text)):
+            # The text part right-aligns positions so that item 10 lines up with item 9.
+            for parts, block, number in (
+                (html, blocks.trending_html, str(position)),
+                (text, blocks.trending_text, f"{position:>2}"),
+            ):
                 parts.append(
-                    block.replace(position_mark, f"{cut}{position}{cut}").replace(
+                    block.replace(position_mark, f"{cut}{number}{cut}").replace(
                         feedback_mark, f"NLPERSONAL{marker}xFB{len(order)}x"
                     )
                     + cut
@@ -454,6 +472,7 @@ def render_blocks(
         "edition_date_label": date_label,
         "intro": "Today's papers picked for your interests, then the most popular of the day.",
         "nothing_line": NOTHING_FOR_YOU,
+        "ranking_line": RANKING_LINE,
         "view_url": f"{base_url.rstrip('/')}/editions/{edition_date.isoformat()}",
         "unsubscribe_url": PersonalField.UNSUBSCRIBE_URL.placeholder(link_marker),
         "preferences_url": PersonalField.PREFERENCES_URL.placeholder(link_marker),

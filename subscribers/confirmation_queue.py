@@ -23,7 +23,7 @@ from sqlmodel import Session
 
 from newsletter.core.db import upsert_insert
 from subscribers import store
-from subscribers.models import QueuedConfirmation, Subscriber, SubscriberStatus
+from subscribers.models import QueuedConfirmation, QueuedEmail, Subscriber, SubscriberStatus
 from subscribers.store import ConfirmationClaim
 
 _QUEUE = QueuedConfirmation.__table__  # type: ignore[attr-defined]
@@ -41,13 +41,21 @@ class LeasedConfirmation:
     status: SubscriberStatus
     claim: ConfirmationClaim
     attempts: int  # including this one
+    kind: QueuedEmail = QueuedEmail.CONFIRM
 
 
-def enqueue(session: Session, *, subscriber_id: int, claim: ConfirmationClaim) -> None:
+def enqueue(
+    session: Session,
+    *,
+    subscriber_id: int,
+    claim: ConfirmationClaim,
+    kind: QueuedEmail = QueuedEmail.CONFIRM,
+) -> None:
     """Queue the confirmation a claim allows, in the caller's transaction (one row per reader).
 
     A row still waiting for the same reader (a relay that has been down longer
-    than the resend interval) takes the new claim and starts its retries over.
+    than the resend interval) takes the new claim and starts its retries over;
+    a welcome replaces a confirmation the reader no longer needs.
     """
     connection = session.connection()
     connection.execute(
@@ -62,6 +70,7 @@ def enqueue(session: Session, *, subscriber_id: int, claim: ConfirmationClaim) -
             "leased_until": None,
             "last_error": None,
             "created_at": claim.claimed_at,
+            "kind": kind.value,
         },
     )
 
@@ -114,6 +123,7 @@ def lease_due(
             _QUEUE.c.claimed_at,
             _QUEUE.c.previous_sent_at,
             _QUEUE.c.attempts,
+            _QUEUE.c.kind,
             _SUBSCRIBERS.c.email,
             _SUBSCRIBERS.c.name,
             _SUBSCRIBERS.c.status,
@@ -135,6 +145,7 @@ def lease_due(
                 previous_sent_at=row.previous_sent_at,
             ),
             attempts=row.attempts,
+            kind=QueuedEmail(row.kind),
         )
         for row in rows
     ]

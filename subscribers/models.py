@@ -24,6 +24,13 @@ class SubscriberStatus(StrEnum):
     COMPLAINED = "complained"
 
 
+class QueuedEmail(StrEnum):
+    """The emails the confirmation queue carries to one reader."""
+
+    CONFIRM = "confirm"  # the double opt-in link, to a pending reader
+    WELCOME = "welcome"  # after the click: the preferences and the latest edition
+
+
 class DigestMode(StrEnum):
     """What a reader's digest holds."""
 
@@ -70,6 +77,8 @@ class Subscriber(SQLModel, table=True):
     __tablename__ = "subscribers"
     __table_args__ = (
         Index("ix_subscribers_email_lower", func.lower(Column("email")), unique=True),
+        # The console's readers list: one status, in address order (keyset paging).
+        Index("ix_subscribers_status_email_lower", "status", func.lower(Column("email"))),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -178,6 +187,11 @@ class QueuedConfirmation(SQLModel, table=True):
     leased_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+    # Which email: the double opt-in's link, or the welcome that follows the click.
+    kind: QueuedEmail = Field(
+        default=QueuedEmail.CONFIRM,
+        sa_column=Column(String(16), nullable=False, server_default=QueuedEmail.CONFIRM.value),
+    )
 
 
 class ReaderPaper(SQLModel, table=True):

@@ -33,13 +33,15 @@ from newsletter.core.mime import OutgoingMessage, compose_alternative
 from newsletter.core.settings import Settings
 from newsletter.core.templating import render_email
 from subscribers import confirmation_queue, store, suppressions
-from subscribers.models import Subscriber, SubscriberStatus
+from subscribers.models import QueuedEmail, Subscriber, SubscriberStatus
 from subscribers.store import ConfirmationClaim
 from subscribers.tokens import (
     confirm_url,
+    preferences_url,
     read_confirm_token_issued,
     read_preferences_token,
     read_unsubscribe_token,
+    unsubscribe_url,
 )
 
 logger = logging.getLogger(__name__)
@@ -212,7 +214,7 @@ def build_confirmation_message(
     )
     days = max(1, settings.confirm_token_max_age_seconds // 86400)
     hours = max(1, settings.confirm_token_max_age_seconds // 3600)
-    context = {
+    context: dict[str, object] = {
         "list_name": settings.list_name,
         "name": confirmation.name,
         "confirm_url": link,
@@ -222,24 +224,69 @@ def build_confirmation_message(
         "base_url": settings.base_url,
         "postal_address": settings.postal_address,
     }
-    html, text = render_email(env, "confirm", context)
+    subject = f"Confirm your subscription to {settings.list_name}"
+    return _one_reader_message(
+        settings, env, "confirm", context, confirmation, subject=subject, now=now, signer=signer
+    )
+
+
+def _one_reader_message(
+    settings: Settings,
+    env: Environment,
+    template: str,
+    context: dict[str, object],
+    reader: ConfirmationEmail,
+    *,
+    subject: str,
+    now: datetime,
+    signer: DkimSigner | None,
+) -> OutgoingMessage:
+    """One templated email to one reader (the confirmation, the welcome), signed if asked."""
+    html, text = render_email(env, template, context)
     # Every header is written by newsletter.core.headers: the name is a stranger's
     # text, and the email package's folding would decode encoded-words in it.
     headers = [
         mailbox_setting_header("From", settings.from_address),
-        mailbox_header("To", confirmation.name, confirmation.email),
-        unstructured_header("Subject", f"Confirm your subscription to {settings.list_name}"),
+        mailbox_header("To", reader.name, reader.email),
+        unstructured_header("Subject", subject),
         f"Date: {format_datetime(now)}\r\n".encode("ascii"),
         f"Message-ID: {make_msgid(domain=settings.sender_domain)}\r\n".encode("ascii"),
         b"Auto-Submitted: auto-generated\r\n",
     ]
     if settings.reply_to:
         headers.append(mailbox_setting_header("Reply-To", settings.reply_to))
-    data = compose_alternative(headers, text=text, html=html, label="confirm")
+    data = compose_alternative(headers, text=text, html=html, label=template)
     if signer is not None:
         data = signer.sign(data)
     return OutgoingMessage(
-        envelope_from=settings.envelope_sender, recipient=confirmation.email, data=data
+        envelope_from=settings.envelope_sender, recipient=reader.email, data=data
+    )
+
+
+def build_welcome_message(
+    settings: Settings,
+    env: Environment,
+    welcome: ConfirmationEmail,
+    *,
+    latest_edition_url: str | None,
+    first_digest: str,
+    now: datetime,
+    signer: DkimSigner | None = None,
+) -> OutgoingMessage:
+    """The short email after confirming: when digests come, the latest one, the preferences."""
+    key = welcome.claim.subscriber_key
+    context: dict[str, object] = {
+        "list_name": settings.list_name,
+        "name": welcome.name,
+        "first_digest": first_digest,
+        "latest_edition_url": latest_edition_url,
+        "preferences_url": preferences_url(settings.base_url, settings.secret_key, key),
+        "unsubscribe_url": unsubscribe_url(settings.base_url, settings.secret_key, key),
+        "postal_address": settings.postal_address,
+    }
+    subject = f"Welcome to {settings.list_name}"
+    return _one_reader_message(
+        settings, env, "welcome", context, welcome, subject=subject, now=now, signer=signer
     )
 
 
@@ -303,6 +350,15 @@ def confirm_subscription(
             why=f"{subscriber.email} confirmed a new sign-up from {client_address or 'unknown'}",
         )
         session.flush()
+        assert subscriber.id is not None
+        # The welcome goes the confirmation's way: queued here, sent by a worker.
+        # Its claim takes no slot (nothing is reserved at `now`), so giving it up frees none.
+        confirmation_queue.enqueue(
+            session,
+            subscriber_id=subscriber.id,
+            claim=ConfirmationClaim(subscriber.key, claimed_at=now, previous_sent_at=None),
+            kind=QueuedEmail.WELCOME,
+        )
         outcome = ConfirmOutcome.CONFIRMED
     return subscriber, outcome
 

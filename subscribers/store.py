@@ -39,7 +39,7 @@ from subscribers.models import (
     Verdict,
     new_subscriber_key,
 )
-from subscribers.suppressions import reveal, suppress_erased, suppress_subscribers
+from subscribers.suppressions import find_active, reveal, suppress_erased, suppress_subscribers
 
 MAX_EMAIL_LENGTH = 254
 MAX_NAME_LENGTH = 100
@@ -145,7 +145,8 @@ def add_subscriber(
     """Add an address (operator path); an existing one is updated, and confirmed if asked.
 
     `topics` must already be checked against the configured ones; None leaves
-    an existing reader's topics (and interests) as they are.
+    an existing reader's topics (and interests) as they are. The command asks
+    `check_confirmable` first.
     """
     address = normalise_email(email)
     cleaned_interests = None if interests is None else clean_interests(interests)
@@ -174,6 +175,27 @@ def add_subscriber(
     # An erased address the operator stores again is one the send path must see.
     reveal(session.connection(), address)
     return subscriber
+
+
+def check_confirmable(session: Session, *, email: str, force: bool) -> None:
+    """Refuse an operator's confirming a suppressed mailbox, or a reader who left unless `force`.
+
+    Someone who unsubscribed may have asked to come back (`force`); a bounced,
+    complaining or erased mailbox gets nothing until its owner signs up again.
+    """
+    address = normalise_email(email)
+    subscriber = find_subscriber(session, email=address)
+    suppression = find_active(session.connection(), address)
+    if suppression is not None:
+        raise InvalidSubscriberDetailsError(
+            f"{address} is suppressed ({suppression.reason}): it gets nothing until its "
+            "owner signs up again on the sign-up page; not confirmed"
+        )
+    if subscriber is not None and subscriber.status == SubscriberStatus.UNSUBSCRIBED and not force:
+        raise InvalidSubscriberDetailsError(
+            f"{address} unsubscribed earlier: not re-subscribed; "
+            "add --force if they asked to come back"
+        )
 
 
 def add_confirmed_subscribers(session: Session, *, emails: Iterable[str]) -> int:

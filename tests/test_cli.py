@@ -154,7 +154,7 @@ def test_send_reaches_each_confirmed_subscriber_once_and_a_second_run_sends_noth
     }
 
     dry = run_cli("send", "--date", DAY, "--dry-run", env=cli_env)
-    assert "would receive it: 3" in dry.stdout
+    assert "It would go to 3 readers" in dry.stdout
     assert smtp_server.messages == []
 
     first = run_cli("send", "--date", DAY, env=cli_env)
@@ -287,16 +287,33 @@ def test_demo_fills_the_outbox_with_complete_digests(
         str(outbox),
         "--database-url",
         f"sqlite:///{tmp_path / 'demo.db'}",
-        env=cli_env,
+        env=dict(cli_env, COLUMNS="80"),
     )
     assert "preview.html" in result.stdout
+    lines = result.stdout.splitlines()
+    # Within 80 columns, but for the paths: on lines of their own, whole, to copy.
+    assert all(len(line) <= 80 for line in lines if str(tmp_path) not in line)
+    assert f"  {outbox / 'preview.html'}" in lines
     box = mailbox.Maildir(outbox)
     messages = [
         email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)
         for key in box.iterkeys()
     ]
     assert len(messages) >= 3
+    # Each message has an .eml copy that opens with a double click; the table
+    # names each on one row of its own, unwrapped at 80 columns.
+    copies = sorted((outbox / "eml").glob("*.eml"))
+    assert sorted(copy.read_bytes() for copy in copies) == sorted(
+        box.get_bytes(key) for key in box.iterkeys()
+    )
+    rows = [line for line in lines if line.startswith("│")]
+    listed = sorted(word for row in rows for word in row.split() if word.endswith(".eml"))
+    assert listed == [f"eml/{copy.name}" for copy in copies] and len(rows) == len(copies)
     for message in messages:
+        # The demo's day reads like a real one: no markup or template syntax in it.
+        text = message.get_body(preferencelist=("plain",))
+        assert text is not None and "alert(1)" not in text.get_content()
+        assert "{{" not in text.get_content()
         assert message["List-Unsubscribe"].startswith("<https://news.example.org/unsubscribe/")
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert message["Message-ID"] and message["Date"] and message["List-Id"]
@@ -314,6 +331,7 @@ def test_demo_fills_the_outbox_with_complete_digests(
         env=cli_env,
     )
     assert len(mailbox.Maildir(outbox).keys()) == len(messages)
+    assert len(list((outbox / "eml").glob("*.eml"))) == len(messages)
 
 
 def test_run_fetches_ranks_renders_and_sends_what_cron_runs(

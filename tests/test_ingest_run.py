@@ -29,10 +29,14 @@ from tests.support.feed_server import FEEDS_DIR, FeedResponse, FeedServer, Recor
 
 DAY = date(2026, 11, 27)
 FAST = Backoff(base_seconds=0.001)
-HOSTILE_SAMPLE_TITLES = (
+# Real titles hold "<", "&", quotes and LaTeX: the sample day has some.
+TRICKY_SAMPLE_TITLES = (
     "Is Your Gain Significant? Re-Testing 300 Leaderboard Claims at p < 0.05",
     'Don\'t Trust the "Judge": Position Bias & Self-Preference in LLM-as-a-Judge',
     r"Sorting-Based Sparse Attention in $\mathcal{O}(n \log n)$ Time",
+)
+# Markup and template syntax: generated days for tests carry them, the demo's day never.
+HOSTILE_TITLES = (
     "Prompt Templates Are Code: Why {{ 7*7 }} Still Evaluates in Agent Frameworks",
     "<script>alert(1)</script> in the Wild: Do Code LLMs Write XSS-Safe Web Pages?",
 )
@@ -73,8 +77,10 @@ async def test_the_sample_day_ingests_as_a_full_day(settings: Settings, engine: 
         papers = load_day(session, SAMPLE_DAY)
     assert len(papers) >= 30
     titles = {paper.title for paper in papers}
-    for hostile in HOSTILE_SAMPLE_TITLES:
-        assert hostile in titles
+    for tricky in TRICKY_SAMPLE_TITLES:
+        assert tricky in titles
+    for hostile in HOSTILE_TITLES:
+        assert hostile not in titles
     assert all(paper.sources == ("file",) for paper in papers)
 
 
@@ -220,6 +226,34 @@ def test_the_sample_day_looks_like_a_real_day() -> None:
     assert any("ai_summary" not in e["paper"] for e in papers)
     assert all("upvotes" not in e and "numComments" not in e["paper"] for e in papers)
     assert all("\n" in e["paper"]["summary"] for e in papers)
+
+
+def test_each_sample_paper_tells_one_story_in_its_title_abstract_and_summary() -> None:
+    papers = [element["paper"] for element in json.loads(sample_day_path().read_text("utf-8"))]
+    assert len({paper["title"].rsplit(": ", 1)[-1] for paper in papers}) == len(papers)
+    named = [paper for paper in papers if "ai_summary" in paper and ": " in paper["title"]]
+    assert len(named) >= 10
+    for paper in named:
+        name = paper["title"].split(": ", 1)[0]
+        # The method the title names is the one the abstract and the summary describe.
+        assert name in paper["summary"].replace("\n", " "), paper["title"]
+        assert paper["ai_summary"].startswith(f"{name} "), paper["title"]
+    topics = {paper["ai_keywords"][-1] for paper in papers if "ai_keywords" in paper}
+    assert topics == {
+        "LLMs",
+        "Diffusion",
+        "Computer vision",
+        "Robotics",
+        "Reinforcement learning",
+        "Speech and audio",
+        "Theory",
+    }
+
+
+def test_generated_days_for_tests_keep_the_hostile_titles() -> None:
+    titles = {element["paper"]["title"] for element in generate_daily_papers(DAY, 36, seed=1)}
+    for hostile in HOSTILE_TITLES:
+        assert hostile in titles
 
 
 def test_generated_days_are_deterministic_and_scale() -> None:

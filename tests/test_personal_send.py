@@ -97,9 +97,10 @@ def _sections(text: str) -> tuple[list[tuple[str, str]], list[str]]:
     _, _, rest = text.partition("\nFOR YOU\n")
     for_you_part, _, trending_part = rest.partition("\nTRENDING TODAY\n")
     trending_part = trending_part.split("\n--\n")[0]
-    entry = re.compile(r"^\d+\. (.+)\n   (.+)$", re.MULTILINE)
+    # Positions are right-aligned (" 9." above "10.") and the lines under them indented 4.
+    entry = re.compile(r"^ ?\d+\. (.+)\n    (.+)$", re.MULTILINE)
     for_you = [(m.group(1), m.group(2)) for m in entry.finditer(for_you_part)]
-    trending = re.findall(r"^\d+\. (.+)$", trending_part, re.MULTILINE)
+    trending = re.findall(r"^ ?\d+\. (.+)$", trending_part, re.MULTILINE)
     return for_you, trending
 
 

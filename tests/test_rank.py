@@ -57,15 +57,31 @@ def test_score_halves_every_half_life() -> None:
     assert two_half_lives == pytest.approx(fresh / 4)
 
 
-def test_daily_date_is_the_fallback_age_from_midnight_utc() -> None:
+def test_age_counts_from_midnight_utc_of_the_day_hugging_face_featured_the_paper() -> None:
     on_daily = paper(upvotes=10, daily_date=date(2026, 11, 25))
     # Midnight UTC of 25 Nov to 12:00 on 27 Nov is 60 hours.
     assert score_paper(on_daily, now=NOW) == pytest.approx(math.log(11) * 2 ** (-60 / 72))
 
 
-def test_published_at_wins_over_daily_date() -> None:
-    both = paper(upvotes=10, published_at=NOW, daily_date=date(2026, 11, 1))
-    assert score_paper(both, now=NOW) == pytest.approx(math.log(11))
+def test_the_featured_day_wins_over_the_arxiv_publication_time() -> None:
+    # Published on arXiv weeks before Hugging Face featured it on 25 Nov: 60 hours old.
+    both = paper(upvotes=10, published_at=NOW - timedelta(days=20), daily_date=date(2026, 11, 25))
+    assert score_paper(both, now=NOW) == pytest.approx(math.log(11) * 2 ** (-60 / 72))
+
+
+def test_a_days_papers_rank_by_popularity_whenever_arxiv_published_them() -> None:
+    # The new user's edition: #3 had 12 upvotes and sat above #4 with 149, which
+    # arXiv published six days before Hugging Face featured both on the same day.
+    day = date(2026, 11, 27)
+    featured_late = paper(
+        "2611.00004", upvotes=149, published_at=NOW - timedelta(days=6), daily_date=day
+    )
+    fresh_but_quiet = paper(
+        "2611.00003", upvotes=12, published_at=NOW - timedelta(hours=2), daily_date=day
+    )
+    end_of_day = datetime(2026, 11, 28, tzinfo=UTC)
+    ranked = rank_papers([fresh_but_quiet, featured_late], now=end_of_day, top_n=10)
+    assert [item.paper.upvotes for item in ranked] == [149, 12]
 
 
 def test_a_future_date_never_boosts_a_paper() -> None:

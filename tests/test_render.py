@@ -15,6 +15,7 @@ from newsletter.core.resources import templates_path
 from newsletter.core.templating import make_template_environment, render_email
 from newsletter.render import (
     ENCODED_HTML_MAX_BYTES,
+    RANKING_LINE,
     SUMMARY_MAX_CHARS,
     TITLE_MAX_CHARS,
     encoded_html_size,
@@ -128,10 +129,10 @@ def test_hostile_feed_text_shows_literally_in_both_parts(env: jinja2.Environment
 
     assert html.hrefs_of(f"Title {HOSTILE}") == [paper.paper_url]
     assert f"Summary {HOSTILE}" in visible
-    assert f"{AUTHOR}, Second Author" in visible
+    assert f"{AUTHOR}, Second Author (2 authors)" in visible
     assert f"Title {HOSTILE}\n" in digest.text
-    assert f"   Summary {HOSTILE}\n" in digest.text
-    assert f"   {AUTHOR}, Second Author\n" in digest.text
+    assert f"    Summary {HOSTILE}\n" in digest.text
+    assert f"    {AUTHOR}, Second Author (2 authors)\n" in digest.text
     # Nothing ran as a template or as markup.
     assert "49" not in visible + digest.text
     assert html.tags("script") == []
@@ -148,7 +149,7 @@ def test_characters_mjml_refuses_are_dropped_instead_of_breaking_the_render(
     assert ParsedHtml(digest.html).hrefs_of("Null vertical tab and non-character") == [
         paper.paper_url
     ]
-    assert "1. Null vertical tab and non-character\n" in digest.text
+    assert " 1. Null vertical tab and non-character\n" in digest.text
 
 
 @pytest.mark.parametrize(
@@ -183,17 +184,21 @@ def test_feed_text_never_becomes_a_personal_link_slot(env: jinja2.Environment, t
     assert html.count("SECRET") == 2 and text.count("SECRET") == 2
 
 
-def test_subject_is_one_line_with_date_and_shortened_top_title(env: jinja2.Environment) -> None:
+def test_subject_is_the_top_title_first_on_one_line_under_60_characters(
+    env: jinja2.Environment,
+) -> None:
     short = render(env, [make_paper(title="Sparse Mixtures\nLearn Faster")])
-    assert short.subject == "Daily ML Papers — 27 Nov 2026: Sparse Mixtures Learn Faster"
+    assert short.subject == "Sparse Mixtures Learn Faster"
+    others = [make_paper(f"2611.{n:05d}", title=f"Other {n}", upvotes=1) for n in range(2, 11)]
+    ten = render(env, [make_paper(title="Sparse Mixtures Learn Faster", upvotes=50), *others])
+    assert ten.subject == "Sparse Mixtures Learn Faster + 9 more"
 
     injected = "A title\r\nBcc: victim@example.org\u2028and\x85more\u202eevil " + "word " * 40
-    long = render(env, [make_paper(title=injected)])
-    assert long.subject.startswith(
-        "Daily ML Papers — 27 Nov 2026: A title Bcc: victim@example.org and more"
-    )
-    assert long.subject.endswith("…")
-    assert len(long.subject) <= len("Daily ML Papers — 27 Nov 2026: ") + 60
+    long = render(env, [make_paper(title=injected, upvotes=50), *others])
+    assert long.subject.startswith("A title Bcc: victim@example.org and more")
+    assert long.subject.endswith("… + 9 more")
+    assert len(long.subject) <= 60
+    assert "Daily ML Papers" not in long.subject + ten.subject
     for forbidden in ("\r", "\n", "\u2028", "\x85", "\u202e"):
         assert forbidden not in long.subject
     assert ParsedHtml(long.html).tags("title") != []
@@ -243,7 +248,8 @@ def test_an_edition_too_big_for_gmail_drops_its_lowest_ranked_papers(
     assert [item.position for item in digest.papers] == list(range(1, shown + 1))
     html = ParsedHtml(digest.html)
     assert len(html.hrefs_of("PDF")) == shown
-    assert f"The {shown} most popular" in digest.text
+    assert f"Today's {shown} most popular" in digest.text
+    assert digest.subject.endswith(f" + {shown - 1} more")
     assert html.hrefs_of("Unsubscribe") == [UNSUBSCRIBE]
 
 
@@ -261,14 +267,15 @@ def test_structure_of_the_html_part(env: jinja2.Environment) -> None:
         "https://cdn.example.org/1.png",
         "https://cdn.example.org/2.png",
     ]
-    assert all(image.get("alt") for image in images)
+    # Decorative: the title beside each says it all, and blocked images show no text.
+    assert [image.get("alt") for image in images] == ["", ""]
     metas = {attrs.get("name"): attrs.get("content") for attrs in html.tags("meta")}
     assert metas["color-scheme"] == "light dark"
     assert metas["supported-color-schemes"] == "light dark"
     assert "prefers-color-scheme: dark" in digest.html
     assert "max-width:600px" in digest.html
-    # Thumbnail and text sit side by side only on screens 480 px and wider; below, they stack.
-    assert ".mj-column-per-32 { width:32% !important" in digest.html
+    # One column per card: no empty image column beside the text when images are blocked.
+    assert "mj-column-per-32" not in digest.html
     assert "@media only screen and (min-width:480px)" in digest.html
 
     assert html.hrefs_of("Unsubscribe") == [UNSUBSCRIBE]
@@ -279,7 +286,12 @@ def test_structure_of_the_html_part(env: jinja2.Environment) -> None:
     assert POSTAL_ADDRESS in visible
     assert "You are receiving this because you subscribed to Daily ML Papers." in visible
     assert "27 Nov 2026" in visible
-    assert "The 2 most popular new machine-learning papers" in visible
+    assert "Today's 2 most popular new machine-learning papers on Hugging Face." in visible
+    assert RANKING_LINE in visible
+    assert html.hrefs_of("Discussion on Hugging Face") == [
+        "https://huggingface.co/papers/2611.00001",
+        "https://huggingface.co/papers/2611.00002",
+    ]
     assert "27 Nov 2026: First · Second" in html.texts  # the preheader
 
 
@@ -288,12 +300,14 @@ def test_structure_of_the_text_part(env: jinja2.Environment) -> None:
     text = digest.text
     assert text.startswith("Daily ML Papers — 27 Nov 2026\n")
     assert f"View in your browser: {VIEW_URL}\n" in text
-    assert "1. Sparse Mixtures Learn Faster\n" in text
-    assert "   12 upvotes · 2 comments\n" in text
-    assert "   Paper: https://huggingface.co/papers/2611.01234\n" in text
-    assert "   arXiv: https://arxiv.org/abs/2611.01234\n" in text
-    assert "   PDF:   https://arxiv.org/pdf/2611.01234\n" in text
-    assert "   Code:  https://github.com/example/sparse\n" in text
+    assert " 1. Sparse Mixtures Learn Faster\n" in text
+    assert "\n    12 upvotes · 2 comments\n" in text
+    # Each link says where it goes: no bare "Paper:" beside "arXiv:" and "PDF:".
+    assert "    arXiv abstract:          https://arxiv.org/abs/2611.01234\n" in text
+    assert "    arXiv PDF:               https://arxiv.org/pdf/2611.01234\n" in text
+    assert "    Code:                    https://github.com/example/sparse\n" in text
+    assert "    Hugging Face discussion: https://huggingface.co/papers/2611.01234\n" in text
+    assert "Paper:" not in text
     assert "You are receiving this because you subscribed to Daily ML Papers.\n" in text
     assert f"Unsubscribe: {UNSUBSCRIBE}\n" in text
     assert f"Manage preferences: {PREFERENCES}\n" in text
@@ -342,8 +356,8 @@ def test_code_link_only_for_papers_with_a_web_repository(env: jinja2.Environment
 @pytest.mark.parametrize(
     ("authors", "shown"),
     [
-        (("Ada", "Grace", "Alan", "Edsger"), "Ada, Grace, Alan et al."),
-        (("Ada", "Grace", "Alan"), "Ada, Grace, Alan"),
+        (("Ada", "Grace", "Alan", "Edsger"), "Ada, Grace, Alan et al. (4 authors)"),
+        (("Ada", "Grace", "Alan"), "Ada, Grace, Alan (3 authors)"),
         (("Ada",), "Ada"),
     ],
 )
@@ -352,7 +366,7 @@ def test_first_three_authors_then_et_al(
 ) -> None:
     digest = render(env, [make_paper(authors=authors)])
     assert shown in ParsedHtml(digest.html).texts
-    assert f"\n   {shown}\n" in digest.text
+    assert f"\n    {shown}\n" in digest.text
 
 
 def test_summary_prefers_the_ai_summary(env: jinja2.Environment) -> None:
@@ -402,7 +416,7 @@ def test_papers_are_shown_in_position_order(env: jinja2.Environment) -> None:
     )
     assert digest.text.index("1. First") < digest.text.index("2. Second")
     assert [item.paper.title for item in digest.papers] == ["First", "Second"]
-    assert digest.subject.endswith(": First")
+    assert digest.subject == "First + 1 more"
     assert ParsedHtml(digest.html).hrefs_of("View in browser") == [VIEW_URL]
 
 

@@ -9,71 +9,57 @@ from sqlalchemy import Engine, event
 from sqlmodel import Session, select
 
 from newsletter.core.settings import Settings
-from newsletter.models import Edition, EditionStatus
-from newsletter.values import PersonalField
+from newsletter.editions.content import prepare_edition
+from newsletter.models import Edition, EditionStatus, Paper
+from newsletter.render import RANKING_LINE
 from newsletter.web.edition_pages import EditionPage, EditionPageCache
-from tests.support.web import running_app, web_settings
-
-LINK_MARKER = "5e7d0c1b9a8f4e3d2c1b0a9f8e7d6c5b"
-UNSUBSCRIBE = PersonalField.UNSUBSCRIBE_URL.placeholder(LINK_MARKER)
-PREFERENCES = PersonalField.PREFERENCES_URL.placeholder(LINK_MARKER)
+from tests.support.web import running_app, store_papers, web_settings
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 SENT_DAY = dt.date(2026, 3, 5)
 DRAFT_DAY = dt.date(2026, 3, 6)
+# What belongs to an email and never to the edition on the web or in a feed.
+EMAIL_LEFTOVERS = ("View in your browser", "You are receiving this", "Unsubscribe", "NLPERSONAL")
 
 
-def _store_editions(engine: Engine) -> None:
-    html = (
-        '<!doctype html><html lang="en"><body><h1>Top papers</h1>'
-        f'<a href="{UNSUBSCRIBE}">Unsubscribe</a> '
-        f'<a href="{PREFERENCES}">Manage preferences</a></body></html>'
-    )
-    text = f"Top papers\nUnsubscribe: {UNSUBSCRIBE}\n"
+def _store_editions(settings: Settings, engine: Engine) -> None:
+    """A sent edition and a draft, prepared from stored papers as `newsletter send` does."""
+    for day in (SENT_DAY, DRAFT_DAY):
+        store_papers(engine, day)
+        prepare_edition(settings, engine, day=day)
     now = dt.datetime(2026, 3, 5, 7, tzinfo=dt.UTC)
     with Session(engine) as session:
-        session.add(
-            Edition(
-                date=SENT_DAY,
-                status=EditionStatus.SENT,
-                subject="Daily ML Papers: Attention & <friends>",
-                html=html,
-                text=text,
-                link_marker=LINK_MARKER,
-                rendered_at=now,
-                send_started_at=now,
-            )
-        )
-        session.add(
-            Edition(
-                date=DRAFT_DAY,
-                status=EditionStatus.DRAFT,
-                subject="Not yet",
-                html=html,
-                link_marker=LINK_MARKER,
-            )
-        )
+        edition = session.exec(select(Edition).where(Edition.date == SENT_DAY)).one()
+        edition.status = EditionStatus.SENT
+        edition.send_started_at = now
+        edition.rendered_at = now
+        session.add(edition)
         session.commit()
 
 
-async def test_a_sent_edition_reads_in_the_browser_without_personal_links(
+async def test_a_sent_edition_reads_in_the_browser_as_a_page_not_an_email(
     settings: Settings, engine: Engine
 ) -> None:
-    _store_editions(engine)
+    _store_editions(settings, engine)
     async with running_app(web_settings(settings), engine) as (_, client):
         page = await client.get(f"/editions/{SENT_DAY}")
     assert page.status_code == 200
-    assert "<h1>Top papers</h1>" in page.text
-    assert "NLPERSONAL" not in page.text
-    assert "/unsubscribe/" not in page.text and "/preferences/" not in page.text
-    assert 'href="https://news.example.org/#unsubscribe"' in page.text
-    assert "script-src" not in page.headers["content-security-policy"]
+    assert "<h1>Daily ML Papers: 5 Mar 2026</h1>" in page.text
+    titles = [f"Paper {n} on &lt;attention&gt; &amp; scaling" for n in (2, 1, 0)]
+    positions = [page.text.index(f'">{title}</a></h2>') for title in titles]
+    assert positions == sorted(positions)  # the edition's order: most upvoted first
+    assert RANKING_LINE.replace("'", "&#39;") in page.text
+    for leftover in EMAIL_LEFTOVERS:
+        assert leftover not in page.text
+    # Links to the site itself are relative: no host fixed at send time beside the server's.
+    assert "news.example.org" not in page.text and "localhost" not in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
 
 
 async def test_drafts_missing_days_and_bad_dates_are_404_pages(
     settings: Settings, engine: Engine
 ) -> None:
-    _store_editions(engine)
+    _store_editions(settings, engine)
     async with running_app(web_settings(settings), engine) as (_, client):
         draft = await client.get(f"/editions/{DRAFT_DAY}")
         missing = await client.get("/editions/2020-01-01")
@@ -90,13 +76,14 @@ async def test_drafts_missing_days_and_bad_dates_are_404_pages(
 async def test_archive_and_atom_feed_list_only_sent_editions(
     settings: Settings, engine: Engine
 ) -> None:
-    _store_editions(engine)
+    _store_editions(settings, engine)
     async with running_app(web_settings(settings), engine) as (_, client):
         archive = await client.get("/editions")
         feed = await client.get("/editions/feed.xml")
     assert archive.status_code == 200
     assert f'href="/editions/{SENT_DAY}"' in archive.text
-    assert "Attention &amp; &lt;friends&gt;" in archive.text
+    item = archive.text.split(f'href="/editions/{SENT_DAY}"', 1)[1].split("</li>", 1)[0]
+    assert item == ">5 Mar 2026</a>: Paper 2 on &lt;attention&gt; &amp; scaling + 2 more"
     assert str(DRAFT_DAY) not in archive.text
     assert feed.headers["content-type"].startswith("application/atom+xml")
     root = ET.fromstring(feed.content)
@@ -104,13 +91,19 @@ async def test_archive_and_atom_feed_list_only_sent_editions(
     entries = root.findall(f"{ATOM}entry")
     assert len(entries) == 1
     entry = entries[0]
-    assert entry.findtext(f"{ATOM}title") == "Daily ML Papers: Attention & <friends>"
+    assert entry.findtext(f"{ATOM}title") == "Paper 2 on <attention> & scaling + 2 more"
     link = entry.find(f"{ATOM}link")
     assert link is not None
     assert link.get("href") == f"https://news.example.org/editions/{SENT_DAY}"
     assert entry.findtext(f"{ATOM}updated") == "2026-03-05T07:00:00Z"
-    content = entry.findtext(f"{ATOM}content") or ""
-    assert "NLPERSONAL" not in content and "Top papers" in content
+    content = entry.find(f"{ATOM}content")
+    assert content is not None and content.get("type") == "html"
+    # The edition's papers with links a feed reader can follow, and no email footer.
+    html = content.text or ""
+    assert '<a href="https://huggingface.co/papers/2603.05002">' in html
+    assert "Paper 2 on &lt;attention&gt; &amp; scaling" in html
+    for leftover in EMAIL_LEFTOVERS:
+        assert leftover not in html
 
 
 async def test_empty_archive_invites_to_subscribe(settings: Settings, engine: Engine) -> None:
@@ -124,7 +117,7 @@ async def test_empty_archive_invites_to_subscribe(settings: Settings, engine: En
 async def test_an_edition_page_is_built_once_and_rebuilt_when_the_edition_is_rendered_again(
     settings: Settings, engine: Engine
 ) -> None:
-    _store_editions(engine)
+    _store_editions(settings, engine)
     statements: list[str] = []
 
     def record(*args: object) -> None:
@@ -147,11 +140,12 @@ async def test_an_edition_page_is_built_once_and_rebuilt_when_the_edition_is_ren
         assert again.content == checked.content == first.content
         assert again.headers["content-security-policy"] == first.headers["content-security-policy"]
 
-        with Session(engine) as session:  # what a new rendering stores
+        with Session(engine) as session:  # a paper corrected, then the edition rendered again
+            paper = session.exec(select(Paper).where(Paper.arxiv_id == "2603.05002")).one()
+            paper.title = "Paper 2, corrected"
             edition = session.exec(select(Edition).where(Edition.date == SENT_DAY)).one()
-            edition.html = edition.html.replace("Top papers", "Top papers, corrected")
             edition.rendered_at = dt.datetime(2026, 3, 5, 8, tzinfo=dt.UTC)
-            session.add(edition)
+            session.add_all([paper, edition])
             session.commit()
         still_cached = await client.get(f"/editions/{SENT_DAY}")
         now[0] = 5.0
@@ -165,9 +159,9 @@ async def test_an_edition_page_is_built_once_and_rebuilt_when_the_edition_is_ren
         now[0] = 7.5
         withdrawn = await client.get(f"/editions/{SENT_DAY}")
 
-    assert "<h1>Top papers</h1>" in first.text
+    assert "Paper 2 on &lt;attention&gt;" in first.text
     assert still_cached.content == first.content  # for at most the recheck time
-    assert "<h1>Top papers, corrected</h1>" in rendered_again.text
+    assert "Paper 2, corrected" in rendered_again.text
     assert withdrawn.status_code == 404
 
 

@@ -25,7 +25,7 @@ from newsletter.core.clock import utc_now
 from newsletter.core.db import session_scope
 from newsletter.core.settings import Settings
 from newsletter.core.text import BIDI_CONTROLS, CONTROL_CHARACTERS, XML_INVALID
-from newsletter.models import Edition, EditionStatus, Paper
+from newsletter.models import Edition, EditionPaper, EditionStatus, Paper
 from newsletter.web.app import create_app
 from subscribers.store import add_subscriber
 from subscribers.tokens import (
@@ -348,16 +348,24 @@ async def test_the_atom_feed_stays_well_formed_whatever_the_stored_text(
     settings: Settings, engine: Engine
 ) -> None:
     with Session(engine) as session:
-        session.add(
-            Edition(
-                date=dt.date(2026, 3, 5),
-                status=EditionStatus.SENT,
-                subject="Top \x0bpaper:\u202e txt.exe\x01 \ufffe",
-                html="<p>x</p>",
-                text="Line one\x01\nLine two \x1b and \uffff",
-                send_started_at=dt.datetime(2026, 3, 5, 7, tzinfo=dt.UTC),
-            )
+        edition = Edition(
+            date=dt.date(2026, 3, 5),
+            status=EditionStatus.SENT,
+            subject="Top \x0bpaper:\u202e txt.exe\x01 \ufffe",
+            html="<p>x</p>",
+            send_started_at=dt.datetime(2026, 3, 5, 7, tzinfo=dt.UTC),
         )
+        # A paper stored by an earlier version, before text was cleaned at ingest.
+        paper = Paper(
+            arxiv_id="2603.00001",
+            title="Line one\x01\nLine two \x1b and \uffff",
+            abstract="An abstract \x1b with \ufffe in it.",
+            daily_date=dt.date(2026, 3, 5),
+        )
+        session.add_all([edition, paper])
+        session.flush()
+        assert edition.id is not None and paper.id is not None
+        session.add(EditionPaper(edition_id=edition.id, paper_id=paper.id, position=1, score=1.0))
         session.commit()
     config = web_settings(settings, list_name="Daily \x07ML\u202e Papers")
     async with running_app(config, engine) as (_, client):

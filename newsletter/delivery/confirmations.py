@@ -29,13 +29,19 @@ from sqlalchemy.exc import OperationalError
 from newsletter.core.clock import utc_now
 from newsletter.core.dkim import DkimSigner
 from newsletter.core.errors import DeliveryError
+from newsletter.core.mime import OutgoingMessage
 from newsletter.core.settings import Settings
 from newsletter.delivery.connection import send_single_message
 from newsletter.delivery.worker import default_worker_id, is_dead_local_worker
+from newsletter.editions.content import first_digest_note, latest_public_edition
 from subscribers import confirmation_queue
 from subscribers.confirmation_queue import LeasedConfirmation
-from subscribers.models import QueuedConfirmation, SubscriberStatus
-from subscribers.signup import ConfirmationEmail, build_confirmation_message
+from subscribers.models import QueuedConfirmation, QueuedEmail, SubscriberStatus
+from subscribers.signup import (
+    ConfirmationEmail,
+    build_confirmation_message,
+    build_welcome_message,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -145,15 +151,21 @@ class ConfirmationSender:
         confirmation_queue.release_leases(connection, worker_id=self.worker_id)
 
     async def _send(self, row: LeasedConfirmation) -> None:
-        if row.status is not SubscriberStatus.PENDING:
+        # A confirmation is for a reader still pending; a welcome for one still confirmed.
+        welcome = row.kind is QueuedEmail.WELCOME
+        wanted = SubscriberStatus.CONFIRMED if welcome else SubscriberStatus.PENDING
+        if row.status is not wanted:
             await self._record(confirmation_queue.finish, ids=[row.id])
             self.outcome.not_wanted += 1
             return
         confirmation = ConfirmationEmail(email=row.email, name=row.name, claim=row.claim)
         try:
-            message = build_confirmation_message(
-                self.settings, self.env, confirmation, now=utc_now(), signer=self.signer
-            )
+            if welcome:
+                message = await self._welcome(confirmation)
+            else:
+                message = build_confirmation_message(
+                    self.settings, self.env, confirmation, now=utc_now(), signer=self.signer
+                )
         except Exception:  # a row that cannot become an email must not stop the worker
             logger.exception("cannot build the confirmation email to %s; dropped", row.email)
             await self._record(confirmation_queue.give_up, row_id=row.id, claim=row.claim)
@@ -166,6 +178,19 @@ class ConfirmationSender:
             return
         await self._record(confirmation_queue.finish, ids=[row.id])
         self.outcome.sent += 1
+
+    async def _welcome(self, welcome: ConfirmationEmail) -> OutgoingMessage:
+        latest = await asyncio.to_thread(latest_public_edition, self.engine)
+        base_url = self.settings.base_url.rstrip("/")
+        return build_welcome_message(
+            self.settings,
+            self.env,
+            welcome,
+            latest_edition_url=None if latest is None else f"{base_url}/editions/{latest.day}",
+            first_digest=first_digest_note(latest, timezone=self.settings.timezone),
+            now=utc_now(),
+            signer=self.signer,
+        )
 
     async def _failed(self, row: LeasedConfirmation, error: DeliveryError) -> None:
         if is_permanent(error) or row.attempts >= self.max_attempts:

@@ -173,11 +173,7 @@ def queue_audience(
         when,
         when,
     ]
-    conditions = (
-        subscribers.c.status == SubscriberStatus.CONFIRMED.value,
-        subscribers.c.paused == false(),
-        not_suppressed(subscribers.c.mailbox),
-    )
+    conditions = _audience()
     if selection_of:
         _reader_selections.create(connection)
         rows = [{"subscriber_id": k, "selection_id": v} for k, v in selection_of.items()]
@@ -205,6 +201,26 @@ def queue_audience(
             deliveries.c.edition_id == edition_id, deliveries.c.is_test == false()
         )
     ).scalar_one()
+
+
+def _audience() -> tuple[ColumnElement[bool], ...]:
+    """Who an edition goes to: confirmed, unpaused, unsuppressed readers."""
+    return (
+        subscribers.c.status == SubscriberStatus.CONFIRMED.value,
+        subscribers.c.paused == false(),
+        not_suppressed(subscribers.c.mailbox),
+    )
+
+
+def audience_addresses(connection: Connection, *, limit: int | None) -> tuple[int, list[str]]:
+    """How many readers a send would queue now, and the first `limit` addresses (all: None)."""
+    count = connection.execute(
+        select(func.count()).select_from(subscribers).where(*_audience())
+    ).scalar_one()
+    statement = select(subscribers.c.email).where(*_audience()).order_by(subscribers.c.id)
+    if limit is not None:
+        statement = statement.limit(limit)
+    return count, list(connection.execute(statement).scalars())
 
 
 def start_sending(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment
 from sqlalchemy import Engine, delete
@@ -20,10 +21,10 @@ from newsletter.core.db import session_scope, upsert_insert
 from newsletter.core.errors import EditionNotFoundError
 from newsletter.core.settings import Settings
 from newsletter.core.templating import make_template_environment
-from newsletter.ingest.store import load_papers_for_day
+from newsletter.ingest.store import load_papers_for_day, record_from_row
 from newsletter.models import Edition, EditionPaper, EditionStatus, Paper
 from newsletter.rank import rank_papers
-from newsletter.render import render_digest
+from newsletter.render import format_edition_date, render_digest
 from newsletter.values import RankedPaper, RenderedDigest, new_link_marker
 from subscribers.tokens import preferences_url, unsubscribe_url
 
@@ -167,6 +168,49 @@ def list_editions(engine: Engine, limit: int = 30) -> list[Edition]:
         return list(session.exec(statement).all())
 
 
+# Drafts may still change and cancelled editions never went out: neither is public.
+PUBLIC_STATUSES = frozenset(
+    {
+        EditionStatus.SENDING,
+        EditionStatus.PAUSED,
+        EditionStatus.SENT,
+        EditionStatus.FINISHED_WITH_FAILURES,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LatestEdition:
+    """The newest edition that went out: its day and when its send began."""
+
+    day: dt.date
+    send_started_at: dt.datetime | None
+
+
+def latest_public_edition(engine: Engine) -> LatestEdition | None:
+    """The newest edition anyone may read (one small query), if any went out."""
+    statuses = [status.value for status in PUBLIC_STATUSES]
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(col(Edition.date), col(Edition.send_started_at))
+            .where(col(Edition.status).in_(statuses))
+            .order_by(col(Edition.date).desc())
+            .limit(1)
+        ).first()
+    return None if row is None else LatestEdition(day=row[0], send_started_at=row[1])
+
+
+def first_digest_note(latest: LatestEdition | None, *, timezone: str) -> str:
+    """When a reader who just joined gets their first digest, in a sentence."""
+    if latest is None or latest.send_started_at is None:
+        return "Your first digest comes with the first edition this list sends."
+    sent = latest.send_started_at.astimezone(ZoneInfo(timezone))
+    return (
+        f"Digests go out once a day (the latest on {format_edition_date(latest.day)} at "
+        f"{sent:%H:%M} {timezone}); yours start with the next one."
+    )
+
+
 def preview_version(edition: Edition, settings: Settings) -> tuple[str, str]:
     """The edition's HTML and text as a reader gets them, with links for a sample reader."""
     return _as_digest(edition).personalised(
@@ -185,8 +229,38 @@ def _as_digest(edition: Edition) -> RenderedDigest:
     )
 
 
-def web_version(edition: Edition, *, base_url: str) -> tuple[str, str]:
-    """The edition's HTML and text with non-personal links where each reader's own would go."""
-    return _as_digest(edition).personalised(
-        unsubscribe_url=f"{base_url}/#unsubscribe", preferences_url=f"{base_url}/#preferences"
+def stored_ranking(session: Session, edition_id: int) -> tuple[RankedPaper, ...]:
+    """The papers an edition showed, in its order, with their scores (as stored when rendered)."""
+    rows = session.exec(
+        select(EditionPaper, Paper)
+        .join(Paper, col(Paper.id) == col(EditionPaper.paper_id))
+        .where(col(EditionPaper.edition_id) == edition_id)
+        .order_by(col(EditionPaper.position))
+    ).all()
+    return tuple(
+        RankedPaper(paper=record_from_row(paper), score=entry.score, position=entry.position)
+        for entry, paper in rows
     )
+
+
+@dataclass(frozen=True)
+class RankedEntry:
+    """A paper's place and score in a stored edition."""
+
+    position: int
+    score: float
+    arxiv_id: str
+    title: str
+
+
+def edition_ranking(engine: Engine, edition_id: int, *, limit: int = 10) -> list[RankedEntry]:
+    """The first `limit` papers of a stored edition's ranking, best first."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(EditionPaper.position, EditionPaper.score, Paper.arxiv_id, Paper.title)
+            .join(Paper, col(Paper.id) == col(EditionPaper.paper_id))
+            .where(col(EditionPaper.edition_id) == edition_id)
+            .order_by(col(EditionPaper.position))
+            .limit(limit)
+        ).all()
+    return [RankedEntry(*row) for row in rows]

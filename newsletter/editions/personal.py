@@ -40,7 +40,7 @@ from newsletter.core.db import upsert_insert
 from newsletter.core.errors import EditionNotFoundError, SubscriberNotFoundError
 from newsletter.core.settings import Settings
 from newsletter.core.templating import make_template_environment
-from newsletter.editions.content import prepare_edition
+from newsletter.editions.content import prepare_edition, stored_ranking
 from newsletter.ingest.store import record_from_row
 from newsletter.models import (
     CorpusTerm,
@@ -57,7 +57,7 @@ from newsletter.relevance import PaperText, Pick, ReaderProfile, RelevanceModel,
 from newsletter.relevance.terms import analyzer, document_terms
 from newsletter.relevance.topics import load_topics
 from newsletter.render import DigestBlocks, render_blocks
-from newsletter.values import PaperRecord, RankedPaper, new_link_marker
+from newsletter.values import PaperRecord, new_link_marker
 from subscribers.models import DigestMode, SubscriberStatus, Verdict
 from subscribers.tokens import feedback_url, preferences_url, unsubscribe_url
 
@@ -503,16 +503,7 @@ def edition_blocks(
         edition = session.get(Edition, edition_id)
         if edition is None:
             raise EditionNotFoundError(f"no edition with id {edition_id}")
-        ranking = session.exec(
-            sql_select(EditionPaper, Paper)
-            .join(Paper, col(Paper.id) == col(EditionPaper.paper_id))
-            .where(col(EditionPaper.edition_id) == edition_id)
-            .order_by(col(EditionPaper.position))
-        ).all()
-        trending = [
-            RankedPaper(record_from_row(paper), entry.score, entry.position)
-            for entry, paper in ranking
-        ]
+        trending = stored_ranking(session, edition_id)
         wanted = sorted(set(extra_papers) - {item.paper.arxiv_id for item in trending})
         candidates: list[PaperRecord] = []
         for start in range(0, len(wanted), 900):

@@ -60,17 +60,22 @@ async def ingest_papers(
     settings: Settings,
     engine: Engine,
     *,
-    day: date,
+    day: date | None,
     source: PaperSource,
     file: Path | None = None,
     http_client: httpx.AsyncClient | None = None,
     backoff: Backoff = DEFAULT_BACKOFF,
 ) -> IngestReport:
-    """Read the day's papers from `source` and store them; nothing is written if reading fails."""
+    """Read the day's papers from `source` and store them; nothing is written if reading fails.
+
+    A file may leave `day` out: its records' own day is taken when they agree.
+    """
     if source is PaperSource.FILE:
         if file is None:
             raise IngestError("the file source needs a path to a Daily Papers JSON file")
         parsed = read_papers_file(file, day=day)
+    elif day is None:
+        raise IngestError(f"fetching from {source.value} needs the day to fetch")
     elif file is not None:
         raise IngestError(f"a papers file is only read with the file source, not {source}")
     elif http_client is not None:
@@ -85,6 +90,9 @@ async def ingest_papers(
 
     for reason in parsed.skipped:
         logger.warning("skipped from %s: %s", source.value, reason)
+    if file is not None:
+        day = _day_of_file(parsed, file, given=day)
+    assert day is not None  # checked above for the sources that fetch
     with session_scope(engine) as session:
         counts = upsert_papers(session, parsed.records)
     logger.info(
@@ -104,6 +112,26 @@ async def ingest_papers(
         updated=counts.updated,
         skipped=parsed.skipped,
     )
+
+
+def _day_of_file(parsed: ParsedPapers, file: Path, *, given: date | None) -> date:
+    """The day a file's papers go under: the one given, else the one all its records name."""
+    if not parsed.records:
+        # Nothing to store is a mistake worth an exit status, not "0 papers ingested".
+        raise IngestError(
+            f"papers file {file} has no usable record ({len(parsed.skipped)} skipped); "
+            "nothing was stored"
+        )
+    if given is not None:
+        return given
+    days = sorted({record.daily_date for record in parsed.records if record.daily_date})
+    if len(days) != 1:
+        listed = ", ".join(day.isoformat() for day in days[:5])
+        raise IngestError(
+            f"the papers in {file} are from {len(days)} days ({listed}): "
+            "give --date YYYY-MM-DD to file them under one"
+        )
+    return days[0]
 
 
 async def _fetch(

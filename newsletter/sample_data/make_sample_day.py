@@ -20,7 +20,8 @@ from newsletter.sample_data import (
 
 def render_sample_day() -> str:
     """The exact text of the bundled sample file."""
-    papers = generate_daily_papers(SAMPLE_DAY, SAMPLE_PAPER_COUNT, seed=SAMPLE_SEED)
+    # The demo shows this day to a new user: no markup or template syntax in its titles.
+    papers = generate_daily_papers(SAMPLE_DAY, SAMPLE_PAPER_COUNT, seed=SAMPLE_SEED, hostile=False)
     return json.dumps(papers, indent=2, ensure_ascii=False) + "\n"
 
 

@@ -47,6 +47,10 @@ class PageRenderer:
             all_headers.update(PRIVATE_PAGE_HEADERS)
         return HTMLResponse(body, status_code=status_code, headers=all_headers)
 
+    def fragment(self, name: str, **context: Any) -> str:
+        """A piece of a page (`templates/pages/{name}.html.j2`) as HTML text, e.g. for a feed."""
+        return self._env.get_template(f"pages/{name}.html.j2").render(site=self._site, **context)
+
     def constant(self, page: str, **context: Any) -> HTMLResponse:
         """A page that is the same for every request (its context never changes), rendered once."""
         body = self._constant.get(page)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from newsletter.core.clock import utc_now
 from newsletter.core.errors import ExpiredTokenError, InvalidTokenError
-from newsletter.web.context import ClientAddressDep, PagesDep, SessionDep, SettingsDep
+from newsletter.editions.content import first_digest_note, latest_public_edition
+from newsletter.web.context import ClientAddressDep, EngineDep, PagesDep, SessionDep, SettingsDep
 from newsletter.web.pages import PageRenderer
 from subscribers.signup import ConfirmOutcome, confirm_subscription, inspect_confirmation
+from subscribers.tokens import preferences_url
 
 router = APIRouter(tags=["confirmation"])
 
@@ -43,11 +47,12 @@ def show_confirmation(
 def confirm(
     token: str,
     session: SessionDep,
+    engine: EngineDep,
     settings: SettingsDep,
     pages: PagesDep,
     client_address: ClientAddressDep,
 ) -> HTMLResponse:
-    """Confirm the address, recording the time and the client's address."""
+    """Confirm the address, recording the time and the client's address (and queue a welcome)."""
     try:
         subscriber, outcome = confirm_subscription(
             session, settings, token, now=utc_now(), client_address=client_address
@@ -55,14 +60,28 @@ def confirm(
     except InvalidTokenError as error:
         return link_problem_page(pages, error)
     session.commit()
-    return _confirmation_page(pages, subscriber.email, outcome)
+    if outcome is not ConfirmOutcome.CONFIRMED:
+        return _confirmation_page(pages, subscriber.email, outcome)
+    # Not a dead end: what comes next, their preferences, and something to read now.
+    latest = latest_public_edition(engine)
+    return _confirmation_page(
+        pages,
+        subscriber.email,
+        outcome,
+        first_digest=first_digest_note(latest, timezone=settings.timezone),
+        latest_edition_url=None if latest is None else f"/editions/{latest.day.isoformat()}",
+        preferences_url=preferences_url("", settings.secret_key, subscriber.key),
+    )
 
 
-def _confirmation_page(pages: PageRenderer, email: str, outcome: ConfirmOutcome) -> HTMLResponse:
+def _confirmation_page(
+    pages: PageRenderer, email: str, outcome: ConfirmOutcome, **after_confirming: Any
+) -> HTMLResponse:
     return pages.render(
         "confirm",
         status_code=410 if outcome is ConfirmOutcome.NO_LONGER_VALID else 200,
         private=True,
         email=email,
         outcome=outcome.value,
+        **after_confirming,
     )

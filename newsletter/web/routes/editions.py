@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
 from xml.etree import ElementTree as ET
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import Engine
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from newsletter.core.text import single_line, xml_text
 from newsletter.editions.content import (
+    PUBLIC_STATUSES,
     edition_stamp,
-    get_edition_by_id,
     list_editions,
-    web_version,
+    stored_ranking,
 )
 from newsletter.models import Edition, EditionStatus
-from newsletter.render import format_edition_date
+from newsletter.render import RANKING_LINE, format_edition_date, make_paper_card
 from newsletter.web.context import EngineDep, PagesDep, SettingsDep, web_context_of
 from newsletter.web.edition_pages import EditionPage
 from newsletter.web.pages import PageRenderer
@@ -26,20 +30,6 @@ router = APIRouter(tags=["editions"])
 
 ARCHIVE_SIZE = 60
 FEED_SIZE = 30
-# Drafts may still change and cancelled editions never went out: neither is public.
-PUBLIC_STATUSES = frozenset(
-    {
-        EditionStatus.SENDING,
-        EditionStatus.PAUSED,
-        EditionStatus.SENT,
-        EditionStatus.FINISHED_WITH_FAILURES,
-    }
-)
-# The stored digest is email HTML: inline styles and remote images, never scripts.
-EDITION_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; font-src https:; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
 _ATOM = "http://www.w3.org/2005/Atom"
 
 
@@ -77,17 +67,39 @@ async def archive(engine: EngineDep, pages: PagesDep) -> HTMLResponse:
     response_class=Response,
     responses={200: {"content": {"application/atom+xml": {}}}},
 )
-async def feed(engine: EngineDep, settings: SettingsDep) -> Response:
+async def feed(engine: EngineDep, settings: SettingsDep, pages: PagesDep) -> Response:
     """An Atom feed of the newest editions that went out."""
     editions = await _public_editions(engine, FEED_SIZE)
-    return Response(
-        build_atom_feed(editions, base_url=settings.base_url, title=settings.list_name),
-        media_type="application/atom+xml",
+
+    def render_papers(edition: Edition) -> str:
+        assert edition.id is not None
+        return pages.fragment("_edition_papers", **_edition_context(engine, edition.id))
+
+    document = await run_in_threadpool(
+        build_atom_feed,
+        editions,
+        base_url=settings.base_url,
+        title=settings.list_name,
+        render_papers=render_papers,
     )
+    return Response(document, media_type="application/atom+xml")
 
 
-def build_atom_feed(editions: list[Edition], *, base_url: str, title: str) -> bytes:
-    """The Atom document for these editions (newest first)."""
+def _edition_context(engine: Engine, edition_id: int) -> dict[str, Any]:
+    """What the edition's page and its feed entry show: its papers as cards."""
+    with Session(engine) as session:
+        cards = [make_paper_card(item) for item in stored_ranking(session, edition_id)]
+    return {"cards": cards, "ranking_line": RANKING_LINE}
+
+
+def build_atom_feed(
+    editions: list[Edition],
+    *,
+    base_url: str,
+    title: str,
+    render_papers: Callable[[Edition], str],
+) -> bytes:
+    """The Atom document for these editions (newest first); `render_papers` writes each entry."""
     ET.register_namespace("", _ATOM)
 
     def add(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -112,8 +124,8 @@ def build_atom_feed(editions: list[Edition], *, base_url: str, title: str) -> by
         add(entry, "id", url)
         add(entry, "link", rel="alternate", type="text/html", href=url)
         add(entry, "updated", _atom_time(stamp))
-        _, text = web_version(edition, base_url=base_url)
-        add(entry, "content", text, type="text")
+        # The edition itself, with links a feed reader can follow; no email footer.
+        add(entry, "content", render_papers(edition), type="html")
     document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return document
 
@@ -128,7 +140,7 @@ def _atom_time(moment: dt.datetime) -> str:
 
 @router.get("/editions/{day}", response_class=HTMLResponse, summary="One edition in the browser")
 async def show_edition(day: str, request: Request) -> Response:
-    """The day's digest as sent, with non-personal links where each reader's own would be.
+    """The day's edition as a web page: its papers in its order, without the email's trimmings.
 
     Built once per rendering of the edition and served from memory
     (`newsletter.web.edition_pages`), which reads the edition's status again
@@ -137,7 +149,7 @@ async def show_edition(day: str, request: Request) -> Response:
     # Read often and cheap to answer: its collaborators come from the app's context
     # itself, since FastAPI solves every declared dependency again on every request.
     web = web_context_of(request)
-    engine, settings, pages = web.database, web.settings, web.pages
+    engine, pages = web.database, web.pages
     try:
         edition_date = dt.date.fromisoformat(day)
     except ValueError:
@@ -156,18 +168,17 @@ async def show_edition(day: str, request: Request) -> Response:
         if stamp is None or stamp.status not in PUBLIC_STATUSES:
             cache.forget(edition_date)
             return _no_edition(pages, edition_date)
-        if stamp.rendered_at is not None:
-            page = cache.checked(edition_date, stamp.id, stamp.rendered_at)
+        if stamp.rendered_at is None:
+            return _no_edition(pages, edition_date)
+        page = cache.checked(edition_date, stamp.id, stamp.rendered_at)
         if page is None:
-            edition = await run_in_threadpool(get_edition_by_id, engine, stamp.id)
-            if edition is None or edition.rendered_at is None:
-                return _no_edition(pages, edition_date)
-            html, _ = web_version(edition, base_url=settings.base_url)
-            page = EditionPage(stamp.id, edition.rendered_at, html.encode("utf-8"))
+            context = await run_in_threadpool(_edition_context, engine, stamp.id)
+            body = pages.render(
+                "edition", date_label=format_edition_date(edition_date), **context
+            ).body
+            page = EditionPage(stamp.id, stamp.rendered_at, bytes(body))
             cache.put(edition_date, page)
-    return Response(
-        page.body, media_type="text/html", headers={"Content-Security-Policy": EDITION_CSP}
-    )
+    return Response(page.body, media_type="text/html")
 
 
 def _no_edition(pages: PageRenderer, day: dt.date) -> Response:
