@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
@@ -77,6 +77,33 @@ def create_db_engine(database_url: str) -> Engine:
         event.listen(engine, "connect", _configure_sqlite_connection)
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def try_begin_write(connection: Connection) -> bool:
+    """Take SQLite's write lock now if it is free (False if another process holds it).
+
+    On SQLite a writer that finds the lock held sleeps in its busy handler (1,
+    2, 5, 10 ms and longer, blocking its thread), however soon the lock frees:
+    a sending process's event loop, and every connection on it, would stall.
+    With this the caller waits without blocking and tries again. The
+    connection's own busy timeout is back in place afterwards; once the lock
+    is held, WAL readers never block it. Other databases lock rows, not the
+    file: True at once, nothing done.
+    """
+    if connection.dialect.name != "sqlite":
+        return True
+    timeout_ms = connection.exec_driver_sql("PRAGMA busy_timeout").scalar_one()
+    connection.exec_driver_sql("PRAGMA busy_timeout = 0")
+    try:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    except DBAPIError as error:
+        driver_error = error.orig
+        if isinstance(driver_error, sqlite3.Error) and driver_error.sqlite_errorcode & 0xFF == 5:
+            return False  # SQLITE_BUSY
+        raise
+    finally:
+        connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+    return True
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:

@@ -69,8 +69,11 @@ MAX_RESTARTS = 5
 FIRST_RESTART_DELAY_SECONDS = 1.0
 MAX_RESTART_DELAY_SECONDS = 60.0
 RESTART_RESET_SECONDS = 300.0
-# How often the parent of several sending processes reads the ledger for its progress.
-PROGRESS_POLL_SECONDS = 0.25
+# How often the parent of several sending processes reads the ledger for its progress. Each
+# read counts the edition's rows: at 0.25 s, on 20,000 readers, the parent spent 0.17 ms of
+# CPU per message doing so (a quarter of a sending process's own), on a machine whose cores
+# the children and the relay need; once a second the bar still moves smoothly.
+PROGRESS_POLL_SECONDS = 1.0
 
 
 def available_cores() -> int:
