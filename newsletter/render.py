@@ -314,17 +314,28 @@ class DigestBlocks:
     # Encoded size of the parts every digest has (the larger "For you" header counted).
     fixed_html_size: int = 0
 
-    def assemble(self, picks: Sequence[tuple[str, str]]) -> PersonalDigest:
+    def assemble(
+        self,
+        picks: Sequence[tuple[str, str]],
+        *,
+        for_you: bool = True,
+        week_trending: Sequence[str] | None = None,
+    ) -> PersonalDigest:
         """The digest of one selection: `picks` are (arXiv id, why) best first.
 
         "For you" lists the picks with their why line (or says that nothing
-        cleared the floor), then "Trending today" the edition's ranking
-        without them. Trending papers are dropped from the end while the
-        encoded HTML, with room for every reader's links, would be clipped.
+        cleared the floor; no such section without `for_you`), then "Trending
+        today" the edition's ranking without them, or, given `week_trending`
+        (a weekly reader's), "Trending this week" those papers. Trending papers
+        are dropped from the end while the encoded HTML, with room for every
+        reader's links, would be clipped.
         """
         picked = [(arxiv_id, why) for arxiv_id, why in picks if arxiv_id in self.papers]
+        if not for_you:
+            picked = []
         shown = {arxiv_id for arxiv_id, _ in picked}
-        trending = [arxiv_id for arxiv_id in self.trending if arxiv_id not in shown]
+        ranking = self.trending if week_trending is None else week_trending
+        trending = [a for a in ranking if a not in shown and a in self.papers]
         # The size is bounded from the blocks' own encoded sizes, never by encoding
         # the whole digest again: each piece is encoded on its own on the wire too
         # (a soft line break, 3 bytes, at most at each of a block's 4 cuts).
@@ -347,16 +358,29 @@ class DigestBlocks:
                 f"a personal digest is {size} bytes encoded even without trending papers, over "
                 f"the {ENCODED_HTML_MAX_BYTES}-byte limit; lower the personal count"
             )
-        return self._joined(picked, trending[:keep])
+        return self._joined(
+            picked,
+            trending[:keep],
+            for_you=for_you,
+            trending_section="trending" if week_trending is None else "trending_week",
+        )
 
-    def _joined(self, picked: list[tuple[str, str]], trending: list[str]) -> PersonalDigest:
+    def _joined(
+        self,
+        picked: list[tuple[str, str]],
+        trending: list[str],
+        *,
+        for_you: bool,
+        trending_section: str,
+    ) -> PersonalDigest:
         marker = self.link_marker
         cut = f"NLCUT{marker}Z"
         html = [self.html_parts["top"]]
         text = [self.text_parts["top"]]
-        section = "for_you" if picked else "nothing"
-        html.append(self.html_parts[section])
-        text.append(self.text_parts[section])
+        if for_you:
+            section = "for_you" if picked else "nothing"
+            html.append(self.html_parts[section])
+            text.append(self.text_parts[section])
         order: list[str] = []
         position_mark = f"NLPOS{marker}Z"
         why_mark = f"NLWHY{marker}Z"
@@ -376,8 +400,8 @@ class DigestBlocks:
                 # Last: the reader's own words never pass through another replacement.
                 parts.append(filled.replace(why_mark, f"{cut}{shown_why}{cut}") + cut)
             order.append(arxiv_id)
-        html.append(self.html_parts["trending"])
-        text.append(self.text_parts["trending"])
+        html.append(self.html_parts[trending_section])
+        text.append(self.text_parts[trending_section])
         for position, arxiv_id in enumerate(trending, start=1):
             blocks = self.papers[arxiv_id]
             for parts, block in ((html, blocks.trending_html), (text, blocks.trending_text)):
@@ -452,7 +476,7 @@ def render_blocks(
         ),
         "list_name": _clean_text(list_name),
         "edition_date_label": date_label,
-        "intro": "Today's papers picked for your interests, then the most popular of the day.",
+        "intro": "Papers picked for your interests, then the most popular.",
         "nothing_line": NOTHING_FOR_YOU,
         "view_url": f"{base_url.rstrip('/')}/editions/{edition_date.isoformat()}",
         "unsubscribe_url": PersonalField.UNSUBSCRIBE_URL.placeholder(link_marker),
@@ -479,9 +503,11 @@ def render_blocks(
         )
         for index, paper in enumerate(papers.values())
     }
+    # The larger of each pair of alternative parts counts.
     fixed = sum(
-        encoded_html_size(html_parts[name]) + 3 for name in ("top", "trending", "end")
-    ) + max(encoded_html_size(html_parts[name]) + 3 for name in ("for_you", "nothing"))
+        max(encoded_html_size(html_parts[name]) + 3 for name in names)
+        for names in (("top",), ("end",), ("trending", "trending_week"), ("for_you", "nothing"))
+    )
     return DigestBlocks(
         edition_date=edition_date,
         subject=subject,

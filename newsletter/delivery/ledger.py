@@ -49,7 +49,7 @@ from sqlalchemy import (
 from newsletter.core.clock import UtcDateTime, as_utc
 from newsletter.editions.lifecycle import EditionEvent, apply_event, transition_statement
 from newsletter.models import Delivery, DeliveryStatus, Edition, EditionStatus
-from subscribers.models import Subscriber, SubscriberStatus
+from subscribers.models import Frequency, Subscriber, SubscriberStatus
 from subscribers.store import mark_bounced
 from subscribers.suppressions import not_suppressed
 
@@ -143,6 +143,8 @@ def queue_audience(
 ) -> int:
     """Queue one row per confirmed, unpaused, unsuppressed subscriber; returns how many.
 
+    Weekly readers are queued only on their weekday.
+
     `selection_of` maps personal readers to their selection (`selections.id`):
     their rows carry it, and rows are numbered selection by selection, so a
     worker taking rows in order meets each selection's readers together and
@@ -173,10 +175,18 @@ def queue_audience(
         when,
         when,
     ]
+    day = connection.execute(
+        select(editions.c.date).where(editions.c.id == edition_id)
+    ).scalar_one()
     conditions = (
         subscribers.c.status == SubscriberStatus.CONFIRMED.value,
         subscribers.c.paused == false(),
         not_suppressed(subscribers.c.mailbox),
+        # Weekly readers get only the edition of their weekday (`editions.personal`).
+        or_(
+            subscribers.c.frequency == Frequency.DAILY.value,
+            subscribers.c.weekly_day == day.weekday(),
+        ),
     )
     if selection_of:
         _reader_selections.create(connection)
