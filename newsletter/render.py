@@ -278,6 +278,7 @@ class PersonalDigest:
         unsubscribe_url: str,
         preferences_url: str,
         feedback_url: Callable[[str, str], str],
+        view_url: str,
     ) -> tuple[str, str]:
         """HTML and text with one reader's links filled in (`feedback_url(arxiv_id, verdict)`)."""
         html, text = fill_personal_links(
@@ -286,6 +287,7 @@ class PersonalDigest:
             link_marker=self.link_marker,
             unsubscribe_url=unsubscribe_url,
             preferences_url=preferences_url,
+            view_url=view_url,
         )
         for index, arxiv_id in enumerate(self.feedback_papers):
             for verdict in ("more", "less"):
@@ -441,7 +443,6 @@ def render_blocks(
     *,
     edition_date: date,
     subject: str,
-    base_url: str,
     postal_address: str,
     list_name: str,
     link_marker: str,
@@ -478,7 +479,8 @@ def render_blocks(
         "edition_date_label": date_label,
         "intro": "Papers picked for your interests, then the most popular.",
         "nothing_line": NOTHING_FOR_YOU,
-        "view_url": f"{base_url.rstrip('/')}/editions/{edition_date.isoformat()}",
+        # The reader's own copy (a signed link filled in per reader), not the public edition.
+        "view_url": PersonalField.VIEW_URL.placeholder(link_marker),
         "unsubscribe_url": PersonalField.UNSUBSCRIBE_URL.placeholder(link_marker),
         "preferences_url": PersonalField.PREFERENCES_URL.placeholder(link_marker),
         "postal_address": _clean_text(postal_address),

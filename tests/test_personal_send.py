@@ -504,3 +504,60 @@ def test_weekly_readers_get_the_best_of_the_week_on_their_day_and_nothing_repeat
     assert by_address["popular@example.org"].for_you is False
     assert by_address["weekly@example.org"].trending
     assert "daily@example.org" in by_address and by_address["daily@example.org"].trending is None
+
+
+def test_view_in_browser_shows_the_readers_own_copy_as_sent(
+    stored: tuple[Engine, str],
+) -> None:
+    engine, url = stored
+    with RecordingSmtpServer() as server:
+        env = cli_environment(url, server.port)
+        for address in ("legs@example.org", "speech@example.org", "plain@example.org"):
+            run_cli("subscribers", "add", address, "--confirmed", *READERS[address], env=env)
+        received = _send_day(server, env, DAY, 3)
+    # The profile changes after the send: the reader's copy stays what was sent.
+    with engine.begin() as connection:
+        connection.execute(update(subscribers).values(interests="quokka husbandry", topics=[]))
+
+    def view_link(address: str) -> str:
+        html, text = _parts(received[address].message)
+        found = re.search(r"View in browser: (\S+)", text)
+        assert found is not None
+        assert escape(found.group(1), quote=True) in html  # the HTML's link is the same
+        return found.group(1).removeprefix(BASE_URL)
+
+    legs, speech, plain = (
+        view_link(a) for a in ("legs@example.org", "speech@example.org", "plain@example.org")
+    )
+    assert legs.startswith("/view/") and legs != speech
+    assert plain == f"/editions/{DAY.isoformat()}"  # the trending digest's public page
+    settings = load_settings(_env_file=None, database_url=url, secret_key=SECRET, base_url=BASE_URL)
+    with live_server(create_app(settings, engine=engine)) as site:
+        pages = {path: httpx.get(f"{site}{path}") for path in (legs, speech)}
+        public = httpx.get(f"{site}/editions/{DAY.isoformat()}")
+        altered = httpx.get(f"{site}{legs[:-3]}AAA")
+        other_day = httpx.get(f"{site}{legs.replace('20261105', '20261106')}")
+
+    for address, path in (("legs@example.org", legs), ("speech@example.org", speech)):
+        page = pages[path]
+        assert page.status_code == 200
+        assert page.headers["cache-control"] == "no-store"
+        assert "noindex" in page.headers["x-robots-tag"]
+        _, sent_text = _parts(received[address].message)
+        for_you, _ = _sections(sent_text)
+        assert for_you
+        for title, why in for_you:  # their own "For you", as sent
+            assert str(markup_escape(title)) in page.text
+            assert escape(why, quote=True) in page.text
+        # Their own links: the feedback links of the email, the same view link.
+        more = re.search(r"More like this: (\S+)", sent_text)
+        assert more is not None and escape(more.group(1), quote=True) in page.text
+        assert escape(f"{BASE_URL}{path}", quote=True) in page.text
+        assert "NLPERSONAL" not in page.text and "NLCUT" not in page.text
+    legs_titles = {t for t, _ in _sections(_parts(received["legs@example.org"].message)[1])[0]}
+    speech_titles = {t for t, _ in _sections(_parts(received["speech@example.org"].message)[1])[0]}
+    assert not any(str(markup_escape(t)) in pages[speech].text for t in legs_titles - speech_titles)
+    # The public archive stays the trending edition; a bad token shows nothing.
+    assert public.status_code == 200 and "For you" not in public.text
+    assert altered.status_code == 404 and other_day.status_code == 404
+    assert "For you" not in altered.text

@@ -61,7 +61,7 @@ from newsletter.relevance.topics import load_topics
 from newsletter.render import DigestBlocks, PersonalDigest, render_blocks
 from newsletter.values import PaperRecord, RankedPaper, new_link_marker
 from subscribers.models import DigestMode, Frequency, SubscriberStatus, Verdict
-from subscribers.tokens import feedback_url, preferences_url, unsubscribe_url
+from subscribers.tokens import feedback_url, preferences_url, unsubscribe_url, view_url
 
 papers = Paper.__table__  # type: ignore[attr-defined]
 deliveries = Delivery.__table__  # type: ignore[attr-defined]
@@ -70,6 +70,7 @@ corpus_terms = CorpusTerm.__table__  # type: ignore[attr-defined]
 edition_papers = EditionPaper.__table__  # type: ignore[attr-defined]
 reader_papers = ReaderPaper.__table__  # type: ignore[attr-defined]
 subscribers = Subscriber.__table__  # type: ignore[attr-defined]
+editions = Edition.__table__  # type: ignore[attr-defined]
 
 # Papers counted per transaction while indexing.
 INDEX_BATCH = 500
@@ -736,7 +737,6 @@ def edition_blocks(
         candidates,
         edition_date=day,
         subject=subject,
-        base_url=settings.base_url,
         postal_address=settings.postal_address,
         list_name=settings.list_name,
         link_marker=new_link_marker(),
@@ -760,10 +760,50 @@ def reader_digest(
     blocks = edition_blocks(
         settings, engine, edition_id=edition.id, extra_papers=[a for a, _ in picks]
     )
-    key = str(row["key"])
+    return _with_reader_links(settings, blocks.assemble(picks), key=str(row["key"]), day=day)
+
+
+def _with_reader_links(
+    settings: Settings, digest: PersonalDigest, *, key: str, day: dt.date
+) -> tuple[str, str]:
     base, secret = settings.base_url, settings.secret_key
-    return blocks.assemble(picks).personalised(
+    return digest.personalised(
         unsubscribe_url=unsubscribe_url(base, secret, key),
         preferences_url=preferences_url(base, secret, key),
         feedback_url=lambda arxiv_id, verdict: feedback_url(base, secret, key, arxiv_id, verdict),
+        view_url=view_url(base, secret, key, day),
     )
+
+
+def delivered_digest(
+    settings: Settings, engine: Engine, *, day: dt.date, subscriber_key: str
+) -> tuple[str, str] | None:
+    """The digest a reader was sent on `day` (HTML, text), rebuilt from the ledger's selection.
+
+    Their own "For you" (or weekly digest) with their links, exactly the
+    selection their delivery row points at, however their profile changed
+    since. None when that delivery carried the edition's trending digest.
+    Raises SubscriberNotFoundError when this reader got no delivery of that day.
+    """
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(deliveries.c.edition_id, deliveries.c.selection_id)
+            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+            .join(editions, editions.c.id == deliveries.c.edition_id)
+            .where(
+                subscribers.c.key == subscriber_key,
+                editions.c.date == day,
+                deliveries.c.is_test == false(),
+            )
+        ).first()
+        if row is None:
+            raise SubscriberNotFoundError(f"no delivery of {day.isoformat()} to this reader")
+        if row.selection_id is None:
+            return None
+        chosen = load_selections(
+            connection, edition_id=row.edition_id, selection_ids=[row.selection_id]
+        )[row.selection_id]
+    blocks = edition_blocks(
+        settings, engine, edition_id=row.edition_id, extra_papers=chosen.papers()
+    )
+    return _with_reader_links(settings, chosen.assemble(blocks), key=subscriber_key, day=day)
