@@ -524,7 +524,7 @@ def _strongest(
         return np.zeros(0, dtype=np.int64)
     rows = [positive.row for positive in reader.positives]
     weights = np.array([KIND_WEIGHTS[positive.source] for positive in reader.positives])
-    shares = to_candidates[np.ix_(rows, list(positions))] * weights[:, None]
+    shares = to_candidates[rows][:, positions] * weights[:, None]
     strongest: NDArray[np.int64] = shares.argmax(axis=0)
     return strongest
 
