@@ -319,16 +319,24 @@ def personal_picks(
         readers, library = load_readers(connection, subscriber_ids)
         topics = load_topics(settings.topics_file)
         analyze = analyzer()
+        # Each reader's words analysed once: here, for the frequencies to load, and by the model.
+        analysed = {r.profile.interests: tuple(analyze(r.profile.interests)) for r in readers}
         needed: set[str] = set()
+        for terms in analysed.values():
+            needed.update(terms)
         for text in (
             *(p.text() for p in (*candidates, *background, *library.values())),
             *(t.text() for t in topics),
-            *(r.profile.interests for r in readers),
         ):
             needed.update(analyze(text))
         statistics = term_statistics(connection, needed)
     model = RelevanceModel(
-        statistics, candidates, topics=topics, library=library, background=background
+        statistics,
+        candidates,
+        topics=topics,
+        library=library,
+        background=background,
+        analysed=analysed,
     )
     excluded = exclude or {}
     candidate_ids = {paper.arxiv_id for paper in candidates}

@@ -184,6 +184,7 @@ class RelevanceModel:
     `library` holds the texts of every paper a profile may name (liked,
     disliked, skipped); ids it lacks are ignored. `background` is recent
     stored papers other than today's: what "for you" must stand out from.
+    `analysed` may hold readers' texts already split into terms (`analyzer`).
     """
 
     def __init__(
@@ -194,8 +195,11 @@ class RelevanceModel:
         topics: Sequence[Topic] = (),
         library: Mapping[str, PaperText] | None = None,
         background: Sequence[PaperText] = (),
+        analysed: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.statistics = statistics
+        # Readers' texts the caller has analysed already (to know which frequencies to load).
+        self._analysed = analysed or {}
         self.candidates = tuple(candidates)
         self.topics = {topic.name.casefold(): topic for topic in topics}
         self.library = dict(library or {})
@@ -285,7 +289,9 @@ class RelevanceModel:
             positives = []
             interests: WeightedTerms | None = None
             if profile.interests.strip():
-                interests = WeightedTerms.of(profile.interests, self.statistics)
+                interests = WeightedTerms.of(
+                    profile.interests, self.statistics, self._analysed.get(profile.interests)
+                )
                 if interests:
                     row = row_of(("interests", str(index)), interests)
                     positives.append(_Positive(row, Source.INTERESTS, ""))
@@ -446,15 +452,20 @@ def _own_phrase(interests_text: str, terms: Sequence[str]) -> str | None:
     return best[1] if best else None
 
 
-@lru_cache(maxsize=4096)
-def _phrases(interests_text: str) -> tuple[tuple[str, frozenset[str]], ...]:
-    """The quotable phrases of a reader's words, each with its terms (a reader's picks share it)."""
+def _phrases(interests_text: str) -> list[tuple[str, frozenset[str]]]:
+    """The quotable phrases of a reader's words, each with its terms."""
     found = []
     for piece in _PHRASE_BREAK.split(interests_text):
         phrase = " ".join(piece.split())
         if phrase and len(phrase) <= MAX_QUOTED_PHRASE:
-            found.append((phrase, frozenset(analyzer()(phrase))))
-    return tuple(found)
+            found.append((phrase, _phrase_terms(phrase)))
+    return found
+
+
+@lru_cache(maxsize=16_384)
+def _phrase_terms(phrase: str) -> frozenset[str]:
+    # Readers' phrases recur ("diffusion models", "reinforcement learning").
+    return frozenset(analyzer()(phrase))
 
 
 def _relative_floor(background_scores: NDArray[np.float64], *, at_least: float) -> float:
@@ -520,8 +531,8 @@ def _strongest(
     reader: _Reader, to_candidates: NDArray[np.float64], positions: Sequence[int]
 ) -> NDArray[np.int64]:
     """For each picked candidate, the reader's positive document of largest weighted likeness."""
-    if not positions:
-        return np.zeros(0, dtype=np.int64)
+    if len(reader.positives) == 1 or not positions:
+        return np.zeros(len(positions), dtype=np.int64)
     rows = [positive.row for positive in reader.positives]
     weights = np.array([KIND_WEIGHTS[positive.source] for positive in reader.positives])
     shares = to_candidates[rows][:, positions] * weights[:, None]
