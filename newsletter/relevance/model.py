@@ -362,25 +362,34 @@ class RelevanceModel:
                 position = self._positions.get(arxiv_id)
                 if position is not None:
                     scores[row, position] = -np.inf  # judged already: not news to them
-        # Each reader's best `count`, best first; ties keep candidate order.
-        best = np.argsort(-scores, axis=1, kind="stable")[:, :count]
+        # Each reader's best `count`, best first (ties keep candidate order), and
+        # whether each clears the reader's floor: plain lists from here on.
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :count]
+        best_scores = np.take_along_axis(scores, order, axis=1)
+        floors = np.array([scored.floor for scored in all_scored])
+        cleared = (best_scores >= floors[:, None]).tolist()
+        best, best_scores_list = order.tolist(), best_scores.tolist()
         for row, (profile, scored, reader) in enumerate(
             zip(profiles, all_scored, readers, strict=True)
         ):
             if profile.is_empty:
                 picks.append([])
                 continue
-            positions = [int(p) for p in best[row] if scores[row, p] >= scored.floor]
+            positions = [p for p, ok in zip(best[row], cleared[row], strict=True) if ok]
             strongest = (
-                scored.strongest[positions]
+                scored.strongest[positions].tolist()
                 if scored.strongest is not None
-                else _strongest(reader, to_candidates, positions)
+                else _strongest(reader, to_candidates, positions).tolist()
             )
+            phrases: list[tuple[str, frozenset[str]]] | None = None
             chosen = []
-            for position, source in zip(positions, strongest, strict=True):
+            for rank, (position, source) in enumerate(zip(positions, strongest, strict=True)):
                 paper = self.candidates[position]
-                why = self._why(reader.positives[int(source)], reader, paper, profile.interests)
-                chosen.append(Pick(paper.arxiv_id, float(scores[row, position]), why))
+                positive = reader.positives[source]
+                if positive.source is Source.INTERESTS and phrases is None:
+                    phrases = _phrases(profile.interests)  # once per reader
+                why = self._why(positive, reader, paper, phrases or [])
+                chosen.append(Pick(paper.arxiv_id, best_scores_list[row][rank], why))
             picks.append(chosen)
         return picks
 
@@ -391,20 +400,20 @@ class RelevanceModel:
         strongest: _Positive,
         reader: _Reader,
         paper: PaperText,
-        interests_text: str,
+        phrases: Sequence[tuple[str, frozenset[str]]],
     ) -> str:
         if strongest.source is Source.LIKED:
             return f"like “{strongest.label}”, which you liked"
         if strongest.source is Source.TOPIC:
             return f"in your topic {strongest.label}"
         interests = reader.interests.weights if reader.interests is not None else {}
-        phrases = self._shared_phrases(interests, paper)
-        if not phrases:
+        shared = self._shared_phrases(interests, paper)
+        if not shared:
             return "matches your interests"
-        own = _own_phrase(interests_text, phrases)
+        own = _own_phrase(phrases, shared)
         if own is not None:
             return f"matches your interest in “{own}”"
-        return f"matches your interest in {' and '.join(phrases)}"
+        return f"matches your interest in {' and '.join(shared)}"
 
     def _shared_phrases(
         self, mine: Mapping[str, float], paper: PaperText, most: int = 2
@@ -442,10 +451,10 @@ _PHRASE_BREAK = re.compile(r"[,;:.!?()\n]|\band\b|\balso\b", re.IGNORECASE)
 MAX_QUOTED_PHRASE = 60
 
 
-def _own_phrase(interests_text: str, terms: Sequence[str]) -> str | None:
-    """The phrase of the reader's own words that holds the most of `terms`, to quote back."""
+def _own_phrase(phrases: Sequence[tuple[str, frozenset[str]]], terms: Sequence[str]) -> str | None:
+    """The phrase of the reader's own words (`_phrases`) holding the most of `terms`, to quote."""
     best: tuple[int, str] | None = None
-    for phrase, held in _phrases(interests_text):
+    for phrase, held in phrases:
         hits = sum(1 for term in terms if term in held)
         if hits and (best is None or hits > best[0]):
             best = (hits, phrase)
