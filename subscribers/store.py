@@ -12,7 +12,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
-from sqlalchemy import delete, func, or_, update
+from sqlalchemy import case, delete, func, or_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
@@ -684,41 +684,78 @@ def save_judged_papers(
     keyed = {paper_key_of(arxiv_id=p.arxiv_id, title=p.title): p for p in papers}
     if not keyed:
         return 0
-    existing = {
-        row.paper_key: row
-        for row in session.exec(
-            select(ReaderPaper).where(
+    known = set(
+        session.exec(
+            select(ReaderPaper.paper_key).where(
                 col(ReaderPaper.subscriber_id) == subscriber_id,
                 col(ReaderPaper.paper_key).in_(list(keyed)),
             )
         ).all()
-    }
-    added = 0
-    for key, paper in keyed.items():
-        row = existing.get(key)
-        if row is None:
-            session.add(
-                ReaderPaper(
-                    subscriber_id=subscriber_id,
-                    paper_key=key,
-                    arxiv_id=paper.arxiv_id,
-                    title=paper.title,
-                    abstract=paper.abstract,
-                    verdict=paper.verdict,
-                    source=paper.source,
-                    created_at=now,
-                    updated_at=now,
-                )
+    )
+    _upsert_judgements(session, subscriber_id=subscriber_id, keyed=keyed, now=now)
+    return len(keyed.keys() - known)
+
+
+# Rows per INSERT: far below SQLite's limit on bound parameters (nine per row).
+_JUDGEMENTS_PER_STATEMENT = 500
+
+
+def _upsert_judgements(
+    session: Session,
+    *,
+    subscriber_id: int,
+    keyed: dict[str, JudgedPaper],
+    now: datetime,
+    replace: bool = True,
+) -> int:
+    """The one write of `reader_papers`: insert each paper, or replace the reader's verdict.
+
+    One statement per batch, so two requests judging the same paper at once end
+    in one row (the unique index decides) instead of an integrity error. With
+    `replace=False` a paper already judged is left alone. Returns the rows written.
+    """
+    table = ReaderPaper.__table__  # type: ignore[attr-defined]
+    rows = [
+        {
+            "subscriber_id": subscriber_id,
+            "paper_key": key,
+            "arxiv_id": paper.arxiv_id,
+            "title": paper.title,
+            "abstract": paper.abstract,
+            "verdict": paper.verdict.value,
+            "source": paper.source.value,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for key, paper in keyed.items()
+    ]
+    written = 0
+    for start in range(0, len(rows), _JUDGEMENTS_PER_STATEMENT):
+        insert = upsert_insert(session.get_bind().dialect.name, table).values(
+            rows[start : start + _JUDGEMENTS_PER_STATEMENT]
+        )
+        new = insert.excluded
+        statement = (
+            insert.on_conflict_do_update(
+                index_elements=["subscriber_id", "paper_key"],
+                set_={
+                    "verdict": new.verdict,
+                    "source": new.source,
+                    "title": case((new.title != "", new.title), else_=table.c.title),
+                    "abstract": case((new.abstract != "", new.abstract), else_=table.c.abstract),
+                    "arxiv_id": func.coalesce(new.arxiv_id, table.c.arxiv_id),
+                    "updated_at": new.updated_at,
+                },
             )
-            added += 1
-            continue
-        row.verdict = paper.verdict
-        row.source = paper.source
-        row.title = paper.title or row.title
-        row.abstract = paper.abstract or row.abstract
-        row.updated_at = now
-    session.flush()
-    return added
+            if replace
+            else insert.on_conflict_do_nothing(index_elements=["subscriber_id", "paper_key"])
+        )
+        written += len(session.execute(statement.returning(table.c.id)).all())
+    # Rows of this reader already loaded in the session are stale now.
+    for loaded in list(session.identity_map.values()):
+        if isinstance(loaded, ReaderPaper) and loaded.subscriber_id == subscriber_id:
+            session.expire(loaded)
+    return written
 
 
 def erase_subscriber(session: Session, *, subscriber: Subscriber, now: datetime) -> None:
@@ -777,45 +814,25 @@ def record_judgement(
     source: JudgementSource,
     now: datetime | None = None,
 ) -> Judgement | None:
-    """Record a reader's verdict on a paper, replacing any earlier one; what it replaced.
-
-    Two requests recording the same paper at once end in one row: the unique
-    index keeps the first insert, and the second updates that row.
-    """
+    """Record a reader's verdict on a paper, replacing any earlier one; what it replaced."""
     moment = now or utc_now()
+    keyed = {
+        paper_key: JudgedPaper(
+            arxiv_id=arxiv_id, title=title, abstract=abstract, verdict=verdict, source=source
+        )
+    }
     existing = find_judgement(session, subscriber_id=subscriber_id, paper_key=paper_key)
     if existing is None:
-        table = ReaderPaper.__table__  # type: ignore[attr-defined]
-        inserted = session.connection().execute(
-            upsert_insert(session.get_bind().dialect.name, table)
-            .values(
-                subscriber_id=subscriber_id,
-                paper_key=paper_key,
-                arxiv_id=arxiv_id,
-                title=title,
-                abstract=abstract,
-                verdict=verdict.value,
-                source=source.value,
-                created_at=moment,
-                updated_at=moment,
-            )
-            .on_conflict_do_nothing(index_elements=["subscriber_id", "paper_key"])
-            .returning(table.c.id)
-        )
-        if inserted.first() is not None:
+        if _upsert_judgements(
+            session, subscriber_id=subscriber_id, keyed=keyed, now=moment, replace=False
+        ):
             return None
-        # Another request recorded this paper meanwhile: replace its verdict.
+        # Another request recorded this paper meanwhile: this replaces what it said.
         existing = find_judgement(session, subscriber_id=subscriber_id, paper_key=paper_key)
         if existing is None:
             raise RuntimeError("a judgement that conflicted on insert cannot be found")
     previous = Judgement(Verdict(existing.verdict), JudgementSource(existing.source))
-    existing.verdict = verdict
-    existing.source = source
-    existing.title = title or existing.title
-    existing.abstract = abstract or existing.abstract
-    existing.arxiv_id = arxiv_id or existing.arxiv_id
-    existing.updated_at = moment
-    session.add(existing)
+    _upsert_judgements(session, subscriber_id=subscriber_id, keyed=keyed, now=moment)
     return previous
 
 
