@@ -74,6 +74,8 @@ editions = Edition.__table__  # type: ignore[attr-defined]
 
 # Papers counted per transaction while indexing.
 INDEX_BATCH = 500
+# Readers loaded and ranked at a time: memory for profiles stays flat however many.
+READERS_PER_BATCH = 10_000
 # How far back a shown-and-passed-over paper still counts as skipped, and how many.
 SKIPPED_LOOKBACK = dt.timedelta(days=14)
 MAX_SKIPPED = 50
@@ -297,6 +299,8 @@ def personal_picks(
     """
     index_corpus(engine)
     first_day = day - dt.timedelta(days=days - 1)
+    excluded = exclude or {}
+    picks: dict[int, list[Pick]] = {}
     with engine.connect() as connection:
         columns = PAPER_TEXT_COLUMNS
         candidates = [
@@ -316,42 +320,58 @@ def personal_picks(
                 .limit(BACKGROUND_PAPERS)
             ).mappings()
         ]
-        readers, library = load_readers(connection, subscriber_ids)
         topics = load_topics(settings.topics_file)
         analyze = analyzer()
-        # Each reader's words analysed once: here, for the frequencies to load, and by the model.
-        analysed = {r.profile.interests: tuple(analyze(r.profile.interests)) for r in readers}
         needed: set[str] = set()
-        for terms in analysed.values():
-            needed.update(terms)
-        for text in (
-            *(p.text() for p in (*candidates, *background, *library.values())),
-            *(t.text() for t in topics),
-        ):
+        for text in (*(p.text() for p in (*candidates, *background)), *(t.text() for t in topics)):
             needed.update(analyze(text))
-        statistics = term_statistics(connection, needed)
-    model = RelevanceModel(
-        statistics,
-        candidates,
-        topics=topics,
-        library=library,
-        background=background,
-        analysed=analysed,
-    )
-    excluded = exclude or {}
-    candidate_ids = {paper.arxiv_id for paper in candidates}
-    # Ranked deep enough that the papers left out still leave each reader their count.
-    deepest = max((len(candidate_ids.intersection(ids)) for ids in excluded.values()), default=0)
-    ranked = model.rank(
-        [r.profile for r in readers], count=max((r.count for r in readers), default=5) + deepest
-    )
-    return {
-        reader.subscriber_id: [
-            pick for pick in picks if pick.arxiv_id not in excluded.get(reader.subscriber_id, ())
-        ][: reader.count]
-        for reader, picks in zip(readers, ranked, strict=True)
-        if not reader.profile.is_empty
-    }
+        # The frequencies grow batch by batch with the terms of the batch's readers'
+        # words and papers (a term's frequency, once loaded, never changes here).
+        loaded = term_statistics(connection, needed)
+        frequencies = dict(loaded.frequencies)
+        looked_up = set(needed)
+        model = RelevanceModel(
+            TermStatistics(loaded.documents, frequencies),
+            candidates,
+            topics=topics,
+            background=background,
+        )
+        candidate_ids = {paper.arxiv_id for paper in candidates}
+        for start in range(0, len(subscriber_ids), READERS_PER_BATCH):
+            readers, library = load_readers(
+                connection, subscriber_ids[start : start + READERS_PER_BATCH]
+            )
+            # Each reader's words analysed once: for the frequencies, and by the model.
+            analysed = {r.profile.interests: tuple(analyze(r.profile.interests)) for r in readers}
+            new_terms: set[str] = set()
+            for terms in analysed.values():
+                new_terms.update(terms)
+            for paper in library.values():
+                new_terms.update(analyze(paper.text()))
+            new_terms -= looked_up
+            frequencies.update(term_statistics(connection, new_terms).frequencies)
+            looked_up |= new_terms
+            model.add_library(library)
+            # Ranked deep enough that the papers left out still leave each reader their count.
+            deepest = max(
+                (
+                    len(candidate_ids.intersection(excluded.get(r.subscriber_id, ())))
+                    for r in readers
+                ),
+                default=0,
+            )
+            ranked = model.rank(
+                [r.profile for r in readers],
+                count=max((r.count for r in readers), default=5) + deepest,
+                analysed=analysed,
+            )
+            for reader, chosen in zip(readers, ranked, strict=True):
+                if not reader.profile.is_empty:
+                    left_out = excluded.get(reader.subscriber_id, ())
+                    picks[reader.subscriber_id] = [
+                        pick for pick in chosen if pick.arxiv_id not in left_out
+                    ][: reader.count]
+    return picks
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,7 +184,6 @@ class RelevanceModel:
     `library` holds the texts of every paper a profile may name (liked,
     disliked, skipped); ids it lacks are ignored. `background` is recent
     stored papers other than today's: what "for you" must stand out from.
-    `analysed` may hold readers' texts already split into terms (`analyzer`).
     """
 
     def __init__(
@@ -195,11 +194,8 @@ class RelevanceModel:
         topics: Sequence[Topic] = (),
         library: Mapping[str, PaperText] | None = None,
         background: Sequence[PaperText] = (),
-        analysed: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.statistics = statistics
-        # Readers' texts the caller has analysed already (to know which frequencies to load).
-        self._analysed = analysed or {}
         self.candidates = tuple(candidates)
         self.topics = {topic.name.casefold(): topic for topic in topics}
         self.library = dict(library or {})
@@ -221,20 +217,37 @@ class RelevanceModel:
         self._background_columns = self._space.matrix(background_terms).T.tocsr()
         self._learned = _LearnedScorer(self._space, background_terms, candidate_terms)
 
-    def rank(self, profiles: Sequence[ReaderProfile], *, count: int = 5) -> list[list[Pick]]:
+    def add_library(self, library: Mapping[str, PaperText]) -> None:
+        """More papers profiles may name (a caller ranking readers batch by batch).
+
+        As at construction, a reader's text of a paper comes before the
+        candidate's own, unless that paper's vector is made already.
+        """
+        for arxiv_id, paper in library.items():
+            if arxiv_id not in self._paper_vectors:
+                self.library[arxiv_id] = paper
+
+    def rank(
+        self,
+        profiles: Sequence[ReaderProfile],
+        *,
+        count: int = 5,
+        analysed: Mapping[str, Sequence[str]] | None = None,
+    ) -> list[list[Pick]]:
         """Each reader's best `count` candidates that clear their floor, best first.
 
         An empty list for a reader with no profile, or when nothing clears it.
+        `analysed` may hold readers' words already split into terms (`analyzer`).
         """
         picks: list[list[Pick]] = []
         for start in range(0, len(profiles), READERS_PER_CHUNK):
             chunk = profiles[start : start + READERS_PER_CHUNK]
-            picks.extend(self._rank_chunk(chunk, count=count))
+            picks.extend(self._rank_chunk(chunk, count=count, analysed=analysed or {}))
         return picks
 
     def scores(self, profile: ReaderProfile) -> NDArray[np.float64]:
         """One reader's score for every candidate, in candidate order (for evaluation)."""
-        [scored], _, _ = self._score_chunk([profile])
+        [scored], _, _ = self._score_chunk([profile], {})
         return scored.scores
 
     def uses_learned_model(self, profile: ReaderProfile) -> bool:
@@ -264,7 +277,7 @@ class RelevanceModel:
         return topic, vector
 
     def _layout(
-        self, profiles: Sequence[ReaderProfile]
+        self, profiles: Sequence[ReaderProfile], analysed: Mapping[str, Sequence[str]]
     ) -> tuple[list[WeightedTerms], list[_Reader]]:
         """The chunk's distinct documents, and each reader's rows among them.
 
@@ -290,7 +303,7 @@ class RelevanceModel:
             interests: WeightedTerms | None = None
             if profile.interests.strip():
                 interests = WeightedTerms.of(
-                    profile.interests, self.statistics, self._analysed.get(profile.interests)
+                    profile.interests, self.statistics, analysed.get(profile.interests)
                 )
                 if interests:
                     row = row_of(("interests", str(index)), interests)
@@ -319,10 +332,10 @@ class RelevanceModel:
     # ---- scoring -------------------------------------------------------------------------
 
     def _score_chunk(
-        self, profiles: Sequence[ReaderProfile]
+        self, profiles: Sequence[ReaderProfile], analysed: Mapping[str, Sequence[str]]
     ) -> tuple[list[_Scored], list[_Reader], NDArray[np.float64]]:
         """Each reader's scores and floor; the readers' rows; documents × candidates similarity."""
-        vectors, readers = self._layout(profiles)
+        vectors, readers = self._layout(profiles, analysed)
         candidates = len(self.candidates)
         nothing = _Scored(np.zeros(candidates), np.inf)
         if not vectors or not candidates:
@@ -351,9 +364,15 @@ class RelevanceModel:
                 scored[index] = _Scored(totals[slot], float(floors[slot]))
         return [s for s in scored if s is not None], readers, to_candidates
 
-    def _rank_chunk(self, profiles: Sequence[ReaderProfile], *, count: int) -> list[list[Pick]]:
+    def _rank_chunk(
+        self,
+        profiles: Sequence[ReaderProfile],
+        *,
+        count: int,
+        analysed: Mapping[str, Sequence[str]],
+    ) -> list[list[Pick]]:
         picks: list[list[Pick]] = []
-        all_scored, readers, to_candidates = self._score_chunk(profiles)
+        all_scored, readers, to_candidates = self._score_chunk(profiles, analysed)
         if not self.candidates:
             return [[] for _ in profiles]
         scores = np.stack([scored.scores for scored in all_scored])
