@@ -6,7 +6,13 @@
   kept up to date at each ingest without refitting anything.
 - `personal_picks` ranks a day's papers for the given readers: their topics,
   interests and judged papers against the day's candidates, with recent
-  papers as the background "For you" must stand out from.
+  papers as the background "For you" must stand out from; readers are loaded
+  and ranked a batch at a time.
+- `edition_selections` is what each reader of an edition gets beyond the
+  trending digest (`ReaderSelection`): daily personal readers their "For you";
+  weekly readers on their weekday the best of the week not yet sent to them.
+- `delivered_digest` rebuilds a reader's digest of a day from the selection
+  the ledger stored: the "View in browser" page.
 """
 
 from __future__ import annotations
