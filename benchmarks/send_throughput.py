@@ -817,6 +817,7 @@ def measure_personal(arguments: argparse.Namespace) -> dict[str, object]:
                     unsubscribe_url="https://news.example.org/unsubscribe/x",
                     preferences_url="https://news.example.org/preferences/x",
                     feedback_url=lambda a, v: f"https://news.example.org/feedback/{a}.{v}",
+                    view_url="https://news.example.org/view/x",
                 )
                 digest = (first.subject, html, body)
                 started = time.perf_counter()
