@@ -70,6 +70,8 @@ class Subscriber(SQLModel, table=True):
     __tablename__ = "subscribers"
     __table_args__ = (
         Index("ix_subscribers_email_lower", func.lower(Column("email")), unique=True),
+        # The console's readers list: one status, in address order (keyset paging).
+        Index("ix_subscribers_status_email_lower", "status", func.lower(Column("email"))),
     )
 
     id: int | None = Field(default=None, primary_key=True)

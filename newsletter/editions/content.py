@@ -190,3 +190,26 @@ def web_version(edition: Edition, *, base_url: str) -> tuple[str, str]:
     return _as_digest(edition).personalised(
         unsubscribe_url=f"{base_url}/#unsubscribe", preferences_url=f"{base_url}/#preferences"
     )
+
+
+@dataclass(frozen=True)
+class RankedEntry:
+    """A paper's place and score in a stored edition."""
+
+    position: int
+    score: float
+    arxiv_id: str
+    title: str
+
+
+def edition_ranking(engine: Engine, edition_id: int, *, limit: int = 10) -> list[RankedEntry]:
+    """The first `limit` papers of a stored edition's ranking, best first."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(EditionPaper.position, EditionPaper.score, Paper.arxiv_id, Paper.title)
+            .join(Paper, col(Paper.id) == col(EditionPaper.paper_id))
+            .where(col(EditionPaper.edition_id) == edition_id)
+            .order_by(col(EditionPaper.position))
+            .limit(limit)
+        ).all()
+    return [RankedEntry(*row) for row in rows]

@@ -33,18 +33,21 @@ from newsletter.core.templating import make_template_environment
 from newsletter.delivery.worker_process import WorkerProcess
 from newsletter.web.body_limit import BodySizeLimitMiddleware, body_limits
 from newsletter.web.context import WebContext
-from newsletter.web.pages import PageRenderer
+from newsletter.web.pages import PRIVATE_PAGE_HEADERS, PageRenderer
 from newsletter.web.proxies import ForwardedClientMiddleware, TrustedProxies
 from newsletter.web.routes import (
     admin,
     confirm,
+    console,
     editions,
     feedback,
     hooks,
+    monitoring,
     preferences,
     signup,
     unsubscribe,
 )
+from newsletter.web.routes.console import CONSOLE
 from newsletter.web.signup_writer import SignupWriter
 from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
 
@@ -166,7 +169,18 @@ def create_app(
             openapi_url=None,
         )
     app.state.web = web
-    for module in (signup, confirm, unsubscribe, preferences, feedback, editions, admin, hooks):
+    for module in (
+        signup,
+        confirm,
+        unsubscribe,
+        preferences,
+        feedback,
+        editions,
+        console,
+        admin,
+        hooks,
+        monitoring,
+    ):
         app.include_router(module.router)
     _add_error_pages(app, web)
     app.add_middleware(ForwardedClientMiddleware, proxies=TrustedProxies(settings.trusted_proxies))
@@ -181,6 +195,8 @@ def create_app(
 
 
 def _wants_json(request: Request) -> bool:
+    if request.url.path.startswith(CONSOLE):
+        return request.url.path.endswith("/progress")
     if request.url.path.startswith(("/admin", "/hooks/")):
         return True
     content_type = request.headers.get("content-type", "")
@@ -216,6 +232,15 @@ def _add_error_pages(app: FastAPI, web: WebContext) -> None:
                 {"detail": error.detail}, status_code=error.status_code, headers=error.headers
             )
         titles = {404: "Page not found", 405: "Not allowed here"}
+        if request.url.path.startswith(CONSOLE):
+            return web.pages.message(
+                title=titles.get(error.status_code, "That did not work"),
+                message=str(error.detail),
+                status_code=error.status_code,
+                headers={**(error.headers or {}), **PRIVATE_PAGE_HEADERS},
+                link_text="Back to the console",
+                link_url=f"{CONSOLE}/",
+            )
         return web.pages.message(
             title=titles.get(error.status_code, "Something is not right"),
             message="There is nothing at this address."

@@ -32,6 +32,8 @@ _HOOK_PATHS = ("/hooks/",)
 
 # A subscriber list is uploaded here; its limit is a setting (NEWSLETTER_IMPORT_MAX_BYTES).
 IMPORT_PATH = "/admin/subscribers/import"
+# The console's upload form posts the same kind of list here.
+CONSOLE_IMPORT_PATH = "/admin/console/readers/import"
 
 
 def body_limit_for(path: str) -> int:
@@ -47,7 +49,9 @@ def body_limits(*, import_max_bytes: int) -> Callable[[str], int]:
     """`body_limit_for`, with the subscriber import's own, larger limit."""
 
     def limit_for(path: str) -> int:
-        return import_max_bytes if path == IMPORT_PATH else body_limit_for(path)
+        return (
+            import_max_bytes if path in (IMPORT_PATH, CONSOLE_IMPORT_PATH) else body_limit_for(path)
+        )
 
     return limit_for
 

@@ -8,7 +8,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from email.message import EmailMessage
 from typing import Any
@@ -57,11 +57,16 @@ async def running_app(
 
 
 @contextmanager
-def live_server(app: FastAPI | uvicorn.Config) -> Iterator[str]:
-    """The app (or a whole uvicorn config) under a real uvicorn in a thread; yields its base URL."""
+def live_server(app: FastAPI | uvicorn.Config | Callable[[str], FastAPI]) -> Iterator[str]:
+    """The app (or a whole uvicorn config) under a real uvicorn in a thread; yields its base URL.
+
+    A function in place of the app is given the base URL first (for the app's settings).
+    """
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
+    if not isinstance(app, FastAPI | uvicorn.Config):
+        app = app(f"http://127.0.0.1:{port}")
     config = app if isinstance(app, uvicorn.Config) else uvicorn.Config(app, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)

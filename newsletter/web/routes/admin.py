@@ -413,10 +413,10 @@ async def import_subscribers(
     the first byte is read.
     """
     with tempfile.TemporaryFile() as spool:
-        await _spool_upload(request, spool)
+        await spool_upload(request, spool)
         spool.seek(0)
         try:
-            report = await run_in_threadpool(_import_spooled, web, spool, confirmed, force)
+            report = await run_in_threadpool(import_spooled, web, spool, confirmed, force)
         except ImportFileError as error:
             raise HTTPException(status_code=422, detail=str(error)) from None
     if report.confirmation_keys:
@@ -427,7 +427,8 @@ async def import_subscribers(
     return ImportReportOut.model_validate(report.as_dict(limit=REPORT_ROWS_SHOWN))
 
 
-async def _spool_upload(request: Request, spool: IO[bytes]) -> None:
+async def spool_upload(request: Request, spool: IO[bytes]) -> None:
+    """Write the uploaded list (multipart `file`, or a CSV body) to `spool` as it arrives."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         # Starlette spools each uploaded file to disk past 1 MB.
@@ -447,9 +448,8 @@ async def _spool_upload(request: Request, spool: IO[bytes]) -> None:
         )
 
 
-def _import_spooled(
-    web: WebContext, spool: IO[bytes], confirmed: bool, force: bool
-) -> ImportReport:
+def import_spooled(web: WebContext, spool: IO[bytes], confirmed: bool, force: bool) -> ImportReport:
+    """Import the spooled CSV list (UTF-8, a BOM allowed) as `subscribers import` does."""
     text = io.TextIOWrapper(spool, encoding="utf-8-sig", newline="")
     try:
         return import_csv(
