@@ -822,11 +822,12 @@ def measure_personal(arguments: argparse.Namespace) -> dict[str, object]:
                     for picks in personal.selections.values()
                 ]
                 results["largest_html_kb"] = max(sizes) / 1024
-                first = personal.blocks.assemble(next(iter(personal.selections.values())))
+                first = next(iter(personal.selections.values())).assemble(personal.blocks)
                 html, body = first.personalised(
                     unsubscribe_url="https://news.example.org/unsubscribe/x",
                     preferences_url="https://news.example.org/preferences/x",
                     feedback_url=lambda a, v: f"https://news.example.org/feedback/{a}.{v}",
+                    view_url="https://news.example.org/view/x",
                 )
                 digest = (first.subject, html, body)
                 started = time.perf_counter()

@@ -608,7 +608,7 @@ def _print_dry_run(context: CliContext, day: dt.date, subject: str, *, as_json: 
 
     with context.engine().connect() as connection:
         count, addresses = audience_addresses(
-            connection, limit=None if as_json else DRY_RUN_ADDRESSES_SHOWN
+            connection, day=day, limit=None if as_json else DRY_RUN_ADDRESSES_SHOWN
         )
     if as_json:
         payload = {"date": day.isoformat(), "subject": subject, "count": count}

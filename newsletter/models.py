@@ -9,7 +9,18 @@ from __future__ import annotations
 import datetime as dt
 from enum import StrEnum
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    true,
+)
 from sqlmodel import Field, SQLModel
 
 from newsletter.core.clock import UtcDateTime, utc_now
@@ -192,6 +203,12 @@ class Selection(SQLModel, table=True):
     picks: list[dict[str, object]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
+    # False: no "For you" section (a weekly reader of the trending digest).
+    for_you: bool = Field(
+        default=True, sa_column=Column(Boolean, nullable=False, server_default=true())
+    )
+    # A weekly reader's "Trending this week" (arXiv ids, best first); None: today's ranking.
+    trending: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: dt.datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
 
 

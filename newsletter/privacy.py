@@ -5,8 +5,10 @@ delivery ledger and the bounce/complaint events are the list's record of what
 it sent; their rows stay (the edition's counts must not change after the
 fact) but keep no address: `email`/`address` become the same `sha256:` hash
 the suppression list keeps, the name, link key and last SMTP error (which can
-quote the address) are blanked, and the link to the subscriber row is cut. A
-row still queued is skipped, so no worker sends to an erased reader.
+quote the address) are blanked, and the links to the subscriber row and to
+their selection are cut (a selection no other row shares is deleted: its why
+lines may quote the reader's words). A row still queued is skipped, so no
+worker sends to an erased reader.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, delete, exists, select, update
 from sqlmodel import Session
 
-from newsletter.models import Delivery, DeliveryStatus, Edition, FeedbackRecord
+from newsletter.models import Delivery, DeliveryStatus, Edition, FeedbackRecord, Selection
 from subscribers import store
 from subscribers.addresses import mailbox_of
 from subscribers.models import Subscriber
@@ -26,6 +28,7 @@ from subscribers.suppressions import hashed_mailbox
 deliveries = Delivery.__table__  # type: ignore[attr-defined]
 editions = Edition.__table__  # type: ignore[attr-defined]
 feedback_events = FeedbackRecord.__table__  # type: ignore[attr-defined]
+selections = Selection.__table__  # type: ignore[attr-defined]
 
 _UNSENT = (DeliveryStatus.QUEUED.value, DeliveryStatus.FAILED.value)
 
@@ -39,8 +42,17 @@ def reader_record(session: Session, subscriber: Subscriber) -> dict[str, Any]:
     assert subscriber.id is not None
     papers = store.list_judgements(session, subscriber_id=subscriber.id)
     received = session.connection().execute(
-        select(editions.c.date, deliveries.c.status, deliveries.c.sent_at)
+        select(
+            editions.c.date,
+            deliveries.c.status,
+            deliveries.c.sent_at,
+            deliveries.c.selection_id,
+            selections.c.picks,
+            selections.c.for_you,
+            selections.c.trending,
+        )
         .join(editions, editions.c.id == deliveries.c.edition_id)
+        .outerjoin(selections, selections.c.id == deliveries.c.selection_id)
         .where(deliveries.c.subscriber_id == subscriber.id)
         .order_by(editions.c.date)
     )
@@ -75,9 +87,28 @@ def reader_record(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             for paper in papers
         ],
         "deliveries": [
-            {"edition": row.date.isoformat(), "status": row.status, "sent_at": _when(row.sent_at)}
+            {
+                "edition": row.date.isoformat(),
+                "status": row.status,
+                "sent_at": _when(row.sent_at),
+                "selection": _selection_of(row),
+            }
             for row in received
         ],
+    }
+
+
+def _selection_of(row: Row[Any, Any, Any, Any, Any, Any, Any]) -> dict[str, Any] | None:
+    """Which papers a delivery carried beyond the edition: None for the trending edition alone."""
+    if row.selection_id is None:
+        return None
+    return {
+        # Their "For you" (None: the digest had no such section), best first.
+        "for_you": [{"arxiv_id": p["arxiv_id"], "why": p["why"]} for p in row.picks]
+        if row.for_you
+        else None,
+        # A weekly digest's "Trending this week"; None: the edition's own ranking.
+        "trending_this_week": row.trending,
     }
 
 
@@ -86,6 +117,13 @@ def erase_reader(session: Session, subscriber: Subscriber, *, now: dt.datetime) 
     assert subscriber.id is not None
     hashed = hashed_mailbox(subscriber.email)
     connection = session.connection()
+    chosen = sorted(
+        connection.execute(
+            select(deliveries.c.selection_id).where(
+                deliveries.c.subscriber_id == subscriber.id, deliveries.c.selection_id.is_not(None)
+            )
+        ).scalars()
+    )
     connection.execute(
         update(deliveries)
         .where(deliveries.c.subscriber_id == subscriber.id, deliveries.c.status.in_(_UNSENT))
@@ -100,9 +138,19 @@ def erase_reader(session: Session, subscriber: Subscriber, *, now: dt.datetime) 
             subscriber_key=None,
             subscriber_id=None,
             last_error=None,
+            selection_id=None,
             updated_at=now,
         )
     )
+    # Their "For you" lists, whose why lines may quote their own words, unless
+    # another reader's row shares one.
+    for start in range(0, len(chosen), 900):
+        connection.execute(
+            delete(selections).where(
+                selections.c.id.in_(chosen[start : start + 900]),
+                ~exists().where(deliveries.c.selection_id == selections.c.id),
+            )
+        )
     connection.execute(
         update(feedback_events)
         .where(

@@ -291,6 +291,7 @@ class PersonalDigest:
         unsubscribe_url: str,
         preferences_url: str,
         feedback_url: Callable[[str, str], str],
+        view_url: str,
     ) -> tuple[str, str]:
         """HTML and text with one reader's links filled in (`feedback_url(arxiv_id, verdict)`)."""
         html, text = fill_personal_links(
@@ -299,6 +300,7 @@ class PersonalDigest:
             link_marker=self.link_marker,
             unsubscribe_url=unsubscribe_url,
             preferences_url=preferences_url,
+            view_url=view_url,
         )
         for index, arxiv_id in enumerate(self.feedback_papers):
             for verdict in ("more", "less"):
@@ -327,17 +329,28 @@ class DigestBlocks:
     # Encoded size of the parts every digest has (the larger "For you" header counted).
     fixed_html_size: int = 0
 
-    def assemble(self, picks: Sequence[tuple[str, str]]) -> PersonalDigest:
+    def assemble(
+        self,
+        picks: Sequence[tuple[str, str]],
+        *,
+        for_you: bool = True,
+        week_trending: Sequence[str] | None = None,
+    ) -> PersonalDigest:
         """The digest of one selection: `picks` are (arXiv id, why) best first.
 
         "For you" lists the picks with their why line (or says that nothing
-        cleared the floor), then "Trending today" the edition's ranking
-        without them. Trending papers are dropped from the end while the
-        encoded HTML, with room for every reader's links, would be clipped.
+        cleared the floor; no such section without `for_you`), then "Trending
+        today" the edition's ranking without them, or, given `week_trending`
+        (a weekly reader's), "Trending this week" those papers. Trending papers
+        are dropped from the end while the encoded HTML, with room for every
+        reader's links, would be clipped.
         """
         picked = [(arxiv_id, why) for arxiv_id, why in picks if arxiv_id in self.papers]
+        if not for_you:
+            picked = []
         shown = {arxiv_id for arxiv_id, _ in picked}
-        trending = [arxiv_id for arxiv_id in self.trending if arxiv_id not in shown]
+        ranking = self.trending if week_trending is None else week_trending
+        trending = [a for a in ranking if a not in shown and a in self.papers]
         # The size is bounded from the blocks' own encoded sizes, never by encoding
         # the whole digest again: each piece is encoded on its own on the wire too
         # (a soft line break, 3 bytes, at most at each of a block's 4 cuts).
@@ -360,16 +373,29 @@ class DigestBlocks:
                 f"a personal digest is {size} bytes encoded even without trending papers, over "
                 f"the {ENCODED_HTML_MAX_BYTES}-byte limit; lower the personal count"
             )
-        return self._joined(picked, trending[:keep])
+        return self._joined(
+            picked,
+            trending[:keep],
+            for_you=for_you,
+            trending_section="trending" if week_trending is None else "trending_week",
+        )
 
-    def _joined(self, picked: list[tuple[str, str]], trending: list[str]) -> PersonalDigest:
+    def _joined(
+        self,
+        picked: list[tuple[str, str]],
+        trending: list[str],
+        *,
+        for_you: bool,
+        trending_section: str,
+    ) -> PersonalDigest:
         marker = self.link_marker
         cut = f"NLCUT{marker}Z"
         html = [self.html_parts["top"]]
         text = [self.text_parts["top"]]
-        section = "for_you" if picked else "nothing"
-        html.append(self.html_parts[section])
-        text.append(self.text_parts[section])
+        if for_you:
+            section = "for_you" if picked else "nothing"
+            html.append(self.html_parts[section])
+            text.append(self.text_parts[section])
         order: list[str] = []
         position_mark = f"NLPOS{marker}Z"
         why_mark = f"NLWHY{marker}Z"
@@ -390,8 +416,8 @@ class DigestBlocks:
                 # Last: the reader's own words never pass through another replacement.
                 parts.append(filled.replace(why_mark, f"{cut}{shown_why}{cut}") + cut)
             order.append(arxiv_id)
-        html.append(self.html_parts["trending"])
-        text.append(self.text_parts["trending"])
+        html.append(self.html_parts[trending_section])
+        text.append(self.text_parts[trending_section])
         for position, arxiv_id in enumerate(trending, start=1):
             blocks = self.papers[arxiv_id]
             # The text part right-aligns positions so that item 10 lines up with item 9.
@@ -435,7 +461,6 @@ def render_blocks(
     *,
     edition_date: date,
     subject: str,
-    base_url: str,
     postal_address: str,
     list_name: str,
     link_marker: str,
@@ -470,10 +495,11 @@ def render_blocks(
         ),
         "list_name": _clean_text(list_name),
         "edition_date_label": date_label,
-        "intro": "Today's papers picked for your interests, then the most popular of the day.",
+        "intro": "Papers picked for your interests, then the most popular.",
         "nothing_line": NOTHING_FOR_YOU,
         "ranking_line": RANKING_LINE,
-        "view_url": f"{base_url.rstrip('/')}/editions/{edition_date.isoformat()}",
+        # The reader's own copy (a signed link filled in per reader), not the public edition.
+        "view_url": PersonalField.VIEW_URL.placeholder(link_marker),
         "unsubscribe_url": PersonalField.UNSUBSCRIBE_URL.placeholder(link_marker),
         "preferences_url": PersonalField.PREFERENCES_URL.placeholder(link_marker),
         "postal_address": _clean_text(postal_address),
@@ -498,9 +524,11 @@ def render_blocks(
         )
         for index, paper in enumerate(papers.values())
     }
+    # The larger of each pair of alternative parts counts.
     fixed = sum(
-        encoded_html_size(html_parts[name]) + 3 for name in ("top", "trending", "end")
-    ) + max(encoded_html_size(html_parts[name]) + 3 for name in ("for_you", "nothing"))
+        max(encoded_html_size(html_parts[name]) + 3 for name in names)
+        for names in (("top",), ("end",), ("trending", "trending_week"), ("for_you", "nothing"))
+    )
     return DigestBlocks(
         edition_date=edition_date,
         subject=subject,

@@ -69,6 +69,7 @@ class PersonalField(StrEnum):
 
     UNSUBSCRIBE_URL = "UNSUBSCRIBE"
     PREFERENCES_URL = "PREFERENCES"
+    VIEW_URL = "VIEW"  # a personal digest's "View in browser": the reader's own copy
 
     def placeholder(self, link_marker: str) -> str:
         """This link's placeholder in a rendering made with `link_marker`."""
@@ -83,16 +84,28 @@ def new_link_marker() -> str:
 
 
 def fill_personal_links(
-    html: str, text: str, *, link_marker: str, unsubscribe_url: str, preferences_url: str
+    html: str,
+    text: str,
+    *,
+    link_marker: str,
+    unsubscribe_url: str,
+    preferences_url: str,
+    view_url: str = "",
 ) -> tuple[str, str]:
-    """HTML and text with the rendering's placeholders filled (URLs HTML-escaped in the HTML)."""
-    unsubscribe = PersonalField.UNSUBSCRIBE_URL.placeholder(link_marker)
-    preferences = PersonalField.PREFERENCES_URL.placeholder(link_marker)
-    filled_html = html.replace(unsubscribe, escape(unsubscribe_url, quote=True)).replace(
-        preferences, escape(preferences_url, quote=True)
-    )
-    filled_text = text.replace(unsubscribe, unsubscribe_url).replace(preferences, preferences_url)
-    return filled_html, filled_text
+    """HTML and text with the rendering's placeholders filled (URLs HTML-escaped in the HTML).
+
+    `view_url` fills a personal digest's "View in browser" (the trending one has none).
+    """
+    links = {
+        PersonalField.UNSUBSCRIBE_URL: unsubscribe_url,
+        PersonalField.PREFERENCES_URL: preferences_url,
+        PersonalField.VIEW_URL: view_url,
+    }
+    for personal_field, url in links.items():
+        placeholder = personal_field.placeholder(link_marker)
+        html = html.replace(placeholder, escape(url, quote=True))
+        text = text.replace(placeholder, url)
+    return html, text
 
 
 @dataclass(frozen=True, slots=True)

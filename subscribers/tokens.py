@@ -12,6 +12,9 @@ digest) is `KEY.PAPER.V.MAC`: PAPER the arXiv id in unpadded URL-safe base64
 (arXiv ids hold dots and, in the old scheme, slashes), V `m` (more) or `l`
 (less). It names one reader, one paper and one choice, and does not expire.
 
+A view token ("View in browser": the reader's own copy of one edition) is
+`KEY.YYYYMMDD.MAC`: one reader, one edition date; it does not expire.
+
 The bounce token of a VERP envelope sender (`bounces+TOKEN@bounce-domain`) is
 the sibling of these: `ID-MAC`, the delivery (ledger row) id in base 36 and an
 80-bit MAC in lower-case base 32. Lower case only, because some mail servers
@@ -35,7 +38,7 @@ import hmac
 import re
 import string
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
 from newsletter.core.errors import ExpiredTokenError, InvalidTokenError
@@ -44,6 +47,8 @@ _UNSUBSCRIBE = "unsubscribe"
 _PREFERENCES = "preferences"
 _CONFIRM = "confirm"
 _FEEDBACK = "feedback"
+_VIEW = "view"
+_VIEW_TOKEN = re.compile(r"([A-Za-z0-9_-]{1,64})\.([0-9]{8})\.([A-Za-z0-9_-]{24})")
 # "More like this" / "Less like this": the verdicts a feedback link may carry.
 FEEDBACK_VERDICTS = ("more", "less")
 _FEEDBACK_TOKEN = re.compile(
@@ -201,6 +206,26 @@ def read_feedback_token(secret_key: str, token: str) -> tuple[str, str, str]:
     return subscriber_key, arxiv_id, "more" if verdict == "m" else "less"
 
 
+def make_view_token(secret_key: str, subscriber_key: str, edition_date: date) -> str:
+    """The token of one reader's "View in browser" link of one edition."""
+    signed = f"{_checked_key(subscriber_key)}.{edition_date:%Y%m%d}"
+    return f"{signed}.{_mac(secret_key, _VIEW, signed)}"
+
+
+def read_view_token(secret_key: str, token: str) -> tuple[str, date]:
+    """(subscriber key, edition date) of a view token, or InvalidTokenError."""
+    match = _VIEW_TOKEN.fullmatch(token)
+    if match is None:
+        raise InvalidTokenError(_NOT_VALID)
+    subscriber_key, day, mac = match.groups()
+    if not hmac.compare_digest(mac, _mac(secret_key, _VIEW, f"{subscriber_key}.{day}")):
+        raise InvalidTokenError(_NOT_VALID)
+    try:
+        return subscriber_key, datetime.strptime(day, "%Y%m%d").date()
+    except ValueError as error:  # only with a leaked key: this module signs real dates only
+        raise InvalidTokenError(_NOT_VALID) from error
+
+
 def make_unsubscribe_token(secret_key: str, subscriber_key: str) -> str:
     """The token in a subscriber's one-click unsubscribe URL."""
     return _sign(secret_key, _UNSUBSCRIBE, subscriber_key)
@@ -246,6 +271,11 @@ def unsubscribe_url(base_url: str, secret_key: str, subscriber_key: str) -> str:
 def preferences_url(base_url: str, secret_key: str, subscriber_key: str) -> str:
     """The absolute manage-preferences URL for a subscriber."""
     return f"{base_url}/preferences/{make_preferences_token(secret_key, subscriber_key)}"
+
+
+def view_url(base_url: str, secret_key: str, subscriber_key: str, edition_date: date) -> str:
+    """The absolute "View in browser" URL of a reader's own copy of an edition."""
+    return f"{base_url}/view/{make_view_token(secret_key, subscriber_key, edition_date)}"
 
 
 def feedback_url(

@@ -41,7 +41,6 @@ def _blocks(papers: list[PaperRecord], trending: int = 10) -> DigestBlocks:
         papers[trending:],
         edition_date=DAY,
         subject="Daily ML Papers — 5 Nov 2026",
-        base_url="https://news.example.org",
         postal_address="1 Example Street",
         list_name="Daily ML Papers",
         link_marker=MARKER,

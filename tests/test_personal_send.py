@@ -91,11 +91,15 @@ def _add_readers(env: dict[str, str]) -> None:
         run_cli("subscribers", "add", address, "--confirmed", *profile, env=env)
 
 
-def _sections(text: str) -> tuple[list[tuple[str, str]], list[str]]:
-    """(title, why) of each "For you" paper and the titles under "Trending today"."""
+def _sections(
+    text: str, trending_heading: str = "TRENDING TODAY"
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """(title, why) of each "For you" paper and the titles under "Trending today" (or the week)."""
     text = text.replace("\r\n", "\n")
     _, _, rest = text.partition("\nFOR YOU\n")
-    for_you_part, _, trending_part = rest.partition("\nTRENDING TODAY\n")
+    if not rest:  # no "For you" section
+        rest = text[text.index(f"\n{trending_heading}\n") :]
+    for_you_part, _, trending_part = rest.partition(f"\n{trending_heading}\n")
     trending_part = trending_part.split("\n--\n")[0]
     # Positions are right-aligned (" 9." above "10.") and the lines under them indented 4.
     entry = re.compile(r"^ ?\d+\. (.+)\n    (.+)$", re.MULTILINE)
@@ -389,3 +393,172 @@ def test_papers_shown_and_passed_over_count_as_skipped_the_next_day(
     assert reader.profile.skipped == tuple(shown[1:])  # shown, neither liked nor disliked
     assert all(library[arxiv_id].title for arxiv_id in shown[1:])  # their words are known
     assert later.profile.skipped == ()  # two weeks on, what was shown no longer counts
+
+
+WEDNESDAY, SATURDAY = dt.date(2026, 11, 4), dt.date(2026, 11, 7)
+
+
+def _send_day(
+    server: RecordingSmtpServer, env: dict[str, str], day: dt.date, expected: int
+) -> dict[str, ReceivedMessage]:
+    """Send the edition of `day`; the messages it delivered, by recipient."""
+    before = len(server.messages)
+    result = run_cli("send", "--date", day.isoformat(), env=env)
+    assert server.handler.wait_for_messages(before + expected, timeout=60), result.stdout
+    return {m.rcpt_tos[0]: m for m in server.messages[before:]}
+
+
+def _make_weekly(engine: Engine, address: str, weekday: int) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            update(subscribers)
+            .where(subscribers.c.email == address)
+            .values(frequency="weekly", weekly_day=weekday)
+        )
+
+
+def test_weekly_readers_get_the_best_of_the_week_on_their_day_and_nothing_repeats(
+    stored: tuple[Engine, str],
+) -> None:
+    engine, url = stored
+    with engine.connect() as connection:
+        day_of = {
+            str(r.title): r.daily_date
+            for r in connection.execute(select(papers.c.title, papers.c.daily_date))
+        }
+    legs = READERS["legs@example.org"]
+    with RecordingSmtpServer() as server:
+        env = cli_environment(url, server.port)
+        run_cli("subscribers", "add", "daily@example.org", "--confirmed", *legs, env=env)
+        # Daily on Wednesday; weekly on Saturdays from then on.
+        run_cli("subscribers", "add", "weekly@example.org", "--confirmed", *legs, env=env)
+        run_cli("subscribers", "add", "popular@example.org", "--confirmed", env=env)
+        run_cli("subscribers", "add", "monday@example.org", "--confirmed", *legs, env=env)
+        _make_weekly(engine, "popular@example.org", SATURDAY.weekday())
+        _make_weekly(engine, "monday@example.org", 0)
+        with engine.begin() as connection:
+            connection.execute(
+                update(subscribers)
+                .where(subscribers.c.email == "popular@example.org")
+                .values(digest_mode="trending")
+            )
+
+        wednesday = _send_day(server, env, WEDNESDAY, 2)
+        assert set(wednesday) == {"daily@example.org", "weekly@example.org"}
+        _make_weekly(engine, "weekly@example.org", SATURDAY.weekday())
+        thursday = _send_day(server, env, WEDNESDAY + dt.timedelta(days=1), 1)
+        assert set(thursday) == {"daily@example.org"}  # not a weekly reader's day
+        # Wednesday's papers become the week's most popular: what the weekly
+        # reader already received would lead "Trending this week" if it could repeat.
+        with engine.begin() as connection:
+            connection.execute(
+                update(papers)
+                .where(papers.c.daily_date == WEDNESDAY)
+                .values(upvotes=papers.c.upvotes + 5000)
+            )
+        saturday = _send_day(server, env, SATURDAY, 3)
+
+    # The Monday reader is in no audience of the week; the others only on their day.
+    assert set(saturday) == {"daily@example.org", "weekly@example.org", "popular@example.org"}
+    assert all(m.rcpt_tos != ["monday@example.org"] for m in server.messages)
+
+    # The daily reader: that day's papers, "Trending today".
+    _, daily_text = _parts(saturday["daily@example.org"].message)
+    daily_for_you, daily_trending = _sections(daily_text)
+    assert daily_for_you and daily_trending
+    assert {day_of[t] for t, _ in daily_for_you} | {day_of[t] for t in daily_trending} == {SATURDAY}
+
+    # The weekly personal reader: "For you" from the whole week, "Trending this
+    # week", and nothing Wednesday's digest already sent them.
+    html, text = _parts(saturday["weekly@example.org"].message)
+    assert "TRENDING THIS WEEK" in text and "TRENDING TODAY" not in text
+    assert "Trending this week" in html
+    for_you, trending = _sections(text, "TRENDING THIS WEEK")
+    assert for_you and all(why for _, why in for_you) and trending
+    shown = [title for title, _ in for_you] + trending
+    assert len(shown) == len(set(shown))
+    assert all(WEDNESDAY - dt.timedelta(days=2) <= day_of[t] <= SATURDAY for t in shown)
+    assert len({day_of[t] for t in shown}) > 1
+    _, sent_on_wednesday = _parts(wednesday["weekly@example.org"].message)
+    before_for_you, before_trending = _sections(sent_on_wednesday)
+    already = {title for title, _ in before_for_you} | set(before_trending)
+    assert already and not already & set(shown)
+    assert "NLCUT" not in html + text and "NLPERSONAL" not in html + text
+    assert _html_wire_size(saturday["weekly@example.org"].raw) < GMAIL_CLIP_BYTES
+
+    # The weekly reader of the trending digest: the week's most popular, no "For you".
+    _, popular_text = _parts(saturday["popular@example.org"].message)
+    assert "FOR YOU" not in popular_text
+    popular_for_you, popular_trending = _sections(popular_text, "TRENDING THIS WEEK")
+    assert popular_for_you == [] and len(popular_trending) == 10
+    assert len({day_of[t] for t in popular_trending}) > 1
+
+    # The ledger records what each weekly digest carried.
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(deliveries.c.email, selections.c.for_you, selections.c.trending)
+            .join(selections, selections.c.id == deliveries.c.selection_id)
+            .join(editions, editions.c.id == deliveries.c.edition_id)
+            .where(editions.c.date == SATURDAY)
+        ).all()
+    by_address = {row.email: row for row in rows}
+    assert by_address["popular@example.org"].for_you is False
+    assert by_address["weekly@example.org"].trending
+    assert "daily@example.org" in by_address and by_address["daily@example.org"].trending is None
+
+
+def test_view_in_browser_shows_the_readers_own_copy_as_sent(
+    stored: tuple[Engine, str],
+) -> None:
+    engine, url = stored
+    with RecordingSmtpServer() as server:
+        env = cli_environment(url, server.port)
+        for address in ("legs@example.org", "speech@example.org", "plain@example.org"):
+            run_cli("subscribers", "add", address, "--confirmed", *READERS[address], env=env)
+        received = _send_day(server, env, DAY, 3)
+    # The profile changes after the send: the reader's copy stays what was sent.
+    with engine.begin() as connection:
+        connection.execute(update(subscribers).values(interests="quokka husbandry", topics=[]))
+
+    def view_link(address: str) -> str:
+        html, text = _parts(received[address].message)
+        found = re.search(r"View in browser: (\S+)", text)
+        assert found is not None
+        assert escape(found.group(1), quote=True) in html  # the HTML's link is the same
+        return found.group(1).removeprefix(BASE_URL)
+
+    legs, speech, plain = (
+        view_link(a) for a in ("legs@example.org", "speech@example.org", "plain@example.org")
+    )
+    assert legs.startswith("/view/") and legs != speech
+    assert plain == f"/editions/{DAY.isoformat()}"  # the trending digest's public page
+    settings = load_settings(_env_file=None, database_url=url, secret_key=SECRET, base_url=BASE_URL)
+    with live_server(create_app(settings, engine=engine)) as site:
+        pages = {path: httpx.get(f"{site}{path}") for path in (legs, speech)}
+        public = httpx.get(f"{site}/editions/{DAY.isoformat()}")
+        altered = httpx.get(f"{site}{legs[:-3]}AAA")
+        other_day = httpx.get(f"{site}{legs.replace('20261105', '20261106')}")
+
+    for address, path in (("legs@example.org", legs), ("speech@example.org", speech)):
+        page = pages[path]
+        assert page.status_code == 200
+        assert page.headers["cache-control"] == "no-store"
+        assert "noindex" in page.headers["x-robots-tag"]
+        _, sent_text = _parts(received[address].message)
+        for_you, _ = _sections(sent_text)
+        assert for_you
+        for title, why in for_you:  # their own "For you", as sent
+            assert str(markup_escape(title)) in page.text
+            assert escape(why, quote=True) in page.text
+        # Their own links: the feedback links of the email, the same view link.
+        more = re.search(r"More like this: (\S+)", sent_text)
+        assert more is not None and escape(more.group(1), quote=True) in page.text
+        assert escape(f"{BASE_URL}{path}", quote=True) in page.text
+        assert "NLPERSONAL" not in page.text and "NLCUT" not in page.text
+    legs_titles = {t for t, _ in _sections(_parts(received["legs@example.org"].message)[1])[0]}
+    speech_titles = {t for t, _ in _sections(_parts(received["speech@example.org"].message)[1])[0]}
+    assert not any(str(markup_escape(t)) in pages[speech].text for t in legs_titles - speech_titles)
+    # The public archive stays the trending edition; a bad token shows nothing.
+    assert public.status_code == 200 and "For you" not in public.text
+    assert altered.status_code == 404 and other_day.status_code == 404
+    assert "For you" not in altered.text

@@ -16,12 +16,15 @@ from subscribers.tokens import (
     make_feedback_token,
     make_preferences_token,
     make_unsubscribe_token,
+    make_view_token,
     read_confirm_token,
     read_confirm_token_issued,
     read_feedback_token,
     read_preferences_token,
     read_unsubscribe_token,
+    read_view_token,
     unsubscribe_url,
+    view_url,
 )
 
 SECRET = "a-test-secret-of-reasonable-length"
@@ -226,3 +229,22 @@ def test_a_feedback_token_is_made_only_for_an_arxiv_id_and_more_or_less(
 ) -> None:
     with pytest.raises(ValueError):
         make_feedback_token(SECRET, KEY, arxiv_id, verdict)
+
+
+def test_a_view_token_names_one_reader_and_one_edition() -> None:
+    key = new_subscriber_key()
+    day = dt.date(2026, 11, 5)
+    token = make_view_token(SECRET, key, day)
+
+    assert read_view_token(SECRET, token) == (key, day)
+    assert view_url("https://x.org", SECRET, key, day) == f"https://x.org/view/{token}"
+    other_day = token.replace("20261105", "20261106")
+    for altered in (other_day, token[:-1] + ("A" if token[-1] != "A" else "B"), "x", ""):
+        with pytest.raises(InvalidTokenError):
+            read_view_token(SECRET, altered)
+    with pytest.raises(InvalidTokenError):
+        read_view_token("another-secret", token)
+    # Another purpose's MAC of the same reader makes no view token.
+    unsubscribe_mac = make_unsubscribe_token(SECRET, key).split(".")[1]
+    with pytest.raises(InvalidTokenError):
+        read_view_token(SECRET, f"{key}.20261105.{unsubscribe_mac}")

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, select, text
 from newsletter.core.clock import utc_now
 from newsletter.core.db import create_db_engine, session_scope, upgrade_schema
 from newsletter.core.settings import Settings
-from newsletter.models import Delivery, DeliveryStatus, FeedbackRecord
+from newsletter.models import Delivery, DeliveryStatus, FeedbackRecord, Selection
 from newsletter.privacy import erase_reader
 from newsletter.web.app import create_app
 from subscribers import suppressions
@@ -43,6 +43,11 @@ from tests.support.web import (
 ADDRESS = "Ada.Lovelace+news@example.org"
 MAILBOX = "ada.lovelace@example.org"
 DAY = dt.date(2026, 3, 5)
+PICK = {
+    "arxiv_id": "2603.00001",
+    "score": 0.42,
+    "why": "matches your interest in “concept erasure”",
+}
 
 
 @pytest.fixture
@@ -80,9 +85,13 @@ def reader(settings: Settings, engine: Engine) -> str:
             ],
             now=utc_now(),
         )
-        for edition_id, status in (
-            (sent_edition, DeliveryStatus.SENT),
-            (queued_edition, DeliveryStatus.QUEUED),
+        # The sent digest carried their own "For you" (a stored selection).
+        selection = Selection(edition_id=sent_edition, fingerprint="f" * 64, picks=[PICK])
+        session.add(selection)
+        session.flush()
+        for edition_id, status, selection_id in (
+            (sent_edition, DeliveryStatus.SENT, selection.id),
+            (queued_edition, DeliveryStatus.QUEUED, None),
         ):
             session.add(
                 Delivery(
@@ -93,6 +102,7 @@ def reader(settings: Settings, engine: Engine) -> str:
                     subscriber_key=subscriber.key,
                     status=status,
                     last_error=f"451 try later for <{ADDRESS}>",
+                    selection_id=selection_id,
                 )
             )
         session.add(
@@ -142,6 +152,14 @@ def test_the_page_shows_everything_stored_and_the_download_holds_it(site: str, r
         ("A workshop paper", "library", "liked"),
     }
     assert [d["edition"] for d in data["deliveries"]] == ["2026-03-05", "2026-03-06"]
+    # Which papers each delivery carried: its "For you" (the queued one, nothing yet).
+    assert [d["selection"] for d in data["deliveries"]] == [
+        {
+            "for_you": [{"arxiv_id": "2603.00001", "why": PICK["why"]}],
+            "trending_this_week": None,
+        },
+        None,
+    ]
 
 
 def test_erasure_needs_the_box_ticked(site: str, reader: str, settings: Settings) -> None:

@@ -84,6 +84,7 @@ from subscribers.tokens import (
     feedback_urls,
     preferences_url,
     unsubscribe_url,
+    view_url,
 )
 
 __all__ = [
@@ -108,6 +109,8 @@ _SLOT_TEXT_UNSUBSCRIBE: Final = 4
 _SLOT_TEXT_PREFERENCES: Final = 5
 _SLOT_HTML_UNSUBSCRIBE: Final = 6
 _SLOT_HTML_PREFERENCES: Final = 7
+_SLOT_TEXT_VIEW: Final = 8
+_SLOT_HTML_VIEW: Final = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +220,12 @@ def build_message(
         link_marker=link_marker,
         unsubscribe_url=unsubscribe,
         preferences_url=preferences,
+        view_url=view_url(
+            settings.base_url,
+            settings.secret_key,
+            recipient.subscriber_key or TEST_SEND_KEY,
+            edition_date,
+        ),
     )
     message.set_content(personal_text, subtype="plain", charset="utf-8", cte="quoted-printable")
     message.add_alternative(personal_html, subtype="html", charset="utf-8", cte="quoted-printable")
@@ -230,17 +239,19 @@ _FIELD_SLOTS: Final = {
     "text": {
         PersonalField.UNSUBSCRIBE_URL: _SLOT_TEXT_UNSUBSCRIBE,
         PersonalField.PREFERENCES_URL: _SLOT_TEXT_PREFERENCES,
+        PersonalField.VIEW_URL: _SLOT_TEXT_VIEW,
     },
     "html": {
         PersonalField.UNSUBSCRIBE_URL: _SLOT_HTML_UNSUBSCRIBE,
         PersonalField.PREFERENCES_URL: _SLOT_HTML_PREFERENCES,
+        PersonalField.VIEW_URL: _SLOT_HTML_VIEW,
     },
 }
 
 
 # Each paper's feedback links take four slots after the fixed ones: text "more",
 # text "less", HTML "more", HTML "less".
-_FEEDBACK_SLOTS_START: Final = 8
+_FEEDBACK_SLOTS_START: Final = 10
 _FEEDBACK_SLOT_OFFSET: Final = {
     ("text", "more"): 0,
     ("text", "less"): 1,
@@ -330,6 +341,7 @@ class CompiledDigest:
         "_signer",
         "_slots",
         "_unsubscribe_extra",
+        "_view_date",
         "_wire_literals",
         "envelope_from",
         "html_encoded_size",
@@ -348,6 +360,7 @@ class CompiledDigest:
         clock: Callable[[], datetime],
         signer: DkimSigner | None = None,
         feedback_papers: tuple[str, ...] = (),
+        view_date: date | None = None,
     ) -> None:
         """Use `CompiledDigest.compile`; this only stores what it prepared.
 
@@ -376,6 +389,8 @@ class CompiledDigest:
         self.envelope_from = settings.envelope_sender
         self.html_encoded_size = html_encoded_size
         self._feedback_papers = feedback_papers
+        # Set when the body holds "View in browser" slots (a personal digest's own copy).
+        self._view_date = view_date
         self._plain_base_url = escape(
             settings.base_url, quote=True
         ) == settings.base_url and qp_url_safe(settings.base_url)
@@ -440,6 +455,7 @@ class CompiledDigest:
             clock=clock,
             signer=DkimSigner.from_settings(settings),
             feedback_papers=feedback_papers,
+            view_date=edition_date if _SLOT_HTML_VIEW in slots else None,
         )
 
     def _date_header(self) -> bytes:
@@ -467,6 +483,20 @@ class CompiledDigest:
             qp_encode_url(escape(unsubscribe, quote=True)) + SOFT_BREAK,
             qp_encode_url(escape(preferences, quote=True)) + SOFT_BREAK,
         ]
+        if self._view_date is not None:
+            settings = self._settings
+            view = view_url(
+                settings.base_url,
+                settings.secret_key,
+                recipient.subscriber_key or TEST_SEND_KEY,
+                self._view_date,
+            )
+            values += [
+                qp_encode_url(view) + SOFT_BREAK,
+                qp_encode_url(escape(view, quote=True)) + SOFT_BREAK,
+            ]
+        else:
+            values += [b"", b""]
         if self._feedback_papers:
             settings = self._settings
             key = recipient.subscriber_key or TEST_SEND_KEY

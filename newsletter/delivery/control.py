@@ -21,8 +21,8 @@ from newsletter.delivery.breaker import reset_breaker
 from newsletter.delivery.ledger import clean_error_text
 from newsletter.delivery.selections import rank_readers, store_selections
 from newsletter.editions.lifecycle import EditionEvent, apply_event, next_status
+from newsletter.editions.personal import ReaderSelection
 from newsletter.models import Edition, EditionStatus
-from newsletter.relevance import Pick
 
 __all__ = [
     "CANCELLED_BY_OPERATOR",
@@ -92,8 +92,8 @@ def start_edition(
 
 def picks_if_draft(
     engine: Engine, edition_date: dt.date, settings: Settings | None
-) -> dict[int, list[Pick]]:
-    """The day's personal picks when the edition is still a draft (a started one keeps its own)."""
+) -> dict[int, ReaderSelection]:
+    """The day's selections when the edition is still a draft (a started one keeps its own)."""
     if settings is None:
         return {}
     with engine.connect() as connection:

@@ -49,7 +49,7 @@ from sqlalchemy import (
 from newsletter.core.clock import UtcDateTime, as_utc
 from newsletter.editions.lifecycle import EditionEvent, apply_event, transition_statement
 from newsletter.models import Delivery, DeliveryStatus, Edition, EditionStatus
-from subscribers.models import Subscriber, SubscriberStatus
+from subscribers.models import Frequency, Subscriber, SubscriberStatus
 from subscribers.store import mark_bounced
 from subscribers.suppressions import not_suppressed
 
@@ -143,6 +143,8 @@ def queue_audience(
 ) -> int:
     """Queue one row per confirmed, unpaused, unsuppressed subscriber; returns how many.
 
+    Weekly readers are queued only on their weekday.
+
     `selection_of` maps personal readers to their selection (`selections.id`):
     their rows carry it, and rows are numbered selection by selection, so a
     worker taking rows in order meets each selection's readers together and
@@ -173,7 +175,10 @@ def queue_audience(
         when,
         when,
     ]
-    conditions = _audience()
+    day = connection.execute(
+        select(editions.c.date).where(editions.c.id == edition_id)
+    ).scalar_one()
+    conditions = _audience(day)
     if selection_of:
         _reader_selections.create(connection)
         rows = [{"subscriber_id": k, "selection_id": v} for k, v in selection_of.items()]
@@ -203,21 +208,30 @@ def queue_audience(
     ).scalar_one()
 
 
-def _audience() -> tuple[ColumnElement[bool], ...]:
-    """Who an edition goes to: confirmed, unpaused, unsuppressed readers."""
+def _audience(day: dt.date) -> tuple[ColumnElement[bool], ...]:
+    """Who the edition of `day` goes to: confirmed, unpaused, unsuppressed readers.
+
+    Weekly readers get only the edition of their weekday (`editions.personal`).
+    """
     return (
         subscribers.c.status == SubscriberStatus.CONFIRMED.value,
         subscribers.c.paused == false(),
         not_suppressed(subscribers.c.mailbox),
+        or_(
+            subscribers.c.frequency == Frequency.DAILY.value,
+            subscribers.c.weekly_day == day.weekday(),
+        ),
     )
 
 
-def audience_addresses(connection: Connection, *, limit: int | None) -> tuple[int, list[str]]:
-    """How many readers a send would queue now, and the first `limit` addresses (all: None)."""
+def audience_addresses(
+    connection: Connection, *, day: dt.date, limit: int | None
+) -> tuple[int, list[str]]:
+    """How many readers the edition of `day` would queue now, and the first `limit` (all: None)."""
     count = connection.execute(
-        select(func.count()).select_from(subscribers).where(*_audience())
+        select(func.count()).select_from(subscribers).where(*_audience(day))
     ).scalar_one()
-    statement = select(subscribers.c.email).where(*_audience()).order_by(subscribers.c.id)
+    statement = select(subscribers.c.email).where(*_audience(day)).order_by(subscribers.c.id)
     if limit is not None:
         statement = statement.limit(limit)
     return count, list(connection.execute(statement).scalars())

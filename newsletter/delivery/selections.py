@@ -1,9 +1,11 @@
 """Personal digests at send time: the selections a started edition carries, and their messages.
 
 - `rank_readers` ranks every personal reader of the day in one pass
-  (`editions.personal.edition_picks`), before the send starts: it reads and
+  (`editions.personal.edition_selections`), before the send starts: it reads and
   counts the corpus in its own transactions, which must not run inside the
-  start's.
+  start's. Weekly readers whose weekday it is get a selection too: their
+  "For you" of the week's papers and "Trending this week", both without what
+  was already sent to them; weekly readers on other days are not in the audience.
 - `store_selections`, in the transaction that queues the audience, writes each
   distinct "For you" list once into `selections`; `ledger.queue_audience` then
   points every queued row of those readers at theirs (`deliveries.selection_id`),
@@ -21,30 +23,29 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, select
 
 from newsletter.core.settings import Settings
 from newsletter.delivery.assemble import CompiledDigest
-from newsletter.editions.personal import edition_blocks, edition_picks, selection_fingerprint
+from newsletter.editions.personal import (
+    ReaderSelection,
+    edition_blocks,
+    edition_selections,
+    load_selections,
+)
 from newsletter.models import Selection
-from newsletter.relevance import Pick
 from newsletter.render import DigestBlocks
 
 __all__ = [
     "PersonalDigests",
-    "SelectionPicks",
-    "load_selections",
     "rank_readers",
     "store_selections",
 ]
 
 selections = Selection.__table__  # type: ignore[attr-defined]
-
-# (arXiv id, why) of each "For you" paper, best first.
-SelectionPicks = tuple[tuple[str, str], ...]
 
 # Compiled digests a worker keeps (each holds its message's bytes, ~0.2 MB).
 COMPILED_KEPT = 64
@@ -52,16 +53,19 @@ COMPILED_KEPT = 64
 QP_CACHE_MAX_PIECES = 50_000
 
 
-def rank_readers(settings: Settings, engine: Engine, *, day: dt.date) -> dict[int, list[Pick]]:
-    """Each personal reader's "For you" picks of the day (readers without a profile are absent)."""
-    return edition_picks(settings, engine, day=day)
+def rank_readers(settings: Settings, engine: Engine, *, day: dt.date) -> dict[int, ReaderSelection]:
+    """Each reader's selection of the day (daily personal readers, weekly readers of the day).
+
+    Readers absent get the edition's trending digest.
+    """
+    return edition_selections(settings, engine, day=day)
 
 
 def store_selections(
     connection: Connection,
     *,
     edition_id: int,
-    picks: Mapping[int, Sequence[Pick]],
+    picks: Mapping[int, ReaderSelection],
     now: dt.datetime,
 ) -> dict[int, int]:
     """Store the edition's distinct selections once each; returns each reader's selection id.
@@ -69,10 +73,10 @@ def store_selections(
     Given to `ledger.start_sending`, which queues the rows with them. Readers
     absent from `picks` get no selection: the trending digest.
     """
-    by_fingerprint: dict[str, Sequence[Pick]] = {}
+    by_fingerprint: dict[str, ReaderSelection] = {}
     readers: dict[str, list[int]] = {}
     for subscriber_id, chosen in picks.items():
-        fingerprint = selection_fingerprint(chosen)
+        fingerprint = chosen.fingerprint()
         by_fingerprint.setdefault(fingerprint, chosen)
         readers.setdefault(fingerprint, []).append(subscriber_id)
     if not by_fingerprint:
@@ -85,8 +89,10 @@ def store_selections(
                 "fingerprint": fingerprint,
                 "picks": [
                     {"arxiv_id": p.arxiv_id, "score": round(p.score, 6), "why": p.why}
-                    for p in chosen
+                    for p in chosen.picks
                 ],
+                "for_you": chosen.for_you,
+                "trending": None if chosen.week_trending is None else list(chosen.week_trending),
                 "created_at": now,
             }
             for fingerprint, chosen in by_fingerprint.items()
@@ -106,23 +112,13 @@ def store_selections(
     }
 
 
-def load_selections(connection: Connection, *, edition_id: int) -> dict[int, SelectionPicks]:
-    """The edition's stored selections by id."""
-    return {
-        int(row.id): tuple((str(p["arxiv_id"]), str(p["why"])) for p in row.picks)
-        for row in connection.execute(
-            select(selections.c.id, selections.c.picks).where(selections.c.edition_id == edition_id)
-        )
-    }
-
-
 @dataclass
 class PersonalDigests:
     """One edition's selections, and a compiled digest per selection made on first use."""
 
     blocks: DigestBlocks
-    selections: dict[int, SelectionPicks]
-    compile_digest: Callable[[DigestBlocks, SelectionPicks], CompiledDigest]
+    selections: dict[int, ReaderSelection]
+    compile_digest: Callable[[DigestBlocks, ReaderSelection], CompiledDigest]
     # The most recently used compiled digests (rows come selection by selection,
     # see `ledger.queue_audience`), so memory stays flat however many selections.
     compiled: OrderedDict[int, CompiledDigest] = field(default_factory=OrderedDict)
@@ -141,14 +137,14 @@ class PersonalDigests:
             stored = load_selections(connection, edition_id=edition_id)
         if not stored:
             return None
-        picked = {arxiv_id for picks in stored.values() for arxiv_id, _ in picks}
+        picked = {arxiv_id for chosen in stored.values() for arxiv_id in chosen.papers()}
         blocks = edition_blocks(settings, engine, edition_id=edition_id, extra_papers=picked)
 
         # Encoded blocks, shared by every selection's compile (a few MB at most).
         qp_cache: dict[str, bytes] = {}
 
-        def compile_digest(blocks: DigestBlocks, picks: SelectionPicks) -> CompiledDigest:
-            digest = blocks.assemble(picks)
+        def compile_digest(blocks: DigestBlocks, chosen: ReaderSelection) -> CompiledDigest:
+            digest = chosen.assemble(blocks)
             if len(qp_cache) > QP_CACHE_MAX_PIECES:
                 qp_cache.clear()
             return CompiledDigest.compile(

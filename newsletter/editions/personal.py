@@ -6,7 +6,13 @@
   kept up to date at each ingest without refitting anything.
 - `personal_picks` ranks a day's papers for the given readers: their topics,
   interests and judged papers against the day's candidates, with recent
-  papers as the background "For you" must stand out from.
+  papers as the background "For you" must stand out from; readers are loaded
+  and ranked a batch at a time.
+- `edition_selections` is what each reader of an edition gets beyond the
+  trending digest (`ReaderSelection`): daily personal readers their "For you";
+  weekly readers on their weekday the best of the week not yet sent to them.
+- `delivered_digest` rebuilds a reader's digest of a day from the selection
+  the ledger stored: the "View in browser" page.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ import datetime as dt
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from jinja2 import Environment
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
     RowMapping,
@@ -40,7 +47,7 @@ from newsletter.core.db import upsert_insert
 from newsletter.core.errors import EditionNotFoundError, SubscriberNotFoundError
 from newsletter.core.settings import Settings
 from newsletter.core.templating import make_template_environment
-from newsletter.editions.content import prepare_edition, stored_ranking
+from newsletter.editions.content import end_of_day, prepare_edition, stored_ranking
 from newsletter.ingest.store import record_from_row
 from newsletter.models import (
     CorpusTerm,
@@ -53,13 +60,14 @@ from newsletter.models import (
     Selection,
     Subscriber,
 )
+from newsletter.rank import rank_papers
 from newsletter.relevance import PaperText, Pick, ReaderProfile, RelevanceModel, TermStatistics
 from newsletter.relevance.terms import analyzer, document_terms
 from newsletter.relevance.topics import load_topics
-from newsletter.render import DigestBlocks, render_blocks
+from newsletter.render import DigestBlocks, PersonalDigest, render_blocks
 from newsletter.values import PaperRecord, new_link_marker
-from subscribers.models import DigestMode, SubscriberStatus, Verdict
-from subscribers.tokens import feedback_url, preferences_url, unsubscribe_url
+from subscribers.models import DigestMode, Frequency, SubscriberStatus, Verdict
+from subscribers.tokens import feedback_url, preferences_url, unsubscribe_url, view_url
 
 papers = Paper.__table__  # type: ignore[attr-defined]
 deliveries = Delivery.__table__  # type: ignore[attr-defined]
@@ -68,12 +76,17 @@ corpus_terms = CorpusTerm.__table__  # type: ignore[attr-defined]
 edition_papers = EditionPaper.__table__  # type: ignore[attr-defined]
 reader_papers = ReaderPaper.__table__  # type: ignore[attr-defined]
 subscribers = Subscriber.__table__  # type: ignore[attr-defined]
+editions = Edition.__table__  # type: ignore[attr-defined]
 
 # Papers counted per transaction while indexing.
 INDEX_BATCH = 500
+# Readers loaded and ranked at a time: memory for profiles stays flat however many.
+READERS_PER_BATCH = 10_000
 # How far back a shown-and-passed-over paper still counts as skipped, and how many.
 SKIPPED_LOOKBACK = dt.timedelta(days=14)
 MAX_SKIPPED = 50
+# A weekly digest's days: the weekday's own and the six before.
+WEEK_DAYS = 7
 # How many recent papers (before the day) form the background of "For you".
 BACKGROUND_PAPERS = 300
 # A term longer than this is noise (a URL, a pasted formula), not vocabulary.
@@ -280,51 +293,91 @@ def personal_picks(
     *,
     day: dt.date,
     subscriber_ids: Sequence[int],
+    days: int = 1,
+    exclude: Mapping[int, Collection[str]] | None = None,
 ) -> dict[int, list[Pick]]:
     """Each reader's "For you" papers of the day, best first (empty: nothing clears the floor).
 
-    Readers without any profile are left out: they get the trending digest.
+    The candidates are the papers of the `days` days ending with `day` (a
+    weekly reader's: seven), but none of `exclude[reader]` (papers already
+    sent to them). Readers without any profile are left out: they get the
+    trending digest.
     """
     index_corpus(engine)
+    first_day = day - dt.timedelta(days=days - 1)
+    excluded = exclude or {}
+    picks: dict[int, list[Pick]] = {}
     with engine.connect() as connection:
         columns = PAPER_TEXT_COLUMNS
         candidates = [
             paper_text_of(row)
             for row in connection.execute(
-                select(*columns).where(papers.c.daily_date == day).order_by(papers.c.arxiv_id)
+                select(*columns)
+                .where(papers.c.daily_date >= first_day, papers.c.daily_date <= day)
+                .order_by(papers.c.arxiv_id)
             ).mappings()
         ]
         background = [
             paper_text_of(row)
             for row in connection.execute(
                 select(*columns)
-                .where(papers.c.daily_date < day)
+                .where(papers.c.daily_date < first_day)
                 .order_by(papers.c.daily_date.desc(), papers.c.arxiv_id)
                 .limit(BACKGROUND_PAPERS)
             ).mappings()
         ]
-        readers, library = load_readers(connection, subscriber_ids)
         topics = load_topics(settings.topics_file)
         analyze = analyzer()
         needed: set[str] = set()
-        for text in (
-            *(p.text() for p in (*candidates, *background, *library.values())),
-            *(t.text() for t in topics),
-            *(r.profile.interests for r in readers),
-        ):
+        for text in (*(p.text() for p in (*candidates, *background)), *(t.text() for t in topics)):
             needed.update(analyze(text))
-        statistics = term_statistics(connection, needed)
-    model = RelevanceModel(
-        statistics, candidates, topics=topics, library=library, background=background
-    )
-    ranked = model.rank(
-        [r.profile for r in readers], count=max((r.count for r in readers), default=5)
-    )
-    return {
-        reader.subscriber_id: picks[: reader.count]
-        for reader, picks in zip(readers, ranked, strict=True)
-        if not reader.profile.is_empty
-    }
+        # The frequencies grow batch by batch with the terms of the batch's readers'
+        # words and papers (a term's frequency, once loaded, never changes here).
+        loaded = term_statistics(connection, needed)
+        frequencies = dict(loaded.frequencies)
+        looked_up = set(needed)
+        model = RelevanceModel(
+            TermStatistics(loaded.documents, frequencies),
+            candidates,
+            topics=topics,
+            background=background,
+        )
+        candidate_ids = {paper.arxiv_id for paper in candidates}
+        for start in range(0, len(subscriber_ids), READERS_PER_BATCH):
+            readers, library = load_readers(
+                connection, subscriber_ids[start : start + READERS_PER_BATCH]
+            )
+            # Each reader's words analysed once: for the frequencies, and by the model.
+            analysed = {r.profile.interests: tuple(analyze(r.profile.interests)) for r in readers}
+            new_terms: set[str] = set()
+            for terms in analysed.values():
+                new_terms.update(terms)
+            for paper in library.values():
+                new_terms.update(analyze(paper.text()))
+            new_terms -= looked_up
+            frequencies.update(term_statistics(connection, new_terms).frequencies)
+            looked_up |= new_terms
+            model.add_library(library)
+            # Ranked deep enough that the papers left out still leave each reader their count.
+            deepest = max(
+                (
+                    len(candidate_ids.intersection(excluded.get(r.subscriber_id, ())))
+                    for r in readers
+                ),
+                default=0,
+            )
+            ranked = model.rank(
+                [r.profile for r in readers],
+                count=max((r.count for r in readers), default=5) + deepest,
+                analysed=analysed,
+            )
+            for reader, chosen in zip(readers, ranked, strict=True):
+                if not reader.profile.is_empty:
+                    left_out = excluded.get(reader.subscriber_id, ())
+                    picks[reader.subscriber_id] = [
+                        pick for pick in chosen if pick.arxiv_id not in left_out
+                    ][: reader.count]
+    return picks
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,15 +493,11 @@ def _titles(engine: Engine, arxiv_ids: Sequence[str]) -> dict[str, str]:
 # --- what a send of the edition gives each personal reader ----------------------------
 
 
-def personal_reader_ids(connection: Connection) -> list[int]:
-    """Confirmed, unpaused readers who chose "personal + trending" and have a profile.
-
-    The others get exactly the edition's trending digest.
-    """
+def _has_profile() -> ColumnElement[bool]:
     # Readers without topics, interests or liked papers are left out in SQL: a
     # list of a million such readers costs this nothing (and `personal_picks`
     # leaves out any empty profile this lets through).
-    has_profile = or_(
+    return or_(
         subscribers.c.interests != "",
         func.coalesce(cast(subscribers.c.topics, Text), "[]") != "[]",
         exists().where(
@@ -456,6 +505,10 @@ def personal_reader_ids(connection: Connection) -> list[int]:
             reader_papers.c.verdict == Verdict.LIKED.value,
         ),
     )
+
+
+def _reader_ids(connection: Connection, *conditions: ColumnElement[bool]) -> list[int]:
+    """Confirmed, unpaused readers meeting `conditions`, by id."""
     return [
         int(row.id)
         for row in connection.execute(
@@ -463,16 +516,28 @@ def personal_reader_ids(connection: Connection) -> list[int]:
             .where(
                 subscribers.c.status == SubscriberStatus.CONFIRMED.value,
                 subscribers.c.paused == false(),
-                subscribers.c.digest_mode == DigestMode.PERSONAL.value,
-                has_profile,
+                *conditions,
             )
             .order_by(subscribers.c.id)
         )
     ]
 
 
+def personal_reader_ids(connection: Connection) -> list[int]:
+    """Confirmed, unpaused daily readers who chose "personal + trending" and have a profile.
+
+    The other daily readers get exactly the edition's trending digest.
+    """
+    return _reader_ids(
+        connection,
+        subscribers.c.frequency == Frequency.DAILY.value,
+        subscribers.c.digest_mode == DigestMode.PERSONAL.value,
+        _has_profile(),
+    )
+
+
 def edition_picks(settings: Settings, engine: Engine, *, day: dt.date) -> dict[int, list[Pick]]:
-    """Every personal reader's "For you" papers of the day, in one ranking pass."""
+    """Every personal daily reader's "For you" papers of the day, in one ranking pass."""
     with engine.connect() as connection:
         ids = personal_reader_ids(connection)
     if not ids:
@@ -480,10 +545,185 @@ def edition_picks(settings: Settings, engine: Engine, *, day: dt.date) -> dict[i
     return personal_picks(settings, engine, day=day, subscriber_ids=ids)
 
 
-def selection_fingerprint(picks: Sequence[Pick]) -> str:
-    """What makes two readers' digests the same: the papers picked and their why lines."""
-    canonical = json.dumps([[pick.arxiv_id, pick.why] for pick in picks], ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+@dataclass(frozen=True, slots=True)
+class ReaderSelection:
+    """What one reader's digest of an edition holds, when it is not the trending edition."""
+
+    picks: tuple[Pick, ...]
+    # False: no "For you" section at all (a weekly reader of the trending digest).
+    for_you: bool = True
+    # A weekly reader's "Trending this week", best first; None: the edition's ranking.
+    week_trending: tuple[str, ...] | None = None
+
+    def assemble(self, blocks: DigestBlocks) -> PersonalDigest:
+        """This selection's digest, joined from the edition's blocks."""
+        return blocks.assemble(
+            [(pick.arxiv_id, pick.why) for pick in self.picks],
+            for_you=self.for_you,
+            week_trending=self.week_trending,
+        )
+
+    def papers(self) -> set[str]:
+        """Every paper this selection may show."""
+        return {pick.arxiv_id for pick in self.picks} | set(self.week_trending or ())
+
+    def fingerprint(self) -> str:
+        """What makes two readers' digests the same: papers, why lines, sections."""
+        picked = [[pick.arxiv_id, pick.why] for pick in self.picks]
+        # A daily selection's fingerprint is its picks alone, as before weekly digests.
+        content: object = picked
+        if not self.for_you or self.week_trending is not None:
+            content = {"picks": picked, "for_you": self.for_you, "trending": self.week_trending}
+        canonical = json.dumps(content, ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def weekly_reader_ids(connection: Connection, *, day: dt.date) -> tuple[list[int], list[int]]:
+    """Weekly readers whose weekday `day` is: (those ranked personally, the others)."""
+    weekly = (
+        subscribers.c.frequency == Frequency.WEEKLY.value,
+        subscribers.c.weekly_day == day.weekday(),
+    )
+    everyone = _reader_ids(connection, *weekly)
+    personal = _reader_ids(
+        connection, *weekly, subscribers.c.digest_mode == DigestMode.PERSONAL.value, _has_profile()
+    )
+    chosen = set(personal)
+    return personal, [reader for reader in everyone if reader not in chosen]
+
+
+def week_ranking(engine: Engine, *, day: dt.date) -> list[str]:
+    """The papers of the seven days ending with `day`, by popularity at its end, best first."""
+    with Session(engine) as session:
+        records = [
+            record_from_row(paper)
+            for paper in session.exec(
+                sql_select(Paper).where(
+                    col(Paper.daily_date) >= day - dt.timedelta(days=WEEK_DAYS - 1),
+                    col(Paper.daily_date) <= day,
+                )
+            )
+        ]
+    if not records:
+        return []
+    ranked = rank_papers(records, now=end_of_day(day), top_n=len(records))
+    return [item.paper.arxiv_id for item in ranked]
+
+
+def papers_sent(
+    connection: Connection, subscriber_ids: Sequence[int], *, since: dt.datetime
+) -> dict[int, set[str]]:
+    """Every paper the digests sent to each reader since `since` showed: "For you" and trending."""
+    sent: dict[int, set[str]] = {}
+    editions_shown: dict[int, list[set[str]]] = {}
+    for start in range(0, len(subscriber_ids), 900):
+        rows = connection.execute(
+            select(
+                deliveries.c.subscriber_id,
+                deliveries.c.edition_id,
+                selections.c.picks,
+                selections.c.trending,
+            )
+            .select_from(
+                deliveries.outerjoin(selections, selections.c.id == deliveries.c.selection_id)
+            )
+            .where(
+                deliveries.c.subscriber_id.in_(subscriber_ids[start : start + 900]),
+                deliveries.c.status == DeliveryStatus.SENT.value,
+                deliveries.c.sent_at >= since,
+            )
+        )
+        for subscriber_id, edition_id, picks, trending in rows:
+            shown = sent.setdefault(int(subscriber_id), set())
+            shown.update(str(pick["arxiv_id"]) for pick in picks or ())
+            if trending is None:  # the edition's own ranking: read once per edition below
+                editions_shown.setdefault(int(edition_id), []).append(shown)
+            else:
+                shown.update(map(str, trending))
+    for edition_id, readers in editions_shown.items():
+        ranking = connection.execute(
+            select(papers.c.arxiv_id)
+            .join(edition_papers, edition_papers.c.paper_id == papers.c.id)
+            .where(edition_papers.c.edition_id == edition_id)
+        ).scalars()
+        arxiv_ids = set(map(str, ranking))
+        for shown in readers:
+            shown.update(arxiv_ids)
+    return sent
+
+
+def weekly_selections(
+    settings: Settings, engine: Engine, *, day: dt.date
+) -> dict[int, ReaderSelection]:
+    """What each weekly reader whose weekday `day` is gets: the best of the week not yet sent.
+
+    Personal readers: their "For you" from the seven days' papers, then the
+    week's trending; the others the week's trending alone. Papers a digest
+    already sent them (since the week's first day) are left out of both.
+    """
+    with engine.connect() as connection:
+        personal, others = weekly_reader_ids(connection, day=day)
+        if not personal and not others:
+            return {}
+        first_day = dt.datetime.combine(
+            day - dt.timedelta(days=WEEK_DAYS - 1), dt.time(), tzinfo=dt.UTC
+        )
+        sent = papers_sent(connection, [*personal, *others], since=first_day)
+    ranking = week_ranking(engine, day=day)
+    picks = (
+        personal_picks(
+            settings, engine, day=day, subscriber_ids=personal, days=WEEK_DAYS, exclude=sent
+        )
+        if personal
+        else {}
+    )
+    chosen: dict[int, ReaderSelection] = {}
+    for reader in [*personal, *others]:
+        own = picks.get(reader)
+        left_out = sent.get(reader, set()) | {pick.arxiv_id for pick in own or ()}
+        trending = tuple([a for a in ranking if a not in left_out][: settings.top_n])
+        chosen[reader] = ReaderSelection(
+            tuple(own or ()), for_you=own is not None, week_trending=trending
+        )
+    return chosen
+
+
+def edition_selections(
+    settings: Settings, engine: Engine, *, day: dt.date
+) -> dict[int, ReaderSelection]:
+    """Every reader's selection of the day's edition; a reader absent gets the trending digest.
+
+    Daily personal readers: their "For you" of the day's papers. Weekly readers
+    whose weekday it is: `weekly_selections`. (Weekly readers on other days
+    are not in the audience: `ledger.queue_audience`.)
+    """
+    daily = {
+        reader: ReaderSelection(tuple(picks))
+        for reader, picks in edition_picks(settings, engine, day=day).items()
+    }
+    return daily | weekly_selections(settings, engine, day=day)
+
+
+def load_selections(
+    connection: Connection, *, edition_id: int, selection_ids: Collection[int] | None = None
+) -> dict[int, ReaderSelection]:
+    """The edition's stored selections by id (only `selection_ids`, if given)."""
+    statement = select(
+        selections.c.id, selections.c.picks, selections.c.for_you, selections.c.trending
+    ).where(selections.c.edition_id == edition_id)
+    if selection_ids is not None:
+        statement = statement.where(selections.c.id.in_(sorted(selection_ids)))
+    return {
+        int(row.id): ReaderSelection(
+            tuple(
+                Pick(str(p["arxiv_id"]), float(p.get("score", 0.0)), str(p["why"]))
+                for p in row.picks
+            ),
+            for_you=bool(row.for_you),
+            week_trending=None if row.trending is None else tuple(map(str, row.trending)),
+        )
+        for row in connection.execute(statement)
+    }
 
 
 def edition_blocks(
@@ -522,7 +762,6 @@ def edition_blocks(
         candidates,
         edition_date=day,
         subject=subject,
-        base_url=settings.base_url,
         postal_address=settings.postal_address,
         list_name=settings.list_name,
         link_marker=new_link_marker(),
@@ -546,10 +785,50 @@ def reader_digest(
     blocks = edition_blocks(
         settings, engine, edition_id=edition.id, extra_papers=[a for a, _ in picks]
     )
-    key = str(row["key"])
+    return _with_reader_links(settings, blocks.assemble(picks), key=str(row["key"]), day=day)
+
+
+def _with_reader_links(
+    settings: Settings, digest: PersonalDigest, *, key: str, day: dt.date
+) -> tuple[str, str]:
     base, secret = settings.base_url, settings.secret_key
-    return blocks.assemble(picks).personalised(
+    return digest.personalised(
         unsubscribe_url=unsubscribe_url(base, secret, key),
         preferences_url=preferences_url(base, secret, key),
         feedback_url=lambda arxiv_id, verdict: feedback_url(base, secret, key, arxiv_id, verdict),
+        view_url=view_url(base, secret, key, day),
     )
+
+
+def delivered_digest(
+    settings: Settings, engine: Engine, *, day: dt.date, subscriber_key: str
+) -> tuple[str, str] | None:
+    """The digest a reader was sent on `day` (HTML, text), rebuilt from the ledger's selection.
+
+    Their own "For you" (or weekly digest) with their links, exactly the
+    selection their delivery row points at, however their profile changed
+    since. None when that delivery carried the edition's trending digest.
+    Raises SubscriberNotFoundError when this reader got no delivery of that day.
+    """
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(deliveries.c.edition_id, deliveries.c.selection_id)
+            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+            .join(editions, editions.c.id == deliveries.c.edition_id)
+            .where(
+                subscribers.c.key == subscriber_key,
+                editions.c.date == day,
+                deliveries.c.is_test == false(),
+            )
+        ).first()
+        if row is None:
+            raise SubscriberNotFoundError(f"no delivery of {day.isoformat()} to this reader")
+        if row.selection_id is None:
+            return None
+        chosen = load_selections(
+            connection, edition_id=row.edition_id, selection_ids=[row.selection_id]
+        )[row.selection_id]
+    blocks = edition_blocks(
+        settings, engine, edition_id=row.edition_id, extra_papers=chosen.papers()
+    )
+    return _with_reader_links(settings, chosen.assemble(blocks), key=subscriber_key, day=day)

@@ -36,6 +36,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
@@ -160,15 +161,21 @@ class _Reader:
     positives: list[_Positive]
     disliked: list[int]
     skipped: list[int]
+    interests: WeightedTerms | None = None  # their words' vector, kept for the why line
 
 
 @dataclass(frozen=True, slots=True)
 class _Scored:
-    """One reader's scores: per candidate, which positive document weighed most, the floor."""
+    """One reader's scores per candidate and their floor.
+
+    `strongest` (the learned model's): per candidate, the index of the positive
+    document that weighed most; None for the formula, which finds it for the
+    picked papers only.
+    """
 
     scores: NDArray[np.float64]
-    strongest: NDArray[np.int64]  # index into the reader's positives
     floor: float
+    strongest: NDArray[np.int64] | None = None
 
 
 class RelevanceModel:
@@ -210,20 +217,37 @@ class RelevanceModel:
         self._background_columns = self._space.matrix(background_terms).T.tocsr()
         self._learned = _LearnedScorer(self._space, background_terms, candidate_terms)
 
-    def rank(self, profiles: Sequence[ReaderProfile], *, count: int = 5) -> list[list[Pick]]:
+    def add_library(self, library: Mapping[str, PaperText]) -> None:
+        """More papers profiles may name (a caller ranking readers batch by batch).
+
+        As at construction, a reader's text of a paper comes before the
+        candidate's own, unless that paper's vector is made already.
+        """
+        for arxiv_id, paper in library.items():
+            if arxiv_id not in self._paper_vectors:
+                self.library[arxiv_id] = paper
+
+    def rank(
+        self,
+        profiles: Sequence[ReaderProfile],
+        *,
+        count: int = 5,
+        analysed: Mapping[str, Sequence[str]] | None = None,
+    ) -> list[list[Pick]]:
         """Each reader's best `count` candidates that clear their floor, best first.
 
         An empty list for a reader with no profile, or when nothing clears it.
+        `analysed` may hold readers' words already split into terms (`analyzer`).
         """
         picks: list[list[Pick]] = []
         for start in range(0, len(profiles), READERS_PER_CHUNK):
             chunk = profiles[start : start + READERS_PER_CHUNK]
-            picks.extend(self._rank_chunk(chunk, count=count))
+            picks.extend(self._rank_chunk(chunk, count=count, analysed=analysed or {}))
         return picks
 
     def scores(self, profile: ReaderProfile) -> NDArray[np.float64]:
         """One reader's score for every candidate, in candidate order (for evaluation)."""
-        [scored], _ = self._score_chunk([profile])
+        [scored], _, _ = self._score_chunk([profile], {})
         return scored.scores
 
     def uses_learned_model(self, profile: ReaderProfile) -> bool:
@@ -253,7 +277,7 @@ class RelevanceModel:
         return topic, vector
 
     def _layout(
-        self, profiles: Sequence[ReaderProfile]
+        self, profiles: Sequence[ReaderProfile], analysed: Mapping[str, Sequence[str]]
     ) -> tuple[list[WeightedTerms], list[_Reader]]:
         """The chunk's distinct documents, and each reader's rows among them.
 
@@ -276,10 +300,13 @@ class RelevanceModel:
         readers = []
         for index, profile in enumerate(profiles):
             positives = []
+            interests: WeightedTerms | None = None
             if profile.interests.strip():
-                vector = WeightedTerms.of(profile.interests, self.statistics)
-                if vector:
-                    row = row_of(("interests", str(index)), vector)
+                interests = WeightedTerms.of(
+                    profile.interests, self.statistics, analysed.get(profile.interests)
+                )
+                if interests:
+                    row = row_of(("interests", str(index)), interests)
                     positives.append(_Positive(row, Source.INTERESTS, ""))
             for name in profile.topics:
                 found = self._topic_vector(name)
@@ -293,26 +320,33 @@ class RelevanceModel:
                     row = row_of(("paper", arxiv_id), paper_vector)
                     positives.append(_Positive(row, Source.LIKED, self.library[arxiv_id].title))
             readers.append(
-                _Reader(positives, paper_rows(profile.disliked), paper_rows(profile.skipped))
+                _Reader(
+                    positives,
+                    paper_rows(profile.disliked),
+                    paper_rows(profile.skipped),
+                    interests,
+                )
             )
         return vectors, readers
 
     # ---- scoring -------------------------------------------------------------------------
 
     def _score_chunk(
-        self, profiles: Sequence[ReaderProfile]
-    ) -> tuple[list[_Scored], list[_Reader]]:
-        vectors, readers = self._layout(profiles)
+        self, profiles: Sequence[ReaderProfile], analysed: Mapping[str, Sequence[str]]
+    ) -> tuple[list[_Scored], list[_Reader], NDArray[np.float64]]:
+        """Each reader's scores and floor; the readers' rows; documents × candidates similarity."""
+        vectors, readers = self._layout(profiles, analysed)
         candidates = len(self.candidates)
-        nothing = _Scored(np.zeros(candidates), np.zeros(candidates, dtype=np.int64), np.inf)
+        nothing = _Scored(np.zeros(candidates), np.inf)
         if not vectors or not candidates:
-            return [nothing for _ in profiles], readers
+            return [nothing for _ in profiles], readers, np.zeros((0, candidates))
         documents = self._space.matrix(vectors)
         to_candidates = (documents @ self._candidate_columns).toarray()
         to_background = (documents @ self._background_columns).toarray()
         own_gram: csr_matrix | None = None
-        scored = []
-        for profile, reader in zip(profiles, readers, strict=True):
+        scored: list[_Scored | None] = []
+        by_formula: list[int] = []
+        for index, (profile, reader) in enumerate(zip(profiles, readers, strict=True)):
             if not reader.positives:
                 scored.append(nothing)
             elif self.uses_learned_model(profile):
@@ -320,33 +354,61 @@ class RelevanceModel:
                     own_gram = TermSpace(vectors).matrix(vectors)
                 scored.append(self._learned.score(reader, own_gram, to_candidates, to_background))
             else:
-                scored.append(_formula(reader, to_candidates, to_background))
-        return scored, readers
+                scored.append(None)
+                by_formula.append(index)
+        if by_formula:
+            totals, floors = _formula(
+                [readers[i] for i in by_formula], to_candidates, to_background
+            )
+            for slot, index in enumerate(by_formula):
+                scored[index] = _Scored(totals[slot], float(floors[slot]))
+        return [s for s in scored if s is not None], readers, to_candidates
 
-    def _rank_chunk(self, profiles: Sequence[ReaderProfile], *, count: int) -> list[list[Pick]]:
+    def _rank_chunk(
+        self,
+        profiles: Sequence[ReaderProfile],
+        *,
+        count: int,
+        analysed: Mapping[str, Sequence[str]],
+    ) -> list[list[Pick]]:
         picks: list[list[Pick]] = []
-        all_scored, readers = self._score_chunk(profiles)
-        for profile, scored, reader in zip(profiles, all_scored, readers, strict=True):
-            if profile.is_empty:
-                picks.append([])
-                continue
-            scores = scored.scores.copy()
+        all_scored, readers, to_candidates = self._score_chunk(profiles, analysed)
+        if not self.candidates:
+            return [[] for _ in profiles]
+        scores = np.stack([scored.scores for scored in all_scored])
+        for row, profile in enumerate(profiles):
             for arxiv_id in (*profile.liked, *profile.disliked):
                 position = self._positions.get(arxiv_id)
                 if position is not None:
-                    scores[position] = -np.inf  # judged already: not news to them
+                    scores[row, position] = -np.inf  # judged already: not news to them
+        # Each reader's best `count`, best first (ties keep candidate order), and
+        # whether each clears the reader's floor: plain lists from here on.
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :count]
+        best_scores = np.take_along_axis(scores, order, axis=1)
+        floors = np.array([scored.floor for scored in all_scored])
+        cleared = (best_scores >= floors[:, None]).tolist()
+        best, best_scores_list = order.tolist(), best_scores.tolist()
+        for row, (profile, scored, reader) in enumerate(
+            zip(profiles, all_scored, readers, strict=True)
+        ):
+            if profile.is_empty:
+                picks.append([])
+                continue
+            positions = [p for p, ok in zip(best[row], cleared[row], strict=True) if ok]
+            strongest = (
+                scored.strongest[positions].tolist()
+                if scored.strongest is not None
+                else _strongest(reader, to_candidates, positions).tolist()
+            )
+            phrases: list[tuple[str, frozenset[str]]] | None = None
             chosen = []
-            interest_terms: Mapping[str, float] | None = None
-            for position in np.argsort(-scores, kind="stable")[:count]:
-                score = float(scores[position])
-                if score < scored.floor:
-                    break
-                paper = self.candidates[int(position)]
-                strongest = reader.positives[int(scored.strongest[position])]
-                if strongest.source is Source.INTERESTS and interest_terms is None:
-                    interest_terms = WeightedTerms.of(profile.interests, self.statistics).weights
-                why = self._why(strongest, interest_terms or {}, paper, profile.interests)
-                chosen.append(Pick(paper.arxiv_id, score, why))
+            for rank, (position, source) in enumerate(zip(positions, strongest, strict=True)):
+                paper = self.candidates[position]
+                positive = reader.positives[source]
+                if positive.source is Source.INTERESTS and phrases is None:
+                    phrases = _phrases(profile.interests)  # once per reader
+                why = self._why(positive, reader, paper, phrases or [])
+                chosen.append(Pick(paper.arxiv_id, best_scores_list[row][rank], why))
             picks.append(chosen)
         return picks
 
@@ -355,21 +417,22 @@ class RelevanceModel:
     def _why(
         self,
         strongest: _Positive,
-        interests: Mapping[str, float],
+        reader: _Reader,
         paper: PaperText,
-        interests_text: str,
+        phrases: Sequence[tuple[str, frozenset[str]]],
     ) -> str:
         if strongest.source is Source.LIKED:
             return f"like “{strongest.label}”, which you liked"
         if strongest.source is Source.TOPIC:
             return f"in your topic {strongest.label}"
-        phrases = self._shared_phrases(interests, paper)
-        if not phrases:
+        interests = reader.interests.weights if reader.interests is not None else {}
+        shared = self._shared_phrases(interests, paper)
+        if not shared:
             return "matches your interests"
-        own = _own_phrase(interests_text, phrases)
+        own = _own_phrase(phrases, shared)
         if own is not None:
             return f"matches your interest in “{own}”"
-        return f"matches your interest in {' and '.join(phrases)}"
+        return f"matches your interest in {' and '.join(shared)}"
 
     def _shared_phrases(
         self, mine: Mapping[str, float], paper: PaperText, most: int = 2
@@ -378,11 +441,13 @@ class RelevanceModel:
         theirs = self._paper_vector(paper.arxiv_id)
         if theirs is None:
             return []
+        weights = theirs.weights
+        # Over the reader's few terms, not the paper's many.
         shared = sorted(
             (
-                (mine[term] * weight * (BIGRAM_PREFERENCE if " " in term else 1.0), term)
-                for term, weight in theirs.weights.items()
-                if term in mine
+                (weight * weights[term] * (BIGRAM_PREFERENCE if " " in term else 1.0), term)
+                for term, weight in mine.items()
+                if term in weights
             ),
             reverse=True,
         )
@@ -405,18 +470,30 @@ _PHRASE_BREAK = re.compile(r"[,;:.!?()\n]|\band\b|\balso\b", re.IGNORECASE)
 MAX_QUOTED_PHRASE = 60
 
 
-def _own_phrase(interests_text: str, terms: Sequence[str]) -> str | None:
-    """The phrase of the reader's own words that holds the most of `terms`, to quote back."""
+def _own_phrase(phrases: Sequence[tuple[str, frozenset[str]]], terms: Sequence[str]) -> str | None:
+    """The phrase of the reader's own words (`_phrases`) holding the most of `terms`, to quote."""
     best: tuple[int, str] | None = None
-    for piece in _PHRASE_BREAK.split(interests_text):
-        phrase = " ".join(piece.split())
-        if not phrase or len(phrase) > MAX_QUOTED_PHRASE:
-            continue
-        held = set(analyzer()(phrase))
+    for phrase, held in phrases:
         hits = sum(1 for term in terms if term in held)
         if hits and (best is None or hits > best[0]):
             best = (hits, phrase)
     return best[1] if best else None
+
+
+def _phrases(interests_text: str) -> list[tuple[str, frozenset[str]]]:
+    """The quotable phrases of a reader's words, each with its terms."""
+    found = []
+    for piece in _PHRASE_BREAK.split(interests_text):
+        phrase = " ".join(piece.split())
+        if phrase and len(phrase) <= MAX_QUOTED_PHRASE:
+            found.append((phrase, _phrase_terms(phrase)))
+    return found
+
+
+@lru_cache(maxsize=16_384)
+def _phrase_terms(phrase: str) -> frozenset[str]:
+    # Readers' phrases recur ("diffusion models", "reinforcement learning").
+    return frozenset(analyzer()(phrase))
 
 
 def _relative_floor(background_scores: NDArray[np.float64], *, at_least: float) -> float:
@@ -427,32 +504,68 @@ def _relative_floor(background_scores: NDArray[np.float64], *, at_least: float) 
 
 
 def _formula(
-    reader: _Reader,
+    readers: Sequence[_Reader],
     to_candidates: NDArray[np.float64],
     to_background: NDArray[np.float64],
-) -> _Scored:
-    """The profile formula of the module's docstring, on candidates and on the background."""
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The profile formula of the module's docstring for many readers at once: scores, floors.
 
-    def combine(similarity: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-        kinds = {positive.source for positive in reader.positives}
+    Each max over a reader's documents of one kind is a segment of one gathered
+    matrix (`np.maximum.reduceat`), each reader's sum of those a segment again;
+    the mean over skipped papers is one sparse product. Scores are computed on
+    candidates and background together; the floor comes from the background's.
+    """
+    similarity = np.hstack([to_candidates, to_background])
+    gathered: list[int] = []
+    starts: list[int] = []
+    weights: list[float] = []
+    first_segment: list[int] = []
+    skipped: tuple[list[int], list[int], list[float]] = ([], [], [])
+    for slot, reader in enumerate(readers):
+        first_segment.append(len(starts))
+        kinds: dict[Source, list[int]] = {}
+        for positive in reader.positives:
+            kinds.setdefault(positive.source, []).append(positive.row)
         weight_sum = sum(KIND_WEIGHTS[kind] for kind in kinds)
-        total = np.zeros(similarity.shape[1])
-        for kind in kinds:
-            rows = [p.row for p in reader.positives if p.source is kind]
-            total += similarity[rows].max(axis=0) * (KIND_WEIGHTS[kind] / weight_sum)
+        segments = [(rows, KIND_WEIGHTS[kind] / weight_sum) for kind, rows in kinds.items()]
         if reader.disliked:
-            total -= DISLIKED_WEIGHT * similarity[reader.disliked].max(axis=0)
-        if reader.skipped:
-            total -= SKIPPED_WEIGHT * similarity[reader.skipped].mean(axis=0)
-        shares = np.stack([similarity[p.row] * KIND_WEIGHTS[p.source] for p in reader.positives])
-        return total, shares.argmax(axis=0)
+            segments.append((reader.disliked, -DISLIKED_WEIGHT))
+        for rows, weight in segments:
+            starts.append(len(gathered))
+            gathered.extend(rows)
+            weights.append(weight)
+        for row in reader.skipped:
+            skipped[0].append(slot)
+            skipped[1].append(row)
+            skipped[2].append(-SKIPPED_WEIGHT / len(reader.skipped))
+    segment_max = np.maximum.reduceat(similarity[gathered], starts, axis=0)
+    segment_max *= np.asarray(weights)[:, None]
+    totals = np.add.reduceat(segment_max, first_segment, axis=0)
+    if skipped[0]:
+        slots, rows, shares = skipped
+        mean_of_skipped = csr_matrix(
+            (shares, (slots, rows)), shape=(len(readers), similarity.shape[0])
+        )
+        totals += mean_of_skipped @ similarity
+    candidates = to_candidates.shape[1]
+    if not to_background.shape[1]:
+        return totals[:, :candidates], np.full(len(readers), ABSOLUTE_FLOOR)
+    # Above zero too: a paper sharing no word with the profile is never "for you".
+    floors = np.maximum(np.quantile(totals[:, candidates:], FLOOR_QUANTILE, axis=1), 1e-9)
+    return totals[:, :candidates], floors
 
-    scores, strongest = combine(to_candidates)
-    floor = ABSOLUTE_FLOOR
-    if to_background.shape[1]:
-        # Above zero too: a paper sharing no word with the profile is never "for you".
-        floor = _relative_floor(combine(to_background)[0], at_least=1e-9)
-    return _Scored(scores, strongest, floor)
+
+def _strongest(
+    reader: _Reader, to_candidates: NDArray[np.float64], positions: Sequence[int]
+) -> NDArray[np.int64]:
+    """For each picked candidate, the reader's positive document of largest weighted likeness."""
+    if len(reader.positives) == 1 or not positions:
+        return np.zeros(len(positions), dtype=np.int64)
+    rows = [positive.row for positive in reader.positives]
+    weights = np.array([KIND_WEIGHTS[positive.source] for positive in reader.positives])
+    shares = to_candidates[rows][:, positions] * weights[:, None]
+    strongest: NDArray[np.int64] = shares.argmax(axis=0)
+    return strongest
 
 
 class _LearnedScorer:
@@ -514,7 +627,7 @@ class _LearnedScorer:
         )
         strongest = likeness.argmax(axis=0)
         # A classifier's scores: only the comparison with the background counts.
-        return _Scored(scores, strongest, _relative_floor(background_scores, at_least=-np.inf))
+        return _Scored(scores, _relative_floor(background_scores, at_least=-np.inf), strongest)
 
 
 __all__ = ["PaperText", "Pick", "ReaderProfile", "RelevanceModel", "Topic"]

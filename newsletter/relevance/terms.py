@@ -67,9 +67,16 @@ class TermStatistics:
             counts.update(document_terms(text))
         return cls(documents, dict(counts))
 
+    # Computed idf values (the frequencies never change once loaded).
+    _idf: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+
     def idf(self, term: str) -> float:
         """Smoothed inverse document frequency; a term no paper holds counts as rarest."""
-        return math.log((1 + self.documents) / (1 + self.frequencies.get(term, 0))) + 1.0
+        value = self._idf.get(term)
+        if value is None:
+            frequency = self.frequencies.get(term, 0)
+            value = self._idf[term] = math.log((1 + self.documents) / (1 + frequency)) + 1.0
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +86,13 @@ class WeightedTerms:
     weights: Mapping[str, float]
 
     @classmethod
-    def of(cls, text: str, statistics: TermStatistics) -> WeightedTerms:
-        counts = Counter(analyzer()(text))
-        raw = {
-            term: (1.0 + math.log(count)) * statistics.idf(term) for term, count in counts.items()
-        }
+    def of(
+        cls, text: str, statistics: TermStatistics, terms: Sequence[str] | None = None
+    ) -> WeightedTerms:
+        """The text's vector (`terms`: the text already analysed, if the caller has it)."""
+        counts = Counter(analyzer()(text) if terms is None else terms)
+        idf = statistics.idf
+        raw = {term: (1.0 + math.log(count)) * idf(term) for term, count in counts.items()}
         norm = math.sqrt(sum(value * value for value in raw.values()))
         if norm == 0.0:
             return cls({})

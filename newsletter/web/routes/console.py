@@ -42,6 +42,7 @@ from newsletter.delivery.control import (
     retry_failed,
     start_edition,
 )
+from newsletter.delivery.ledger import audience_addresses
 from newsletter.delivery.one_copy import send_test_copy
 from newsletter.delivery.stats import EditionStats, edition_stats, list_edition_stats
 from newsletter.editions.content import (
@@ -531,11 +532,10 @@ async def test_send(
     return _see_other(f"{CONSOLE}/editions/{day.isoformat()}?done=test-sent")
 
 
-def _audience_size(web: WebContext) -> int:
-    with session_scope(web.database) as session:
-        confirmed = store.count_by_status(session).get(SubscriberStatus.CONFIRMED, 0)
-        held_back = suppressions.count_held_back(session.connection())
-    return confirmed - held_back
+def _audience_size(web: WebContext, day: dt.date) -> int:
+    with web.database.connect() as connection:
+        count, _ = audience_addresses(connection, day=day, limit=0)
+    return count
 
 
 @router.get(f"{CONSOLE}/editions/{{day}}/confirm/{{name}}")
@@ -550,7 +550,7 @@ def confirm_action(day: dt.date, name: str, operator: OperatorDep, web: WebDep) 
         raise HTTPException(status_code=404, detail=str(error)) from None
     counts = stats.deliveries
     reach = {
-        "send": f"about {_audience_size(web)} confirmed readers (not the paused or suppressed)",
+        "send": f"about {_audience_size(web, day)} readers (confirmed, not paused or suppressed)",
         "resume": f"{counts[DeliveryStatus.QUEUED]} readers still waiting",
         "retry-failed": f"{counts[DeliveryStatus.FAILED]} readers whose delivery failed",
         "cancel": f"{counts[DeliveryStatus.QUEUED]} readers still waiting will not receive it",

@@ -1,4 +1,10 @@
-"""Reading on the web: one edition in the browser, the list of past ones, an Atom feed."""
+"""Reading on the web: one edition in the browser, the list of past ones, an Atom feed.
+
+`/editions/{day}` is the public archive: the trending edition. `/view/{token}`
+(the "View in browser" link of a personal digest) is one reader's own copy of
+one day, rebuilt from the selection the ledger recorded for their delivery; the
+signed token is its only credential, as for unsubscribing.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,12 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from newsletter.core.errors import InvalidTokenError, SubscriberNotFoundError
 from newsletter.core.text import single_line, xml_text
 from newsletter.editions.content import (
     PUBLIC_STATUSES,
@@ -20,16 +27,23 @@ from newsletter.editions.content import (
     list_editions,
     stored_ranking,
 )
+from newsletter.editions.personal import delivered_digest
 from newsletter.models import Edition, EditionStatus
 from newsletter.render import RANKING_LINE, format_edition_date, make_paper_card
 from newsletter.web.context import EngineDep, PagesDep, SettingsDep, web_context_of
 from newsletter.web.edition_pages import EditionPage
-from newsletter.web.pages import PageRenderer
+from newsletter.web.pages import PRIVATE_PAGE_HEADERS, PageRenderer
+from subscribers.tokens import read_view_token
 
 router = APIRouter(tags=["editions"])
 
 ARCHIVE_SIZE = 60
 FEED_SIZE = 30
+# A reader's own copy is the email's HTML: inline styles and remote images, never scripts.
+EMAIL_COPY_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; font-src https:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 _ATOM = "http://www.w3.org/2005/Atom"
 
 
@@ -179,6 +193,39 @@ async def show_edition(day: str, request: Request) -> Response:
             page = EditionPage(stamp.id, stamp.rendered_at, bytes(body))
             cache.put(edition_date, page)
     return Response(page.body, media_type="text/html")
+
+
+@router.get(
+    "/view/{token}", response_class=HTMLResponse, summary="A reader's own copy of an edition"
+)
+async def show_own_copy(
+    token: str, engine: EngineDep, settings: SettingsDep, pages: PagesDep
+) -> Response:
+    """The digest this reader was sent that day, their "For you" included, with their links.
+
+    A reader whose delivery was the trending edition is sent to the public page.
+    A token that is altered, or names no delivery, gets the same 404 page.
+    """
+    try:
+        key, day = read_view_token(settings.secret_key, token)
+        own = await run_in_threadpool(
+            delivered_digest, settings, engine, day=day, subscriber_key=key
+        )
+    except (InvalidTokenError, SubscriberNotFoundError):
+        return pages.message(
+            title="This link does not work",
+            message="There is no digest at this address; the link may have been cut or altered.",
+            status_code=404,
+            private=True,
+            link_text="See the past editions",
+            link_url="/editions",
+        )
+    if own is None:
+        return RedirectResponse(f"/editions/{day.isoformat()}", status_code=303)
+    html, _ = own
+    return HTMLResponse(
+        html, headers={**PRIVATE_PAGE_HEADERS, "Content-Security-Policy": EMAIL_COPY_CSP}
+    )
 
 
 def _no_edition(pages: PageRenderer, day: dt.date) -> Response:
