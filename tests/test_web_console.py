@@ -160,7 +160,7 @@ async def test_send_asks_first_then_queues_the_audience_and_progress_follows(
         assert unconfirmed.status_code == 303
         question = await client.get(unconfirmed.headers["location"])
         assert "Send this edition to every confirmed reader?" in question.text
-        assert "about 3 confirmed readers" in question.text
+        assert "about 3 readers (confirmed, not paused or suppressed)" in question.text
         assert edition_status(engine, DAY)[0] == "draft"
         confirmed = await client.post(
             f"{CONSOLE}/editions/{DAY}/send", data=dict(hidden_fields(question.text))
