@@ -504,30 +504,21 @@ async def test_send(
         address = store.normalise_email(raw)
         # Its database work runs in threads; only the SMTP conversation is on the loop.
         delivery = await send_test_copy(web.settings, web.database, edition_date=day, email=address)
+        sent = delivery.status == DeliveryStatus.SENT
+        problem, status_code = (None if sent else f"{delivery.last_error or delivery.status}"), 502
     except InvalidEmailError as error:
-        return await run_in_threadpool(
-            _edition_page,
-            web,
-            operator,
-            day,
-            error=f"Test copy not sent: {error}",
-            status_code=422,
-            test_address=raw,
-        )
+        problem, status_code = str(error), 422
     except (EditionNotFoundError, DeliveryError) as error:
+        problem, status_code = str(error), 502
+    if problem is not None:
         return await run_in_threadpool(
             _edition_page,
             web,
             operator,
             day,
-            error=f"Test copy not sent: {error}",
-            status_code=502,
+            error=f"Test copy not sent: {problem}",
+            status_code=status_code,
             test_address=raw,
-        )
-    if delivery.status != DeliveryStatus.SENT:
-        message = f"Test copy not sent: {delivery.last_error or delivery.status}"
-        return await run_in_threadpool(
-            _edition_page, web, operator, day, error=message, status_code=502, test_address=raw
         )
     return _see_other(f"{CONSOLE}/editions/{day.isoformat()}?done=test-sent")
 
