@@ -47,6 +47,7 @@ _MAX_PAPER_KEY = 80
 @dataclass(frozen=True, slots=True)
 class _Link:
     subscriber: Subscriber
+    subscriber_id: int  # the stored row's id, checked once when the link is opened
     paper: Paper
     choice: str  # "more" or "less"
 
@@ -63,7 +64,7 @@ def _open_link(session: Session, settings: Settings, token: str) -> _Link | None
     paper = session.exec(select(Paper).where(Paper.arxiv_id == arxiv_id)).first()
     if paper is None:
         return None
-    return _Link(subscriber, paper, choice)
+    return _Link(subscriber, subscriber.id, paper, choice)
 
 
 def _not_found(pages: PageRenderer) -> HTMLResponse:
@@ -115,9 +116,8 @@ def show_feedback(
     link = _open_link(session, settings, token)
     if link is None:
         return _not_found(pages)
-    assert link.subscriber.id is not None
     current = store.find_judgement(
-        session, subscriber_id=link.subscriber.id, paper_key=link.paper.arxiv_id
+        session, subscriber_id=link.subscriber_id, paper_key=link.paper.arxiv_id
     )
     return _page(pages, settings, link, token, state="ask", current=current)
 
@@ -130,10 +130,9 @@ def record_feedback(
     link = _open_link(session, settings, token)
     if link is None:
         return _not_found(pages)
-    assert link.subscriber.id is not None
     before = store.record_judgement(
         session,
-        subscriber_id=link.subscriber.id,
+        subscriber_id=link.subscriber_id,
         paper_key=link.paper.arxiv_id,
         arxiv_id=link.paper.arxiv_id,
         title=link.paper.title,
@@ -166,14 +165,13 @@ def undo_feedback(
             status_code=422,
             private=True,
         )
-    assert link.subscriber.id is not None
     restored = (
         None
         if previous == "none"
         else store.Judgement(Verdict(match.group(1)), JudgementSource(match.group(2)))
     )
     current = store.find_judgement(
-        session, subscriber_id=link.subscriber.id, paper_key=link.paper.arxiv_id
+        session, subscriber_id=link.subscriber_id, paper_key=link.paper.arxiv_id
     )
     # Undo only what this link recorded: a verdict changed since (another tab, the
     # preferences page) stays as it is, and the page shows it.
@@ -185,13 +183,13 @@ def undo_feedback(
     if undone:
         store.restore_judgement(
             session,
-            subscriber_id=link.subscriber.id,
+            subscriber_id=link.subscriber_id,
             paper_key=link.paper.arxiv_id,
             previous=restored,
         )
         session.commit()
         current = store.find_judgement(
-            session, subscriber_id=link.subscriber.id, paper_key=link.paper.arxiv_id
+            session, subscriber_id=link.subscriber_id, paper_key=link.paper.arxiv_id
         )
     return _page(pages, settings, link, token, state="undone" if undone else "ask", current=current)
 
