@@ -248,3 +248,26 @@ def test_the_why_quotes_the_phrase_of_the_readers_own_words_it_matches(
 
     assert why["2611.00002"] == "matches your interest in “legged locomotion”"
     assert why["2611.00003"] == "matches your interest in “KV cache quantisation”"
+
+
+def test_the_why_line_names_the_words_the_score_used_even_when_a_reader_stored_the_paper() -> None:
+    # Another reader pasted the KV-cache paper: their stored copy has no keywords.
+    # A reader interested in "quantisation" (a keyword only) is picked that paper
+    # for its keywords, and the why line must say so, not fall back to a vague line.
+    corpus = [*PAPERS, *BACKGROUND]
+    statistics = TermStatistics.from_texts(p.text() for p in corpus)
+    kv_cache = PAPERS[2]
+    bare = PaperText(kv_cache.arxiv_id, "Compressing the KV Cache", "We serve long contexts.")
+    model = RelevanceModel(statistics, PAPERS, background=BACKGROUND)
+    model.add_library({bare.arxiv_id: bare})
+
+    judged, reader = model.rank(
+        [
+            ReaderProfile(disliked=(bare.arxiv_id,), interests="robots"),
+            ReaderProfile(interests="quantisation"),
+        ]
+    )
+
+    assert kv_cache.arxiv_id not in ids(judged)
+    assert ids(reader)[0] == kv_cache.arxiv_id
+    assert reader[0].why == "matches your interest in “quantisation”"

@@ -212,6 +212,7 @@ def load_readers(
     readers: list[Reader] = []
     library: dict[str, PaperText] = {}
     judged: dict[int, list[tuple[str, Verdict]]] = {}
+    decoded: dict[str | None, tuple[str, ...]] = {}
     for start in range(0, len(subscriber_ids), 900):
         chunk = subscriber_ids[start : start + 900]
         for row in connection.execute(
@@ -227,27 +228,34 @@ def load_readers(
             library.setdefault(key, PaperText(key, str(row["title"]), str(row["abstract"])))
             judged.setdefault(int(row["subscriber_id"]), []).append((key, Verdict(row["verdict"])))
         shown = _recently_shown(connection, chunk, since=(now or utc_now()) - SKIPPED_LOOKBACK)
-        for row in connection.execute(
+        for subscriber_id, topics_json, interests, count in connection.execute(
             select(
                 subscribers.c.id,
-                subscribers.c.topics,
+                # As stored: the same few topic lists recur, each decoded once.
+                cast(subscribers.c.topics, Text),
                 subscribers.c.interests,
                 subscribers.c.personal_count,
             ).where(subscribers.c.id.in_(chunk))
-        ).mappings():
-            papers_judged = judged.get(int(row["id"]), [])
-            judged_keys = {key for key, _ in papers_judged}
-            profile = ReaderProfile(
-                topics=tuple(row["topics"] or ()),
-                interests=str(row["interests"] or ""),
-                liked=tuple(k for k, v in papers_judged if v is Verdict.LIKED),
-                disliked=tuple(k for k, v in papers_judged if v is Verdict.DISLIKED),
-                # Shown in their recent "For you" and neither liked nor disliked.
-                skipped=tuple(a for a in shown.get(int(row["id"]), ()) if a not in judged_keys)[
-                    :MAX_SKIPPED
-                ],
-            )
-            readers.append(Reader(int(row["id"]), profile, int(row["personal_count"])))
+        ):
+            topics = decoded.get(topics_json)
+            if topics is None:
+                topics = decoded[topics_json] = tuple(map(str, json.loads(topics_json or "[]")))
+            papers_judged = judged.get(subscriber_id)
+            if papers_judged is None and subscriber_id not in shown:
+                profile = ReaderProfile(topics=topics, interests=str(interests or ""))
+            else:
+                judged_keys = {key for key, _ in papers_judged or ()}
+                profile = ReaderProfile(
+                    topics=topics,
+                    interests=str(interests or ""),
+                    liked=tuple(k for k, v in papers_judged or () if v is Verdict.LIKED),
+                    disliked=tuple(k for k, v in papers_judged or () if v is Verdict.DISLIKED),
+                    # Shown in their recent "For you" and neither liked nor disliked.
+                    skipped=tuple(a for a in shown.get(subscriber_id, ()) if a not in judged_keys)[
+                        :MAX_SKIPPED
+                    ],
+                )
+            readers.append(Reader(int(subscriber_id), profile, int(count)))
     skipped_ids = {a for reader in readers for a in reader.profile.skipped} - library.keys()
     library.update(_stored_texts(connection, sorted(skipped_ids)))
     return readers, library

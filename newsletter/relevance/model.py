@@ -32,15 +32,17 @@ works for both scorers (whose scales differ) and for short and long profiles.
 
 from __future__ import annotations
 
+import gc
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.sparse import csr_matrix
+from scipy.sparse import csr_matrix, vstack
 
 from newsletter.relevance.terms import (
     TermSpace,
@@ -161,7 +163,20 @@ class _Reader:
     positives: list[_Positive]
     disliked: list[int]
     skipped: list[int]
-    interests: WeightedTerms | None = None  # their words' vector, kept for the why line
+    interests: str = ""  # their words, when a positive document: the why line quotes them
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """A chunk of readers laid out as rows of one document matrix.
+
+    The rows of the readers' own words come first (one per distinct text),
+    then the documents readers share (topics, papers), each once.
+    """
+
+    readers: list[_Reader]
+    documents: csr_matrix  # rows × the term space
+    full: list[WeightedTerms | str]  # per row: a shared document's vector, or a reader's text
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +219,7 @@ class RelevanceModel:
         self._positions = {paper.arxiv_id: i for i, paper in enumerate(self.candidates)}
         self._paper_vectors: dict[str, WeightedTerms] = {}
         self._topic_vectors: dict[str, WeightedTerms] = {}
+        self._projected: dict[tuple[str, str], csr_matrix] = {}  # shared documents' rows
         candidate_terms = [WeightedTerms.of(p.text(), statistics) for p in self.candidates]
         background_terms = [
             WeightedTerms.of(p.text(), statistics)
@@ -213,8 +229,38 @@ class RelevanceModel:
         # One term space for candidates and background: only their terms can
         # contribute to a document's dot product with either.
         self._space = TermSpace([*candidate_terms, *background_terms])
-        self._candidate_columns = self._space.matrix(candidate_terms).T.tocsr()
+        self._candidate_rows = self._space.matrix(candidate_terms)
+        self._candidate_columns = self._candidate_rows.T.tocsr()
         self._background_columns = self._space.matrix(background_terms).T.tocsr()
+        # Per column: how much more a shared term says in a why line, and its words.
+        self._preference = np.array(
+            [BIGRAM_PREFERENCE if " " in term else 1.0 for term in self._space.terms]
+        )
+        # Per column, the ids of its one or two words (-1: none).
+        word_ids: dict[str, int] = {}
+        self._term_words = np.array(
+            [
+                [word_ids.setdefault(word, len(word_ids)) for word in term.split()[:2]]
+                + [-1] * (2 - len(term.split()[:2]))
+                for term in self._space.terms
+            ],
+            dtype=np.int64,
+        ).reshape(-1, 2)
+        # Every candidate's terms as sorted keys (candidate × width + column), to
+        # look up a paper's weight of a term without copying its row per pick.
+        by_paper = self._candidate_rows.copy()
+        by_paper.sort_indices()
+        self._width = max(len(self._space.terms), 1)
+        self._paper_keys = (
+            np.repeat(np.arange(by_paper.shape[0], dtype=np.int64), np.diff(by_paper.indptr))
+            * self._width
+            + by_paper.indices
+        )
+        self._paper_weights = by_paper.data
+        self._term_order = np.empty(len(self._space.terms), dtype=np.int64)
+        self._term_order[np.argsort(np.array(self._space.terms, dtype=object))] = np.arange(
+            len(self._space.terms)
+        )
         self._learned = _LearnedScorer(self._space, background_terms, candidate_terms)
 
     def add_library(self, library: Mapping[str, PaperText]) -> None:
@@ -231,18 +277,23 @@ class RelevanceModel:
         self,
         profiles: Sequence[ReaderProfile],
         *,
-        count: int = 5,
+        count: int | Sequence[int] = 5,
         analysed: Mapping[str, Sequence[str]] | None = None,
     ) -> list[list[Pick]]:
         """Each reader's best `count` candidates that clear their floor, best first.
 
-        An empty list for a reader with no profile, or when nothing clears it.
-        `analysed` may hold readers' words already split into terms (`analyzer`).
+        `count` is one for all, or each reader's own. An empty list for a
+        reader with no profile, or when nothing clears it. `analysed` may hold
+        readers' words already split into terms (`analyzer`).
         """
+        counts = [count] * len(profiles) if isinstance(count, int) else list(count)
         picks: list[list[Pick]] = []
-        for start in range(0, len(profiles), READERS_PER_CHUNK):
-            chunk = profiles[start : start + READERS_PER_CHUNK]
-            picks.extend(self._rank_chunk(chunk, count=count, analysed=analysed or {}))
+        with _cycle_collection_paused():
+            for start in range(0, len(profiles), READERS_PER_CHUNK):
+                end = start + READERS_PER_CHUNK
+                picks.extend(
+                    self._rank_chunk(profiles[start:end], counts[start:end], analysed or {})
+                )
         return picks
 
     def scores(self, profile: ReaderProfile) -> NDArray[np.float64]:
@@ -278,36 +329,48 @@ class RelevanceModel:
 
     def _layout(
         self, profiles: Sequence[ReaderProfile], analysed: Mapping[str, Sequence[str]]
-    ) -> tuple[list[WeightedTerms], list[_Reader]]:
+    ) -> _Chunk:
         """The chunk's distinct documents, and each reader's rows among them.
 
-        Documents shared by readers (topics, papers) appear once.
+        Readers' words are weighed together (`TermSpace.weigh`); documents
+        shared by readers (topics, papers) appear once, their rows made once
+        per model.
         """
-        rows: dict[tuple[str, str], int] = {}
-        vectors: list[WeightedTerms] = []
+        texts: dict[str, int] = {}  # a reader's words → their row
+        terms_of_texts: list[Sequence[str]] = []
+        for profile in profiles:
+            text = profile.interests
+            if text not in texts and text.strip():
+                terms = analysed.get(text)
+                if terms is None:
+                    terms = analyzer()(text)
+                # Words without a single term are no document (nothing to weigh).
+                texts[text] = len(terms_of_texts) if terms else -1
+                if terms:
+                    terms_of_texts.append(terms)
+        shared: dict[tuple[str, str], int] = {}
+        shared_vectors: list[WeightedTerms] = []
+        first_shared = len(terms_of_texts)
 
         def row_of(key: tuple[str, str], vector: WeightedTerms) -> int:
-            row = rows.get(key)
+            row = shared.get(key)
             if row is None:
-                row = rows[key] = len(vectors)
-                vectors.append(vector)
+                row = shared[key] = first_shared + len(shared_vectors)
+                shared_vectors.append(vector)
             return row
 
         def paper_rows(arxiv_ids: Sequence[str]) -> list[int]:
+            if not arxiv_ids:  # most readers judged nothing: the common case, kept cheap
+                return []
             found = ((a, self._paper_vector(a)) for a in arxiv_ids)
             return [row_of(("paper", a), v) for a, v in found if v]
 
         readers = []
-        for index, profile in enumerate(profiles):
+        for profile in profiles:
             positives = []
-            interests: WeightedTerms | None = None
-            if profile.interests.strip():
-                interests = WeightedTerms.of(
-                    profile.interests, self.statistics, analysed.get(profile.interests)
-                )
-                if interests:
-                    row = row_of(("interests", str(index)), interests)
-                    positives.append(_Positive(row, Source.INTERESTS, ""))
+            own = texts.get(profile.interests, -1)
+            if own >= 0:
+                positives.append(_Positive(own, Source.INTERESTS, ""))
             for name in profile.topics:
                 found = self._topic_vector(name)
                 if found is not None and found[1]:
@@ -324,23 +387,42 @@ class RelevanceModel:
                     positives,
                     paper_rows(profile.disliked),
                     paper_rows(profile.skipped),
-                    interests,
+                    profile.interests if own >= 0 else "",
                 )
             )
-        return vectors, readers
+        own_rows = self._space.weigh(terms_of_texts, self.statistics)
+        shared_rows = [
+            self._shared_row(key, vector)
+            for key, vector in zip(shared, shared_vectors, strict=True)
+        ]
+        documents = vstack([own_rows, *shared_rows], format="csr")
+        full: list[WeightedTerms | str] = [*(t for t in texts if texts[t] >= 0), *shared_vectors]
+        return _Chunk(readers, documents, full)
+
+    def _shared_row(self, key: tuple[str, str], vector: WeightedTerms) -> csr_matrix:
+        row = self._projected.get(key)
+        if row is None:
+            row = self._projected[key] = self._space.matrix([vector])
+        return row
+
+    def _full_vector(self, document: WeightedTerms | str) -> WeightedTerms:
+        """A row's vector over all its terms (the learned model compares readers' own documents)."""
+        if isinstance(document, WeightedTerms):
+            return document
+        return WeightedTerms.of(document, self.statistics)
 
     # ---- scoring -------------------------------------------------------------------------
 
     def _score_chunk(
         self, profiles: Sequence[ReaderProfile], analysed: Mapping[str, Sequence[str]]
-    ) -> tuple[list[_Scored], list[_Reader], NDArray[np.float64]]:
-        """Each reader's scores and floor; the readers' rows; documents × candidates similarity."""
-        vectors, readers = self._layout(profiles, analysed)
+    ) -> tuple[list[_Scored], _Chunk, NDArray[np.float64]]:
+        """Each reader's scores and floor; the chunk's rows; documents × candidates similarity."""
+        chunk = self._layout(profiles, analysed)
+        readers, documents = chunk.readers, chunk.documents
         candidates = len(self.candidates)
         nothing = _Scored(np.zeros(candidates), np.inf)
-        if not vectors or not candidates:
-            return [nothing for _ in profiles], readers, np.zeros((0, candidates))
-        documents = self._space.matrix(vectors)
+        if not documents.shape[0] or not candidates:
+            return [nothing for _ in profiles], chunk, np.zeros((0, candidates))
         to_candidates = (documents @ self._candidate_columns).toarray()
         to_background = (documents @ self._background_columns).toarray()
         own_gram: csr_matrix | None = None
@@ -351,7 +433,7 @@ class RelevanceModel:
                 scored.append(nothing)
             elif self.uses_learned_model(profile):
                 if own_gram is None:
-                    own_gram = TermSpace(vectors).matrix(vectors)
+                    own_gram = self._own_gram(chunk, profiles)
                 scored.append(self._learned.score(reader, own_gram, to_candidates, to_background))
             else:
                 scored.append(None)
@@ -362,18 +444,31 @@ class RelevanceModel:
             )
             for slot, index in enumerate(by_formula):
                 scored[index] = _Scored(totals[slot], float(floors[slot]))
-        return [s for s in scored if s is not None], readers, to_candidates
+        return [s for s in scored if s is not None], chunk, to_candidates
+
+    def _own_gram(self, chunk: _Chunk, profiles: Sequence[ReaderProfile]) -> csr_matrix:
+        """The rows of the learned readers' documents over all their terms (zero elsewhere)."""
+        needed: set[int] = set()
+        for profile, reader in zip(profiles, chunk.readers, strict=True):
+            if reader.positives and self.uses_learned_model(profile):
+                needed.update(p.row for p in reader.positives)
+                needed.update(reader.disliked)
+                needed.update(reader.skipped)
+        empty = WeightedTerms({})
+        vectors = [
+            self._full_vector(document) if row in needed else empty
+            for row, document in enumerate(chunk.full)
+        ]
+        return TermSpace([vectors[row] for row in sorted(needed)]).matrix(vectors)
 
     def _rank_chunk(
         self,
         profiles: Sequence[ReaderProfile],
-        *,
-        count: int,
+        counts: Sequence[int],
         analysed: Mapping[str, Sequence[str]],
     ) -> list[list[Pick]]:
-        picks: list[list[Pick]] = []
-        all_scored, readers, to_candidates = self._score_chunk(profiles, analysed)
-        if not self.candidates:
+        all_scored, chunk, to_candidates = self._score_chunk(profiles, analysed)
+        if not self.candidates or not profiles:
             return [[] for _ in profiles]
         scores = np.stack([scored.scores for scored in all_scored])
         for row, profile in enumerate(profiles):
@@ -381,87 +476,160 @@ class RelevanceModel:
                 position = self._positions.get(arxiv_id)
                 if position is not None:
                     scores[row, position] = -np.inf  # judged already: not news to them
-        # Each reader's best `count`, best first (ties keep candidate order), and
-        # whether each clears the reader's floor: plain lists from here on.
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :count]
+        # Each reader's best (ties keep candidate order), as deep as their own
+        # count, and only what clears their floor: one (reader, paper) pair per pick.
+        deepest = min(max(counts, default=0), scores.shape[1])
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :deepest]
         best_scores = np.take_along_axis(scores, order, axis=1)
         floors = np.array([scored.floor for scored in all_scored])
-        cleared = (best_scores >= floors[:, None]).tolist()
-        best, best_scores_list = order.tolist(), best_scores.tolist()
-        for row, (profile, scored, reader) in enumerate(
-            zip(profiles, all_scored, readers, strict=True)
+        wanted = np.array([0 if p.is_empty else c for p, c in zip(profiles, counts, strict=True)])
+        cleared = (best_scores >= floors[:, None]) & (np.arange(deepest) < wanted[:, None])
+        readers, ranks = np.nonzero(cleared)  # reader by reader, best first
+        positions = order[readers, ranks]
+        strongest = self._strongest(chunk, all_scored, to_candidates, readers, positions)
+        whys = self._whys(chunk, readers, positions, strongest)
+        picks: list[list[Pick]] = [[] for _ in profiles]
+        candidates = self.candidates
+        for reader, position, score, why in zip(
+            readers.tolist(),
+            positions.tolist(),
+            best_scores[readers, ranks].tolist(),
+            whys,
+            strict=True,
         ):
-            if profile.is_empty:
-                picks.append([])
-                continue
-            positions = [p for p, ok in zip(best[row], cleared[row], strict=True) if ok]
-            strongest = (
-                scored.strongest[positions].tolist()
-                if scored.strongest is not None
-                else _strongest(reader, to_candidates, positions).tolist()
-            )
-            phrases: list[tuple[str, frozenset[str]]] | None = None
-            chosen = []
-            for rank, (position, source) in enumerate(zip(positions, strongest, strict=True)):
-                paper = self.candidates[position]
-                positive = reader.positives[source]
-                if positive.source is Source.INTERESTS and phrases is None:
-                    phrases = _phrases(profile.interests)  # once per reader
-                why = self._why(positive, reader, paper, phrases or [])
-                chosen.append(Pick(paper.arxiv_id, best_scores_list[row][rank], why))
-            picks.append(chosen)
+            picks[reader].append(Pick(candidates[position].arxiv_id, score, why))
         return picks
 
-    # ---- why -----------------------------------------------------------------------------
-
-    def _why(
+    def _strongest(
         self,
-        strongest: _Positive,
-        reader: _Reader,
-        paper: PaperText,
-        phrases: Sequence[tuple[str, frozenset[str]]],
-    ) -> str:
-        if strongest.source is Source.LIKED:
-            return f"like “{strongest.label}”, which you liked"
-        if strongest.source is Source.TOPIC:
-            return f"in your topic {strongest.label}"
-        interests = reader.interests.weights if reader.interests is not None else {}
-        shared = self._shared_phrases(interests, paper)
-        if not shared:
-            return "matches your interests"
-        own = _own_phrase(phrases, shared)
-        if own is not None:
-            return f"matches your interest in “{own}”"
-        return f"matches your interest in {' and '.join(shared)}"
+        chunk: _Chunk,
+        all_scored: Sequence[_Scored],
+        to_candidates: NDArray[np.float64],
+        readers: NDArray[np.int64],
+        positions: NDArray[np.int64],
+    ) -> list[_Positive]:
+        """For each pick, the reader's positive document of largest weighted likeness to it.
 
-    def _shared_phrases(
-        self, mine: Mapping[str, float], paper: PaperText, most: int = 2
-    ) -> list[str]:
-        """The terms that link the reader's words to the paper most, bigrams before their words."""
-        theirs = self._paper_vector(paper.arxiv_id)
-        if theirs is None:
+        For every pick at once: each (pick, positive document) pair's weighted
+        likeness, then the first largest within each pick's segment. The
+        learned model found its own (`_Scored.strongest`).
+        """
+        if not len(readers):
             return []
-        weights = theirs.weights
-        # Over the reader's few terms, not the paper's many.
-        shared = sorted(
-            (
-                (weight * weights[term] * (BIGRAM_PREFERENCE if " " in term else 1.0), term)
-                for term, weight in mine.items()
-                if term in weights
-            ),
-            reverse=True,
-        )
-        chosen: list[str] = []
-        used: set[str] = set()
-        for _, term in shared:
-            words = set(term.split())
-            if words & used:
-                continue  # "diffusion" says nothing more after "diffusion models"
-            chosen.append(term)
-            used |= words
-            if len(chosen) == most:
-                break
-        return chosen
+        positives = [reader.positives for reader in chunk.readers]
+        sizes = np.array([len(own) for own in positives], dtype=np.int64)
+        starts = np.cumsum(sizes) - sizes
+        rows = np.array([p.row for own in positives for p in own], dtype=np.int64)
+        weights = np.array([KIND_WEIGHTS[p.source] for own in positives for p in own])
+        per_pick = sizes[readers]
+        pick_of = np.repeat(np.arange(len(readers)), per_pick)
+        pick_starts = np.cumsum(per_pick) - per_pick
+        within = np.arange(len(pick_of)) - pick_starts[pick_of]
+        document = starts[readers][pick_of] + within
+        likeness = to_candidates[rows[document], positions[pick_of]] * weights[document]
+        largest = np.maximum.reduceat(likeness, pick_starts)
+        first = np.where(likeness == largest[pick_of], within, len(likeness))
+        strongest: list[int] = np.minimum.reduceat(first, pick_starts).tolist()
+        for pick, (reader, position) in enumerate(
+            zip(readers.tolist(), positions.tolist(), strict=True)
+        ):
+            learned = all_scored[reader].strongest
+            if learned is not None:
+                strongest[pick] = int(learned[position])
+        return [positives[r][s] for r, s in zip(readers.tolist(), strongest, strict=True)]
+
+    def _whys(
+        self,
+        chunk: _Chunk,
+        readers: NDArray[np.int64],
+        positions: NDArray[np.int64],
+        strongest: Sequence[_Positive],
+    ) -> list[str]:
+        """Each pick's one line saying why, from the positive document that weighed most."""
+        whys: list[str] = []
+        by_words: list[int] = []  # picks owed to the reader's own words
+        for pick, positive in enumerate(strongest):
+            if positive.source is Source.LIKED:
+                whys.append(f"like “{positive.label}”, which you liked")
+            elif positive.source is Source.TOPIC:
+                whys.append(f"in your topic {positive.label}")
+            else:
+                whys.append("")
+                by_words.append(pick)
+        if not by_words:
+            return whys
+        # The terms each such pick shares with the reader's words, weighed as
+        # they count in the likeness (bigrams preferred): one sparse product,
+        # then every pick's shared terms sorted at once, heaviest first (ties:
+        # the later term first, as sorting (weight, term) pairs would).
+        picked = np.asarray(by_words)
+        own = chunk.documents[np.array([strongest[pick].row for pick in by_words])]
+        slots = np.repeat(np.arange(len(by_words)), np.diff(own.indptr))
+        # Each of the reader's terms looked up in the picked paper's row.
+        wanted = positions[picked][slots] * self._width + own.indices
+        found = np.minimum(np.searchsorted(self._paper_keys, wanted), len(self._paper_keys) - 1)
+        hit = self._paper_keys[found] == wanted
+        slots, columns = slots[hit], own.indices[hit]
+        weights = own.data[hit] * self._paper_weights[found[hit]] * self._preference[columns]
+        order = np.lexsort((-self._term_order[columns], -weights, slots))
+        slots, columns = slots[order], columns[order]
+        # The first term of each pick, and the next that shares no word with it
+        # ("diffusion" says nothing more after "diffusion models"): at most two.
+        starts = np.searchsorted(slots, np.arange(len(by_words)))
+        some = np.flatnonzero(np.bincount(slots, minlength=len(by_words)))
+        first = np.full(len(by_words), -1)
+        second = np.full(len(by_words), -1)
+        if len(some):
+            first[some] = columns[starts[some]]
+            mine, its = self._term_words[columns], self._term_words[first[slots]]
+            overlaps = (mine[:, :1] == its).any(axis=1) | (
+                (mine[:, 1:] >= 0) & (mine[:, 1:] == its)
+            ).any(axis=1)
+            entries = len(columns)
+            after = np.minimum.reduceat(
+                np.where(overlaps, entries, np.arange(entries)), starts[some]
+            )
+            second[some] = np.where(after < entries, columns[np.minimum(after, entries - 1)], -1)
+        terms = self._space.terms
+        phrases: dict[int, list[tuple[str, frozenset[str]]]] = {}
+        quoted: dict[tuple[int, int, int], str] = {}
+        for pick, one, other in zip(by_words, first.tolist(), second.tolist(), strict=True):
+            if one < 0:
+                whys[pick] = "matches your interests"
+                continue
+            row = strongest[pick].row  # one per distinct text of readers' words
+            why = quoted.get((row, one, other))
+            if why is None:
+                chosen = [terms[one]] if other < 0 else [terms[one], terms[other]]
+                if row not in phrases:
+                    text = chunk.full[row]
+                    assert isinstance(text, str)
+                    phrases[row] = _phrases(text)
+                own = _own_phrase(phrases[row], chosen)
+                why = quoted[(row, one, other)] = (
+                    f"matches your interest in “{own}”"
+                    if own is not None
+                    else f"matches your interest in {' and '.join(chosen)}"
+                )
+            whys[pick] = why
+        return whys
+
+
+@contextmanager
+def _cycle_collection_paused() -> Iterator[None]:
+    """Python's cycle collector off while ranking: a third of its time went to it.
+
+    Ranking allocates hundreds of thousands of small objects (picks, why
+    lines) that form no cycles, and each of the collector's full passes walks
+    every live object, the callers' earlier batches included.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 # Where a reader's text breaks into phrases: "legged robots, sim-to-real" is two.
@@ -553,19 +721,6 @@ def _formula(
     # Above zero too: a paper sharing no word with the profile is never "for you".
     floors = np.maximum(np.quantile(totals[:, candidates:], FLOOR_QUANTILE, axis=1), 1e-9)
     return totals[:, :candidates], floors
-
-
-def _strongest(
-    reader: _Reader, to_candidates: NDArray[np.float64], positions: Sequence[int]
-) -> NDArray[np.int64]:
-    """For each picked candidate, the reader's positive document of largest weighted likeness."""
-    if len(reader.positives) == 1 or not positions:
-        return np.zeros(len(positions), dtype=np.int64)
-    rows = [positive.row for positive in reader.positives]
-    weights = np.array([KIND_WEIGHTS[positive.source] for positive in reader.positives])
-    shares = to_candidates[rows][:, positions] * weights[:, None]
-    strongest: NDArray[np.int64] = shares.argmax(axis=0)
-    return strongest
 
 
 class _LearnedScorer:

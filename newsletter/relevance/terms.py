@@ -115,6 +115,11 @@ class TermSpace:
         for document in candidates:
             for term in document.weights:
                 self.index.setdefault(term, len(self.index))
+        self.terms = list(self.index)  # by column
+        # Every term `weigh` has met, in and out of the space (ids past the
+        # space's columns), and its idf: a text's norm counts all its terms.
+        self._ids: dict[str, int] = dict(self.index)
+        self._idf: list[float] = []  # by id; the space's own filled at the first `weigh`
 
     def matrix(self, documents: Sequence[WeightedTerms]) -> csr_matrix:
         """One row per document, projected onto this space."""
@@ -131,4 +136,37 @@ class TermSpace:
         return csr_matrix(
             (np.asarray(data, dtype=np.float64), np.asarray(indices, dtype=np.int32), indptr),
             shape=(len(documents), len(self.index)),
+        )
+
+    def weigh(self, texts: Sequence[Sequence[str]], statistics: TermStatistics) -> csr_matrix:
+        """Many analysed texts as rows at once: the same vectors as `WeightedTerms.of`, projected.
+
+        Readers' words are many short texts, one per reader: counting, weighing
+        and normalising them as arrays instead of one dict per text is most of
+        what makes ranking a hundred thousand readers fast.
+        """
+        ids, idf = self._ids, self._idf
+        if not idf:
+            idf.extend(map(statistics.idf, self.terms))
+        flat: list[int] = []
+        for terms in texts:
+            for term in terms:
+                column = ids.get(term)
+                if column is None:
+                    column = ids[term] = len(idf)
+                    idf.append(statistics.idf(term))
+                flat.append(column)
+        width, columns = len(idf), len(self.index)
+        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+        rows = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
+        pairs, counts = np.unique(
+            rows * width + np.asarray(flat, dtype=np.int64), return_counts=True
+        )
+        rows, columns_of = pairs // width, pairs % width
+        weights = (1.0 + np.log(counts)) * np.asarray(idf, dtype=np.float64)[columns_of]
+        norms = np.sqrt(np.bincount(rows, weights=weights * weights, minlength=len(texts)))
+        weights /= np.where(norms > 0.0, norms, 1.0)[rows]
+        inside = columns_of < columns
+        return csr_matrix(
+            (weights[inside], (rows[inside], columns_of[inside])), shape=(len(texts), columns)
         )
