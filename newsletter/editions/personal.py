@@ -366,17 +366,13 @@ def personal_picks(
             frequencies.update(term_statistics(connection, new_terms).frequencies)
             looked_up |= new_terms
             model.add_library(library)
-            # Ranked deep enough that the papers left out still leave each reader their count.
-            deepest = max(
-                (
-                    len(candidate_ids.intersection(excluded.get(r.subscriber_id, ())))
-                    for r in readers
-                ),
-                default=0,
-            )
+            # Each ranked deep enough that the papers left out still leave them their count.
             ranked = model.rank(
                 [r.profile for r in readers],
-                count=max((r.count for r in readers), default=5) + deepest,
+                count=[
+                    r.count + len(candidate_ids.intersection(excluded.get(r.subscriber_id, ())))
+                    for r in readers
+                ],
                 analysed=analysed,
             )
             for reader, chosen in zip(readers, ranked, strict=True):
