@@ -187,3 +187,27 @@ def test_a_weekly_reader_on_another_day_is_told_there_is_no_digest_and_which_day
     assert answer["sections"] == []
     assert answer["no_digest"]["weekly_day"] == "Saturday"
     assert "no digest on Thursday 2026-11-05" in answer["no_digest"]["reason"]
+
+
+def test_a_paused_weekly_reader_on_their_day_is_told_a_send_gives_them_nothing(
+    stored: tuple[Engine, str],
+) -> None:
+    engine, url = stored
+    env = cli_environment(url, 25)
+    run_cli("subscribers", "add", "weekly@example.org", "--confirmed", *LEGS, env=env)
+    _make_weekly(engine, "weekly@example.org", SATURDAY.weekday(), paused=True)
+
+    result = run_cli(
+        "preview",
+        "--date",
+        SATURDAY.isoformat(),
+        "--for",
+        "weekly@example.org",
+        "--json",
+        env=env,
+        check=False,
+    )
+
+    assert result.returncode == 5, result.stdout + result.stderr
+    reason = json.loads(result.stdout)["no_digest"]["reason"]
+    assert "no digest on Saturday 2026-11-07: not confirmed, or paused" in reason
