@@ -50,9 +50,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# `run`'s status when the day has no papers: not a failure (1), and cron wrappers can
-# tell it from a send (0), a paused send (3) and one that missed readers (4).
-NO_PAPERS_EXIT_STATUS = 5
+# Nothing to send: `run` on a day without papers, `preview --for` a weekly reader on
+# another weekday. Not a failure (1), and cron wrappers can tell it from a send (0),
+# a paused send (3) and one that missed readers (4).
+NOTHING_TO_SEND_EXIT_STATUS = 5
 
 app = typer.Typer(
     help="A daily machine-learning paper digest: ingest, rank, render and send.",
@@ -273,7 +274,9 @@ def preview(
     for_email: Annotated[
         str | None,
         typer.Option(
-            "--for", help="A subscriber's address: their own digest (For you, then trending)."
+            "--for",
+            help="A subscriber's address: their own digest (For you, then trending), or a "
+            "weekly reader's weekly digest on their weekday.",
         ),
     ] = None,
     as_json: Annotated[
@@ -281,11 +284,37 @@ def preview(
         typer.Option("--json", help="Print the digest's sections and papers as JSON."),
     ] = False,
 ) -> None:
-    """Rank and render a day's digest and write it to a file to look at (or print it as JSON)."""
+    """Rank and render a day's digest and write it to a file to look at (or print it as JSON).
+
+    With --for, exits 5 when that reader gets no digest that day (a weekly reader
+    on another weekday), saying so.
+    """
+    from newsletter.core.errors import NoDigestThatDayError
+
     context = _context(ctx)
     day = _day(context.settings, date)
+    if not as_json and out is None:
+        raise ConfigurationError("give --out FILE.html to write the digest, or --json to print it")
+    try:
+        _write_or_print_preview(context, day, out, for_email=for_email, as_json=as_json)
+    except NoDigestThatDayError as none_that_day:
+        if as_json:
+            from subscribers.models import WEEKDAYS
+
+            no_digest = {
+                "reason": str(none_that_day),
+                "weekly_day": WEEKDAYS[none_that_day.weekly_day],
+            }
+            print(json.dumps({"sections": [], "no_digest": no_digest}, indent=2))
+        else:
+            console.print(escape(str(none_that_day)), highlight=False, soft_wrap=True)
+        raise typer.Exit(NOTHING_TO_SEND_EXIT_STATUS) from None
+
+
+def _write_or_print_preview(
+    context: CliContext, day: dt.date, out: Path | None, *, for_email: str | None, as_json: bool
+) -> None:
     if as_json:
-        import json
         from dataclasses import asdict
 
         from newsletter.editions.personal import digest_sections
@@ -293,8 +322,7 @@ def preview(
         sections = digest_sections(context.settings, context.engine(), day=day, email=for_email)
         print(json.dumps({"sections": [asdict(section) for section in sections]}, indent=2))
         return
-    if out is None:
-        raise ConfigurationError("give --out FILE.html to write the digest, or --json to print it")
+    assert out is not None
     if for_email is not None:
         from newsletter.editions.personal import reader_digest
 
@@ -877,7 +905,7 @@ def run(
     report = _ingest(context, date=date, source=source, file=None)
     if report.fetched == 0 and not _has_papers(context, report.day):
         console.print(f"No papers for {report.day.isoformat()}; nothing sent.", highlight=False)
-        raise typer.Exit(NO_PAPERS_EXIT_STATUS)
+        raise typer.Exit(NOTHING_TO_SEND_EXIT_STATUS)
     ctx.invoke(
         send,
         ctx=ctx,

@@ -45,6 +45,10 @@ class Frequency(StrEnum):
     WEEKLY = "weekly"
 
 
+# A weekly reader's `weekly_day` by name (0 = Monday), as forms and messages spell it.
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
 class Verdict(StrEnum):
     """What a reader said about a paper."""
 

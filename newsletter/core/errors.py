@@ -47,6 +47,17 @@ class SubscriberNotFoundError(SubscriberError, LookupError):
     """No subscriber has the given address."""
 
 
+class NoDigestThatDayError(SubscriberError, LookupError):
+    """A reader gets no digest on the day asked about: a weekly reader on another weekday.
+
+    `weekly_day` is the weekday they do get it (0 = Monday).
+    """
+
+    def __init__(self, message: str, *, weekly_day: int) -> None:
+        super().__init__(message)
+        self.weekly_day = weekly_day
+
+
 class InvalidSubscriberDetailsError(SubscriberError, ValueError):
     """A name or topic choice sent with a sign-up or preferences form is not acceptable."""
 

@@ -44,7 +44,11 @@ from sqlmodel import select as sql_select
 
 from newsletter.core.clock import utc_now
 from newsletter.core.db import upsert_insert
-from newsletter.core.errors import EditionNotFoundError, SubscriberNotFoundError
+from newsletter.core.errors import (
+    EditionNotFoundError,
+    NoDigestThatDayError,
+    SubscriberNotFoundError,
+)
 from newsletter.core.settings import Settings
 from newsletter.core.templating import make_template_environment
 from newsletter.editions.content import end_of_day, prepare_edition, stored_ranking
@@ -65,8 +69,8 @@ from newsletter.relevance import PaperText, Pick, ReaderProfile, RelevanceModel,
 from newsletter.relevance.terms import analyzer, document_terms
 from newsletter.relevance.topics import load_topics
 from newsletter.render import DigestBlocks, PersonalDigest, render_blocks
-from newsletter.values import PaperRecord, new_link_marker
-from subscribers.models import DigestMode, Frequency, SubscriberStatus, Verdict
+from newsletter.values import PaperRecord, RankedPaper, new_link_marker
+from subscribers.models import WEEKDAYS, DigestMode, Frequency, SubscriberStatus, Verdict
 from subscribers.tokens import feedback_url, preferences_url, unsubscribe_url, view_url
 
 papers = Paper.__table__  # type: ignore[attr-defined]
@@ -408,10 +412,29 @@ def digest_sections(
     """What a reader's digest of the day holds: "For you", then trending without those papers.
 
     Without `email`, or for a reader who chose the trending digest or has no
-    profile, only the trending section. Raises SubscriberNotFoundError for an
-    unknown address.
+    profile, only the trending section. A weekly reader on their weekday: their
+    weekly digest ("For you" from the week, then the week's trending). Raises
+    SubscriberNotFoundError for an unknown address, NoDigestThatDayError for a
+    weekly reader on another day.
     """
+    chosen = None if email is None else _reader_selection(settings, engine, day=day, email=email)[1]
     edition = prepare_edition(settings, engine, day=day)
+    sections: list[Section] = []
+    if chosen is not None and chosen.for_you:
+        sections.append(_for_you_section(engine, chosen.picks))
+    if chosen is not None and chosen.week_trending is not None:
+        ranked = {item.paper.arxiv_id: item for item in week_ranked(engine, day=day)}
+        week = (ranked[arxiv_id] for arxiv_id in chosen.week_trending)
+        trending = tuple(
+            SectionPaper(
+                item.paper.arxiv_id,
+                item.paper.title,
+                round(item.score, 4),
+                f"trending this week: {item.paper.upvotes} upvotes",
+            )
+            for item in week
+        )
+        return [*sections, Section("trending", trending)]
     with engine.connect() as connection:
         trending_rows = (
             connection.execute(
@@ -428,21 +451,7 @@ def digest_sections(
             .mappings()
             .all()
         )
-    sections: list[Section] = []
-    shown: set[str] = set()
-    chosen = None if email is None else _reader_and_picks(settings, engine, day=day, email=email)[1]
-    if chosen is not None:
-        titles = _titles(engine, [pick.arxiv_id for pick in chosen])
-        sections.append(
-            Section(
-                "for_you",
-                tuple(
-                    SectionPaper(p.arxiv_id, titles.get(p.arxiv_id, ""), round(p.score, 4), p.why)
-                    for p in chosen
-                ),
-            )
-        )
-        shown = {pick.arxiv_id for pick in chosen}
+    shown = set() if chosen is None else {pick.arxiv_id for pick in chosen.picks}
     trending = tuple(
         SectionPaper(
             str(row["arxiv_id"]),
@@ -457,30 +466,67 @@ def digest_sections(
     return sections
 
 
-def _reader_and_picks(
-    settings: Settings, engine: Engine, *, day: dt.date, email: str
-) -> tuple[RowMapping, list[Pick] | None]:
-    """The reader with this address, and their "For you" of the day.
+def _for_you_section(engine: Engine, picks: Sequence[Pick]) -> Section:
+    titles = _titles(engine, [pick.arxiv_id for pick in picks])
+    return Section(
+        "for_you",
+        tuple(
+            SectionPaper(p.arxiv_id, titles.get(p.arxiv_id, ""), round(p.score, 4), p.why)
+            for p in picks
+        ),
+    )
 
-    None instead of picks for a reader who gets the trending digest ("trending
-    only", or no profile at all). Raises SubscriberNotFoundError.
+
+def _reader_selection(
+    settings: Settings, engine: Engine, *, day: dt.date, email: str
+) -> tuple[RowMapping, ReaderSelection | None]:
+    """The reader with this address, and what a send of the day would give them.
+
+    A daily reader: their "For you" of the day, or None for one who gets the
+    trending digest ("trending only", or no profile at all). A weekly reader on
+    their weekday: their `weekly_selections` entry, the same rule the send
+    follows. Raises SubscriberNotFoundError, and NoDigestThatDayError for a
+    weekly reader on another weekday (or one the send would not reach).
     """
+    address = email.strip()
     with engine.connect() as connection:
         row = (
             connection.execute(
-                select(subscribers.c.id, subscribers.c.key, subscribers.c.digest_mode).where(
-                    func.lower(subscribers.c.email) == email.strip().lower()
-                )
+                select(
+                    subscribers.c.id,
+                    subscribers.c.key,
+                    subscribers.c.digest_mode,
+                    subscribers.c.frequency,
+                    subscribers.c.weekly_day,
+                ).where(func.lower(subscribers.c.email) == address.lower())
             )
             .mappings()
             .first()
         )
     if row is None:
-        raise SubscriberNotFoundError(f"no subscriber with the address {email.strip()!r}")
+        raise SubscriberNotFoundError(f"no subscriber with the address {address!r}")
+    reader = int(row["id"])
+    if row["frequency"] == Frequency.WEEKLY.value:
+        weekday = int(row["weekly_day"])
+        their_day = WEEKDAYS[weekday]
+        if weekday != day.weekday():
+            raise NoDigestThatDayError(
+                f"{address} reads the weekly digest, sent on {their_day}s: no digest on "
+                f"{WEEKDAYS[day.weekday()]} {day.isoformat()}",
+                weekly_day=weekday,
+            )
+        weekly = weekly_selections(settings, engine, day=day, only=[reader]).get(reader)
+        if weekly is None:  # not confirmed, or paused: not in the audience
+            raise NoDigestThatDayError(
+                f"{address} gets no digest on {their_day} {day.isoformat()}: "
+                "not confirmed, or paused",
+                weekly_day=weekday,
+            )
+        return row, weekly
     if row["digest_mode"] != DigestMode.PERSONAL.value:
         return row, None
-    picks = personal_picks(settings, engine, day=day, subscriber_ids=[int(row["id"])])
-    return row, picks.get(int(row["id"]))
+    picks = personal_picks(settings, engine, day=day, subscriber_ids=[reader]).get(reader)
+    return row, None if picks is None else ReaderSelection(tuple(picks))
 
 
 def _titles(engine: Engine, arxiv_ids: Sequence[str]) -> dict[str, str]:
@@ -582,12 +628,19 @@ class ReaderSelection:
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def weekly_reader_ids(connection: Connection, *, day: dt.date) -> tuple[list[int], list[int]]:
-    """Weekly readers whose weekday `day` is: (those ranked personally, the others)."""
-    weekly = (
+def weekly_reader_ids(
+    connection: Connection, *, day: dt.date, only: Collection[int] | None = None
+) -> tuple[list[int], list[int]]:
+    """Weekly readers whose weekday `day` is: (those ranked personally, the others).
+
+    Only those of `only`, if given (a preview's one reader).
+    """
+    weekly = [
         subscribers.c.frequency == Frequency.WEEKLY.value,
         subscribers.c.weekly_day == day.weekday(),
-    )
+    ]
+    if only is not None:
+        weekly.append(subscribers.c.id.in_(sorted(only)))
     everyone = _reader_ids(connection, *weekly)
     personal = _reader_ids(
         connection, *weekly, subscribers.c.digest_mode == DigestMode.PERSONAL.value, _has_profile()
@@ -598,6 +651,11 @@ def weekly_reader_ids(connection: Connection, *, day: dt.date) -> tuple[list[int
 
 def week_ranking(engine: Engine, *, day: dt.date) -> list[str]:
     """The papers of the seven days ending with `day`, by popularity at its end, best first."""
+    return [item.paper.arxiv_id for item in week_ranked(engine, day=day)]
+
+
+def week_ranked(engine: Engine, *, day: dt.date) -> list[RankedPaper]:
+    """`week_ranking` with each paper's record and score (what a preview shows of them)."""
     with Session(engine) as session:
         records = [
             record_from_row(paper)
@@ -610,8 +668,7 @@ def week_ranking(engine: Engine, *, day: dt.date) -> list[str]:
         ]
     if not records:
         return []
-    ranked = rank_papers(records, now=end_of_day(day), top_n=len(records))
-    return [item.paper.arxiv_id for item in ranked]
+    return list(rank_papers(records, now=end_of_day(day), top_n=len(records)))
 
 
 def papers_sent(
@@ -657,16 +714,17 @@ def papers_sent(
 
 
 def weekly_selections(
-    settings: Settings, engine: Engine, *, day: dt.date
+    settings: Settings, engine: Engine, *, day: dt.date, only: Collection[int] | None = None
 ) -> dict[int, ReaderSelection]:
     """What each weekly reader whose weekday `day` is gets: the best of the week not yet sent.
 
     Personal readers: their "For you" from the seven days' papers, then the
     week's trending; the others the week's trending alone. Papers a digest
     already sent them (since the week's first day) are left out of both.
+    Only the readers of `only`, if given: a preview's one reader.
     """
     with engine.connect() as connection:
-        personal, others = weekly_reader_ids(connection, day=day)
+        personal, others = weekly_reader_ids(connection, day=day, only=only)
         if not personal and not others:
             return {}
         first_day = dt.datetime.combine(
@@ -775,21 +833,19 @@ def edition_blocks(
 def reader_digest(
     settings: Settings, engine: Engine, *, day: dt.date, email: str
 ) -> tuple[str, str] | None:
-    """A personal reader's own digest of the day (HTML, text) with their links filled in.
+    """A personal or weekly reader's own digest of the day (HTML, text) with their links filled in.
 
-    None for a reader who gets today's trending digest (no profile, or
-    "trending only"). Raises SubscriberNotFoundError for an unknown address.
+    None for a daily reader who gets today's trending digest (no profile, or
+    "trending only"). Raises SubscriberNotFoundError for an unknown address,
+    NoDigestThatDayError for a weekly reader on another day.
     """
+    row, chosen = _reader_selection(settings, engine, day=day, email=email)
     edition = prepare_edition(settings, engine, day=day)
     assert edition.id is not None
-    row, chosen = _reader_and_picks(settings, engine, day=day, email=email)
     if chosen is None:
         return None
-    picks = [(pick.arxiv_id, pick.why) for pick in chosen]
-    blocks = edition_blocks(
-        settings, engine, edition_id=edition.id, extra_papers=[a for a, _ in picks]
-    )
-    return _with_reader_links(settings, blocks.assemble(picks), key=str(row["key"]), day=day)
+    blocks = edition_blocks(settings, engine, edition_id=edition.id, extra_papers=chosen.papers())
+    return _with_reader_links(settings, chosen.assemble(blocks), key=str(row["key"]), day=day)
 
 
 def _with_reader_links(

@@ -22,8 +22,6 @@ from subscribers.models import JudgementSource, Subscriber, Verdict
 
 papers = Paper.__table__  # type: ignore[attr-defined]
 
-WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-
 
 @dataclass(frozen=True, slots=True)
 class ProfileFields:

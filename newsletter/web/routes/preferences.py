@@ -19,7 +19,6 @@ from newsletter.privacy import erase_reader, reader_record
 from newsletter.web.context import PagesDep, SessionDep, SettingsDep
 from newsletter.web.pages import PRIVATE_PAGE_HEADERS, PageRenderer
 from newsletter.web.profile_input import (
-    WEEKDAYS,
     ProfileFields,
     checked_profile,
     library_papers,
@@ -30,6 +29,7 @@ from newsletter.web.routes.feedback import judged_papers
 from subscribers import store
 from subscribers.library import MAX_LIBRARY_BYTES, read_bibtex
 from subscribers.models import (
+    WEEKDAYS,
     DigestMode,
     Frequency,
     JudgementSource,

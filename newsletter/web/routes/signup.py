@@ -22,9 +22,10 @@ from newsletter.web.context import (
     client_address_of,
     web_context_of,
 )
-from newsletter.web.profile_input import WEEKDAYS, ProfileFields, checked_profile, pasted_papers
+from newsletter.web.profile_input import ProfileFields, checked_profile, pasted_papers
 from subscribers import store
 from subscribers.library import parse_arxiv_ids
+from subscribers.models import WEEKDAYS
 from subscribers.ratelimit import client_key
 from subscribers.signup import SignupDetails, register_signup, validate_name, validate_topics
 
