@@ -232,35 +232,7 @@ class RelevanceModel:
         self._candidate_rows = self._space.matrix(candidate_terms)
         self._candidate_columns = self._candidate_rows.T.tocsr()
         self._background_columns = self._space.matrix(background_terms).T.tocsr()
-        # Per column: how much more a shared term says in a why line, and its words.
-        self._preference = np.array(
-            [BIGRAM_PREFERENCE if " " in term else 1.0 for term in self._space.terms]
-        )
-        # Per column, the ids of its one or two words (-1: none).
-        word_ids: dict[str, int] = {}
-        self._term_words = np.array(
-            [
-                [word_ids.setdefault(word, len(word_ids)) for word in term.split()[:2]]
-                + [-1] * (2 - len(term.split()[:2]))
-                for term in self._space.terms
-            ],
-            dtype=np.int64,
-        ).reshape(-1, 2)
-        # Every candidate's terms as sorted keys (candidate × width + column), to
-        # look up a paper's weight of a term without copying its row per pick.
-        by_paper = self._candidate_rows.copy()
-        by_paper.sort_indices()
-        self._width = max(len(self._space.terms), 1)
-        self._paper_keys = (
-            np.repeat(np.arange(by_paper.shape[0], dtype=np.int64), np.diff(by_paper.indptr))
-            * self._width
-            + by_paper.indices
-        )
-        self._paper_weights = by_paper.data
-        self._term_order = np.empty(len(self._space.terms), dtype=np.int64)
-        self._term_order[np.argsort(np.array(self._space.terms, dtype=object))] = np.arange(
-            len(self._space.terms)
-        )
+        self._shared_terms = _SharedTerms(self._space, self._candidate_rows)
         self._learned = _LearnedScorer(self._space, background_terms, candidate_terms)
 
     def add_library(self, library: Mapping[str, PaperText]) -> None:
@@ -487,7 +459,7 @@ class RelevanceModel:
         readers, ranks = np.nonzero(cleared)  # reader by reader, best first
         positions = order[readers, ranks]
         strongest = self._strongest(chunk, all_scored, to_candidates, readers, positions)
-        whys = self._whys(chunk, readers, positions, strongest)
+        whys = self._whys(chunk, positions, strongest)
         picks: list[list[Pick]] = [[] for _ in profiles]
         candidates = self.candidates
         for reader, position, score, why in zip(
@@ -539,11 +511,7 @@ class RelevanceModel:
         return [positives[r][s] for r, s in zip(readers.tolist(), strongest, strict=True)]
 
     def _whys(
-        self,
-        chunk: _Chunk,
-        readers: NDArray[np.int64],
-        positions: NDArray[np.int64],
-        strongest: Sequence[_Positive],
+        self, chunk: _Chunk, positions: NDArray[np.int64], strongest: Sequence[_Positive]
     ) -> list[str]:
         """Each pick's one line saying why, from the positive document that weighed most."""
         whys: list[str] = []
@@ -558,38 +526,10 @@ class RelevanceModel:
                 by_words.append(pick)
         if not by_words:
             return whys
-        # The terms each such pick shares with the reader's words, weighed as
-        # they count in the likeness (bigrams preferred): one sparse product,
-        # then every pick's shared terms sorted at once, heaviest first (ties:
-        # the later term first, as sorting (weight, term) pairs would).
-        picked = np.asarray(by_words)
-        own = chunk.documents[np.array([strongest[pick].row for pick in by_words])]
-        slots = np.repeat(np.arange(len(by_words)), np.diff(own.indptr))
-        # Each of the reader's terms looked up in the picked paper's row.
-        wanted = positions[picked][slots] * self._width + own.indices
-        found = np.minimum(np.searchsorted(self._paper_keys, wanted), len(self._paper_keys) - 1)
-        hit = self._paper_keys[found] == wanted
-        slots, columns = slots[hit], own.indices[hit]
-        weights = own.data[hit] * self._paper_weights[found[hit]] * self._preference[columns]
-        order = np.lexsort((-self._term_order[columns], -weights, slots))
-        slots, columns = slots[order], columns[order]
-        # The first term of each pick, and the next that shares no word with it
-        # ("diffusion" says nothing more after "diffusion models"): at most two.
-        starts = np.searchsorted(slots, np.arange(len(by_words)))
-        some = np.flatnonzero(np.bincount(slots, minlength=len(by_words)))
-        first = np.full(len(by_words), -1)
-        second = np.full(len(by_words), -1)
-        if len(some):
-            first[some] = columns[starts[some]]
-            mine, its = self._term_words[columns], self._term_words[first[slots]]
-            overlaps = (mine[:, :1] == its).any(axis=1) | (
-                (mine[:, 1:] >= 0) & (mine[:, 1:] == its)
-            ).any(axis=1)
-            entries = len(columns)
-            after = np.minimum.reduceat(
-                np.where(overlaps, entries, np.arange(entries)), starts[some]
-            )
-            second[some] = np.where(after < entries, columns[np.minimum(after, entries - 1)], -1)
+        first, second = self._shared_terms.best_two(
+            chunk.documents[np.array([strongest[pick].row for pick in by_words])],
+            positions[np.asarray(by_words)],
+        )
         terms = self._space.terms
         phrases: dict[int, list[tuple[str, frozenset[str]]]] = {}
         quoted: dict[tuple[int, int, int], str] = {}
@@ -605,14 +545,79 @@ class RelevanceModel:
                     text = chunk.full[row]
                     assert isinstance(text, str)
                     phrases[row] = _phrases(text)
-                own = _own_phrase(phrases[row], chosen)
+                phrase = _own_phrase(phrases[row], chosen)
                 why = quoted[(row, one, other)] = (
-                    f"matches your interest in “{own}”"
-                    if own is not None
+                    f"matches your interest in “{phrase}”"
+                    if phrase is not None
                     else f"matches your interest in {' and '.join(chosen)}"
                 )
             whys[pick] = why
         return whys
+
+
+class _SharedTerms:
+    """The terms a reader's words share with a candidate, for the why line: the best two.
+
+    A pair's shared terms are weighed as they count in the likeness (the
+    reader's weight times the paper's), bigrams preferred; the best is named,
+    then the next best sharing no word with it ("diffusion" says nothing more
+    after "diffusion models"). Done for a whole chunk's picks at once: each of
+    the reader's few terms is looked up among the paper's (sorted keys,
+    candidate × width + column), never a paper's row copied per pick.
+    """
+
+    def __init__(self, space: TermSpace, candidate_rows: csr_matrix) -> None:
+        terms = space.terms
+        self.preference = np.array([BIGRAM_PREFERENCE if " " in term else 1.0 for term in terms])
+        word_ids: dict[str, int] = {}
+        self.words = np.full((len(terms), 2), -1, dtype=np.int64)  # per column: its words' ids
+        for column, term in enumerate(terms):
+            for place, word in enumerate(term.split()[:2]):
+                self.words[column, place] = word_ids.setdefault(word, len(word_ids))
+        # Ties between equal weights go to the later term, as sorting (weight, term) would.
+        self.order = np.empty(len(terms), dtype=np.int64)
+        self.order[np.argsort(np.array(terms, dtype=object))] = np.arange(len(terms))
+        by_paper = candidate_rows.copy()
+        by_paper.sort_indices()
+        self.width = max(len(terms), 1)
+        self.keys = (
+            np.repeat(np.arange(by_paper.shape[0], dtype=np.int64), np.diff(by_paper.indptr))
+            * self.width
+            + by_paper.indices
+        )
+        self.weights = by_paper.data
+
+    def best_two(
+        self, readers_words: csr_matrix, positions: NDArray[np.int64]
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Per pick (its reader's words as a row; its candidate): two terms' columns, -1 none."""
+        picks = len(positions)
+        first = np.full(picks, -1, dtype=np.int64)
+        second = np.full(picks, -1, dtype=np.int64)
+        if not picks or not len(self.keys):
+            return first, second
+        slots = np.repeat(np.arange(picks), np.diff(readers_words.indptr))
+        wanted = positions[slots] * self.width + readers_words.indices
+        found = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
+        shared = self.keys[found] == wanted
+        slots, columns = slots[shared], readers_words.indices[shared]
+        weights = readers_words.data[shared] * self.weights[found[shared]]
+        weights *= self.preference[columns]
+        order = np.lexsort((-self.order[columns], -weights, slots))  # heaviest first per pick
+        slots, columns = slots[order], columns[order]
+        starts = np.searchsorted(slots, np.arange(picks))
+        some = np.flatnonzero(np.bincount(slots, minlength=picks))
+        if not len(some):
+            return first, second
+        first[some] = columns[starts[some]]
+        mine, its = self.words[columns], self.words[first[slots]]
+        overlaps = (mine[:, :1] == its).any(axis=1) | (
+            (mine[:, 1:] >= 0) & (mine[:, 1:] == its)
+        ).any(axis=1)
+        entries = len(columns)
+        after = np.minimum.reduceat(np.where(overlaps, entries, np.arange(entries)), starts[some])
+        second[some] = np.where(after < entries, columns[np.minimum(after, entries - 1)], -1)
+        return first, second
 
 
 @contextmanager
