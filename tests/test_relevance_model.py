@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from newsletter.relevance import PaperText, ReaderProfile, RelevanceModel, TermStatistics, Topic
+from newsletter.relevance import (
+    PaperText,
+    Pick,
+    ReaderProfile,
+    RelevanceModel,
+    TermStatistics,
+    Topic,
+)
 
 PAPERS = [
     PaperText(
@@ -271,3 +278,30 @@ def test_the_why_line_names_the_words_the_score_used_even_when_a_reader_stored_t
     assert kv_cache.arxiv_id not in ids(judged)
     assert ids(reader)[0] == kv_cache.arxiv_id
     assert reader[0].why == "matches your interest in “quantisation”"
+
+
+def test_readers_ranked_together_get_what_each_gets_alone(model: RelevanceModel) -> None:
+    # Learned-model readers are solved in stacks of the same size and formula
+    # readers in one pass: nobody's picks may depend on who else is ranked.
+    profiles = [
+        ReaderProfile(liked=("2610.09999", "2610.09998"), disliked=("2611.00003",)),
+        ReaderProfile(interests="kv cache", liked=("2610.09998",), disliked=("2611.00004",)),
+        ReaderProfile(
+            topics=("Robotics",), liked=("2610.09999", "2610.09998"), disliked=("2611.00003",)
+        ),
+        ReaderProfile(interests="concept erasure in diffusion models"),
+        ReaderProfile(),
+        ReaderProfile(liked=("2610.09998",), disliked=("2611.00001", "2611.00004")),
+    ]
+    assert any(model.uses_learned_model(p) for p in profiles)
+
+    together = model.rank(profiles, count=[3, 2, 4, 5, 5, 1])
+    alone = [model.rank([p], count=c)[0] for p, c in zip(profiles, [3, 2, 4, 5, 5, 1], strict=True)]
+
+    def shown(ranked: list[list[Pick]]) -> list[list[tuple[str, str, float]]]:
+        # Stacked solves may differ from one reader's in the last bits of a score.
+        return [[(p.arxiv_id, p.why, round(p.score, 9)) for p in picks] for picks in ranked]
+
+    assert shown(together) == shown(alone)
+    assert all(len(picks) <= c for picks, c in zip(together, [3, 2, 4, 5, 5, 1], strict=True))
+    assert together[4] == []
