@@ -56,8 +56,8 @@ class RecordingProgress:
     def started(self, total: int, already_done: int) -> None:
         self.started_with = (total, already_done)
 
-    def advanced(self, status: DeliveryStatus) -> None:
-        self.advanced_with.append(status)
+    def advanced(self, status: DeliveryStatus, count: int = 1) -> None:
+        self.advanced_with.extend([status] * count)
 
     def waiting(self, count: int, until: dt.datetime, last_reply: str | None) -> None:
         self.waits.append((count, until, last_reply))

@@ -299,7 +299,7 @@ class WaitRecorder:
     def started(self, total: int, already_done: int) -> None:
         pass
 
-    def advanced(self, status: DeliveryStatus) -> None:
+    def advanced(self, status: DeliveryStatus, count: int = 1) -> None:
         pass
 
     def waiting(self, count: int, until: dt.datetime, last_reply: str | None) -> None:

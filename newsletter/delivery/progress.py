@@ -76,12 +76,12 @@ class RichSendProgress:
         """Set the bar's length and where it starts."""
         self._progress.update(self._task, total=total, completed=already_done)
 
-    def advanced(self, status: DeliveryStatus) -> None:
-        """Count one final outcome."""
-        self.counts[status] += 1
+    def advanced(self, status: DeliveryStatus, count: int = 1) -> None:
+        """Count `count` final outcomes."""
+        self.counts[status] += count
         self._progress.update(
             self._task,
-            advance=1,
+            advance=count,
             sent=self.counts[DeliveryStatus.SENT],
             failed=self.counts[DeliveryStatus.FAILED],
             bounced=self.counts[DeliveryStatus.BOUNCED],

@@ -35,8 +35,8 @@ class SendProgress(Protocol):
     def started(self, total: int, already_done: int) -> None:
         """The run begins: `total` recipients, `already_done` of them final before it."""
 
-    def advanced(self, status: DeliveryStatus) -> None:
-        """One recipient reached a final status (sent, failed or bounced)."""
+    def advanced(self, status: DeliveryStatus, count: int = 1) -> None:
+        """`count` recipients reached a final status (sent, failed or bounced)."""
 
     def waiting(self, count: int, until: dt.datetime, last_reply: str | None) -> None:
         """Nothing can go out now: `count` recipients wait to be retried, the first at `until`."""
