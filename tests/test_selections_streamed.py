@@ -10,13 +10,13 @@ receive must be exactly what one ranking of all of them gives.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, select, update
 from sqlmodel import Session
 
 from newsletter.core.db import create_db_engine, upgrade_schema
@@ -27,7 +27,12 @@ from newsletter.delivery.selections import PersonalDigests
 from newsletter.delivery.worker import send_edition
 from newsletter.editions import personal
 from newsletter.editions.content import prepare_edition
-from newsletter.editions.personal import ReaderSelection, personal_picks
+from newsletter.editions.personal import (
+    ReaderSelection,
+    SelectionBatch,
+    edition_selections,
+    personal_picks,
+)
 from newsletter.models import Delivery, Paper, Selection
 from subscribers.store import add_subscriber
 from tests.support.postgres import postgres_database_or_skip
@@ -222,3 +227,34 @@ async def test_a_worker_reads_only_the_selections_its_rows_point_at(
 def _id(selection_id: int | None) -> int:
     assert selection_id is not None
     return selection_id
+
+
+def test_weekly_readers_ranked_in_several_batches_get_what_one_batch_gives_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'weekly.db'}"
+    with _readers_stored(url, also_plain=True) as engine:
+        with engine.begin() as connection:  # everyone weekly, on the edition's weekday
+            connection.execute(
+                update(personal.subscribers).values(frequency="weekly", weekly_day=DAY.weekday())
+            )
+        settings = _settings(url, smtp_port=25)
+
+        def everyone(batches: Iterable[SelectionBatch]) -> dict[int, ReaderSelection]:
+            return {reader: chosen for batch in batches for reader, chosen in batch.items()}
+
+        one_batch = everyone(edition_selections(settings, engine, day=DAY))
+        monkeypatch.setattr(personal, "READERS_PER_BATCH", 3)
+        batches = list(edition_selections(settings, engine, day=DAY))
+        ids = _reader_ids(engine)
+
+    assert [len(batch) for batch in batches] == [3, 3, 3, 2]
+    assert everyone(batches) == one_batch and len(one_batch) == len(READERS) + 1
+    # The reader without a profile: the week's trending alone; the others "For you" too.
+    plain = one_batch[ids["plain@example.org"]]
+    assert not plain.for_you and plain.week_trending
+    assert all(
+        chosen.for_you and chosen.picks and chosen.week_trending
+        for reader, chosen in one_batch.items()
+        if reader != ids["plain@example.org"]
+    )
