@@ -21,9 +21,10 @@ from sqlmodel import Session
 
 from newsletter.core.db import create_db_engine, upgrade_schema
 from newsletter.core.settings import Settings, load_settings
+from newsletter.delivery import ledger
 from newsletter.delivery import selections as delivery_selections
 from newsletter.delivery.control import start_edition
-from newsletter.delivery.selections import PersonalDigests
+from newsletter.delivery.selections import PersonalDigests, store_selections
 from newsletter.delivery.worker import send_edition
 from newsletter.editions import personal
 from newsletter.editions.content import prepare_edition
@@ -34,6 +35,7 @@ from newsletter.editions.personal import (
     personal_picks,
 )
 from newsletter.models import Delivery, Paper, Selection
+from newsletter.relevance import Pick
 from subscribers.store import add_subscriber
 from tests.support.postgres import postgres_database_or_skip
 from tests.support.relevance_corpus import store_labelled_papers
@@ -258,3 +260,37 @@ def test_weekly_readers_ranked_in_several_batches_get_what_one_batch_gives_them(
         for reader, chosen in one_batch.items()
         if reader != ids["plain@example.org"]
     )
+
+
+def test_a_reader_in_two_batches_keeps_the_first_selection(
+    database: tuple[Engine, Settings],
+) -> None:
+    # On PostgreSQL a reader can turn from daily to weekly between the daily and the
+    # weekly batches of one start: the start must still succeed, with one row each.
+    engine, settings = database
+    ids = _reader_ids(engine)
+    first, second = ids["reader0@example.org"], ids["reader1@example.org"]
+    edition = prepare_edition(settings, engine, day=DAY)
+    assert edition.id is not None
+    edition_id, now = edition.id, dt.datetime.now(dt.UTC)
+    daily = ReaderSelection((Pick("2611.00001", 0.5, "matches your interest in robots"),))
+    weekly = ReaderSelection((), for_you=False, week_trending=("2611.00002",))
+    with engine.begin() as connection:
+        queued = ledger.start_sending(
+            connection,
+            edition_id=edition_id,
+            now=now,
+            selections=lambda c: store_selections(
+                c,
+                edition_id=edition_id,
+                picks=[{first: daily}, {first: weekly, second: weekly}],
+                now=now,
+            ),
+        )
+    assert queued == len(READERS) + 1
+    rows, stored = _stored(engine)
+    assert stored[_id(rows["reader0@example.org"])] == [
+        ("2611.00001", "matches your interest in robots")
+    ]
+    assert stored[_id(rows["reader1@example.org"])] == []
+    assert len(stored) == 2

@@ -47,6 +47,7 @@ from sqlalchemy import (
 )
 
 from newsletter.core.clock import UtcDateTime, as_utc
+from newsletter.core.db import upsert_insert
 from newsletter.editions.lifecycle import EditionEvent, apply_event, transition_statement
 from newsletter.models import Delivery, DeliveryStatus, Edition, EditionStatus
 from subscribers.models import Frequency, Subscriber, SubscriberStatus
@@ -183,10 +184,15 @@ def queue_audience(
     conditions = _audience(day)
     if selection_of is not None:
         _reader_selections.create(connection)
+        # A reader in two batches keeps the first: on PostgreSQL a reader who
+        # turned from daily to weekly while the batches were ranked can be in both.
+        taking = upsert_insert(connection.dialect.name, _reader_selections).on_conflict_do_nothing(
+            index_elements=["subscriber_id"]
+        )
         for batch in selection_of:
             rows = [{"subscriber_id": k, "selection_id": v} for k, v in batch.items()]
             for start in range(0, len(rows), 5000):
-                connection.execute(_reader_selections.insert(), rows[start : start + 5000])
+                connection.execute(taking, rows[start : start + 5000])
         chosen = _reader_selections.c.selection_id
         audience = (
             select(*values, chosen)
