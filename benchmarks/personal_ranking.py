@@ -1,83 +1,136 @@
-"""Personal ranking at scale: every reader against 200 candidate papers, time and peak memory.
+"""Personal ranking at scale: what the send's start holds to rank and store every reader.
 
-    .venv/bin/python benchmarks/personal_ranking.py [--readers N ...] [--json]
+    .venv/bin/python benchmarks/personal_ranking.py [--readers N ...] [--databases DIR] [--json]
 
 For each size (default 100,000 and 1,000,000 readers), one process seeds a
 SQLite database with the labelled papers of tests/data/relevance and N readers
 with varied profiles (`send_throughput.seed_personal`), and a fresh process
-then ranks every reader in one pass, as the send's start does
-(`editions.personal.personal_reader_ids` then `personal_picks`), with the five
-latest days' papers as candidates (200 papers; the day before is the
-background; scikit-learn is imported before the clock starts). It reports the
-seconds that took, the CPU seconds of the process (on a shared machine, what
-the ranking itself cost), the readers per second, and its own peak resident set
-(VmHWM, read by the ranking process itself). Not part of the test suite.
+then does what the send's start does, in a start-like transaction that it
+rolls back at the end: the corpus counted, then `ledger.start_sending` taking
+the readers' selections batch by batch (`editions.personal.daily_selections`,
+ranked on their own read connection) and storing each batch's distinct
+selections as it comes (`delivery.selections.store_selections`), then the
+audience queued with them. The candidates are the five latest days' papers
+(200 papers; the day before is the background; scikit-learn is imported and
+the edition prepared before the clock starts). It reports the seconds spent
+ranking (inside the batches), the CPU seconds of that ranking (on a shared
+machine, what the ranking itself cost), the readers per second, the whole
+start's seconds (rank, store, queue), the selections stored, and its own peak
+resident set (VmHWM, read by the measuring process itself). `--databases DIR`
+keeps the seeded databases there and reuses them (the 1,000,000 seed takes a
+while). Not part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from send_throughput import PROJECT_ROOT, bench_settings, own_peak_rss_kib, seed_personal
+from sqlalchemy import func, select
 
 from newsletter.core.db import create_db_engine
-from newsletter.editions.personal import personal_picks, personal_reader_ids
+from newsletter.delivery import ledger
+from newsletter.delivery.selections import store_selections
+from newsletter.editions.content import prepare_edition
+from newsletter.editions.personal import SelectionBatch, daily_selections, index_corpus
+from newsletter.models import Selection
 from newsletter.relevance.terms import analyzer
 
 # Five days of the labelled set: 5 × 40 papers.
 CANDIDATE_DAYS = 5
 
+selections = Selection.__table__  # type: ignore[attr-defined]
+
+
+class TimedBatches:
+    """The batches of selections, with the wall and CPU seconds spent making them."""
+
+    def __init__(self, batches: Iterator[SelectionBatch]) -> None:
+        self.batches = batches
+        self.seconds = self.cpu_seconds = 0.0
+        self.readers = 0
+
+    def __iter__(self) -> Iterator[SelectionBatch]:
+        while True:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            batch = next(self.batches, None)
+            self.seconds += time.perf_counter() - started
+            self.cpu_seconds += time.process_time() - cpu_started
+            if batch is None:
+                return
+            self.readers += len(batch)
+            yield batch
+
 
 def rank_child(database_url: str) -> None:
-    """Rank every reader of the seeded database; print the figures as one JSON line."""
+    """Rank and store every reader of the seeded database as a start does; print one JSON line."""
     settings = bench_settings(database_url, 25, 1)
     engine = create_db_engine(database_url)
     try:
         with engine.connect() as connection:
-            day = connection.exec_driver_sql("SELECT max(daily_date) FROM papers").scalar_one()
-        analyzer()  # scikit-learn's import, once per process, is not the ranking's cost
-        started, cpu_started = time.perf_counter(), time.process_time()
-        with engine.connect() as connection:
-            ids = personal_reader_ids(connection)
-        picks = personal_picks(
-            settings,
-            engine,
-            day=_as_date(day),
-            subscriber_ids=ids,
-            days=CANDIDATE_DAYS,
-        )
-        seconds = time.perf_counter() - started
-        cpu_seconds = time.process_time() - cpu_started
-        with engine.connect() as connection:
+            day = _as_date(
+                connection.exec_driver_sql("SELECT max(daily_date) FROM papers").scalar_one()
+            )
+            readers = connection.exec_driver_sql("SELECT count(*) FROM subscribers").scalar_one()
             candidates = connection.exec_driver_sql(
                 "SELECT count(*) FROM papers WHERE daily_date > date(?, ?)",
                 (str(day), f"-{CANDIDATE_DAYS} days"),
             ).scalar_one()
+        edition = prepare_edition(settings, engine, day=day)
+        assert edition.id is not None
+        edition_id = edition.id
+        analyzer()  # scikit-learn's import, once per process, is not the ranking's cost
+        started = time.perf_counter()
+        index_corpus(engine)  # as `edition_selections` does, before the start's transaction
+        with engine.connect() as reading, engine.connect() as connection:
+            batches = TimedBatches(
+                daily_selections(settings, reading, day=day, days=CANDIDATE_DAYS)
+            )
+            transaction = connection.begin()
+            try:
+                now = dt.datetime.now(dt.UTC)
+                queued = ledger.start_sending(
+                    connection,
+                    edition_id=edition_id,
+                    now=now,
+                    selections=lambda c: store_selections(
+                        c, edition_id=edition_id, picks=batches, now=now
+                    ),
+                )
+                stored = connection.execute(
+                    select(func.count()).where(selections.c.edition_id == edition_id)
+                ).scalar_one()
+                start_seconds = time.perf_counter() - started
+            finally:
+                transaction.rollback()  # the seeded database stays as it was, for the next run
     finally:
         engine.dispose()
     print(
         json.dumps(
             {
-                "readers": len(ids),
-                "ranked": len(picks),
+                "readers": readers,
+                "ranked": batches.readers,
                 "candidates": candidates,
-                "seconds": seconds,
-                "cpu_seconds": cpu_seconds,
+                "seconds": batches.seconds,
+                "cpu_seconds": batches.cpu_seconds,
+                "start_seconds": start_seconds,
+                "selections": stored,
+                "queued": queued,
                 "peak_rss_mb": own_peak_rss_kib() / 1024,
             }
         )
     )
 
 
-def _as_date(value: object) -> object:
-    import datetime as dt
-
+def _as_date(value: object) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
 
 
@@ -90,14 +143,18 @@ def seed_child(database_url: str, readers: int) -> None:
         engine.dispose()
 
 
-def measure(readers: int) -> dict[str, float]:
-    """Seed in one process, rank in a fresh one; the ranking process's figures."""
+def measure(readers: int, databases: Path | None) -> dict[str, float]:
+    """Seed in one process (unless kept from before), rank and store in a fresh one; its figures."""
     with tempfile.TemporaryDirectory(prefix="bench-ranking-") as directory:
-        database_url = f"sqlite:///{Path(directory) / 'ranking.db'}"
+        database = (databases or Path(directory)) / f"ranking-{readers}.db"
+        database_url = f"sqlite:///{database}"
         child = [sys.executable, __file__, "--database-url", database_url]
-        subprocess.run(
-            [*child, "--child", "seed", "--readers", str(readers)], check=True, cwd=PROJECT_ROOT
-        )
+        if not database.exists():
+            subprocess.run(
+                [*child, "--child", "seed", "--readers", str(readers)],
+                check=True,
+                cwd=PROJECT_ROOT,
+            )
         result = subprocess.run(
             [*child, "--child", "rank"],
             check=True,
@@ -114,6 +171,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--readers", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--databases", type=Path, help="keep the seeded databases in this folder and reuse them"
+    )
     parser.add_argument("--child", choices=["seed", "rank"], help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
@@ -123,9 +183,11 @@ def main(argv: list[str] | None = None) -> None:
     if arguments.child == "rank":
         rank_child(arguments.database_url)
         return
+    if arguments.databases is not None:
+        arguments.databases.mkdir(parents=True, exist_ok=True)
     results = []
     for readers in arguments.readers:
-        figures = measure(readers)
+        figures = measure(readers, arguments.databases)
         results.append(figures)
         if not arguments.json:
             print(
@@ -133,7 +195,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"ranked in {figures['seconds']:.2f} s "
                 f"({figures['cpu_seconds']:.2f} s of CPU; "
                 f"{figures['readers'] / figures['seconds']:,.0f} readers/s), "
-                f"peak RSS {figures['peak_rss_mb']:.0f} MB",
+                f"peak RSS {figures['peak_rss_mb']:.0f} MB; "
+                f"start (rank, store, queue) {figures['start_seconds']:.2f} s, "
+                f"{int(figures['selections']):,} selections stored",
                 flush=True,
             )
     if arguments.json:

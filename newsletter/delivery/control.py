@@ -9,6 +9,7 @@ and do the sending, so a web request or a CLI command can call these safely
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
@@ -21,7 +22,7 @@ from newsletter.delivery.breaker import reset_breaker
 from newsletter.delivery.ledger import clean_error_text
 from newsletter.delivery.selections import rank_readers, store_selections
 from newsletter.editions.lifecycle import EditionEvent, apply_event, next_status
-from newsletter.editions.personal import ReaderSelection
+from newsletter.editions.personal import SelectionBatch
 from newsletter.models import Edition, EditionStatus
 
 __all__ = [
@@ -71,9 +72,10 @@ def start_edition(
 ) -> int | None:
     """Fix the audience of a draft edition and mark it sending; returns how many rows it queued.
 
-    With `settings`, every personal reader is ranked first (one pass) and the
-    distinct selections are stored with the audience, in the same transaction
-    (`selections.store_selections`); without, everyone gets the trending digest.
+    With `settings`, the personal readers are ranked a batch at a time inside
+    the transaction, each batch's distinct selections stored as it comes
+    (`selections.store_selections`), then the audience queued with them; without,
+    everyone gets the trending digest.
     Returns None when the edition was no longer a draft (another caller
     started it first, or it was sent or cancelled). Workers pick it up.
     """
@@ -92,13 +94,18 @@ def start_edition(
 
 def picks_if_draft(
     engine: Engine, edition_date: dt.date, settings: Settings | None
-) -> dict[int, ReaderSelection]:
-    """The day's selections when the edition is still a draft (a started one keeps its own)."""
+) -> Iterable[SelectionBatch]:
+    """The day's selections, batch by batch, when the edition is still a draft.
+
+    A started edition keeps its own (none here). Call it before the start's
+    transaction: it counts the corpus (a write) at once; the batches are
+    ranked as the start takes them (`rank_readers`).
+    """
     if settings is None:
-        return {}
+        return ()
     with engine.connect() as connection:
         if load_rendered_edition(connection, edition_date).status is not EditionStatus.DRAFT:
-            return {}
+            return ()
     return rank_readers(settings, engine, day=edition_date)
 
 

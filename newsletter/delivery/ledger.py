@@ -47,6 +47,7 @@ from sqlalchemy import (
 )
 
 from newsletter.core.clock import UtcDateTime, as_utc
+from newsletter.core.db import upsert_insert
 from newsletter.editions.lifecycle import EditionEvent, apply_event, transition_statement
 from newsletter.models import Delivery, DeliveryStatus, Edition, EditionStatus
 from subscribers.models import Frequency, Subscriber, SubscriberStatus
@@ -139,16 +140,18 @@ def queue_audience(
     *,
     edition_id: int,
     now: dt.datetime,
-    selection_of: Mapping[int, int] | None = None,
+    selection_of: Iterable[Mapping[int, int]] | None = None,
 ) -> int:
     """Queue one row per confirmed, unpaused, unsuppressed subscriber; returns how many.
 
     Weekly readers are queued only on their weekday.
 
-    `selection_of` maps personal readers to their selection (`selections.id`):
-    their rows carry it, and rows are numbered selection by selection, so a
-    worker taking rows in order meets each selection's readers together and
-    keeps few compiled digests at a time.
+    `selection_of` maps personal readers to their selection (`selections.id`),
+    a batch of readers at a time (each batch is taken, and may be made, only
+    when the one before is written: the caller holds one batch): their rows
+    carry it, and rows are numbered selection by selection, so a worker taking
+    rows in order meets each selection's readers together and keeps few
+    compiled digests at a time.
     """
     when = literal(now, UtcDateTime())
     columns = [
@@ -179,11 +182,17 @@ def queue_audience(
         select(editions.c.date).where(editions.c.id == edition_id)
     ).scalar_one()
     conditions = _audience(day)
-    if selection_of:
+    if selection_of is not None:
         _reader_selections.create(connection)
-        rows = [{"subscriber_id": k, "selection_id": v} for k, v in selection_of.items()]
-        for start in range(0, len(rows), 5000):
-            connection.execute(_reader_selections.insert(), rows[start : start + 5000])
+        # A reader in two batches keeps the first: on PostgreSQL a reader who
+        # turned from daily to weekly while the batches were ranked can be in both.
+        taking = upsert_insert(connection.dialect.name, _reader_selections).on_conflict_do_nothing(
+            index_elements=["subscriber_id"]
+        )
+        for batch in selection_of:
+            rows = [{"subscriber_id": k, "selection_id": v} for k, v in batch.items()]
+            for start in range(0, len(rows), 5000):
+                connection.execute(taking, rows[start : start + 5000])
         chosen = _reader_selections.c.selection_id
         audience = (
             select(*values, chosen)
@@ -242,14 +251,15 @@ def start_sending(
     *,
     edition_id: int,
     now: dt.datetime,
-    selections: Callable[[Connection], Mapping[int, int]] | None = None,
+    selections: Callable[[Connection], Iterable[Mapping[int, int]]] | None = None,
 ) -> int | None:
     """Move a draft edition to `sending` and fix its audience; None if it was not a draft.
 
     The status change and the audience insert share one transaction, and the
     conditional UPDATE makes exactly one of several racing starters win.
     `selections`, called once the edition is won, stores the personal
-    readers' selections and says whose is which (`selections.store_selections`).
+    readers' selections and says whose is which, batch by batch
+    (`selections.store_selections`): a starter that lost ranks nobody.
     """
     if not apply_event(
         connection, edition_id=edition_id, event=EditionEvent.START, send_started_at=now

@@ -1,40 +1,50 @@
 """Personal digests at send time: the selections a started edition carries, and their messages.
 
-- `rank_readers` ranks every personal reader of the day in one pass
-  (`editions.personal.edition_selections`), before the send starts: it reads and
-  counts the corpus in its own transactions, which must not run inside the
-  start's. Weekly readers whose weekday it is get a selection too: their
-  "For you" of the week's papers and "Trending this week", both without what
-  was already sent to them; weekly readers on other days are not in the audience.
-- `store_selections`, in the transaction that queues the audience, writes each
-  distinct "For you" list once into `selections`; `ledger.queue_audience` then
-  points every queued row of those readers at theirs (`deliveries.selection_id`),
-  numbering the rows selection by selection. The ledger then says
-  which papers each delivery carried, and a resumed or crashed send reuses
-  them: nothing is ranked again once the edition started.
+- `rank_readers` gives every personal reader's selection of the day
+  (`editions.personal.edition_selections`), a batch of readers at a time: it
+  counts the corpus at once, before the send's start transaction (a write of
+  its own), and ranks each batch, on its own read connection, only when the
+  start asks for it. Weekly readers whose weekday it is get a selection too:
+  their "For you" of the week's papers and "Trending this week", both without
+  what was already sent to them; weekly readers on other days are not in the
+  audience.
+- `store_selections`, in the transaction that queues the audience, takes the
+  batches one at a time: it writes each batch's distinct selections once
+  (insert if absent: a selection met in an earlier batch stays the one row)
+  and yields whose is which for that batch; `ledger.start_sending` keeps that
+  in a temporary table and points every queued row of those readers at theirs
+  (`deliveries.selection_id`), numbering the rows selection by selection. So
+  the start holds one batch of readers, however many there are. The ledger
+  then says which papers each delivery carried, and a resumed or crashed send
+  reuses them: nothing is ranked again once the edition started.
 - `PersonalDigests` is a worker's view of one edition's selections: the
-  blocks rendered once (`render.render_blocks`), and one `CompiledDigest` per
-  selection, compiled when its first reader's row comes up and shared by every
-  reader of that selection (the last few kept). A row without a selection gets the edition's own
-  trending digest, byte for byte as before.
+  blocks rendered once (`render.render_blocks`, for the papers of one streamed
+  pass over the selections), the selections its claimed rows point at, read
+  when first met, and one `CompiledDigest` per selection, compiled when its
+  first reader's row comes up and shared by every reader of that selection
+  (the last few of each kept). A row without a selection gets the edition's
+  own trending digest, byte for byte as before.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, select
 
+from newsletter.core.db import upsert_insert
 from newsletter.core.settings import Settings
 from newsletter.delivery.assemble import CompiledDigest
 from newsletter.editions.personal import (
     ReaderSelection,
+    SelectionBatch,
     edition_blocks,
     edition_selections,
     load_selections,
+    selection_papers,
 )
 from newsletter.models import Selection
 from newsletter.render import DigestBlocks
@@ -42,6 +52,7 @@ from newsletter.render import DigestBlocks
 __all__ = [
     "PersonalDigests",
     "rank_readers",
+    "store_selection_batch",
     "store_selections",
 ]
 
@@ -49,14 +60,17 @@ selections = Selection.__table__  # type: ignore[attr-defined]
 
 # Compiled digests a worker keeps (each holds its message's bytes, ~0.2 MB).
 COMPILED_KEPT = 64
+# Selections a worker keeps read (a few KB each): more than a claimed batch meets.
+SELECTIONS_KEPT = 4096
 # Pieces of encoded blocks kept between compiles (why lines are the many distinct ones).
 QP_CACHE_MAX_PIECES = 50_000
 
 
-def rank_readers(settings: Settings, engine: Engine, *, day: dt.date) -> dict[int, ReaderSelection]:
+def rank_readers(settings: Settings, engine: Engine, *, day: dt.date) -> Iterator[SelectionBatch]:
     """Each reader's selection of the day (daily personal readers, weekly readers of the day).
 
-    Readers absent get the edition's trending digest.
+    Batch by batch, each ranked when taken: consume them in the start's
+    transaction (`store_selections`). Readers absent get the trending digest.
     """
     return edition_selections(settings, engine, day=day)
 
@@ -65,24 +79,41 @@ def store_selections(
     connection: Connection,
     *,
     edition_id: int,
-    picks: Mapping[int, ReaderSelection],
+    picks: Iterable[Mapping[int, ReaderSelection]],
     now: dt.datetime,
-) -> dict[int, int]:
-    """Store the edition's distinct selections once each; returns each reader's selection id.
+) -> Iterator[dict[int, int]]:
+    """Store each batch's distinct selections (once per edition); yield its readers' selection ids.
 
     Given to `ledger.start_sending`, which queues the rows with them. Readers
-    absent from `picks` get no selection: the trending digest.
+    absent from every batch get no selection: the trending digest.
     """
+    for batch in picks:
+        yield store_selection_batch(connection, edition_id=edition_id, batch=batch, now=now)
+
+
+def store_selection_batch(
+    connection: Connection,
+    *,
+    edition_id: int,
+    batch: Mapping[int, ReaderSelection],
+    now: dt.datetime,
+) -> dict[int, int]:
+    """Store one batch's selections not stored yet; each of its readers' selection id."""
     by_fingerprint: dict[str, ReaderSelection] = {}
     readers: dict[str, list[int]] = {}
-    for subscriber_id, chosen in picks.items():
+    for subscriber_id, chosen in batch.items():
         fingerprint = chosen.fingerprint()
         by_fingerprint.setdefault(fingerprint, chosen)
         readers.setdefault(fingerprint, []).append(subscriber_id)
     if not by_fingerprint:
         return {}
+    # An earlier batch may have stored the same selection: the unique
+    # (edition, fingerprint) keeps that row, and its id is read back below.
+    statement = upsert_insert(connection.dialect.name, selections).on_conflict_do_nothing(
+        index_elements=["edition_id", "fingerprint"]
+    )
     connection.execute(
-        selections.insert(),
+        statement,
         [
             {
                 "edition_id": edition_id,
@@ -98,13 +129,17 @@ def store_selections(
             for fingerprint, chosen in by_fingerprint.items()
         ],
     )
-    ids: dict[str, int] = dict(
-        connection.execute(
-            select(selections.c.fingerprint, selections.c.id).where(
-                selections.c.edition_id == edition_id
-            )
-        ).all()
-    )
+    ids: dict[str, int] = {}
+    fingerprints = sorted(by_fingerprint)
+    for start in range(0, len(fingerprints), 900):
+        ids.update(
+            connection.execute(
+                select(selections.c.fingerprint, selections.c.id).where(
+                    selections.c.edition_id == edition_id,
+                    selections.c.fingerprint.in_(fingerprints[start : start + 900]),
+                )
+            ).all()
+        )
     return {
         subscriber_id: ids[fingerprint]
         for fingerprint, subscriber_ids in readers.items()
@@ -114,13 +149,17 @@ def store_selections(
 
 @dataclass
 class PersonalDigests:
-    """One edition's selections, and a compiled digest per selection made on first use."""
+    """One edition's personal digests: the blocks, and selections and compiled digests on first use.
+
+    Rows come selection by selection (`ledger.queue_audience`), so the most
+    recently met selections and compiled digests are all a worker keeps: its
+    memory stays flat however many selections the edition has.
+    """
 
     blocks: DigestBlocks
-    selections: dict[int, ReaderSelection]
+    read_selections: Callable[[Collection[int]], dict[int, ReaderSelection]]
     compile_digest: Callable[[DigestBlocks, ReaderSelection], CompiledDigest]
-    # The most recently used compiled digests (rows come selection by selection,
-    # see `ledger.queue_audience`), so memory stays flat however many selections.
+    selections: OrderedDict[int, ReaderSelection] = field(default_factory=OrderedDict)
     compiled: OrderedDict[int, CompiledDigest] = field(default_factory=OrderedDict)
 
     @classmethod
@@ -134,11 +173,16 @@ class PersonalDigests:
     ) -> PersonalDigests | None:
         """The edition's personal digests, or None when no row of it has a selection."""
         with engine.connect() as connection:
-            stored = load_selections(connection, edition_id=edition_id)
-        if not stored:
+            picked = selection_papers(connection, edition_id=edition_id)
+        if picked is None:
             return None
-        picked = {arxiv_id for chosen in stored.values() for arxiv_id in chosen.papers()}
         blocks = edition_blocks(settings, engine, edition_id=edition_id, extra_papers=picked)
+
+        def read_selections(selection_ids: Collection[int]) -> dict[int, ReaderSelection]:
+            with engine.connect() as connection:
+                return load_selections(
+                    connection, edition_id=edition_id, selection_ids=selection_ids
+                )
 
         # Encoded blocks, shared by every selection's compile (a few MB at most).
         qp_cache: dict[str, bytes] = {}
@@ -160,13 +204,35 @@ class PersonalDigests:
                 qp_cache=qp_cache,
             )
 
-        return cls(blocks, stored, compile_digest)
+        return cls(blocks, read_selections, compile_digest)
+
+    def prefetch(self, selection_ids: Iterable[int]) -> None:
+        """Read the selections of a claimed batch not in hand, in one query."""
+        missing = set(selection_ids) - self.selections.keys()
+        if missing:
+            for selection_id, chosen in sorted(self.read_selections(missing).items()):
+                self._keep(selection_id, chosen)
+
+    def selection(self, selection_id: int) -> ReaderSelection:
+        """A stored selection of the edition (read when first met, or met again once dropped)."""
+        chosen = self.selections.get(selection_id)
+        if chosen is None:
+            chosen = self.read_selections([selection_id])[selection_id]
+            self._keep(selection_id, chosen)
+        else:
+            self.selections.move_to_end(selection_id)
+        return chosen
+
+    def _keep(self, selection_id: int, chosen: ReaderSelection) -> None:
+        self.selections[selection_id] = chosen
+        if len(self.selections) > SELECTIONS_KEPT:
+            self.selections.popitem(last=False)
 
     def digest(self, selection_id: int) -> CompiledDigest:
         """The compiled digest of a selection (compiled once, then shared)."""
         compiled = self.compiled.get(selection_id)
         if compiled is None:
-            compiled = self.compile_digest(self.blocks, self.selections[selection_id])
+            compiled = self.compile_digest(self.blocks, self.selection(selection_id))
             self.compiled[selection_id] = compiled
             if len(self.compiled) > COMPILED_KEPT:
                 self.compiled.popitem(last=False)

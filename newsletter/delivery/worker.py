@@ -535,6 +535,7 @@ class _Worker:
             if rows:
                 claimed_editions = {row.edition_id for row in rows}
                 await self._compile_missing(claimed_editions)
+                self._read_selections(rows)
                 for edition_id in claimed_editions - self.pausing:
                     # Only sending editions have claimable rows: resumed since we stopped
                     # (unless this worker's own pause is still being written).
@@ -640,6 +641,21 @@ class _Worker:
                 self.settings, edition, clock=self.clock, personal=personal
             )
             self.edition_dates.add(edition.date)
+
+    def _read_selections(self, rows: Sequence[ClaimedDelivery]) -> None:
+        """Read the selections the claimed rows point at, one query per edition.
+
+        Inline, as `_db` runs its statements: a short read by primary key
+        that no writer blocks (a lane reads one itself if it was dropped since).
+        """
+        wanted: dict[int, set[int]] = {}
+        for row in rows:
+            if row.selection_id is not None:
+                wanted.setdefault(row.edition_id, set()).add(row.selection_id)
+        for edition_id, selection_ids in wanted.items():
+            personal = self.compiled[edition_id].personal
+            if personal is not None:
+                personal.prefetch(selection_ids)
 
     async def _lane(self, lane: int) -> None:
         jobs = self.jobs
@@ -1110,8 +1126,9 @@ def prepare_send(
 ) -> SendStart:
     """Start a draft edition (fixing its audience) or check that one started may go on.
 
-    With `settings`, a draft's personal readers are ranked and their selections
-    stored with the audience (see `control.start_edition`). Raises
+    With `settings`, a draft's personal readers are ranked batch by batch in the
+    start's transaction and their selections stored with the audience (see
+    `control.start_edition`). Raises
     DeliveryError for a paused or cancelled edition, saying what to do.
     `send_edition` begins with it; `newsletter send --processes N` calls it
     once before starting the sending processes.

@@ -4,12 +4,13 @@
   count into `corpus_terms` (each paper remembers what it added, so changed
   text replaces exactly its old terms): the document frequencies of ranking,
   kept up to date at each ingest without refitting anything.
-- `personal_picks` ranks a day's papers for the given readers: their topics,
-  interests and judged papers against the day's candidates, with recent
-  papers as the background "For you" must stand out from; readers are loaded
-  and ranked a batch at a time.
+- `ReaderRanking` ranks a day's papers for readers a batch at a time: their
+  topics, interests and judged papers against the day's candidates, with
+  recent papers as the background "For you" must stand out from;
+  `personal_picks` ranks a few given readers with it (a preview).
 - `edition_selections` is what each reader of an edition gets beyond the
-  trending digest (`ReaderSelection`): daily personal readers their "For you";
+  trending digest (`ReaderSelection`), yielded a batch of readers at a time so
+  the send's start holds one batch: daily personal readers their "For you";
   weekly readers on their weekday the best of the week not yet sent to them.
 - `delivered_digest` rebuilds a reader's digest of a day from the selection
   the ledger stored: the "View in browser" page.
@@ -21,7 +22,7 @@ import datetime as dt
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from jinja2 import Environment
@@ -299,27 +300,35 @@ def _stored_texts(connection: Connection, arxiv_ids: Sequence[str]) -> dict[str,
     return texts
 
 
-def personal_picks(
-    settings: Settings,
-    engine: Engine,
-    *,
-    day: dt.date,
-    subscriber_ids: Sequence[int],
-    days: int = 1,
-    exclude: Mapping[int, Collection[str]] | None = None,
-) -> dict[int, list[Pick]]:
-    """Each reader's "For you" papers of the day, best first (empty: nothing clears the floor).
+class ReaderRanking:
+    """The candidates of a day (or a week) fitted once, then readers ranked a batch at a time.
 
-    The candidates are the papers of the `days` days ending with `day` (a
-    weekly reader's: seven), but none of `exclude[reader]` (papers already
-    sent to them). Readers without any profile are left out: they get the
-    trending digest.
+    Only reads: it may run on its own connection while another holds a write
+    transaction (the send's start consumes batches inside its own). The term
+    frequencies grow batch by batch with the terms of the batch's readers'
+    words and papers (a term's frequency, once loaded, never changes here), so
+    a reader's picks do not depend on which batch they are ranked in.
     """
-    index_corpus(engine)
-    first_day = day - dt.timedelta(days=days - 1)
-    excluded = exclude or {}
-    picks: dict[int, list[Pick]] = {}
-    with engine.connect() as connection:
+
+    def __init__(
+        self,
+        model: RelevanceModel,
+        frequencies: dict[str, int],
+        looked_up: set[str],
+        candidate_ids: frozenset[str],
+    ) -> None:
+        self.model = model
+        self.frequencies = frequencies
+        self.looked_up = looked_up
+        self.candidate_ids = candidate_ids
+        self.analyze = analyzer()
+
+    @classmethod
+    def fit(
+        cls, settings: Settings, connection: Connection, *, day: dt.date, days: int = 1
+    ) -> ReaderRanking:
+        """The model of the papers of the `days` days ending with `day` (the corpus counted)."""
+        first_day = day - dt.timedelta(days=days - 1)
         columns = PAPER_TEXT_COLUMNS
         candidates = [
             paper_text_of(row)
@@ -343,48 +352,84 @@ def personal_picks(
         needed: set[str] = set()
         for text in (*(p.text() for p in (*candidates, *background)), *(t.text() for t in topics)):
             needed.update(analyze(text))
-        # The frequencies grow batch by batch with the terms of the batch's readers'
-        # words and papers (a term's frequency, once loaded, never changes here).
         loaded = term_statistics(connection, needed)
         frequencies = dict(loaded.frequencies)
-        looked_up = set(needed)
         model = RelevanceModel(
             TermStatistics(loaded.documents, frequencies),
             candidates,
             topics=topics,
             background=background,
         )
-        candidate_ids = {paper.arxiv_id for paper in candidates}
+        return cls(model, frequencies, set(needed), frozenset(p.arxiv_id for p in candidates))
+
+    def picks(
+        self,
+        connection: Connection,
+        subscriber_ids: Sequence[int],
+        *,
+        exclude: Mapping[int, Collection[str]] | None = None,
+    ) -> dict[int, list[Pick]]:
+        """Each of these readers' "For you", best first, none of `exclude[reader]`.
+
+        Readers without any profile are left out: they get the trending digest.
+        """
+        excluded = exclude or {}
+        analyze = self.analyze
+        readers, library = load_readers(connection, subscriber_ids)
+        # Each reader's words analysed once: for the frequencies, and by the model.
+        analysed = {r.profile.interests: tuple(analyze(r.profile.interests)) for r in readers}
+        new_terms: set[str] = set()
+        for terms in analysed.values():
+            new_terms.update(terms)
+        for paper in library.values():
+            new_terms.update(analyze(paper.text()))
+        new_terms -= self.looked_up
+        self.frequencies.update(term_statistics(connection, new_terms).frequencies)
+        self.looked_up |= new_terms
+        self.model.add_library(library)
+        # Each ranked deep enough that the papers left out still leave them their count.
+        ranked = self.model.rank(
+            [r.profile for r in readers],
+            count=[
+                r.count + len(self.candidate_ids.intersection(excluded.get(r.subscriber_id, ())))
+                for r in readers
+            ],
+            analysed=analysed,
+        )
+        picks: dict[int, list[Pick]] = {}
+        for reader, chosen in zip(readers, ranked, strict=True):
+            if not reader.profile.is_empty:
+                left_out = excluded.get(reader.subscriber_id, ())
+                picks[reader.subscriber_id] = [
+                    pick for pick in chosen if pick.arxiv_id not in left_out
+                ][: reader.count]
+        return picks
+
+
+def personal_picks(
+    settings: Settings,
+    engine: Engine,
+    *,
+    day: dt.date,
+    subscriber_ids: Sequence[int],
+    days: int = 1,
+    exclude: Mapping[int, Collection[str]] | None = None,
+) -> dict[int, list[Pick]]:
+    """Each reader's "For you" papers of the day, best first (empty: nothing clears the floor).
+
+    The candidates are the papers of the `days` days ending with `day` (a
+    weekly reader's: seven), but none of `exclude[reader]` (papers already
+    sent to them). Readers without any profile are left out: they get the
+    trending digest. Holds every reader's picks: for a few readers (a
+    preview); a send's start streams `edition_selections` instead.
+    """
+    index_corpus(engine)
+    picks: dict[int, list[Pick]] = {}
+    with engine.connect() as connection:
+        ranking = ReaderRanking.fit(settings, connection, day=day, days=days)
         for start in range(0, len(subscriber_ids), READERS_PER_BATCH):
-            readers, library = load_readers(
-                connection, subscriber_ids[start : start + READERS_PER_BATCH]
-            )
-            # Each reader's words analysed once: for the frequencies, and by the model.
-            analysed = {r.profile.interests: tuple(analyze(r.profile.interests)) for r in readers}
-            new_terms: set[str] = set()
-            for terms in analysed.values():
-                new_terms.update(terms)
-            for paper in library.values():
-                new_terms.update(analyze(paper.text()))
-            new_terms -= looked_up
-            frequencies.update(term_statistics(connection, new_terms).frequencies)
-            looked_up |= new_terms
-            model.add_library(library)
-            # Each ranked deep enough that the papers left out still leave them their count.
-            ranked = model.rank(
-                [r.profile for r in readers],
-                count=[
-                    r.count + len(candidate_ids.intersection(excluded.get(r.subscriber_id, ())))
-                    for r in readers
-                ],
-                analysed=analysed,
-            )
-            for reader, chosen in zip(readers, ranked, strict=True):
-                if not reader.profile.is_empty:
-                    left_out = excluded.get(reader.subscriber_id, ())
-                    picks[reader.subscriber_id] = [
-                        pick for pick in chosen if pick.arxiv_id not in left_out
-                    ][: reader.count]
+            batch = subscriber_ids[start : start + READERS_PER_BATCH]
+            picks.update(ranking.picks(connection, batch, exclude=exclude))
     return picks
 
 
@@ -515,7 +560,11 @@ def _reader_selection(
                 f"{WEEKDAYS[day.weekday()]} {day.isoformat()}",
                 weekly_day=weekday,
             )
-        weekly = weekly_selections(settings, engine, day=day, only=[reader]).get(reader)
+        index_corpus(engine)
+        with engine.connect() as connection:
+            weekly = next(
+                iter(weekly_selections(settings, engine, connection, day=day, only=[reader])), {}
+            ).get(reader)
         if weekly is None:  # not confirmed, or paused: not in the audience
             raise NoDigestThatDayError(
                 f"{address} gets no digest on {their_day} {day.isoformat()}: "
@@ -557,20 +606,49 @@ def _has_profile() -> ColumnElement[bool]:
     )
 
 
-def _reader_ids(connection: Connection, *conditions: ColumnElement[bool]) -> list[int]:
-    """Confirmed, unpaused readers meeting `conditions`, by id."""
+def _reader_ids(
+    connection: Connection,
+    *conditions: ColumnElement[bool],
+    after: int = 0,
+    limit: int | None = None,
+) -> list[int]:
+    """Confirmed, unpaused readers meeting `conditions`, by id (past `after`, at most `limit`)."""
     return [
-        int(row.id)
-        for row in connection.execute(
+        int(reader)
+        for reader in connection.execute(
             select(subscribers.c.id)
             .where(
                 subscribers.c.status == SubscriberStatus.CONFIRMED.value,
                 subscribers.c.paused == false(),
+                subscribers.c.id > after,
                 *conditions,
             )
             .order_by(subscribers.c.id)
-        )
+            .limit(limit)
+        ).scalars()
     ]
+
+
+def _reader_id_pages(
+    connection: Connection, *conditions: ColumnElement[bool]
+) -> Iterator[list[int]]:
+    """The readers `_reader_ids` finds, `READERS_PER_BATCH` at a time.
+
+    Keyset pages (ids past the last page's), so not even the ids of a million
+    readers are held at once.
+    """
+    after = 0
+    while page := _reader_ids(connection, *conditions, after=after, limit=READERS_PER_BATCH):
+        yield page
+        after = page[-1]
+
+
+def _daily_personal() -> tuple[ColumnElement[bool], ...]:
+    return (
+        subscribers.c.frequency == Frequency.DAILY.value,
+        subscribers.c.digest_mode == DigestMode.PERSONAL.value,
+        _has_profile(),
+    )
 
 
 def personal_reader_ids(connection: Connection) -> list[int]:
@@ -578,21 +656,7 @@ def personal_reader_ids(connection: Connection) -> list[int]:
 
     The other daily readers get exactly the edition's trending digest.
     """
-    return _reader_ids(
-        connection,
-        subscribers.c.frequency == Frequency.DAILY.value,
-        subscribers.c.digest_mode == DigestMode.PERSONAL.value,
-        _has_profile(),
-    )
-
-
-def edition_picks(settings: Settings, engine: Engine, *, day: dt.date) -> dict[int, list[Pick]]:
-    """Every personal daily reader's "For you" papers of the day, in one ranking pass."""
-    with engine.connect() as connection:
-        ids = personal_reader_ids(connection)
-    if not ids:
-        return {}
-    return personal_picks(settings, engine, day=day, subscriber_ids=ids)
+    return _reader_ids(connection, *_daily_personal())
 
 
 @dataclass(frozen=True, slots=True)
@@ -628,25 +692,12 @@ class ReaderSelection:
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def weekly_reader_ids(
-    connection: Connection, *, day: dt.date, only: Collection[int] | None = None
-) -> tuple[list[int], list[int]]:
-    """Weekly readers whose weekday `day` is: (those ranked personally, the others).
-
-    Only those of `only`, if given (a preview's one reader).
-    """
-    weekly = [
+def _weekly(day: dt.date) -> tuple[ColumnElement[bool], ...]:
+    """Weekly readers whose weekday `day` is."""
+    return (
         subscribers.c.frequency == Frequency.WEEKLY.value,
         subscribers.c.weekly_day == day.weekday(),
-    ]
-    if only is not None:
-        weekly.append(subscribers.c.id.in_(sorted(only)))
-    everyone = _reader_ids(connection, *weekly)
-    personal = _reader_ids(
-        connection, *weekly, subscribers.c.digest_mode == DigestMode.PERSONAL.value, _has_profile()
     )
-    chosen = set(personal)
-    return personal, [reader for reader in everyone if reader not in chosen]
 
 
 def week_ranking(engine: Engine, *, day: dt.date) -> list[str]:
@@ -713,57 +764,100 @@ def papers_sent(
     return sent
 
 
-def weekly_selections(
-    settings: Settings, engine: Engine, *, day: dt.date, only: Collection[int] | None = None
-) -> dict[int, ReaderSelection]:
-    """What each weekly reader whose weekday `day` is gets: the best of the week not yet sent.
+# One batch of readers' selections: subscriber id -> what their digest holds.
+SelectionBatch = dict[int, ReaderSelection]
 
-    Personal readers: their "For you" from the seven days' papers, then the
-    week's trending; the others the week's trending alone. Papers a digest
-    already sent them (since the week's first day) are left out of both.
-    Only the readers of `only`, if given: a preview's one reader.
+
+def daily_selections(
+    settings: Settings, connection: Connection, *, day: dt.date, days: int = 1
+) -> Iterator[SelectionBatch]:
+    """The daily personal readers' "For you" of the day, a batch of readers at a time.
+
+    Only reads (`edition_selections` counts the corpus first). The candidates
+    are the papers of the `days` days ending with `day`: the day's own for a
+    send; `benchmarks/personal_ranking.py` ranks against five days' papers.
     """
-    with engine.connect() as connection:
-        personal, others = weekly_reader_ids(connection, day=day, only=only)
-        if not personal and not others:
-            return {}
-        first_day = dt.datetime.combine(
-            day - dt.timedelta(days=WEEK_DAYS - 1), dt.time(), tzinfo=dt.UTC
+    ranking: ReaderRanking | None = None
+    for page in _reader_id_pages(connection, *_daily_personal()):
+        ranking = ranking or ReaderRanking.fit(settings, connection, day=day, days=days)
+        yield {
+            reader: ReaderSelection(tuple(picks))
+            for reader, picks in ranking.picks(connection, page).items()
+        }
+
+
+def weekly_selections(
+    settings: Settings,
+    engine: Engine,
+    connection: Connection,
+    *,
+    day: dt.date,
+    only: Collection[int] | None = None,
+) -> Iterator[SelectionBatch]:
+    """What each weekly reader whose weekday `day` is gets, a batch of readers at a time.
+
+    The best of the week not yet sent: personal readers their "For you" from
+    the seven days' papers, then the week's trending; the others the week's
+    trending alone. Papers a digest already sent them (since the week's first
+    day) are left out of both. Only the readers of `only`, if given: a
+    preview's one reader.
+    """
+    since = dt.datetime.combine(day - dt.timedelta(days=WEEK_DAYS - 1), dt.time(), tzinfo=dt.UTC)
+    weekly = list(_weekly(day))
+    if only is not None:
+        weekly.append(subscribers.c.id.in_(sorted(only)))
+    ranking: ReaderRanking | None = None
+    week: list[str] | None = None
+    for page in _reader_id_pages(connection, *weekly):
+        week = week if week is not None else week_ranking(engine, day=day)
+        personal = _reader_ids(
+            connection,
+            *weekly,
+            subscribers.c.id.between(page[0], page[-1]),
+            subscribers.c.digest_mode == DigestMode.PERSONAL.value,
+            _has_profile(),
         )
-        sent = papers_sent(connection, [*personal, *others], since=first_day)
-    ranking = week_ranking(engine, day=day)
-    picks = (
-        personal_picks(
-            settings, engine, day=day, subscriber_ids=personal, days=WEEK_DAYS, exclude=sent
-        )
-        if personal
-        else {}
-    )
-    chosen: dict[int, ReaderSelection] = {}
-    for reader in [*personal, *others]:
-        own = picks.get(reader)
-        left_out = sent.get(reader, set()) | {pick.arxiv_id for pick in own or ()}
-        trending = tuple([a for a in ranking if a not in left_out][: settings.top_n])
-        chosen[reader] = ReaderSelection(
-            tuple(own or ()), for_you=own is not None, week_trending=trending
-        )
-    return chosen
+        sent = papers_sent(connection, page, since=since)
+        picks: dict[int, list[Pick]] = {}
+        if personal:
+            ranking = ranking or ReaderRanking.fit(settings, connection, day=day, days=WEEK_DAYS)
+            picks = ranking.picks(connection, personal, exclude=sent)
+        chosen: SelectionBatch = {}
+        for reader in page:
+            own = picks.get(reader)
+            left_out = sent.get(reader, set()) | {pick.arxiv_id for pick in own or ()}
+            trending = tuple([a for a in week if a not in left_out][: settings.top_n])
+            chosen[reader] = ReaderSelection(
+                tuple(own or ()), for_you=own is not None, week_trending=trending
+            )
+        yield chosen
 
 
 def edition_selections(
     settings: Settings, engine: Engine, *, day: dt.date
-) -> dict[int, ReaderSelection]:
-    """Every reader's selection of the day's edition; a reader absent gets the trending digest.
+) -> Iterator[SelectionBatch]:
+    """Every reader's selection of the day's edition, a batch of readers at a time.
 
-    Daily personal readers: their "For you" of the day's papers. Weekly readers
-    whose weekday it is: `weekly_selections`. (Weekly readers on other days
-    are not in the audience: `ledger.queue_audience`.)
+    Daily personal readers: their "For you" of the day's papers; then weekly
+    readers whose weekday it is (`weekly_selections`). A reader absent from
+    every batch gets the trending digest. (Weekly readers on other days are not
+    in the audience: `ledger.queue_audience`.)
+
+    The corpus is counted now (a write, which must not wait on the caller's
+    transaction); the batches only read, on their own connection, each ranked
+    when asked for: a caller may consume them inside a write transaction (the
+    send's start does), holding one batch at a time.
     """
-    daily = {
-        reader: ReaderSelection(tuple(picks))
-        for reader, picks in edition_picks(settings, engine, day=day).items()
-    }
-    return daily | weekly_selections(settings, engine, day=day)
+    index_corpus(engine)
+    return _selection_batches(settings, engine, day=day)
+
+
+def _selection_batches(
+    settings: Settings, engine: Engine, *, day: dt.date
+) -> Iterator[SelectionBatch]:
+    with engine.connect() as connection:
+        yield from daily_selections(settings, connection, day=day)
+        yield from weekly_selections(settings, engine, connection, day=day)
 
 
 def load_selections(
@@ -786,6 +880,24 @@ def load_selections(
         )
         for row in connection.execute(statement)
     }
+
+
+def selection_papers(connection: Connection, *, edition_id: int) -> set[str] | None:
+    """Every paper the edition's stored selections may show; None when it has no selection.
+
+    Read in one streamed pass over the selections (a thousand rows at a
+    time): only the distinct papers are held, however many selections.
+    """
+    statement = select(selections.c.picks, selections.c.trending).where(
+        selections.c.edition_id == edition_id
+    )
+    found = False
+    shown: set[str] = set()
+    for picks, trending in connection.execute(statement.execution_options(yield_per=1000)):
+        found = True
+        shown.update(str(pick["arxiv_id"]) for pick in picks)
+        shown.update(map(str, trending or ()))
+    return shown if found else None
 
 
 def edition_blocks(
