@@ -1,8 +1,9 @@
 """Personal selections streamed from ranking to sending: one batch of readers held at a time.
 
-The send's start takes the readers' selections batch by batch, storing each
-batch's distinct selections as it comes (a selection two batches share stays
-one row); a worker reads only the selections its claimed rows point at. With
+The send's start ranks the readers batch by batch before its transaction (into
+a temporary file), then stores each batch's distinct selections (a selection
+two batches share stays one row); a worker reads only the selections its
+claimed rows point at. With
 the batch size made small, ten readers span several batches, and what they
 receive must be exactly what one ranking of all of them gives.
 """
@@ -19,7 +20,7 @@ import pytest
 from sqlalchemy import Connection, Engine, select, update
 from sqlmodel import Session
 
-from newsletter.core.db import create_db_engine, upgrade_schema
+from newsletter.core.db import create_db_engine, try_begin_write, upgrade_schema
 from newsletter.core.settings import Settings, load_settings
 from newsletter.delivery import ledger
 from newsletter.delivery import selections as delivery_selections
@@ -122,7 +123,7 @@ def _stored(engine: Engine) -> tuple[dict[str, int | None], dict[int, list[tuple
     return rows, picks
 
 
-def test_the_start_stores_each_batch_as_it_is_ranked_and_a_shared_selection_once(
+def test_the_start_ranks_before_it_locks_then_stores_batch_by_batch_a_shared_selection_once(
     database: tuple[Engine, Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine, settings = database
@@ -138,14 +139,22 @@ def test_the_start_stores_each_batch_as_it_is_ranked_and_a_shared_selection_once
     distinct = {tuple(picks) for picks in expected.values()}
     assert 1 < len(distinct) < len(READERS) and all(expected.values())
 
-    # Batches of three readers; the order of ranking and storing is recorded.
+    # Batches of three readers; the order of ranking and storing is recorded,
+    # and while each batch is ranked another writer must not be kept waiting.
     monkeypatch.setattr(personal, "READERS_PER_BATCH", 3)
     events: list[tuple[str, frozenset[int]]] = []
     load_readers = personal.load_readers
     store_batch = delivery_selections.store_selection_batch
+    edition_row = select(personal.editions.c.id).where(personal.editions.c.date == DAY)
 
     def ranking(connection: Connection, subscriber_ids: Sequence[int], **kwargs: object) -> object:
         events.append(("ranked", frozenset(subscriber_ids)))
+        with engine.connect() as other:
+            if other.dialect.name == "sqlite":
+                assert try_begin_write(other), "the start holds SQLite's write lock while ranking"
+            else:  # the start's transaction locks the edition's row
+                other.execute(edition_row.with_for_update(nowait=True)).one()
+            other.rollback()
         return load_readers(connection, subscriber_ids, **kwargs)  # type: ignore[arg-type]
 
     def storing(
@@ -159,10 +168,10 @@ def test_the_start_stores_each_batch_as_it_is_ranked_and_a_shared_selection_once
     prepare_edition(settings, engine, day=DAY)
     assert start_edition(engine, DAY, settings=settings) == len(READERS) + 1
 
-    # Each batch was stored before the next was ranked: the start held one batch.
-    assert [kind for kind, _ in events] == ["ranked", "stored"] * 4
-    assert [len(readers) for _, readers in events] == [3, 3, 3, 3, 3, 3, 1, 1]
-    assert all(events[i][1] == events[i + 1][1] for i in range(0, len(events), 2))
+    # Every batch ranked before the start's transaction, then stored one by one.
+    assert [kind for kind, _ in events] == ["ranked"] * 4 + ["stored"] * 4
+    assert [len(readers) for _, readers in events] == [3, 3, 3, 1] * 2
+    assert [readers for _, readers in events[:4]] == [readers for _, readers in events[4:]]
 
     rows, stored = _stored(engine)
     # Every reader's row points at exactly the picks one ranking gives them.

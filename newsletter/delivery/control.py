@@ -72,10 +72,11 @@ def start_edition(
 ) -> int | None:
     """Fix the audience of a draft edition and mark it sending; returns how many rows it queued.
 
-    With `settings`, the personal readers are ranked a batch at a time inside
-    the transaction, each batch's distinct selections stored as it comes
-    (`selections.store_selections`), then the audience queued with them; without,
-    everyone gets the trending digest.
+    With `settings`, the personal readers are ranked first, a batch at a time
+    into a temporary file (`selections.rank_readers`); the transaction then
+    stores each batch's distinct selections (`selections.store_selections`)
+    and queues the audience with them; without, everyone gets the trending
+    digest.
     Returns None when the edition was no longer a draft (another caller
     started it first, or it was sent or cancelled). Workers pick it up.
     """
@@ -98,8 +99,8 @@ def picks_if_draft(
     """The day's selections, batch by batch, when the edition is still a draft.
 
     A started edition keeps its own (none here). Call it before the start's
-    transaction: it counts the corpus (a write) at once; the batches are
-    ranked as the start takes them (`rank_readers`).
+    transaction: it counts the corpus (a write) and ranks every reader
+    (`rank_readers`); the start then reads the batches back.
     """
     if settings is None:
         return ()
