@@ -67,6 +67,7 @@ from newsletter.models import (
 )
 from newsletter.rank import rank_papers
 from newsletter.relevance import PaperText, Pick, ReaderProfile, RelevanceModel, TermStatistics
+from newsletter.relevance.model import cycle_collection_paused
 from newsletter.relevance.terms import analyzer, document_terms
 from newsletter.relevance.topics import load_topics
 from newsletter.render import DigestBlocks, PersonalDigest, render_blocks
@@ -373,36 +374,38 @@ class ReaderRanking:
 
         Readers without any profile are left out: they get the trending digest.
         """
-        excluded = exclude or {}
-        analyze = self.analyze
-        readers, library = load_readers(connection, subscriber_ids)
-        # Each reader's words analysed once: for the frequencies, and by the model.
-        analysed = {r.profile.interests: tuple(analyze(r.profile.interests)) for r in readers}
-        new_terms: set[str] = set()
-        for terms in analysed.values():
-            new_terms.update(terms)
-        for paper in library.values():
-            new_terms.update(analyze(paper.text()))
-        new_terms -= self.looked_up
-        self.frequencies.update(term_statistics(connection, new_terms).frequencies)
-        self.looked_up |= new_terms
-        self.model.add_library(library)
-        # Each ranked deep enough that the papers left out still leave them their count.
-        ranked = self.model.rank(
-            [r.profile for r in readers],
-            count=[
-                r.count + len(self.candidate_ids.intersection(excluded.get(r.subscriber_id, ())))
-                for r in readers
-            ],
-            analysed=analysed,
-        )
-        picks: dict[int, list[Pick]] = {}
-        for reader, chosen in zip(readers, ranked, strict=True):
-            if not reader.profile.is_empty:
-                left_out = excluded.get(reader.subscriber_id, ())
-                picks[reader.subscriber_id] = [
-                    pick for pick in chosen if pick.arxiv_id not in left_out
-                ][: reader.count]
+        with cycle_collection_paused():
+            excluded = exclude or {}
+            analyze = self.analyze
+            readers, library = load_readers(connection, subscriber_ids)
+            # Each reader's words analysed once: for the frequencies, and by the model.
+            analysed = {r.profile.interests: tuple(analyze(r.profile.interests)) for r in readers}
+            new_terms: set[str] = set()
+            for terms in analysed.values():
+                new_terms.update(terms)
+            for paper in library.values():
+                new_terms.update(analyze(paper.text()))
+            new_terms -= self.looked_up
+            self.frequencies.update(term_statistics(connection, new_terms).frequencies)
+            self.looked_up |= new_terms
+            self.model.add_library(library)
+            # Each ranked deep enough that the papers left out still leave them their count.
+            ranked = self.model.rank(
+                [r.profile for r in readers],
+                count=[
+                    r.count
+                    + len(self.candidate_ids.intersection(excluded.get(r.subscriber_id, ())))
+                    for r in readers
+                ],
+                analysed=analysed,
+            )
+            picks: dict[int, list[Pick]] = {}
+            for reader, chosen in zip(readers, ranked, strict=True):
+                if not reader.profile.is_empty:
+                    left_out = excluded.get(reader.subscriber_id, ())
+                    picks[reader.subscriber_id] = [
+                        pick for pick in chosen if pick.arxiv_id not in left_out
+                    ][: reader.count]
         return picks
 
 

@@ -268,7 +268,7 @@ class RelevanceModel:
         """
         counts = [count] * len(profiles) if isinstance(count, int) else list(count)
         picks: list[list[Pick]] = []
-        with _cycle_collection_paused():
+        with cycle_collection_paused():
             for start in range(0, len(profiles), READERS_PER_CHUNK):
                 end = start + READERS_PER_CHUNK
                 picks.extend(
@@ -636,12 +636,12 @@ class _SharedTerms:
 
 
 @contextmanager
-def _cycle_collection_paused() -> Iterator[None]:
+def cycle_collection_paused() -> Iterator[None]:
     """Python's cycle collector off while ranking: a third of its time went to it.
 
-    Ranking allocates hundreds of thousands of small objects (picks, why
-    lines) that form no cycles, and each of the collector's full passes walks
-    every live object, the callers' earlier batches included.
+    Ranking (and loading the readers it ranks) allocates hundreds of thousands
+    of small objects (profiles, picks, why lines) that form no cycles, and each
+    of the collector's full passes walks every live object. Nesting is fine.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -852,4 +852,11 @@ class _LearnedScorer:
         ]
 
 
-__all__ = ["PaperText", "Pick", "ReaderProfile", "RelevanceModel", "Topic"]
+__all__ = [
+    "PaperText",
+    "Pick",
+    "ReaderProfile",
+    "RelevanceModel",
+    "Topic",
+    "cycle_collection_paused",
+]
