@@ -5,17 +5,18 @@
 For each size (default 100,000 and 1,000,000 readers), one process seeds a
 SQLite database with the labelled papers of tests/data/relevance and N readers
 with varied profiles (`send_throughput.seed_personal`), and a fresh process
-then does what the send's start does, in a start-like transaction that it
-rolls back at the end: the corpus counted, then `ledger.start_sending` taking
-the readers' selections batch by batch (`editions.personal.daily_selections`,
-ranked on their own read connection) and storing each batch's distinct
-selections as it comes (`delivery.selections.store_selections`), then the
-audience queued with them. The candidates are the five latest days' papers
-(200 papers; the day before is the background; scikit-learn is imported and
-the edition prepared before the clock starts). It reports the seconds spent
-ranking (inside the batches), the CPU seconds of that ranking (on a shared
-machine, what the ranking itself cost), the readers per second, the whole
-start's seconds (rank, store, queue), the selections stored, and its own peak
+then does what the send's start does: the corpus counted, every reader ranked
+batch by batch (`editions.personal.daily_selections`) into a temporary file
+(`delivery.selections.spooled`), then, in a start-like transaction that it
+rolls back at the end, `ledger.start_sending` reading the batches back,
+storing each batch's distinct selections (`delivery.selections.store_selections`)
+and queueing the audience with them. The candidates are the five latest days'
+papers (200 papers; the day before is the background; scikit-learn is
+imported and the edition prepared before the clock starts). It reports the
+seconds spent ranking, the CPU seconds of that ranking (on a shared machine,
+what the ranking itself cost), the readers per second, the whole start's
+seconds (rank, store, queue) and the transaction's (store, queue: how long
+SQLite's write lock is held), the selections stored, and its own peak
 resident set (VmHWM, read by the measuring process itself). `--databases DIR`
 keeps the seeded databases there and reuses them (the 1,000,000 seed takes a
 while). Not part of the test suite.
@@ -38,7 +39,7 @@ from sqlalchemy import func, select
 
 from newsletter.core.db import create_db_engine
 from newsletter.delivery import ledger
-from newsletter.delivery.selections import store_selections
+from newsletter.delivery.selections import spooled, store_selections
 from newsletter.editions.content import prepare_edition
 from newsletter.editions.personal import SelectionBatch, daily_selections, index_corpus
 from newsletter.models import Selection
@@ -91,9 +92,12 @@ def rank_child(database_url: str) -> None:
         started = time.perf_counter()
         index_corpus(engine)  # as `edition_selections` does, before the start's transaction
         with engine.connect() as reading, engine.connect() as connection:
+            # Ranked before the start's transaction, as `selections.rank_readers` does.
             batches = TimedBatches(
                 daily_selections(settings, reading, day=day, days=CANDIDATE_DAYS)
             )
+            ranked = spooled(batches)
+            locked = time.perf_counter()
             transaction = connection.begin()
             try:
                 now = dt.datetime.now(dt.UTC)
@@ -102,13 +106,14 @@ def rank_child(database_url: str) -> None:
                     edition_id=edition_id,
                     now=now,
                     selections=lambda c: store_selections(
-                        c, edition_id=edition_id, picks=batches, now=now
+                        c, edition_id=edition_id, picks=ranked, now=now
                     ),
                 )
                 stored = connection.execute(
                     select(func.count()).where(selections.c.edition_id == edition_id)
                 ).scalar_one()
                 start_seconds = time.perf_counter() - started
+                transaction_seconds = time.perf_counter() - locked
             finally:
                 transaction.rollback()  # the seeded database stays as it was, for the next run
     finally:
@@ -122,6 +127,7 @@ def rank_child(database_url: str) -> None:
                 "seconds": batches.seconds,
                 "cpu_seconds": batches.cpu_seconds,
                 "start_seconds": start_seconds,
+                "transaction_seconds": transaction_seconds,
                 "selections": stored,
                 "queued": queued,
                 "peak_rss_mb": own_peak_rss_kib() / 1024,
@@ -197,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{figures['readers'] / figures['seconds']:,.0f} readers/s), "
                 f"peak RSS {figures['peak_rss_mb']:.0f} MB; "
                 f"start (rank, store, queue) {figures['start_seconds']:.2f} s, "
+                f"of which the transaction (store, queue) {figures['transaction_seconds']:.2f} s, "
                 f"{int(figures['selections']):,} selections stored",
                 flush=True,
             )

@@ -805,7 +805,9 @@ def measure_personal(arguments: argparse.Namespace) -> dict[str, object]:
                 prepare_edition(settings, engine, day=day)
                 started = time.perf_counter()
                 # The batches the start would take, ranked and dropped (the start ranks again).
-                ranked = sum(len(batch) for batch in rank_readers(settings, engine, day=day))
+                ranked = sum(
+                    len(batch.readers) for batch in rank_readers(settings, engine, day=day)
+                )
                 ranking = time.perf_counter() - started
                 log(f"round {round_number + 1}: ranked {ranked} readers in {ranking:.2f} s")
                 results.setdefault("ranking_seconds", []).append(ranking)  # type: ignore[union-attr]

@@ -25,7 +25,11 @@ from newsletter.core.settings import Settings, load_settings
 from newsletter.delivery import ledger
 from newsletter.delivery import selections as delivery_selections
 from newsletter.delivery.control import start_edition
-from newsletter.delivery.selections import PersonalDigests, store_selections
+from newsletter.delivery.selections import (
+    PersonalDigests,
+    PreparedSelections,
+    store_selections,
+)
 from newsletter.delivery.worker import send_edition
 from newsletter.editions import personal
 from newsletter.editions.content import prepare_edition
@@ -158,9 +162,9 @@ def test_the_start_ranks_before_it_locks_then_stores_batch_by_batch_a_shared_sel
         return load_readers(connection, subscriber_ids, **kwargs)  # type: ignore[arg-type]
 
     def storing(
-        connection: Connection, *, batch: dict[int, ReaderSelection], **kwargs: object
+        connection: Connection, *, batch: PreparedSelections, **kwargs: object
     ) -> dict[int, int]:
-        events.append(("stored", frozenset(batch)))
+        events.append(("stored", frozenset(reader for reader, _ in batch.readers)))
         return store_batch(connection, batch=batch, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(personal, "load_readers", ranking)
@@ -292,7 +296,10 @@ def test_a_reader_in_two_batches_keeps_the_first_selection(
             selections=lambda c: store_selections(
                 c,
                 edition_id=edition_id,
-                picks=[{first: daily}, {first: weekly, second: weekly}],
+                picks=[
+                    PreparedSelections.of({first: daily}),
+                    PreparedSelections.of({first: weekly, second: weekly}),
+                ],
                 now=now,
             ),
         )

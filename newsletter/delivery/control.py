@@ -20,9 +20,8 @@ from newsletter.core.settings import Settings
 from newsletter.delivery import ledger
 from newsletter.delivery.breaker import reset_breaker
 from newsletter.delivery.ledger import clean_error_text
-from newsletter.delivery.selections import rank_readers, store_selections
+from newsletter.delivery.selections import PreparedSelections, rank_readers, store_selections
 from newsletter.editions.lifecycle import EditionEvent, apply_event, next_status
-from newsletter.editions.personal import SelectionBatch
 from newsletter.models import Edition, EditionStatus
 
 __all__ = [
@@ -95,7 +94,7 @@ def start_edition(
 
 def picks_if_draft(
     engine: Engine, edition_date: dt.date, settings: Settings | None
-) -> Iterable[SelectionBatch]:
+) -> Iterable[PreparedSelections]:
     """The day's selections, batch by batch, when the edition is still a draft.
 
     A started edition keeps its own (none here). Call it before the start's

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, Engine, select
 
 from newsletter.core.db import upsert_insert
+from newsletter.core.memory import cycle_collection_paused
 from newsletter.core.settings import Settings
 from newsletter.delivery.assemble import CompiledDigest
 from newsletter.editions.personal import (
@@ -54,7 +55,9 @@ from newsletter.render import DigestBlocks
 
 __all__ = [
     "PersonalDigests",
+    "PreparedSelections",
     "rank_readers",
+    "spooled",
     "store_selection_batch",
     "store_selections",
 ]
@@ -69,30 +72,74 @@ SELECTIONS_KEPT = 4096
 QP_CACHE_MAX_PIECES = 50_000
 
 
-def rank_readers(settings: Settings, engine: Engine, *, day: dt.date) -> Iterator[SelectionBatch]:
+def rank_readers(
+    settings: Settings, engine: Engine, *, day: dt.date
+) -> Iterator[PreparedSelections]:
     """Each reader's selection of the day (daily personal readers, weekly readers of the day).
 
-    Every batch is ranked now, before the start's transaction, and kept in a
-    temporary file as it comes (`_Spool`); the returned iterator reads them
-    back one batch at a time for `store_selections`. So memory holds one batch
+    Every batch is ranked now, before the start's transaction, prepared as
+    rows (`PreparedSelections`) and kept in a temporary file as it comes
+    (`_Spool`); the returned iterator reads them back one batch at a time for
+    `store_selections`. So memory holds one batch
     however many readers there are, and the start holds its write lock only
     while it stores and queues: ranking inside it kept every other writer of a
     SQLite database (sign-ups, another edition's worker) waiting for the
     whole ranking, 26 s at 100,000 readers. Readers absent get the trending
     digest.
     """
+    return spooled(edition_selections(settings, engine, day=day))
+
+
+def spooled(batches: Iterable[SelectionBatch]) -> Iterator[PreparedSelections]:
+    """Take every batch now, prepared for storing, into a temporary file; then read them back."""
     spool = _Spool()
     try:
-        for batch in edition_selections(settings, engine, day=day):
-            spool.write(batch)
+        for batch in batches:
+            with cycle_collection_paused():  # a batch makes ~100,000 small objects, no cycles
+                prepared = PreparedSelections.of(batch)
+            spool.write(prepared)
     except BaseException:
         spool.close()
         raise
     return spool.read()
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedSelections:
+    """One batch's distinct selections as rows of `selections`, and whose is which.
+
+    Made while ranking, outside the start's transaction: fingerprints and the
+    rows' values are most of storing's CPU, and plain values (no objects per
+    pick) are quick to write to and read from the spool.
+    """
+
+    rows: list[dict[str, object]]  # fingerprint, picks, for_you, trending
+    readers: list[tuple[int, str]]  # (subscriber id, their selection's fingerprint)
+
+    @classmethod
+    def of(cls, batch: Mapping[int, ReaderSelection]) -> PreparedSelections:
+        rows: dict[str, dict[str, object]] = {}
+        readers: list[tuple[int, str]] = []
+        for subscriber_id, chosen in batch.items():
+            fingerprint = chosen.fingerprint()
+            readers.append((subscriber_id, fingerprint))
+            if fingerprint not in rows:
+                rows[fingerprint] = {
+                    "fingerprint": fingerprint,
+                    "picks": [
+                        {"arxiv_id": p.arxiv_id, "score": round(p.score, 6), "why": p.why}
+                        for p in chosen.picks
+                    ],
+                    "for_you": chosen.for_you,
+                    "trending": (
+                        None if chosen.week_trending is None else list(chosen.week_trending)
+                    ),
+                }
+        return cls(list(rows.values()), readers)
+
+
 class _Spool:
-    """Batches of selections in an unnamed temporary file, compressed: written, then read once.
+    """Prepared batches in an unnamed temporary file, compressed: written, then read once.
 
     The file is this process's own (unlinked at creation), so pickle is safe
     here; the why lines and paper ids repeat from reader to reader, so each
@@ -103,16 +150,16 @@ class _Spool:
         # Open across `write` and `read`, which closes it (or `close`, on failure).
         self._file = tempfile.TemporaryFile()  # noqa: SIM115
 
-    def write(self, batch: SelectionBatch) -> None:
+    def write(self, batch: PreparedSelections) -> None:
         data = zlib.compress(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL), 1)
         self._file.write(len(data).to_bytes(8, "big"))
         self._file.write(data)
 
-    def read(self) -> Iterator[SelectionBatch]:
+    def read(self) -> Iterator[PreparedSelections]:
         self._file.seek(0)
         with self._file:
             while header := self._file.read(8):
-                batch: SelectionBatch = pickle.loads(
+                batch: PreparedSelections = pickle.loads(
                     zlib.decompress(self._file.read(int.from_bytes(header, "big")))
                 )
                 yield batch
@@ -125,7 +172,7 @@ def store_selections(
     connection: Connection,
     *,
     edition_id: int,
-    picks: Iterable[Mapping[int, ReaderSelection]],
+    picks: Iterable[PreparedSelections],
     now: dt.datetime,
 ) -> Iterator[dict[int, int]]:
     """Store each batch's distinct selections (once per edition); yield its readers' selection ids.
@@ -134,24 +181,16 @@ def store_selections(
     absent from every batch get no selection: the trending digest.
     """
     for batch in picks:
-        yield store_selection_batch(connection, edition_id=edition_id, batch=batch, now=now)
+        with cycle_collection_paused():  # a batch makes ~100,000 small objects, no cycles
+            ids = store_selection_batch(connection, edition_id=edition_id, batch=batch, now=now)
+        yield ids
 
 
 def store_selection_batch(
-    connection: Connection,
-    *,
-    edition_id: int,
-    batch: Mapping[int, ReaderSelection],
-    now: dt.datetime,
+    connection: Connection, *, edition_id: int, batch: PreparedSelections, now: dt.datetime
 ) -> dict[int, int]:
     """Store one batch's selections not stored yet; each of its readers' selection id."""
-    by_fingerprint: dict[str, ReaderSelection] = {}
-    readers: dict[str, list[int]] = {}
-    for subscriber_id, chosen in batch.items():
-        fingerprint = chosen.fingerprint()
-        by_fingerprint.setdefault(fingerprint, chosen)
-        readers.setdefault(fingerprint, []).append(subscriber_id)
-    if not by_fingerprint:
+    if not batch.rows:
         return {}
     # An earlier batch may have stored the same selection: the unique
     # (edition, fingerprint) keeps that row, and its id is read back below.
@@ -159,24 +198,10 @@ def store_selection_batch(
         index_elements=["edition_id", "fingerprint"]
     )
     connection.execute(
-        statement,
-        [
-            {
-                "edition_id": edition_id,
-                "fingerprint": fingerprint,
-                "picks": [
-                    {"arxiv_id": p.arxiv_id, "score": round(p.score, 6), "why": p.why}
-                    for p in chosen.picks
-                ],
-                "for_you": chosen.for_you,
-                "trending": None if chosen.week_trending is None else list(chosen.week_trending),
-                "created_at": now,
-            }
-            for fingerprint, chosen in by_fingerprint.items()
-        ],
+        statement, [{**row, "edition_id": edition_id, "created_at": now} for row in batch.rows]
     )
     ids: dict[str, int] = {}
-    fingerprints = sorted(by_fingerprint)
+    fingerprints = sorted(str(row["fingerprint"]) for row in batch.rows)
     for start in range(0, len(fingerprints), 900):
         ids.update(
             connection.execute(
@@ -186,11 +211,7 @@ def store_selection_batch(
                 )
             ).all()
         )
-    return {
-        subscriber_id: ids[fingerprint]
-        for fingerprint, subscriber_ids in readers.items()
-        for subscriber_id in subscriber_ids
-    }
+    return {subscriber_id: ids[fingerprint] for subscriber_id, fingerprint in batch.readers}
 
 
 @dataclass

@@ -50,6 +50,7 @@ from newsletter.core.errors import (
     NoDigestThatDayError,
     SubscriberNotFoundError,
 )
+from newsletter.core.memory import cycle_collection_paused
 from newsletter.core.settings import Settings
 from newsletter.core.templating import make_template_environment
 from newsletter.editions.content import end_of_day, prepare_edition, stored_ranking
@@ -67,7 +68,6 @@ from newsletter.models import (
 )
 from newsletter.rank import rank_papers
 from newsletter.relevance import PaperText, Pick, ReaderProfile, RelevanceModel, TermStatistics
-from newsletter.relevance.model import cycle_collection_paused
 from newsletter.relevance.terms import analyzer, document_terms
 from newsletter.relevance.topics import load_topics
 from newsletter.render import DigestBlocks, PersonalDigest, render_blocks
@@ -783,10 +783,12 @@ def daily_selections(
     ranking: ReaderRanking | None = None
     for page in _reader_id_pages(connection, *_daily_personal()):
         ranking = ranking or ReaderRanking.fit(settings, connection, day=day, days=days)
-        yield {
-            reader: ReaderSelection(tuple(picks))
-            for reader, picks in ranking.picks(connection, page).items()
-        }
+        with cycle_collection_paused():
+            batch = {
+                reader: ReaderSelection(tuple(picks))
+                for reader, picks in ranking.picks(connection, page).items()
+            }
+        yield batch
 
 
 def weekly_selections(

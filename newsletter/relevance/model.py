@@ -32,10 +32,8 @@ works for both scorers (whose scales differ) and for short and long profiles.
 
 from __future__ import annotations
 
-import gc
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -44,6 +42,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.sparse import csr_matrix, vstack
 
+from newsletter.core.memory import cycle_collection_paused
 from newsletter.relevance.terms import (
     TermSpace,
     TermStatistics,
@@ -635,23 +634,6 @@ class _SharedTerms:
         return first, second
 
 
-@contextmanager
-def cycle_collection_paused() -> Iterator[None]:
-    """Python's cycle collector off while ranking: a third of its time went to it.
-
-    Ranking (and loading the readers it ranks) allocates hundreds of thousands
-    of small objects (profiles, picks, why lines) that form no cycles, and each
-    of the collector's full passes walks every live object. Nesting is fine.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 # Where a reader's text breaks into phrases: "legged robots, sim-to-real" is two.
 _PHRASE_BREAK = re.compile(r"[,;:.!?()\n]|\band\b|\balso\b", re.IGNORECASE)
 # A longer phrase is a sentence, not an interest to quote.
@@ -858,5 +840,4 @@ __all__ = [
     "ReaderProfile",
     "RelevanceModel",
     "Topic",
-    "cycle_collection_paused",
 ]
