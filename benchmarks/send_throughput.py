@@ -22,7 +22,10 @@ interests in tests/data/relevance, different "For you" counts) against
 that set's papers; the time of ranking every reader in one pass, the number
 of distinct selections, the largest encoded HTML part of any selection, and
 `send_edition` (SQLite) in messages per second beside raw aiosmtplib sending
-one personal digest's bytes over the same connections, round by round;
+one personal digest's bytes over the same connections, round by round. With
+`--all-different` as well, the worst case: every reader's words carry a token of
+their own in each phrase, so every reader's why lines, hence their selection,
+differ (one compiled digest per reader);
 
 run interleaved round by round; each ratio is taken within a round and the
 median over the rounds is reported with its spread. Then the peak memory
@@ -710,8 +713,14 @@ def measure_dry_run_peak(subscribers: int, concurrency: int, papers: int) -> tup
 RELEVANCE_DATA = PROJECT_ROOT / "tests" / "data" / "relevance"
 
 
-def seed_personal(engine: Engine, *, readers: int, seed: int) -> dt.date:
-    """The labelled papers and N readers with varied profiles; returns the day to send."""
+def seed_personal(
+    engine: Engine, *, readers: int, seed: int, all_different: bool = False
+) -> dt.date:
+    """The labelled papers and N readers with varied profiles; returns the day to send.
+
+    `all_different`: every reader has words, each phrase with a token of their
+    own ("regret bounds r17"), which their why lines quote: no two selections alike.
+    """
     import random
 
     from newsletter.relevance.topics import load_topics
@@ -759,6 +768,9 @@ def seed_personal(engine: Engine, *, readers: int, seed: int) -> dt.date:
     for n in range(1, readers + 1):
         interests = ", ".join(chance.sample(phrases, chance.randint(0, 3)))
         chosen = chance.sample(topics, chance.randint(0 if interests else 1, 2))
+        if all_different:  # no topics: their why lines would be alike
+            own = chance.sample(phrases, chance.randint(1, 3))
+            interests, chosen = ", ".join(f"{phrase} r{n}" for phrase in own), []
         subscribers.append(
             {
                 "email": f"reader{n}@example.org",
@@ -801,7 +813,9 @@ def measure_personal(arguments: argparse.Namespace) -> dict[str, object]:
             settings = bench_settings(url, port, concurrency)
             engine = create_db_engine(url)
             try:
-                day = seed_personal(engine, readers=count, seed=round_number)
+                day = seed_personal(
+                    engine, readers=count, seed=round_number, all_different=arguments.all_different
+                )
                 prepare_edition(settings, engine, day=day)
                 started = time.perf_counter()
                 # The batches the start would take, ranked and dropped (the start ranks again).
@@ -1102,6 +1116,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--personal",
         action="store_true",
         help="only the personal-digest case (readers with profiles; see the docstring)",
+    )
+    parser.add_argument(
+        "--all-different",
+        action="store_true",
+        help="with --personal: every reader's selection differs from every other's",
     )
     parser.add_argument(
         "--postfix",
