@@ -58,3 +58,17 @@ def test_a_small_sqlite_command_loads_neither_alembic_nor_postgresql_nor_the_web
     assert not loaded & {"alembic", "psycopg", "fastapi", "uvicorn", "mjml", "jinja2"}, sorted(
         loaded & {"alembic", "psycopg", "fastapi", "uvicorn", "mjml", "jinja2"}
     )
+
+
+def test_a_sending_worker_starts_without_the_ranking_libraries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every sending process pays its imports: numpy, scipy and scikit-learn were a
+    # third of a worker's start-up, and a worker only reads stored selections.
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    _modules_loaded_by("db", "upgrade")
+    loaded = _modules_loaded_by("worker", "--processes", "1")
+    assert "aiosmtplib" in loaded  # the check sees what was imported
+    assert not loaded & {"numpy", "scipy", "sklearn"}, sorted(
+        loaded & {"numpy", "scipy", "sklearn"}
+    )

@@ -24,6 +24,7 @@ import json
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from jinja2 import Environment
 from sqlalchemy import (
@@ -67,13 +68,16 @@ from newsletter.models import (
     Subscriber,
 )
 from newsletter.rank import rank_papers
-from newsletter.relevance import PaperText, Pick, ReaderProfile, RelevanceModel, TermStatistics
-from newsletter.relevance.terms import analyzer, document_terms
+from newsletter.relevance.profiles import PaperText, Pick, ReaderProfile
 from newsletter.relevance.topics import load_topics
 from newsletter.render import DigestBlocks, PersonalDigest, render_blocks
 from newsletter.values import PaperRecord, RankedPaper, new_link_marker
 from subscribers.models import WEEKDAYS, DigestMode, Frequency, SubscriberStatus, Verdict
 from subscribers.tokens import feedback_url, preferences_url, unsubscribe_url, view_url
+
+if TYPE_CHECKING:
+    from newsletter.relevance.model import RelevanceModel
+    from newsletter.relevance.terms import TermStatistics
 
 papers = Paper.__table__  # type: ignore[attr-defined]
 deliveries = Delivery.__table__  # type: ignore[attr-defined]
@@ -119,6 +123,8 @@ def paper_text_of(row: RowMapping) -> PaperText:
 
 def index_corpus(engine: Engine, *, now: dt.datetime | None = None) -> int:
     """Count the terms of papers new or changed since they were last counted; how many."""
+    from newsletter.relevance.terms import document_terms  # scikit-learn's analyzer: on demand
+
     counted = 0
     moment = now or utc_now()
     while True:
@@ -181,6 +187,8 @@ def _apply_counts(connection: Connection, change: Counter[str]) -> None:
 
 def term_statistics(connection: Connection, terms: Iterable[str]) -> TermStatistics:
     """Document frequencies of the given terms (the only ones a ranking run needs)."""
+    from newsletter.relevance.terms import TermStatistics
+
     documents = connection.execute(
         select(func.count()).select_from(papers).where(papers.c.indexed_terms.is_not(None))
     ).scalar_one()
@@ -322,6 +330,8 @@ class ReaderRanking:
         self.frequencies = frequencies
         self.looked_up = looked_up
         self.candidate_ids = candidate_ids
+        from newsletter.relevance.terms import analyzer
+
         self.analyze = analyzer()
 
     @classmethod
@@ -329,6 +339,9 @@ class ReaderRanking:
         cls, settings: Settings, connection: Connection, *, day: dt.date, days: int = 1
     ) -> ReaderRanking:
         """The model of the papers of the `days` days ending with `day` (the corpus counted)."""
+        from newsletter.relevance.model import RelevanceModel
+        from newsletter.relevance.terms import TermStatistics, analyzer
+
         first_day = day - dt.timedelta(days=days - 1)
         columns = PAPER_TEXT_COLUMNS
         candidates = [

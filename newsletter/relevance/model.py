@@ -43,12 +43,12 @@ from numpy.typing import NDArray
 from scipy.sparse import csr_matrix, vstack
 
 from newsletter.core.memory import cycle_collection_paused
+from newsletter.relevance.profiles import PaperText, Pick, ReaderProfile, Topic
 from newsletter.relevance.terms import (
     TermSpace,
     TermStatistics,
     WeightedTerms,
     analyzer,
-    paper_text,
 )
 
 
@@ -90,62 +90,6 @@ ABSOLUTE_FLOOR = 0.03
 BIGRAM_PREFERENCE = 1.5
 # Readers scored at once: bounds memory at chunk × documents × papers.
 READERS_PER_CHUNK = 2_000
-
-
-@dataclass(frozen=True, slots=True)
-class Topic:
-    """A configured topic: what the sign-up form shows and what it means for ranking."""
-
-    name: str
-    description: str
-    keywords: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()
-
-    def text(self) -> str:
-        return "\n".join([self.name, self.description, ", ".join(self.keywords)])
-
-
-@dataclass(frozen=True, slots=True)
-class PaperText:
-    """The words of one paper, by arXiv id."""
-
-    arxiv_id: str
-    title: str
-    abstract: str = ""
-    keywords: tuple[str, ...] = ()
-
-    def text(self) -> str:
-        return paper_text(self.title, self.abstract, self.keywords)
-
-
-@dataclass(frozen=True, slots=True)
-class ReaderProfile:
-    """What one reader asked for and told us; papers by arXiv id."""
-
-    topics: tuple[str, ...] = ()
-    interests: str = ""
-    liked: tuple[str, ...] = ()
-    disliked: tuple[str, ...] = ()
-    skipped: tuple[str, ...] = ()  # shown in an earlier digest, neither liked nor disliked
-
-    @property
-    def is_empty(self) -> bool:
-        """No positive signal at all: such a reader gets the trending digest."""
-        return not (self.topics or self.interests.strip() or self.liked)
-
-    @property
-    def judgements(self) -> int:
-        """How many papers the reader has judged: enough of them train their own model."""
-        return len(self.liked) + len(self.disliked)
-
-
-@dataclass(frozen=True, slots=True)
-class Pick:
-    """One paper chosen for a reader: its score and the one line that says why."""
-
-    arxiv_id: str
-    score: float
-    why: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,11 +41,6 @@ def analyzer() -> Callable[[str], list[str]]:
     return analyze
 
 
-def paper_text(title: str, abstract: str, keywords: Iterable[str] = ()) -> str:
-    """What a paper is about, as one text: the title counts twice, it is the densest part."""
-    return "\n".join([title, title, abstract, ", ".join(keywords)])
-
-
 def document_terms(text: str) -> set[str]:
     """The distinct terms of one document, as counted in document frequencies."""
     return set(analyzer()(text))

@@ -15,7 +15,7 @@ from typing import Any
 
 from newsletter.core.errors import ConfigurationError
 from newsletter.core.text import has_unsafe_characters
-from newsletter.relevance.model import Topic
+from newsletter.relevance.profiles import Topic
 
 MAX_TOPICS = 50
 MAX_TEXT = 1_000
