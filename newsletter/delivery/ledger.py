@@ -570,8 +570,13 @@ def next_wake_time(connection: Connection, *, edition_id: int | None) -> dt.date
 
 def queued_and_next_wake_time(
     connection: Connection, *, edition_id: int | None
-) -> tuple[int, dt.datetime | None]:
-    """How many rows of sending editions (or the given one) are queued, and `next_wake_time`."""
+) -> tuple[int, dt.datetime | None, bool]:
+    """Rows of sending editions (or the given one) queued, `next_wake_time`, and why then.
+
+    The third: True when the next wake is a lease running out, that is, rows
+    another worker holds in flight (it will write them long before), not a
+    retry's backoff.
+    """
     count, retry_at, lease_until = connection.execute(
         select(
             func.count(),
@@ -580,10 +585,14 @@ def queued_and_next_wake_time(
         ).where(*_queued_rows(edition_id))
     ).one()
     if not count:
-        return 0, None
-    times = [_aggregate_time(value) for value in (retry_at, lease_until) if value is not None]
-    # Queued rows with neither time set are claimable right now.
-    return count, min(times) if times else dt.datetime.min.replace(tzinfo=dt.UTC)
+        return 0, None, False
+    retry = None if retry_at is None else _aggregate_time(retry_at)
+    lease = None if lease_until is None else _aggregate_time(lease_until)
+    times = [time for time in (retry, lease) if time is not None]
+    if not times:  # queued rows with neither time set are claimable right now
+        return count, dt.datetime.min.replace(tzinfo=dt.UTC), False
+    wake = min(times)
+    return count, wake, wake == lease and (retry is None or lease <= retry)
 
 
 def _aggregate_time(value: object) -> dt.datetime:

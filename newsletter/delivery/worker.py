@@ -598,7 +598,7 @@ class _Worker:
                 if status is EditionStatus.PAUSED:
                     self.paused_reason = reason or "paused"
                 return True
-        waiting, wake = await self._db(
+        waiting, wake, in_flight = await self._db(
             lambda c: ledger.queued_and_next_wake_time(c, edition_id=edition_id)
         )
         if wake is None:
@@ -614,6 +614,12 @@ class _Worker:
             self.last_errors.clear()
             self.stopped.clear()
             await _wait_briefly(self.stop, IDLE_POLL_SECONDS)
+            return False
+        if in_flight:
+            # Another worker is sending the rows left: look again soon, since it
+            # finishes them in moments (it is the lease's end only if it died),
+            # and a whole poll would keep the send from ending for a second.
+            await _wait_briefly(self.stop, FLUSH_INTERVAL_SECONDS)
             return False
         delay = (wake - self.clock()).total_seconds()
         if delay > 0 and self.progress is not None:

@@ -74,6 +74,8 @@ RESTART_RESET_SECONDS = 300.0
 # CPU per message doing so (a quarter of a sending process's own), on a machine whose cores
 # the children and the relay need; once a second the bar still moves smoothly.
 PROGRESS_POLL_SECONDS = 1.0
+# How soon the parent of several sending processes forwards a SIGINT or SIGTERM to them.
+SIGNAL_CHECK_SECONDS = 0.1
 
 
 def available_cores() -> int:
@@ -349,6 +351,16 @@ def run_sending_processes(
     already_done = sum(tally.total(status) for status in DeliveryStatus) - queued
     if progress is not None:
         progress.started(queued + already_done, already_done)
+    # Set by a child's watcher when the child ends: the send is over when the
+    # last one does, and waiting out the progress poll cost up to a second.
+    ended = threading.Event()
+
+    def child_ended(worker_id: str) -> None:
+        try:
+            _release_leases(engine, worker_id)
+        finally:
+            ended.set()
+
     processes = [
         WorkerProcess(
             settings,
@@ -358,11 +370,12 @@ def run_sending_processes(
             # A child that died holding rows: the others (or the child started again, under
             # the same id) get them now, not when its lease runs out. One that stopped well
             # handed them back itself.
-            on_exit=partial(_release_leases, engine, worker_id),
+            on_exit=partial(child_ended, worker_id),
         )
         for worker_id, command in children.items()
     ]
     stopped = killed = False
+    shown_at = time.monotonic()
     try:
         for child in processes:
             child.start()
@@ -375,9 +388,12 @@ def run_sending_processes(
                 stopped = True
                 for child in processes:
                     child.terminate()
-            # Woken early by the first signal (to forward it), else by the next poll.
-            (kill if stop.is_set() else stop).wait(PROGRESS_POLL_SECONDS)
-            if progress is not None:
+            # Woken by a child's end, else soon enough to forward a signal.
+            if ended.wait(SIGNAL_CHECK_SECONDS):
+                ended.clear()
+                continue
+            if progress is not None and time.monotonic() - shown_at >= PROGRESS_POLL_SECONDS:
+                shown_at = time.monotonic()
                 _show(tally, progress, edition_id)
     finally:
         for child in processes:
@@ -428,7 +444,9 @@ def _show(tally: _LedgerTally, progress: SendProgress, edition_id: int | None) -
     if tally.advance(progress):
         return
     with tally.engine.begin() as connection:
-        waiting, wake = ledger.queued_and_next_wake_time(connection, edition_id=edition_id)
-    if wake is not None and wake > utc_now():
+        waiting, wake, in_flight = ledger.queued_and_next_wake_time(
+            connection, edition_id=edition_id
+        )
+    if wake is not None and wake > utc_now() and not in_flight:
         # Every row left waits on its backoff: say so rather than sit silent.
         progress.waiting(waiting, wake, None)
