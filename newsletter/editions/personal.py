@@ -312,8 +312,8 @@ def _stored_texts(connection: Connection, arxiv_ids: Sequence[str]) -> dict[str,
 class ReaderRanking:
     """The candidates of a day (or a week) fitted once, then readers ranked a batch at a time.
 
-    Only reads: it may run on its own connection while another holds a write
-    transaction (the send's start consumes batches inside its own). The term
+    Only reads, on a connection of its own (the send's start ranks every batch
+    before its transaction, `delivery.selections.rank_readers`). The term
     frequencies grow batch by batch with the terms of the batch's readers'
     words and papers (a term's frequency, once loaded, never changes here), so
     a reader's picks do not depend on which batch they are ranked in.
@@ -326,12 +326,12 @@ class ReaderRanking:
         looked_up: set[str],
         candidate_ids: frozenset[str],
     ) -> None:
+        from newsletter.relevance.terms import analyzer  # with scikit-learn: only when ranking
+
         self.model = model
         self.frequencies = frequencies
         self.looked_up = looked_up
         self.candidate_ids = candidate_ids
-        from newsletter.relevance.terms import analyzer
-
         self.analyze = analyzer()
 
     @classmethod
