@@ -31,7 +31,7 @@ from newsletter.models import Delivery, Edition, Paper, ReaderPaper, Selection, 
 from newsletter.values import fill_personal_links
 from newsletter.web.app import create_app
 from subscribers.tokens import preferences_url, read_feedback_token, unsubscribe_url
-from tests.support.cli import cli_environment, run_cli
+from tests.support.cli import cli_environment, run_cli, send_day
 from tests.support.postgres import postgres_database_or_skip
 from tests.support.relevance_corpus import store_labelled_papers
 from tests.support.smtp_server import ReceivedMessage, RecordingSmtpServer
@@ -398,16 +398,6 @@ def test_papers_shown_and_passed_over_count_as_skipped_the_next_day(
 WEDNESDAY, SATURDAY = dt.date(2026, 11, 4), dt.date(2026, 11, 7)
 
 
-def _send_day(
-    server: RecordingSmtpServer, env: dict[str, str], day: dt.date, expected: int
-) -> dict[str, ReceivedMessage]:
-    """Send the edition of `day`; the messages it delivered, by recipient."""
-    before = len(server.messages)
-    result = run_cli("send", "--date", day.isoformat(), env=env)
-    assert server.handler.wait_for_messages(before + expected, timeout=60), result.stdout
-    return {m.rcpt_tos[0]: m for m in server.messages[before:]}
-
-
 def _make_weekly(engine: Engine, address: str, weekday: int) -> None:
     with engine.begin() as connection:
         connection.execute(
@@ -443,10 +433,10 @@ def test_weekly_readers_get_the_best_of_the_week_on_their_day_and_nothing_repeat
                 .values(digest_mode="trending")
             )
 
-        wednesday = _send_day(server, env, WEDNESDAY, 2)
+        wednesday = send_day(server, env, WEDNESDAY, 2)
         assert set(wednesday) == {"daily@example.org", "weekly@example.org"}
         _make_weekly(engine, "weekly@example.org", SATURDAY.weekday())
-        thursday = _send_day(server, env, WEDNESDAY + dt.timedelta(days=1), 1)
+        thursday = send_day(server, env, WEDNESDAY + dt.timedelta(days=1), 1)
         assert set(thursday) == {"daily@example.org"}  # not a weekly reader's day
         # Wednesday's papers become the week's most popular: what the weekly
         # reader already received would lead "Trending this week" if it could repeat.
@@ -456,7 +446,7 @@ def test_weekly_readers_get_the_best_of_the_week_on_their_day_and_nothing_repeat
                 .where(papers.c.daily_date == WEDNESDAY)
                 .values(upvotes=papers.c.upvotes + 5000)
             )
-        saturday = _send_day(server, env, SATURDAY, 3)
+        saturday = send_day(server, env, SATURDAY, 3)
 
     # The Monday reader is in no audience of the week; the others only on their day.
     assert set(saturday) == {"daily@example.org", "weekly@example.org", "popular@example.org"}
@@ -515,7 +505,7 @@ def test_view_in_browser_shows_the_readers_own_copy_as_sent(
         env = cli_environment(url, server.port)
         for address in ("legs@example.org", "speech@example.org", "plain@example.org"):
             run_cli("subscribers", "add", address, "--confirmed", *READERS[address], env=env)
-        received = _send_day(server, env, DAY, 3)
+        received = send_day(server, env, DAY, 3)
     # The profile changes after the send: the reader's copy stays what was sent.
     with engine.begin() as connection:
         connection.execute(update(subscribers).values(interests="quokka husbandry", topics=[]))

@@ -19,9 +19,9 @@ from sqlalchemy import Engine, select, update
 
 from newsletter.core.db import create_db_engine, upgrade_schema
 from newsletter.models import Delivery, Edition, Paper, Selection, Subscriber
-from tests.support.cli import cli_environment, run_cli
+from tests.support.cli import cli_environment, run_cli, send_day
 from tests.support.relevance_corpus import store_labelled_papers
-from tests.support.smtp_server import ReceivedMessage, RecordingSmtpServer
+from tests.support.smtp_server import RecordingSmtpServer
 
 WEDNESDAY, THURSDAY, SATURDAY = dt.date(2026, 11, 4), dt.date(2026, 11, 5), dt.date(2026, 11, 7)
 LEGS = ["--topics", "Robotics", "--interests", "legged locomotion, sim-to-real"]
@@ -55,16 +55,6 @@ def _make_weekly(engine: Engine, address: str, weekday: int, **values: Any) -> N
         )
 
 
-def _send_day(
-    server: RecordingSmtpServer, env: dict[str, str], day: dt.date, expected: int
-) -> dict[str, ReceivedMessage]:
-    """Send the edition of `day`; the messages it delivered, by recipient."""
-    before = len(server.messages)
-    result = run_cli("send", "--date", day.isoformat(), env=env)
-    assert server.handler.wait_for_messages(before + expected, timeout=60), result.stdout
-    return {m.rcpt_tos[0]: m for m in server.messages[before:]}
-
-
 def _preview_json(env: dict[str, str], day: dt.date, address: str) -> dict[str, list[str]]:
     """The previewed sections of `address`'s digest: section name → arXiv ids, in order."""
     result = run_cli("preview", "--date", day.isoformat(), "--json", "--for", address, env=env)
@@ -91,7 +81,7 @@ def test_a_weekly_readers_preview_on_their_day_is_the_digest_the_send_delivers(
         run_cli("subscribers", "add", "weekly@example.org", "--confirmed", *LEGS, env=env)
         run_cli("subscribers", "add", "popular@example.org", "--confirmed", env=env)
         _make_weekly(engine, "popular@example.org", SATURDAY.weekday(), digest_mode="trending")
-        wednesday = _send_day(server, env, WEDNESDAY, 1)
+        wednesday = send_day(server, env, WEDNESDAY, 1)
         _make_weekly(engine, "weekly@example.org", SATURDAY.weekday())
         # Wednesday's papers become the week's most popular: were they not left
         # out, they would lead "Trending this week".
@@ -117,7 +107,7 @@ def test_a_weekly_readers_preview_on_their_day_is_the_digest_the_send_delivers(
             str(out),
             env=env,
         )
-        saturday = _send_day(server, env, SATURDAY, 2)
+        saturday = send_day(server, env, SATURDAY, 2)
 
     with engine.connect() as connection:
         sent = {

@@ -709,9 +709,9 @@ class _LearnedScorer:
 
         `gram` holds the likeness of every two of their documents' full vectors.
         Readers with the same number of examples solve their systems as one
-        stack (`np.linalg.solve` over a batch): the arithmetic of `score` per
-        reader, without its per-reader overhead, which made the learned model
-        cost about 0.3 ms a reader.
+        stack (`np.linalg.solve` over a batch): solved one reader at a time,
+        numpy's overhead per call made the learned model cost about 0.3 ms a
+        reader.
         """
         scored: list[_Scored | None] = [None] * len(readers)
         by_size: dict[int, list[int]] = {}

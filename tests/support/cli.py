@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
+
+from tests.support.smtp_server import ReceivedMessage, RecordingSmtpServer
 
 # The secret the `newsletter` processes of the tests sign their links with.
 CLI_SECRET_KEY = "cli-test-secret"
@@ -40,3 +43,13 @@ def run_cli(
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def send_day(
+    server: RecordingSmtpServer, env: dict[str, str], day: dt.date, expected: int
+) -> dict[str, ReceivedMessage]:
+    """`newsletter send` the edition of `day`; the `expected` messages delivered, by recipient."""
+    before = len(server.messages)
+    result = run_cli("send", "--date", day.isoformat(), env=env)
+    assert server.handler.wait_for_messages(before + expected, timeout=60), result.stdout
+    return {m.rcpt_tos[0]: m for m in server.messages[before:]}
