@@ -8,7 +8,7 @@ with varied profiles (`send_throughput.seed_personal`), and a fresh process
 then does what the send's start does: the corpus counted, every reader ranked
 batch by batch (`editions.personal.daily_selections`) into a temporary file
 (`delivery.selections.spooled`), then, in a start-like transaction that it
-rolls back at the end, `ledger.start_sending` reading the batches back,
+rolls back at the end, `control.start_with_selections` reading the batches back,
 storing each batch's distinct selections (`delivery.selections.store_selections`)
 and queueing the audience with them. The candidates are the five latest days'
 papers (200 papers; the day before is the background; scikit-learn is
@@ -38,8 +38,8 @@ from send_throughput import PROJECT_ROOT, bench_settings, own_peak_rss_kib, seed
 from sqlalchemy import func, select
 
 from newsletter.core.db import create_db_engine
-from newsletter.delivery import ledger
-from newsletter.delivery.selections import spooled, store_selections
+from newsletter.delivery.control import start_with_selections
+from newsletter.delivery.selections import spooled
 from newsletter.editions.content import prepare_edition
 from newsletter.editions.personal import SelectionBatch, daily_selections, index_corpus
 from newsletter.models import Selection
@@ -101,13 +101,8 @@ def rank_child(database_url: str) -> None:
             transaction = connection.begin()
             try:
                 now = dt.datetime.now(dt.UTC)
-                queued = ledger.start_sending(
-                    connection,
-                    edition_id=edition_id,
-                    now=now,
-                    selections=lambda c: store_selections(
-                        c, edition_id=edition_id, picks=ranked, now=now
-                    ),
+                queued = start_with_selections(
+                    connection, edition_id=edition_id, picks=ranked, now=now
                 )
                 stored = connection.execute(
                     select(func.count()).where(selections.c.edition_id == edition_id)

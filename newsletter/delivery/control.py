@@ -34,6 +34,7 @@ __all__ = [
     "resume_edition",
     "retry_failed",
     "start_edition",
+    "start_with_selections",
 ]
 
 CANCELLED_BY_OPERATOR = "cancelled by operator"
@@ -83,13 +84,26 @@ def start_edition(
     with engine.begin() as connection:
         edition = load_rendered_edition(connection, edition_date)
         assert edition.id is not None
-        edition_id, now = edition.id, utc_now()
-        return ledger.start_sending(
-            connection,
-            edition_id=edition_id,
-            now=now,
-            selections=lambda c: store_selections(c, edition_id=edition_id, picks=picks, now=now),
-        )
+        return start_with_selections(connection, edition_id=edition.id, picks=picks, now=utc_now())
+
+
+def start_with_selections(
+    connection: Connection,
+    *,
+    edition_id: int,
+    picks: Iterable[PreparedSelections],
+    now: dt.datetime,
+) -> int | None:
+    """In the caller's transaction: start the draft, store `picks` (`picks_if_draft`), queue.
+
+    How many rows it queued; None when the edition was no longer a draft.
+    """
+    return ledger.start_sending(
+        connection,
+        edition_id=edition_id,
+        now=now,
+        selections=lambda c: store_selections(c, edition_id=edition_id, picks=picks, now=now),
+    )
 
 
 def picks_if_draft(

@@ -147,8 +147,8 @@ def queue_audience(
     Weekly readers are queued only on their weekday.
 
     `selection_of` maps personal readers to their selection (`selections.id`),
-    a batch of readers at a time (each batch is taken, and may be made, only
-    when the one before is written: the caller holds one batch): their rows
+    a batch of readers at a time (each batch is taken only when the one before
+    is written: the caller holds one batch): their rows
     carry it, and rows are numbered selection by selection, so a worker taking
     rows in order meets each selection's readers together and keeps few
     compiled digests at a time.
@@ -259,7 +259,7 @@ def start_sending(
     conditional UPDATE makes exactly one of several racing starters win.
     `selections`, called once the edition is won, stores the personal
     readers' selections and says whose is which, batch by batch
-    (`selections.store_selections`): a starter that lost ranks nobody.
+    (`selections.store_selections`): a starter that lost stores nothing.
     """
     if not apply_event(
         connection, edition_id=edition_id, event=EditionEvent.START, send_started_at=now

@@ -77,6 +77,7 @@ from newsletter.delivery.control import (
     picks_if_draft,
     resume_edition,
     start_edition,
+    start_with_selections,
 )
 from newsletter.delivery.ledger import (
     LEFT_BEFORE_SENDING,
@@ -89,7 +90,7 @@ from newsletter.delivery.ledger import (
 from newsletter.delivery.one_copy import send_test_copy
 from newsletter.delivery.pacing import PaceRates
 from newsletter.delivery.report import SendProgress, SendReport
-from newsletter.delivery.selections import PersonalDigests, store_selections
+from newsletter.delivery.selections import PersonalDigests
 from newsletter.delivery.transport import SmtpPool, SmtpReply, SmtpStage
 from newsletter.delivery.verp import EnvelopeSenders
 from newsletter.models import DeliveryStatus, Edition, EditionStatus
@@ -1132,8 +1133,8 @@ def prepare_send(
 ) -> SendStart:
     """Start a draft edition (fixing its audience) or check that one started may go on.
 
-    With `settings`, a draft's personal readers are ranked batch by batch in the
-    start's transaction and their selections stored with the audience (see
+    With `settings`, a draft's personal readers are ranked before the start's
+    transaction, and their selections stored with the audience in it (see
     `control.start_edition`). Raises
     DeliveryError for a paused or cancelled edition, saying what to do.
     `send_edition` begins with it; `newsletter send --processes N` calls it
@@ -1145,15 +1146,7 @@ def prepare_send(
         edition = load_rendered_edition(connection, edition_date)
         assert edition.id is not None
         if edition.status is EditionStatus.DRAFT:
-            draft_id, started_at = edition.id, now()
-            ledger.start_sending(
-                connection,
-                edition_id=draft_id,
-                now=started_at,
-                selections=lambda c: store_selections(
-                    c, edition_id=draft_id, picks=picks, now=started_at
-                ),
-            )
+            start_with_selections(connection, edition_id=edition.id, picks=picks, now=now())
             edition = load_rendered_edition(connection, edition_date)
         edition_id = edition.id
         assert edition_id is not None
