@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from email.message import EmailMessage
 from html import escape
 from pathlib import Path
@@ -23,7 +22,6 @@ import pytest
 from markupsafe import escape as markup_escape
 from sqlalchemy import Engine, select, update
 
-from newsletter.core.db import create_db_engine, upgrade_schema
 from newsletter.core.settings import load_settings
 from newsletter.delivery.control import start_edition
 from newsletter.editions.content import prepare_edition
@@ -33,7 +31,7 @@ from newsletter.web.app import create_app
 from subscribers.tokens import preferences_url, read_feedback_token, unsubscribe_url
 from tests.support.cli import cli_environment, run_cli, send_day
 from tests.support.postgres import postgres_database_or_skip
-from tests.support.relevance_corpus import store_labelled_papers
+from tests.support.relevance_corpus import labelled_database
 from tests.support.smtp_server import ReceivedMessage, RecordingSmtpServer
 from tests.support.web import live_server
 
@@ -49,21 +47,10 @@ editions = Edition.__table__  # type: ignore[attr-defined]
 papers = Paper.__table__  # type: ignore[attr-defined]
 
 
-@contextmanager
-def _database(url: str) -> Iterator[tuple[Engine, str]]:
-    engine = create_db_engine(url)
-    upgrade_schema(engine)
-    store_labelled_papers(engine)
-    try:
-        yield engine, url
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture
 def stored(tmp_path: Path) -> Iterator[tuple[Engine, str]]:
     """A migrated SQLite database holding the six days of labelled papers."""
-    with _database(f"sqlite:///{tmp_path / 'personal.db'}") as database:
+    with labelled_database(f"sqlite:///{tmp_path / 'personal.db'}") as database:
         yield database
 
 
@@ -71,10 +58,10 @@ def stored(tmp_path: Path) -> Iterator[tuple[Engine, str]]:
 def any_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Engine, str]]:
     """The same on SQLite, then on a temporary PostgreSQL database."""
     if request.param == "sqlite":
-        with _database(f"sqlite:///{tmp_path / 'personal.db'}") as database:
+        with labelled_database(f"sqlite:///{tmp_path / 'personal.db'}") as database:
             yield database
     else:
-        with postgres_database_or_skip() as url, _database(url) as database:
+        with postgres_database_or_skip() as url, labelled_database(url) as database:
             yield database
 
 

@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, update
 
-from newsletter.core.db import create_db_engine, upgrade_schema
 from newsletter.models import Delivery, Edition, Paper, Selection, Subscriber
 from tests.support.cli import cli_environment, run_cli, send_day
-from tests.support.relevance_corpus import store_labelled_papers
+from tests.support.relevance_corpus import labelled_database
 from tests.support.smtp_server import RecordingSmtpServer
 
 WEDNESDAY, THURSDAY, SATURDAY = dt.date(2026, 11, 4), dt.date(2026, 11, 5), dt.date(2026, 11, 7)
@@ -36,14 +35,8 @@ papers = Paper.__table__  # type: ignore[attr-defined]
 @pytest.fixture
 def stored(tmp_path: Path) -> Iterator[tuple[Engine, str]]:
     """A migrated SQLite database holding the six days of labelled papers."""
-    url = f"sqlite:///{tmp_path / 'weekly.db'}"
-    engine = create_db_engine(url)
-    upgrade_schema(engine)
-    store_labelled_papers(engine)
-    try:
-        yield engine, url
-    finally:
-        engine.dispose()
+    with labelled_database(f"sqlite:///{tmp_path / 'weekly.db'}") as database:
+        yield database
 
 
 def _make_weekly(engine: Engine, address: str, weekday: int, **values: Any) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine
 
+from newsletter.core.db import create_db_engine, upgrade_schema
 from newsletter.models import Paper
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "relevance"
@@ -38,3 +41,15 @@ def store_labelled_papers(engine: Engine) -> None:
                 for row in PAPER_ROWS
             ],
         )
+
+
+@contextmanager
+def labelled_database(url: str) -> Iterator[tuple[Engine, str]]:
+    """The database at `url` migrated and holding the labelled papers; (its engine, the url)."""
+    engine = create_db_engine(url)
+    upgrade_schema(engine)
+    store_labelled_papers(engine)
+    try:
+        yield engine, url
+    finally:
+        engine.dispose()
