@@ -73,6 +73,15 @@ def stuff(chunk: bytes, *, at_line_start: bool) -> bytes:
     return stuffed
 
 
+def stuffed_both_ways(chunk: bytes) -> tuple[bytes, bytes]:
+    """`stuff` of a chunk as it reads when it starts a line, and when it does not (one scan).
+
+    The two differ only when the chunk begins with ".".
+    """
+    inside = stuff(chunk, at_line_start=False)
+    return (b"." + inside if inside.startswith(b".") else inside), inside
+
+
 def prepared_value(value: bytes, *, at_line_start: bool) -> tuple[bytes, bytes]:
     """(the value with CRLF line ends, the same dot-stuffed) for one personal value.
 

@@ -75,7 +75,7 @@ from newsletter.core.wire import (
     PreparedMessage,
     normalise_line_ends,
     prepared_value,
-    stuff,
+    stuffed_both_ways,
 )
 from newsletter.render import feedback_placeholder
 from newsletter.values import PersonalField, fill_personal_links
@@ -311,12 +311,6 @@ def _encoded_part_pieces(
     return pieces
 
 
-def _both_stuffings(literal: bytes) -> tuple[bytes, bytes]:
-    """A chunk's wire form when it starts a line, and when it does not (one scan)."""
-    inside = stuff(literal, at_line_start=False)
-    return (b"." + inside if inside.startswith(b".") else inside), inside
-
-
 def _merge_literals(pieces: list[bytes | int]) -> tuple[tuple[bytes, ...], tuple[int, ...]]:
     """Adjacent literals joined; the result alternates literal, slot, literal, ..., literal."""
     literals: list[bytes] = [b""]
@@ -378,7 +372,7 @@ class CompiledDigest:
         literals = tuple(normalise_line_ends(literal) for literal in literals)
         if any(literal.endswith(b"\r") for literal in literals):
             raise ValueError("a fixed chunk of the message ends inside a line end")
-        self._wire_literals = tuple(_both_stuffings(literal) for literal in literals)
+        self._wire_literals = tuple(map(stuffed_both_ways, literals))
         self._literals_size = sum(len(literal) for literal in literals)
         self._literals_eight_bit = not all(literal.isascii() for literal in literals)
         self._settings = settings
