@@ -19,7 +19,7 @@ from newsletter.core.wire import PreparedMessage
 from newsletter.delivery.ledger import deliveries, editions, subscribers
 from newsletter.delivery.progress import RichSendProgress
 from newsletter.delivery.stats import edition_stats, list_edition_stats
-from newsletter.delivery.transport import NullTransport, SmtpPool, SmtpReply
+from newsletter.delivery.transport import NextMessageSource, NullTransport, SmtpPool, SmtpReply
 from newsletter.delivery.worker import (
     SendReport,
     cancel_edition,
@@ -80,9 +80,15 @@ class HookedTransport:
         return self.pool.lanes
 
     async def send(
-        self, lane: int, sender: str, recipient: str, message: PreparedMessage
+        self,
+        lane: int,
+        sender: str,
+        recipient: str,
+        message: PreparedMessage,
+        *,
+        next_message: NextMessageSource | None = None,
     ) -> SmtpReply:
-        reply = await self.pool.send(lane, sender, recipient, message)
+        reply = await self.pool.send(lane, sender, recipient, message, next_message=next_message)
         if reply.accepted:
             self.accepted += 1
             if self.accepted == self.after_accepted:

@@ -15,7 +15,7 @@ from newsletter.core.errors import DeliveryError
 from newsletter.core.settings import Settings
 from newsletter.core.wire import PreparedMessage
 from newsletter.delivery.ledger import subscribers
-from newsletter.delivery.transport import SmtpPool, SmtpReply
+from newsletter.delivery.transport import NextMessageSource, SmtpPool, SmtpReply
 from newsletter.delivery.worker import (
     MAX_RETRY_DELAY_SECONDS,
     resume_edition,
@@ -409,11 +409,17 @@ class BreakingTransport:
         return self.pool.lanes
 
     async def send(
-        self, lane: int, sender: str, recipient: str, message: PreparedMessage
+        self,
+        lane: int,
+        sender: str,
+        recipient: str,
+        message: PreparedMessage,
+        *,
+        next_message: NextMessageSource | None = None,
     ) -> SmtpReply:
         if recipient == self.breaks_on:
             raise RuntimeError("the transport broke")
-        return await self.pool.send(lane, sender, recipient, message)
+        return await self.pool.send(lane, sender, recipient, message, next_message=next_message)
 
     async def aclose(self) -> None:
         await self.pool.aclose()

@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from newsletter.core.clock import utc_now
 from newsletter.core.settings import Settings
 from newsletter.core.wire import PreparedMessage
-from newsletter.delivery.transport import SmtpPool, SmtpReply, SmtpStage
+from newsletter.delivery.transport import NextMessageSource, SmtpPool, SmtpReply, SmtpStage
 from newsletter.delivery.worker import SendReport, run_worker, start_edition
 from newsletter.models import DeliveryStatus, EditionStatus
 from tests.support.sending import (
@@ -124,14 +124,20 @@ class StallingTransport:
         return self.pool.lanes
 
     async def send(
-        self, lane: int, sender: str, recipient: str, message: PreparedMessage
+        self,
+        lane: int,
+        sender: str,
+        recipient: str,
+        message: PreparedMessage,
+        *,
+        next_message: NextMessageSource | None = None,
     ) -> SmtpReply:
         self.sends += 1
         if self.sends == 1:
             self.stalled.set()
             self.resume.wait(timeout=60)  # blocks the loop on purpose: no renewals
             return SmtpReply(None, "connection lost while stalled", SmtpStage.CONNECTION)
-        return await self.pool.send(lane, sender, recipient, message)
+        return await self.pool.send(lane, sender, recipient, message, next_message=next_message)
 
     async def aclose(self) -> None:
         await self.pool.aclose()

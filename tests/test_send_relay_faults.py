@@ -109,6 +109,32 @@ async def test_530_at_mail_from_pauses_at_once_and_fails_nobody(
     assert received(smtp_server) == Counter(readers)
 
 
+async def test_a_reader_whose_envelope_went_ahead_of_a_pause_is_handed_back_untried(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    # One connection: the second reader's MAIL, RCPT and DATA follow the first
+    # reader's content in the same write; the relay then refuses that content
+    # with a 530 (the relay's problem), which pauses the edition.
+    readers = seed_subscribers(engine, 4)
+    first = readers[0]
+    smtp_server.handler.fault = lambda stage, address, n: (
+        "530 5.7.0 Authentication required" if stage == "data" and address == first else None
+    )
+    make_edition(engine)
+    one_lane = settings.model_copy(update={"smtp_concurrency": 1})
+
+    report = await send_edition(one_lane, engine, edition_date=DAY)
+
+    assert report.paused_reason is not None
+    assert "530 5.7.0 Authentication required" in report.paused_reason
+    assert f"RCPT {readers[1]}" in smtp_server.handler.commands  # its envelope went ahead
+    assert smtp_server.messages == []  # and its content never followed
+    assert untouched(engine) == {(DeliveryStatus.QUEUED, 0)}
+
+    await resume_and_send(settings, engine, smtp_server)
+    assert received(smtp_server) == Counter(readers)
+
+
 async def test_a_refused_sender_pauses_at_once(
     settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
 ) -> None:

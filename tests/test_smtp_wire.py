@@ -15,6 +15,7 @@ import asyncio
 import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
+from functools import partial
 from importlib.metadata import version
 
 import aiosmtplib
@@ -23,6 +24,7 @@ from aiosmtplib.protocol import SMTPProtocol
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from sqlalchemy import Engine
 
 from newsletter.core.db import create_db_engine, upgrade_schema
 from newsletter.core.settings import Settings, load_settings
@@ -30,7 +32,7 @@ from newsletter.core.wire import PreparedMessage, prepare_message, prepared_valu
 from newsletter.delivery.assemble import CompiledDigest, Recipient, build_message
 from newsletter.delivery.connection import SmtpStage
 from newsletter.delivery.ledger import OutcomeKind
-from newsletter.delivery.transport import SmtpPool, SmtpReply
+from newsletter.delivery.transport import NextMessage, SmtpPool, SmtpReply
 from newsletter.delivery.worker import Blame, blame_reply, classify_reply, send_edition
 from newsletter.models import DeliveryStatus
 from newsletter.values import PersonalField
@@ -76,13 +78,27 @@ def unstuffed(data: bytes) -> bytes:
 
 
 async def send_through_pool(
-    settings: Settings, digest: CompiledDigest, people: list[Recipient]
+    settings: Settings, digest: CompiledDigest, people: list[Recipient], *, ahead: bool = False
 ) -> list[SmtpReply]:
+    """Each person's message on lane 0, in order; `ahead`: each offers the next as it goes."""
     pool = SmtpPool(settings)
+    messages = [digest.prepare(person) for person in people]
+
+    def following(index: int) -> NextMessage | None:
+        if not ahead or index + 1 >= len(people):
+            return None
+        return NextMessage(digest.envelope_from, people[index + 1].email, messages[index + 1])
+
     try:
         return [
-            await pool.send(0, digest.envelope_from, person.email, digest.prepare(person))
-            for person in people
+            await pool.send(
+                0,
+                digest.envelope_from,
+                person.email,
+                messages[index],
+                next_message=partial(following, index),
+            )
+            for index, person in enumerate(people)
         ]
     finally:
         await pool.aclose()
@@ -288,6 +304,99 @@ async def test_mail_rcpt_and_data_go_in_one_write_only_when_the_server_pipelines
     assert [m.rcpt_tos for m in server.messages] == [[p.email] for p in people]
 
 
+class AnswersWhenTheNextMailArrives:
+    """A scripted SMTP server that answers a message's content only once the next MAIL is in.
+
+    So a client that waits for that answer before writing the next envelope
+    (two round trips per message) is found out: its next MAIL never comes first,
+    and after WAIT_SECONDS the server answers anyway and notes it.
+    """
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected  # messages in all: the last one has no next MAIL
+        self.contents: list[bytes] = []
+        self.next_mail_came_first: list[bool] = []
+
+    async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 scripted ESMTP\r\n")
+        read_ahead: bytes | None = None
+        while line := read_ahead or await reader.readline():
+            read_ahead = None
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(b"250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go on\r\n")
+                self.contents.append(await reader.readuntil(b"\r\n.\r\n"))
+                if len(self.contents) < self.expected:
+                    try:
+                        read_ahead = await asyncio.wait_for(reader.readline(), WAIT_SECONDS)
+                    except TimeoutError:
+                        read_ahead = None
+                    self.next_mail_came_first.append(
+                        read_ahead is not None and read_ahead.startswith(b"MAIL FROM:")
+                    )
+                writer.write(b"250 2.0.0 queued\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                break
+            else:  # MAIL, RCPT, RSET
+                writer.write(b"250 OK\r\n")
+            await writer.drain()
+        writer.close()
+
+
+async def test_each_envelope_follows_the_last_content_so_a_message_costs_one_round_trip(
+    settings: Settings, engine: Engine
+) -> None:
+    readers = seed_subscribers(engine, 6)
+    make_edition(engine)
+    scripted = AnswersWhenTheNextMailArrives(len(readers))
+    server = await asyncio.start_server(scripted.session, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    one_lane = settings.model_copy(update={"smtp_port": port, "smtp_concurrency": 1})
+    try:
+        report = await send_edition(one_lane, engine, edition_date=DAY)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert report.sent == len(readers)
+    # RFC 2920 3.1: the content opens a group, the next MAIL, RCPT and DATA follow it.
+    assert scripted.next_mail_came_first == [True] * (len(readers) - 1)
+    assert {row.status for row in ledger_rows(engine)} == {DeliveryStatus.SENT}
+    assert sorted(
+        re.search(rb"(?m)^To: .*<(.+)>", content).group(1).decode()  # type: ignore[union-attr]
+        for content in scripted.contents
+    ) == sorted(readers)
+
+
+async def test_an_envelope_written_ahead_for_a_message_kept_back_is_never_completed() -> None:
+    # The lane offered B while A went out, then sent C instead (B's edition was
+    # paused meanwhile, say): the server may sit in DATA waiting for B, so only a
+    # new connection can carry C, and B must never arrive.
+    with RecordingSmtpServer(pipelining=True) as server:
+        settings = wire_settings(server)
+        digest = compile_digest(settings, html="<p>hi</p>\n", text="hi\n")
+        a, b, c = (reader(email=f"{name}@example.org") for name in "abc")
+        pool = SmtpPool(settings)
+        try:
+            first = await pool.send(
+                0,
+                digest.envelope_from,
+                a.email,
+                digest.prepare(a),
+                next_message=lambda: NextMessage(digest.envelope_from, b.email, digest.prepare(b)),
+            )
+            other = await pool.send(0, digest.envelope_from, c.email, digest.prepare(c))
+        finally:
+            await pool.aclose()
+        assert server.handler.wait_for_messages(2, WAIT_SECONDS)
+        commands = list(server.handler.commands)
+    assert first.accepted and other.accepted
+    assert "RCPT b@example.org" in commands  # B's envelope did go out
+    assert [m.rcpt_tos for m in server.messages] == [["a@example.org"], ["c@example.org"]]
+
+
 # Each fault: where it is injected, the reply, the stage and whom the worker blames.
 FAULTS = [
     ("mail", "553 5.7.1 sender not allowed", 553, SmtpStage.MAIL, Blame.RELAY),
@@ -303,10 +412,10 @@ FAULTS = [
 ]
 
 
-@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one-by-one"])
+@pytest.mark.parametrize("mode", ["written-ahead", "pipelining", "one-by-one"])
 @pytest.mark.parametrize(("where", "answer", "code", "stage", "blame"), FAULTS)
 async def test_each_refusal_is_judged_at_its_stage_and_the_next_reader_still_gets_mail(
-    pipelining: bool,
+    mode: str,
     where: str,
     answer: str,
     code: int | None,
@@ -314,7 +423,7 @@ async def test_each_refusal_is_judged_at_its_stage_and_the_next_reader_still_get
     blame: Blame,
 ) -> None:
     victim = "victim@example.org"
-    with RecordingSmtpServer(pipelining=pipelining) as server:
+    with RecordingSmtpServer(pipelining=mode != "one-by-one") as server:
         if where == "mail":
             # The sender is the same for both; refuse only the first MAIL FROM.
             server.handler.sender_fault = lambda _sender, count: answer if count == 1 else None
@@ -325,7 +434,10 @@ async def test_each_refusal_is_judged_at_its_stage_and_the_next_reader_still_get
         settings = wire_settings(server)
         digest = compile_digest(settings, html="<p>hi</p>\n", text="hi\n")
         refused, accepted = await send_through_pool(
-            settings, digest, [reader(email=victim), reader(email="next@example.org")]
+            settings,
+            digest,
+            [reader(email=victim), reader(email="next@example.org")],
+            ahead=mode == "written-ahead",
         )
         assert server.handler.wait_for_messages(1, WAIT_SECONDS)
         commands = list(server.handler.commands)

@@ -7,7 +7,10 @@ ledger records, not an error of the program. aiosmtplib opens the session
 writes MAIL, RCPT and DATA itself through aiosmtplib's protocol: in one write
 when the server offers PIPELINING, with SIZE when it offers that, and the
 prepared message (`core.wire.PreparedMessage`) as it is, without aiosmtplib's
-per-message line-end and dot-stuffing passes. The pool (`transport.SmtpPool`) keeps
+per-message line-end and dot-stuffing passes. When the caller has the next
+message ready, its MAIL, RCPT and DATA follow this message's content in the
+same write (RFC 2920 3.1 lets the content open a group), so a message costs
+one round trip instead of two. The pool (`transport.SmtpPool`) keeps
 several connections open for a send; `send_once` opens one for one message
 (an operator's test copy).
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -67,6 +71,20 @@ class SmtpReply:
 
 
 ACCEPTED = SmtpReply(250, "OK", SmtpStage.DATA)
+
+
+@dataclass(frozen=True, slots=True)
+class NextMessage:
+    """The message a connection will carry next, offered while the current one goes out."""
+
+    sender: str
+    recipient: str
+    message: PreparedMessage
+
+
+# Asked once the current message's envelope is accepted: the next message if it is
+# ready now (its envelope then goes out behind this message's content), else None.
+NextMessageSource = Callable[[], NextMessage | None]
 
 
 def parse_relay(relay: str, default_port: int) -> tuple[str, int]:
@@ -143,6 +161,9 @@ class _PipelinedProtocol(SMTPProtocol):
     """
 
     _replies: asyncio.Queue[SMTPResponse | Exception] | None = None
+    # The message whose MAIL, RCPT and DATA went out behind the last one's content:
+    # its replies are on their way, and the server may be waiting for its content.
+    _written_ahead: PreparedMessage | None = None
 
     def data_received(self, data: bytes) -> None:
         """Queue each complete reply during a transaction; aiosmtplib's reading otherwise."""
@@ -171,6 +192,18 @@ class _PipelinedProtocol(SMTPProtocol):
         if self._replies is not None:
             self._replies.put_nowait(aiosmtplib.SMTPServerDisconnected("Connection lost"))
         super().connection_lost(exc)
+
+
+def written_ahead(client: aiosmtplib.SMTP) -> PreparedMessage | None:
+    """The message whose envelope this connection already wrote (None: no such message).
+
+    Such a connection can carry only that message next: once DATA is accepted,
+    only its content (or closing the connection) ends the transaction.
+    """
+    protocol = client.protocol
+    if not isinstance(protocol, _PipelinedProtocol) or not protocol.is_connected:
+        return None
+    return protocol._written_ahead
 
 
 def _transaction_protocol(client: aiosmtplib.SMTP) -> _PipelinedProtocol | None:
@@ -249,7 +282,12 @@ def _size_limit(parameter: str) -> int:
 
 
 async def transmit(
-    client: aiosmtplib.SMTP, sender: str, recipient: str, message: PreparedMessage
+    client: aiosmtplib.SMTP,
+    sender: str,
+    recipient: str,
+    message: PreparedMessage,
+    *,
+    next_message: NextMessageSource | None = None,
 ) -> SmtpReply:
     """Send one prepared message on an open connection and report the server's answer.
 
@@ -258,27 +296,49 @@ async def transmit(
     stage either way. The message's bytes are written as they are (see
     `PreparedMessage`). After a refused envelope the session is reset (RSET)
     so it can carry the next message; if that fails, the connection is closed.
+
+    With PIPELINING, `next_message` is asked for the next message once this
+    envelope is accepted; its envelope then follows this content in the same
+    write, and the next call, which must be for that very message, reads its
+    replies instead of writing it again (`written_ahead`).
     """
-    commands = _mail_command(client, sender, recipient, message)
-    if isinstance(commands, SmtpReply):
-        return commands
     protocol = _transaction_protocol(client)
     lock = protocol._command_lock if protocol is not None else None
     if protocol is None or lock is None:
         return SmtpReply(None, "connection lost: not connected", SmtpStage.CONNECTION)
+    ahead = protocol._written_ahead
+    if ahead is not None and ahead is not message:
+        # Only closing ends a transaction whose DATA may have been accepted (SmtpPool
+        # starts a new connection before it gets here; this is the last guard).
+        client.close()
+        return SmtpReply(
+            None, "connection lost: it was waiting for another message", SmtpStage.CONNECTION
+        )
+    commands: tuple[bytes, bytes] | None = None
+    if ahead is None:
+        envelope = _mail_command(client, sender, recipient, message)
+        if isinstance(envelope, SmtpReply):
+            return envelope
+        commands = envelope
     async with lock:
         transaction = _Transaction(client, protocol)
         try:
-            return await transaction.run(*commands, message)
+            if commands is not None:
+                transaction.write_envelope(*commands)
+            protocol._written_ahead = None
+            return await transaction.run(message, next_message)
         except (aiosmtplib.SMTPException, OSError) as error:
+            protocol._written_ahead = None
             client.close()
             return SmtpReply(None, f"connection lost: {error}", SmtpStage.CONNECTION)
         except asyncio.CancelledError:
             # Replies may still be on their way; the next message must not read them.
+            protocol._written_ahead = None
             client.close()
             raise
         finally:
-            protocol._replies = None
+            if protocol._written_ahead is None:
+                protocol._replies = None
 
 
 _ENVELOPE_STAGES: Final = (
@@ -295,8 +355,19 @@ class _Transaction:
         self.client = client
         self.protocol = protocol
         self.seconds = client.timeout
-        self.replies: asyncio.Queue[SMTPResponse | Exception] = asyncio.Queue()
-        protocol._replies = self.replies
+        self.pipelining = client.supports_extension("pipelining")
+        if protocol._replies is None:
+            protocol._replies = asyncio.Queue()
+        # Replies to an envelope written ahead are already in this queue, in order.
+        self.replies: asyncio.Queue[SMTPResponse | Exception] = protocol._replies
+        self.envelope: tuple[bytes, bytes] | None = None
+
+    def write_envelope(self, mail: bytes, rcpt: bytes) -> None:
+        """MAIL, RCPT and DATA in one write with PIPELINING; else kept for `run`, one by one."""
+        if self.pipelining:
+            self.protocol.write(mail + rcpt + b"DATA\r\n")
+        else:
+            self.envelope = (mail, rcpt)
 
     async def reply(self) -> SMTPResponse:
         """The next reply, in order; raises when the connection is lost or goes quiet."""
@@ -319,13 +390,15 @@ class _Transaction:
         if reply.code not in codes:
             raise _Refused(reply.code, reply.message, stage)
 
-    async def run(self, mail: bytes, rcpt: bytes, message: PreparedMessage) -> SmtpReply:
-        """The whole exchange; the reply that decides the message's fate."""
+    async def run(
+        self, message: PreparedMessage, next_message: NextMessageSource | None
+    ) -> SmtpReply:
+        """The whole exchange once the envelope is written; the reply that decides its fate."""
         try:
-            if self.client.supports_extension("pipelining"):
-                self.protocol.write(mail + rcpt + b"DATA\r\n")
+            if self.envelope is None:
                 await self.pipelined_replies()
             else:
+                mail, rcpt = self.envelope
                 for line, (codes, stage) in zip(
                     (mail, rcpt, b"DATA\r\n"), _ENVELOPE_STAGES, strict=True
                 ):
@@ -334,12 +407,34 @@ class _Transaction:
             # Even after a 421: a server that really closes fails the RSET, and is closed.
             await self.reset()
             return refused.reply
-        self.protocol.write(message.data)
+        following = self.next_envelope(next_message)
+        if following is None:
+            self.protocol.write(message.data)
+        else:
+            upcoming, commands = following
+            # One write, one round trip: this content, then the next MAIL, RCPT and DATA.
+            self.protocol.write(message.data + commands)
+            self.protocol._written_ahead = upcoming
         final = await self.reply()
         if final.code != 250:
             # The transaction is over either way (RFC 5321 4.1.1.4); the session goes on.
             return SmtpReply(final.code, final.message, SmtpStage.DATA)
         return ACCEPTED
+
+    def next_envelope(
+        self, next_message: NextMessageSource | None
+    ) -> tuple[PreparedMessage, bytes] | None:
+        """The next message and its envelope's bytes, when it can follow this content now."""
+        if next_message is None or not self.pipelining:
+            return None
+        upcoming = next_message()
+        if upcoming is None:
+            return None
+        commands = _mail_command(self.client, upcoming.sender, upcoming.recipient, upcoming.message)
+        if isinstance(commands, SmtpReply):
+            return None  # its own call says why it cannot be offered
+        mail, rcpt = commands
+        return upcoming.message, mail + rcpt + b"DATA\r\n"
 
     async def pipelined_replies(self) -> None:
         """Read the replies to MAIL, RCPT and DATA written at once; `_Refused` at the first bad.
@@ -383,9 +478,14 @@ class _Transaction:
 
 
 async def close_politely(client: aiosmtplib.SMTP) -> None:
-    """Say QUIT (briefly) if the connection is open, then close it."""
+    """Say QUIT (briefly) if the connection is open, then close it.
+
+    Not when an envelope was written ahead for a message that never followed:
+    the server may be reading content, and QUIT would become part of it; closing
+    without the final "." is what abandons it.
+    """
     try:
-        if client.is_connected:
+        if client.is_connected and written_ahead(client) is None:
             await asyncio.wait_for(client.quit(), QUIT_TIMEOUT_SECONDS)
     except (aiosmtplib.SMTPException, OSError, TimeoutError):
         pass

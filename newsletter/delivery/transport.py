@@ -4,7 +4,10 @@ The pool has `lanes`: `settings.smtp_concurrency` connections to the main
 relay and as many to each extra relay. A lane's connection is opened on first
 use, reused for every later message (MAIL/RCPT/DATA on the open session) and
 opened again after the server drops it. Each send answers an `SmtpReply`
-(see `connection.transmit`) instead of raising.
+(see `connection.transmit`) instead of raising. A send may be given the
+lane's next message (`next_message`), whose envelope then goes out behind this
+message's content; a lane that gives up that message (its edition paused, say)
+gets a new connection for whatever it sends next.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from newsletter.core.settings import Settings
 from newsletter.core.wire import PreparedMessage
 from newsletter.delivery.connection import (
     ACCEPTED,
+    NextMessage,
+    NextMessageSource,
     SmtpReply,
     SmtpStage,
     close_politely,
@@ -24,9 +29,18 @@ from newsletter.delivery.connection import (
     make_smtp_client,
     parse_relay,
     transmit,
+    written_ahead,
 )
 
-__all__ = ["ACCEPTED", "NullTransport", "SmtpPool", "SmtpReply", "SmtpStage"]
+__all__ = [
+    "ACCEPTED",
+    "NextMessage",
+    "NextMessageSource",
+    "NullTransport",
+    "SmtpPool",
+    "SmtpReply",
+    "SmtpStage",
+]
 
 
 class NullTransport:
@@ -43,7 +57,13 @@ class NullTransport:
         return self._lanes
 
     async def send(
-        self, lane: int, sender: str, recipient: str, message: PreparedMessage
+        self,
+        lane: int,
+        sender: str,
+        recipient: str,
+        message: PreparedMessage,
+        *,
+        next_message: NextMessageSource | None = None,
     ) -> SmtpReply:
         """Count the message and accept it."""
         self.delivered += 1
@@ -72,10 +92,16 @@ class SmtpPool:
         """How many connections (and so messages in flight) the pool has."""
         return len(self._lane_relays)
 
-    async def _connected_client(self, lane: int) -> aiosmtplib.SMTP | SmtpReply:
+    async def _connected_client(
+        self, lane: int, message: PreparedMessage
+    ) -> aiosmtplib.SMTP | SmtpReply:
         client = self._clients[lane]
         if client is not None and client.is_connected:
-            return client
+            ahead = written_ahead(client)
+            if ahead is None or ahead is message:
+                return client
+            # Its envelope went out for a message the lane then kept back: the server
+            # may be waiting for that content, and only closing the connection ends it.
         if client is not None:
             client.close()
         host, port = self._lane_relays[lane]
@@ -92,14 +118,20 @@ class SmtpPool:
             self._clients[lane] = None
 
     async def send(
-        self, lane: int, sender: str, recipient: str, message: PreparedMessage
+        self,
+        lane: int,
+        sender: str,
+        recipient: str,
+        message: PreparedMessage,
+        *,
+        next_message: NextMessageSource | None = None,
     ) -> SmtpReply:
         """Send one message on the lane's connection and report the server's answer."""
-        client = await self._connected_client(lane)
+        client = await self._connected_client(lane, message)
         reply = (
             client
             if isinstance(client, SmtpReply)
-            else await transmit(client, sender, recipient, message)
+            else await transmit(client, sender, recipient, message, next_message=next_message)
         )
         if reply.ends_session:
             self._drop(lane)

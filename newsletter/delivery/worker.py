@@ -91,7 +91,13 @@ from newsletter.delivery.one_copy import send_test_copy
 from newsletter.delivery.pacing import PaceRates
 from newsletter.delivery.report import SendProgress, SendReport
 from newsletter.delivery.selections import PersonalDigests
-from newsletter.delivery.transport import SmtpPool, SmtpReply, SmtpStage
+from newsletter.delivery.transport import (
+    NextMessage,
+    NextMessageSource,
+    SmtpPool,
+    SmtpReply,
+    SmtpStage,
+)
 from newsletter.delivery.verp import EnvelopeSenders
 from newsletter.models import DeliveryStatus, Edition, EditionStatus
 
@@ -150,9 +156,19 @@ class MessageTransport(Protocol):
         ...
 
     async def send(
-        self, lane: int, sender: str, recipient: str, message: PreparedMessage
+        self,
+        lane: int,
+        sender: str,
+        recipient: str,
+        message: PreparedMessage,
+        *,
+        next_message: NextMessageSource | None = None,
     ) -> SmtpReply:
-        """Deliver one message on the lane and report the server's answer."""
+        """Deliver one message on the lane and report the server's answer.
+
+        `next_message` may be asked, once, for the lane's next message while this
+        one goes out (its envelope can then follow this content: one round trip).
+        """
         ...
 
     async def aclose(self) -> None:
@@ -335,6 +351,23 @@ class _CompiledEdition:
         return self.message_ids.format(delivery_id)
 
 
+@dataclass(frozen=True, slots=True)
+class _PreparedDelivery:
+    """One row's message as it goes out."""
+
+    message_id: str
+    sender: str  # the envelope sender (VERP: it names the row)
+    message: PreparedMessage
+
+
+@dataclass(slots=True)
+class _TakenAhead:
+    """A row a lane took while its last message went out; prepared if it was offered."""
+
+    job: ClaimedDelivery
+    prepared: _PreparedDelivery | None = None
+
+
 class _Worker:
     """One worker's claimer, lanes and flusher around one transport."""
 
@@ -381,6 +414,8 @@ class _Worker:
         # Rows in hand that another worker took over while this one could not renew
         # (a stalled loop): never sent from here, no outcome written for them.
         self.lost: set[int] = set()
+        # Per lane, the row it took while its last message went out (see `_lane`).
+        self.taken_ahead: dict[int, _TakenAhead] = {}
         self.leased_until = 0.0  # monotonic time until which every held row is surely ours
         self.flush_now = asyncio.Event()
         self.flushed = asyncio.Event()
@@ -506,6 +541,10 @@ class _Worker:
             job = self.jobs.get_nowait()
             if job is not None and job.id not in self.lost:
                 self.pending.append(Outcome(job.id, OutcomeKind.RELEASED))
+        for ahead in self.taken_ahead.values():  # a lane stopped before it could send them
+            if ahead.job.id not in self.lost:
+                self.pending.append(Outcome(ahead.job.id, OutcomeKind.RELEASED))
+        self.taken_ahead.clear()
         for streak in self.suspects.values():
             # Undecided on the way out: back to the queue as they were.
             self.pending.extend(Outcome(job.id, OutcomeKind.RELEASED) for job, _, _ in streak)
@@ -668,12 +707,57 @@ class _Worker:
         jobs = self.jobs
         transport = self.transport
         progress = self.progress
-        while True:
-            job = await jobs.get()
-            if job is None:
-                return
+        ended = False  # the end of the queue was taken while a message went out
+
+        def next_message() -> NextMessage | None:
+            """Take the next row while this lane's message goes out, and offer it if ready.
+
+            Asked by the transport once the current envelope is accepted, so the
+            next envelope can follow the content. The row is the lane's next
+            whatever this answers: the loop below checks it again as it checks
+            every row (the checks here are the ones that need no waiting) and
+            sends the message prepared here, or hands the row back.
+            """
+            nonlocal ended
+            if ended or lane in self.taken_ahead or jobs.empty():
+                return None
+            job = jobs.get_nowait()
             if jobs.qsize() < self.low_water:
                 self.hungry.set()
+            if job is None:
+                ended = True
+                return None
+            ahead = _TakenAhead(job)
+            self.taken_ahead[lane] = ahead
+            if (
+                self.stop.is_set()
+                or self.lost
+                or time.monotonic() >= self.leased_until
+                or job.edition_id in self.stopped
+                or not job.still_subscribed
+                or len(self.pending) >= FLUSH_MAX_ROWS - 1
+            ):
+                return None
+            try:
+                ahead.prepared = self._prepare(job)
+            except Exception:
+                return None  # prepared again below, which records why it cannot be
+            return NextMessage(ahead.prepared.sender, job.email, ahead.prepared.message)
+
+        while True:
+            ahead = self.taken_ahead.pop(lane, None)
+            if ahead is not None:
+                job = ahead.job
+                prepared = ahead.prepared
+            else:
+                if ended:
+                    return
+                next_job = await jobs.get()
+                if next_job is None:
+                    return
+                job, prepared = next_job, None
+                if jobs.qsize() < self.low_water:
+                    self.hungry.set()
             if (self.lost or time.monotonic() >= self.leased_until) and await self._taken_over(job):
                 continue
             if job.edition_id in self.stopped:
@@ -699,20 +783,19 @@ class _Worker:
             if (self.lost or time.monotonic() >= self.leased_until) and await self._taken_over(job):
                 continue
             compiled = self.compiled[job.edition_id]
-            message_id = compiled.message_id(job.id)
-            try:
-                digest = compiled.digest_for(job.selection_id)
-                message = digest.prepare(
-                    Recipient(job.email, job.name, job.subscriber_key, message_id)
-                )
-            except Exception as error:
-                # One bad row (an address no header can carry, a key no link can) fails
-                # for good, with the reason; it must not stop the others' messages.
-                reply = SmtpReply(None, f"message not prepared: {error}", SmtpStage.PREPARE)
-                await self._refused(job, message_id, reply, permanent=True)
-                continue
-            sender = compiled.senders.for_delivery(job.id)  # VERP: the bounce names this row
-            reply = await transport.send(lane, sender, job.email, message)
+            if prepared is None:
+                try:
+                    prepared = self._prepare(job)
+                except Exception as error:
+                    # One bad row (an address no header can carry, a key no link can) fails
+                    # for good, with the reason; it must not stop the others' messages.
+                    reply = SmtpReply(None, f"message not prepared: {error}", SmtpStage.PREPARE)
+                    await self._refused(job, compiled.message_id(job.id), reply, permanent=True)
+                    continue
+            message_id = prepared.message_id
+            reply = await transport.send(
+                lane, prepared.sender, job.email, prepared.message, next_message=next_message
+            )
             if reply.accepted:
                 self._add_outcome(
                     Outcome(
@@ -730,6 +813,15 @@ class _Worker:
                     await self._settle_suspects(job.edition_id)
             else:
                 await self._refused(job, message_id, reply)
+
+    def _prepare(self, job: ClaimedDelivery) -> _PreparedDelivery:
+        """The row's message, its Message-ID and its envelope sender; raises if it cannot be."""
+        compiled = self.compiled[job.edition_id]
+        message_id = compiled.message_id(job.id)
+        digest = compiled.digest_for(job.selection_id)
+        message = digest.prepare(Recipient(job.email, job.name, job.subscriber_key, message_id))
+        # VERP: the bounce names this row.
+        return _PreparedDelivery(message_id, compiled.senders.for_delivery(job.id), message)
 
     async def _refused(
         self, job: ClaimedDelivery, message_id: str, reply: SmtpReply, *, permanent: bool = False

@@ -228,7 +228,9 @@ class RecordingSmtpServer(SmtpCatcher):
     """`SmtpCatcher` with a `RecordingHandler`; `.handler.messages` holds what arrived.
 
     `pipelining`, `size_limit`, `hidden` and `keep_chunks` go to the handler
-    (see `RecordingHandler`).
+    (see `RecordingHandler`). It says PIPELINING unless told not to, as Postfix
+    and the large relays do, so the send tests run the path production takes
+    (the envelope written ahead behind the previous content included).
     """
 
     handler: RecordingHandler
@@ -239,7 +241,7 @@ class RecordingSmtpServer(SmtpCatcher):
         fault: FaultRule | None = None,
         *,
         hold: Hold | None = None,
-        pipelining: bool = False,
+        pipelining: bool = True,
         size_limit: int | None = None,
         hidden: frozenset[str] = frozenset(),
         keep_chunks: bool = False,
