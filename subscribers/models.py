@@ -226,3 +226,20 @@ class ReaderPaper(SQLModel, table=True):
     source: JudgementSource = Field(sa_type=String(16))
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
     updated_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+
+
+class ReceivedSignup(SQLModel, table=True):
+    """A sign-up as it was answered: written before the answer, deleted as it is recorded.
+
+    The answer waits for this row alone, the same insert whatever the address,
+    so neither its timing nor a crash after it says or loses anything; the
+    recording (`subscribers.received`) reads and writes differently for a new,
+    pending, confirmed or departed address, and comes after the answer.
+    """
+
+    __tablename__ = "received_signups"
+
+    id: int | None = Field(default=None, primary_key=True)
+    # SignupDetails as plain values; `trap` marks a filled-in honeypot (dropped unrecorded).
+    details: dict[str, object] = Field(sa_column=Column(JSON, nullable=False))
+    received_at: datetime = Field(sa_type=UtcDateTime, index=True)

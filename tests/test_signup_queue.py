@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import shutil
 import signal
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from newsletter.core.settings import Settings
 from newsletter.core.templating import make_template_environment
 from newsletter.delivery.confirmations import ConfirmationSender
 from newsletter.web.signup_writer import SignupWriter
-from subscribers.models import QueuedConfirmation, SubscriberStatus
+from subscribers.models import QueuedConfirmation, ReceivedSignup, SubscriberStatus
 from subscribers.signup import SignupDetails
 from subscribers.store import find_subscriber, mark_confirmed
 from tests.support.cli import run_cli
@@ -316,15 +317,16 @@ async def test_sign_ups_arriving_together_share_a_transaction_and_all_are_queued
 async def test_one_sign_up_that_cannot_be_recorded_does_not_lose_the_others() -> None:
     recorded: list[str] = []
 
-    def write_batch(batch: Sequence[SignupDetails]) -> None:
+    def write_batch(batch: Sequence[SignupDetails]) -> list[None]:
         if any(details.email.startswith("bad") for details in batch):
             raise RuntimeError("this batch cannot be stored")
         recorded.extend(details.email for details in batch)
+        return [None] * len(batch)
 
     writer = SignupWriter(write_batch)
     emails = ["a@example.org", "bad@example.org", "b@example.org"]
     outcomes = await asyncio.gather(
-        *(writer.record(SignupDetails(email, None, ())) for email in emails),
+        *(writer.write(SignupDetails(email, None, ())) for email in emails),
         return_exceptions=True,
     )
     assert sorted(recorded) == ["a@example.org", "b@example.org"]
@@ -350,3 +352,55 @@ async def test_an_email_that_cannot_be_built_is_dropped_and_the_worker_carries_o
     assert queue_length(engine) == 0
     stored = subscriber(engine, "ada@example.org")
     assert stored is not None and stored.confirmation_sent_at is None  # may sign up again
+
+
+def received_rows(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(
+            connection.execute(select(func.count()).select_from(ReceivedSignup)).scalar_one()
+        )
+
+
+async def test_a_sign_up_answered_but_never_recorded_is_recorded_when_the_app_starts_again(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    # The server stops between the answer and the recording (here: the recording's
+    # first write fails, as a crash would leave it). The answer promised an email.
+    config = web_settings(settings)
+
+    def crash(connection: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith("INSERT INTO subscribers"):
+            raise sqlite3.OperationalError("disk I/O error")
+
+    event.listen(engine, "before_cursor_execute", crash)
+    try:
+        async with running_app(config, engine) as (_, client):
+            answer = await client.post("/subscribe", json={"email": "kept@example.org"})
+    finally:
+        event.remove(engine, "before_cursor_execute", crash)
+    assert answer.status_code == 202
+    assert subscriber(engine, "kept@example.org") is None
+    assert received_rows(engine) == 1  # what the answer waited for
+
+    async with running_app(config, engine):  # started again: it records what was left
+        pass
+
+    kept = subscriber(engine, "kept@example.org")
+    assert kept is not None and kept.status == SubscriberStatus.PENDING
+    assert received_rows(engine) == 0
+    await send_queued_confirmations(config, engine)
+    assert smtp_server.handler.recipients() == ["kept@example.org"]
+
+
+async def test_a_honeypot_sign_up_leaves_nothing_behind(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    config = web_settings(settings)
+    async with running_app(config, engine) as (_, client):
+        answer = await client.post(
+            "/subscribe", data={"email": "bot@example.org", "website": "https://spam.example"}
+        )
+    assert answer.status_code == 200
+    assert subscriber(engine, "bot@example.org") is None
+    assert received_rows(engine) == 0
+    assert queue_length(engine) == 0

@@ -1,15 +1,15 @@
 """A sign-up's answer cannot tell a new address from a known one: same answer, same work before it.
 
 No clock is read here: the tests check the structure that makes the timing
-equal (no query and no email before the answer is complete; a locked database
-does not hold the answer back). `benchmarks/signup_timing.py` measures it.
+equal (before the answer, one and the same insert whatever the address, and
+no email; a database that cannot take it gives every address the same 503).
+`benchmarks/signup_timing.py` measures it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,10 +23,8 @@ from newsletter.core.db import session_scope
 from newsletter.core.settings import Settings
 from newsletter.web.app import create_app
 from subscribers import store
-from subscribers.models import SubscriberStatus
 from tests.support.smtp_server import RecordingSmtpServer
 from tests.support.web import (
-    confirmation_worker,
     live_server,
     send_queued_confirmations,
     subscriber,
@@ -48,7 +46,12 @@ def _seed(engine: Engine) -> None:
 @contextmanager
 def _statements(engine: Engine, log: list[tuple[str, str]]) -> Iterator[None]:
     def record(*args: Any) -> None:
-        log.append(("sql", args[2].split()[0].upper()))
+        words = args[2].split()
+        # The verb, with its table for writes ("INSERT INTO subscribers").
+        verb = words[0].upper()
+        table = words[2] if verb in ("INSERT", "DELETE") and len(words) > 2 else ""
+        shown = f"{verb} {words[1].upper()} {table}" if table else verb
+        log.append(("sql", shown))
 
     event.listen(engine, "before_cursor_execute", record)
     try:
@@ -74,7 +77,7 @@ class AnswerRecorder:
 
 
 @pytest.mark.parametrize("as_form", [False, True], ids=["json", "form"])
-async def test_no_query_and_no_email_before_the_answer_whatever_the_address(
+async def test_one_and_the_same_insert_and_no_email_before_the_answer_whatever_the_address(
     settings: Settings, engine: Engine, as_form: bool
 ) -> None:
     _seed(engine)
@@ -107,14 +110,21 @@ async def test_no_query_and_no_email_before_the_answer_whatever_the_address(
             await send_queued_confirmations(config, engine)  # what a worker does next
             sent_later = list(log)
 
+    before: dict[str, list[tuple[str, str]]] = {}
+    after: dict[str, list[tuple[str, str]]] = {}
     for kind, events in per_kind.items():
         answered = events.index(("answered", "/subscribe"))
-        assert events[:answered] == [], (kind, events)  # nothing before the answer
+        before[kind], after[kind] = events[:answered], events[answered + 1 :]
+    # Before the answer: the sign-up received (subscribers.received), the same for all.
+    assert before == {key: [("sql", "INSERT INTO received_signups")] for key in KINDS}
     # The work after the answer does differ (that is what had to leave the request).
-    assert per_kind["new"].count(("sql", "INSERT")) == 2  # the reader and the queued email
+    assert after["new"].count(("sql", "INSERT INTO subscribers")) == 1
+    assert after["new"].count(("sql", "INSERT INTO confirmation_queue")) == 1
     # A confirmed reader: the one INSERT finds the address there, and nothing changes.
-    assert per_kind["confirmed"].count(("sql", "INSERT")) == 1
-    assert ("sql", "UPDATE") not in per_kind["confirmed"]
+    assert after["confirmed"].count(("sql", "INSERT INTO subscribers")) == 1
+    assert not any(verb.startswith("UPDATE") for _, verb in after["confirmed"])
+    # Once recorded, the received row is gone, in every case.
+    assert all(("sql", "DELETE FROM received_signups") in events for events in after.values())
     # No email at all in the request: the sign-up queued it, and a worker sends it.
     assert all(name != "smtp" for events in per_kind.values() for name, _ in events)
     assert ("smtp", "new@example.org") in sent_later
@@ -126,37 +136,32 @@ async def test_no_query_and_no_email_before_the_answer_whatever_the_address(
         assert sorted(answer.headers.items()) == sorted(first.headers.items())
 
 
-def test_a_locked_database_does_not_hold_back_any_answer(
-    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer, tmp_path: Any
+def test_a_database_that_cannot_take_the_sign_up_answers_every_address_alike(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
 ) -> None:
+    # The answer now waits for the received row: if it cannot be written, the
+    # visitor is told to come back (nothing was taken), whoever they are.
     _seed(engine)
-    delivered = threading.Event()
-    original = smtp_server.handler.fault
-    smtp_server.handler.fault = lambda stage, address, n: (
-        delivered.set() if stage == "data" else None
-    )
-    database = settings.database_url.removeprefix("sqlite:///")
+
+    def refuse(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO received_signups"):
+            raise sqlite3.OperationalError("database is locked")
+
     config = web_settings(settings)
-    with (
-        live_server(create_app(config, engine=engine)) as base_url,
-        confirmation_worker(config, engine),
-    ):
-        blocker = sqlite3.connect(database, isolation_level=None)
-        blocker.execute("BEGIN EXCLUSIVE")  # no other connection can write until it ends
-        try:
-            codes = {}
+    event.listen(engine, "before_cursor_execute", refuse)
+    try:
+        with live_server(create_app(config, engine=engine)) as base_url:
+            answers = {}
             for kind in KINDS:
-                # A connection each: a kept-alive one would wait for the last background task.
                 with httpx.Client(base_url=base_url, timeout=10) as client:
-                    codes[kind] = client.post(
-                        "/subscribe", json={"email": f"{kind}@example.org"}
-                    ).status_code
-            assert not delivered.is_set()  # the sign-ups are still waiting for the database
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
-        assert delivered.wait(timeout=30)
-    smtp_server.handler.fault = original
-    assert codes == dict.fromkeys(KINDS, 202)
-    stored = subscriber(engine, "new@example.org")
-    assert stored is not None and stored.status == SubscriberStatus.PENDING
+                    answers[kind] = client.post("/subscribe", json={"email": f"{kind}@example.org"})
+    finally:
+        event.remove(engine, "before_cursor_execute", refuse)
+    first = answers["new"]
+    assert first.status_code == 503
+    assert first.headers["retry-after"] == "60"
+    assert "try again in a minute" in first.json()["detail"]
+    for kind in KINDS:
+        assert (answers[kind].status_code, answers[kind].content) == (503, first.content)
+    assert subscriber(engine, "new@example.org") is None  # nothing half-done
+    assert smtp_server.handler.messages == []

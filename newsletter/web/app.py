@@ -53,6 +53,9 @@ from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
 
 logger = logging.getLogger(__name__)
 
+# The app's one task of its own: recording sign-ups a stopped server answered.
+LEFT_SIGNUPS_TASK = "record-left-signups"
+
 # Pages carry their CSS inline; their one script (the interests counter,
 # /assets/profile.js) is served by this site; forms post back to this site only.
 PAGE_CSP = (
@@ -128,18 +131,29 @@ def create_app(
         engine=engine,
         dkim_signer=DkimSigner.from_settings(settings),
     )
+    web.signup_receiver = SignupWriter(functools.partial(signup.receive_signups, web))
     web.signup_writer = SignupWriter(functools.partial(signup.record_signups, web))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if web.engine is None:
             web.engine = create_db_engine(settings.database_url)
+        # Sign-ups answered but not recorded when a server stopped: recorded before
+        # this one takes any, then whatever another server leaves, every minute.
+        try:
+            await asyncio.to_thread(signup.record_left_unrecorded, web, older_than_seconds=0)
+        except Exception:  # the app still starts: /healthz says what is wrong
+            logger.exception("could not look for sign-ups left unrecorded")
+        leftovers = asyncio.create_task(
+            signup.record_left_unrecorded_forever(web), name=LEFT_SIGNUPS_TASK
+        )
         worker = WorkerProcess(settings) if sending_worker else None
         if worker is not None:
             worker.start()
         try:
             yield
         finally:
+            leftovers.cancel()
             if worker is not None:
                 # Waits for the child to finish its messages in flight: off the loop.
                 await asyncio.to_thread(worker.stop)

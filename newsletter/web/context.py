@@ -22,6 +22,7 @@ from newsletter.web.pages import PageRenderer
 from newsletter.web.signup_writer import SignupWriter
 from newsletter.web.sns import SnsGateway
 from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
+from subscribers.signup import SignupDetails
 
 
 @dataclass
@@ -40,8 +41,10 @@ class WebContext:
     sns_gateway: SnsGateway = field(default_factory=SnsGateway)
     # Each public edition's page, built once per rendering.
     edition_pages: EditionPageCache = field(default_factory=EditionPageCache)
-    # Records sign-ups after their answers, those waiting together in one transaction.
-    signup_writer: SignupWriter = field(init=False)
+    # Writes each sign-up before its answer (`subscribers.received`): its row's id.
+    signup_receiver: SignupWriter[SignupDetails | None, int] = field(init=False)
+    # Records received sign-ups after their answers (None: a honeypot's, only forgotten).
+    signup_writer: SignupWriter[tuple[int, SignupDetails | None], None] = field(init=False)
 
     @property
     def database(self) -> Engine:

@@ -1,14 +1,14 @@
-"""Recording sign-ups in batches: the ones that arrive together share one transaction.
+"""Writing sign-ups in batches: the ones that arrive together share one transaction.
 
-Each sign-up is recorded after its answer (`routes/signup.py`), in the
-threadpool. Under load, many are waiting at once; rather than a thread hop
-and a transaction each, the writer takes all that are waiting (up to
-MAX_BATCH) into one transaction in one threadpool call. Each caller still
-waits for its own sign-up's commit, so nothing is recorded later than before.
-If the batch's transaction fails, each of its sign-ups is tried again in a
-transaction of its own, so one bad sign-up cannot lose the others (the
-in-memory confirmation caps then count those sign-ups twice: they only ever
-err towards fewer emails).
+A sign-up is written twice (`routes/signup.py`): received before its answer
+(`subscribers.received`), recorded after it. Under load, many wait at once;
+rather than a thread hop and a transaction each, a writer takes all that are
+waiting (up to MAX_BATCH) into one transaction in one threadpool call. Each
+caller still waits for its own item's commit and gets its own result. If the
+batch's transaction fails, each of its items is tried again in a transaction
+of its own, so one bad sign-up cannot lose the others (the in-memory
+confirmation caps then count those sign-ups twice: they only ever err
+towards fewer emails).
 """
 
 from __future__ import annotations
@@ -16,35 +16,38 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
-from subscribers.signup import SignupDetails
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 64
 
 
-class SignupWriter:
-    """Hands waiting sign-ups to `write_batch` together; each caller awaits its own outcome.
+class SignupWriter(Generic[Item, Result]):
+    """Hands waiting items to `write_batch` together; each caller awaits its own result.
 
-    `write_batch` gets a list of sign-ups and records them all in one
-    transaction (raising if that fails); it runs in the threadpool.
+    `write_batch` gets a list of items and writes them all in one transaction
+    (raising if that fails), returning one result per item, in order; it runs
+    in the threadpool.
     """
 
-    def __init__(self, write_batch: Callable[[Sequence[SignupDetails]], None]) -> None:
+    def __init__(self, write_batch: Callable[[Sequence[Item]], Sequence[Result]]) -> None:
         self._write_batch = write_batch
-        self._waiting: list[tuple[SignupDetails, asyncio.Future[None]]] = []
+        self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self._draining: asyncio.Task[None] | None = None
 
-    async def record(self, signup: SignupDetails) -> None:
-        """Record one sign-up; returns once it is committed (raises what recording raised)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((signup, future))
+    async def write(self, item: Item) -> Result:
+        """Write one item; returns its result once it is committed (raises what writing raised)."""
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
         if self._draining is None:
             self._draining = asyncio.create_task(self._drain())
-        await future
+        return await future
 
     async def _drain(self) -> None:
         try:
@@ -54,27 +57,24 @@ class SignupWriter:
         finally:
             self._draining = None
 
-    async def _write(self, batch: list[tuple[SignupDetails, asyncio.Future[None]]]) -> None:
+    async def _write(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
-            await run_in_threadpool(self._write_batch, [signup for signup, _ in batch])
+            results = await run_in_threadpool(self._write_batch, [item for item, _ in batch])
         except Exception as error:
             if len(batch) == 1:
                 _settle(batch[0][1], error)
                 return
             logger.warning(
-                "a batch of %d sign-ups failed (%s); recording each alone", len(batch), error
+                "a batch of %d sign-ups failed (%s); writing each alone", len(batch), error
             )
             for item in batch:
                 await self._write([item])
             return
-        for _, future in batch:
-            _settle(future, None)
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():  # its caller was cancelled meanwhile
+                future.set_result(result)
 
 
-def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
-    if future.done():  # its caller was cancelled meanwhile
-        return
-    if error is not None:
+def _settle(future: asyncio.Future[Result], error: Exception) -> None:
+    if not future.done():  # its caller was cancelled meanwhile
         future.set_exception(error)
-    else:
-        future.set_result(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from newsletter.web.context import (
     web_context_of,
 )
 from newsletter.web.profile_input import ProfileFields, checked_profile, pasted_papers
-from subscribers import store
+from subscribers import received, store
 from subscribers.library import parse_arxiv_ids
 from subscribers.models import WEEKDAYS
 from subscribers.ratelimit import client_key
@@ -39,6 +40,10 @@ CHECK_INBOX = (
     "open it to start receiving the digest."
 )
 HONEYPOT_FIELD = "website"
+# When the database cannot take a sign-up: ask the visitor to come back after this.
+UNAVAILABLE_RETRY_SECONDS = 60
+# How often the app looks for sign-ups another server answered but never recorded.
+LEFT_SIGNUPS_CHECK_SECONDS = 60.0
 _FIELD_LABELS = {
     "email": "email address",
     "name": "name",
@@ -188,12 +193,29 @@ async def subscribe(request: Request) -> Response:
     decision = web.signup_limiter.attempt(client_key(client_address_of(request)))
     if not decision.allowed:
         return _too_many(wants_json, pages, decision.retry_after_seconds)
+    # Received before the answer, one insert whatever the address (bots get the
+    # ordinary answer, and their row holds only a mark), so an answered sign-up is
+    # never lost; recorded after it: a new, pending, confirmed or departed address
+    # gets the same answer after the same work, so its timing tells nothing.
+    details = None if form.get(HONEYPOT_FIELD) else checked
+    try:
+        received_id = await web.signup_receiver.write(details)
+    except Exception:
+        logger.exception("a sign-up could not be received")
+        return _unavailable(wants_json, pages)
     answer = _accepted(wants_json, pages)
-    if not form.get(HONEYPOT_FIELD):  # bots get the ordinary answer and nothing else
-        # Recorded after the answer: a new, pending, confirmed or departed address
-        # gets the same answer after the same work, so its timing tells nothing.
-        answer.background = BackgroundTask(process_signup, web, checked)
+    answer.background = BackgroundTask(process_signup, web, received_id, details)
     return answer
+
+
+def _unavailable(wants_json: bool, pages: PagesDep) -> Response:
+    message = "We could not take sign-ups just now. Please try again in a minute."
+    headers = {"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)}
+    if wants_json:
+        return _problem(503, message, headers=headers)
+    return pages.message(
+        title="Please try again", message=message, status_code=503, headers=headers
+    )
 
 
 def _too_many(wants_json: bool, pages: PagesDep, retry_after_seconds: int) -> Response:
@@ -287,25 +309,37 @@ async def _read_form_signup(request: Request) -> dict[str, Any]:
     }
 
 
-async def process_signup(web: WebContext, details: SignupDetails) -> None:
-    """Record a sign-up, and queue its confirmation if one is due (runs after the answer).
+async def process_signup(web: WebContext, received_id: int, details: SignupDetails | None) -> None:
+    """Record a received sign-up, and queue its confirmation if one is due (after the answer).
 
     The sign-ups waiting at the same moment share one transaction
-    (`newsletter.web.signup_writer`). The email itself is built and sent by a
-    worker (`newsletter worker`, or the child of `newsletter serve`): the queue
-    row commits with the sign-up.
+    (`newsletter.web.signup_writer`), which also deletes their received rows. The
+    email itself is built and sent by a worker (`newsletter worker`, or the child
+    of `newsletter serve`): the queue row commits with the sign-up. If recording
+    fails, the received row stays and `record_left_unrecorded` tries again.
     """
     try:
-        await web.signup_writer.record(details)
+        await web.signup_writer.write((received_id, details))
     except Exception:  # the visitor has their answer; the operator gets the reason
-        logger.exception("the sign-up of %s could not be recorded", details.email)
+        who = details.email if details is not None else "a honeypot"
+        logger.exception("the sign-up of %s could not be recorded yet", who)
 
 
-def record_signups(web: WebContext, batch: Sequence[SignupDetails]) -> None:
-    """Record sign-ups in one transaction (what the app's `SignupWriter` runs)."""
+def receive_signups(web: WebContext, batch: Sequence[SignupDetails | None]) -> list[int]:
+    """Write sign-ups as received, in one transaction (the app's `signup_receiver`)."""
+    with web.database.begin() as connection:
+        return received.receive(connection, batch, now=utc_now())
+
+
+def record_signups(
+    web: WebContext, batch: Sequence[tuple[int, SignupDetails | None]]
+) -> list[None]:
+    """Record received sign-ups in one transaction and delete their rows (`signup_writer`)."""
     with session_scope(web.database) as session:
         now = utc_now()
-        for details in batch:
+        for _, details in batch:
+            if details is None:
+                continue  # a honeypot's: nothing to record
             liked = pasted_papers(session, details.liked_ids) if details.liked_ids else []
             register_signup(
                 session,
@@ -315,6 +349,44 @@ def record_signups(web: WebContext, batch: Sequence[SignupDetails]) -> None:
                 quota=web.confirmation_caps,
                 liked=liked,
             )
+        received.forget(session.connection(), [received_id for received_id, _ in batch])
+    return [None] * len(batch)
+
+
+def record_left_unrecorded(
+    web: WebContext, *, older_than_seconds: float = received.RECORDED_WITHIN_SECONDS
+) -> int:
+    """Record sign-ups answered but never recorded (a server stopped between); how many.
+
+    At most one page (`received.left_unrecorded`) per call: the next call, a
+    minute later, takes the next, and one that cannot be recorded (logged) does
+    not hold back the others.
+    """
+    with web.database.connect() as connection:
+        left = received.left_unrecorded(
+            connection, now=utc_now(), older_than_seconds=older_than_seconds
+        )
+    recorded = 0
+    for item in left:
+        try:
+            record_signups(web, [item])
+        except Exception:
+            logger.exception("a sign-up received earlier could not be recorded")
+            continue
+        recorded += 1
+    if recorded:
+        logger.warning("recorded %d sign-ups answered before a server stopped", recorded)
+    return recorded
+
+
+async def record_left_unrecorded_forever(web: WebContext) -> None:
+    """`record_left_unrecorded` every LEFT_SIGNUPS_CHECK_SECONDS, until cancelled."""
+    while True:
+        await asyncio.sleep(LEFT_SIGNUPS_CHECK_SECONDS)
+        try:
+            await asyncio.to_thread(record_left_unrecorded, web)
+        except Exception:
+            logger.exception("could not look for sign-ups left unrecorded")
 
 
 def _accepted(wants_json: bool, pages: PagesDep) -> Response:
