@@ -317,16 +317,20 @@ async def test_sign_ups_arriving_together_share_a_transaction_and_all_are_queued
 async def test_one_sign_up_that_cannot_be_recorded_does_not_lose_the_others() -> None:
     recorded: list[str] = []
 
-    def write_batch(batch: Sequence[SignupDetails]) -> list[None]:
+    def write_batch(
+        arrivals: Sequence[SignupDetails | None],
+        answered: Sequence[tuple[int, SignupDetails | None]],
+    ) -> list[int]:
+        batch = [details for _, details in answered if details is not None]
         if any(details.email.startswith("bad") for details in batch):
             raise RuntimeError("this batch cannot be stored")
         recorded.extend(details.email for details in batch)
-        return [None] * len(batch)
+        return list(range(len(arrivals)))
 
     writer = SignupWriter(write_batch)
     emails = ["a@example.org", "bad@example.org", "b@example.org"]
     outcomes = await asyncio.gather(
-        *(writer.write(SignupDetails(email, None, ())) for email in emails),
+        *(writer.record(0, SignupDetails(email, None, ())) for email in emails),
         return_exceptions=True,
     )
     assert sorted(recorded) == ["a@example.org", "b@example.org"]

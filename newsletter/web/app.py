@@ -131,8 +131,7 @@ def create_app(
         engine=engine,
         dkim_signer=DkimSigner.from_settings(settings),
     )
-    web.signup_receiver = SignupWriter(functools.partial(signup.receive_signups, web))
-    web.signup_writer = SignupWriter(functools.partial(signup.record_signups, web))
+    web.signup_writer = SignupWriter(functools.partial(signup.write_signups, web))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

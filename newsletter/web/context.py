@@ -22,7 +22,6 @@ from newsletter.web.pages import PageRenderer
 from newsletter.web.signup_writer import SignupWriter
 from newsletter.web.sns import SnsGateway
 from subscribers.ratelimit import ConfirmationCaps, SlidingWindowRateLimiter
-from subscribers.signup import SignupDetails
 
 
 @dataclass
@@ -41,10 +40,8 @@ class WebContext:
     sns_gateway: SnsGateway = field(default_factory=SnsGateway)
     # Each public edition's page, built once per rendering.
     edition_pages: EditionPageCache = field(default_factory=EditionPageCache)
-    # Writes each sign-up before its answer (`subscribers.received`): its row's id.
-    signup_receiver: SignupWriter[SignupDetails | None, int] = field(init=False)
-    # Records received sign-ups after their answers (None: a honeypot's, only forgotten).
-    signup_writer: SignupWriter[tuple[int, SignupDetails | None], None] = field(init=False)
+    # Receives sign-ups before their answers and records them after, in shared batches.
+    signup_writer: SignupWriter = field(init=False)
 
     @property
     def database(self) -> Engine:

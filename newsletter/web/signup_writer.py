@@ -1,14 +1,17 @@
-"""Writing sign-ups in batches: the ones that arrive together share one transaction.
+"""Writing sign-ups in batches: the ones that wait together share one transaction.
 
 A sign-up is written twice (`routes/signup.py`): received before its answer
-(`subscribers.received`), recorded after it. Under load, many wait at once;
-rather than a thread hop and a transaction each, a writer takes all that are
-waiting (up to MAX_BATCH) into one transaction in one threadpool call. Each
-caller still waits for its own item's commit and gets its own result. If the
-batch's transaction fails, each of its items is tried again in a transaction
-of its own, so one bad sign-up cannot lose the others (the in-memory
-confirmation caps then count those sign-ups twice: they only ever err
-towards fewer emails).
+(`subscribers.received`: one insert, the same for every address) and recorded
+after it. Under load many wait at once; rather than a thread hop and a
+transaction each, the writer takes everything waiting (up to MAX_BATCH of
+each kind) into one threadpool call and one transaction: the sign-ups
+answered earlier are recorded, and the new ones received, together. So an
+answer waits for its own row and, at most, for other visitors' recordings:
+never for its own, which would tell by its timing whether the address is
+known. Each caller still waits for its own item's commit. If the batch's
+transaction fails, each item is tried again in a transaction of its own, so
+one bad sign-up cannot lose the others (the in-memory confirmation caps then
+count those sign-ups twice: they only ever err towards fewer emails).
 """
 
 from __future__ import annotations
@@ -16,65 +19,104 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
-Item = TypeVar("Item")
-Result = TypeVar("Result")
+from subscribers.signup import SignupDetails
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 64
 
+# A sign-up as received (None: a filled-in honeypot's mark), and one to record with its row's id.
+Arrival = SignupDetails | None
+Received = tuple[int, SignupDetails | None]
+# Records the second list and receives the first, in one transaction; the new rows' ids.
+WriteBatch = Callable[[Sequence[Arrival], Sequence[Received]], Sequence[int]]
 
-class SignupWriter(Generic[Item, Result]):
-    """Hands waiting items to `write_batch` together; each caller awaits its own result.
 
-    `write_batch` gets a list of items and writes them all in one transaction
-    (raising if that fails), returning one result per item, in order; it runs
-    in the threadpool.
+class SignupWriter:
+    """Hands waiting sign-ups to `write_batch` together; each caller awaits its own outcome.
+
+    `write_batch(arrivals, received)` runs in the threadpool: it records the
+    `received` sign-ups and writes the `arrivals` in one transaction (raising
+    if that fails), and returns the arrivals' row ids, in order.
     """
 
-    def __init__(self, write_batch: Callable[[Sequence[Item]], Sequence[Result]]) -> None:
+    def __init__(self, write_batch: WriteBatch) -> None:
         self._write_batch = write_batch
-        self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._arrivals: list[tuple[Arrival, asyncio.Future[int]]] = []
+        self._received: list[tuple[Received, asyncio.Future[None]]] = []
         self._draining: asyncio.Task[None] | None = None
 
-    async def write(self, item: Item) -> Result:
-        """Write one item; returns its result once it is committed (raises what writing raised)."""
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
+    async def receive(self, signup: Arrival) -> int:
+        """Write one sign-up as received; its row's id once committed (or what writing raised)."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._arrivals.append((signup, future))
+        self._start()
+        return await future
+
+    async def record(self, received_id: int, signup: Arrival) -> None:
+        """Record a received sign-up (and delete its row); returns once committed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._received.append(((received_id, signup), future))
+        self._start()
+        await future
+
+    def _start(self) -> None:
         if self._draining is None:
             self._draining = asyncio.create_task(self._drain())
-        return await future
 
     async def _drain(self) -> None:
         try:
-            while self._waiting:
-                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
-                await self._write(batch)
+            while self._arrivals or self._received:
+                arrivals, self._arrivals = self._arrivals[:MAX_BATCH], self._arrivals[MAX_BATCH:]
+                received, self._received = self._received[:MAX_BATCH], self._received[MAX_BATCH:]
+                await self._write(arrivals, received)
         finally:
             self._draining = None
 
-    async def _write(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+    async def _write(
+        self,
+        arrivals: list[tuple[Arrival, asyncio.Future[int]]],
+        received: list[tuple[Received, asyncio.Future[None]]],
+    ) -> None:
         try:
-            results = await run_in_threadpool(self._write_batch, [item for item, _ in batch])
+            ids = await run_in_threadpool(
+                self._write_batch, [item for item, _ in arrivals], [item for item, _ in received]
+            )
         except Exception as error:
-            if len(batch) == 1:
-                _settle(batch[0][1], error)
+            if len(arrivals) + len(received) == 1:
+                for _, arrived in arrivals:
+                    _settle(arrived, error=error)
+                for _, recorded in received:
+                    _settle(recorded, error=error)
                 return
             logger.warning(
-                "a batch of %d sign-ups failed (%s); writing each alone", len(batch), error
+                "a batch of %d sign-ups failed (%s); writing each alone",
+                len(arrivals) + len(received),
+                error,
             )
-            for item in batch:
-                await self._write([item])
+            for arrival in arrivals:
+                await self._write([arrival], [])
+            for item in received:
+                await self._write([], [item])
             return
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():  # its caller was cancelled meanwhile
-                future.set_result(result)
+        for (_, arrived), row_id in zip(arrivals, ids, strict=True):
+            _settle(arrived, result=row_id)
+        for _, recorded in received:
+            _settle(recorded, result=None)
 
 
-def _settle(future: asyncio.Future[Result], error: Exception) -> None:
-    if not future.done():  # its caller was cancelled meanwhile
+def _settle(
+    future: asyncio.Future[int] | asyncio.Future[None],
+    *,
+    result: int | None = None,
+    error: Exception | None = None,
+) -> None:
+    if future.done():  # its caller was cancelled meanwhile
+        return
+    if error is not None:
         future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]

@@ -199,7 +199,7 @@ async def subscribe(request: Request) -> Response:
     # gets the same answer after the same work, so its timing tells nothing.
     details = None if form.get(HONEYPOT_FIELD) else checked
     try:
-        received_id = await web.signup_receiver.write(details)
+        received_id = await web.signup_writer.receive(details)
     except Exception:
         logger.exception("a sign-up could not be received")
         return _unavailable(wants_json, pages)
@@ -319,25 +319,24 @@ async def process_signup(web: WebContext, received_id: int, details: SignupDetai
     fails, the received row stays and `record_left_unrecorded` tries again.
     """
     try:
-        await web.signup_writer.write((received_id, details))
+        await web.signup_writer.record(received_id, details)
     except Exception:  # the visitor has their answer; the operator gets the reason
         who = details.email if details is not None else "a honeypot"
         logger.exception("the sign-up of %s could not be recorded yet", who)
 
 
-def receive_signups(web: WebContext, batch: Sequence[SignupDetails | None]) -> list[int]:
-    """Write sign-ups as received, in one transaction (the app's `signup_receiver`)."""
-    with web.database.begin() as connection:
-        return received.receive(connection, batch, now=utc_now())
+def write_signups(
+    web: WebContext,
+    arrivals: Sequence[SignupDetails | None],
+    answered: Sequence[tuple[int, SignupDetails | None]],
+) -> list[int]:
+    """Record the answered sign-ups and receive the arrivals, in one transaction; their ids.
 
-
-def record_signups(
-    web: WebContext, batch: Sequence[tuple[int, SignupDetails | None]]
-) -> list[None]:
-    """Record received sign-ups in one transaction and delete their rows (`signup_writer`)."""
+    What the app's `SignupWriter` runs. Recording deletes each received row.
+    """
     with session_scope(web.database) as session:
         now = utc_now()
-        for _, details in batch:
+        for _, details in answered:
             if details is None:
                 continue  # a honeypot's: nothing to record
             liked = pasted_papers(session, details.liked_ids) if details.liked_ids else []
@@ -349,8 +348,9 @@ def record_signups(
                 quota=web.confirmation_caps,
                 liked=liked,
             )
-        received.forget(session.connection(), [received_id for received_id, _ in batch])
-    return [None] * len(batch)
+        connection = session.connection()
+        received.forget(connection, [received_id for received_id, _ in answered])
+        return received.receive(connection, arrivals, now=now) if arrivals else []
 
 
 def record_left_unrecorded(
@@ -369,7 +369,7 @@ def record_left_unrecorded(
     recorded = 0
     for item in left:
         try:
-            record_signups(web, [item])
+            write_signups(web, [], [item])
         except Exception:
             logger.exception("a sign-up received earlier could not be recorded")
             continue
