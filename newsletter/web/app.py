@@ -131,7 +131,10 @@ def create_app(
         engine=engine,
         dkim_signer=DkimSigner.from_settings(settings),
     )
-    web.signup_writer = SignupWriter(functools.partial(signup.write_signups, web))
+    web.signup_writer = SignupWriter(
+        functools.partial(signup.write_signups, web),
+        together=settings.database_url.startswith("sqlite"),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

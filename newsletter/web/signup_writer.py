@@ -41,40 +41,61 @@ class SignupWriter:
     `write_batch(arrivals, received)` runs in the threadpool: it records the
     `received` sign-ups and writes the `arrivals` in one transaction (raising
     if that fails), and returns the arrivals' row ids, in order.
+
+    `together`: arrivals and recordings share each transaction (SQLite: its
+    statements run in-process, so recording adds little to an answer's wait,
+    and one transaction costs less CPU than two). Otherwise they go in
+    separate, concurrent transactions (PostgreSQL: every statement of a
+    recording is a round trip to the server, and the answers must not wait
+    for a batch of them).
     """
 
-    def __init__(self, write_batch: WriteBatch) -> None:
+    def __init__(self, write_batch: WriteBatch, *, together: bool = True) -> None:
         self._write_batch = write_batch
+        self._together = together
         self._arrivals: list[tuple[Arrival, asyncio.Future[int]]] = []
         self._received: list[tuple[Received, asyncio.Future[None]]] = []
-        self._draining: asyncio.Task[None] | None = None
+        # The running drains, by what they take: "both", or "arrivals" and "received".
+        self._draining: dict[str, asyncio.Task[None]] = {}
 
     async def receive(self, signup: Arrival) -> int:
         """Write one sign-up as received; its row's id once committed (or what writing raised)."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._arrivals.append((signup, future))
-        self._start()
+        self._start("both" if self._together else "arrivals")
         return await future
 
     async def record(self, received_id: int, signup: Arrival) -> None:
         """Record a received sign-up (and delete its row); returns once committed."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._received.append(((received_id, signup), future))
-        self._start()
+        self._start("both" if self._together else "received")
         await future
 
-    def _start(self) -> None:
-        if self._draining is None:
-            self._draining = asyncio.create_task(self._drain())
+    def _start(self, kind: str) -> None:
+        if kind not in self._draining:
+            self._draining[kind] = asyncio.create_task(self._drain(kind))
 
-    async def _drain(self) -> None:
+    async def _drain(self, kind: str) -> None:
         try:
-            while self._arrivals or self._received:
-                arrivals, self._arrivals = self._arrivals[:MAX_BATCH], self._arrivals[MAX_BATCH:]
-                received, self._received = self._received[:MAX_BATCH], self._received[MAX_BATCH:]
+            while True:
+                arrivals: list[tuple[Arrival, asyncio.Future[int]]] = []
+                received: list[tuple[Received, asyncio.Future[None]]] = []
+                if kind != "received":
+                    arrivals, self._arrivals = (
+                        self._arrivals[:MAX_BATCH],
+                        self._arrivals[MAX_BATCH:],
+                    )
+                if kind != "arrivals":
+                    received, self._received = (
+                        self._received[:MAX_BATCH],
+                        self._received[MAX_BATCH:],
+                    )
+                if not arrivals and not received:
+                    return
                 await self._write(arrivals, received)
         finally:
-            self._draining = None
+            del self._draining[kind]
 
     async def _write(
         self,

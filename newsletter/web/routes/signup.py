@@ -334,6 +334,9 @@ def write_signups(
 
     What the app's `SignupWriter` runs. Recording deletes each received row.
     """
+    if not answered:  # arrivals alone (PostgreSQL's writer): no ORM session needed
+        with web.database.begin() as connection:
+            return received.receive(connection, arrivals, now=utc_now())
     with session_scope(web.database) as session:
         now = utc_now()
         for _, details in answered:
