@@ -7,6 +7,9 @@ How one worker runs (`send_edition` and `run_worker` share it):
 - one task per transport lane takes rows from that queue, fills the compiled
   digest in for the recipient and sends it on the lane's open connection (a
   row whose message cannot be filled in ends `failed`, and the lane goes on);
+  while a message goes out, the lane takes its next row, and the next
+  envelope follows this content in the same write (one round trip per
+  message; an envelope is no message, so the crash promise below is as it was);
 - outcomes collect in memory and a flusher writes them in one transaction
   every FLUSH_INTERVAL_SECONDS or every FLUSH_MAX_ROWS outcomes, renews the
   worker's leases and notices editions paused or cancelled elsewhere.
