@@ -66,18 +66,14 @@ class RecordingProgress:
         self.report = report
 
 
-class HookedTransport:
+class HookedTransport(SmtpPool):
     """The real SMTP pool, with a hook called after each accepted message (pause, cancel...)."""
 
     def __init__(self, settings: Settings, after_accepted: int, hook: object) -> None:
-        self.pool = SmtpPool(settings)
+        super().__init__(settings)
         self.after_accepted = after_accepted
         self.hook = hook
         self.accepted = 0
-
-    @property
-    def lanes(self) -> int:
-        return self.pool.lanes
 
     async def send(
         self,
@@ -88,16 +84,13 @@ class HookedTransport:
         *,
         next_message: NextMessageSource | None = None,
     ) -> SmtpReply:
-        reply = await self.pool.send(lane, sender, recipient, message, next_message=next_message)
+        reply = await super().send(lane, sender, recipient, message, next_message=next_message)
         if reply.accepted:
             self.accepted += 1
             if self.accepted == self.after_accepted:
                 assert callable(self.hook)
                 await asyncio.to_thread(self.hook)
         return reply
-
-    async def aclose(self) -> None:
-        await self.pool.aclose()
 
 
 # ---- the happy path -------------------------------------------------------------------------

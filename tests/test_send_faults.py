@@ -397,16 +397,12 @@ async def test_rows_whose_message_cannot_be_prepared_fail_alone_and_the_send_goe
     assert subscriber_status(engine, "gone@example.org") is SubscriberStatus.CONFIRMED
 
 
-class BreakingTransport:
+class BreakingTransport(SmtpPool):
     """The real SMTP pool, except that sending to one address raises (a bug, say)."""
 
     def __init__(self, settings: Settings, breaks_on: str) -> None:
-        self.pool = SmtpPool(settings)
+        super().__init__(settings)
         self.breaks_on = breaks_on
-
-    @property
-    def lanes(self) -> int:
-        return self.pool.lanes
 
     async def send(
         self,
@@ -419,10 +415,7 @@ class BreakingTransport:
     ) -> SmtpReply:
         if recipient == self.breaks_on:
             raise RuntimeError("the transport broke")
-        return await self.pool.send(lane, sender, recipient, message, next_message=next_message)
-
-    async def aclose(self) -> None:
-        await self.pool.aclose()
+        return await super().send(lane, sender, recipient, message, next_message=next_message)
 
 
 @pytest.mark.timeout(30)

@@ -105,7 +105,7 @@ async def test_a_worker_renews_its_lease_while_it_works_so_another_never_takes_i
     assert edition_status(engine)[0] is EditionStatus.SENT
 
 
-class StallingTransport:
+class StallingTransport(SmtpPool):
     """The real SMTP pool, except that the first send blocks its worker's whole event loop.
 
     A stand-in for any worker that stops renewing while holding rows: a synchronous
@@ -114,14 +114,10 @@ class StallingTransport:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self.pool = SmtpPool(settings)
+        super().__init__(settings)
         self.stalled = threading.Event()
         self.resume = threading.Event()
         self.sends = 0
-
-    @property
-    def lanes(self) -> int:
-        return self.pool.lanes
 
     async def send(
         self,
@@ -137,10 +133,7 @@ class StallingTransport:
             self.stalled.set()
             self.resume.wait(timeout=60)  # blocks the loop on purpose: no renewals
             return SmtpReply(None, "connection lost while stalled", SmtpStage.CONNECTION)
-        return await self.pool.send(lane, sender, recipient, message, next_message=next_message)
-
-    async def aclose(self) -> None:
-        await self.pool.aclose()
+        return await super().send(lane, sender, recipient, message, next_message=next_message)
 
 
 @pytest.mark.timeout(60)
