@@ -20,7 +20,7 @@ from sqlalchemy import Row, delete, exists, select, update
 from sqlmodel import Session
 
 from newsletter.models import Delivery, DeliveryStatus, Edition, FeedbackRecord, Selection
-from subscribers import store
+from subscribers import received, store
 from subscribers.addresses import mailbox_of
 from subscribers.models import Subscriber
 from subscribers.suppressions import hashed_mailbox
@@ -159,4 +159,6 @@ def erase_reader(session: Session, subscriber: Subscriber, *, now: dt.datetime) 
         )
         .values(address=hashed, subscriber_id=None, reason="")
     )
+    # A sign-up of theirs answered but not yet recorded must not bring the address back.
+    received.forget_address(connection, subscriber.email)
     store.erase_subscriber(session, subscriber=subscriber, now=now)

@@ -23,7 +23,7 @@ from subscribers import store
 from subscribers.models import DigestMode, Frequency, ReceivedSignup
 from subscribers.signup import SignupDetails
 
-__all__ = ["forget", "left_unrecorded", "receive"]
+__all__ = ["forget", "forget_address", "left_unrecorded", "receive"]
 
 received_signups = ReceivedSignup.__table__  # type: ignore[attr-defined]
 
@@ -51,6 +51,21 @@ def forget(connection: Connection, ids: Sequence[int]) -> None:
     """Delete rows whose sign-ups are recorded (in the recording's transaction)."""
     if ids:
         connection.execute(delete(received_signups).where(received_signups.c.id.in_(ids)))
+
+
+def forget_address(connection: Connection, email: str) -> int:
+    """Delete any row still holding this address (its owner is being erased); how many.
+
+    The table holds only sign-ups of the last moments (or a stopped server's),
+    so reading it whole is cheap and needs no dialect's JSON operators.
+    """
+    ids = [
+        int(row.id)
+        for row in connection.execute(select(received_signups.c.id, received_signups.c.details))
+        if isinstance(row.details, dict) and row.details.get("email") == email
+    ]
+    forget(connection, ids)
+    return len(ids)
 
 
 def left_unrecorded(

@@ -22,9 +22,16 @@ from newsletter.core.settings import Settings
 from newsletter.models import Delivery, DeliveryStatus, FeedbackRecord, Selection
 from newsletter.privacy import erase_reader
 from newsletter.web.app import create_app
-from subscribers import suppressions
+from subscribers import received, suppressions
 from subscribers.importing import import_csv
-from subscribers.models import JudgementSource, Subscriber, SuppressionReason, Verdict
+from subscribers.models import (
+    JudgementSource,
+    ReceivedSignup,
+    Subscriber,
+    SuppressionReason,
+    Verdict,
+)
+from subscribers.signup import SignupDetails
 from subscribers.store import JudgedPaper, add_subscriber, save_judged_papers
 from subscribers.tokens import make_preferences_token
 from tests.support.cli import run_cli
@@ -303,6 +310,12 @@ def test_erasure_replaces_a_clear_suppression_with_the_hash_on_both_databases(
             now=utc_now(),
             note=f"550 no such user {ADDRESS}",
         )
+        # A sign-up of theirs answered but not recorded (a server stopped), and someone else's.
+        received.receive(
+            session.connection(),
+            [SignupDetails(ADDRESS, "Ada", ()), SignupDetails("other@example.org", None, ())],
+            now=utc_now(),
+        )
     with session_scope(engine) as session:
         found = session.get(Subscriber, reader.id)
         assert found is not None
@@ -315,9 +328,17 @@ def test_erasure_replaces_a_clear_suppression_with_the_hash_on_both_databases(
         left = connection.execute(
             text("SELECT (SELECT count(*) FROM subscribers) + (SELECT count(*) FROM reader_papers)")
         ).scalar_one()
+        still_received = (
+            connection.execute(
+                select(ReceivedSignup.details)  # type: ignore[call-overload]
+            )
+            .scalars()
+            .all()
+        )
     hashed = suppressions.hashed_mailbox(ADDRESS)
     assert [tuple(row) for row in rows] == [
         (hashed, "erased", "the reader erased their data", None)
     ]
     assert [tuple(row) for row in ledger] == [(hashed, None, "skipped")]
     assert left == 0
+    assert [details["email"] for details in still_received] == ["other@example.org"]
