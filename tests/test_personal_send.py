@@ -24,8 +24,11 @@ from sqlalchemy import Engine, select, update
 
 from newsletter.core.settings import load_settings
 from newsletter.delivery.control import start_edition
+from newsletter.delivery.ledger import deliveries, editions, subscribers
+from newsletter.delivery.selections import selections
 from newsletter.editions.content import prepare_edition
-from newsletter.models import Delivery, Edition, Paper, ReaderPaper, Selection, Subscriber
+from newsletter.editions.personal import papers
+from newsletter.models import ReaderPaper
 from newsletter.values import fill_personal_links
 from newsletter.web.app import create_app
 from subscribers.tokens import preferences_url, read_feedback_token, unsubscribe_url
@@ -39,12 +42,6 @@ DAY = dt.date(2026, 11, 5)
 SECRET = "cli-test-secret"
 BASE_URL = "https://news.example.org"
 GMAIL_CLIP_BYTES = 102 * 1024
-
-deliveries = Delivery.__table__  # type: ignore[attr-defined]
-selections = Selection.__table__  # type: ignore[attr-defined]
-subscribers = Subscriber.__table__  # type: ignore[attr-defined]
-editions = Edition.__table__  # type: ignore[attr-defined]
-papers = Paper.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture

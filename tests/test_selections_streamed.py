@@ -25,9 +25,11 @@ from newsletter.core.settings import Settings, load_settings
 from newsletter.delivery import ledger
 from newsletter.delivery import selections as delivery_selections
 from newsletter.delivery.control import start_edition
+from newsletter.delivery.ledger import deliveries
 from newsletter.delivery.selections import (
     PersonalDigests,
     PreparedSelections,
+    selections,
     store_selections,
 )
 from newsletter.delivery.worker import send_edition
@@ -37,9 +39,9 @@ from newsletter.editions.personal import (
     ReaderSelection,
     SelectionBatch,
     edition_selections,
+    papers,
     personal_picks,
 )
-from newsletter.models import Delivery, Paper, Selection
 from newsletter.relevance import Pick
 from subscribers.store import add_subscriber
 from tests.support.postgres import postgres_database_or_skip
@@ -48,9 +50,6 @@ from tests.support.smtp_server import RecordingSmtpServer
 
 DAY = dt.date(2026, 11, 5)
 
-deliveries = Delivery.__table__  # type: ignore[attr-defined]
-selections = Selection.__table__  # type: ignore[attr-defined]
-papers = Paper.__table__  # type: ignore[attr-defined]
 
 # Four profiles over ten readers, in id order: batches of three put readers
 # with the same profile (hence the same selection) in different batches.

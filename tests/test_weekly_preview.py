@@ -17,19 +17,15 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, update
 
-from newsletter.models import Delivery, Edition, Paper, Selection, Subscriber
+from newsletter.delivery.ledger import deliveries, editions, subscribers
+from newsletter.delivery.selections import selections
+from newsletter.editions.personal import papers
 from tests.support.cli import cli_environment, run_cli, send_day
 from tests.support.relevance_corpus import labelled_database
 from tests.support.smtp_server import RecordingSmtpServer
 
 WEDNESDAY, THURSDAY, SATURDAY = dt.date(2026, 11, 4), dt.date(2026, 11, 5), dt.date(2026, 11, 7)
 LEGS = ["--topics", "Robotics", "--interests", "legged locomotion, sim-to-real"]
-
-deliveries = Delivery.__table__  # type: ignore[attr-defined]
-selections = Selection.__table__  # type: ignore[attr-defined]
-subscribers = Subscriber.__table__  # type: ignore[attr-defined]
-editions = Edition.__table__  # type: ignore[attr-defined]
-papers = Paper.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture
