@@ -85,6 +85,8 @@ PATHS = (
     "pipeline_sqlite",
     "pipeline_sqlite_2p",
     "pipeline_postgres",
+    "cli_sqlite",
+    "cli_sqlite_2p",
     "naive",
 )
 NAIVE_MAX_MESSAGES = 2000  # the naive path is slow; its rate settles long before this
@@ -353,15 +355,68 @@ def measure_pipeline(
 
 
 def measure_pipeline_processes(
+    settings: Settings, *, processes: int, subscribers: int, digest: tuple[str, str, str]
+) -> float:
+    """(a2): `send --processes N`'s sending processes, measured as (a) is.
+
+    In this process, as `newsletter send` does once its command has started:
+    the edition is started (its audience queued), then N sending processes are
+    forked from this one, each running `newsletter send --as-child` with
+    concurrency / N connections (so the relay sees as many sessions as in (a)),
+    until the last has ended. Like (a), the figure holds the processes' own
+    start (each compiles the digest and opens its connections) but not the
+    interpreter's start and imports, which (f) and (f2) measure through the CLI.
+    """
+    import threading
+
+    from newsletter.cli import run_command_here
+    from newsletter.delivery.worker import prepare_send
+    from newsletter.delivery.worker_process import run_sending_processes
+
+    engine = create_db_engine(settings.database_url)
+    subject, html, body = digest
+    seed_database(engine, subscribers=subscribers, subject=subject, html=html, body=body)
+    per_process = settings.model_copy(
+        update={"smtp_concurrency": max(1, settings.smtp_concurrency // processes)}
+    )
+    command = [sys.executable, "-m", "newsletter", "send", "--as-child"]
+    command += ["--date", EDITION_DATE.isoformat()]
+    try:
+        started = time.perf_counter()
+        begun = prepare_send(engine, edition_date=EDITION_DATE, settings=per_process)
+        outcome = run_sending_processes(
+            per_process,
+            engine,
+            children={
+                f"bench-{number}": [*command, "--worker-id", f"bench-{number}"]
+                for number in range(1, processes + 1)
+            },
+            edition_id=begun.edition_id,
+            progress=None,
+            stop=threading.Event(),
+            kill=threading.Event(),
+            run_in_fork=run_command_here,
+        )
+        elapsed = time.perf_counter() - started
+    finally:
+        engine.dispose()
+    if outcome.failed_statuses or outcome.report.sent != subscribers:
+        raise RuntimeError(
+            f"--processes {processes} sent {outcome.report.sent} of {subscribers} "
+            f"(children's failed statuses: {outcome.failed_statuses})"
+        )
+    return subscribers / elapsed
+
+
+def measure_cli(
     settings: Settings, *, processes: int, subscribers: int, digest: tuple[str, str, str], tmp: Path
 ) -> float:
-    """(a2): N sending processes through the CLI (`newsletter worker --processes N`).
+    """(f)/(f2): the command `newsletter worker --processes N`, start-up and all.
 
-    The edition is started (its audience queued) in this process, as `send`
-    does, then the CLI's parent runs N children, each with concurrency / N
-    connections, so the relay sees as many sessions as in (a). Timed from the
-    start of the edition to the command's exit: the processes' start-up is in
-    the figure.
+    The edition is started (its audience queued) in this process, then the
+    command runs: its interpreter's start and imports, the N processes
+    (concurrency / N connections each) and its exit are in the figure, timed
+    from the start of the edition.
     """
     from newsletter.delivery.control import start_edition
 
@@ -397,7 +452,7 @@ def measure_pipeline_processes(
     finally:
         engine.dispose()
     if sent != subscribers:
-        raise RuntimeError(f"--processes {processes} sent {sent} of {subscribers}")
+        raise RuntimeError(f"worker --processes {processes} sent {sent} of {subscribers}")
     return subscribers / elapsed
 
 
@@ -1005,6 +1060,14 @@ def measure_throughput(arguments: argparse.Namespace, results: dict[str, object]
                     processes=2,
                     subscribers=count,
                     digest=digest,
+                )
+            if name in ("cli_sqlite", "cli_sqlite_2p"):
+                url = f"sqlite:///{Path(tmp) / f'{name}-{round_number}.db'}"
+                return measure_cli(
+                    bench_settings(url, port, concurrency),
+                    processes=2 if name == "cli_sqlite_2p" else 1,
+                    subscribers=count,
+                    digest=digest,
                     tmp=Path(tmp),
                 )
             if name == "pipeline_postgres":
@@ -1065,6 +1128,8 @@ def print_table(results: dict[str, object]) -> None:
     print(f"(c) raw aiosmtplib       {shown(results['raw_limit'], 'msg/s')}")
     print(f"(d) naive EmailMessage   {shown(results['naive'], 'msg/s')}")
     print(f"(e) prepared, transmit   {shown(results['prepared_limit'], 'msg/s')}")
+    print(f"(f) CLI, 1 process       {shown(results.get('cli_sqlite'), 'msg/s')}")
+    print(f"(f2) CLI, --processes 2  {shown(results.get('cli_sqlite_2p'), 'msg/s')}")
     ratios = results.get("ratios_vs_limit")
     if isinstance(ratios, dict):
         print("per-round ratio to the limit, median (min–max):")

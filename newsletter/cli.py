@@ -38,7 +38,7 @@ from newsletter.core.errors import ConfigurationError, NewsletterError
 # tests/test_cli_startup.py keeps `--help` free of the heavy modules.
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Coroutine
+    from collections.abc import Coroutine, Sequence
 
     from sqlalchemy import Engine
     from sqlalchemy.exc import SQLAlchemyError
@@ -445,6 +445,24 @@ def _newsletter(context: CliContext) -> list[str]:
     return [sys.executable, "-m", "newsletter", *(["--verbose"] if context.verbose else [])]
 
 
+def run_command_here(command: Sequence[str]) -> int:
+    """A forked sending process's work: its `_newsletter` command line, run in this interpreter.
+
+    Its exit status, as the command would have exited in an interpreter of its own.
+    """
+    prefix = [sys.executable, "-m", "newsletter"]
+    if list(command[: len(prefix)]) != prefix:
+        raise ValueError(f"not a newsletter command line: {command!r}")
+    try:
+        main(command[len(prefix) :])
+    except SystemExit as exited:
+        if exited.code is None or isinstance(exited.code, int):
+            return exited.code or 0
+        print(exited.code, file=sys.stderr)
+        return 1
+    return 0
+
+
 def _process_count(settings: Settings, requested: int | None, *, queued: int | None) -> int:
     """The sending processes to run: as asked, else the cores, but no more than the batches."""
     from newsletter.delivery.worker_process import available_cores
@@ -500,6 +518,7 @@ def _run_processes(
             )
             stop.set()
 
+    forkable = not restart and threading.active_count() == 1
     previous = {
         signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)
     }
@@ -514,6 +533,10 @@ def _run_processes(
                 stop=stop,
                 kill=kill,
                 restart=restart,
+                # Forked, they start at once with everything imported. Restarted ones (a
+                # `--forever` worker's) are new interpreters, and so are all when this
+                # command runs beside threads of another's (embedded): see ForkedChild.
+                run_in_fork=run_command_here if forkable else None,
             )
     finally:
         for signum, handler in previous.items():
@@ -1480,12 +1503,12 @@ def _plain_help(command: ClickCommand) -> None:
             _plain_help(subcommand)
 
 
-def main() -> None:
-    """Entry point of the `newsletter` console script."""
+def main(args: Sequence[str] | None = None) -> None:
+    """Entry point of the `newsletter` console script (`args`: else the process's own)."""
     try:
         command = typer.main.get_command(app)
         _plain_help(command)
-        command(prog_name="newsletter")
+        command(args=None if args is None else list(args), prog_name="newsletter")
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)

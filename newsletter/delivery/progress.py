@@ -61,7 +61,8 @@ class RichSendProgress:
         self.counts = dict.fromkeys(DeliveryStatus, 0)
 
     def __enter__(self) -> Self:
-        self._progress.start()
+        # The bar (and the thread that redraws it) starts with `started`: the parent of
+        # forked sending processes must fork before any thread of its own runs.
         return self
 
     def __exit__(
@@ -73,7 +74,8 @@ class RichSendProgress:
         self._progress.stop()
 
     def started(self, total: int, already_done: int) -> None:
-        """Set the bar's length and where it starts."""
+        """Show the bar: its length and where it starts."""
+        self._progress.start()
         self._progress.update(self._task, total=total, completed=already_done)
 
     def advanced(self, status: DeliveryStatus, count: int = 1) -> None:

@@ -1,13 +1,17 @@
 """Sending processes as children: the worker of `newsletter serve`, and `--processes N`.
 
-Children are subprocesses running the `newsletter` command itself, never
-forked copies: the parent may hold threads, an event loop and database
-connections, none of which survive a fork safely, and a fresh interpreter
-with the settings in its environment is exactly what an operator would start
-by hand (multiprocessing's spawn would start one too, but pickle its target
-and hide the command). Each child opens its own engine and SMTP connections;
-they meet only in the ledger, whose claims, leases, shared pace and breaker
-already make any number of workers safe, on one machine or several.
+A child runs the `newsletter` command itself, so it is exactly what an
+operator would start by hand, given the parent's settings in its environment.
+It is a new interpreter (a subprocess), except for the children of
+`--processes N` that are never restarted (`send`, and `worker` without
+`--forever`): those are forks of the parent (ForkedChild), made before the
+parent starts any thread or event loop and with its database engine disposed,
+so they share nothing unsafe, and they start sending at once rather than after
+a second of imports on the cores the sending needs. A restarted child is always
+a new interpreter: by then the parent runs threads, which a fork must not
+copy. Each child opens its own engine and SMTP connections; they meet only in
+the ledger, whose claims, leases, shared pace and breaker already make any
+number of workers safe, on one machine or several.
 
 `newsletter serve` runs one `newsletter worker --forever` child:
 
@@ -26,7 +30,8 @@ healthy again), so a broken setup does not spin.
 
 `newsletter send --processes N` and `newsletter worker --processes N` run N
 children (`run_sending_processes`) and show one progress, read from the ledger.
-Those children read their standard input, a pipe from the parent: when the
+Those children read their standard input, a pipe from the parent (and only from
+it: a forked child closes its siblings' ends): when the
 parent dies, even by SIGKILL, it closes and they stop gracefully instead of
 sending on unwatched. A SIGINT or SIGTERM to the parent is forwarded to them
 as SIGTERM (finish the messages in flight, hand back the rest); a second one
@@ -35,6 +40,7 @@ kills them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -43,9 +49,11 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import ClassVar, NoReturn
 
 from sqlalchemy import Engine, select
 
@@ -103,6 +111,7 @@ class WorkerProcess:
         restart: bool = True,
         stop_with_parent: bool = False,
         on_exit: Callable[[], None] | None = None,
+        run_in_fork: Callable[[Sequence[str]], int] | None = None,
     ) -> None:
         # One process: the server has the other cores (`worker --processes N` elsewhere for more).
         self.command = list(
@@ -118,9 +127,17 @@ class WorkerProcess:
         self.restart = restart  # False: a child that ends is done (a send that finished)
         self.stop_with_parent = stop_with_parent  # its stdin is a pipe only this process holds
         self.on_exit = on_exit  # called (in the watcher) each time a child ends, before a restart
+        # Given: the child is a fork of this process running `run_in_fork(command)` (see
+        # ForkedChild), not a new interpreter; its stdin is then always a pipe from this one.
+        self.run_in_fork = run_in_fork
+        if run_in_fork is not None and restart:
+            raise ValueError(
+                "a forked child is never restarted: a restart would fork a parent "
+                "whose threads may hold locks"
+            )
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | ForkedChild | None = None
         self._watcher: threading.Thread | None = None
         self.restarts = 0
 
@@ -193,7 +210,9 @@ class WorkerProcess:
             process.stdin.close()
         return process.returncode
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self) -> subprocess.Popen[bytes] | ForkedChild:
+        if self.run_in_fork is not None:
+            return ForkedChild(self.command, self.environment, self.run_in_fork)
         # stdout carries only the worker's progress bar; its log lines go to stderr.
         return subprocess.Popen(
             self.command,
@@ -251,6 +270,142 @@ class WorkerProcess:
                     return
                 self.restarts += 1
             logger.warning("started the sending worker again (pid %d)", self._process.pid)
+
+
+class ForkedChild:
+    """A child forked from this process, with the part of `subprocess.Popen`'s interface used here.
+
+    The children of `--processes N` (when they are not to be restarted) are
+    forks: a new interpreter spends about a second importing and compiling the
+    digest before its first message, on the very cores the sending needs. The
+    child runs `run(command)`, the command line it would have run as a
+    subprocess, in this interpreter, under `environment`, in a session of its
+    own, with standard output discarded and standard input a pipe whose other
+    end only this process holds. It then exits with `run`'s status.
+
+    A fork is safe only while this process holds nothing two processes cannot
+    share: the caller forks before it starts an event loop or threads of its
+    own (other than the watchers of children forked before, which only wait),
+    and with its database engine disposed, so no connection is open.
+    """
+
+    # The write ends of every forked child's stdin pipe: each new child closes the others',
+    # so a child sees its pipe close when this process ends, not when its siblings do.
+    _parent_ends: ClassVar[set[int]] = set()
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        environment: Mapping[str, str],
+        run: Callable[[Sequence[str]], int],
+    ) -> None:
+        read_end, write_end = os.pipe()
+        for stream in (sys.stdout, sys.stderr):  # else the child would write them out again
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:
+            _run_forked(command, environment, run, read_end, write_end)
+        os.close(read_end)
+        self.pid = pid
+        self.stdin = _ParentEnd(write_end)  # closing it tells the child
+        self.returncode: int | None = None
+        self._reaped = threading.Event()
+
+    def poll(self) -> int | None:
+        """The exit status if the child has ended (negative: the signal that ended it)."""
+        self._reap(os.WNOHANG)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the child to end; its exit status (TimeoutExpired after `timeout`)."""
+        if timeout is None:
+            self._reap(0)
+        else:
+            deadline = time.monotonic() + timeout
+            while not self._reap(os.WNOHANG):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(f"forked child {self.pid}", timeout)
+                self._reaped.wait(min(left, 0.05))
+        assert self.returncode is not None
+        return self.returncode
+
+    def terminate(self) -> None:
+        """SIGTERM the child, unless it has ended."""
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL the child, unless it has ended."""
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, signum: signal.Signals) -> None:
+        if self.poll() is None:  # once reaped, its pid may be another process's
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def _reap(self, flags: int) -> bool:
+        if self.returncode is not None:
+            return True
+        try:
+            pid, status = os.waitpid(self.pid, flags)
+        except ChildProcessError:  # reaped by another thread's call, which sets returncode
+            self._reaped.wait()
+            return True
+        if pid == 0:
+            return False
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self._reaped.set()
+        return True
+
+
+class _ParentEnd:
+    """This process's end of a forked child's stdin pipe, known to the children forked later."""
+
+    def __init__(self, descriptor: int) -> None:
+        self._descriptor: int | None = descriptor
+        ForkedChild._parent_ends.add(descriptor)
+
+    def close(self) -> None:
+        """Close it (the child then reads end of file); idempotent."""
+        if self._descriptor is not None:
+            ForkedChild._parent_ends.discard(self._descriptor)
+            os.close(self._descriptor)
+            self._descriptor = None
+
+
+def _run_forked(
+    command: Sequence[str],
+    environment: Mapping[str, str],
+    run: Callable[[Sequence[str]], int],
+    read_end: int,
+    write_end: int,
+) -> NoReturn:
+    """In a just-forked child: set it up as a subprocess would be, run the command, exit."""
+    status = 1
+    try:
+        os.close(write_end)
+        for other in ForkedChild._parent_ends:
+            with contextlib.suppress(OSError):
+                os.close(other)
+        os.setsid()
+        os.dup2(read_end, 0)
+        os.close(read_end)
+        discard = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(discard, 1)
+        os.close(discard)
+        # The parent's own handlers forward signals to its children: not this one's to run.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.environ.clear()
+        os.environ.update(environment)
+        status = run(command)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(status)
 
 
 # ---- several sending processes ---------------------------------------------------------------
@@ -337,6 +492,7 @@ def run_sending_processes(
     stop: threading.Event,
     kill: threading.Event,
     restart: bool = False,
+    run_in_fork: Callable[[Sequence[str]], int] | None = None,
 ) -> ProcessesOutcome:
     """Run the children over the same ledger until all end; one progress, one report.
 
@@ -344,13 +500,17 @@ def run_sending_processes(
     `edition_id` is the edition being sent (None: every sending edition, as a worker).
     Setting `stop` forwards SIGTERM to every child; setting `kill` kills them.
     `restart` restarts a child that dies (`worker --forever`), as for `serve`.
+    `run_in_fork`: fork the children, each running `run_in_fork(its command)` (see
+    ForkedChild), rather than start them as subprocesses; not with `restart`. The
+    caller must not have started threads or an event loop, nor `progress` (whose
+    first `started` call may start its own thread): it is called after the forks.
     """
     started = time.monotonic()
     tally = _LedgerTally(engine, edition_id)
     queued = tally.total(DeliveryStatus.QUEUED)
     already_done = sum(tally.total(status) for status in DeliveryStatus) - queued
-    if progress is not None:
-        progress.started(queued + already_done, already_done)
+    if run_in_fork is not None:
+        engine.dispose()  # a fork must inherit no open connection: see ForkedChild
     # Set by a child's watcher when the child ends: the send is over when the
     # last one does, and waiting out the progress poll cost up to a second.
     ended = threading.Event()
@@ -371,6 +531,7 @@ def run_sending_processes(
             # the same id) get them now, not when its lease runs out. One that stopped well
             # handed them back itself.
             on_exit=partial(child_ended, worker_id),
+            run_in_fork=run_in_fork,
         )
         for worker_id, command in children.items()
     ]
@@ -379,6 +540,8 @@ def run_sending_processes(
     try:
         for child in processes:
             child.start()
+        if progress is not None:
+            progress.started(queued + already_done, already_done)
         while any(child.watching for child in processes):
             if kill.is_set() and not killed:
                 killed = stopped = True
