@@ -57,9 +57,20 @@ def enqueue(
     than the resend interval) takes the new claim and starts its retries over;
     a welcome replaces a confirmation the reader no longer needs.
     """
+    enqueue_many(session, [(subscriber_id, claim)], kind=kind)
+
+
+def enqueue_many(
+    session: Session,
+    claims: Sequence[tuple[int, ConfirmationClaim]],
+    *,
+    kind: QueuedEmail = QueuedEmail.CONFIRM,
+) -> None:
+    """`enqueue` for several readers (subscriber id, claim) at once: one statement."""
+    if not claims:
+        return
     connection = session.connection()
-    connection.execute(
-        _enqueue_statement(connection.dialect.name),
+    rows = [
         {
             "subscriber_id": subscriber_id,
             "claimed_at": claim.claimed_at,
@@ -71,7 +82,12 @@ def enqueue(
             "last_error": None,
             "created_at": claim.claimed_at,
             "kind": kind.value,
-        },
+        }
+        for subscriber_id, claim in claims
+    ]
+    # One row alone is an ordinary execute; several, one executemany.
+    connection.execute(
+        _enqueue_statement(connection.dialect.name), rows[0] if len(rows) == 1 else rows
     )
 
 

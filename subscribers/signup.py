@@ -147,22 +147,62 @@ def register_signup(
     caps per mailbox and domain. Whatever happens here, the caller answers the
     same thing.
     """
-    created = store.insert_new_pending(
-        session,
-        email=details.email,
-        name=details.name,
-        topics=details.topics,
-        profile=details.profile,
-        now=now,
-    )
-    if created is not None:  # the common case, new to the list: two statements in all
-        subscriber_id, key = created
+    [confirmation] = register_signups(session, settings, [(details, liked)], now=now, quota=quota)
+    return confirmation
+
+
+def register_signups(
+    session: Session,
+    settings: Settings,
+    signups: Sequence[tuple[SignupDetails, Sequence[store.JudgedPaper]]],
+    *,
+    now: datetime,
+    quota: ConfirmationQuota,
+) -> list[ConfirmationEmail | None]:
+    """`register_signup` for each (details, liked), in order; the confirmations due.
+
+    The addresses new to the list (the common case) cost two statements
+    together, whatever their number: one inserts them all, one queues their
+    confirmations. Each of the others (known addresses, and an address given
+    twice) is handled as `register_signup` describes.
+    """
+    created = store.insert_new_pending(session, [details for details, _ in signups], now=now)
+    due: list[ConfirmationEmail | None] = []
+    queued: list[tuple[int, ConfirmationClaim]] = []
+    for details, liked in signups:
+        new = created.pop(details.email, None)  # popped: the same address again is known
+        if new is None:
+            due.append(
+                _register_known(session, settings, details, now=now, quota=quota, liked=liked)
+            )
+            continue
+        subscriber_id, key = new
         if liked:
             store.save_judged_papers(session, subscriber_id=subscriber_id, papers=liked, now=now)
         slot = ConfirmationClaim(subscriber_key=key, claimed_at=now, previous_sent_at=None)
-        return _queue_within_quota(
-            session, quota, subscriber_id, ConfirmationEmail(details.email, details.name, slot)
-        )
+        confirmation = ConfirmationEmail(details.email, details.name, slot)
+        refused = quota.reserve(confirmation.email)
+        if refused is not None:
+            store.release_confirmation_slot(session, claim=slot)
+            logger.warning("no confirmation email to %s: %s", confirmation.email, refused)
+            due.append(None)
+            continue
+        queued.append((subscriber_id, slot))
+        due.append(confirmation)
+    confirmation_queue.enqueue_many(session, queued)
+    return due
+
+
+def _register_known(
+    session: Session,
+    settings: Settings,
+    details: SignupDetails,
+    *,
+    now: datetime,
+    quota: ConfirmationQuota,
+    liked: Sequence[store.JudgedPaper],
+) -> ConfirmationEmail | None:
+    """A sign-up of an address on the list already (see `register_signup`)."""
     subscriber = store.add_pending_subscriber(
         session, email=details.email, name=details.name, topics=details.topics
     )

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
@@ -278,49 +278,68 @@ def add_pending_subscriber(
 
 def insert_new_pending(
     session: Session,
+    signups: Sequence[NewSignup],
     *,
-    email: str,
-    name: str | None,
-    topics: Sequence[str],
     now: datetime,
-    profile: Profile | None = None,
-) -> tuple[int, str] | None:
-    """Add an address that is not on the list as pending, its confirmation slot taken at `now`.
+) -> dict[str, tuple[int, str]]:
+    """Add the addresses not on the list as pending, their confirmation slots taken at `now`.
 
-    One statement, (id, key) of the new row; None when the address is on the
-    list already (or a racing sign-up just added it), which the caller then
-    handles as an existing subscriber.
+    One statement for them all: (id, key) of each new row, by address. An
+    address missing from the answer is on the list already (or a racing
+    sign-up, or an earlier one of `signups`, just added it), which the caller
+    then handles as an existing subscriber.
     """
+    if not signups:
+        return {}
     connection = session.connection()
-    row = connection.execute(
-        _new_pending_statement(connection.dialect.name),
+    values = [
         {
-            "email": email,
-            "mailbox": mailbox_of(email),
-            "name": name,
+            "email": signup.email,
+            "mailbox": mailbox_of(signup.email),
+            "name": signup.name,
             "status": SubscriberStatus.PENDING.value,
             "key": new_subscriber_key(),
-            "topics": list(topics),
-            "interests": profile.interests if profile else "",
-            "digest_mode": (profile.digest_mode if profile else DigestMode.PERSONAL).value,
-            "personal_count": profile.personal_count if profile else 5,
-            "frequency": (profile.frequency if profile else Frequency.DAILY).value,
-            "weekly_day": profile.weekly_day if profile else 0,
+            "topics": list(signup.topics),
+            "interests": signup.profile.interests if signup.profile else "",
+            "digest_mode": (
+                signup.profile.digest_mode if signup.profile else DigestMode.PERSONAL
+            ).value,
+            "personal_count": signup.profile.personal_count if signup.profile else 5,
+            "frequency": (signup.profile.frequency if signup.profile else Frequency.DAILY).value,
+            "weekly_day": signup.profile.weekly_day if signup.profile else 0,
             "paused": False,
             "created_at": now,
             "updated_at": now,
             "confirmation_sent_at": now,
-        },
-    ).first()
-    return None if row is None else (row[0], row[1])
+        }
+        for signup in signups
+    ]
+    # Several rows make one INSERT with many VALUES (SQLAlchemy's "insertmanyvalues").
+    statement = _new_pending_statement(connection.dialect.name)
+    rows = connection.execute(statement, values[0] if len(values) == 1 else values).all()
+    return {row[2]: (row[0], row[1]) for row in rows}
+
+
+class NewSignup(Protocol):
+    """What `insert_new_pending` reads of a sign-up."""
+
+    @property
+    def email(self) -> str: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def topics(self) -> Sequence[str]: ...
+    @property
+    def profile(self) -> Profile | None: ...
 
 
 @lru_cache(maxsize=4)
 def _new_pending_statement(dialect_name: str) -> Any:
-    # Built once per dialect; ON CONFLICT covers the unique index on lower(email).
+    # Built once per dialect; ON CONFLICT covers the unique index on lower(email), and skips
+    # the second of two rows of one statement with the same address.
     table = Subscriber.__table__  # type: ignore[attr-defined]
     insert = upsert_insert(dialect_name, table)
-    return insert.on_conflict_do_nothing().returning(table.c.id, table.c.key)
+    return insert.on_conflict_do_nothing().returning(table.c.id, table.c.key, table.c.email)
 
 
 def reopen_subscription(subscriber: Subscriber, *, name: str | None, topics: Sequence[str]) -> None:

@@ -28,7 +28,7 @@ from subscribers import received, store
 from subscribers.library import parse_arxiv_ids
 from subscribers.models import WEEKDAYS
 from subscribers.ratelimit import client_key
-from subscribers.signup import SignupDetails, register_signup, validate_name, validate_topics
+from subscribers.signup import SignupDetails, register_signups, validate_name, validate_topics
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["sign-up"])
@@ -339,18 +339,12 @@ def write_signups(
             return received.receive(connection, arrivals, now=utc_now())
     with session_scope(web.database) as session:
         now = utc_now()
-        for _, details in answered:
-            if details is None:
-                continue  # a honeypot's: nothing to record
-            liked = pasted_papers(session, details.liked_ids) if details.liked_ids else []
-            register_signup(
-                session,
-                web.settings,
-                details,
-                now=now,
-                quota=web.confirmation_caps,
-                liked=liked,
-            )
+        signups = [
+            (details, pasted_papers(session, details.liked_ids) if details.liked_ids else [])
+            for _, details in answered
+            if details is not None  # a honeypot's: nothing to record
+        ]
+        register_signups(session, web.settings, signups, now=now, quota=web.confirmation_caps)
         connection = session.connection()
         received.forget(connection, [received_id for received_id, _ in answered])
         return received.receive(connection, arrivals, now=now) if arrivals else []

@@ -1,0 +1,140 @@
+"""Sign-ups recorded together (`register_signups`): the same outcome as one by one.
+
+The web app records the sign-ups that wait at the same moment in one
+transaction, new addresses in one statement. Whatever a batch mixes (new
+addresses, one address twice, a confirmed reader, one who left), each reader
+ends as `register_signup` alone would leave them, with one confirmation at
+most. SQLite in a temp dir, and the real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, select
+
+from newsletter.core.db import create_db_engine, session_scope, upgrade_schema
+from newsletter.core.settings import Settings
+from subscribers.models import QueuedConfirmation, Subscriber, SubscriberStatus
+from subscribers.ratelimit import ConfirmationCaps
+from subscribers.signup import SignupDetails, register_signup, register_signups
+from subscribers.store import find_subscriber, mark_confirmed, mark_unsubscribed
+from tests.support.postgres import postgres_database_or_skip
+
+NOW = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
+QUEUE = QueuedConfirmation.__table__  # type: ignore[attr-defined]
+SUBSCRIBERS = Subscriber.__table__  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def batch_engine(request: pytest.FixtureRequest, database_url: str) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        engine = create_db_engine(database_url)
+        upgrade_schema(engine)
+        yield engine
+        engine.dispose()
+        return
+    with postgres_database_or_skip() as url:
+        engine = create_db_engine(url)
+        upgrade_schema(engine)
+        yield engine
+        engine.dispose()
+
+
+def details(email: str, name: str | None = None) -> SignupDetails:
+    return SignupDetails(email=email, name=name, topics=())
+
+
+def add_reader(
+    engine: Engine, settings: Settings, email: str, *, confirmed: bool, left: bool = False
+) -> None:
+    """A reader who signed up a week ago: confirmed, and maybe gone since."""
+    earlier = NOW - dt.timedelta(days=7)
+    caps = ConfirmationCaps.from_settings(settings)
+    with session_scope(engine) as session:
+        register_signup(session, settings, details(email, "Before"), now=earlier, quota=caps)
+    with session_scope(engine) as session:
+        subscriber = find_subscriber(session, email=email)
+        assert subscriber is not None
+        if confirmed:
+            mark_confirmed(subscriber, now=earlier, client_address=None)
+        if left:
+            mark_unsubscribed(subscriber)
+        session.add(subscriber)
+    with engine.begin() as connection:
+        connection.execute(QUEUE.delete())  # their confirmation went out back then
+
+
+def test_a_mixed_batch_ends_as_the_sign_ups_one_by_one_would(
+    batch_engine: Engine, settings: Settings
+) -> None:
+    add_reader(batch_engine, settings, "confirmed@example.org", confirmed=True)
+    add_reader(batch_engine, settings, "left@example.org", confirmed=True, left=True)
+    batch = [
+        details("ada@example.org", "Ada"),
+        details("confirmed@example.org", "Stranger"),
+        details("bo@example.net", "Bo"),
+        details("ada@example.org", "Ada again"),
+        details("left@example.org", "Back"),
+    ]
+
+    with session_scope(batch_engine) as session:
+        due = register_signups(
+            session,
+            settings,
+            [(signup, []) for signup in batch],
+            now=NOW,
+            quota=ConfirmationCaps.from_settings(settings),
+        )
+
+    # A confirmation for each new address once, and for the reader who left; none for
+    # the confirmed reader or for the second sign-up of an address within the interval.
+    assert [confirmation.email if confirmation else None for confirmation in due] == [
+        "ada@example.org",
+        None,
+        "bo@example.net",
+        None,
+        "left@example.org",
+    ]
+    with batch_engine.connect() as connection:
+        readers = {
+            row.email: (row.name, SubscriberStatus(row.status))
+            for row in connection.execute(select(SUBSCRIBERS))
+        }
+        queued = connection.execute(
+            select(SUBSCRIBERS.c.email).join(QUEUE, QUEUE.c.subscriber_id == SUBSCRIBERS.c.id)
+        ).scalars()
+        assert sorted(queued) == ["ada@example.org", "bo@example.net", "left@example.org"]
+    assert readers == {
+        # A pending address takes the latest details, as one sign-up after another would.
+        "ada@example.org": ("Ada again", SubscriberStatus.PENDING),
+        "bo@example.net": ("Bo", SubscriberStatus.PENDING),
+        "confirmed@example.org": ("Before", SubscriberStatus.CONFIRMED),  # never changed
+        "left@example.org": ("Back", SubscriberStatus.PENDING),
+    }
+
+
+def test_a_batch_over_the_domain_cap_queues_only_what_the_cap_allows(
+    batch_engine: Engine, settings: Settings
+) -> None:
+    capped = settings.model_copy(update={"confirm_domain_limit": 2})
+    batch = [(details(f"reader{n}@example.org"), []) for n in range(4)]
+
+    with session_scope(batch_engine) as session:
+        due = register_signups(
+            session, capped, batch, now=NOW, quota=ConfirmationCaps.from_settings(capped)
+        )
+
+    assert [confirmation is not None for confirmation in due] == [True, True, False, False]
+    with batch_engine.connect() as connection:
+        assert connection.execute(select(QUEUE.c.id)).all().__len__() == 2
+        # Every address is on the list; the two over the cap may be sent one later.
+        slots = connection.execute(
+            select(SUBSCRIBERS.c.email, SUBSCRIBERS.c.confirmation_sent_at).order_by(
+                SUBSCRIBERS.c.email
+            )
+        ).all()
+    assert [email for email, _ in slots] == [f"reader{n}@example.org" for n in range(4)]
+    assert [sent is not None for _, sent in slots] == [True, True, False, False]
