@@ -12,6 +12,7 @@ from newsletter.core.db import create_db_engine, upgrade_schema
 from newsletter.core.settings import Settings, load_settings
 from tests.support.cli import cli_environment
 from tests.support.message_kinds import SentKinds, received_every_kind
+from tests.support.postgres import postgres_database_or_skip
 from tests.support.relevance_corpus import store_labelled_papers
 from tests.support.smtp_server import RecordingSmtpServer
 
@@ -61,6 +62,24 @@ def engine(settings: Settings) -> Iterator[Engine]:
     upgrade_schema(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def each_database(request: pytest.FixtureRequest, database_url: str) -> Iterator[Engine]:
+    """A migrated database of each kind: the temp SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        engine = create_db_engine(database_url)
+        upgrade_schema(engine)
+        yield engine
+        engine.dispose()
+        return
+    with postgres_database_or_skip() as url:
+        engine = create_db_engine(url)
+        upgrade_schema(engine)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture

@@ -2,37 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, text
 from sqlmodel import Session, select
 
-from newsletter.core.db import create_db_engine, upgrade_schema
 from subscribers import store
 from subscribers.models import JudgementSource, ReaderPaper, Subscriber, Verdict
-from tests.support.postgres import postgres_database_or_skip
 
 PAPER = "2611.00014"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, database_url: str) -> Iterator[Engine]:
+@pytest.fixture
+def database(each_database: Engine) -> Engine:
     """A migrated database of each kind."""
-    if request.param == "sqlite":
-        engine = create_db_engine(database_url)
-        upgrade_schema(engine)
-        yield engine
-        engine.dispose()
-        return
-    with postgres_database_or_skip() as url:
-        engine = create_db_engine(url)
-        upgrade_schema(engine)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
+    return each_database
 
 
 def _reader(engine: Engine) -> int:

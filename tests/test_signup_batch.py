@@ -10,37 +10,19 @@ most. SQLite in a temp dir, and the real PostgreSQL.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import Engine, select
 
-from newsletter.core.db import create_db_engine, session_scope, upgrade_schema
+from newsletter.core.db import session_scope
 from newsletter.core.settings import Settings
 from subscribers.models import QueuedConfirmation, Subscriber, SubscriberStatus
 from subscribers.ratelimit import ConfirmationCaps
 from subscribers.signup import SignupDetails, register_signup, register_signups
 from subscribers.store import find_subscriber, mark_confirmed, mark_unsubscribed
-from tests.support.postgres import postgres_database_or_skip
 
 NOW = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 QUEUE = QueuedConfirmation.__table__  # type: ignore[attr-defined]
 SUBSCRIBERS = Subscriber.__table__  # type: ignore[attr-defined]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def batch_engine(request: pytest.FixtureRequest, database_url: str) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = create_db_engine(database_url)
-        upgrade_schema(engine)
-        yield engine
-        engine.dispose()
-        return
-    with postgres_database_or_skip() as url:
-        engine = create_db_engine(url)
-        upgrade_schema(engine)
-        yield engine
-        engine.dispose()
 
 
 def details(email: str, name: str | None = None) -> SignupDetails:
@@ -68,10 +50,10 @@ def add_reader(
 
 
 def test_a_mixed_batch_ends_as_the_sign_ups_one_by_one_would(
-    batch_engine: Engine, settings: Settings
+    each_database: Engine, settings: Settings
 ) -> None:
-    add_reader(batch_engine, settings, "confirmed@example.org", confirmed=True)
-    add_reader(batch_engine, settings, "left@example.org", confirmed=True, left=True)
+    add_reader(each_database, settings, "confirmed@example.org", confirmed=True)
+    add_reader(each_database, settings, "left@example.org", confirmed=True, left=True)
     batch = [
         details("ada@example.org", "Ada"),
         details("confirmed@example.org", "Stranger"),
@@ -80,7 +62,7 @@ def test_a_mixed_batch_ends_as_the_sign_ups_one_by_one_would(
         details("left@example.org", "Back"),
     ]
 
-    with session_scope(batch_engine) as session:
+    with session_scope(each_database) as session:
         due = register_signups(
             session,
             settings,
@@ -98,7 +80,7 @@ def test_a_mixed_batch_ends_as_the_sign_ups_one_by_one_would(
         None,
         "left@example.org",
     ]
-    with batch_engine.connect() as connection:
+    with each_database.connect() as connection:
         readers = {
             row.email: (row.name, SubscriberStatus(row.status))
             for row in connection.execute(select(SUBSCRIBERS))
@@ -117,18 +99,18 @@ def test_a_mixed_batch_ends_as_the_sign_ups_one_by_one_would(
 
 
 def test_a_batch_over_the_domain_cap_queues_only_what_the_cap_allows(
-    batch_engine: Engine, settings: Settings
+    each_database: Engine, settings: Settings
 ) -> None:
     capped = settings.model_copy(update={"confirm_domain_limit": 2})
     batch = [(details(f"reader{n}@example.org"), []) for n in range(4)]
 
-    with session_scope(batch_engine) as session:
+    with session_scope(each_database) as session:
         due = register_signups(
             session, capped, batch, now=NOW, quota=ConfirmationCaps.from_settings(capped)
         )
 
     assert [confirmation is not None for confirmation in due] == [True, True, False, False]
-    with batch_engine.connect() as connection:
+    with each_database.connect() as connection:
         assert connection.execute(select(QUEUE.c.id)).all().__len__() == 2
         # Every address is on the list; the two over the cap may be sent one later.
         slots = connection.execute(
