@@ -471,7 +471,7 @@ def _process_count(settings: Settings, requested: int | None, *, queued: int | N
         return requested
     count = available_cores()
     if queued is not None:
-        # A small list is over before a second interpreter has started.
+        # No more processes than batches: one more would find nothing to claim.
         count = min(count, -(-queued // settings.send_batch_size))
     return max(count, 1)
 
