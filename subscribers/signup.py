@@ -181,10 +181,7 @@ def register_signups(
             store.save_judged_papers(session, subscriber_id=subscriber_id, papers=liked, now=now)
         slot = ConfirmationClaim(subscriber_key=key, claimed_at=now, previous_sent_at=None)
         confirmation = ConfirmationEmail(details.email, details.name, slot)
-        refused = quota.reserve(confirmation.email)
-        if refused is not None:
-            store.release_confirmation_slot(session, claim=slot)
-            logger.warning("no confirmation email to %s: %s", confirmation.email, refused)
+        if not _within_quota(session, quota, confirmation):
             due.append(None)
             continue
         queued.append((subscriber_id, slot))
@@ -231,13 +228,22 @@ def _queue_within_quota(
     session: Session, quota: ConfirmationQuota, subscriber_id: int, confirmation: ConfirmationEmail
 ) -> ConfirmationEmail | None:
     """Queue the claimed confirmation if the caps allow it, else hand the slot back."""
-    refused = quota.reserve(confirmation.email)
-    if refused is not None:
-        store.release_confirmation_slot(session, claim=confirmation.claim)
-        logger.warning("no confirmation email to %s: %s", confirmation.email, refused)
+    if not _within_quota(session, quota, confirmation):
         return None
     confirmation_queue.enqueue(session, subscriber_id=subscriber_id, claim=confirmation.claim)
     return confirmation
+
+
+def _within_quota(
+    session: Session, quota: ConfirmationQuota, confirmation: ConfirmationEmail
+) -> bool:
+    """Whether the caps allow this confirmation; if not, its slot is handed back (and logged)."""
+    refused = quota.reserve(confirmation.email)
+    if refused is None:
+        return True
+    store.release_confirmation_slot(session, claim=confirmation.claim)
+    logger.warning("no confirmation email to %s: %s", confirmation.email, refused)
+    return False
 
 
 def build_confirmation_message(

@@ -29,8 +29,8 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 64
 # When recordings have transactions of their own (PostgreSQL), how long the first of a batch
 # waits for others to join it. Nobody waits for a recording (its answer has gone), and under
-# load the gathered batch shares one checkout, BEGIN and COMMIT: with sign-ups arriving 500 a
-# second the web server spent about 5 % less CPU per sign-up.
+# load the gathered batch shares one checkout, BEGIN and COMMIT, and its new addresses one
+# insert (`register_signups`).
 RECORDING_GATHER_SECONDS = 0.02
 
 # A sign-up as received (None: a filled-in honeypot's mark), and one to record with its row's id.
