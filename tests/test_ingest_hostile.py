@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from newsletter.core.db import create_db_engine, upgrade_schema
+from newsletter.core.db import create_db_engine
 from newsletter.core.errors import MalformedSourceError
 from newsletter.core.settings import Settings
 from newsletter.core.urls import web_url
@@ -71,10 +71,10 @@ def _day_with_one_bad_record(**bad_fields: Any) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def _database(backend: str, tmp_path: Path, *, sqlite_url: str | None = None) -> Iterator[str]:
+def _database(backend: str, tmp_path: Path) -> Iterator[str]:
     """The URL of an empty database of the given kind, for the length of a `with` block."""
     if backend == "sqlite":
-        yield sqlite_url or f"sqlite:///{tmp_path / 'cli.db'}"
+        yield f"sqlite:///{tmp_path / 'cli.db'}"
         return
     with postgres_database_or_skip() as url:
         yield url
@@ -349,18 +349,10 @@ HOSTILE_ITEMS = st.fixed_dictionaries(
 )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def migrated(
-    request: pytest.FixtureRequest, settings: Settings, tmp_path: Path
-) -> Iterator[Engine]:
+@pytest.fixture
+def migrated(each_database: Engine) -> Engine:
     """An engine on a migrated database: the settings fixture's SQLite, or PostgreSQL."""
-    with _database(request.param, tmp_path, sqlite_url=settings.database_url) as url:
-        engine = create_db_engine(url)
-        upgrade_schema(engine)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
+    return each_database
 
 
 @hypothesis_settings(
