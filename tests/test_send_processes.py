@@ -92,6 +92,11 @@ def both_working(log: Path) -> bool:
     return log.read_text().count(" started; it ") == 2
 
 
+def lease_holders(engine: Engine) -> set[str]:
+    """The worker ids holding rows of the edition now."""
+    return {row.lease_owner for row in ledger_rows(engine) if row.lease_owner is not None}
+
+
 def newsletter(*args: str) -> list[str]:
     """The `newsletter` command line."""
     return [sys.executable, "-m", "newsletter", *args]
@@ -318,7 +323,9 @@ def test_a_worker_process_that_dies_is_started_again_and_its_rows_are_not_left_w
             parent = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=errors)
             try:
                 assert hold.reached.wait(60), "no message reached the server"
-                wait_until(lambda: both_working(log), "both sending processes working")
+                # "Started" is logged before a process claims: kill one only once both hold
+                # rows, or the victim may have nothing for the parent to take back.
+                wait_until(lambda: len(lease_holders(engine)) == 2, "both processes holding rows")
                 victim = child_pids(parent.pid)[0]
                 os.kill(victim, signal.SIGKILL)  # holding its claimed rows
                 wait_until(
