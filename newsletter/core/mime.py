@@ -2,41 +2,59 @@
 
 The digest's fast path (`send.assemble`) and every one-off message (a
 confirmation) share these rules, so both put the same bytes on the wire:
-CRLF line ends, quoted-printable lines of at most 76 characters, a final
-newline on every part.
+CRLF line ends, quoted-printable lines of at most 76 characters broken where
+the `email` package breaks them (so a message is the same byte for byte as
+its build), a final newline on every part.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Final
 
 __all__ = [
     "CRLF",
-    "SOFT_BREAK",
+    "QP_LINE_MAX",
+    "LineSpan",
     "OutgoingMessage",
     "compose_alternative",
     "normalised_body",
     "part_header",
+    "qp_body_characters",
+    "qp_characters",
     "qp_encode",
-    "qp_encode_url",
+    "qp_line_spans",
+    "qp_lines",
     "qp_url_safe",
-    "qp_wrap_safe",
 ]
 
 CRLF: Final = b"\r\n"
-SOFT_BREAK: Final = b"=\r\n"
 QP_LINE_MAX: Final = 76
 
-# Each byte as quoted-printable: printable ASCII except "=" stands for itself.
+# Each byte as quoted-printable: printable ASCII except "=", space and tab stand
+# for themselves. `_QP_TABLE` is for a value within a line (a line end in it is
+# escaped too); `_QP_BODY_TABLE` keeps LF, which ends a line of the body.
 _QP_BYTE: Final = tuple(
     chr(byte) if (33 <= byte <= 126 and byte != ord("=")) or byte in (9, 32) else f"={byte:02X}"
     for byte in range(256)
 )
+_QP_TABLE: Final = dict(enumerate(_QP_BYTE))
+_QP_BODY_TABLE: Final = {**_QP_TABLE, 10: "\n"}
 _QP_URL_SAFE: Final = re.compile(r"[!-<>-~]*")  # printable ASCII except "=" and space
+# A physical line of a long encoded line: 75 characters, or 73 or 74 so that an
+# "=XX" escape is never split (greedy: it stops before the first "=" in reach).
+_QP_PIECE: Final = re.compile(r".{73}[^=]{0,2}", re.DOTALL)
+# The email package breaks a line only while at least this much of it is left.
+_QP_BREAK_WHILE: Final = QP_LINE_MAX + 1
+_QP_WHITESPACE: Final = {" ": "=20", "\t": "=09"}
+
+# One physical line of an encoded line: its characters [start, end) and what
+# follows them ("=" for a soft line break, an escaped final space or tab, or "").
+LineSpan = tuple[int, int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,64 +66,83 @@ class OutgoingMessage:
     data: bytes
 
 
-# The same as a `str.translate` table over bytes read as Latin-1 (one character per byte).
-_QP_TABLE: Final = dict(enumerate(_QP_BYTE))
+def qp_characters(data: bytes) -> str:
+    """Each byte as quoted-printable, line ends included, before any line is broken."""
+    return data.decode("latin-1").translate(_QP_TABLE)
 
 
-def _qp_encode_line(line: bytes) -> list[str]:
-    """One line as quoted-printable physical lines, soft-broken to stay within 76 characters."""
-    encoded = line.decode("latin-1").translate(_QP_TABLE)
-    if line and line[-1] in (9, 32):
-        # Whitespace at the end of a line is dropped in transit unless encoded.
-        encoded = f"{encoded[:-1]}={line[-1]:02X}"
-    if len(encoded) <= QP_LINE_MAX:
-        return [encoded]
-    physical: list[str] = []
+def _tail_spans(length: int, last: str) -> list[LineSpan]:
+    """The last physical lines of an encoded line from where its soft breaks stop.
+
+    A space or tab ending a line would be dropped in transit: the email package
+    escapes it, after a soft break if the escape does not fit, and its three
+    cases are reproduced exactly (quoprimime.body_encode).
+    """
+    escaped = _QP_WHITESPACE.get(last)
+    if escaped is None:
+        return [(0, length, "")]
+    if length <= QP_LINE_MAX - 2:
+        return [(0, length - 1, escaped)]
+    if length == QP_LINE_MAX - 1:
+        return [(0, length, "="), (length, length, "")]
+    return [(0, length - 1, "="), (length - 1, length - 1, escaped)]
+
+
+def qp_line_spans(line: str) -> list[LineSpan]:
+    """Where one encoded line (`qp_characters` of a line) is broken, as the email package does.
+
+    Lines of at most 76 characters; a soft break ("=") after 75 characters,
+    or after 73 or 74 so as not to split an escape, for as long as 77 or
+    more characters are left.
+    """
+    spans: list[LineSpan] = []
     start = 0
-    width = QP_LINE_MAX - 1  # room for the "=" of the soft line break
-    while len(encoded) - start > width:
-        end = start + width
-        # Never split "=XX": "=" only ever starts an escape here.
-        if encoded[end - 1] == "=":
-            end -= 1
-        elif encoded[end - 2] == "=":
-            end -= 2
-        physical.append(encoded[start:end] + "=")
-        start = end
-    physical.append(encoded[start:])
-    return physical
+    if len(line) >= _QP_BREAK_WHILE:
+        pieces = _QP_PIECE.findall(line)
+        ends = list(accumulate(map(len, pieces)))
+        # The regular expression also breaks the last 73 to 76 characters, which
+        # the email package leaves whole.
+        if len(line) - (ends[-1] - len(pieces[-1])) < _QP_BREAK_WHILE:
+            ends.pop()
+        spans = [(begin, end, "=") for begin, end in zip([0, *ends], ends, strict=False)]
+        start = ends[-1] if ends else 0
+    spans += [
+        (start + begin, start + end, after)
+        for begin, end, after in _tail_spans(len(line) - start, line[-1:])
+    ]
+    return spans
+
+
+def _encoded_line(line: str) -> str:
+    if len(line) <= QP_LINE_MAX and line[-1:] not in _QP_WHITESPACE:
+        return line  # the common case: nothing to break or escape
+    return "\r\n".join(line[start:end] + after for start, end, after in qp_line_spans(line))
+
+
+def qp_body_characters(text: str) -> str:
+    """`qp_characters` of UTF-8 text, its LF line ends kept as they are (to split it into lines)."""
+    # A lone surrogate cannot be written in UTF-8; it becomes "?" rather than an exception.
+    return text.encode("utf-8", "replace").decode("latin-1").translate(_QP_BODY_TABLE)
+
+
+def qp_lines(lines: Iterable[str]) -> bytes:
+    """Whole lines of `qp_characters`, each broken as `qp_line_spans` says and ended by CRLF."""
+    return "".join([_encoded_line(line) + "\r\n" for line in lines]).encode("ascii")
 
 
 def qp_encode(text: str) -> bytes:
-    """Quoted-printable of "\\n"-separated text: CRLF line ends, lines of at most 76 characters."""
-    lines: list[str] = []
-    # A lone surrogate cannot be written in UTF-8; it becomes "?" rather than an exception.
-    for line in text.encode("utf-8", "replace").split(b"\n"):
-        lines += _qp_encode_line(line)
-    return "\r\n".join(lines).encode("ascii")
+    """Quoted-printable of "\\n"-separated text, byte for byte as the email package writes it.
+
+    CRLF line ends, lines of at most 76 characters, broken where
+    `email.quoprimime.body_encode` breaks them (the reference build's encoder).
+    """
+    lines = qp_body_characters(text).split("\n")
+    return "\r\n".join(map(_encoded_line, lines)).encode("ascii")
 
 
 def qp_url_safe(url: str) -> bool:
-    """Whether the URL is printable ASCII without "=" or spaces: its QP is itself, wrapped."""
+    """Whether the URL is printable ASCII without "=" or spaces: its QP is itself."""
     return _QP_URL_SAFE.fullmatch(url) is not None
-
-
-def qp_wrap_safe(url: str) -> bytes:
-    """A URL `qp_url_safe` accepted, as quoted-printable (soft-wrapped only)."""
-    step = QP_LINE_MAX - 1
-    return "=\r\n".join([url[start : start + step] for start in range(0, len(url), step)]).encode(
-        "ascii"
-    )
-
-
-def qp_encode_url(url: str) -> bytes:
-    """A URL as quoted-printable; URLs are almost always plain ASCII, a fast case."""
-    if _QP_URL_SAFE.fullmatch(url) is None:
-        return qp_encode(url)
-    step = QP_LINE_MAX - 1
-    return "=\r\n".join([url[start : start + step] for start in range(0, len(url), step)]).encode(
-        "ascii"
-    )
 
 
 def normalised_body(text: str) -> str:

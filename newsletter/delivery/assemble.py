@@ -12,10 +12,13 @@ Personal URLs go only where the rendering put its own placeholders, which
 carry the edition's random link marker: feed text cannot guess it, so it can
 never make the send stage paste a reader's link somewhere else.
 
-Quoted-printable soft line breaks could split a placeholder, so each segment
-is encoded on its own starting at column 0 and segments are joined with soft
-line breaks ("=" CRLF), which decoders remove. Every body line stays within
-76 characters and every line ends in CRLF.
+The body is quoted-printable broken exactly where the `email` package breaks
+it (`core.mime.qp_line_spans`), and a line that holds a URL breaks by the
+URL's length. So the lines that hold personal values are laid out once per
+set of value lengths (`_Layout`; all readers usually share one): the lines
+without a value become fixed bytes, and those with one become regions that
+each reader's URLs are sliced into. Every body line stays within 76
+characters and every line ends in CRLF.
 
 With DKIM configured, the key is loaded once at `compile`, and so is the
 relaxed canonical form of every fixed body segment (each starts and ends at a
@@ -28,14 +31,15 @@ personal values are checked per reader, and the size is the sum of known
 lengths, so nothing scans the whole message again before it is written.
 
 `build_message` is the slow reference built entirely with the `email`
-package, for well-formed input only; tests check the two agree header for
-header and part for part.
+package, for well-formed input only; tests check the two are the same byte
+for byte (but for a display name in encoded-words, which reads the same).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -56,17 +60,17 @@ from newsletter.core.headers import (
     unstructured_header,
 )
 from newsletter.core.mime import (
-    CRLF,
-    SOFT_BREAK,
+    QP_LINE_MAX,
     closing_boundary,
     multipart_header,
     new_boundary,
     normalised_body,
     part_header,
-    qp_encode,
-    qp_encode_url,
+    qp_body_characters,
+    qp_characters,
+    qp_line_spans,
+    qp_lines,
     qp_url_safe,
-    qp_wrap_safe,
 )
 from newsletter.core.settings import Settings
 from newsletter.core.text import single_line
@@ -179,6 +183,9 @@ def _reference_policy() -> EmailPolicy[EmailMessage]:
 
 
 _REFERENCE_POLICY: Final = _reference_policy()
+# The email package breaks quoted-printable lines at the policy's line length,
+# 78 for headers; RFC 2045 allows 76, so the parts are encoded with that.
+_PART_POLICY: Final = _REFERENCE_POLICY.clone(max_line_length=QP_LINE_MAX)
 
 
 def build_message(
@@ -192,11 +199,13 @@ def build_message(
     recipient: Recipient,
     is_test: bool = False,
     sent_at: datetime | None = None,
+    boundary: str | None = None,
 ) -> EmailMessage:
     """One recipient's message built fully with the email package (the slow reference).
 
     Only for trusted, well-formed input (tests and the benchmark): the email
     package's folding is what `newsletter.core.headers` exists to avoid.
+    `boundary` is the multipart boundary (by default the email package's own).
     """
     unsubscribe, preferences = _personal_urls(settings, recipient.subscriber_key)
     message = EmailMessage(policy=_REFERENCE_POLICY)
@@ -227,8 +236,12 @@ def build_message(
             edition_date,
         ),
     )
-    message.set_content(personal_text, subtype="plain", charset="utf-8", cte="quoted-printable")
-    message.add_alternative(personal_html, subtype="html", charset="utf-8", cte="quoted-printable")
+    message.make_alternative(boundary)
+    for body, subtype in ((personal_text, "plain"), (personal_html, "html")):
+        part = EmailMessage(policy=_PART_POLICY)
+        part.set_content(body, subtype=subtype, charset="utf-8", cte="quoted-printable")
+        del part["MIME-Version"]  # set_content's, which only the message needs
+        message.attach(part)
     return message
 
 
@@ -258,6 +271,130 @@ _FEEDBACK_SLOT_OFFSET: Final = {
     ("html", "more"): 2,
     ("html", "less"): 3,
 }
+# The slots before this one are whole header lines; from it on, values in the body.
+_FIRST_BODY_SLOT: Final = _SLOT_TEXT_UNSUBSCRIBE
+# Distinct layouts kept per digest: one per set of value lengths (see `_Layout`).
+_LAYOUTS_KEPT: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class _SlotLine:
+    """A line of a body that holds personal values, not yet broken into physical lines.
+
+    `fixed` is its text around the slots as quoted-printable characters
+    (`qp_characters`), one more than `slots`. Where the line breaks depends on
+    the values' lengths, so it is laid out per reader shape (`_Layout`).
+    """
+
+    fixed: tuple[str, ...]
+    slots: tuple[int, ...]
+
+
+# A part of a region: fixed bytes, or (slot, start, end): a slice of that slot's value.
+_RegionItem = bytes | tuple[int, int, int]
+_Region = tuple[_RegionItem, ...]
+# What decides where a line holding a value breaks: the value's length alone
+# (the common case: no "=" in it and no space or tab at its end), else that
+# length, where its escapes start and its last character if it is a space or tab.
+_Shape = int | tuple[int, tuple[int, ...], str]
+
+
+def _shape(value: bytes) -> _Shape:
+    last = value[-1:]
+    if b"=" not in value and last not in (b" ", b"\t"):
+        return len(value)
+    escapes = tuple(index for index, byte in enumerate(value) if byte == ord("="))
+    return len(value), escapes, last.decode("ascii") if last in (b" ", b"\t") else ""
+
+
+def _stand_in(shape: _Shape) -> str:
+    """Characters that break as a value of this shape does (breaking looks only at those)."""
+    if isinstance(shape, int):
+        return "x" * shape
+    length, escapes, last = shape
+    characters = ["x"] * length
+    for index in escapes:
+        characters[index] = "="
+    if last:
+        characters[-1] = last
+    return "".join(characters)
+
+
+def _line_layout(line: _SlotLine, shapes: tuple[_Shape, ...]) -> list[bytes | _Region]:
+    """The line's physical lines: fixed bytes, and regions (whole lines) that hold values.
+
+    The line is broken with stand-ins for the values; each physical line that
+    holds a character of a value belongs to a region, which `_render` fills
+    per reader with slices of the values (soft breaks fall inside values too).
+    """
+    parts = [line.fixed[0]]
+    places: list[tuple[int, int, int]] = []  # (slot, start, end) of each value in the line
+    position = len(line.fixed[0])
+    for slot, fixed in zip(line.slots, line.fixed[1:], strict=True):
+        stand_in = _stand_in(shapes[slot - _FIRST_BODY_SLOT])
+        places.append((slot, position, position + len(stand_in)))
+        position += len(stand_in) + len(fixed)
+        parts += (stand_in, fixed)
+    text = "".join(parts)
+    spans = qp_line_spans(text)
+    starts = [start for start, _, _ in spans]
+    ends = [end for _, end, _ in spans]
+    # The physical lines each value touches, merged where they meet or overlap.
+    touched: list[list[int]] = []
+    for _, start, end in places:
+        if start == end:
+            continue  # an empty value touches no line
+        first, last = bisect_right(ends, start), bisect_left(starts, end) - 1
+        if touched and first <= touched[-1][1] + 1:
+            touched[-1][1] = max(touched[-1][1], last)
+        else:
+            touched.append([first, last])
+    layout: list[bytes | _Region] = []
+    done = 0
+
+    def fixed_lines(first: int, last: int) -> None:
+        if first <= last:
+            lines = spans[first : last + 1]
+            layout.append(
+                "".join(text[start:end] + after + "\r\n" for start, end, after in lines).encode()
+            )
+
+    for first, last in touched:
+        fixed_lines(done, first - 1)
+        items: list[_RegionItem] = []
+        for start, end, after in spans[first : last + 1]:
+            cursor = start
+            for slot, value_start, value_end in places:
+                if value_end <= cursor or value_start >= end:
+                    continue
+                if value_start > cursor:
+                    items.append(text[cursor:value_start].encode("ascii"))
+                cut_end = min(end, value_end)
+                items.append((slot, max(cursor, value_start) - value_start, cut_end - value_start))
+                cursor = cut_end
+            items.append((text[cursor:end] + after + "\r\n").encode("ascii"))
+        layout.append(_merged(items))
+        done = last + 1
+    fixed_lines(done, len(spans) - 1)
+    return layout
+
+
+def _merged(items: list[_RegionItem]) -> _Region:
+    """Adjacent fixed bytes joined."""
+    merged: list[_RegionItem] = []
+    for item in items:
+        if isinstance(item, bytes) and merged and isinstance(merged[-1], bytes):
+            merged[-1] += item
+        elif item != b"":
+            merged.append(item)
+    return tuple(merged)
+
+
+def _render(region: _Region, values: tuple[bytes, ...]) -> bytes:
+    """A region's bytes for one reader."""
+    return b"".join(
+        [item if isinstance(item, bytes) else values[item[0]][item[1] : item[2]] for item in region]
+    )
 
 
 def _encoded_part_pieces(
@@ -267,13 +404,15 @@ def _encoded_part_pieces(
     feedback_papers: int = 0,
     *,
     cut: str | None = None,
-    qp_cache: dict[str, bytes] | None = None,
-) -> list[bytes | int]:
-    """A part's quoted-printable body as literal segments and slot numbers for the URLs.
+    qp_cache: dict[str, str] | None = None,
+) -> list[bytes | _SlotLine]:
+    """A part's quoted-printable body: encoded lines, and the lines that hold personal values.
 
     With `cut`, the body is also cut where that text stands (it is dropped):
-    each piece is encoded on its own, and with `qp_cache` encoded once for
-    every digest sharing the cache (blocks recur across selections).
+    each piece is turned into quoted-printable characters on its own, and with
+    `qp_cache` once for every digest sharing the cache (blocks recur across
+    selections). Characters do not depend on where they stand, so this is the
+    same as encoding the whole; lines are broken afterwards, whole.
     """
     slot_of: dict[str, int | None] = {
         field.placeholder(link_marker): slot for field, slot in _FIELD_SLOTS[flavour].items()
@@ -285,64 +424,149 @@ def _encoded_part_pieces(
             )
     if cut:
         slot_of[cut] = None
-    cache: dict[str, bytes] = {} if qp_cache is None else qp_cache
+    cache: dict[str, str] = {} if qp_cache is None else qp_cache
 
-    def encoded(segment: str) -> bytes:
+    def characters(segment: str) -> str:
         found = cache.get(segment)
         if found is None:
-            found = qp_encode(segment)
+            found = qp_body_characters(segment)
             if qp_cache is not None:
                 cache[segment] = found
         return found
 
+    pieces: list[bytes | _SlotLine] = []
+    plain_lines: list[str] = []  # finished lines without values, encoded together
+    current: list[list[str]] = [[]]  # the current line's fixed text, between its slots
+    slots: list[int] = []
+
+    def finish_line() -> None:
+        fixed = tuple("".join(fragments) for fragments in current)
+        if slots:
+            if plain_lines:
+                pieces.append(qp_lines(plain_lines))
+                plain_lines.clear()
+            pieces.append(_SlotLine(fixed, tuple(slots)))
+        else:
+            plain_lines.append(fixed[0])
+        current[:] = [[]]
+        slots.clear()
+
+    def add(text: str) -> None:
+        first, *others = characters(text).split("\n")
+        current[-1].append(first)
+        for line in others:
+            finish_line()
+            current[-1].append(line)
+
     pattern = re.compile("|".join(re.escape(placeholder) for placeholder in slot_of))
-    pieces: list[bytes | int] = []
     position = 0
     for match in pattern.finditer(body):
-        segment = body[position : match.start()]
-        if segment:
-            chunk = encoded(segment)
-            pieces.append(chunk if chunk.endswith(CRLF) else chunk + SOFT_BREAK)
+        if match.start() > position:
+            add(body[position : match.start()])
         slot = slot_of[match.group()]
         if slot is not None:
-            pieces.append(slot)
+            slots.append(slot)
+            current.append([])
         position = match.end()
-    pieces.append(encoded(body[position:]))
+    add(body[position:])
+    # The body ends with a line end, so what is left is the empty text after it.
+    if slots or any(current[0]):
+        raise ValueError("a body part must end with a line end")
+    if plain_lines:
+        pieces.append(qp_lines(plain_lines))
     return pieces
 
 
-def _merge_literals(pieces: list[bytes | int]) -> tuple[tuple[bytes, ...], tuple[int, ...]]:
-    """Adjacent literals joined; the result alternates literal, slot, literal, ..., literal."""
-    literals: list[bytes] = [b""]
-    slots: list[int] = []
-    for piece in pieces:
-        if isinstance(piece, bytes):
-            literals[-1] += piece
-        else:
-            slots.append(piece)
-            literals.append(b"")
-    return tuple(literals), tuple(slots)
+def _encoded_size(pieces: list[bytes | _SlotLine]) -> int:
+    """The part's encoded size with its personal values left empty."""
+    return sum(
+        len(piece) if isinstance(piece, bytes) else len(qp_lines(["".join(piece.fixed)]))
+        for piece in pieces
+    )
+
+
+class _Layout:
+    """A digest's bytes for readers whose values have one set of shapes, prepared once.
+
+    `literals` alternate with `slots` (literal, slot, literal, ..., literal).
+    A slot indexes the message's values: the header lines first (To, Date,
+    Message-ID, List-Unsubscribe), then the `regions`, whole physical lines
+    each reader's values are sliced into (`_render`). Every literal and region
+    of the body starts and ends at a line end.
+
+    The fixed chunks get CRLF line ends here, and each its dot-stuffed wire
+    form twice: as it reads when it starts a line and when it does not (they
+    differ only when it begins with "."). `prepare` picks one per reader by
+    what the value before it ended with.
+    """
+
+    __slots__ = (
+        "body_start",
+        "canonical_body",
+        "literals",
+        "literals_eight_bit",
+        "literals_size",
+        "regions",
+        "slots",
+        "wire_literals",
+    )
+
+    def __init__(
+        self,
+        pieces: list[bytes | int | _SlotLine],
+        shapes: tuple[_Shape, ...],
+        signer: DkimSigner | None,
+    ) -> None:
+        chunks: list[list[bytes]] = [[]]
+        slots: list[int] = []
+        regions: list[_Region] = []
+        for piece in pieces:
+            laid_out: list[bytes | _Region] | list[bytes | int] = (
+                _line_layout(piece, shapes) if isinstance(piece, _SlotLine) else [piece]
+            )
+            for item in laid_out:
+                if isinstance(item, bytes):
+                    chunks[-1].append(item)
+                    continue
+                if isinstance(item, int):  # a header line's slot
+                    slots.append(item)
+                else:
+                    slots.append(_FIRST_BODY_SLOT + len(regions))
+                    regions.append(item)
+                chunks.append([])
+        literals = tuple(normalise_line_ends(b"".join(chunk)) for chunk in chunks)
+        if any(literal.endswith(b"\r") for literal in literals):
+            raise ValueError("a fixed chunk of the message ends inside a line end")
+        self.literals = literals
+        self.slots = tuple(slots)
+        self.regions = tuple(regions)
+        self.wire_literals = tuple(map(stuffed_both_ways, literals))
+        self.literals_size = sum(len(literal) for literal in literals)
+        self.literals_eight_bit = not all(literal.isascii() for literal in literals)
+        self.body_start, self.canonical_body = _canonical_body_segments(signer, literals)
+
+    def values(self, personal: tuple[bytes, ...]) -> tuple[bytes, ...]:
+        """The message's values for these personal ones: the header lines, then each region."""
+        return (
+            *personal[:_FIRST_BODY_SLOT],
+            *(_render(region, personal) for region in self.regions),
+        )
 
 
 class CompiledDigest:
     """One digest MIME-encoded once; `assemble` makes each recipient's message from it."""
 
     __slots__ = (
-        "_body_start",
-        "_canonical_body",
         "_clock",
         "_date_cache",
         "_feedback_papers",
-        "_literals",
-        "_literals_eight_bit",
-        "_literals_size",
+        "_layouts",
+        "_pieces",
         "_plain_base_url",
         "_settings",
         "_signer",
-        "_slots",
         "_unsubscribe_extra",
         "_view_date",
-        "_wire_literals",
         "envelope_from",
         "html_encoded_size",
     )
@@ -353,8 +577,7 @@ class CompiledDigest:
     def __init__(
         self,
         settings: Settings,
-        literals: tuple[bytes, ...],
-        slots: tuple[int, ...],
+        pieces: list[bytes | int | _SlotLine],
         *,
         html_encoded_size: int,
         clock: Callable[[], datetime],
@@ -362,24 +585,11 @@ class CompiledDigest:
         feedback_papers: tuple[str, ...] = (),
         view_date: date | None = None,
     ) -> None:
-        """Use `CompiledDigest.compile`; this only stores what it prepared.
-
-        The fixed chunks get CRLF line ends here, and each its dot-stuffed
-        wire form twice: as it reads when it starts a line and when it does
-        not (they differ only when it begins with "."). `prepare` picks one
-        per reader by what the personal value before it ended with.
-        """
-        literals = tuple(normalise_line_ends(literal) for literal in literals)
-        if any(literal.endswith(b"\r") for literal in literals):
-            raise ValueError("a fixed chunk of the message ends inside a line end")
-        self._wire_literals = tuple(map(stuffed_both_ways, literals))
-        self._literals_size = sum(len(literal) for literal in literals)
-        self._literals_eight_bit = not all(literal.isascii() for literal in literals)
+        """Use `CompiledDigest.compile`; this only stores what it prepared."""
         self._settings = settings
         self._signer = signer
-        self._body_start, self._canonical_body = _canonical_body_segments(signer, literals)
-        self._literals = literals
-        self._slots = slots
+        self._pieces = pieces
+        self._layouts: dict[tuple[_Shape, ...], _Layout] = {}
         self._clock = clock
         self._date_cache: tuple[int, bytes] = (-1, b"")
         self._unsubscribe_extra = _list_unsubscribe_urls(settings, "")[1:]
@@ -406,7 +616,7 @@ class CompiledDigest:
         clock: Callable[[], datetime] = utc_now,
         feedback_papers: tuple[str, ...] = (),
         cut: str | None = None,
-        qp_cache: dict[str, bytes] | None = None,
+        qp_cache: dict[str, str] | None = None,
     ) -> CompiledDigest:
         """Encode the digest's fixed headers and both parts once, leaving slots for what varies.
 
@@ -417,7 +627,9 @@ class CompiledDigest:
         encoded once (see `_encoded_part_pieces`).
         """
         boundary = new_boundary(f"digest_{edition_date:%Y%m%d}")
-        pieces: list[bytes | int] = [mailbox_setting_header("From", settings.from_address)]
+        pieces: list[bytes | int | _SlotLine] = [
+            mailbox_setting_header("From", settings.from_address)
+        ]
         if settings.reply_to:
             pieces.append(mailbox_setting_header("Reply-To", settings.reply_to))
         pieces += [
@@ -442,17 +654,17 @@ class CompiledDigest:
             pieces.append(part_header(boundary, subtype))
             pieces += part_pieces
         pieces.append(closing_boundary(boundary))
-        literals, slots = _merge_literals(pieces)
-        html_size = sum(len(piece) for piece in html_pieces if isinstance(piece, bytes))
+        has_view = any(
+            isinstance(piece, _SlotLine) and _SLOT_HTML_VIEW in piece.slots for piece in html_pieces
+        )
         return cls(
             settings,
-            literals,
-            slots,
-            html_encoded_size=html_size,
+            pieces,
+            html_encoded_size=_encoded_size(html_pieces),
             clock=clock,
             signer=DkimSigner.from_settings(settings),
             feedback_papers=feedback_papers,
-            view_date=edition_date if _SLOT_HTML_VIEW in slots else None,
+            view_date=edition_date if has_view else None,
         )
 
     def _date_header(self) -> bytes:
@@ -467,7 +679,11 @@ class CompiledDigest:
         return header
 
     def _personal_values(self, recipient: Recipient) -> tuple[bytes, ...]:
-        """What the slots hold for this recipient, each with CRLF line ends."""
+        """What the slots hold for this recipient: header lines, then the body's URLs.
+
+        The URLs are quoted-printable characters, not yet broken into lines
+        (`_Layout` does that).
+        """
         unsubscribe, preferences = _personal_urls(self._settings, recipient.subscriber_key)
         message_id = single_line(recipient.message_id)
         values = [
@@ -475,10 +691,10 @@ class CompiledDigest:
             self._date_header(),
             f"Message-ID: {message_id}\r\n".encode("ascii", "replace"),
             _list_unsubscribe_header([f"<{unsubscribe}>", *self._unsubscribe_extra]),
-            qp_encode_url(unsubscribe) + SOFT_BREAK,
-            qp_encode_url(preferences) + SOFT_BREAK,
-            qp_encode_url(escape(unsubscribe, quote=True)) + SOFT_BREAK,
-            qp_encode_url(escape(preferences, quote=True)) + SOFT_BREAK,
+            _url_characters(unsubscribe),
+            _url_characters(preferences),
+            _url_characters(escape(unsubscribe, quote=True)),
+            _url_characters(escape(preferences, quote=True)),
         ]
         if self._view_date is not None:
             settings = self._settings
@@ -488,10 +704,7 @@ class CompiledDigest:
                 recipient.subscriber_key or TEST_SEND_KEY,
                 self._view_date,
             )
-            values += [
-                qp_encode_url(view) + SOFT_BREAK,
-                qp_encode_url(escape(view, quote=True)) + SOFT_BREAK,
-            ]
+            values += [_url_characters(view), _url_characters(escape(view, quote=True))]
         else:
             values += [b"", b""]
         if self._feedback_papers:
@@ -503,39 +716,52 @@ class CompiledDigest:
                 # A feedback URL is the base URL and URL-safe token characters: with
                 # a plain base URL its HTML-escaped and quoted-printable forms are itself.
                 if self._plain_base_url:
-                    text_more = qp_wrap_safe(more) + SOFT_BREAK
-                    text_less = qp_wrap_safe(less) + SOFT_BREAK
+                    text_more, text_less = more.encode("ascii"), less.encode("ascii")
                     values += (text_more, text_less, text_more, text_less)
                 else:
                     values += (
-                        qp_encode_url(more) + SOFT_BREAK,
-                        qp_encode_url(less) + SOFT_BREAK,
-                        qp_encode_url(escape(more, quote=True)) + SOFT_BREAK,
-                        qp_encode_url(escape(less, quote=True)) + SOFT_BREAK,
+                        _url_characters(more),
+                        _url_characters(less),
+                        _url_characters(escape(more, quote=True)),
+                        _url_characters(escape(less, quote=True)),
                     )
         return tuple(values)
 
-    def _joined(self, values: tuple[bytes, ...]) -> tuple[bytes, list[bytes]]:
-        literals = self._literals
+    def _layout(self, personal: tuple[bytes, ...]) -> _Layout:
+        """The layout for these values' shapes, made the first time they are met."""
+        shapes = tuple(map(_shape, personal[_FIRST_BODY_SLOT:]))
+        layout = self._layouts.get(shapes)
+        if layout is None:
+            if len(self._layouts) >= _LAYOUTS_KEPT:
+                self._layouts.clear()
+            layout = self._layouts[shapes] = _Layout(self._pieces, shapes, self._signer)
+        return layout
+
+    def _joined(self, layout: _Layout, values: tuple[bytes, ...]) -> tuple[bytes, list[bytes]]:
+        literals = layout.literals
         parts = [literals[0]]
-        for index, slot in enumerate(self._slots, start=1):
+        for index, slot in enumerate(layout.slots, start=1):
             parts.append(values[slot])
             parts.append(literals[index])
         return b"".join(parts), parts
 
-    def _signature(self, message: bytes, parts: list[bytes], values: tuple[bytes, ...]) -> bytes:
+    def _signature(
+        self, layout: _Layout, message: bytes, parts: list[bytes], values: tuple[bytes, ...]
+    ) -> bytes:
         """The DKIM-Signature header for the message, or b"" without a signer."""
         if self._signer is None:
             return b""
-        if self._canonical_body is None:
+        if layout.canonical_body is None:
             return self._signer.sign(message)[: -len(message) or None]
-        return self._sign_from_segments(message, parts, values)
+        return self._sign_from_segments(layout, message, parts, values)
 
     def assemble(self, recipient: Recipient) -> bytes:
         """The recipient's whole RFC 5322 message, CRLF line ends (not dot-stuffed)."""
-        values = self._normalised(self._personal_values(recipient))
-        message, parts = self._joined(values)
-        return self._signature(message, parts, values) + message
+        personal = self._personal_values(recipient)
+        layout = self._layout(personal)
+        values = self._normalised(layout.values(personal))
+        message, parts = self._joined(layout, values)
+        return self._signature(layout, message, parts, values) + message
 
     @staticmethod
     def _normalised(values: tuple[bytes, ...]) -> tuple[bytes, ...]:
@@ -548,34 +774,26 @@ class CompiledDigest:
         The same bytes as `assemble`, dot-stuffed, and its size known without a
         scan. Only the personal values are looked at (see `prepared_value`).
         """
-        values = self._personal_values(recipient)
-        wire = self._wire_literals
-        literals = self._literals
-        size = self._literals_size
+        personal = self._personal_values(recipient)
+        layout = self._layout(personal)
+        values = layout.values(personal)
+        wire = layout.wire_literals
+        literals = layout.literals
+        size = layout.literals_size
         parts: list[bytes] = []
         if self._signer is not None:
             normal = self._normalised(values)
-            message, plain_parts = self._joined(normal)
+            message, plain_parts = self._joined(layout, normal)
             header = prepared_value(
-                self._signature(message, plain_parts, normal), at_line_start=True
+                self._signature(layout, message, plain_parts, normal), at_line_start=True
             )
             parts.append(header[1])
             size += len(header[0])
         parts.append(wire[0][0])
         line_start = literals[0].endswith(b"\n") if literals[0] else True
-        eight_bit = self._literals_eight_bit
-        # A personal digest's feedback links fill two slots each (text and HTML)
-        # with the same bytes: each is checked once (unless it starts with a dot,
-        # whose stuffing depends on where it stands).
-        checked: dict[int, tuple[bytes, bytes]] = {}
-        for index, slot in enumerate(self._slots, start=1):
-            value = values[slot]
-            known = checked.get(id(value))
-            if known is None:
-                known = prepared_value(value, at_line_start=line_start)
-                if not value.startswith(b"."):
-                    checked[id(value)] = known
-            normal_value, wire_value = known
+        eight_bit = layout.literals_eight_bit
+        for index, slot in enumerate(layout.slots, start=1):
+            normal_value, wire_value = prepared_value(values[slot], at_line_start=line_start)
             size += len(normal_value)
             eight_bit = eight_bit or not normal_value.isascii()
             parts.append(wire_value)
@@ -592,20 +810,27 @@ class CompiledDigest:
         return PreparedMessage(b"".join(parts), size, eight_bit)
 
     def _sign_from_segments(
-        self, message: bytes, parts: list[bytes], values: tuple[bytes, ...]
+        self, layout: _Layout, message: bytes, parts: list[bytes], values: tuple[bytes, ...]
     ) -> bytes:
         """The DKIM-Signature header: the fixed canonical segments hashed with the personal ones."""
-        assert self._signer is not None and self._canonical_body is not None
-        literal_index, offset = self._body_start
+        assert self._signer is not None and layout.canonical_body is not None
+        literal_index, offset = layout.body_start
         # parts alternate literal, value, literal, ...: literal i is parts[2 * i].
         header_length = sum(len(part) for part in parts[: 2 * literal_index]) + offset
-        canonical = self._canonical_body
+        canonical = layout.canonical_body
         hasher = hashlib.sha256(canonical[0])
-        for index in range(literal_index + 1, len(self._literals)):
-            hasher.update(self._signer.canonical_lines(values[self._slots[index - 1]]))
+        for index in range(literal_index + 1, len(layout.literals)):
+            hasher.update(self._signer.canonical_lines(values[layout.slots[index - 1]]))
             hasher.update(canonical[index - literal_index])
         header = self._signer.signature_header(message[:header_length], hasher.digest())
         return header
+
+
+def _url_characters(url: str) -> bytes:
+    """A URL as quoted-printable characters; URLs are almost always plain ASCII, a fast case."""
+    if qp_url_safe(url):
+        return url.encode("ascii")
+    return qp_characters(url.encode("utf-8", "replace")).encode("ascii")
 
 
 def _canonical_body_segments(

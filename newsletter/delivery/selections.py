@@ -252,7 +252,7 @@ class PersonalDigests:
                 )
 
         # Encoded blocks, shared by every selection's compile (a few MB at most).
-        qp_cache: dict[str, bytes] = {}
+        qp_cache: dict[str, str] = {}
 
         def compile_digest(blocks: DigestBlocks, chosen: ReaderSelection) -> CompiledDigest:
             digest = chosen.assemble(blocks)
