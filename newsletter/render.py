@@ -511,7 +511,13 @@ def render_blocks(
         "block": lambda name: _block_marker(link_marker, name),
     }
     html, text = render_email(env, "digest_blocks", context)
-    html_parts = _split_blocks(html, link_marker)
+    # Each HTML block ends a line (the markup is one long line; a line end between
+    # sections is only white space): quoted-printable then breaks each block's
+    # lines on their own, so a block met again encodes as before (see assemble).
+    html_parts = {
+        name: part if part.endswith("\n") else part + "\n"
+        for name, part in _split_blocks(html, link_marker).items()
+    }
     text_parts = _split_blocks(text, link_marker)
     blocks = {
         paper.arxiv_id: PaperBlocks(

@@ -18,7 +18,7 @@ import pytest
 from newsletter.core.errors import InvalidTokenError
 from newsletter.core.settings import Settings
 from newsletter.core.templating import make_template_environment
-from newsletter.delivery.assemble import CompiledDigest, Recipient
+from newsletter.delivery.assemble import CompiledDigest, EncodingCache, Recipient
 from newsletter.render import ENCODED_HTML_MAX_BYTES, DigestBlocks, render_blocks
 from newsletter.values import PaperRecord, RankedPaper
 from subscribers.tokens import (
@@ -60,7 +60,7 @@ def _message(
         link_marker=digest.link_marker,
         feedback_papers=digest.feedback_papers,
         cut=digest.cut,
-        qp_cache={},
+        cache=EncodingCache(),
     )
     raw = compiled.assemble(Recipient("r@example.org", "R", "readerkey", "<1@example.org>"))
     message = email.message_from_bytes(raw, policy=email.policy.default)

@@ -13,21 +13,21 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import Final
 
 __all__ = [
     "CRLF",
     "QP_LINE_MAX",
+    "BrokenLine",
     "LineSpan",
     "OutgoingMessage",
     "compose_alternative",
     "normalised_body",
     "part_header",
     "qp_body_characters",
+    "qp_break",
     "qp_characters",
     "qp_encode",
-    "qp_line_spans",
     "qp_lines",
     "qp_url_safe",
 ]
@@ -71,52 +71,64 @@ def qp_characters(data: bytes) -> str:
     return data.decode("latin-1").translate(_QP_TABLE)
 
 
-def _tail_spans(length: int, last: str) -> list[LineSpan]:
-    """The last physical lines of an encoded line from where its soft breaks stop.
+def _tail_spans(line: str, start: int) -> list[LineSpan]:
+    """The last physical lines of an encoded line, from `start`, where its soft breaks stop.
 
     A space or tab ending a line would be dropped in transit: the email package
     escapes it, after a soft break if the escape does not fit, and its three
     cases are reproduced exactly (quoprimime.body_encode).
     """
-    escaped = _QP_WHITESPACE.get(last)
+    end = len(line)
+    escaped = _QP_WHITESPACE.get(line[-1:])
     if escaped is None:
-        return [(0, length, "")]
-    if length <= QP_LINE_MAX - 2:
-        return [(0, length - 1, escaped)]
-    if length == QP_LINE_MAX - 1:
-        return [(0, length, "="), (length, length, "")]
-    return [(0, length - 1, "="), (length - 1, length - 1, escaped)]
+        return [(start, end, "")]
+    if end - start <= QP_LINE_MAX - 2:
+        return [(start, end - 1, escaped)]
+    if end - start == QP_LINE_MAX - 1:
+        return [(start, end, "="), (end, end, "")]
+    return [(start, end - 1, "="), (end - 1, end - 1, escaped)]
 
 
-def qp_line_spans(line: str) -> list[LineSpan]:
-    """Where one encoded line (`qp_characters` of a line) is broken, as the email package does.
+@dataclass(frozen=True, slots=True)
+class BrokenLine:
+    """One encoded line (`qp_characters` of a line) broken as the email package breaks it.
+
+    `soft` are its first physical lines, each followed by a soft break ("="),
+    and `tail` the spans of the rest (one line, or two when a final space or
+    tab is escaped after a soft break), positions in the line.
+    """
+
+    soft: list[str]
+    tail: list[LineSpan]
+
+    def encoded(self, line: str) -> str:
+        """The physical lines joined by CRLF (no CRLF after the last)."""
+        rest = "\r\n".join(line[start:end] + after for start, end, after in self.tail)
+        return "=\r\n".join([*self.soft, rest])
+
+
+def qp_break(line: str) -> BrokenLine:
+    """Where one encoded line is broken, exactly as `email.quoprimime.body_encode` breaks it.
 
     Lines of at most 76 characters; a soft break ("=") after 75 characters,
     or after 73 or 74 so as not to split an escape, for as long as 77 or
     more characters are left.
     """
-    spans: list[LineSpan] = []
-    start = 0
-    if len(line) >= _QP_BREAK_WHILE:
-        pieces = _QP_PIECE.findall(line)
-        ends = list(accumulate(map(len, pieces)))
-        # The regular expression also breaks the last 73 to 76 characters, which
-        # the email package leaves whole.
-        if len(line) - (ends[-1] - len(pieces[-1])) < _QP_BREAK_WHILE:
-            ends.pop()
-        spans = [(begin, end, "=") for begin, end in zip([0, *ends], ends, strict=False)]
-        start = ends[-1] if ends else 0
-    spans += [
-        (start + begin, start + end, after)
-        for begin, end, after in _tail_spans(len(line) - start, line[-1:])
-    ]
-    return spans
+    if len(line) < _QP_BREAK_WHILE:
+        return BrokenLine([], _tail_spans(line, 0))
+    soft = _QP_PIECE.findall(line)
+    done = sum(map(len, soft))
+    # The regular expression also breaks the last 73 to 76 characters, which
+    # the email package leaves whole.
+    if len(line) - (done - len(soft[-1])) < _QP_BREAK_WHILE:
+        done -= len(soft.pop())
+    return BrokenLine(soft, _tail_spans(line, done))
 
 
 def _encoded_line(line: str) -> str:
     if len(line) <= QP_LINE_MAX and line[-1:] not in _QP_WHITESPACE:
         return line  # the common case: nothing to break or escape
-    return "\r\n".join(line[start:end] + after for start, end, after in qp_line_spans(line))
+    return qp_break(line).encoded(line)
 
 
 def qp_body_characters(text: str) -> str:

@@ -40,7 +40,8 @@ from __future__ import annotations
 import hashlib
 import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
@@ -48,6 +49,7 @@ from email.message import EmailMessage
 from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime
 from html import escape
+from itertools import accumulate
 from typing import Any, Final
 
 from newsletter.core.clock import utc_now
@@ -61,26 +63,21 @@ from newsletter.core.headers import (
 )
 from newsletter.core.mime import (
     QP_LINE_MAX,
+    LineSpan,
     closing_boundary,
     multipart_header,
     new_boundary,
     normalised_body,
     part_header,
     qp_body_characters,
+    qp_break,
     qp_characters,
-    qp_line_spans,
     qp_lines,
     qp_url_safe,
 )
 from newsletter.core.settings import Settings
 from newsletter.core.text import single_line
-from newsletter.core.wire import (
-    END_OF_DATA,
-    PreparedMessage,
-    normalise_line_ends,
-    prepared_value,
-    stuffed_both_ways,
-)
+from newsletter.core.wire import END_OF_DATA, PreparedMessage, prepare_message, prepared_value
 from newsletter.render import feedback_placeholder
 from newsletter.values import PersonalField, fill_personal_links
 from subscribers.tokens import (
@@ -94,6 +91,7 @@ from subscribers.tokens import (
 __all__ = [
     "TEST_SEND_KEY",
     "CompiledDigest",
+    "EncodingCache",
     "Recipient",
     "build_message",
     "make_message_id",
@@ -299,6 +297,17 @@ _Region = tuple[_RegionItem, ...]
 _Shape = int | tuple[int, tuple[int, ...], str]
 
 
+def _shapes(personal: tuple[bytes, ...], joined: bytes) -> tuple[_Shape, ...]:
+    """The shapes of a reader's body values (`_Shape`): usually their lengths alone.
+
+    `joined` is the body values joined (the common case is told from it).
+    """
+    values = personal[_FIRST_BODY_SLOT:]
+    if b"=" not in joined and b" " not in joined and b"\t" not in joined:
+        return tuple(map(len, values))
+    return tuple(map(_shape, values))
+
+
 def _shape(value: bytes) -> _Shape:
     last = value[-1:]
     if b"=" not in value and last not in (b" ", b"\t"):
@@ -320,62 +329,77 @@ def _stand_in(shape: _Shape) -> str:
     return "".join(characters)
 
 
-def _line_layout(line: _SlotLine, shapes: tuple[_Shape, ...]) -> list[bytes | _Region]:
-    """The line's physical lines: fixed bytes, and regions (whole lines) that hold values.
+def _line_layout(fixed: tuple[str, ...], shapes: tuple[_Shape, ...]) -> list[bytes | _Region]:
+    """A line's physical lines: fixed bytes, and regions (whole lines) that hold values.
 
-    The line is broken with stand-ins for the values; each physical line that
-    holds a character of a value belongs to a region, which `_render` fills
-    per reader with slices of the values (soft breaks fall inside values too).
+    `fixed` is the line's text around its values, `shapes` theirs. The line is
+    broken with stand-ins for the values; each physical line that holds a
+    character of a value belongs to a region, whose items name a value by its
+    place in the line (0 for the first), for `_Layout` to map to its slot.
     """
-    parts = [line.fixed[0]]
-    places: list[tuple[int, int, int]] = []  # (slot, start, end) of each value in the line
-    position = len(line.fixed[0])
-    for slot, fixed in zip(line.slots, line.fixed[1:], strict=True):
-        stand_in = _stand_in(shapes[slot - _FIRST_BODY_SLOT])
-        places.append((slot, position, position + len(stand_in)))
-        position += len(stand_in) + len(fixed)
-        parts += (stand_in, fixed)
+    parts = [fixed[0]]
+    places: list[tuple[int, int, int]] = []  # (place, start, end) of each value in the line
+    position = len(fixed[0])
+    for place, (shape, after_value) in enumerate(zip(shapes, fixed[1:], strict=True)):
+        stand_in = _stand_in(shape)
+        places.append((place, position, position + len(stand_in)))
+        position += len(stand_in) + len(after_value)
+        parts += (stand_in, after_value)
     text = "".join(parts)
-    spans = qp_line_spans(text)
-    starts = [start for start, _, _ in spans]
-    ends = [end for _, end, _ in spans]
-    # The physical lines each value touches, merged where they meet or overlap.
-    touched: list[list[int]] = []
-    for _, start, end in places:
+    broken = qp_break(text)
+    soft, tail = broken.soft, broken.tail
+    # Each physical line's span: the soft-broken ones, then the tail's.
+    ends = [*accumulate(map(len, soft)), *(end for _, end, _ in tail)]
+    starts = [0, *ends[: len(soft)], *(start for start, _, _ in tail)][: len(ends)]
+    # The physical lines each value touches, merged where they meet or overlap,
+    # with the values in them: [first line, last line, values].
+    touched: list[tuple[int, int, list[tuple[int, int, int]]]] = []
+    for value in places:
+        _, start, end = value
         if start == end:
             continue  # an empty value touches no line
         first, last = bisect_right(ends, start), bisect_left(starts, end) - 1
         if touched and first <= touched[-1][1] + 1:
-            touched[-1][1] = max(touched[-1][1], last)
+            touched[-1] = (touched[-1][0], max(touched[-1][1], last), [*touched[-1][2], value])
         else:
-            touched.append([first, last])
+            touched.append((first, last, [value]))
+
+    def span(index: int) -> LineSpan:
+        if index < len(soft):
+            return starts[index], ends[index], "="
+        return tail[index - len(soft)]
+
     layout: list[bytes | _Region] = []
-    done = 0
 
     def fixed_lines(first: int, last: int) -> None:
-        if first <= last:
-            lines = spans[first : last + 1]
-            layout.append(
-                "".join(text[start:end] + after + "\r\n" for start, end, after in lines).encode()
-            )
+        """Physical lines no value touches, as they are."""
+        if first > last:
+            return
+        soft_end = min(last + 1, len(soft))
+        lines = "=\r\n".join(soft[first:soft_end]) + "=\r\n" if first < soft_end else ""
+        for start, end, after in tail[max(first, soft_end) - len(soft) : last + 1 - len(soft)]:
+            lines += text[start:end] + after + "\r\n"
+        layout.append(lines.encode("ascii"))
 
-    for first, last in touched:
+    done = 0
+    for first, last, values in touched:
         fixed_lines(done, first - 1)
         items: list[_RegionItem] = []
-        for start, end, after in spans[first : last + 1]:
+        for index in range(first, last + 1):
+            start, end, after = span(index)
             cursor = start
-            for slot, value_start, value_end in places:
+            for place, value_start, value_end in values:
                 if value_end <= cursor or value_start >= end:
                     continue
                 if value_start > cursor:
                     items.append(text[cursor:value_start].encode("ascii"))
                 cut_end = min(end, value_end)
-                items.append((slot, max(cursor, value_start) - value_start, cut_end - value_start))
+                items.append((place, max(cursor, value_start) - value_start, cut_end - value_start))
                 cursor = cut_end
             items.append((text[cursor:end] + after + "\r\n").encode("ascii"))
         layout.append(_merged(items))
         done = last + 1
-    fixed_lines(done, len(spans) - 1)
+    fixed_lines(done, len(ends) - 1)
     return layout
 
 
@@ -390,29 +414,138 @@ def _merged(items: list[_RegionItem]) -> _Region:
     return tuple(merged)
 
 
-def _render(region: _Region, values: tuple[bytes, ...]) -> bytes:
-    """A region's bytes for one reader."""
+def _render(region: _Region, line_slots: tuple[int, ...], values: tuple[bytes, ...]) -> bytes:
+    """A region's bytes for one reader; `line_slots` are the slots of its line's values."""
     return b"".join(
-        [item if isinstance(item, bytes) else values[item[0]][item[1] : item[2]] for item in region]
+        [
+            item if isinstance(item, bytes) else values[line_slots[item[0]]][item[1] : item[2]]
+            for item in region
+        ]
     )
+
+
+# A value slice on the wire: (place or slot, start, end, whether it starts a
+# physical line, so that its first dot is doubled per reader).
+_WireSlice = tuple[int, int, int, bool]
+
+
+class _LineLayout:
+    """A line that holds values, laid out for their shapes (`_line_layout`), in both forms.
+
+    `parts` as `_line_layout` gives them. For DATA, the same flattened: `head`,
+    the fixed bytes before the first value slice, and `tail`, those after the
+    last (both to be joined with what stands around the line, then dot-stuffed),
+    and between them `middle`: the slices (by place) and the fixed bytes
+    between them, dot-stuffed already (they never start the line).
+    `middle_size` is the middle's size before stuffing, values included.
+    """
+
+    __slots__ = ("head", "middle", "middle_ascii", "middle_size", "parts", "tail")
+
+    def __init__(self, parts: list[bytes | _Region]) -> None:
+        self.parts = parts
+        flat: list[bytes | _WireSlice] = []
+        fixed: list[bytes] = []
+        value_size = 0
+        line_start = True
+        for item in parts:
+            for piece in (item,) if isinstance(item, bytes) else item:
+                if isinstance(piece, bytes):
+                    fixed.append(piece)
+                    if piece:
+                        line_start = piece.endswith(b"\n")
+                    continue
+                flat.append(b"".join(fixed))
+                fixed.clear()
+                place, start, end = piece
+                flat.append((place, start, end, line_start))
+                value_size += end - start
+                line_start = False
+        flat.append(b"".join(fixed))
+        head, *middle, tail = flat
+        assert isinstance(head, bytes) and isinstance(tail, bytes)
+        self.head, self.tail = head, tail
+        self.middle = tuple(
+            part.replace(b"\n.", b"\n..") if isinstance(part, bytes) else part for part in middle
+        )
+        between = [part for part in middle if isinstance(part, bytes)]
+        self.middle_size = value_size + sum(map(len, between))
+        self.middle_ascii = all(map(bytes.isascii, between))
+
+
+class EncodingCache:
+    """What compiling several digests of an edition can share, so it is done once.
+
+    A personal digest is compiled per selection from blocks that recur across
+    selections: each piece's quoted-printable characters, each line without
+    values encoded, and each line layout (`_line_layout`) are kept here.
+    Bounded: the characters and lines are emptied past `limit` each; the
+    layouts, a few KB each and unique for a reader's own lines, are kept for
+    the `layouts_kept` lines met last.
+    """
+
+    __slots__ = ("_layouts", "characters", "layouts_kept", "limit", "lines")
+
+    def __init__(self, limit: int = 50_000, layouts_kept: int = 4096) -> None:
+        """An empty cache."""
+        self.limit = limit
+        self.layouts_kept = layouts_kept
+        self.characters: dict[str, str] = {}
+        self.lines: dict[str, bytes] = {}
+        self._layouts: OrderedDict[tuple[tuple[str, ...], tuple[_Shape, ...]], _LineLayout] = (
+            OrderedDict()
+        )
+
+    def characters_of(self, text: str) -> str:
+        """`qp_body_characters` of a piece of a body."""
+        found = self.characters.get(text)
+        if found is None:
+            found = qp_body_characters(text)
+            if len(self.characters) >= self.limit:
+                self.characters.clear()
+            self.characters[text] = found
+        return found
+
+    def encoded_line(self, line: str) -> bytes:
+        """A whole line of quoted-printable characters, broken and ended by CRLF."""
+        found = self.lines.get(line)
+        if found is None:
+            found = qp_lines([line])
+            if len(self.lines) >= self.limit:
+                self.lines.clear()
+            self.lines[line] = found
+        return found
+
+    def line_layout(self, fixed: tuple[str, ...], shapes: tuple[_Shape, ...]) -> _LineLayout:
+        """`_line_layout` of a line, once per line and value shapes (while kept)."""
+        key = (fixed, shapes)
+        found = self._layouts.get(key)
+        if found is None:
+            found = _LineLayout(_line_layout(fixed, shapes))
+            if len(self._layouts) >= self.layouts_kept:
+                self._layouts.popitem(last=False)
+            self._layouts[key] = found
+        else:
+            self._layouts.move_to_end(key)
+        return found
 
 
 def _encoded_part_pieces(
     body: str,
     flavour: str,
     link_marker: str,
-    feedback_papers: int = 0,
+    feedback_papers: int,
+    cache: EncodingCache,
     *,
     cut: str | None = None,
-    qp_cache: dict[str, str] | None = None,
 ) -> list[bytes | _SlotLine]:
     """A part's quoted-printable body: encoded lines, and the lines that hold personal values.
 
     With `cut`, the body is also cut where that text stands (it is dropped):
-    each piece is turned into quoted-printable characters on its own, and with
-    `qp_cache` once for every digest sharing the cache (blocks recur across
-    selections). Characters do not depend on where they stand, so this is the
-    same as encoding the whole; lines are broken afterwards, whole.
+    each piece is turned into quoted-printable on its own, once for every
+    digest sharing the cache (blocks recur across selections). Characters do
+    not depend on where they stand and lines are broken whole, so this is the
+    same as encoding the whole.
     """
     slot_of: dict[str, int | None] = {
         field.placeholder(link_marker): slot for field, slot in _FIELD_SLOTS[flavour].items()
@@ -424,56 +557,44 @@ def _encoded_part_pieces(
             )
     if cut:
         slot_of[cut] = None
-    cache: dict[str, str] = {} if qp_cache is None else qp_cache
-
-    def characters(segment: str) -> str:
-        found = cache.get(segment)
-        if found is None:
-            found = qp_body_characters(segment)
-            if qp_cache is not None:
-                cache[segment] = found
-        return found
-
-    pieces: list[bytes | _SlotLine] = []
-    plain_lines: list[str] = []  # finished lines without values, encoded together
-    current: list[list[str]] = [[]]  # the current line's fixed text, between its slots
+    # The body as quoted-printable characters, a NUL where each slot stands (NUL
+    # itself is escaped), cut pieces joined; then split into lines.
+    known = cache.characters
+    fragments: list[str] = []
     slots: list[int] = []
-
-    def finish_line() -> None:
-        fixed = tuple("".join(fragments) for fragments in current)
-        if slots:
-            if plain_lines:
-                pieces.append(qp_lines(plain_lines))
-                plain_lines.clear()
-            pieces.append(_SlotLine(fixed, tuple(slots)))
-        else:
-            plain_lines.append(fixed[0])
-        current[:] = [[]]
-        slots.clear()
-
-    def add(text: str) -> None:
-        first, *others = characters(text).split("\n")
-        current[-1].append(first)
-        for line in others:
-            finish_line()
-            current[-1].append(line)
-
     pattern = re.compile("|".join(re.escape(placeholder) for placeholder in slot_of))
     position = 0
     for match in pattern.finditer(body):
         if match.start() > position:
-            add(body[position : match.start()])
+            text = body[position : match.start()]
+            fragments.append(known.get(text) or cache.characters_of(text))
         slot = slot_of[match.group()]
         if slot is not None:
             slots.append(slot)
-            current.append([])
+            fragments.append("\0")
         position = match.end()
-    add(body[position:])
+    text = body[position:]
+    fragments.append(known.get(text) or cache.characters_of(text))
+    *lines, rest = "".join(fragments).split("\n")
     # The body ends with a line end, so what is left is the empty text after it.
-    if slots or any(current[0]):
+    if rest:
         raise ValueError("a body part must end with a line end")
-    if plain_lines:
-        pieces.append(qp_lines(plain_lines))
+    pieces: list[bytes | _SlotLine] = []
+    plain: list[bytes] = []  # encoded lines without values, joined into one piece
+    encoded = cache.lines
+    taken = 0
+    for line in lines:
+        if "\0" not in line:
+            plain.append(encoded.get(line) or cache.encoded_line(line))
+            continue
+        if plain:
+            pieces.append(b"".join(plain))
+            plain = []
+        fixed = tuple(line.split("\0"))
+        pieces.append(_SlotLine(fixed, tuple(slots[taken : taken + len(fixed) - 1])))
+        taken += len(fixed) - 1
+    if plain:
+        pieces.append(b"".join(plain))
     return pieces
 
 
@@ -485,101 +606,190 @@ def _encoded_size(pieces: list[bytes | _SlotLine]) -> int:
     )
 
 
+def _laid_out(
+    pieces: list[bytes | int | _SlotLine], shapes: tuple[_Shape, ...], cache: EncodingCache
+) -> Iterator[bytes | int | tuple[_Region, tuple[int, ...]]]:
+    """The digest's pieces with each line that holds values laid out for these shapes.
+
+    Fixed bytes, header slots (int), and regions with the slots of their line.
+    """
+    for piece in pieces:
+        if not isinstance(piece, _SlotLine):
+            yield piece
+            continue
+        line_shapes = tuple(shapes[slot - _FIRST_BODY_SLOT] for slot in piece.slots)
+        for item in cache.line_layout(piece.fixed, line_shapes).parts:
+            # A region names its values by their place in the line, so the line's
+            # slots go with it (the same line stands at other places in other
+            # selections, and its layout is shared).
+            yield item if isinstance(item, bytes) else (item, piece.slots)
+
+
 class _Layout:
-    """A digest's bytes for readers whose values have one set of shapes, prepared once.
+    """A digest's whole message for readers whose values have one set of shapes.
 
     `literals` alternate with `slots` (literal, slot, literal, ..., literal).
     A slot indexes the message's values: the header lines first (To, Date,
     Message-ID, List-Unsubscribe), then the `regions`, whole physical lines
     each reader's values are sliced into (`_render`). Every literal and region
-    of the body starts and ends at a line end.
-
-    The fixed chunks get CRLF line ends here, and each its dot-stuffed wire
-    form twice: as it reads when it starts a line and when it does not (they
-    differ only when it begins with "."). `prepare` picks one per reader by
-    what the value before it ended with.
+    of the body starts and ends at a line end, so DKIM's relaxed body
+    canonicalisation can be done once for the literals (`canonical_body`).
+    What goes on the wire is `_WirePlan`'s.
     """
 
-    __slots__ = (
-        "body_start",
-        "canonical_body",
-        "literals",
-        "literals_eight_bit",
-        "literals_size",
-        "regions",
-        "slots",
-        "wire_literals",
-    )
+    __slots__ = ("body_start", "canonical_body", "literals", "regions", "slots")
 
     def __init__(
         self,
         pieces: list[bytes | int | _SlotLine],
         shapes: tuple[_Shape, ...],
         signer: DkimSigner | None,
+        cache: EncodingCache,
     ) -> None:
         chunks: list[list[bytes]] = [[]]
         slots: list[int] = []
-        regions: list[_Region] = []
-        for piece in pieces:
-            laid_out: list[bytes | _Region] | list[bytes | int] = (
-                _line_layout(piece, shapes) if isinstance(piece, _SlotLine) else [piece]
-            )
-            for item in laid_out:
-                if isinstance(item, bytes):
-                    chunks[-1].append(item)
-                    continue
-                if isinstance(item, int):  # a header line's slot
-                    slots.append(item)
-                else:
-                    slots.append(_FIRST_BODY_SLOT + len(regions))
-                    regions.append(item)
-                chunks.append([])
-        literals = tuple(normalise_line_ends(b"".join(chunk)) for chunk in chunks)
-        if any(literal.endswith(b"\r") for literal in literals):
-            raise ValueError("a fixed chunk of the message ends inside a line end")
-        self.literals = literals
+        regions: list[tuple[_Region, tuple[int, ...]]] = []
+        for item in _laid_out(pieces, shapes, cache):
+            if isinstance(item, bytes):
+                chunks[-1].append(item)
+                continue
+            if isinstance(item, int):  # a header line's slot
+                slots.append(item)
+            else:
+                slots.append(_FIRST_BODY_SLOT + len(regions))
+                regions.append(item)
+            chunks.append([])
+        # Every writer of these bytes ends its lines in CRLF (tests check the whole).
+        self.literals = tuple(b"".join(chunk) for chunk in chunks)
         self.slots = tuple(slots)
         self.regions = tuple(regions)
-        self.wire_literals = tuple(map(stuffed_both_ways, literals))
-        self.literals_size = sum(len(literal) for literal in literals)
-        self.literals_eight_bit = not all(literal.isascii() for literal in literals)
-        self.body_start, self.canonical_body = _canonical_body_segments(signer, literals)
+        self.body_start, self.canonical_body = _canonical_body_segments(signer, self.literals)
 
     def values(self, personal: tuple[bytes, ...]) -> tuple[bytes, ...]:
         """The message's values for these personal ones: the header lines, then each region."""
         return (
             *personal[:_FIRST_BODY_SLOT],
-            *(_render(region, personal) for region in self.regions),
+            *(_render(region, line_slots, personal) for region, line_slots in self.regions),
         )
+
+
+class _WirePlan:
+    """A digest's DATA bytes for readers whose values have one set of shapes, prepared once.
+
+    `items` are, in order: fixed bytes, CRLF line ends and dot-stuffing done
+    (with the end of DATA last); a header slot (int), whose line is checked per
+    reader (`prepared_value`); or (slot, start, end, at a line start), a slice
+    of a value in the body. A value is quoted-printable characters, never a
+    line end, so a slice needs only its first dot doubled when it starts a
+    line. `fixed_size` is the message's size but for its header lines.
+    """
+
+    __slots__ = ("eight_bit", "fixed_size", "items")
+
+    def __init__(
+        self,
+        pieces: list[bytes | int | _SlotLine],
+        shapes: tuple[_Shape, ...],
+        cache: EncodingCache,
+    ) -> None:
+        items: list[bytes | int | _WireSlice] = []
+        pending: list[bytes] = []  # fixed bytes waiting to be one chunk
+        chunks: list[bytes] = []
+        size = 0
+        eight_bit = False
+        # Whether the next chunk starts a line: at the start, and after a header
+        # line; never after a value slice (values hold no line end).
+        at_line_start = True
+
+        def add_chunk() -> None:
+            chunk = b"".join(pending)
+            pending.clear()
+            chunks.append(chunk)
+            stuffed = chunk.replace(b"\n.", b"\n..")
+            items.append(b"." + stuffed if at_line_start and chunk[:1] == b"." else stuffed)
+
+        for piece in pieces:
+            if isinstance(piece, bytes):  # whole lines
+                pending.append(piece)
+            elif isinstance(piece, int):  # a header line, checked per reader
+                add_chunk()
+                items.append(piece)
+                at_line_start = True
+            else:
+                line_shapes = tuple(shapes[slot - _FIRST_BODY_SLOT] for slot in piece.slots)
+                line = cache.line_layout(piece.fixed, line_shapes)
+                pending.append(line.head)
+                if line.middle:
+                    add_chunk()
+                    slots = piece.slots
+                    items += [
+                        part
+                        if isinstance(part, bytes)
+                        else (slots[part[0]], part[1], part[2], part[3])
+                        for part in line.middle
+                    ]
+                    size += line.middle_size
+                    eight_bit = eight_bit or not line.middle_ascii
+                    at_line_start = False
+                pending.append(line.tail)
+        add_chunk()
+        # Every piece ends with a line end, so DATA's end follows directly.
+        last = items.pop()
+        assert isinstance(last, bytes)
+        items.append(last + END_OF_DATA)
+        self.items = tuple(items)
+        self.fixed_size = size + sum(map(len, chunks))
+        self.eight_bit = eight_bit or not all(map(bytes.isascii, chunks))
+
+    def prepared(self, personal: tuple[bytes, ...]) -> PreparedMessage:
+        """The message for one reader's values, ready for DATA."""
+        parts: list[bytes] = []
+        size = self.fixed_size
+        eight_bit = self.eight_bit
+        for item in self.items:
+            if item.__class__ is bytes:
+                parts.append(item)
+            elif item.__class__ is int:
+                normal, wire = prepared_value(personal[item], at_line_start=True)
+                size += len(normal)
+                eight_bit = eight_bit or not normal.isascii()
+                parts.append(wire)
+            else:
+                slot, start, end, line_start = item  # type: ignore[misc]
+                piece = personal[slot][start:end]
+                parts.append(b"." + piece if line_start and piece[:1] == b"." else piece)
+        return PreparedMessage(b"".join(parts), size, eight_bit)
 
 
 class CompiledDigest:
     """One digest MIME-encoded once; `assemble` makes each recipient's message from it."""
 
     __slots__ = (
+        "_cache",
         "_clock",
         "_date_cache",
         "_feedback_papers",
+        "_html_pieces",
         "_layouts",
         "_pieces",
         "_plain_base_url",
+        "_plans",
         "_settings",
         "_signer",
         "_unsubscribe_extra",
         "_view_date",
         "envelope_from",
-        "html_encoded_size",
     )
 
     envelope_from: str
-    html_encoded_size: int
 
     def __init__(
         self,
         settings: Settings,
         pieces: list[bytes | int | _SlotLine],
         *,
-        html_encoded_size: int,
+        html_pieces: list[bytes | _SlotLine],
+        cache: EncodingCache,
         clock: Callable[[], datetime],
         signer: DkimSigner | None = None,
         feedback_papers: tuple[str, ...] = (),
@@ -590,11 +800,13 @@ class CompiledDigest:
         self._signer = signer
         self._pieces = pieces
         self._layouts: dict[tuple[_Shape, ...], _Layout] = {}
+        self._plans: dict[tuple[_Shape, ...], _WirePlan] = {}
         self._clock = clock
         self._date_cache: tuple[int, bytes] = (-1, b"")
         self._unsubscribe_extra = _list_unsubscribe_urls(settings, "")[1:]
         self.envelope_from = settings.envelope_sender
-        self.html_encoded_size = html_encoded_size
+        self._html_pieces = html_pieces
+        self._cache = cache
         self._feedback_papers = feedback_papers
         # Set when the body holds "View in browser" slots (a personal digest's own copy).
         self._view_date = view_date
@@ -616,13 +828,13 @@ class CompiledDigest:
         clock: Callable[[], datetime] = utc_now,
         feedback_papers: tuple[str, ...] = (),
         cut: str | None = None,
-        qp_cache: dict[str, str] | None = None,
+        cache: EncodingCache | None = None,
     ) -> CompiledDigest:
         """Encode the digest's fixed headers and both parts once, leaving slots for what varies.
 
         `feedback_papers` (a personal digest's) are the papers whose "more/less
         like this" placeholders the body holds, by index (`render.feedback_placeholder`):
-        each reader's signed links are filled in there. `cut` and `qp_cache`
+        each reader's signed links are filled in there. `cut` and `cache`
         (a personal digest's too) let pieces shared by many selections be
         encoded once (see `_encoded_part_pieces`).
         """
@@ -644,11 +856,12 @@ class CompiledDigest:
             multipart_header(boundary),
         ]
         count = len(feedback_papers)
+        cache = EncodingCache() if cache is None else cache
         html_pieces = _encoded_part_pieces(
-            normalised_body(html), "html", link_marker, count, cut=cut, qp_cache=qp_cache
+            normalised_body(html), "html", link_marker, count, cache, cut=cut
         )
         text_pieces = _encoded_part_pieces(
-            normalised_body(text), "text", link_marker, count, cut=cut, qp_cache=qp_cache
+            normalised_body(text), "text", link_marker, count, cache, cut=cut
         )
         for subtype, part_pieces in (("plain", text_pieces), ("html", html_pieces)):
             pieces.append(part_header(boundary, subtype))
@@ -660,12 +873,18 @@ class CompiledDigest:
         return cls(
             settings,
             pieces,
-            html_encoded_size=_encoded_size(html_pieces),
+            html_pieces=html_pieces,
+            cache=cache,
             clock=clock,
             signer=DkimSigner.from_settings(settings),
             feedback_papers=feedback_papers,
             view_date=edition_date if has_view else None,
         )
+
+    @property
+    def html_encoded_size(self) -> int:
+        """The HTML part's encoded size without its personal links (Gmail clips at 102 KB)."""
+        return _encoded_size(self._html_pieces)
 
     def _date_header(self) -> bytes:
         # Formatting a date costs more than the rest of the headers; mail
@@ -727,15 +946,24 @@ class CompiledDigest:
                     )
         return tuple(values)
 
-    def _layout(self, personal: tuple[bytes, ...]) -> _Layout:
-        """The layout for these values' shapes, made the first time they are met."""
-        shapes = tuple(map(_shape, personal[_FIRST_BODY_SLOT:]))
+    def _layout(self, shapes: tuple[_Shape, ...]) -> _Layout:
+        """The layout for these shapes of values, made the first time they are met."""
         layout = self._layouts.get(shapes)
         if layout is None:
             if len(self._layouts) >= _LAYOUTS_KEPT:
                 self._layouts.clear()
-            layout = self._layouts[shapes] = _Layout(self._pieces, shapes, self._signer)
+            layout = _Layout(self._pieces, shapes, self._signer, self._cache)
+            self._layouts[shapes] = layout
         return layout
+
+    def _plan(self, shapes: tuple[_Shape, ...]) -> _WirePlan:
+        """The wire plan for these shapes of values, made the first time they are met."""
+        plan = self._plans.get(shapes)
+        if plan is None:
+            if len(self._plans) >= _LAYOUTS_KEPT:
+                self._plans.clear()
+            plan = self._plans[shapes] = _WirePlan(self._pieces, shapes, self._cache)
+        return plan
 
     def _joined(self, layout: _Layout, values: tuple[bytes, ...]) -> tuple[bytes, list[bytes]]:
         literals = layout.literals
@@ -758,7 +986,7 @@ class CompiledDigest:
     def assemble(self, recipient: Recipient) -> bytes:
         """The recipient's whole RFC 5322 message, CRLF line ends (not dot-stuffed)."""
         personal = self._personal_values(recipient)
-        layout = self._layout(personal)
+        layout = self._layout(_shapes(personal, b"".join(personal[_FIRST_BODY_SLOT:])))
         values = self._normalised(layout.values(personal))
         message, parts = self._joined(layout, values)
         return self._signature(layout, message, parts, values) + message
@@ -769,45 +997,32 @@ class CompiledDigest:
         return tuple(prepared_value(value, at_line_start=False)[0] for value in values)
 
     def prepare(self, recipient: Recipient) -> PreparedMessage:
-        """The recipient's message ready for DATA: the prepared chunks and checked values joined.
+        """The recipient's message ready for DATA: the prepared chunks and values joined.
 
         The same bytes as `assemble`, dot-stuffed, and its size known without a
-        scan. Only the personal values are looked at (see `prepared_value`).
+        scan. Only the personal values are looked at (see `_WirePlan`).
         """
         personal = self._personal_values(recipient)
-        layout = self._layout(personal)
-        values = layout.values(personal)
-        wire = layout.wire_literals
-        literals = layout.literals
-        size = layout.literals_size
-        parts: list[bytes] = []
-        if self._signer is not None:
-            normal = self._normalised(values)
-            message, plain_parts = self._joined(layout, normal)
-            header = prepared_value(
-                self._signature(layout, message, plain_parts, normal), at_line_start=True
-            )
-            parts.append(header[1])
-            size += len(header[0])
-        parts.append(wire[0][0])
-        line_start = literals[0].endswith(b"\n") if literals[0] else True
-        eight_bit = layout.literals_eight_bit
-        for index, slot in enumerate(layout.slots, start=1):
-            normal_value, wire_value = prepared_value(values[slot], at_line_start=line_start)
-            size += len(normal_value)
-            eight_bit = eight_bit or not normal_value.isascii()
-            parts.append(wire_value)
-            if normal_value:
-                line_start = normal_value.endswith(b"\n")
-            literal = literals[index]
-            parts.append(wire[index][0 if line_start else 1])
-            if literal:
-                line_start = literal.endswith(b"\n")
-        if not line_start:
-            parts.append(b"\r\n")
-            size += 2
-        parts.append(END_OF_DATA)
-        return PreparedMessage(b"".join(parts), size, eight_bit)
+        body_values = b"".join(personal[_FIRST_BODY_SLOT:])
+        if b"\r" in body_values or b"\n" in body_values:
+            # Never this class's own values (quoted-printable characters): a value
+            # that would break a line is prepared the slow, safe way, whole.
+            return prepare_message(self.assemble(recipient))
+        shapes = _shapes(personal, body_values)
+        message = self._plan(shapes).prepared(personal)
+        if self._signer is None:
+            return message
+        layout = self._layout(shapes)
+        values = self._normalised(layout.values(personal))
+        whole, parts = self._joined(layout, values)
+        normal, wire = prepared_value(
+            self._signature(layout, whole, parts, values), at_line_start=True
+        )
+        return PreparedMessage(
+            wire + message.data,
+            len(normal) + message.size,
+            message.eight_bit or not normal.isascii(),
+        )
 
     def _sign_from_segments(
         self, layout: _Layout, message: bytes, parts: list[bytes], values: tuple[bytes, ...]

@@ -41,7 +41,7 @@ from sqlalchemy import Connection, Engine, select
 from newsletter.core.db import upsert_insert
 from newsletter.core.memory import cycle_collection_paused
 from newsletter.core.settings import Settings
-from newsletter.delivery.assemble import CompiledDigest
+from newsletter.delivery.assemble import CompiledDigest, EncodingCache
 from newsletter.editions.personal import (
     ReaderSelection,
     SelectionBatch,
@@ -251,13 +251,12 @@ class PersonalDigests:
                     connection, edition_id=edition_id, selection_ids=selection_ids
                 )
 
-        # Encoded blocks, shared by every selection's compile (a few MB at most).
-        qp_cache: dict[str, str] = {}
+        # Encoded blocks and line layouts, shared by every selection's compile
+        # (a few MB at most).
+        cache = EncodingCache(limit=QP_CACHE_MAX_PIECES)
 
         def compile_digest(blocks: DigestBlocks, chosen: ReaderSelection) -> CompiledDigest:
             digest = chosen.assemble(blocks)
-            if len(qp_cache) > QP_CACHE_MAX_PIECES:
-                qp_cache.clear()
             return CompiledDigest.compile(
                 settings,
                 subject=digest.subject,
@@ -268,7 +267,7 @@ class PersonalDigests:
                 clock=clock,
                 feedback_papers=digest.feedback_papers,
                 cut=digest.cut,
-                qp_cache=qp_cache,
+                cache=cache,
             )
 
         return cls(blocks, read_selections, compile_digest)
