@@ -286,6 +286,16 @@ class _SlotLine:
 
     fixed: tuple[str, ...]
     slots: tuple[int, ...]
+    shape_indices: tuple[int, ...]  # where in a reader's shapes (`_shapes`) its values' stand
+
+    @classmethod
+    def of(cls, fixed: tuple[str, ...], slots: tuple[int, ...]) -> _SlotLine:
+        """The line of this text around these slots."""
+        return cls(fixed, slots, tuple(slot - _FIRST_BODY_SLOT for slot in slots))
+
+    def shapes_of(self, shapes: tuple[_Shape, ...]) -> tuple[_Shape, ...]:
+        """The shapes of this line's values, out of a reader's."""
+        return tuple(map(shapes.__getitem__, self.shape_indices))
 
 
 # A part of a region: fixed bytes, or (slot, start, end): a slice of that slot's value.
@@ -591,7 +601,7 @@ def _encoded_part_pieces(
             pieces.append(b"".join(plain))
             plain = []
         fixed = tuple(line.split("\0"))
-        pieces.append(_SlotLine(fixed, tuple(slots[taken : taken + len(fixed) - 1])))
+        pieces.append(_SlotLine.of(fixed, tuple(slots[taken : taken + len(fixed) - 1])))
         taken += len(fixed) - 1
     if plain:
         pieces.append(b"".join(plain))
@@ -617,8 +627,7 @@ def _laid_out(
         if not isinstance(piece, _SlotLine):
             yield piece
             continue
-        line_shapes = tuple(shapes[slot - _FIRST_BODY_SLOT] for slot in piece.slots)
-        for item in cache.line_layout(piece.fixed, line_shapes).parts:
+        for item in cache.line_layout(piece.fixed, piece.shapes_of(shapes)).parts:
             # A region names its values by their place in the line, so the line's
             # slots go with it (the same line stands at other places in other
             # selections, and its layout is shared).
@@ -716,8 +725,7 @@ class _WirePlan:
                 items.append(piece)
                 at_line_start = True
             else:
-                line_shapes = tuple(shapes[slot - _FIRST_BODY_SLOT] for slot in piece.slots)
-                line = cache.line_layout(piece.fixed, line_shapes)
+                line = cache.line_layout(piece.fixed, piece.shapes_of(shapes))
                 pending.append(line.head)
                 if line.middle:
                     add_chunk()
