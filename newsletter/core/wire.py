@@ -7,10 +7,11 @@ bare CR or LF. A client library does both with two passes over every message;
 `PreparedMessage` carries bytes that already have them, so the connection
 writes them as they are.
 
-The digest's fixed chunks are prepared once per edition (`stuff` on each, at
-compile time) and only its few personal values are checked per reader
-(`prepared_value`); `prepare_message` is the one-pass form for a message
-built whole (a confirmation, a test copy).
+The digest's fixed chunks are stuffed once per edition (`stuff`, in the
+digest's wire plan) and only its few personal values are checked per reader
+(`prepared_value`, or a dot doubled where a value starts a line);
+`prepare_message` is the one-pass form for a message built whole (a
+confirmation, a test copy).
 """
 
 from __future__ import annotations
@@ -71,15 +72,6 @@ def stuff(chunk: bytes, *, at_line_start: bool) -> bytes:
     if at_line_start and stuffed.startswith(b"."):
         return b"." + stuffed
     return stuffed
-
-
-def stuffed_both_ways(chunk: bytes) -> tuple[bytes, bytes]:
-    """`stuff` of a chunk as it reads when it starts a line, and when it does not (one scan).
-
-    The two differ only when the chunk begins with ".".
-    """
-    inside = stuff(chunk, at_line_start=False)
-    return (b"." + inside if inside.startswith(b".") else inside), inside
 
 
 def prepared_value(value: bytes, *, at_line_start: bool) -> tuple[bytes, bytes]:

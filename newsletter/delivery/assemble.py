@@ -77,7 +77,13 @@ from newsletter.core.mime import (
 )
 from newsletter.core.settings import Settings
 from newsletter.core.text import single_line
-from newsletter.core.wire import END_OF_DATA, PreparedMessage, prepare_message, prepared_value
+from newsletter.core.wire import (
+    END_OF_DATA,
+    PreparedMessage,
+    prepare_message,
+    prepared_value,
+    stuff,
+)
 from newsletter.render import feedback_placeholder
 from newsletter.values import PersonalField, fill_personal_links
 from subscribers.tokens import (
@@ -476,7 +482,7 @@ class _LineLayout:
         assert isinstance(head, bytes) and isinstance(tail, bytes)
         self.head, self.tail = head, tail
         self.middle = tuple(
-            part.replace(b"\n.", b"\n..") if isinstance(part, bytes) else part for part in middle
+            stuff(part, at_line_start=False) if isinstance(part, bytes) else part for part in middle
         )
         between = [part for part in middle if isinstance(part, bytes)]
         self.middle_size = value_size + sum(map(len, between))
@@ -714,8 +720,7 @@ class _WirePlan:
             chunk = b"".join(pending)
             pending.clear()
             chunks.append(chunk)
-            stuffed = chunk.replace(b"\n.", b"\n..")
-            items.append(b"." + stuffed if at_line_start and chunk[:1] == b"." else stuffed)
+            items.append(stuff(chunk, at_line_start=at_line_start))
 
         for piece in pieces:
             if isinstance(piece, bytes):  # whole lines
