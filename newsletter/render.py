@@ -352,8 +352,9 @@ class DigestBlocks:
         ranking = self.trending if week_trending is None else week_trending
         trending = [a for a in ranking if a not in shown and a in self.papers]
         # The size is bounded from the blocks' own encoded sizes, never by encoding
-        # the whole digest again: each piece is encoded on its own on the wire too
-        # (a soft line break, 3 bytes, at most at each of a block's 4 cuts).
+        # the whole digest again: each block ends a line, and the pieces cut into
+        # it, broken as one line, take at most one more soft line break (3 bytes)
+        # at each of its 4 cuts.
         size = self.fixed_html_size + sum(
             self.papers[arxiv_id].for_you_size
             + encoded_html_size(escape(shorten_text(_clean_text(why), WHY_MAX_CHARS), quote=True))

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
-from sqlalchemy import case, delete, func, or_, update
+from sqlalchemy import bindparam, case, delete, func, or_, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
-from newsletter.core.clock import utc_now
+from newsletter.core.clock import UtcDateTime, utc_now
 from newsletter.core.db import upsert_insert
 from newsletter.core.errors import (
     InvalidEmailError,
@@ -314,10 +315,52 @@ def insert_new_pending(
         }
         for signup in signups
     ]
-    # Several rows make one INSERT with many VALUES (SQLAlchemy's "insertmanyvalues").
-    statement = _new_pending_statement(connection.dialect.name)
-    rows = connection.execute(statement, values[0] if len(values) == 1 else values).all()
-    return {row[2]: (row[0], row[1]) for row in rows}
+    if connection.dialect.name == "postgresql" and len(values) > 1:
+        # One row per array element: the statement's text and its 12 parameters are the
+        # same for any batch, so the driver parses it once (many VALUES rows, 15
+        # parameters each, it would parse again for every batch).
+        columns = {name: [row[name] for row in values] for name in _PER_ROW_COLUMNS}
+        columns["topics"] = [json.dumps(row["topics"]) for row in values]
+        status = SubscriberStatus.PENDING.value
+        rows = connection.execute(_NEW_PENDING_UNNEST, {**columns, "status": status, "now": now})
+    else:
+        # Several rows make one INSERT with many VALUES (SQLAlchemy's "insertmanyvalues").
+        statement = _new_pending_statement(connection.dialect.name)
+        rows = connection.execute(statement, values[0] if len(values) == 1 else values)
+    return {row[2]: (row[0], row[1]) for row in rows.all()}
+
+
+_PER_ROW_COLUMNS: Final = (
+    "email",
+    "mailbox",
+    "name",
+    "key",
+    "interests",
+    "digest_mode",
+    "personal_count",
+    "frequency",
+    "weekly_day",
+)
+# `insert_new_pending` on PostgreSQL: the new rows from one array per column. ON CONFLICT
+# covers the unique index on lower(email), and skips the second of two rows with one address.
+_NEW_PENDING_UNNEST: Final = text(
+    """
+    INSERT INTO subscribers (email, mailbox, name, status, key, topics, interests, digest_mode,
+        personal_count, frequency, weekly_day, paused, created_at, updated_at,
+        confirmation_sent_at)
+    SELECT email, mailbox, name, :status, key, CAST(topics AS json), interests, digest_mode,
+        personal_count, frequency, weekly_day, false, :now, :now, :now
+    FROM unnest(CAST(:email AS varchar[]), CAST(:mailbox AS varchar[]),
+        CAST(:name AS varchar[]), CAST(:key AS varchar[]), CAST(:topics AS text[]),
+        CAST(:interests AS text[]), CAST(:digest_mode AS varchar[]),
+        CAST(:personal_count AS integer[]), CAST(:frequency AS varchar[]),
+        CAST(:weekly_day AS integer[]))
+        AS new (email, mailbox, name, key, topics, interests, digest_mode, personal_count,
+            frequency, weekly_day)
+    ON CONFLICT DO NOTHING
+    RETURNING id, key, email
+    """
+).bindparams(bindparam("now", type_=UtcDateTime))
 
 
 class NewSignup(Protocol):

@@ -15,10 +15,17 @@ from sqlalchemy import Engine, select
 
 from newsletter.core.db import session_scope
 from newsletter.core.settings import Settings
-from subscribers.models import QueuedConfirmation, Subscriber, SubscriberStatus
+from subscribers.addresses import mailbox_of
+from subscribers.models import (
+    DigestMode,
+    Frequency,
+    QueuedConfirmation,
+    Subscriber,
+    SubscriberStatus,
+)
 from subscribers.ratelimit import ConfirmationCaps
 from subscribers.signup import SignupDetails, register_signup, register_signups
-from subscribers.store import find_subscriber, mark_confirmed, mark_unsubscribed
+from subscribers.store import Profile, find_subscriber, mark_confirmed, mark_unsubscribed
 
 NOW = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 QUEUE = QueuedConfirmation.__table__  # type: ignore[attr-defined]
@@ -120,3 +127,58 @@ def test_a_batch_over_the_domain_cap_queues_only_what_the_cap_allows(
         ).all()
     assert [email for email, _ in slots] == [f"reader{n}@example.org" for n in range(4)]
     assert [sent is not None for _, sent in slots] == [True, True, False, False]
+
+
+def test_a_batch_stores_every_detail_as_a_sign_up_alone_does(
+    each_database: Engine, settings: Settings
+) -> None:
+    profile = Profile(
+        interests="graph neural networks, «weather»",
+        digest_mode=DigestMode.TRENDING,
+        personal_count=7,
+        frequency=Frequency.WEEKLY,
+        weekly_day=3,
+    )
+
+    def full(email: str, name: str | None) -> SignupDetails:
+        return SignupDetails(email=email, name=name, topics=("cs.LG", "cs.CL"), profile=profile)
+
+    caps = ConfirmationCaps.from_settings(settings)
+    with session_scope(each_database) as session:
+        register_signups(
+            session, settings, [(full("alone@example.org", "Zoë"), [])], now=NOW, quota=caps
+        )
+    with session_scope(each_database) as session:
+        batch = [
+            full("One@Example.org", "Zoë"),
+            full("two@example.net", None),
+            details("bare@example.org"),
+        ]
+        register_signups(session, settings, [(signup, []) for signup in batch], now=NOW, quota=caps)
+
+    with each_database.connect() as connection:
+        rows = {row.email: dict(row._mapping) for row in connection.execute(select(SUBSCRIBERS))}
+    alone, one, two, bare = (
+        rows[email]
+        for email in ("alone@example.org", "One@Example.org", "two@example.net", "bare@example.org")
+    )
+    assert (
+        one["mailbox"] == mailbox_of("One@Example.org") and alone["mailbox"] == "alone@example.org"
+    )
+    assert one["key"] != alone["key"] != two["key"]
+    stored = {
+        key: value for key, value in alone.items() if key not in ("id", "key", "email", "mailbox")
+    }
+    assert stored["topics"] == ["cs.LG", "cs.CL"] and stored["interests"] == profile.interests
+    assert stored["digest_mode"] == "trending" and stored["frequency"] == "weekly"
+    assert (stored["personal_count"], stored["weekly_day"], stored["status"]) == (7, 3, "pending")
+    assert stored["created_at"] == stored["confirmation_sent_at"] == NOW
+    for row, name in ((one, "Zoë"), (two, None)):
+        assert {key: row[key] for key in stored} == {**stored, "name": name}
+    # Without a profile, the defaults a sign-up alone gets.
+    assert (bare["digest_mode"], bare["personal_count"], bare["frequency"], bare["topics"]) == (
+        "personal",
+        5,
+        "daily",
+        [],
+    )
