@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import ARRAY, and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
+from newsletter.core.clock import UtcDateTime
 from newsletter.core.db import upsert_insert
 from subscribers import store
 from subscribers.models import QueuedConfirmation, QueuedEmail, Subscriber, SubscriberStatus
@@ -70,6 +71,21 @@ def enqueue_many(
     if not claims:
         return
     connection = session.connection()
+    if connection.dialect.name == "postgresql" and len(claims) > 1:
+        # One array per column: the same statement text whatever the batch, parsed
+        # once by the driver (see store.insert_new_pending). A reader's last claim
+        # counts, as one upsert after another would leave it.
+        latest = dict(claims)
+        connection.execute(
+            _ENQUEUE_UNNEST,
+            {
+                "subscriber_id": list(latest),
+                "claimed_at": [claim.claimed_at for claim in latest.values()],
+                "previous_sent_at": [claim.previous_sent_at for claim in latest.values()],
+                "kind": kind.value,
+            },
+        )
+        return
     rows = [
         {
             "subscriber_id": subscriber_id,
@@ -89,6 +105,28 @@ def enqueue_many(
     connection.execute(
         _enqueue_statement(connection.dialect.name), rows[0] if len(rows) == 1 else rows
     )
+
+
+# `enqueue_many` on PostgreSQL: a row per element of the arrays, as `_enqueue_statement` writes it.
+_ENQUEUE_UNNEST: Final = text(
+    """
+    INSERT INTO confirmation_queue (subscriber_id, claimed_at, previous_sent_at, attempts,
+        next_attempt_at, leased_by, leased_until, last_error, created_at, kind)
+    SELECT subscriber_id, claimed_at, previous_sent_at, 0, claimed_at, NULL, NULL, NULL,
+        claimed_at, :kind
+    FROM unnest(CAST(:subscriber_id AS integer[]), CAST(:claimed_at AS timestamp[]),
+        CAST(:previous_sent_at AS timestamp[])) AS new (subscriber_id, claimed_at,
+        previous_sent_at)
+    ON CONFLICT (subscriber_id) DO UPDATE SET claimed_at = excluded.claimed_at,
+        previous_sent_at = excluded.previous_sent_at, attempts = excluded.attempts,
+        next_attempt_at = excluded.next_attempt_at, leased_by = excluded.leased_by,
+        leased_until = excluded.leased_until, last_error = excluded.last_error,
+        created_at = excluded.created_at, kind = excluded.kind
+    """
+).bindparams(
+    bindparam("claimed_at", type_=ARRAY(UtcDateTime)),
+    bindparam("previous_sent_at", type_=ARRAY(UtcDateTime)),
+)
 
 
 @lru_cache(maxsize=4)

@@ -13,6 +13,7 @@ import datetime as dt
 
 from sqlalchemy import Engine, select
 
+from newsletter.core.clock import as_utc
 from newsletter.core.db import session_scope
 from newsletter.core.settings import Settings
 from subscribers.addresses import mailbox_of
@@ -182,3 +183,39 @@ def test_a_batch_stores_every_detail_as_a_sign_up_alone_does(
         "daily",
         [],
     )
+
+
+def test_a_later_batch_queues_a_waiting_reader_again_in_place(
+    each_database: Engine, settings: Settings
+) -> None:
+    caps = ConfirmationCaps.from_settings(settings)
+    later = NOW + dt.timedelta(seconds=settings.confirm_resend_interval_seconds + 1)
+    with session_scope(each_database) as session:
+        first = [(details(email), []) for email in ("ada@example.org", "cy@example.org")]
+        register_signups(session, settings, first, now=NOW, quota=caps)
+    with session_scope(each_database) as session:
+        again = [(details(email), []) for email in ("ada@example.org", "bo@example.net")]
+        due = register_signups(session, settings, again, now=later, quota=caps)
+
+    assert [confirmation.email if confirmation else None for confirmation in due] == [
+        "ada@example.org",
+        "bo@example.net",
+    ]
+    with each_database.connect() as connection:
+        queued = {
+            row.email: (row.claimed_at, row.previous_sent_at, row.attempts)
+            for row in connection.execute(
+                select(SUBSCRIBERS.c.email, QUEUE.c.claimed_at, QUEUE.c.previous_sent_at)
+                .add_columns(QUEUE.c.attempts)
+                .join(QUEUE, QUEUE.c.subscriber_id == SUBSCRIBERS.c.id)
+            )
+        }
+    # One row per reader: Ada's was replaced by the new claim, which knows the first.
+    assert {
+        email: (as_utc(at), sent and as_utc(sent), tries)
+        for email, (at, sent, tries) in queued.items()
+    } == {
+        "ada@example.org": (later, NOW, 0),
+        "bo@example.net": (later, None, 0),
+        "cy@example.org": (NOW, None, 0),
+    }

@@ -27,11 +27,11 @@ from subscribers.signup import SignupDetails
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 64
-# When recordings have transactions of their own (PostgreSQL), how long the first of a batch
-# waits for others to join it. Nobody waits for a recording (its answer has gone), and under
+# When recordings have transactions of their own (PostgreSQL), how long a batch waits
+# for others to join it. Nobody waits for a recording (its answer has gone), and under
 # load the gathered batch shares one checkout, BEGIN and COMMIT, and its new addresses one
 # insert (`register_signups`).
-RECORDING_GATHER_SECONDS = 0.02
+RECORDING_GATHER_SECONDS = 0.05
 
 # A sign-up as received (None: a filled-in honeypot's mark), and one to record with its row's id.
 Arrival = SignupDetails | None
@@ -84,9 +84,11 @@ class SignupWriter:
 
     async def _drain(self, kind: str) -> None:
         try:
-            if kind == "received":
-                await asyncio.sleep(RECORDING_GATHER_SECONDS)
             while True:
+                if kind == "received":
+                    # Before every batch, not only the first: a batch then holds what
+                    # arrived meanwhile, and under load that is a full one.
+                    await asyncio.sleep(RECORDING_GATHER_SECONDS)
                 arrivals: list[tuple[Arrival, asyncio.Future[int]]] = []
                 received: list[tuple[Received, asyncio.Future[None]]] = []
                 if kind != "received":
