@@ -331,6 +331,33 @@ async def test_a_personal_value_that_starts_a_line_with_a_dot_is_stuffed(
     assert smtp_server.messages[0].raw == assembled
 
 
+class EmptyLinkDigest(CompiledDigest):
+    """A digest whose unsubscribe links are empty in both parts."""
+
+    def _personal_values(self, recipient: Recipient) -> tuple[bytes, ...]:
+        values = list(super()._personal_values(recipient))
+        values[4] = values[6] = b""
+        return tuple(values)
+
+
+def test_a_line_whose_personal_value_is_empty_is_sent_as_it_stands() -> None:
+    digest = EmptyLinkDigest.compile(
+        make_settings(),
+        subject="Daily ML Papers",
+        html=f'<a href="{UNSUBSCRIBE}">leave</a>\n',
+        text=f"Leave: {UNSUBSCRIBE}\nStay: {PREFERENCES}\n",
+        edition_date=EDITION_DATE,
+        link_marker=LINK_MARKER,
+        clock=lambda: SENT_AT,
+    )
+    person = reader()
+    assembled = digest.assemble(person)
+    prepared = digest.prepare(person)
+    assert b"Leave:=20\r\n" in assembled  # its space ends the line now, so it is escaped
+    assert b'<a href=3D"">leave</a>' in assembled
+    assert unstuffed(prepared.data) == assembled and prepared.size == len(assembled)
+
+
 def test_the_digest_needs_neither_8bitmime_nor_smtputf8() -> None:
     digest = compile_digest(make_settings(), html="<p>Zoë 日本</p>\n", text="Zoë 日本\n")
     prepared = digest.prepare(reader("山田太郎"))

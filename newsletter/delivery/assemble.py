@@ -478,7 +478,8 @@ class _LineLayout:
                 value_size += end - start
                 line_start = False
         flat.append(b"".join(fixed))
-        head, *middle, tail = flat
+        # Without a slice (every value empty) the line is all head.
+        head, *middle, tail = flat if len(flat) > 1 else [*flat, b""]
         assert isinstance(head, bytes) and isinstance(tail, bytes)
         self.head, self.tail = head, tail
         self.middle = tuple(
