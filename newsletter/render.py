@@ -408,7 +408,10 @@ class DigestBlocks:
             line = shorten_text(_clean_text(why), WHY_MAX_CHARS).replace(marker, "")
             position = len(order) + 1
             for parts, block, shown_why, number in (
-                (html, blocks.for_you_html, escape(line, quote=True), str(position)),
+                # In HTML the why line stands on a line of its own (white space at
+                # the edges of its paragraph shows nothing), so the lines around it,
+                # which hold the links, are the same for every reader of the paper.
+                (html, blocks.for_you_html, f"\n{escape(line, quote=True)}\n", str(position)),
                 (text, blocks.for_you_text, line, f"{position:>2}"),
             ):
                 filled = block.replace(position_mark, f"{cut}{number}{cut}").replace(
