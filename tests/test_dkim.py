@@ -15,7 +15,9 @@ from sqlalchemy import Engine
 from newsletter.core.dkim import DkimSigner, load_dkim_key
 from newsletter.core.errors import ConfigurationError
 from newsletter.core.settings import Settings, load_settings
+from newsletter.delivery.assemble import CompiledDigest, Recipient
 from newsletter.delivery.worker import send_edition, send_test_copy
+from newsletter.values import PersonalField
 from tests.support.dkim_keys import write_key
 from tests.support.sending import DAY, make_edition, seed_subscribers
 from tests.support.smtp_server import RecordingSmtpServer
@@ -27,6 +29,11 @@ HOSTILE_TITLES = [
     "Größte Modelle: " + "a very long subject that must be folded over several lines " * 4,
     'Emoji 🚀 and =?iso-8859-1?b?SGk=?= mixed with (comments) and "quotes"',
 ]
+
+
+LINK_MARKER = "0123456789abcdef0123456789abcdef"
+UNSUBSCRIBE = PersonalField.UNSUBSCRIBE_URL.placeholder(LINK_MARKER)
+PREFERENCES = PersonalField.PREFERENCES_URL.placeholder(LINK_MARKER)
 
 
 def dns_for(signer: DkimSigner) -> Callable[..., bytes | None]:
@@ -200,3 +207,34 @@ def test_a_selector_or_domain_that_is_not_a_dns_name_is_refused(field: str, tmp_
                 field: "bad name; x=1",
             }
         )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Two link lines side by side (no fixed line between their regions), a link
+        # that starts the part, one that ends it, and a line with trailing spaces.
+        f"{UNSUBSCRIBE}\n{PREFERENCES}\nBye   \n",
+        f"Leave:  {UNSUBSCRIBE}\n\n\nStay: {PREFERENCES}",
+    ],
+)
+def test_a_digest_signed_from_its_fixed_segments_verifies(
+    text: str, settings: Settings, tmp_path: Path
+) -> None:
+    signing = dkim_settings(settings, write_key(tmp_path, "ed25519"))
+    signer = DkimSigner.from_settings(signing)
+    assert signer is not None
+    digest = CompiledDigest.compile(
+        signing,
+        subject="Daily ML Papers",
+        html=f'<a href="{UNSUBSCRIBE}">leave</a><a href="{PREFERENCES}">stay</a>\n',
+        text=text,
+        edition_date=DAY,
+        link_marker=LINK_MARKER,
+    )
+    for key in ("k" * 22, "j" * 30):
+        reader = Recipient("ada@example.org", "Ada", key, "<1.digest@news.example.org>")
+        assembled = digest.assemble(reader)
+        assert dkim.verify(assembled, dnsfunc=dns_for(signer))
+        prepared = digest.prepare(reader).data
+        assert prepared[:-3].replace(b"\r\n..", b"\r\n.") == assembled

@@ -1076,7 +1076,8 @@ def _canonical_body_segments(
         return (0, 0), None
     blank = blanks[index]
     segments = [literals[index][blank + 4 :], *literals[index + 1 :]]
-    if signer is None or not all(segment.endswith(b"\r\n") for segment in segments):
+    # An empty segment (between two regions) starts and ends at a line end too.
+    if signer is None or not all(not seg or seg.endswith(b"\r\n") for seg in segments):
         return (index, blank + 2), None
     canonical = [signer.canonical_lines(segment) for segment in segments[:-1]]
     canonical.append(signer.canonical_body_end(segments[-1]))
