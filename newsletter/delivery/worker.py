@@ -609,7 +609,7 @@ class _Worker:
                 # again after the next flush, which comes at once when the last of them
                 # is done (`_add_outcome`). Asking sooner finds nothing, and every claim
                 # is a write transaction on the loop the lanes need: the last rows of a
-                # run went out at half speed while claims came back empty ~700 times/s.
+                # run went out slower while empty claims followed each other.
                 self.out_of_rows = True
                 self.flushed.clear()
                 if len(self.pending) >= len(self.held):
@@ -676,9 +676,8 @@ class _Worker:
             # finishes them in moments (it is the lease's end only if it died),
             # and a whole poll would keep the send from ending for a second. Soon
             # is 10 ms at first, then twice as long each time up to a flush
-            # interval: with two processes, one always ends first, and waiting a
-            # whole interval for the other's last messages cost a tenth of a
-            # 10,000-message send.
+            # interval: with two processes, one always ends first, and it waited
+            # a whole interval after the other's last messages before it ended.
             await _wait_briefly(self.stop, self.in_flight_wait)
             self.in_flight_wait = min(2 * self.in_flight_wait, FLUSH_INTERVAL_SECONDS)
             return False
