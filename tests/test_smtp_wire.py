@@ -56,8 +56,10 @@ def wire_settings(server: RecordingSmtpServer) -> Settings:
     return make_settings(smtp_host="127.0.0.1", smtp_port=server.port, smtp_concurrency=1)
 
 
-def compile_digest(settings: Settings, *, html: str, text: str) -> CompiledDigest:
-    return CompiledDigest.compile(
+def compile_digest(
+    settings: Settings, *, html: str, text: str, kind: type[CompiledDigest] = CompiledDigest
+) -> CompiledDigest:
+    return kind.compile(
         settings,
         subject="Daily ML Papers",
         html=html,
@@ -304,14 +306,11 @@ async def test_a_personal_value_that_starts_a_line_with_a_dot_is_stuffed(
     smtp_server: RecordingSmtpServer,
 ) -> None:
     settings = wire_settings(smtp_server)
-    digest = DottedDigest.compile(
+    digest = compile_digest(
         settings,
-        subject="Daily ML Papers",
         html=f"<p>\n{UNSUBSCRIBE}\n{PREFERENCES}</p>\n",
         text=f"Leave:\n{UNSUBSCRIBE}\n.\n{PREFERENCES}\n",
-        edition_date=EDITION_DATE,
-        link_marker=LINK_MARKER,
-        clock=lambda: SENT_AT,
+        kind=DottedDigest,
     )
     person = reader()
     prepared = digest.prepare(person)
@@ -338,14 +337,11 @@ class EmptyLinkDigest(CompiledDigest):
 
 
 def test_a_line_whose_personal_value_is_empty_is_sent_as_it_stands() -> None:
-    digest = EmptyLinkDigest.compile(
+    digest = compile_digest(
         make_settings(),
-        subject="Daily ML Papers",
         html=f'<a href="{UNSUBSCRIBE}">leave</a>\n',
         text=f"Leave: {UNSUBSCRIBE}\nStay: {PREFERENCES}\n",
-        edition_date=EDITION_DATE,
-        link_marker=LINK_MARKER,
-        clock=lambda: SENT_AT,
+        kind=EmptyLinkDigest,
     )
     person = reader()
     assembled = digest.assemble(person)
