@@ -50,7 +50,7 @@ from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime
 from html import escape
 from itertools import accumulate
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from newsletter.core.clock import utc_now
 from newsletter.core.dkim import DkimSigner
@@ -107,6 +107,9 @@ __all__ = [
 # subscriber, so they open the "link not recognised" page and change nothing.
 TEST_SEND_KEY: Final = "test-send"
 TEST_SUBJECT_PREFIX: Final = "[TEST] "
+
+_Key = TypeVar("_Key")
+_Made = TypeVar("_Made")
 
 # Slots: what assemble() fills in per recipient.
 _SLOT_TO: Final = 0
@@ -277,7 +280,7 @@ _FEEDBACK_SLOT_OFFSET: Final = {
 }
 # The slots before this one are whole header lines; from it on, values in the body.
 _FIRST_BODY_SLOT: Final = _SLOT_TEXT_UNSUBSCRIBE
-# Distinct layouts kept per digest: one per set of value lengths (see `_Layout`).
+# Layouts and wire plans kept per digest: one per set of value shapes (`_Shape`).
 _LAYOUTS_KEPT: Final = 64
 
 
@@ -287,7 +290,7 @@ class _SlotLine:
 
     `fixed` is its text around the slots as quoted-printable characters
     (`qp_characters`), one more than `slots`. Where the line breaks depends on
-    the values' lengths, so it is laid out per reader shape (`_Layout`).
+    the values' lengths, so it is laid out per set of value shapes (`_line_layout`).
     """
 
     fixed: tuple[str, ...]
@@ -304,7 +307,8 @@ class _SlotLine:
         return tuple(map(shapes.__getitem__, self.shape_indices))
 
 
-# A part of a region: fixed bytes, or (slot, start, end): a slice of that slot's value.
+# A part of a region: fixed bytes, or (place, start, end): a slice of the value at
+# that place in its line (0 for the line's first value).
 _RegionItem = bytes | tuple[int, int, int]
 _Region = tuple[_RegionItem, ...]
 # What decides where a line holding a value breaks: the value's length alone
@@ -490,6 +494,17 @@ class _LineLayout:
         self.middle_ascii = all(map(bytes.isascii, between))
 
 
+def _kept(table: dict[_Key, _Made], key: _Key, make: Callable[[], _Made], limit: int) -> _Made:
+    """`table[key]`, made the first time it is asked for; a full table is emptied first."""
+    found = table.get(key)
+    if found is None:
+        found = make()
+        if len(table) >= limit:
+            table.clear()
+        table[key] = found
+    return found
+
+
 class EncodingCache:
     """What compiling several digests of an edition can share, so it is done once.
 
@@ -515,23 +530,11 @@ class EncodingCache:
 
     def characters_of(self, text: str) -> str:
         """`qp_body_characters` of a piece of a body."""
-        found = self.characters.get(text)
-        if found is None:
-            found = qp_body_characters(text)
-            if len(self.characters) >= self.limit:
-                self.characters.clear()
-            self.characters[text] = found
-        return found
+        return _kept(self.characters, text, lambda: qp_body_characters(text), self.limit)
 
     def encoded_line(self, line: str) -> bytes:
         """A whole line of quoted-printable characters, broken and ended by CRLF."""
-        found = self.lines.get(line)
-        if found is None:
-            found = qp_lines([line])
-            if len(self.lines) >= self.limit:
-                self.lines.clear()
-            self.lines[line] = found
-        return found
+        return _kept(self.lines, line, lambda: qp_lines([line]), self.limit)
 
     def line_layout(self, fixed: tuple[str, ...], shapes: tuple[_Shape, ...]) -> _LineLayout:
         """`_line_layout` of a line, once per line and value shapes (while kept)."""
@@ -962,22 +965,19 @@ class CompiledDigest:
 
     def _layout(self, shapes: tuple[_Shape, ...]) -> _Layout:
         """The layout for these shapes of values, made the first time they are met."""
-        layout = self._layouts.get(shapes)
-        if layout is None:
-            if len(self._layouts) >= _LAYOUTS_KEPT:
-                self._layouts.clear()
-            layout = _Layout(self._pieces, shapes, self._signer, self._cache)
-            self._layouts[shapes] = layout
-        return layout
+        return _kept(
+            self._layouts,
+            shapes,
+            lambda: _Layout(self._pieces, shapes, self._signer, self._cache),
+            _LAYOUTS_KEPT,
+        )
 
     def _plan(self, shapes: tuple[_Shape, ...]) -> _WirePlan:
         """The wire plan for these shapes of values, made the first time they are met."""
-        plan = self._plans.get(shapes)
-        if plan is None:
-            if len(self._plans) >= _LAYOUTS_KEPT:
-                self._plans.clear()
-            plan = self._plans[shapes] = _WirePlan(self._pieces, shapes, self._cache)
-        return plan
+        # Once per message: the common case is one dict lookup, no closure made.
+        return self._plans.get(shapes) or _kept(
+            self._plans, shapes, lambda: _WirePlan(self._pieces, shapes, self._cache), _LAYOUTS_KEPT
+        )
 
     def _joined(self, layout: _Layout, values: tuple[bytes, ...]) -> tuple[bytes, list[bytes]]:
         literals = layout.literals

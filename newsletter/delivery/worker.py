@@ -612,7 +612,7 @@ class _Worker:
                 # run went out slower while empty claims followed each other.
                 self.out_of_rows = True
                 self.flushed.clear()
-                if len(self.pending) >= len(self.held):
+                if self._every_outcome_in_hand():
                     self.flush_now.set()
                 await _wait_briefly(self.flushed, FLUSH_INTERVAL_SECONDS)
                 self.hungry.set()
@@ -1024,8 +1024,12 @@ class _Worker:
         pending = self.pending
         pending.append(outcome)
         # With nothing left to claim, the last outcome in hand is flushed at once.
-        if len(pending) >= FLUSH_MAX_ROWS or (self.out_of_rows and len(pending) >= len(self.held)):
+        if len(pending) >= FLUSH_MAX_ROWS or (self.out_of_rows and self._every_outcome_in_hand()):
             self.flush_now.set()
+
+    def _every_outcome_in_hand(self) -> bool:
+        """Whether every row held has its outcome waiting to be written (none still sending)."""
+        return len(self.pending) >= len(self.held)
 
     async def _flush(self) -> None:
         async with self.flush_lock:
