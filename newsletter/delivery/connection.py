@@ -371,14 +371,20 @@ class _Transaction:
 
     async def reply(self) -> SMTPResponse:
         """The next reply, in order; raises when the connection is lost or goes quiet."""
-        try:
-            # Not wait_for: on Python 3.11 it can swallow a cancellation that meets a reply.
-            async with asyncio.timeout(self.seconds):
-                reply = await self.replies.get()
-        except TimeoutError as error:
-            raise aiosmtplib.SMTPReadTimeoutError(
-                "Timed out waiting for server response"
-            ) from error
+        replies = self.replies
+        if not replies.empty():
+            # Already here (pipelined replies arrive together: the last message's 250, then
+            # this one's MAIL, RCPT and DATA): nothing to wait for, so no timer to arm.
+            reply = replies.get_nowait()
+        else:
+            try:
+                # Not wait_for: on Python 3.11 it can swallow a cancellation that meets a reply.
+                async with asyncio.timeout(self.seconds):
+                    reply = await replies.get()
+            except TimeoutError as error:
+                raise aiosmtplib.SMTPReadTimeoutError(
+                    "Timed out waiting for server response"
+                ) from error
         if isinstance(reply, Exception):
             raise reply
         return reply
