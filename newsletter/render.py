@@ -10,7 +10,7 @@ from __future__ import annotations
 import quopri
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from html import escape
 
@@ -41,6 +41,8 @@ THUMBNAILS_SHOWN = 3
 # Gmail clips a message whose HTML part, as encoded on the wire, exceeds about 102 KB,
 # hiding the unsubscribe footer; quoted-printable adds 10% or more to MJML output.
 ENCODED_HTML_MAX_BYTES = 100_000
+# Blocks filled in for their place in a personal digest, kept per edition (a few KB each).
+FILLED_BLOCKS_KEPT = 20_000
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -271,19 +273,30 @@ class PaperBlocks:
 class PersonalDigest:
     """One selection's digest: HTML and text with slots, and the papers whose links it carries.
 
+    Each part is given as units, whole lines each (every unit ends with a line
+    end): the blocks the edition's selections share are the same units (the
+    same objects) in every digest that shows them, so the send stage encodes
+    each once; only the reader's own lines (why lines) are new per selection.
     `feedback_papers[i]` is the paper of the placeholders
     `feedback_placeholder(link_marker, i, "more" | "less")`.
     """
 
     subject: str
-    html: str
-    text: str
+    html_units: tuple[str, ...]
+    text_units: tuple[str, ...]
     link_marker: str
     feedback_papers: tuple[str, ...]
     shown: tuple[str, ...]  # every paper shown, "For you" first
-    # Stands between pieces that recur across selections (blocks, positions, why
-    # lines), so the send stage encodes each once; it is removed from the mail.
-    cut: str = ""
+
+    @property
+    def html(self) -> str:
+        """The HTML part, placeholders and all."""
+        return "".join(self.html_units)
+
+    @property
+    def text(self) -> str:
+        """The plain-text part, placeholders and all."""
+        return "".join(self.text_units)
 
     def personalised(
         self,
@@ -295,8 +308,8 @@ class PersonalDigest:
     ) -> tuple[str, str]:
         """HTML and text with one reader's links filled in (`feedback_url(arxiv_id, verdict)`)."""
         html, text = fill_personal_links(
-            self.html.replace(self.cut, "") if self.cut else self.html,
-            self.text.replace(self.cut, "") if self.cut else self.text,
+            self.html,
+            self.text,
             link_marker=self.link_marker,
             unsubscribe_url=unsubscribe_url,
             preferences_url=preferences_url,
@@ -328,6 +341,11 @@ class DigestBlocks:
     trending: tuple[str, ...]  # the edition's popularity ranking, best first
     # Encoded size of the parts every digest has (the larger "For you" header counted).
     fixed_html_size: int = 0
+    # Blocks filled in for a place in a digest, kept so that every selection showing
+    # a paper at the same place shares the very same units (see `PersonalDigest`).
+    _filled: dict[tuple[object, ...], tuple[str, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def assemble(
         self,
@@ -390,7 +408,6 @@ class DigestBlocks:
         trending_section: str,
     ) -> PersonalDigest:
         marker = self.link_marker
-        cut = f"NLCUT{marker}Z"
         html = [self.html_parts["top"]]
         text = [self.text_parts["top"]]
         if for_you:
@@ -398,55 +415,89 @@ class DigestBlocks:
             html.append(self.html_parts[section])
             text.append(self.text_parts[section])
         order: list[str] = []
-        position_mark = f"NLPOS{marker}Z"
-        why_mark = f"NLWHY{marker}Z"
-        feedback_mark = f"NLPERSONAL{marker}xFBNNx"
         for arxiv_id, why in picked:
-            blocks = self.papers[arxiv_id]
             # The reader's own words (interests, liked titles) can never hold this
             # rendering's marker, so never a placeholder the send stage fills.
             line = shorten_text(_clean_text(why), WHY_MAX_CHARS).replace(marker, "")
-            position = len(order) + 1
-            for parts, block, shown_why, number in (
-                # In HTML the why line stands on a line of its own (white space at
-                # the edges of its paragraph shows nothing), so the lines around it,
-                # which hold the links, are the same for every reader of the paper.
-                (html, blocks.for_you_html, f"\n{escape(line, quote=True)}\n", str(position)),
-                (text, blocks.for_you_text, line, f"{position:>2}"),
+            index = len(order)
+            for units, flavour, shown_why in (
+                (html, "html", escape(line, quote=True)),
+                (text, "text", line),
             ):
-                filled = block.replace(position_mark, f"{cut}{number}{cut}").replace(
-                    feedback_mark, f"NLPERSONAL{marker}xFB{len(order)}x"
-                )
-                # Last: the reader's own words never pass through another replacement.
-                parts.append(filled.replace(why_mark, f"{cut}{shown_why}{cut}") + cut)
+                before, prefix, suffix, after = self._for_you_units(arxiv_id, flavour, index)
+                # Last: the reader's own words never pass through a replacement.
+                units += (before, prefix + shown_why + suffix, after)
             order.append(arxiv_id)
         html.append(self.html_parts[trending_section])
         text.append(self.text_parts[trending_section])
         for position, arxiv_id in enumerate(trending, start=1):
-            blocks = self.papers[arxiv_id]
-            # The text part right-aligns positions so that item 10 lines up with item 9.
-            for parts, block, number in (
-                (html, blocks.trending_html, str(position)),
-                (text, blocks.trending_text, f"{position:>2}"),
-            ):
-                parts.append(
-                    block.replace(position_mark, f"{cut}{number}{cut}").replace(
-                        feedback_mark, f"NLPERSONAL{marker}xFB{len(order)}x"
-                    )
-                    + cut
-                )
+            html.append(self._trending_unit(arxiv_id, "html", position, len(order)))
+            text.append(self._trending_unit(arxiv_id, "text", position, len(order)))
             order.append(arxiv_id)
         html.append(self.html_parts["end"])
         text.append(self.text_parts["end"])
         return PersonalDigest(
             subject=self.subject,
-            html="".join(html),
-            text="".join(text),
+            html_units=tuple(unit for unit in html if unit),
+            text_units=tuple(unit for unit in text if unit),
             link_marker=marker,
             feedback_papers=tuple(order),
             shown=tuple(order),
-            cut=cut,
         )
+
+    def _for_you_units(self, arxiv_id: str, flavour: str, index: int) -> tuple[str, str, str, str]:
+        """A "For you" block at `index`, filled in and cut around its why line.
+
+        The lines before the why line, the why line's text before and after the
+        why, and the lines after it: the same objects for every selection that
+        shows the paper there (see `PersonalDigest`).
+        """
+        key = ("for_you", arxiv_id, flavour, index)
+        found = self._filled.get(key)
+        if found is None:
+            blocks = self.papers[arxiv_id]
+            block = blocks.for_you_html if flavour == "html" else blocks.for_you_text
+            number = str(index + 1) if flavour == "html" else f"{index + 1:>2}"
+            filled = self._filled_block(block, number, index)
+            why = filled.index(self._why_mark)
+            line_start = filled.rfind("\n", 0, why) + 1
+            line_end = filled.index("\n", why) + 1
+            found = (
+                filled[:line_start],
+                filled[line_start:why],
+                filled[why + len(self._why_mark) : line_end],
+                filled[line_end:],
+            )
+            self._keep_filled(key, found)
+        return found  # type: ignore[return-value]
+
+    def _trending_unit(self, arxiv_id: str, flavour: str, position: int, index: int) -> str:
+        """A trending block at `position`, its feedback links the paper's at `index`."""
+        key = ("trending", arxiv_id, flavour, position, index)
+        found = self._filled.get(key)
+        if found is None:
+            blocks = self.papers[arxiv_id]
+            block = blocks.trending_html if flavour == "html" else blocks.trending_text
+            # The text part right-aligns positions so that item 10 lines up with item 9.
+            number = str(position) if flavour == "html" else f"{position:>2}"
+            found = (self._filled_block(block, number, index),)
+            self._keep_filled(key, found)
+        return found[0]
+
+    @property
+    def _why_mark(self) -> str:
+        return f"NLWHY{self.link_marker}Z"
+
+    def _filled_block(self, block: str, number: str, index: int) -> str:
+        marker = self.link_marker
+        return block.replace(f"NLPOS{marker}Z", number).replace(
+            f"NLPERSONAL{marker}xFBNNx", f"NLPERSONAL{marker}xFB{index}x"
+        )
+
+    def _keep_filled(self, key: tuple[object, ...], units: tuple[str, ...]) -> None:
+        if len(self._filled) >= FILLED_BLOCKS_KEPT:
+            self._filled.clear()
+        self._filled[key] = units
 
 
 def _split_blocks(rendered: str, link_marker: str) -> dict[str, str]:
@@ -523,9 +574,15 @@ def render_blocks(
         for name, part in _split_blocks(html, link_marker).items()
     }
     text_parts = _split_blocks(text, link_marker)
+    if not all(part.endswith("\n") for part in text_parts.values()):
+        raise RenderError("every block of the plain-text digest must end with a line end")
+    # In HTML the why line stands on a line of its own too (white space at the
+    # edges of its paragraph shows nothing), so the lines around it, which hold
+    # the links, are the same for every reader of the paper.
+    why_mark = f"NLWHY{link_marker}Z"
     blocks = {
         paper.arxiv_id: PaperBlocks(
-            html_parts[f"fy_{index}"],
+            html_parts[f"fy_{index}"].replace(why_mark, f"\n{why_mark}\n"),
             text_parts[f"fy_{index}"],
             html_parts[f"tr_{index}"],
             text_parts[f"tr_{index}"],

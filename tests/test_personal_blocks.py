@@ -10,13 +10,18 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import functools
 from email.message import EmailMessage
 from pathlib import Path
+from unittest import mock
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from newsletter.core.errors import InvalidTokenError
-from newsletter.core.settings import Settings
+from newsletter.core.settings import Settings, load_settings
 from newsletter.core.templating import make_template_environment
 from newsletter.delivery.assemble import CompiledDigest, EncodingCache, Recipient
 from newsletter.render import ENCODED_HTML_MAX_BYTES, DigestBlocks, render_blocks
@@ -51,15 +56,14 @@ def _message(
     settings: Settings, blocks: DigestBlocks, picks: list[tuple[str, str]]
 ) -> EmailMessage:
     digest = blocks.assemble(picks)
-    compiled = CompiledDigest.compile(
+    compiled = CompiledDigest.compile_units(
         settings,
         subject=digest.subject,
-        html=digest.html,
-        text=digest.text,
+        html_units=digest.html_units,
+        text_units=digest.text_units,
         edition_date=DAY,
         link_marker=digest.link_marker,
         feedback_papers=digest.feedback_papers,
-        cut=digest.cut,
         cache=EncodingCache(),
     )
     raw = compiled.assemble(Recipient("r@example.org", "R", "readerkey", "<1@example.org>"))
@@ -172,3 +176,76 @@ def test_feedback_tokens_are_signed_per_reader_paper_and_verdict() -> None:
     assert feedback_urls("https://n.example.org", "secret", "readerkey", ["2611.00001"]) == [
         (url, feedback_url("https://n.example.org", "secret", "readerkey", "2611.00001", "less"))
     ]
+
+
+# ---- units: a digest compiled unit by unit is the digest compiled whole ------------------------
+
+_DIFFERENTIAL_SETTINGS = load_settings(
+    _env_file=None,
+    database_url="sqlite:///unused.db",
+    secret_key="test-secret-key-0123456789",
+    base_url="https://news.example.org",
+    from_address="Daily ML Papers <digest@news.example.org>",
+)
+# Why lines as a hostile reader writes them: markup, quotes, line breaks, control and
+# bidi characters, dots at a line start, this rendering's own placeholders.
+_WHY = st.lists(
+    st.one_of(
+        st.characters(blacklist_categories=("Cs",)),
+        st.sampled_from(["\r\n", "\n.", "<p>", '"', "{{ x }}", "\u202e", "=3D", " ", "\t"]),
+        st.just(f"NLPERSONAL{MARKER}xFB1xMORExURL"),
+        st.just(f"NLWHY{MARKER}Z"),
+    ),
+    max_size=40,
+).map("".join)
+
+
+@functools.cache
+def _differential_blocks() -> DigestBlocks:
+    return _blocks([paper(n, title=f"Paper {n}. .leading dot = {n}") for n in range(24)])
+
+
+@functools.cache
+def _shared_cache() -> EncodingCache:
+    # One cache for every example: units met before are reused, as across a send.
+    return EncodingCache(limit=500, layouts_kept=64)
+
+
+@hypothesis_settings(max_examples=120, deadline=None)
+@given(
+    picks=st.lists(st.tuples(st.integers(0, 29), _WHY), max_size=8),
+    for_you=st.booleans(),
+    weekly=st.booleans(),
+    name=st.sampled_from(["R", None, 'Zoë "Q" O\'Neil']),
+)
+def test_a_digest_compiled_by_units_is_byte_for_byte_the_digest_compiled_whole(
+    picks: list[tuple[int, str]], for_you: bool, weekly: bool, name: str | None
+) -> None:
+    blocks = _differential_blocks()
+    week = [f"2611.{n:05d}" for n in (23, 5, 17, 2)] if weekly else None
+    digest = blocks.assemble(
+        [(f"2611.{n:05d}", why) for n, why in picks], for_you=for_you, week_trending=week
+    )
+    assert all(unit.endswith("\n") for unit in digest.html_units + digest.text_units)
+    recipient = Recipient("r@example.org", name, "readerkey", "<1@example.org>")
+    fields = {
+        "subject": digest.subject,
+        "edition_date": DAY,
+        "link_marker": digest.link_marker,
+        "feedback_papers": digest.feedback_papers,
+    }
+    with mock.patch("newsletter.delivery.assemble.new_boundary", return_value="=_fixed"):
+        whole = CompiledDigest.compile(
+            _DIFFERENTIAL_SETTINGS, html=digest.html, text=digest.text, **fields
+        )
+        by_units = CompiledDigest.compile_units(
+            _DIFFERENTIAL_SETTINGS,
+            html_units=digest.html_units,
+            text_units=digest.text_units,
+            cache=_shared_cache(),
+            **fields,
+        )
+
+    assert by_units.assemble(recipient) == whole.assemble(recipient)
+    assert by_units.prepare(recipient) == whole.prepare(recipient)
+    assert by_units.html_encoded_size == whole.html_encoded_size

@@ -41,13 +41,14 @@ import hashlib
 import re
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime
+from functools import lru_cache
 from html import escape
 from itertools import accumulate
 from typing import Any, Final, TypeVar
@@ -508,15 +509,16 @@ def _kept(table: dict[_Key, _Made], key: _Key, make: Callable[[], _Made], limit:
 class EncodingCache:
     """What compiling several digests of an edition can share, so it is done once.
 
-    A personal digest is compiled per selection from blocks that recur across
-    selections: each piece's quoted-printable characters, each line without
-    values encoded, and each line layout (`_line_layout`) are kept here.
-    Bounded: the characters and lines are emptied past `limit` each; the
+    A personal digest is compiled per selection from units that recur across
+    selections (`render.PersonalDigest`): each unit encoded (`_EncodedUnit`),
+    each piece's quoted-printable characters, each line without values
+    encoded, and each line layout (`_line_layout`) are kept here. Bounded:
+    the units, characters and lines are emptied past `limit` each; the
     layouts, a few KB each and unique for a reader's own lines, are kept for
     the `layouts_kept` lines met last.
     """
 
-    __slots__ = ("_layouts", "characters", "layouts_kept", "limit", "lines")
+    __slots__ = ("_layouts", "characters", "layouts_kept", "limit", "lines", "units")
 
     def __init__(self, limit: int = 50_000, layouts_kept: int = 4096) -> None:
         """An empty cache."""
@@ -524,6 +526,7 @@ class EncodingCache:
         self.layouts_kept = layouts_kept
         self.characters: dict[str, str] = {}
         self.lines: dict[str, bytes] = {}
+        self.units: dict[tuple[str, str, str], _EncodedUnit] = {}
         self._layouts: OrderedDict[tuple[tuple[str, ...], tuple[_Shape, ...]], _LineLayout] = (
             OrderedDict()
         )
@@ -535,6 +538,20 @@ class EncodingCache:
     def encoded_line(self, line: str) -> bytes:
         """A whole line of quoted-printable characters, broken and ended by CRLF."""
         return _kept(self.lines, line, lambda: qp_lines([line]), self.limit)
+
+    def unit(self, flavour: str, link_marker: str, text: str) -> _EncodedUnit:
+        """A unit of a part (whole lines) encoded, once per unit while kept.
+
+        The blocks selections share are the same string objects in every
+        digest (`render.DigestBlocks`), so finding one costs no hashing.
+        """
+        key = (flavour, link_marker, text)
+        return self.units.get(key) or _kept(
+            self.units,
+            key,
+            lambda: _EncodedUnit(_unit_pieces(text, flavour, link_marker, self)),
+            self.limit,
+        )
 
     def line_layout(self, fixed: tuple[str, ...], shapes: tuple[_Shape, ...]) -> _LineLayout:
         """`_line_layout` of a line, once per line and value shapes (while kept)."""
@@ -550,49 +567,94 @@ class EncodingCache:
         return found
 
 
-def _encoded_part_pieces(
-    body: str,
-    flavour: str,
-    link_marker: str,
-    feedback_papers: int,
-    cache: EncodingCache,
-    *,
-    cut: str | None = None,
-) -> list[bytes | _SlotLine]:
-    """A part's quoted-printable body: encoded lines, and the lines that hold personal values.
-
-    With `cut`, the body is also cut where that text stands (it is dropped):
-    each piece is turned into quoted-printable on its own, once for every
-    digest sharing the cache (blocks recur across selections). Characters do
-    not depend on where they stand and lines are broken whole, so this is the
-    same as encoding the whole.
-    """
-    slot_of: dict[str, int | None] = {
+@lru_cache(maxsize=64)
+def _placeholder_slots(
+    flavour: str, link_marker: str, feedback_papers: int
+) -> tuple[re.Pattern[str], dict[str, int]]:
+    """The placeholders a part of a digest with this many feedback papers holds, and their slots."""
+    slot_of = {
         field.placeholder(link_marker): slot for field, slot in _FIELD_SLOTS[flavour].items()
     }
     for index in range(feedback_papers):
         for verdict in FEEDBACK_VERDICTS:
-            slot_of[feedback_placeholder(link_marker, index, verdict)] = (
-                _FEEDBACK_SLOTS_START + 4 * index + _FEEDBACK_SLOT_OFFSET[flavour, verdict]
+            slot_of[feedback_placeholder(link_marker, index, verdict)] = _feedback_slot(
+                flavour, index, verdict
             )
-    if cut:
-        slot_of[cut] = None
+    return re.compile("|".join(re.escape(placeholder) for placeholder in slot_of)), slot_of
+
+
+def _feedback_slot(flavour: str, index: int, verdict: str) -> int:
+    return _FEEDBACK_SLOTS_START + 4 * index + _FEEDBACK_SLOT_OFFSET[flavour, verdict]
+
+
+@lru_cache(maxsize=16)
+def _unit_placeholders(link_marker: str) -> re.Pattern[str]:
+    """Any placeholder of the rendering: a personal field's, or a feedback link's by index."""
+    fields = "|".join(re.escape(field.value) for field in PersonalField)
+    return re.compile(
+        re.escape(f"NLPERSONAL{link_marker}x") + rf"(?:FB(\d{{1,4}})x(MORE|LESS)|({fields}))xURL"
+    )
+
+
+def _encoded_part_pieces(
+    body: str, flavour: str, link_marker: str, feedback_papers: int, cache: EncodingCache
+) -> list[bytes | _SlotLine]:
+    """A whole part's quoted-printable body (see `_encoded_pieces`)."""
+    pattern, slot_of = _placeholder_slots(flavour, link_marker, feedback_papers)
+    found = (
+        (match.start(), match.end(), slot_of[match.group()]) for match in pattern.finditer(body)
+    )
+    return _encoded_pieces(body, found, cache)
+
+
+def _unit_pieces(
+    text: str, flavour: str, link_marker: str, cache: EncodingCache
+) -> list[bytes | _SlotLine]:
+    """A unit of a personal digest's part (whole lines), encoded as the whole part would be.
+
+    Characters do not depend on where they stand and lines are broken whole,
+    so a part encoded unit by unit is the part encoded at once. A feedback
+    link's slot follows from its index alone (`CompiledDigest.compile_units`
+    checks the digest has that paper).
+    """
+    if not text.endswith("\n"):
+        raise ValueError("a unit of a digest must end with a line end")
+    body = normalised_body(text)
+    placeholders = []
+    for match in _unit_placeholders(link_marker).finditer(body):
+        index, verdict, field = match.groups()
+        slot = (
+            _FIELD_SLOTS[flavour][PersonalField(field)]
+            if field is not None
+            else _feedback_slot(flavour, int(index), verdict.lower())
+        )
+        placeholders.append((match.start(), match.end(), slot))
+    return _encoded_pieces(body, placeholders, cache)
+
+
+def _encoded_pieces(
+    body: str, placeholders: Iterable[tuple[int, int, int]], cache: EncodingCache
+) -> list[bytes | _SlotLine]:
+    """A body's quoted-printable lines: encoded lines, and the lines that hold personal values.
+
+    `placeholders` are (start, end, slot) of each placeholder in `body`, in
+    order. Each piece between them is turned into quoted-printable characters
+    on its own, and each line without values encoded, once for every digest
+    sharing the cache.
+    """
     # The body as quoted-printable characters, a NUL where each slot stands (NUL
-    # itself is escaped), cut pieces joined; then split into lines.
+    # itself is escaped), then split into lines.
     known = cache.characters
     fragments: list[str] = []
     slots: list[int] = []
-    pattern = re.compile("|".join(re.escape(placeholder) for placeholder in slot_of))
     position = 0
-    for match in pattern.finditer(body):
-        if match.start() > position:
-            text = body[position : match.start()]
+    for start, end, slot in placeholders:
+        if start > position:
+            text = body[position:start]
             fragments.append(known.get(text) or cache.characters_of(text))
-        slot = slot_of[match.group()]
-        if slot is not None:
-            slots.append(slot)
-            fragments.append("\0")
-        position = match.end()
+        slots.append(slot)
+        fragments.append("\0")
+        position = end
     text = body[position:]
     fragments.append(known.get(text) or cache.characters_of(text))
     *lines, rest = "".join(fragments).split("\n")
@@ -618,22 +680,72 @@ def _encoded_part_pieces(
     return pieces
 
 
-def _encoded_size(pieces: list[bytes | _SlotLine]) -> int:
+class _EncodedUnit:
+    """A unit of a personal digest's part, encoded: shared by every digest that holds it.
+
+    `pieces` as `_encoded_pieces` gives them; `fragment` is its part of a wire
+    plan (`_WirePlan`) for the shapes of its own values, made once per shapes.
+    A unit starts and ends at a line end, so its dot-stuffing never depends on
+    what stands around it. `feedback_papers` is how many papers a digest must
+    have for the feedback links it holds.
+    """
+
+    __slots__ = ("feedback_papers", "fragments", "pieces", "shape_indices")
+
+    def __init__(self, pieces: list[bytes | _SlotLine]) -> None:
+        self.pieces: tuple[bytes | _SlotLine, ...] = tuple(pieces)
+        lines = [piece for piece in pieces if isinstance(piece, _SlotLine)]
+        self.shape_indices = tuple(sorted({i for line in lines for i in line.shape_indices}))
+        self.feedback_papers = max(
+            (
+                (slot - _FEEDBACK_SLOTS_START) // 4 + 1
+                for line in lines
+                for slot in line.slots
+                if slot >= _FEEDBACK_SLOTS_START
+            ),
+            default=0,
+        )
+        self.fragments: dict[tuple[_Shape, ...], _WireFragment] = {}
+
+    def fragment(self, shapes: tuple[_Shape, ...], cache: EncodingCache) -> _WireFragment:
+        """The unit's wire items for a reader's shapes (those of its own values decide)."""
+        key = tuple(map(shapes.__getitem__, self.shape_indices))
+        return self.fragments.get(key) or _kept(
+            self.fragments, key, lambda: _wire_fragment(self.pieces, shapes, cache), _LAYOUTS_KEPT
+        )
+
+
+# A piece of a compiled digest: fixed bytes (whole lines), a header line's slot, a
+# line that holds values, or a unit of a personal digest (`_EncodedUnit`).
+_Piece = bytes | int | _SlotLine | _EncodedUnit
+
+
+def _flat(pieces: Iterable[_Piece]) -> Iterator[bytes | int | _SlotLine]:
+    """The pieces with each unit's own in its place."""
+    for piece in pieces:
+        if isinstance(piece, _EncodedUnit):
+            yield from piece.pieces
+        else:
+            yield piece
+
+
+def _encoded_size(pieces: Iterable[_Piece]) -> int:
     """The part's encoded size with its personal values left empty."""
     return sum(
         len(piece) if isinstance(piece, bytes) else len(qp_lines(["".join(piece.fixed)]))
-        for piece in pieces
+        for piece in _flat(pieces)
+        if not isinstance(piece, int)
     )
 
 
 def _laid_out(
-    pieces: list[bytes | int | _SlotLine], shapes: tuple[_Shape, ...], cache: EncodingCache
+    pieces: Iterable[_Piece], shapes: tuple[_Shape, ...], cache: EncodingCache
 ) -> Iterator[bytes | int | tuple[_Region, tuple[int, ...]]]:
     """The digest's pieces with each line that holds values laid out for these shapes.
 
     Fixed bytes, header slots (int), and regions with the slots of their line.
     """
-    for piece in pieces:
+    for piece in _flat(pieces):
         if not isinstance(piece, _SlotLine):
             yield piece
             continue
@@ -660,7 +772,7 @@ class _Layout:
 
     def __init__(
         self,
-        pieces: list[bytes | int | _SlotLine],
+        pieces: Sequence[_Piece],
         shapes: tuple[_Shape, ...],
         signer: DkimSigner | None,
         cache: EncodingCache,
@@ -692,6 +804,77 @@ class _Layout:
         )
 
 
+class _WireFragment:
+    """Wire items (see `_WirePlan`) of a run of pieces that starts at a line start.
+
+    `fixed_size` is their size on the wire before dot-stuffing, values in the
+    body included (their shapes give their lengths); `eight_bit` whether a
+    fixed byte is not ASCII.
+    """
+
+    __slots__ = ("eight_bit", "fixed_size", "items")
+
+    def __init__(
+        self, items: tuple[bytes | int | _WireSlice, ...], fixed_size: int, eight_bit: bool
+    ) -> None:
+        self.items = items
+        self.fixed_size = fixed_size
+        self.eight_bit = eight_bit
+
+
+def _wire_fragment(
+    pieces: Iterable[_Piece], shapes: tuple[_Shape, ...], cache: EncodingCache
+) -> _WireFragment:
+    """The wire items of pieces that start at a line start, for readers of these shapes."""
+    items: list[bytes | int | _WireSlice] = []
+    pending: list[bytes] = []  # fixed bytes waiting to be one chunk
+    size = 0
+    eight_bit = False
+    # Whether the next chunk starts a line: at the start, after a header line and
+    # after a unit; never after a value slice (values hold no line end).
+    at_line_start = True
+
+    def add_chunk() -> None:
+        nonlocal size, eight_bit
+        chunk = b"".join(pending)
+        pending.clear()
+        if chunk:
+            size += len(chunk)
+            eight_bit = eight_bit or not chunk.isascii()
+            items.append(stuff(chunk, at_line_start=at_line_start))
+
+    for piece in pieces:
+        if isinstance(piece, bytes):  # whole lines
+            pending.append(piece)
+        elif isinstance(piece, int):  # a header line, checked per reader
+            add_chunk()
+            items.append(piece)
+            at_line_start = True
+        elif isinstance(piece, _EncodedUnit):  # whole lines, its items made once
+            add_chunk()
+            fragment = piece.fragment(shapes, cache)
+            items += fragment.items
+            size += fragment.fixed_size
+            eight_bit = eight_bit or fragment.eight_bit
+            at_line_start = True
+        else:
+            line = cache.line_layout(piece.fixed, piece.shapes_of(shapes))
+            pending.append(line.head)
+            if line.middle:
+                add_chunk()
+                slots = piece.slots
+                items += [
+                    part if isinstance(part, bytes) else (slots[part[0]], part[1], part[2], part[3])
+                    for part in line.middle
+                ]
+                size += line.middle_size
+                eight_bit = eight_bit or not line.middle_ascii
+                at_line_start = False
+            pending.append(line.tail)
+    add_chunk()
+    return _WireFragment(tuple(items), size, eight_bit)
+
+
 class _WirePlan:
     """A digest's DATA bytes for readers whose values have one set of shapes, prepared once.
 
@@ -706,57 +889,17 @@ class _WirePlan:
     __slots__ = ("eight_bit", "fixed_size", "items")
 
     def __init__(
-        self,
-        pieces: list[bytes | int | _SlotLine],
-        shapes: tuple[_Shape, ...],
-        cache: EncodingCache,
+        self, pieces: Sequence[_Piece], shapes: tuple[_Shape, ...], cache: EncodingCache
     ) -> None:
-        items: list[bytes | int | _WireSlice] = []
-        pending: list[bytes] = []  # fixed bytes waiting to be one chunk
-        chunks: list[bytes] = []
-        size = 0
-        eight_bit = False
-        # Whether the next chunk starts a line: at the start, and after a header
-        # line; never after a value slice (values hold no line end).
-        at_line_start = True
-
-        def add_chunk() -> None:
-            chunk = b"".join(pending)
-            pending.clear()
-            chunks.append(chunk)
-            items.append(stuff(chunk, at_line_start=at_line_start))
-
-        for piece in pieces:
-            if isinstance(piece, bytes):  # whole lines
-                pending.append(piece)
-            elif isinstance(piece, int):  # a header line, checked per reader
-                add_chunk()
-                items.append(piece)
-                at_line_start = True
-            else:
-                line = cache.line_layout(piece.fixed, piece.shapes_of(shapes))
-                pending.append(line.head)
-                if line.middle:
-                    add_chunk()
-                    slots = piece.slots
-                    items += [
-                        part
-                        if isinstance(part, bytes)
-                        else (slots[part[0]], part[1], part[2], part[3])
-                        for part in line.middle
-                    ]
-                    size += line.middle_size
-                    eight_bit = eight_bit or not line.middle_ascii
-                    at_line_start = False
-                pending.append(line.tail)
-        add_chunk()
+        fragment = _wire_fragment(pieces, shapes, cache)
+        items = list(fragment.items)
         # Every piece ends with a line end, so DATA's end follows directly.
         last = items.pop()
         assert isinstance(last, bytes)
         items.append(last + END_OF_DATA)
         self.items = tuple(items)
-        self.fixed_size = size + sum(map(len, chunks))
-        self.eight_bit = eight_bit or not all(map(bytes.isascii, chunks))
+        self.fixed_size = fragment.fixed_size
+        self.eight_bit = fragment.eight_bit
 
     def prepared(self, personal: tuple[bytes, ...]) -> PreparedMessage:
         """The message for one reader's values, ready for DATA."""
@@ -803,9 +946,9 @@ class CompiledDigest:
     def __init__(
         self,
         settings: Settings,
-        pieces: list[bytes | int | _SlotLine],
+        pieces: list[_Piece],
         *,
-        html_pieces: list[bytes | _SlotLine],
+        html_pieces: Sequence[bytes | _SlotLine | _EncodedUnit],
         cache: EncodingCache,
         clock: Callable[[], datetime],
         signer: DkimSigner | None = None,
@@ -844,26 +987,92 @@ class CompiledDigest:
         is_test: bool = False,
         clock: Callable[[], datetime] = utc_now,
         feedback_papers: tuple[str, ...] = (),
-        cut: str | None = None,
-        cache: EncodingCache | None = None,
     ) -> CompiledDigest:
         """Encode the digest's fixed headers and both parts once, leaving slots for what varies.
 
-        `feedback_papers` (a personal digest's) are the papers whose "more/less
-        like this" placeholders the body holds, by index (`render.feedback_placeholder`):
-        each reader's signed links are filled in there. `cut` and `cache`
-        (a personal digest's too) let pieces shared by many selections be
-        encoded once (see `_encoded_part_pieces`).
+        `feedback_papers` are the papers whose "more/less like this"
+        placeholders the body holds, by index (`render.feedback_placeholder`):
+        each reader's signed links are filled in there.
         """
+        cache = EncodingCache()
+        count = len(feedback_papers)
+        return cls._of_parts(
+            settings,
+            subject=_subject_line(subject, is_test=is_test),
+            text_pieces=_encoded_part_pieces(
+                normalised_body(text), "text", link_marker, count, cache
+            ),
+            html_pieces=_encoded_part_pieces(
+                normalised_body(html), "html", link_marker, count, cache
+            ),
+            edition_date=edition_date,
+            clock=clock,
+            feedback_papers=feedback_papers,
+            cache=cache,
+        )
+
+    @classmethod
+    def compile_units(
+        cls,
+        settings: Settings,
+        *,
+        subject: str,
+        html_units: Sequence[str],
+        text_units: Sequence[str],
+        edition_date: date,
+        link_marker: str,
+        feedback_papers: tuple[str, ...],
+        cache: EncodingCache,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> CompiledDigest:
+        """A personal digest (`render.PersonalDigest`): the same bytes as `compile` on its parts.
+
+        Each unit (whole lines) is encoded once for every digest that shares
+        `cache`, and so is its part of each wire plan: compiling a selection
+        costs a lookup per unit, not a pass over its 60 KB.
+        """
+
+        def encoded(units: Sequence[str], flavour: str) -> list[_EncodedUnit]:
+            found = [cache.unit(flavour, link_marker, unit) for unit in units]
+            needed = max((unit.feedback_papers for unit in found), default=0)
+            if needed > len(feedback_papers):
+                raise ValueError(
+                    f"the digest holds feedback links for {needed} papers, "
+                    f"but names {len(feedback_papers)}"
+                )
+            return found
+
+        return cls._of_parts(
+            settings,
+            subject=_subject_line(subject, is_test=False),
+            text_pieces=encoded(text_units, "text"),
+            html_pieces=encoded(html_units, "html"),
+            edition_date=edition_date,
+            clock=clock,
+            feedback_papers=feedback_papers,
+            cache=cache,
+        )
+
+    @classmethod
+    def _of_parts(
+        cls,
+        settings: Settings,
+        *,
+        subject: str,
+        text_pieces: Sequence[bytes | _SlotLine | _EncodedUnit],
+        html_pieces: Sequence[bytes | _SlotLine | _EncodedUnit],
+        edition_date: date,
+        clock: Callable[[], datetime],
+        feedback_papers: tuple[str, ...],
+        cache: EncodingCache,
+    ) -> CompiledDigest:
         boundary = new_boundary(f"digest_{edition_date:%Y%m%d}")
-        pieces: list[bytes | int | _SlotLine] = [
-            mailbox_setting_header("From", settings.from_address)
-        ]
+        pieces: list[_Piece] = [mailbox_setting_header("From", settings.from_address)]
         if settings.reply_to:
             pieces.append(mailbox_setting_header("Reply-To", settings.reply_to))
         pieces += [
             _SLOT_TO,
-            unstructured_header("Subject", _subject_line(subject, is_test=is_test)),
+            unstructured_header("Subject", subject),
             _SLOT_DATE,
             _SLOT_MESSAGE_ID,
             b"MIME-Version: 1.0\r\n",
@@ -872,20 +1081,13 @@ class CompiledDigest:
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
             multipart_header(boundary),
         ]
-        count = len(feedback_papers)
-        cache = EncodingCache() if cache is None else cache
-        html_pieces = _encoded_part_pieces(
-            normalised_body(html), "html", link_marker, count, cache, cut=cut
-        )
-        text_pieces = _encoded_part_pieces(
-            normalised_body(text), "text", link_marker, count, cache, cut=cut
-        )
         for subtype, part_pieces in (("plain", text_pieces), ("html", html_pieces)):
             pieces.append(part_header(boundary, subtype))
             pieces += part_pieces
         pieces.append(closing_boundary(boundary))
         has_view = any(
-            isinstance(piece, _SlotLine) and _SLOT_HTML_VIEW in piece.slots for piece in html_pieces
+            isinstance(piece, _SlotLine) and _SLOT_HTML_VIEW in piece.slots
+            for piece in _flat(html_pieces)
         )
         return cls(
             settings,

@@ -257,16 +257,15 @@ class PersonalDigests:
 
         def compile_digest(blocks: DigestBlocks, chosen: ReaderSelection) -> CompiledDigest:
             digest = chosen.assemble(blocks)
-            return CompiledDigest.compile(
+            return CompiledDigest.compile_units(
                 settings,
                 subject=digest.subject,
-                html=digest.html,
-                text=digest.text,
+                html_units=digest.html_units,
+                text_units=digest.text_units,
                 edition_date=blocks.edition_date,
                 link_marker=digest.link_marker,
                 clock=clock,
                 feedback_papers=digest.feedback_papers,
-                cut=digest.cut,
                 cache=cache,
             )
 
