@@ -367,45 +367,62 @@ def measure_pipeline_processes(
     start (each compiles the digest and opens its connections) but not the
     interpreter's start and imports, which (f) and (f2) measure through the CLI.
     """
-    import threading
-
-    from newsletter.cli import run_command_here
     from newsletter.delivery.worker import prepare_send
-    from newsletter.delivery.worker_process import run_sending_processes
 
     engine = create_db_engine(settings.database_url)
     subject, html, body = digest
     seed_database(engine, subscribers=subscribers, subject=subject, html=html, body=body)
-    per_process = settings.model_copy(
-        update={"smtp_concurrency": max(1, settings.smtp_concurrency // processes)}
-    )
-    command = [sys.executable, "-m", "newsletter", "send", "--as-child"]
-    command += ["--date", EDITION_DATE.isoformat()]
+    per_process = per_process_settings(settings, processes)
     try:
         started = time.perf_counter()
         begun = prepare_send(engine, edition_date=EDITION_DATE, settings=per_process)
-        outcome = run_sending_processes(
-            per_process,
-            engine,
-            children={
-                f"bench-{number}": [*command, "--worker-id", f"bench-{number}"]
-                for number in range(1, processes + 1)
-            },
-            edition_id=begun.edition_id,
-            progress=None,
-            stop=threading.Event(),
-            kill=threading.Event(),
-            run_in_fork=run_command_here,
-        )
+        sent = send_in_processes(per_process, engine, processes, EDITION_DATE, begun.edition_id)
         elapsed = time.perf_counter() - started
     finally:
         engine.dispose()
-    if outcome.failed_statuses or outcome.report.sent != subscribers:
-        raise RuntimeError(
-            f"--processes {processes} sent {outcome.report.sent} of {subscribers} "
-            f"(children's failed statuses: {outcome.failed_statuses})"
-        )
+    if sent != subscribers:
+        raise RuntimeError(f"--processes {processes} sent {sent} of {subscribers}")
     return subscribers / elapsed
+
+
+def per_process_settings(settings: Settings, processes: int) -> Settings:
+    """Each of N processes' settings: concurrency / N connections, so the relay sees as many."""
+    return settings.model_copy(
+        update={"smtp_concurrency": max(1, settings.smtp_concurrency // processes)}
+    )
+
+
+def send_in_processes(
+    settings: Settings, engine: Engine, processes: int, day: dt.date, edition_id: int
+) -> int:
+    """Send a started edition from N processes forked as `send --processes N` forks them.
+
+    The `newsletter` command is built first, as it is in the command's own
+    process before it forks. Returns the messages sent.
+    """
+    import threading
+
+    from newsletter.cli import newsletter_command, run_command_here
+    from newsletter.delivery.worker_process import run_sending_processes
+
+    newsletter_command()
+    command = [sys.executable, "-m", "newsletter", "send", "--as-child", "--date", day.isoformat()]
+    outcome = run_sending_processes(
+        settings,
+        engine,
+        children={
+            f"bench-{number}": [*command, "--worker-id", f"bench-{number}"]
+            for number in range(1, processes + 1)
+        },
+        edition_id=edition_id,
+        progress=None,
+        stop=threading.Event(),
+        kill=threading.Event(),
+        run_in_fork=run_command_here,
+    )
+    if outcome.failed_statuses:
+        raise RuntimeError(f"--processes {processes}: children failed: {outcome.failed_statuses}")
+    return outcome.report.sent
 
 
 def measure_cli(
@@ -850,7 +867,14 @@ def seed_personal(
 
 
 def measure_personal(arguments: argparse.Namespace) -> dict[str, object]:
-    """The personal case: ranking time, selections, sizes, and msg/s beside raw aiosmtplib."""
+    """The personal case: ranking, selections, sizes, and msg/s beside the machine's limit.
+
+    Each round seeds two databases alike (the same readers), sends one from
+    this process (as `send_edition`) and the other from two forked processes
+    (as `send --processes 2`, concurrency / 2 connections each), then sends
+    the first reader's message as raw aiosmtplib and as `smtp-source` (the
+    limit) would; the ratios are per round, their median reported.
+    """
     from newsletter.delivery.control import start_edition
     from newsletter.delivery.selections import PersonalDigests, rank_readers
     from newsletter.delivery.worker import send_edition
@@ -858,29 +882,32 @@ def measure_personal(arguments: argparse.Namespace) -> dict[str, object]:
     from newsletter.editions.personal import load_selections
 
     count, concurrency = arguments.subscribers, arguments.concurrency
+    source = smtp_source_command()
     results: dict[str, object] = {"readers": count}
-    pipeline: list[float] = []
-    raw: list[float] = []
+    rates: dict[str, list[float]] = {"personal": [], "personal_2p": [], "raw": [], "limit": []}
     with smtp_sink(postfix=arguments.postfix) as (port, sink), tempfile.TemporaryDirectory() as tmp:
         log(f"SMTP sink: {sink}; {count} personal readers; {concurrency} connections")
-        for round_number in range(arguments.rounds):
-            url = f"sqlite:///{Path(tmp) / f'personal{round_number}.db'}"
+
+        def started(name: str, round_number: int) -> tuple[Settings, Engine, dt.date]:
+            url = f"sqlite:///{Path(tmp) / f'{name}{round_number}.db'}"
             settings = bench_settings(url, port, concurrency)
             engine = create_db_engine(url)
+            day = seed_personal(
+                engine, readers=count, seed=round_number, all_different=arguments.all_different
+            )
+            prepare_edition(settings, engine, day=day)
+            clock = time.perf_counter()
+            # The batches the start would take, ranked and dropped (the start ranks again).
+            ranked = sum(len(batch.readers) for batch in rank_readers(settings, engine, day=day))
+            ranking = time.perf_counter() - clock
+            log(f"round {round_number + 1}: ranked {ranked} readers in {ranking:.2f} s")
+            results.setdefault("ranking_seconds", []).append(ranking)  # type: ignore[union-attr]
+            start_edition(engine, day, settings=settings)
+            return settings, engine, day
+
+        for round_number in range(arguments.rounds):
+            settings, engine, day = started("personal", round_number)
             try:
-                day = seed_personal(
-                    engine, readers=count, seed=round_number, all_different=arguments.all_different
-                )
-                prepare_edition(settings, engine, day=day)
-                started = time.perf_counter()
-                # The batches the start would take, ranked and dropped (the start ranks again).
-                ranked = sum(
-                    len(batch.readers) for batch in rank_readers(settings, engine, day=day)
-                )
-                ranking = time.perf_counter() - started
-                log(f"round {round_number + 1}: ranked {ranked} readers in {ranking:.2f} s")
-                results.setdefault("ranking_seconds", []).append(ranking)  # type: ignore[union-attr]
-                start_edition(engine, day, settings=settings)
                 with engine.connect() as connection:
                     stored = load_selections(connection, edition_id=1)
                 results["distinct_selections"] = len(stored)
@@ -901,32 +928,72 @@ def measure_personal(arguments: argparse.Namespace) -> dict[str, object]:
                     view_url="https://news.example.org/view/x",
                 )
                 digest = (first.subject, html, body)
-                started = time.perf_counter()
+                clock = time.perf_counter()
                 report = asyncio.run(send_edition(settings, engine, edition_date=day))
-                rate = report.sent / (time.perf_counter() - started)
+                rates["personal"].append(report.sent / (time.perf_counter() - clock))
                 if report.sent != count:
                     raise RuntimeError(f"the personal send sent {report.sent} of {count}")
             finally:
                 engine.dispose()
-            pipeline.append(rate)
-            raw.append(measure_raw(settings, count=count, digest=digest))
-            log(f"round {round_number + 1}: personal {pipeline[-1]:.0f}/s, raw {raw[-1]:.0f}/s")
-    results["pipeline_personal"] = statistics.median(pipeline)
-    results["raw_limit"] = statistics.median(raw)
-    results["ratio_vs_raw"] = statistics.median(p / r for p, r in zip(pipeline, raw, strict=True))
+            settings, engine, day = started("personal-2p", round_number)
+            try:
+                clock = time.perf_counter()
+                sent = send_in_processes(per_process_settings(settings, 2), engine, 2, day, 1)
+                rates["personal_2p"].append(sent / (time.perf_counter() - clock))
+                if sent != count:
+                    raise RuntimeError(f"the personal send from 2 processes sent {sent} of {count}")
+            finally:
+                engine.dispose()
+            rates["raw"].append(measure_raw(settings, count=count, digest=digest))
+            if source is not None:
+                rates["limit"].append(
+                    measure_smtp_source(
+                        settings, source=source, count=count, digest=digest, tmp=Path(tmp)
+                    )
+                )
+            log(
+                f"round {round_number + 1}: personal {rates['personal'][-1]:.0f}/s, "
+                f"2 processes {rates['personal_2p'][-1]:.0f}/s, raw {rates['raw'][-1]:.0f}/s"
+                + (f", smtp-source limit {rates['limit'][-1]:.0f}/s" if rates["limit"] else "")
+            )
+
+    def ratios(numerator: str, denominator: str) -> list[float]:
+        return [n / d for n, d in zip(rates[numerator], rates[denominator], strict=True)]
+
+    results["pipeline_personal"] = statistics.median(rates["personal"])
+    results["pipeline_personal_2p"] = statistics.median(rates["personal_2p"])
+    results["raw_limit"] = statistics.median(rates["raw"])
+    results["ratio_vs_raw"] = statistics.median(ratios("personal", "raw"))
+    results["smtp_source_limit"] = statistics.median(rates["limit"]) if rates["limit"] else None
+    for key, name in (("ratio_vs_limit", "personal"), ("ratio_2p_vs_limit", "personal_2p")):
+        per_round = ratios(name, "limit") if rates["limit"] else []
+        results[key] = statistics.median(per_round) if per_round else None
+        results[f"{key}_spread"] = spread(per_round) if per_round else None
     results["ranking_seconds"] = statistics.median(results["ranking_seconds"])  # type: ignore[arg-type]
     return results
 
 
 def print_personal(results: dict[str, object]) -> None:
     """The personal case's figures, one per line."""
+
+    def against_limit(key: str, target: str) -> str:
+        ratio, spread_ = results[key], results[f"{key}_spread"]
+        if ratio is None or not isinstance(spread_, dict):
+            return "n/a (no smtp-source)"
+        return f"{ratio:.3f} ({spread_['min']:.3f}–{spread_['max']:.3f}) (target ≥ {target})"
+
     print(f"readers                         {results['readers']:,}")
     print(f"ranking every reader            {results['ranking_seconds']:.2f} s")
     print(f"distinct selections             {results['distinct_selections']:,} (target ≥ 1,000)")
     print(f"largest HTML part, encoded      {results['largest_html_kb']:.1f} KB (limit 102 KB)")
     print(f"personal send_edition (SQLite)  {results['pipeline_personal']:,.0f} msg/s")
+    print(f"personal, --processes 2         {results['pipeline_personal_2p']:,.0f} msg/s")
     print(f"raw aiosmtplib                  {results['raw_limit']:,.0f} msg/s")
+    limit = results["smtp_source_limit"]
+    print(f"smtp-source limit               {f'{limit:,.0f} msg/s' if limit else 'n/a'}")
     print(f"personal / raw                  {results['ratio_vs_raw']:.3f} (target ≥ 0.8)")
+    print(f"personal / limit                {against_limit('ratio_vs_limit', '0.6')}")
+    print(f"personal 2 processes / limit    {against_limit('ratio_2p_vs_limit', '0.8')}")
 
 
 # ---- the whole run ------------------------------------------------------------------------

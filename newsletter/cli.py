@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import functools
 import json
 import logging
 import signal
@@ -1503,11 +1504,23 @@ def _plain_help(command: ClickCommand) -> None:
             _plain_help(subcommand)
 
 
+@functools.cache
+def newsletter_command() -> ClickCommand:
+    """The `newsletter` command, built once per interpreter.
+
+    A forked sending process (`run_command_here`) runs it as its parent built
+    it, rather than build it again before its first message, on the cores
+    the sending needs.
+    """
+    command = typer.main.get_command(app)
+    _plain_help(command)
+    return command
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of the `newsletter` console script (`args`: else the process's own)."""
     try:
-        command = typer.main.get_command(app)
-        _plain_help(command)
+        command = newsletter_command()
         command(args=None if args is None else list(args), prog_name="newsletter")
     except KeyboardInterrupt:
         err_console.print("interrupted")
