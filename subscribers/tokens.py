@@ -33,6 +33,7 @@ reading one takes `now`, so callers pass `utc_now()` and tests pass their own.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -59,6 +60,7 @@ _BOUNCE = "bounce"
 _BOUNCE_MAC_BYTES = 10  # 80 bits: 16 base-32 characters, no padding
 _BOUNCE_TOKEN = re.compile(r"([0-9a-z]{1,13})-([a-z2-7]{16})")
 _MAC_BYTES = 18  # 144 bits: 24 URL-safe characters, no padding
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")  # standard base64 to its URL-safe alphabet
 _SUBSCRIBER_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _LASTING = re.compile(r"([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{24})")
 # Seven base-36 digits of seconds last until the year 4400 (and stay within `datetime`).
@@ -77,11 +79,21 @@ def _purpose_key(secret_key: str, purpose: str) -> bytes:
     ).digest()
 
 
+@lru_cache(maxsize=16)
+def _keyed(secret_key: str, purpose: str) -> hmac.HMAC:
+    # Copied per token: the key's own hashing is done once, not per link.
+    return hmac.new(_purpose_key(secret_key, purpose), digestmod=hashlib.sha256)
+
+
 def _mac(secret_key: str, purpose: str, signed: str) -> str:
-    digest = hmac.new(
-        _purpose_key(secret_key, purpose), signed.encode("ascii"), hashlib.sha256
-    ).digest()
-    return base64.urlsafe_b64encode(digest[:_MAC_BYTES]).decode("ascii")
+    mac = _keyed(secret_key, purpose).copy()
+    mac.update(signed.encode("ascii"))
+    return _tag(mac.digest())
+
+
+def _tag(digest: bytes) -> str:
+    """A MAC as the URL-safe base64 of its first bytes (`base64.urlsafe_b64encode`, unpadded)."""
+    return binascii.b2a_base64(digest[:_MAC_BYTES], newline=False).translate(_URL_SAFE).decode()
 
 
 def _checked_key(subscriber_key: str) -> str:
@@ -293,28 +305,37 @@ def _paper_segment(arxiv_id: str) -> str:
     return paper.decode("ascii").rstrip("=")
 
 
+@lru_cache(maxsize=4096)
+def _feedback_tails(arxiv_id: str) -> tuple[tuple[bytes, str], tuple[bytes, str]]:
+    """Per verdict: what the MAC signs after the reader's key, and the URL after it."""
+    paper = _paper_segment(arxiv_id)
+    more, less = (f".{paper}.{verdict[0]}" for verdict in FEEDBACK_VERDICTS)
+    return (more.encode("ascii"), f"{more[1:]}."), (less.encode("ascii"), f"{less[1:]}.")
+
+
 def feedback_urls(
     base_url: str, secret_key: str, subscriber_key: str, arxiv_ids: Sequence[str]
 ) -> list[tuple[str, str]]:
     """("more", "less") URLs of each paper for one reader: `feedback_url`, in bulk.
 
-    The send path calls this per message: the MAC state after the reader's
-    key is computed once and copied per link.
+    The send path calls this per message (two links for each paper shown):
+    the MAC state after the reader's key is computed once and copied per link,
+    and each paper's part of the token is made once.
     """
     key = _checked_key(subscriber_key)
-    reader = hmac.new(_purpose_key(secret_key, _FEEDBACK), key.encode("ascii"), hashlib.sha256)
+    reader = _keyed(secret_key, _FEEDBACK).copy()
+    reader.update(key.encode("ascii"))
     prefix = f"{base_url}/feedback/{key}."
     urls: list[tuple[str, str]] = []
     for arxiv_id in arxiv_ids:
-        paper = _paper_segment(arxiv_id)
-        pair: list[str] = []
-        for verdict in FEEDBACK_VERDICTS:
-            signed = f".{paper}.{verdict[0]}"
-            mac = reader.copy()
-            mac.update(signed.encode("ascii"))
-            tag = base64.urlsafe_b64encode(mac.digest()[:_MAC_BYTES]).decode("ascii")
-            pair.append(f"{prefix}{paper}.{verdict[0]}.{tag}")
-        urls.append((pair[0], pair[1]))
+        (more_signed, more_tail), (less_signed, less_tail) = _feedback_tails(arxiv_id)
+        more = reader.copy()
+        more.update(more_signed)
+        less = reader.copy()
+        less.update(less_signed)
+        urls.append(
+            (prefix + more_tail + _tag(more.digest()), prefix + less_tail + _tag(less.digest()))
+        )
     return urls
 
 

@@ -690,7 +690,7 @@ class _EncodedUnit:
     have for the feedback links it holds.
     """
 
-    __slots__ = ("feedback_papers", "fragments", "pieces", "shape_indices")
+    __slots__ = ("feedback_papers", "fixed_fragment", "fragments", "pieces", "shape_indices")
 
     def __init__(self, pieces: list[bytes | _SlotLine]) -> None:
         self.pieces: tuple[bytes | _SlotLine, ...] = tuple(pieces)
@@ -706,9 +706,14 @@ class _EncodedUnit:
             default=0,
         )
         self.fragments: dict[tuple[_Shape, ...], _WireFragment] = {}
+        self.fixed_fragment: _WireFragment | None = None  # a unit without values: its only one
 
     def fragment(self, shapes: tuple[_Shape, ...], cache: EncodingCache) -> _WireFragment:
         """The unit's wire items for a reader's shapes (those of its own values decide)."""
+        if not self.shape_indices:
+            if self.fixed_fragment is None:
+                self.fixed_fragment = _wire_fragment(self.pieces, shapes, cache)
+            return self.fixed_fragment
         key = tuple(map(shapes.__getitem__, self.shape_indices))
         return self.fragments.get(key) or _kept(
             self.fragments, key, lambda: _wire_fragment(self.pieces, shapes, cache), _LAYOUTS_KEPT
@@ -878,46 +883,77 @@ def _wire_fragment(
 class _WirePlan:
     """A digest's DATA bytes for readers whose values have one set of shapes, prepared once.
 
-    `items` are, in order: fixed bytes, CRLF line ends and dot-stuffing done
-    (with the end of DATA last); a header slot (int), whose line is checked per
-    reader (`prepared_value`); or (slot, start, end, at a line start), a slice
-    of a value in the body. A value is quoted-printable characters, never a
-    line end, so a slice needs only its first dot doubled when it starts a
-    line. `fixed_size` is the message's size but for its header lines.
+    The message is `fixed` bytes with holes between them: fixed bytes have
+    their CRLF line ends and dot-stuffing done (the end of DATA is in the
+    last); each hole is (slot, start, end), a slice of a reader's value. A
+    hole in `header_holes` is a whole header line, checked per reader
+    (`prepared_value`). The others are in the body: a value is
+    quoted-printable characters, never a line end, so a slice needs only its
+    first dot doubled when it starts a line (`line_start_holes`).
+    `fixed_size` is the message's size but for its header lines.
     """
 
-    __slots__ = ("eight_bit", "fixed_size", "items")
+    __slots__ = (
+        "eight_bit",
+        "fixed_size",
+        "header_holes",
+        "holes",
+        "line_start_holes",
+        "template",
+    )
 
     def __init__(
         self, pieces: Sequence[_Piece], shapes: tuple[_Shape, ...], cache: EncodingCache
     ) -> None:
         fragment = _wire_fragment(pieces, shapes, cache)
-        items = list(fragment.items)
+        fixed: list[bytes] = []
+        holes: list[tuple[int, int, int | None]] = []
+        header_holes: list[int] = []
+        line_start_holes: list[int] = []
+        run: list[bytes] = []
+        for item in fragment.items:
+            if isinstance(item, bytes):
+                run.append(item)
+                continue
+            fixed.append(b"".join(run))
+            run.clear()
+            if isinstance(item, int):
+                header_holes.append(len(holes))
+                holes.append((item, 0, None))
+            else:
+                slot, start, end, line_start = item
+                if line_start:
+                    line_start_holes.append(len(holes))
+                holes.append((slot, start, end))
         # Every piece ends with a line end, so DATA's end follows directly.
-        last = items.pop()
-        assert isinstance(last, bytes)
-        items.append(last + END_OF_DATA)
-        self.items = tuple(items)
+        run.append(END_OF_DATA)
+        fixed.append(b"".join(run))
+        # Fixed bytes at the even places; a message fills in the odd ones.
+        template: list[bytes] = [b""] * (2 * len(fixed) - 1)
+        template[::2] = fixed
+        self.template = template
+        self.holes = tuple(holes)
+        self.header_holes = tuple(header_holes)
+        self.line_start_holes = tuple(line_start_holes)
         self.fixed_size = fragment.fixed_size
         self.eight_bit = fragment.eight_bit
 
     def prepared(self, personal: tuple[bytes, ...]) -> PreparedMessage:
         """The message for one reader's values, ready for DATA."""
-        parts: list[bytes] = []
+        filled = [personal[slot][start:end] for slot, start, end in self.holes]
         size = self.fixed_size
         eight_bit = self.eight_bit
-        for item in self.items:
-            if item.__class__ is bytes:
-                parts.append(item)
-            elif item.__class__ is int:
-                normal, wire = prepared_value(personal[item], at_line_start=True)
-                size += len(normal)
-                eight_bit = eight_bit or not normal.isascii()
-                parts.append(wire)
-            else:
-                slot, start, end, line_start = item  # type: ignore[misc]
-                piece = personal[slot][start:end]
-                parts.append(b"." + piece if line_start and piece[:1] == b"." else piece)
+        for index in self.header_holes:
+            normal, wire = prepared_value(filled[index], at_line_start=True)
+            size += len(normal)
+            eight_bit = eight_bit or not normal.isascii()
+            filled[index] = wire
+        for index in self.line_start_holes:
+            piece = filled[index]
+            if piece[:1] == b".":
+                filled[index] = b"." + piece
+        parts = self.template.copy()
+        parts[1::2] = filled
         return PreparedMessage(b"".join(parts), size, eight_bit)
 
 
