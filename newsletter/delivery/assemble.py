@@ -809,20 +809,29 @@ class _Layout:
         )
 
 
-class _WireFragment:
-    """Wire items (see `_WirePlan`) of a run of pieces that starts at a line start.
+# A hole in a wire plan: (slot, start, end, kind), a slice of a reader's value.
+_Hole = tuple[int, int, int | None, int]
+_IN_BODY: Final = 0  # a slice in the body that does not start a line
+_AT_LINE_START: Final = 1  # a slice in the body that starts a line: its first dot is doubled
+_HEADER_LINE: Final = 2  # a whole header line, checked per reader (`prepared_value`)
 
-    `fixed_size` is their size on the wire before dot-stuffing, values in the
-    body included (their shapes give their lengths); `eight_bit` whether a
-    fixed byte is not ASCII.
+
+class _WireFragment:
+    """DATA bytes of a run of pieces that starts at a line start: fixed bytes and holes.
+
+    `fixed` is one more than `holes`; fixed bytes have their CRLF line ends
+    and dot-stuffing done. `fixed_size` is the run's size before dot-stuffing,
+    values in the body included (their shapes give their lengths);
+    `eight_bit` whether a fixed byte is not ASCII.
     """
 
-    __slots__ = ("eight_bit", "fixed_size", "items")
+    __slots__ = ("eight_bit", "fixed", "fixed_size", "holes")
 
     def __init__(
-        self, items: tuple[bytes | int | _WireSlice, ...], fixed_size: int, eight_bit: bool
+        self, fixed: tuple[bytes, ...], holes: tuple[_Hole, ...], fixed_size: int, eight_bit: bool
     ) -> None:
-        self.items = items
+        self.fixed = fixed
+        self.holes = holes
         self.fixed_size = fixed_size
         self.eight_bit = eight_bit
 
@@ -830,9 +839,11 @@ class _WireFragment:
 def _wire_fragment(
     pieces: Iterable[_Piece], shapes: tuple[_Shape, ...], cache: EncodingCache
 ) -> _WireFragment:
-    """The wire items of pieces that start at a line start, for readers of these shapes."""
-    items: list[bytes | int | _WireSlice] = []
-    pending: list[bytes] = []  # fixed bytes waiting to be one chunk
+    """The DATA bytes of pieces that start at a line start, for readers of these shapes."""
+    fixed: list[bytes] = []
+    holes: list[_Hole] = []
+    run: list[bytes] = []  # prepared bytes since the last hole
+    pending: list[bytes] = []  # fixed bytes waiting to be one chunk, dot-stuffed as one
     size = 0
     eight_bit = False
     # Whether the next chunk starts a line: at the start, after a header line and
@@ -846,19 +857,29 @@ def _wire_fragment(
         if chunk:
             size += len(chunk)
             eight_bit = eight_bit or not chunk.isascii()
-            items.append(stuff(chunk, at_line_start=at_line_start))
+            run.append(stuff(chunk, at_line_start=at_line_start))
+
+    def add_hole(hole: _Hole) -> None:
+        fixed.append(b"".join(run))
+        run.clear()
+        holes.append(hole)
 
     for piece in pieces:
         if isinstance(piece, bytes):  # whole lines
             pending.append(piece)
         elif isinstance(piece, int):  # a header line, checked per reader
             add_chunk()
-            items.append(piece)
+            add_hole((piece, 0, None, _HEADER_LINE))
             at_line_start = True
-        elif isinstance(piece, _EncodedUnit):  # whole lines, its items made once
+        elif isinstance(piece, _EncodedUnit):  # whole lines, prepared once
             add_chunk()
             fragment = piece.fragment(shapes, cache)
-            items += fragment.items
+            run.append(fragment.fixed[0])
+            if fragment.holes:  # its fixed bytes between holes go as they are
+                add_hole(fragment.holes[0])
+                fixed += fragment.fixed[1:-1]
+                holes += fragment.holes[1:]
+                run.append(fragment.fixed[-1])
             size += fragment.fixed_size
             eight_bit = eight_bit or fragment.eight_bit
             at_line_start = True
@@ -868,25 +889,29 @@ def _wire_fragment(
             if line.middle:
                 add_chunk()
                 slots = piece.slots
-                items += [
-                    part if isinstance(part, bytes) else (slots[part[0]], part[1], part[2], part[3])
-                    for part in line.middle
-                ]
+                for part in line.middle:
+                    if isinstance(part, bytes):  # dot-stuffed already: never at a line start
+                        run.append(part)
+                    else:
+                        place, start, end, starts_line = part
+                        kind = _AT_LINE_START if starts_line else _IN_BODY
+                        add_hole((slots[place], start, end, kind))
                 size += line.middle_size
                 eight_bit = eight_bit or not line.middle_ascii
                 at_line_start = False
             pending.append(line.tail)
     add_chunk()
-    return _WireFragment(tuple(items), size, eight_bit)
+    fixed.append(b"".join(run))
+    return _WireFragment(tuple(fixed), tuple(holes), size, eight_bit)
 
 
 class _WirePlan:
     """A digest's DATA bytes for readers whose values have one set of shapes, prepared once.
 
-    The message is `fixed` bytes with holes between them: fixed bytes have
-    their CRLF line ends and dot-stuffing done (the end of DATA is in the
-    last); each hole is (slot, start, end), a slice of a reader's value. A
-    hole in `header_holes` is a whole header line, checked per reader
+    The message is fixed bytes with holes between them (`_wire_fragment`),
+    the end of DATA in the last fixed bytes: `template` holds the fixed bytes
+    at its even places, and a message fills in the odd ones with its slices.
+    A hole in `header_holes` is a whole header line, checked per reader
     (`prepared_value`). The others are in the body: a value is
     quoted-printable characters, never a line end, so a slice needs only its
     first dot doubled when it starts a line (`line_start_holes`).
@@ -906,35 +931,18 @@ class _WirePlan:
         self, pieces: Sequence[_Piece], shapes: tuple[_Shape, ...], cache: EncodingCache
     ) -> None:
         fragment = _wire_fragment(pieces, shapes, cache)
-        fixed: list[bytes] = []
-        holes: list[tuple[int, int, int | None]] = []
-        header_holes: list[int] = []
-        line_start_holes: list[int] = []
-        run: list[bytes] = []
-        for item in fragment.items:
-            if isinstance(item, bytes):
-                run.append(item)
-                continue
-            fixed.append(b"".join(run))
-            run.clear()
-            if isinstance(item, int):
-                header_holes.append(len(holes))
-                holes.append((item, 0, None))
-            else:
-                slot, start, end, line_start = item
-                if line_start:
-                    line_start_holes.append(len(holes))
-                holes.append((slot, start, end))
+        fixed = list(fragment.fixed)
         # Every piece ends with a line end, so DATA's end follows directly.
-        run.append(END_OF_DATA)
-        fixed.append(b"".join(run))
-        # Fixed bytes at the even places; a message fills in the odd ones.
+        fixed[-1] += END_OF_DATA
         template: list[bytes] = [b""] * (2 * len(fixed) - 1)
         template[::2] = fixed
         self.template = template
-        self.holes = tuple(holes)
-        self.header_holes = tuple(header_holes)
-        self.line_start_holes = tuple(line_start_holes)
+        holes = fragment.holes
+        self.holes = tuple((slot, start, end) for slot, start, end, _ in holes)
+        self.header_holes = tuple(i for i, hole in enumerate(holes) if hole[3] == _HEADER_LINE)
+        self.line_start_holes = tuple(
+            i for i, hole in enumerate(holes) if hole[3] == _AT_LINE_START
+        )
         self.fixed_size = fragment.fixed_size
         self.eight_bit = fragment.eight_bit
 
