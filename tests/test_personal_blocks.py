@@ -15,11 +15,13 @@ from email.message import EmailMessage
 from pathlib import Path
 from unittest import mock
 
+import dkim
 import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from newsletter.core.dkim import DkimSigner
 from newsletter.core.errors import InvalidTokenError
 from newsletter.core.settings import Settings, load_settings
 from newsletter.core.templating import make_template_environment
@@ -32,6 +34,7 @@ from subscribers.tokens import (
     make_feedback_token,
     read_feedback_token,
 )
+from tests.support.dkim_keys import write_key
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 DAY = dt.date(2026, 11, 5)
@@ -65,6 +68,7 @@ def _message(
         link_marker=digest.link_marker,
         feedback_papers=digest.feedback_papers,
         cache=EncodingCache(),
+        signer=None,
     )
     raw = compiled.assemble(Recipient("r@example.org", "R", "readerkey", "<1@example.org>"))
     message = email.message_from_bytes(raw, policy=email.policy.default)
@@ -243,9 +247,52 @@ def test_a_digest_compiled_by_units_is_byte_for_byte_the_digest_compiled_whole(
             html_units=digest.html_units,
             text_units=digest.text_units,
             cache=_shared_cache(),
+            signer=None,
             **fields,
         )
 
     assert by_units.assemble(recipient) == whole.assemble(recipient)
     assert by_units.prepare(recipient) == whole.prepare(recipient)
     assert by_units.html_encoded_size == whole.html_encoded_size
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ed25519"])
+def test_personal_digests_are_signed_and_verify(
+    kind: str, settings: Settings, tmp_path: Path
+) -> None:
+    signing = load_settings(
+        **{
+            **settings.model_dump(),
+            "dkim_selector": "daily",
+            "dkim_key_file": write_key(tmp_path, kind),
+        }
+    )
+    signer = DkimSigner.from_settings(signing)
+    assert signer is not None
+    blocks = _blocks([paper(n) for n in range(14)])
+    cache = EncodingCache()
+
+    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
+        wanted = f"{signer.dns_name}.".encode()
+        return signer.key.dns_value.encode() if name in (wanted, wanted[:-1]) else None
+
+    for picks in ([("2611.00003", "because of .dots\r\nand lines  ")], [], [("2611.00011", "x")]):
+        digest = blocks.assemble(picks)
+        compiled = CompiledDigest.compile_units(
+            signing,
+            subject=digest.subject,
+            html_units=digest.html_units,
+            text_units=digest.text_units,
+            edition_date=DAY,
+            link_marker=digest.link_marker,
+            feedback_papers=digest.feedback_papers,
+            cache=cache,
+            signer=signer,
+        )
+        for key in ("k" * 22, "j" * 30):
+            reader = Recipient("ada@example.org", "Ada", key, "<1.digest@news.example.org>")
+            assembled = compiled.assemble(reader)
+            assert assembled.startswith(b"DKIM-Signature:")
+            assert dkim.verify(assembled, dnsfunc=lookup)
+            prepared = compiled.prepare(reader).data
+            assert prepared[:-3].replace(b"\r\n..", b"\r\n.") == assembled

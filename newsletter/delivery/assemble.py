@@ -690,11 +690,20 @@ class _EncodedUnit:
     have for the feedback links it holds.
     """
 
-    __slots__ = ("feedback_papers", "fixed_fragment", "fragments", "pieces", "shape_indices")
+    __slots__ = (
+        "feedback_papers",
+        "fixed_fragment",
+        "fragments",
+        "last",
+        "pieces",
+        "shape_indices",
+        "slots",
+    )
 
     def __init__(self, pieces: list[bytes | _SlotLine]) -> None:
         self.pieces: tuple[bytes | _SlotLine, ...] = tuple(pieces)
         lines = [piece for piece in pieces if isinstance(piece, _SlotLine)]
+        self.slots = frozenset(slot for line in lines for slot in line.slots)
         self.shape_indices = tuple(sorted({i for line in lines for i in line.shape_indices}))
         self.feedback_papers = max(
             (
@@ -707,6 +716,8 @@ class _EncodedUnit:
         )
         self.fragments: dict[tuple[_Shape, ...], _WireFragment] = {}
         self.fixed_fragment: _WireFragment | None = None  # a unit without values: its only one
+        # The shapes last asked for and their fragment: readers' shapes are nearly always alike.
+        self.last: tuple[tuple[_Shape, ...], _WireFragment] | None = None
 
     def fragment(self, shapes: tuple[_Shape, ...], cache: EncodingCache) -> _WireFragment:
         """The unit's wire items for a reader's shapes (those of its own values decide)."""
@@ -714,10 +725,15 @@ class _EncodedUnit:
             if self.fixed_fragment is None:
                 self.fixed_fragment = _wire_fragment(self.pieces, shapes, cache)
             return self.fixed_fragment
+        last = self.last
+        if last is not None and last[0] == shapes:
+            return last[1]
         key = tuple(map(shapes.__getitem__, self.shape_indices))
-        return self.fragments.get(key) or _kept(
+        found = self.fragments.get(key) or _kept(
             self.fragments, key, lambda: _wire_fragment(self.pieces, shapes, cache), _LAYOUTS_KEPT
         )
+        self.last = (shapes, found)
+        return found
 
 
 # A piece of a compiled digest: fixed bytes (whole lines), a header line's slot, a
@@ -809,29 +825,38 @@ class _Layout:
         )
 
 
-# A hole in a wire plan: (slot, start, end, kind), a slice of a reader's value.
-_Hole = tuple[int, int, int | None, int]
-_IN_BODY: Final = 0  # a slice in the body that does not start a line
-_AT_LINE_START: Final = 1  # a slice in the body that starts a line: its first dot is doubled
-_HEADER_LINE: Final = 2  # a whole header line, checked per reader (`prepared_value`)
+# A hole in a wire plan: (slot, start, end), a slice of a reader's value (end None: all of it).
+_Hole = tuple[int, int, int | None]
 
 
 class _WireFragment:
     """DATA bytes of a run of pieces that starts at a line start: fixed bytes and holes.
 
     `fixed` is one more than `holes`; fixed bytes have their CRLF line ends
-    and dot-stuffing done. `fixed_size` is the run's size before dot-stuffing,
-    values in the body included (their shapes give their lengths);
-    `eight_bit` whether a fixed byte is not ASCII.
+    and dot-stuffing done. `headers` are the holes that are whole header
+    lines, checked per reader (`prepared_value`); `line_starts` those of the
+    body that start a line (their first dot is doubled per reader). A value in
+    the body is quoted-printable characters, never a line end, so nothing else
+    is looked at per reader. `fixed_size` is the run's size before
+    dot-stuffing, values in the body included (their shapes give their
+    lengths); `eight_bit` whether a fixed byte is not ASCII.
     """
 
-    __slots__ = ("eight_bit", "fixed", "fixed_size", "holes")
+    __slots__ = ("eight_bit", "fixed", "fixed_size", "headers", "holes", "line_starts")
 
     def __init__(
-        self, fixed: tuple[bytes, ...], holes: tuple[_Hole, ...], fixed_size: int, eight_bit: bool
+        self,
+        fixed: tuple[bytes, ...],
+        holes: tuple[_Hole, ...],
+        headers: tuple[int, ...],
+        line_starts: tuple[int, ...],
+        fixed_size: int,
+        eight_bit: bool,
     ) -> None:
         self.fixed = fixed
         self.holes = holes
+        self.headers = headers
+        self.line_starts = line_starts
         self.fixed_size = fixed_size
         self.eight_bit = eight_bit
 
@@ -842,6 +867,8 @@ def _wire_fragment(
     """The DATA bytes of pieces that start at a line start, for readers of these shapes."""
     fixed: list[bytes] = []
     holes: list[_Hole] = []
+    headers: list[int] = []
+    line_starts: list[int] = []
     run: list[bytes] = []  # prepared bytes since the last hole
     pending: list[bytes] = []  # fixed bytes waiting to be one chunk, dot-stuffed as one
     size = 0
@@ -865,23 +892,28 @@ def _wire_fragment(
         holes.append(hole)
 
     for piece in pieces:
-        if isinstance(piece, bytes):  # whole lines
-            pending.append(piece)
-        elif isinstance(piece, int):  # a header line, checked per reader
-            add_chunk()
-            add_hole((piece, 0, None, _HEADER_LINE))
-            at_line_start = True
-        elif isinstance(piece, _EncodedUnit):  # whole lines, prepared once
-            add_chunk()
+        if isinstance(piece, _EncodedUnit):  # whole lines, prepared once
+            if pending:
+                add_chunk()
             fragment = piece.fragment(shapes, cache)
             run.append(fragment.fixed[0])
             if fragment.holes:  # its fixed bytes between holes go as they are
+                base = len(holes)
                 add_hole(fragment.holes[0])
                 fixed += fragment.fixed[1:-1]
                 holes += fragment.holes[1:]
                 run.append(fragment.fixed[-1])
+                if fragment.line_starts:
+                    line_starts += [base + index for index in fragment.line_starts]
             size += fragment.fixed_size
             eight_bit = eight_bit or fragment.eight_bit
+            at_line_start = True
+        elif isinstance(piece, bytes):  # whole lines
+            pending.append(piece)
+        elif isinstance(piece, int):  # a header line, checked per reader
+            add_chunk()
+            headers.append(len(holes))
+            add_hole((piece, 0, None))
             at_line_start = True
         else:
             line = cache.line_layout(piece.fixed, piece.shapes_of(shapes))
@@ -894,15 +926,18 @@ def _wire_fragment(
                         run.append(part)
                     else:
                         place, start, end, starts_line = part
-                        kind = _AT_LINE_START if starts_line else _IN_BODY
-                        add_hole((slots[place], start, end, kind))
+                        if starts_line:
+                            line_starts.append(len(holes))
+                        add_hole((slots[place], start, end))
                 size += line.middle_size
                 eight_bit = eight_bit or not line.middle_ascii
                 at_line_start = False
             pending.append(line.tail)
     add_chunk()
     fixed.append(b"".join(run))
-    return _WireFragment(tuple(fixed), tuple(holes), size, eight_bit)
+    return _WireFragment(
+        tuple(fixed), tuple(holes), tuple(headers), tuple(line_starts), size, eight_bit
+    )
 
 
 class _WirePlan:
@@ -910,11 +945,8 @@ class _WirePlan:
 
     The message is fixed bytes with holes between them (`_wire_fragment`),
     the end of DATA in the last fixed bytes: `template` holds the fixed bytes
-    at its even places, and a message fills in the odd ones with its slices.
-    A hole in `header_holes` is a whole header line, checked per reader
-    (`prepared_value`). The others are in the body: a value is
-    quoted-printable characters, never a line end, so a slice needs only its
-    first dot doubled when it starts a line (`line_start_holes`).
+    at its even places, and a message fills in the odd ones with its slices,
+    checking the header lines and doubling a dot that starts a line.
     `fixed_size` is the message's size but for its header lines.
     """
 
@@ -937,12 +969,9 @@ class _WirePlan:
         template: list[bytes] = [b""] * (2 * len(fixed) - 1)
         template[::2] = fixed
         self.template = template
-        holes = fragment.holes
-        self.holes = tuple((slot, start, end) for slot, start, end, _ in holes)
-        self.header_holes = tuple(i for i, hole in enumerate(holes) if hole[3] == _HEADER_LINE)
-        self.line_start_holes = tuple(
-            i for i, hole in enumerate(holes) if hole[3] == _AT_LINE_START
-        )
+        self.holes = fragment.holes
+        self.header_holes = fragment.headers
+        self.line_start_holes = fragment.line_starts
         self.fixed_size = fragment.fixed_size
         self.eight_bit = fragment.eight_bit
 
@@ -963,6 +992,19 @@ class _WirePlan:
         parts = self.template.copy()
         parts[1::2] = filled
         return PreparedMessage(b"".join(parts), size, eight_bit)
+
+
+@lru_cache(maxsize=32)
+def _head_lines(
+    from_address: str, reply_to: str | None, subject: str, list_id: str
+) -> tuple[bytes, bytes, bytes, bytes]:
+    """From, Reply-To (b"" without one), Subject and List-Id: the same for an edition's digests."""
+    return (
+        mailbox_setting_header("From", from_address),
+        mailbox_setting_header("Reply-To", reply_to) if reply_to else b"",
+        unstructured_header("Subject", subject),
+        list_id_header(list_id),
+    )
 
 
 class CompiledDigest:
@@ -1053,6 +1095,7 @@ class CompiledDigest:
             clock=clock,
             feedback_papers=feedback_papers,
             cache=cache,
+            signer=DkimSigner.from_settings(settings),
         )
 
     @classmethod
@@ -1067,13 +1110,15 @@ class CompiledDigest:
         link_marker: str,
         feedback_papers: tuple[str, ...],
         cache: EncodingCache,
+        signer: DkimSigner | None,
         clock: Callable[[], datetime] = utc_now,
     ) -> CompiledDigest:
         """A personal digest (`render.PersonalDigest`): the same bytes as `compile` on its parts.
 
         Each unit (whole lines) is encoded once for every digest that shares
         `cache`, and so is its part of each wire plan: compiling a selection
-        costs a lookup per unit, not a pass over its 60 KB.
+        costs a lookup per unit, not a pass over its 60 KB. `signer` is the
+        settings' (`DkimSigner.from_settings`), loaded once for all of them.
         """
 
         def encoded(units: Sequence[str], flavour: str) -> list[_EncodedUnit]:
@@ -1095,6 +1140,7 @@ class CompiledDigest:
             clock=clock,
             feedback_papers=feedback_papers,
             cache=cache,
+            signer=signer,
         )
 
     @classmethod
@@ -1109,18 +1155,22 @@ class CompiledDigest:
         clock: Callable[[], datetime],
         feedback_papers: tuple[str, ...],
         cache: EncodingCache,
+        signer: DkimSigner | None,
     ) -> CompiledDigest:
         boundary = new_boundary(f"digest_{edition_date:%Y%m%d}")
-        pieces: list[_Piece] = [mailbox_setting_header("From", settings.from_address)]
-        if settings.reply_to:
-            pieces.append(mailbox_setting_header("Reply-To", settings.reply_to))
+        from_line, reply_to_line, subject_line, list_id_line = _head_lines(
+            settings.from_address, settings.reply_to, subject, settings.list_id
+        )
+        pieces: list[_Piece] = [from_line]
+        if reply_to_line:
+            pieces.append(reply_to_line)
         pieces += [
             _SLOT_TO,
-            unstructured_header("Subject", subject),
+            subject_line,
             _SLOT_DATE,
             _SLOT_MESSAGE_ID,
             b"MIME-Version: 1.0\r\n",
-            list_id_header(settings.list_id),
+            list_id_line,
             _SLOT_LIST_UNSUBSCRIBE,
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
             multipart_header(boundary),
@@ -1130,8 +1180,7 @@ class CompiledDigest:
             pieces += part_pieces
         pieces.append(closing_boundary(boundary))
         has_view = any(
-            isinstance(piece, _SlotLine) and _SLOT_HTML_VIEW in piece.slots
-            for piece in _flat(html_pieces)
+            _SLOT_HTML_VIEW in piece.slots for piece in html_pieces if not isinstance(piece, bytes)
         )
         return cls(
             settings,
@@ -1139,7 +1188,7 @@ class CompiledDigest:
             html_pieces=html_pieces,
             cache=cache,
             clock=clock,
-            signer=DkimSigner.from_settings(settings),
+            signer=signer,
             feedback_papers=feedback_papers,
             view_date=edition_date if has_view else None,
         )

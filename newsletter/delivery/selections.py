@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, Engine, select
 
 from newsletter.core.db import upsert_insert
+from newsletter.core.dkim import DkimSigner
 from newsletter.core.memory import cycle_collection_paused
 from newsletter.core.settings import Settings
 from newsletter.delivery.assemble import CompiledDigest, EncodingCache
@@ -254,6 +255,7 @@ class PersonalDigests:
         # Encoded blocks and line layouts, shared by every selection's compile
         # (a few MB at most).
         cache = EncodingCache(limit=QP_CACHE_MAX_PIECES)
+        signer = DkimSigner.from_settings(settings)  # its key read once, not per selection
 
         def compile_digest(blocks: DigestBlocks, chosen: ReaderSelection) -> CompiledDigest:
             digest = chosen.assemble(blocks)
@@ -267,6 +269,7 @@ class PersonalDigests:
                 clock=clock,
                 feedback_papers=digest.feedback_papers,
                 cache=cache,
+                signer=signer,
             )
 
         return cls(blocks, read_selections, compile_digest)
