@@ -23,8 +23,14 @@ address's local part (at most 64 characters).
 
 The MAC is HMAC-SHA256 (stdlib `hmac`) cut to 144 bits, under a key derived
 from `NEWSLETTER_SECRET_KEY` per purpose, so a confirmation token never works
-as an unsubscribe token and back. The send path signs two tokens per
-recipient: this costs a few microseconds where a general serializer costs tens.
+as an unsubscribe token and back. The send path signs a few tokens per
+recipient: each costs a few microseconds where a general serializer costs tens.
+
+Feedback tokens are the exception: a personal digest carries two for every
+paper it shows, about thirty per message, so their MAC is keyed BLAKE2b
+(RFC 7693, stdlib `hashlib`; 144 bits, under the purpose's own derived key),
+one compression per link where HMAC takes two and more Python around them.
+Feedback tokens made before that, with HMAC-SHA256, still verify.
 
 There is no hidden clock: making an expiring token takes its `issued_at` and
 reading one takes `now`, so callers pass `utc_now()` and tests pass their own.
@@ -47,7 +53,8 @@ from newsletter.core.errors import ExpiredTokenError, InvalidTokenError
 _UNSUBSCRIBE = "unsubscribe"
 _PREFERENCES = "preferences"
 _CONFIRM = "confirm"
-_FEEDBACK = "feedback"
+_FEEDBACK = "feedback"  # HMAC-SHA256 feedback tokens, made until BLAKE2b replaced it
+_FEEDBACK_BLAKE2B = "feedback-blake2b"
 _VIEW = "view"
 _VIEW_TOKEN = re.compile(r"([A-Za-z0-9_-]{1,64})\.([0-9]{8})\.([A-Za-z0-9_-]{24})")
 # "More like this" / "Less like this": the verdicts a feedback link may carry.
@@ -87,6 +94,18 @@ def _keyed(secret_key: str, purpose: str) -> hmac.HMAC:
 
 def _mac(secret_key: str, purpose: str, signed: str) -> str:
     mac = _keyed(secret_key, purpose).copy()
+    mac.update(signed.encode("ascii"))
+    return _tag(mac.digest())
+
+
+@lru_cache(maxsize=16)
+def _keyed_blake2b(secret_key: str, purpose: str) -> hashlib.blake2b:
+    # Copied per token, like `_keyed`.
+    return hashlib.blake2b(key=_purpose_key(secret_key, purpose), digest_size=_MAC_BYTES)
+
+
+def _feedback_mac(secret_key: str, signed: str) -> str:
+    mac = _keyed_blake2b(secret_key, _FEEDBACK_BLAKE2B).copy()
     mac.update(signed.encode("ascii"))
     return _tag(mac.digest())
 
@@ -195,7 +214,7 @@ def make_feedback_token(secret_key: str, subscriber_key: str, arxiv_id: str, ver
         raise ValueError(f"a feedback verdict is 'more' or 'less': {verdict!r}")
     paper = base64.urlsafe_b64encode(_checked_arxiv_id(arxiv_id).encode("ascii"))
     signed = f"{_checked_key(subscriber_key)}.{paper.decode('ascii').rstrip('=')}.{verdict[0]}"
-    return f"{signed}.{_mac(secret_key, _FEEDBACK, signed)}"
+    return f"{signed}.{_feedback_mac(secret_key, signed)}"
 
 
 def read_feedback_token(secret_key: str, token: str) -> tuple[str, str, str]:
@@ -205,7 +224,11 @@ def read_feedback_token(secret_key: str, token: str) -> tuple[str, str, str]:
         raise InvalidTokenError(_NOT_VALID)
     subscriber_key, paper, verdict, mac = match.groups()
     signed = f"{subscriber_key}.{paper}.{verdict}"
-    if not hmac.compare_digest(mac, _mac(secret_key, _FEEDBACK, signed)):
+    if not (
+        hmac.compare_digest(mac, _feedback_mac(secret_key, signed))
+        # A link in a digest sent before feedback tokens were MACed with BLAKE2b.
+        or hmac.compare_digest(mac, _mac(secret_key, _FEEDBACK, signed))
+    ):
         raise InvalidTokenError(_NOT_VALID)
     # Only this module makes a signed token, so a matching MAC means a well-made id;
     # the checks below guard against a leaked key, never against a mistake of ours.
@@ -323,7 +346,7 @@ def feedback_urls(
     and each paper's part of the token is made once.
     """
     key = _checked_key(subscriber_key)
-    reader = _keyed(secret_key, _FEEDBACK).copy()
+    reader = _keyed_blake2b(secret_key, _FEEDBACK_BLAKE2B).copy()
     reader.update(key.encode("ascii"))
     prefix = f"{base_url}/feedback/{key}."
     urls: list[tuple[str, str]] = []

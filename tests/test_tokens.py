@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import hmac
 from collections.abc import Callable
 
 import pytest
@@ -248,3 +251,19 @@ def test_a_view_token_names_one_reader_and_one_edition() -> None:
     unsubscribe_mac = make_unsubscribe_token(SECRET, key).split(".")[1]
     with pytest.raises(InvalidTokenError):
         read_view_token(SECRET, f"{key}.20261105.{unsubscribe_mac}")
+
+
+def test_a_feedback_token_made_with_hmac_before_blake2b_still_works() -> None:
+    # Made as digests sent before BLAKE2b made them: HMAC-SHA256 under the derived key.
+    purpose_key = hmac.new(SECRET.encode(), b"newsletter-link:feedback", hashlib.sha256).digest()
+    paper = base64.urlsafe_b64encode(b"2411.01234").decode().rstrip("=")
+    signed = f"{KEY}.{paper}.l"
+    tag = hmac.new(purpose_key, signed.encode(), hashlib.sha256).digest()[:18]
+    old = f"{signed}.{base64.urlsafe_b64encode(tag).decode()}"
+
+    assert old != make_feedback_token(SECRET, KEY, "2411.01234", "less")
+    assert read_feedback_token(SECRET, old) == (KEY, "2411.01234", "less")
+    with pytest.raises(InvalidTokenError):
+        read_feedback_token(SECRET, old.replace(".l.", ".m."))
+    with pytest.raises(InvalidTokenError):
+        read_feedback_token("another-secret-entirely", old)
