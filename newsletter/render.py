@@ -363,22 +363,30 @@ class DigestBlocks:
         are dropped from the end while the encoded HTML, with room for every
         reader's links, would be clipped.
         """
-        picked = [(arxiv_id, why) for arxiv_id, why in picks if arxiv_id in self.papers]
+        marker = self.link_marker
+        # The reader's own words (interests, liked titles) as their why line shows
+        # them; they can never hold this rendering's marker, so never a placeholder
+        # the send stage fills.
+        picked = [
+            (arxiv_id, shorten_text(_clean_text(why), WHY_MAX_CHARS).replace(marker, ""))
+            for arxiv_id, why in picks
+            if arxiv_id in self.papers
+        ]
         if not for_you:
             picked = []
         shown = {arxiv_id for arxiv_id, _ in picked}
         ranking = self.trending if week_trending is None else week_trending
         trending = [a for a in ranking if a not in shown and a in self.papers]
         # The size is bounded from the blocks' own encoded sizes, never by encoding
-        # the whole digest again: each block ends a line, and the pieces cut into
-        # it, broken as one line, take at most one more soft line break (3 bytes)
-        # at each of its 4 cuts.
+        # the whole digest again: each block ends a line, and what is filled into
+        # it (its position, the why line on a line of its own) changes where its
+        # lines break by at most one soft line break (3 bytes) at each of 4 places.
         size = self.fixed_html_size + sum(
             self.papers[arxiv_id].for_you_size
-            + encoded_html_size(escape(shorten_text(_clean_text(why), WHY_MAX_CHARS), quote=True))
+            + encoded_html_size(escape(line, quote=True))
             + FEEDBACK_URL_ALLOWANCE
             + 12
-            for arxiv_id, why in picked
+            for arxiv_id, line in picked
         )
         keep = 0
         for arxiv_id in trending:
@@ -407,6 +415,7 @@ class DigestBlocks:
         for_you: bool,
         trending_section: str,
     ) -> PersonalDigest:
+        """The digest's units: `picked` are (arXiv id, why line as shown), best first."""
         marker = self.link_marker
         html = [self.html_parts["top"]]
         text = [self.text_parts["top"]]
@@ -415,10 +424,7 @@ class DigestBlocks:
             html.append(self.html_parts[section])
             text.append(self.text_parts[section])
         order: list[str] = []
-        for arxiv_id, why in picked:
-            # The reader's own words (interests, liked titles) can never hold this
-            # rendering's marker, so never a placeholder the send stage fills.
-            line = shorten_text(_clean_text(why), WHY_MAX_CHARS).replace(marker, "")
+        for arxiv_id, line in picked:
             index = len(order)
             for units, flavour, shown_why in (
                 (html, "html", escape(line, quote=True)),
