@@ -41,8 +41,9 @@ THUMBNAILS_SHOWN = 3
 # Gmail clips a message whose HTML part, as encoded on the wire, exceeds about 102 KB,
 # hiding the unsubscribe footer; quoted-printable adds 10% or more to MJML output.
 ENCODED_HTML_MAX_BYTES = 100_000
-# Blocks filled in for their place in a personal digest, kept per edition (a few KB each).
-FILLED_BLOCKS_KEPT = 20_000
+# Blocks filled in for their place in a personal digest, kept per edition (a few KB each):
+# more than the places an edition's papers take in its selections, as a rule.
+FILLED_BLOCKS_KEPT = 8192
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -475,7 +476,8 @@ class DigestBlocks:
                 filled[line_end:],
             )
             self._keep_filled(key, found)
-        return found  # type: ignore[return-value]
+        before, prefix, suffix, after = found
+        return before, prefix, suffix, after
 
     def _trending_unit(self, arxiv_id: str, flavour: str, position: int, index: int) -> str:
         """A trending block at `position`, its feedback links the paper's at `index`."""

@@ -513,17 +513,29 @@ class EncodingCache:
     selections (`render.PersonalDigest`): each unit encoded (`_EncodedUnit`),
     each piece's quoted-printable characters, each line without values
     encoded, and each line layout (`_line_layout`) are kept here. Bounded:
-    the units, characters and lines are emptied past `limit` each; the
-    layouts, a few KB each and unique for a reader's own lines, are kept for
-    the `layouts_kept` lines met last.
+    the characters and lines are emptied past `limit` each, the units (a
+    block's few KB, twice: encoded and prepared for DATA) past `units_kept`;
+    the layouts, a few KB each and unique for a reader's own lines, are kept
+    for the `layouts_kept` lines met last.
     """
 
-    __slots__ = ("_layouts", "characters", "layouts_kept", "limit", "lines", "units")
+    __slots__ = (
+        "_layouts",
+        "characters",
+        "layouts_kept",
+        "limit",
+        "lines",
+        "units",
+        "units_kept",
+    )
 
-    def __init__(self, limit: int = 50_000, layouts_kept: int = 4096) -> None:
+    def __init__(
+        self, limit: int = 50_000, layouts_kept: int = 4096, units_kept: int = 8192
+    ) -> None:
         """An empty cache."""
         self.limit = limit
         self.layouts_kept = layouts_kept
+        self.units_kept = units_kept
         self.characters: dict[str, str] = {}
         self.lines: dict[str, bytes] = {}
         self.units: dict[tuple[str, str, str], _EncodedUnit] = {}
@@ -550,7 +562,7 @@ class EncodingCache:
             self.units,
             key,
             lambda: _EncodedUnit(_unit_pieces(text, flavour, link_marker, self)),
-            self.limit,
+            self.units_kept,
         )
 
     def line_layout(self, fixed: tuple[str, ...], shapes: tuple[_Shape, ...]) -> _LineLayout:
