@@ -30,6 +30,13 @@ chunks got CRLF line ends and their dot-stuffing once, at compile; only the
 personal values are checked per reader, and the size is the sum of known
 lengths, so nothing scans the whole message again before it is written.
 
+A personal digest (`compile_units`) is compiled from units, whole lines each,
+that recur across an edition's selections (a paper's block at its place, the
+header, the footer): each is encoded once, and prepared for DATA once per
+set of value shapes, in an `EncodingCache` shared by the edition's digests.
+Compiling a selection then costs a lookup per unit, and its wire plan a
+splice per unit; only the readers' why lines are new.
+
 `build_message` is the slow reference built entirely with the `email`
 package, for well-formed input only; tests check the two are the same byte
 for byte (but for a display name in encoded-words, which reads the same).
@@ -555,7 +562,8 @@ class EncodingCache:
         """A unit of a part (whole lines) encoded, once per unit while kept.
 
         The blocks selections share are the same string objects in every
-        digest (`render.DigestBlocks`), so finding one costs no hashing.
+        digest (`render.DigestBlocks`), whose hash Python keeps: finding one
+        never reads its text again.
         """
         key = (flavour, link_marker, text)
         return self.units.get(key) or _kept(
