@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import dkim
@@ -18,7 +17,7 @@ from newsletter.core.settings import Settings, load_settings
 from newsletter.delivery.assemble import CompiledDigest, Recipient
 from newsletter.delivery.worker import send_edition, send_test_copy
 from newsletter.values import PersonalField
-from tests.support.dkim_keys import write_key
+from tests.support.dkim_keys import dns_for, write_key
 from tests.support.sending import DAY, make_edition, seed_subscribers
 from tests.support.smtp_server import RecordingSmtpServer
 from tests.support.web import running_app, send_queued_confirmations, web_settings
@@ -34,16 +33,6 @@ HOSTILE_TITLES = [
 LINK_MARKER = "0123456789abcdef0123456789abcdef"
 UNSUBSCRIBE = PersonalField.UNSUBSCRIBE_URL.placeholder(LINK_MARKER)
 PREFERENCES = PersonalField.PREFERENCES_URL.placeholder(LINK_MARKER)
-
-
-def dns_for(signer: DkimSigner) -> Callable[..., bytes | None]:
-    """A dnsfunc for dkimpy that knows only this signer's public key record."""
-
-    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
-        wanted = f"{signer.dns_name}.".encode()
-        return signer.key.dns_value.encode() if name in (wanted, wanted[:-1]) else None
-
-    return lookup
 
 
 def signed_headers(raw: bytes) -> set[str]:

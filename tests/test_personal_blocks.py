@@ -26,7 +26,12 @@ from newsletter.core.errors import InvalidTokenError
 from newsletter.core.settings import Settings, load_settings
 from newsletter.core.templating import make_template_environment
 from newsletter.delivery.assemble import CompiledDigest, EncodingCache, Recipient
-from newsletter.render import ENCODED_HTML_MAX_BYTES, DigestBlocks, render_blocks
+from newsletter.render import (
+    ENCODED_HTML_MAX_BYTES,
+    DigestBlocks,
+    PersonalDigest,
+    render_blocks,
+)
 from newsletter.values import PaperRecord, RankedPaper
 from subscribers.tokens import (
     feedback_url,
@@ -34,7 +39,7 @@ from subscribers.tokens import (
     make_feedback_token,
     read_feedback_token,
 )
-from tests.support.dkim_keys import write_key
+from tests.support.dkim_keys import dns_for, write_key
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 DAY = dt.date(2026, 11, 5)
@@ -55,11 +60,15 @@ def _blocks(papers: list[PaperRecord], trending: int = 10) -> DigestBlocks:
     )
 
 
-def _message(
-    settings: Settings, blocks: DigestBlocks, picks: list[tuple[str, str]]
-) -> EmailMessage:
-    digest = blocks.assemble(picks)
-    compiled = CompiledDigest.compile_units(
+def _compiled(
+    settings: Settings,
+    digest: PersonalDigest,
+    *,
+    cache: EncodingCache | None = None,
+    signer: DkimSigner | None = None,
+) -> CompiledDigest:
+    """The digest compiled as a sending worker compiles it."""
+    return CompiledDigest.compile_units(
         settings,
         subject=digest.subject,
         html_units=digest.html_units,
@@ -67,9 +76,15 @@ def _message(
         edition_date=DAY,
         link_marker=digest.link_marker,
         feedback_papers=digest.feedback_papers,
-        cache=EncodingCache(),
-        signer=None,
+        cache=EncodingCache() if cache is None else cache,
+        signer=signer,
     )
+
+
+def _message(
+    settings: Settings, blocks: DigestBlocks, picks: list[tuple[str, str]]
+) -> EmailMessage:
+    compiled = _compiled(settings, blocks.assemble(picks))
     raw = compiled.assemble(Recipient("r@example.org", "R", "readerkey", "<1@example.org>"))
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert isinstance(message, EmailMessage)
@@ -272,27 +287,12 @@ def test_personal_digests_are_signed_and_verify(
     blocks = _blocks([paper(n) for n in range(14)])
     cache = EncodingCache()
 
-    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
-        wanted = f"{signer.dns_name}.".encode()
-        return signer.key.dns_value.encode() if name in (wanted, wanted[:-1]) else None
-
     for picks in ([("2611.00003", "because of .dots\r\nand lines  ")], [], [("2611.00011", "x")]):
-        digest = blocks.assemble(picks)
-        compiled = CompiledDigest.compile_units(
-            signing,
-            subject=digest.subject,
-            html_units=digest.html_units,
-            text_units=digest.text_units,
-            edition_date=DAY,
-            link_marker=digest.link_marker,
-            feedback_papers=digest.feedback_papers,
-            cache=cache,
-            signer=signer,
-        )
+        compiled = _compiled(signing, blocks.assemble(picks), cache=cache, signer=signer)
         for key in ("k" * 22, "j" * 30):
             reader = Recipient("ada@example.org", "Ada", key, "<1.digest@news.example.org>")
             assembled = compiled.assemble(reader)
             assert assembled.startswith(b"DKIM-Signature:")
-            assert dkim.verify(assembled, dnsfunc=lookup)
+            assert dkim.verify(assembled, dnsfunc=dns_for(signer))
             prepared = compiled.prepare(reader).data
             assert prepared[:-3].replace(b"\r\n..", b"\r\n.") == assembled

@@ -1,11 +1,14 @@
-"""Fresh DKIM private keys for tests, written as unencrypted PEM files."""
+"""Fresh DKIM private keys for tests, written as unencrypted PEM files, and their DNS."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from newsletter.core.dkim import DkimSigner
 
 
 def write_key(directory: Path, kind: str) -> Path:
@@ -25,3 +28,13 @@ def write_key(directory: Path, kind: str) -> Path:
         )
     )
     return path
+
+
+def dns_for(signer: DkimSigner) -> Callable[..., bytes | None]:
+    """A dnsfunc for dkimpy that knows only this signer's public key record."""
+
+    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
+        wanted = f"{signer.dns_name}.".encode()
+        return signer.key.dns_value.encode() if name in (wanted, wanted[:-1]) else None
+
+    return lookup
