@@ -24,3 +24,22 @@ def cycle_collection_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+_frozen = False
+
+
+def freeze_what_lives_on() -> None:
+    """Leave the objects alive now out of every later cycle collection (once per process).
+
+    Called as a process starts sending: what exists by then (modules,
+    classes, settings, the engine) lives as long as the process, and the
+    collector's full passes would walk it again and again while the send
+    makes its many short-lived objects. Objects made later are collected as
+    ever. A process forked after this shares those objects' pages with its
+    parent untouched by its own collections.
+    """
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.freeze()

@@ -61,6 +61,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from newsletter.core.clock import utc_now
 from newsletter.core.db import SQLITE_LOCK_TIMEOUT_SECONDS, try_begin_write
 from newsletter.core.errors import DeliveryError, NewsletterError
+from newsletter.core.memory import freeze_what_lives_on
 from newsletter.core.settings import Settings
 from newsletter.core.wire import PreparedMessage
 from newsletter.delivery import ledger, pacing
@@ -1185,6 +1186,7 @@ async def _run_worker(
     clock: Clock,
     jitter: Jitter,
 ) -> _Worker:
+    freeze_what_lives_on()
     released = await asyncio.to_thread(_release_dead_local_leases, engine)
     if released:
         logger.warning(
