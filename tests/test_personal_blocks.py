@@ -252,6 +252,8 @@ def test_a_digest_compiled_by_units_is_byte_for_byte_the_digest_compiled_whole(
         "edition_date": DAY,
         "link_marker": digest.link_marker,
         "feedback_papers": digest.feedback_papers,
+        # One clock for both: their Date headers must not fall in different seconds.
+        "clock": lambda: dt.datetime(2026, 11, 5, 6, 0, tzinfo=dt.UTC),
     }
     with mock.patch("newsletter.delivery.assemble.new_boundary", return_value="=_fixed"):
         whole = CompiledDigest.compile(
