@@ -712,7 +712,6 @@ class _EncodedUnit:
 
     __slots__ = (
         "feedback_papers",
-        "fixed_fragment",
         "fragments",
         "last",
         "pieces",
@@ -735,18 +734,14 @@ class _EncodedUnit:
             default=0,
         )
         self.fragments: dict[tuple[_Shape, ...], _WireFragment] = {}
-        self.fixed_fragment: _WireFragment | None = None  # a unit without values: its only one
-        # The shapes last asked for and their fragment: readers' shapes are nearly always alike.
+        # The shapes last asked for and their fragment: readers' shapes are nearly always
+        # alike, and a unit without values has only the one.
         self.last: tuple[tuple[_Shape, ...], _WireFragment] | None = None
 
     def fragment(self, shapes: tuple[_Shape, ...], cache: EncodingCache) -> _WireFragment:
         """The unit's wire items for a reader's shapes (those of its own values decide)."""
-        if not self.shape_indices:
-            if self.fixed_fragment is None:
-                self.fixed_fragment = _wire_fragment(self.pieces, shapes, cache)
-            return self.fixed_fragment
         last = self.last
-        if last is not None and last[0] == shapes:
+        if last is not None and (not self.shape_indices or last[0] == shapes):
             return last[1]
         key = tuple(map(shapes.__getitem__, self.shape_indices))
         found = self.fragments.get(key) or _kept(
