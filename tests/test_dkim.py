@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import re
 from pathlib import Path
 
@@ -220,6 +221,8 @@ def test_a_digest_signed_from_its_fixed_segments_verifies(
         text=text,
         edition_date=DAY,
         link_marker=LINK_MARKER,
+        # A fixed Date: assemble and prepare below must make the same message.
+        clock=lambda: dt.datetime(2026, 11, 5, 6, 0, tzinfo=dt.UTC),
     )
     for key in ("k" * 22, "j" * 30):
         reader = Recipient("ada@example.org", "Ada", key, "<1.digest@news.example.org>")

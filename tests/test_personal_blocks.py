@@ -78,6 +78,8 @@ def _compiled(
         feedback_papers=digest.feedback_papers,
         cache=EncodingCache() if cache is None else cache,
         signer=signer,
+        # A fixed Date: a test that makes the same message twice gets the same bytes.
+        clock=lambda: dt.datetime(2026, 11, 5, 6, 0, tzinfo=dt.UTC),
     )
 
 
