@@ -368,7 +368,7 @@ class _PreparedDelivery:
 
 @dataclass(slots=True)
 class _TakenAhead:
-    """A row a lane took while its last message went out; prepared if it was offered."""
+    """A row a lane took while its last message went out; prepared once offered, or before."""
 
     job: ClaimedDelivery
     prepared: _PreparedDelivery | None = None
@@ -422,6 +422,8 @@ class _Worker:
         self.lost: set[int] = set()
         # Per lane, the row it took while its last message went out (see `_lane`).
         self.taken_ahead: dict[int, _TakenAhead] = {}
+        # Per lane, the row after that one, prepared while the lane waited for the relay.
+        self.prepared_ahead: dict[int, _TakenAhead] = {}
         self.leased_until = 0.0  # monotonic time until which every held row is surely ours
         self.flush_now = asyncio.Event()
         self.out_of_rows = False  # the last claim found nothing while rows were in hand
@@ -550,10 +552,12 @@ class _Worker:
             job = self.jobs.get_nowait()
             if job is not None and job.id not in self.lost:
                 self.pending.append(Outcome(job.id, OutcomeKind.RELEASED))
-        for ahead in self.taken_ahead.values():  # a lane stopped before it could send them
+        # A lane stopped before it could send them.
+        for ahead in [*self.taken_ahead.values(), *self.prepared_ahead.values()]:
             if ahead.job.id not in self.lost:
                 self.pending.append(Outcome(ahead.job.id, OutcomeKind.RELEASED))
         self.taken_ahead.clear()
+        self.prepared_ahead.clear()
         for streak in self.suspects.values():
             # Undecided on the way out: back to the queue as they were.
             self.pending.extend(Outcome(job.id, OutcomeKind.RELEASED) for job, _, _ in streak)
@@ -730,6 +734,54 @@ class _Worker:
         progress = self.progress
         ended = False  # the end of the queue was taken while a message went out
 
+        def take() -> _TakenAhead | None:
+            """The lane's next row from the queue, if one is there now (None at its end)."""
+            nonlocal ended
+            if ended or jobs.empty():
+                return None
+            job = jobs.get_nowait()
+            if jobs.qsize() < self.low_water:
+                self.hungry.set()
+            if job is None:
+                ended = True
+                return None
+            return _TakenAhead(job)
+
+        def may_go_out(job: ClaimedDelivery) -> bool:
+            """The checks that need no waiting (the loop below makes them all again)."""
+            return not (
+                self.stop.is_set()
+                or self.lost
+                or time.monotonic() >= self.leased_until
+                or job.edition_id in self.stopped
+                or not job.still_subscribed
+            )
+
+        def prepare_once(ahead: _TakenAhead) -> _PreparedDelivery | None:
+            if ahead.prepared is None:
+                try:
+                    ahead.prepared = self._prepare(ahead.job)
+                except Exception:
+                    return None  # prepared again below, which records why it cannot be
+            return ahead.prepared
+
+        def prepare_following() -> None:
+            """While this lane's message is with the relay: take and prepare the one after.
+
+            Called soon after the content went out, so the lane's next message is
+            ready the moment the relay answers, rather than prepared then while
+            the relay waits: with several sending processes on few cores, each
+            one often idles for the relay, which then idles for it.
+            """
+            if lane in self.prepared_ahead or lane not in self.taken_ahead:
+                return
+            ahead = take()
+            if ahead is None:
+                return
+            self.prepared_ahead[lane] = ahead
+            if may_go_out(ahead.job):
+                prepare_once(ahead)
+
         def next_message() -> NextMessage | None:
             """Take the next row while this lane's message goes out, and offer it if ready.
 
@@ -739,34 +791,22 @@ class _Worker:
             every row (the checks here are the ones that need no waiting) and
             sends the message prepared here, or hands the row back.
             """
-            nonlocal ended
-            if ended or lane in self.taken_ahead or jobs.empty():
+            if lane in self.taken_ahead:
                 return None
-            job = jobs.get_nowait()
-            if jobs.qsize() < self.low_water:
-                self.hungry.set()
-            if job is None:
-                ended = True
+            ahead = self.prepared_ahead.pop(lane, None) or take()
+            if ahead is None:
                 return None
-            ahead = _TakenAhead(job)
             self.taken_ahead[lane] = ahead
-            if (
-                self.stop.is_set()
-                or self.lost
-                or time.monotonic() >= self.leased_until
-                or job.edition_id in self.stopped
-                or not job.still_subscribed
-                or len(self.pending) >= FLUSH_MAX_ROWS - 1
-            ):
+            if not may_go_out(ahead.job) or len(self.pending) >= FLUSH_MAX_ROWS - 1:
                 return None
-            try:
-                ahead.prepared = self._prepare(job)
-            except Exception:
-                return None  # prepared again below, which records why it cannot be
-            return NextMessage(ahead.prepared.sender, job.email, ahead.prepared.message)
+            ready = prepare_once(ahead)
+            if ready is None:
+                return None
+            asyncio.get_running_loop().call_soon(prepare_following)
+            return NextMessage(ready.sender, ahead.job.email, ready.message)
 
         while True:
-            ahead = self.taken_ahead.pop(lane, None)
+            ahead = self.taken_ahead.pop(lane, None) or self.prepared_ahead.pop(lane, None)
             if ahead is not None:
                 job = ahead.job
                 prepared = ahead.prepared
