@@ -57,7 +57,7 @@ from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime
 from functools import lru_cache
 from html import escape
-from itertools import accumulate
+from itertools import accumulate, chain
 from typing import Any, Final, TypeVar
 
 from newsletter.core.clock import utc_now
@@ -855,9 +855,23 @@ class _WireFragment:
     is looked at per reader. `fixed_size` is the run's size before
     dot-stuffing, values in the body included (their shapes give their
     lengths); `eight_bit` whether a fixed byte is not ASCII.
+
+    `template` and `spliced_holes` are the same, ready to be put end to end
+    with other fragments' (`_WirePlan`): the fixed bytes at the even places of
+    `template`, and after the last of them one more hole, an empty one, which
+    keeps the next fragment's fixed bytes at even places too.
     """
 
-    __slots__ = ("eight_bit", "fixed", "fixed_size", "headers", "holes", "line_starts")
+    __slots__ = (
+        "eight_bit",
+        "fixed",
+        "fixed_size",
+        "headers",
+        "holes",
+        "line_starts",
+        "spliced_holes",
+        "template",
+    )
 
     def __init__(
         self,
@@ -874,10 +888,18 @@ class _WireFragment:
         self.line_starts = line_starts
         self.fixed_size = fixed_size
         self.eight_bit = eight_bit
+        template: list[bytes] = [b""] * (2 * len(fixed))
+        template[::2] = fixed
+        self.template = tuple(template)
+        self.spliced_holes = (*holes, _EMPTY_HOLE)
+
+
+# A hole that takes nothing (the To header's value, sliced empty): between spliced fragments.
+_EMPTY_HOLE: Final[_Hole] = (0, 0, 0)
 
 
 def _wire_fragment(
-    pieces: Iterable[_Piece], shapes: tuple[_Shape, ...], cache: EncodingCache
+    pieces: Iterable[bytes | int | _SlotLine], shapes: tuple[_Shape, ...], cache: EncodingCache
 ) -> _WireFragment:
     """The DATA bytes of pieces that start at a line start, for readers of these shapes."""
     fixed: list[bytes] = []
@@ -888,8 +910,8 @@ def _wire_fragment(
     pending: list[bytes] = []  # fixed bytes waiting to be one chunk, dot-stuffed as one
     size = 0
     eight_bit = False
-    # Whether the next chunk starts a line: at the start, after a header line and
-    # after a unit; never after a value slice (values hold no line end).
+    # Whether the next chunk starts a line: at the start and after a header line;
+    # never after a value slice (values hold no line end).
     at_line_start = True
 
     def add_chunk() -> None:
@@ -907,23 +929,7 @@ def _wire_fragment(
         holes.append(hole)
 
     for piece in pieces:
-        if isinstance(piece, _EncodedUnit):  # whole lines, prepared once
-            if pending:
-                add_chunk()
-            fragment = piece.fragment(shapes, cache)
-            run.append(fragment.fixed[0])
-            if fragment.holes:  # its fixed bytes between holes go as they are
-                base = len(holes)
-                add_hole(fragment.holes[0])
-                fixed += fragment.fixed[1:-1]
-                holes += fragment.holes[1:]
-                run.append(fragment.fixed[-1])
-                if fragment.line_starts:
-                    line_starts += [base + index for index in fragment.line_starts]
-            size += fragment.fixed_size
-            eight_bit = eight_bit or fragment.eight_bit
-            at_line_start = True
-        elif isinstance(piece, bytes):  # whole lines
+        if isinstance(piece, bytes):  # whole lines
             pending.append(piece)
         elif isinstance(piece, int):  # a header line, checked per reader
             add_chunk()
@@ -958,11 +964,15 @@ def _wire_fragment(
 class _WirePlan:
     """A digest's DATA bytes for readers whose values have one set of shapes, prepared once.
 
-    The message is fixed bytes with holes between them (`_wire_fragment`),
-    the end of DATA in the last fixed bytes: `template` holds the fixed bytes
-    at its even places, and a message fills in the odd ones with its slices,
-    checking the header lines and doubling a dot that starts a line.
-    `fixed_size` is the message's size but for its header lines.
+    The message is fixed bytes with holes between them, the end of DATA in
+    the last fixed bytes: `template` holds the fixed bytes at its even places,
+    and a message fills in the odd ones with its slices, checking the header
+    lines and doubling a dot that starts a line. It is the fragments
+    (`_wire_fragment`) of the digest's units, each made once for every
+    digest that holds it, and of the runs of other pieces between them, put
+    end to end: a unit starts and ends at a line end, so its bytes never
+    depend on its neighbours. `fixed_size` is the message's size but for its
+    header lines.
     """
 
     __slots__ = (
@@ -977,18 +987,39 @@ class _WirePlan:
     def __init__(
         self, pieces: Sequence[_Piece], shapes: tuple[_Shape, ...], cache: EncodingCache
     ) -> None:
-        fragment = _wire_fragment(pieces, shapes, cache)
-        fixed = list(fragment.fixed)
-        # Every piece ends with a line end, so DATA's end follows directly.
-        fixed[-1] += END_OF_DATA
-        template: list[bytes] = [b""] * (2 * len(fixed) - 1)
-        template[::2] = fixed
+        fragments: list[_WireFragment] = []
+        others: list[bytes | int | _SlotLine] = []
+        for piece in pieces:
+            if isinstance(piece, _EncodedUnit):
+                if others:
+                    fragments.append(_wire_fragment(others, shapes, cache))
+                    others = []
+                fragments.append(piece.fragment(shapes, cache))
+            else:
+                others.append(piece)
+        if others:
+            fragments.append(_wire_fragment(others, shapes, cache))
+        header_holes: list[int] = []
+        line_start_holes: list[int] = []
+        offset = 0
+        for fragment in fragments:
+            if fragment.headers:
+                header_holes += [offset + index for index in fragment.headers]
+            if fragment.line_starts:
+                line_start_holes += [offset + index for index in fragment.line_starts]
+            offset += len(fragment.spliced_holes)
+        template = list(chain.from_iterable(fragment.template for fragment in fragments))
+        holes = list(chain.from_iterable(fragment.spliced_holes for fragment in fragments))
+        # The last fragment's empty hole has nothing after it; DATA's end follows
+        # its fixed bytes directly, as every piece ends with a line end.
+        del template[-1], holes[-1]
+        template[-1] += END_OF_DATA
         self.template = template
-        self.holes = fragment.holes
-        self.header_holes = fragment.headers
-        self.line_start_holes = fragment.line_starts
-        self.fixed_size = fragment.fixed_size
-        self.eight_bit = fragment.eight_bit
+        self.holes = tuple(holes)
+        self.header_holes = tuple(header_holes)
+        self.line_start_holes = tuple(line_start_holes)
+        self.fixed_size = sum(fragment.fixed_size for fragment in fragments)
+        self.eight_bit = any(fragment.eight_bit for fragment in fragments)
 
     def prepared(self, personal: tuple[bytes, ...]) -> PreparedMessage:
         """The message for one reader's values, ready for DATA."""
