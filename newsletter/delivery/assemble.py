@@ -57,7 +57,8 @@ from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime
 from functools import lru_cache
 from html import escape
-from itertools import accumulate, chain
+from itertools import accumulate, chain, compress
+from operator import attrgetter
 from typing import Any, Final, TypeVar
 
 from newsletter.core.clock import utc_now
@@ -523,11 +524,15 @@ class EncodingCache:
     the characters and lines are emptied past `limit` each, the units (a
     block's few KB, twice: encoded and prepared for DATA) past `units_kept`;
     the layouts, a few KB each and unique for a reader's own lines, are kept
-    for the `layouts_kept` lines met last.
+    for the `layouts_kept` lines met last. The digests compiled with it share
+    one multipart boundary per edition, so the runs of header and boundary
+    lines between their units are alike, and prepared for DATA once (`fixed_run`).
     """
 
     __slots__ = (
+        "_boundaries",
         "_layouts",
+        "_runs",
         "characters",
         "layouts_kept",
         "limit",
@@ -548,6 +553,26 @@ class EncodingCache:
         self.units: dict[tuple[str, str, str], _EncodedUnit] = {}
         self._layouts: OrderedDict[tuple[tuple[str, ...], tuple[_Shape, ...]], _LineLayout] = (
             OrderedDict()
+        )
+        self._boundaries: dict[date, str] = {}
+        self._runs: dict[tuple[bytes | int, ...], _FixedRun] = {}
+
+    def boundary(self, edition_date: date) -> str:
+        """The multipart boundary of every digest of the edition compiled with this cache.
+
+        A boundary need only be absent from its own message (`new_boundary`
+        makes one that quoted-printable text cannot hold), so readers' messages
+        may share it, as every reader of the trending digest does.
+        """
+        found = self._boundaries.get(edition_date)
+        if found is None:
+            found = self._boundaries[edition_date] = new_boundary(f"digest_{edition_date:%Y%m%d}")
+        return found
+
+    def fixed_run(self, pieces: tuple[bytes | int, ...]) -> _FixedRun:
+        """Header lines and fixed lines (no value in the body), prepared once per run."""
+        return self._runs.get(pieces) or _kept(
+            self._runs, pieces, lambda: _FixedRun(_wire_fragment(pieces, (), self)), _LAYOUTS_KEPT
         )
 
     def characters_of(self, text: str) -> str:
@@ -751,6 +776,23 @@ class _EncodedUnit:
         return found
 
 
+class _FixedRun:
+    """The header and boundary lines between a personal digest's units, prepared for DATA.
+
+    They hold no value in the body, so their fragment is the same whatever
+    the shapes; the digests of an edition share them (`EncodingCache.fixed_run`).
+    """
+
+    __slots__ = ("_fragment",)
+
+    def __init__(self, fragment: _WireFragment) -> None:
+        self._fragment = fragment
+
+    def fragment(self, shapes: tuple[_Shape, ...], cache: EncodingCache) -> _WireFragment:
+        """The run's wire items, for readers of any shapes."""
+        return self._fragment
+
+
 # A piece of a compiled digest: fixed bytes (whole lines), a header line's slot, a
 # line that holds values, or a unit of a personal digest (`_EncodedUnit`).
 _Piece = bytes | int | _SlotLine | _EncodedUnit
@@ -859,15 +901,19 @@ class _WireFragment:
     `template` and `spliced_holes` are the same, ready to be put end to end
     with other fragments' (`_WirePlan`): the fixed bytes at the even places of
     `template`, and after the last of them one more hole, an empty one, which
-    keeps the next fragment's fixed bytes at even places too.
+    keeps the next fragment's fixed bytes at even places too; `header_mask`
+    and `line_start_mask` have a byte per spliced hole, 1 for each of
+    `headers` and `line_starts`.
     """
 
     __slots__ = (
         "eight_bit",
         "fixed",
         "fixed_size",
+        "header_mask",
         "headers",
         "holes",
+        "line_start_mask",
         "line_starts",
         "spliced_holes",
         "template",
@@ -892,6 +938,15 @@ class _WireFragment:
         template[::2] = fixed
         self.template = tuple(template)
         self.spliced_holes = (*holes, _EMPTY_HOLE)
+        self.header_mask = _mask(headers, len(self.spliced_holes))
+        self.line_start_mask = _mask(line_starts, len(self.spliced_holes))
+
+
+def _mask(indices: tuple[int, ...], size: int) -> bytes:
+    mask = bytearray(size)
+    for index in indices:
+        mask[index] = 1
+    return bytes(mask)
 
 
 # A hole that takes nothing (the To header's value, sliced empty): between spliced fragments.
@@ -967,12 +1022,12 @@ class _WirePlan:
     The message is fixed bytes with holes between them, the end of DATA in
     the last fixed bytes: `template` holds the fixed bytes at its even places,
     and a message fills in the odd ones with its slices, checking the header
-    lines and doubling a dot that starts a line. It is the fragments
-    (`_wire_fragment`) of the digest's units, each made once for every
-    digest that holds it, and of the runs of other pieces between them, put
-    end to end: a unit starts and ends at a line end, so its bytes never
-    depend on its neighbours. `fixed_size` is the message's size but for its
-    header lines.
+    lines and doubling a dot that starts a line. It is fragments
+    (`_wire_fragment`) put end to end: the whole digest's, or a personal
+    digest's units' and the runs of header and boundary lines between them,
+    each made once for every digest that holds it (a unit starts and ends at
+    a line end, so its bytes never depend on its neighbours). `fixed_size` is
+    the message's size but for its header lines.
     """
 
     __slots__ = (
@@ -984,42 +1039,24 @@ class _WirePlan:
         "template",
     )
 
-    def __init__(
-        self, pieces: Sequence[_Piece], shapes: tuple[_Shape, ...], cache: EncodingCache
-    ) -> None:
-        fragments: list[_WireFragment] = []
-        others: list[bytes | int | _SlotLine] = []
-        for piece in pieces:
-            if isinstance(piece, _EncodedUnit):
-                if others:
-                    fragments.append(_wire_fragment(others, shapes, cache))
-                    others = []
-                fragments.append(piece.fragment(shapes, cache))
-            else:
-                others.append(piece)
-        if others:
-            fragments.append(_wire_fragment(others, shapes, cache))
-        header_holes: list[int] = []
-        line_start_holes: list[int] = []
-        offset = 0
-        for fragment in fragments:
-            if fragment.headers:
-                header_holes += [offset + index for index in fragment.headers]
-            if fragment.line_starts:
-                line_start_holes += [offset + index for index in fragment.line_starts]
-            offset += len(fragment.spliced_holes)
-        template = list(chain.from_iterable(fragment.template for fragment in fragments))
-        holes = list(chain.from_iterable(fragment.spliced_holes for fragment in fragments))
+    def __init__(self, fragments: Sequence[_WireFragment]) -> None:
+        # Put end to end without a loop over them in Python: a personal digest has
+        # fifty units, and a reader whose selection is their own pays this alone.
+        template = list(chain.from_iterable(map(attrgetter("template"), fragments)))
+        holes = list(chain.from_iterable(map(attrgetter("spliced_holes"), fragments)))
+        every_hole = range(len(holes))
+        header_mask = b"".join(map(attrgetter("header_mask"), fragments))
+        line_start_mask = b"".join(map(attrgetter("line_start_mask"), fragments))
         # The last fragment's empty hole has nothing after it; DATA's end follows
         # its fixed bytes directly, as every piece ends with a line end.
         del template[-1], holes[-1]
         template[-1] += END_OF_DATA
         self.template = template
         self.holes = tuple(holes)
-        self.header_holes = tuple(header_holes)
-        self.line_start_holes = tuple(line_start_holes)
-        self.fixed_size = sum(fragment.fixed_size for fragment in fragments)
-        self.eight_bit = any(fragment.eight_bit for fragment in fragments)
+        self.header_holes = tuple(compress(every_hole, header_mask))
+        self.line_start_holes = tuple(compress(every_hole, line_start_mask))
+        self.fixed_size = sum(map(attrgetter("fixed_size"), fragments))
+        self.eight_bit = any(map(attrgetter("eight_bit"), fragments))
 
     def prepared(self, personal: tuple[bytes, ...]) -> PreparedMessage:
         """The message for one reader's values, ready for DATA."""
@@ -1038,6 +1075,41 @@ class _WirePlan:
         parts = self.template.copy()
         parts[1::2] = filled
         return PreparedMessage(b"".join(parts), size, eight_bit)
+
+
+def _message_frame(
+    settings: Settings, subject: str, boundary: str
+) -> tuple[list[bytes | int], tuple[bytes, bytes], bytes]:
+    """A digest's header lines (slots for the reader's), its parts' headers and its closing line."""
+    multipart, part_heads, closing = _boundary_lines(boundary)
+    from_line, reply_to_line, subject_line, list_id_line = _head_lines(
+        settings.from_address, settings.reply_to, subject, settings.list_id
+    )
+    head: list[bytes | int] = [from_line]
+    if reply_to_line:
+        head.append(reply_to_line)
+    head += [
+        _SLOT_TO,
+        subject_line,
+        _SLOT_DATE,
+        _SLOT_MESSAGE_ID,
+        b"MIME-Version: 1.0\r\n",
+        list_id_line,
+        _SLOT_LIST_UNSUBSCRIBE,
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+        multipart,
+    ]
+    return head, part_heads, closing
+
+
+@lru_cache(maxsize=32)
+def _boundary_lines(boundary: str) -> tuple[bytes, tuple[bytes, bytes], bytes]:
+    """The multipart header, the plain and HTML parts' headers, and the closing boundary."""
+    return (
+        multipart_header(boundary),
+        (part_header(boundary, "plain"), part_header(boundary, "html")),
+        closing_boundary(boundary),
+    )
 
 
 @lru_cache(maxsize=32)
@@ -1061,6 +1133,7 @@ class CompiledDigest:
         "_clock",
         "_date_cache",
         "_feedback_papers",
+        "_groups",
         "_html_pieces",
         "_layouts",
         "_pieces",
@@ -1081,6 +1154,7 @@ class CompiledDigest:
         pieces: list[_Piece],
         *,
         html_pieces: Sequence[bytes | _SlotLine | _EncodedUnit],
+        groups: list[_EncodedUnit | _FixedRun] | None,
         cache: EncodingCache,
         clock: Callable[[], datetime],
         signer: DkimSigner | None = None,
@@ -1091,6 +1165,8 @@ class CompiledDigest:
         self._settings = settings
         self._signer = signer
         self._pieces = pieces
+        # A personal digest's pieces as its wire plans are made of (None: the pieces, whole).
+        self._groups = groups
         self._layouts: dict[tuple[_Shape, ...], _Layout] = {}
         self._plans: dict[tuple[_Shape, ...], _WirePlan] = {}
         self._clock = clock
@@ -1128,15 +1204,16 @@ class CompiledDigest:
         """
         cache = EncodingCache()
         count = len(feedback_papers)
+        text_pieces = _encoded_part_pieces(normalised_body(text), "text", link_marker, count, cache)
+        html_pieces = _encoded_part_pieces(normalised_body(html), "html", link_marker, count, cache)
+        head, (text_head, html_head), closing = _message_frame(
+            settings, _subject_line(subject, is_test=is_test), cache.boundary(edition_date)
+        )
         return cls._of_parts(
             settings,
-            subject=_subject_line(subject, is_test=is_test),
-            text_pieces=_encoded_part_pieces(
-                normalised_body(text), "text", link_marker, count, cache
-            ),
-            html_pieces=_encoded_part_pieces(
-                normalised_body(html), "html", link_marker, count, cache
-            ),
+            [*head, text_head, *text_pieces, html_head, *html_pieces, closing],
+            html_pieces=html_pieces,
+            groups=None,
             edition_date=edition_date,
             clock=clock,
             feedback_papers=feedback_papers,
@@ -1177,11 +1254,22 @@ class CompiledDigest:
                 )
             return found
 
+        text_pieces = encoded(text_units, "text")
+        html_pieces = encoded(html_units, "html")
+        head, (text_head, html_head), closing = _message_frame(
+            settings, _subject_line(subject, is_test=False), cache.boundary(edition_date)
+        )
         return cls._of_parts(
             settings,
-            subject=_subject_line(subject, is_test=False),
-            text_pieces=encoded(text_units, "text"),
-            html_pieces=encoded(html_units, "html"),
+            [*head, text_head, *text_pieces, html_head, *html_pieces, closing],
+            html_pieces=html_pieces,
+            groups=[
+                cache.fixed_run((*head, text_head)),
+                *text_pieces,
+                cache.fixed_run((html_head,)),
+                *html_pieces,
+                cache.fixed_run((closing,)),
+            ],
             edition_date=edition_date,
             clock=clock,
             feedback_papers=feedback_papers,
@@ -1193,38 +1281,16 @@ class CompiledDigest:
     def _of_parts(
         cls,
         settings: Settings,
+        pieces: list[_Piece],
         *,
-        subject: str,
-        text_pieces: Sequence[bytes | _SlotLine | _EncodedUnit],
         html_pieces: Sequence[bytes | _SlotLine | _EncodedUnit],
+        groups: list[_EncodedUnit | _FixedRun] | None,
         edition_date: date,
         clock: Callable[[], datetime],
         feedback_papers: tuple[str, ...],
         cache: EncodingCache,
         signer: DkimSigner | None,
     ) -> CompiledDigest:
-        boundary = new_boundary(f"digest_{edition_date:%Y%m%d}")
-        from_line, reply_to_line, subject_line, list_id_line = _head_lines(
-            settings.from_address, settings.reply_to, subject, settings.list_id
-        )
-        pieces: list[_Piece] = [from_line]
-        if reply_to_line:
-            pieces.append(reply_to_line)
-        pieces += [
-            _SLOT_TO,
-            subject_line,
-            _SLOT_DATE,
-            _SLOT_MESSAGE_ID,
-            b"MIME-Version: 1.0\r\n",
-            list_id_line,
-            _SLOT_LIST_UNSUBSCRIBE,
-            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
-            multipart_header(boundary),
-        ]
-        for subtype, part_pieces in (("plain", text_pieces), ("html", html_pieces)):
-            pieces.append(part_header(boundary, subtype))
-            pieces += part_pieces
-        pieces.append(closing_boundary(boundary))
         has_view = any(
             _SLOT_HTML_VIEW in piece.slots for piece in html_pieces if not isinstance(piece, bytes)
         )
@@ -1232,6 +1298,7 @@ class CompiledDigest:
             settings,
             pieces,
             html_pieces=html_pieces,
+            groups=groups,
             cache=cache,
             clock=clock,
             signer=signer,
@@ -1317,8 +1384,14 @@ class CompiledDigest:
         """The wire plan for these shapes of values, made the first time they are met."""
         # Once per message: the common case is one dict lookup, no closure made.
         return self._plans.get(shapes) or _kept(
-            self._plans, shapes, lambda: _WirePlan(self._pieces, shapes, self._cache), _LAYOUTS_KEPT
+            self._plans, shapes, lambda: self._new_plan(shapes), _LAYOUTS_KEPT
         )
+
+    def _new_plan(self, shapes: tuple[_Shape, ...]) -> _WirePlan:
+        cache = self._cache
+        if self._groups is None:
+            return _WirePlan([_wire_fragment(_flat(self._pieces), shapes, cache)])
+        return _WirePlan([group.fragment(shapes, cache) for group in self._groups])
 
     def _joined(self, layout: _Layout, values: tuple[bytes, ...]) -> tuple[bytes, list[bytes]]:
         literals = layout.literals
