@@ -531,6 +531,7 @@ class EncodingCache:
 
     __slots__ = (
         "_boundaries",
+        "_date",
         "_layouts",
         "_runs",
         "characters",
@@ -556,6 +557,19 @@ class EncodingCache:
         )
         self._boundaries: dict[date, str] = {}
         self._runs: dict[tuple[bytes | int, ...], _FixedRun] = {}
+        self._date: tuple[datetime, bytes] | None = None
+
+    def date_header(self, now: datetime) -> bytes:
+        """The Date header line for `now`, to the second.
+
+        Formatting a date costs more than the rest of the headers; mail
+        within the same second, of any digest sharing this cache, shares one.
+        """
+        second = now.replace(microsecond=0)
+        last = self._date
+        if last is None or last[0] != second:
+            last = self._date = (second, f"Date: {format_datetime(second)}\r\n".encode("ascii"))
+        return last[1]
 
     def boundary(self, edition_date: date) -> str:
         """The multipart boundary of every digest of the edition compiled with this cache.
@@ -1131,7 +1145,6 @@ class CompiledDigest:
     __slots__ = (
         "_cache",
         "_clock",
-        "_date_cache",
         "_feedback_papers",
         "_groups",
         "_html_pieces",
@@ -1170,7 +1183,6 @@ class CompiledDigest:
         self._layouts: dict[tuple[_Shape, ...], _Layout] = {}
         self._plans: dict[tuple[_Shape, ...], _WirePlan] = {}
         self._clock = clock
-        self._date_cache: tuple[int, bytes] = (-1, b"")
         self._unsubscribe_extra = _list_unsubscribe_urls(settings, "")[1:]
         self.envelope_from = settings.envelope_sender
         self._html_pieces = html_pieces
@@ -1312,15 +1324,7 @@ class CompiledDigest:
         return _encoded_size(self._html_pieces)
 
     def _date_header(self) -> bytes:
-        # Formatting a date costs more than the rest of the headers; mail
-        # within the same second shares one.
-        now = self._clock()
-        second = int(now.timestamp())
-        cached_second, header = self._date_cache
-        if second != cached_second:
-            header = f"Date: {format_datetime(now)}\r\n".encode("ascii")
-            self._date_cache = (second, header)
-        return header
+        return self._cache.date_header(self._clock())
 
     def _personal_values(self, recipient: Recipient) -> tuple[bytes, ...]:
         """What the slots hold for this recipient: header lines, then the body's URLs.
