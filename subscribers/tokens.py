@@ -67,6 +67,7 @@ _BOUNCE = "bounce"
 _BOUNCE_MAC_BYTES = 10  # 80 bits: 16 base-32 characters, no padding
 _BOUNCE_TOKEN = re.compile(r"([0-9a-z]{1,13})-([a-z2-7]{16})")
 _MAC_BYTES = 18  # 144 bits: 24 URL-safe characters, no padding
+_TAG_CHARACTERS = _MAC_BYTES // 3 * 4
 _URL_SAFE = bytes.maketrans(b"+/", b"-_")  # standard base64 to its URL-safe alphabet
 _SUBSCRIBER_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _LASTING = re.compile(r"([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{24})")
@@ -112,7 +113,12 @@ def _feedback_mac(secret_key: str, signed: str) -> str:
 
 def _tag(digest: bytes) -> str:
     """A MAC as the URL-safe base64 of its first bytes (`base64.urlsafe_b64encode`, unpadded)."""
-    return binascii.b2a_base64(digest[:_MAC_BYTES], newline=False).translate(_URL_SAFE).decode()
+    return _tag_all(digest[:_MAC_BYTES])
+
+
+def _tag_all(macs: bytes) -> str:
+    """MACs of `_MAC_BYTES` each, end to end, as their tags end to end."""
+    return binascii.b2a_base64(macs, newline=False).translate(_URL_SAFE).decode()
 
 
 def _checked_key(subscriber_key: str) -> str:
@@ -349,17 +355,25 @@ def feedback_urls(
     reader = _keyed_blake2b(secret_key, _FEEDBACK_BLAKE2B).copy()
     reader.update(key.encode("ascii"))
     prefix = f"{base_url}/feedback/{key}."
-    urls: list[tuple[str, str]] = []
-    for arxiv_id in arxiv_ids:
-        (more_signed, more_tail), (less_signed, less_tail) = _feedback_tails(arxiv_id)
+    tails = [_feedback_tails(arxiv_id) for arxiv_id in arxiv_ids]
+    macs: list[bytes] = []
+    for (more_signed, _), (less_signed, _) in tails:
         more = reader.copy()
         more.update(more_signed)
         less = reader.copy()
         less.update(less_signed)
-        urls.append(
-            (prefix + more_tail + _tag(more.digest()), prefix + less_tail + _tag(less.digest()))
+        macs += (more.digest(), less.digest())
+    # A MAC is a whole number of base64 groups (18 bytes, 24 characters), so all of
+    # them encoded at once are each one encoded, end to end.
+    tags = _tag_all(b"".join(macs))
+    size = _TAG_CHARACTERS
+    return [
+        (
+            prefix + more_tail + tags[2 * size * index : (2 * index + 1) * size],
+            prefix + less_tail + tags[(2 * index + 1) * size : 2 * size * (index + 1)],
         )
-    return urls
+        for index, ((_, more_tail), (_, less_tail)) in enumerate(tails)
+    ]
 
 
 def confirm_url(base_url: str, secret_key: str, subscriber_key: str, *, issued_at: datetime) -> str:

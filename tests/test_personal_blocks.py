@@ -197,6 +197,15 @@ def test_feedback_tokens_are_signed_per_reader_paper_and_verdict() -> None:
     assert feedback_urls("https://n.example.org", "secret", "readerkey", ["2611.00001"]) == [
         (url, feedback_url("https://n.example.org", "secret", "readerkey", "2611.00001", "less"))
     ]
+    # In bulk (the tags of all the links are encoded at once), each link is its own.
+    papers = ["2611.00001", "2611.12345", "hep-th/9901001", "2611.00001v2", "2612.99999"]
+    assert feedback_urls("https://n.example.org", "secret", "readerkey", papers) == [
+        tuple(
+            feedback_url("https://n.example.org", "secret", "readerkey", paper, verdict)
+            for verdict in ("more", "less")
+        )
+        for paper in papers
+    ]
 
 
 # ---- units: a digest compiled unit by unit is the digest compiled whole ------------------------
