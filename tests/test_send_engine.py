@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
+import os
 import threading
 from collections import Counter
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -179,6 +181,34 @@ async def test_one_connection_carries_many_messages(
 
     assert len(smtp_server.messages) == 30
     assert len(set(connections)) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux's scheduling policies")
+async def test_a_send_runs_as_batch_work_and_leaves_the_process_as_it_was(
+    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+) -> None:
+    # The relay, the web server and the database on the same machine come first.
+    seed_subscribers(engine, 3)
+    make_edition(engine)
+    policies: list[int] = []
+    transport = HookedTransport(settings, 1, lambda: None)
+    original = transport.send
+
+    async def noting_the_policy(*args: Any, **kwargs: Any) -> SmtpReply:
+        policies.append(os.sched_getscheduler(0))
+        return await original(*args, **kwargs)
+
+    transport.send = noting_the_policy  # type: ignore[method-assign]
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+    try:
+        report = await send_edition(settings, engine, edition_date=DAY, transport=transport)
+    finally:
+        await transport.aclose()
+
+    assert report.sent == 3
+    assert policies == [os.SCHED_BATCH] * 3
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
 
 
 async def test_missing_or_unrendered_edition_is_refused(settings: Settings, engine: Engine) -> None:

@@ -62,6 +62,7 @@ from newsletter.core.clock import utc_now
 from newsletter.core.db import SQLITE_LOCK_TIMEOUT_SECONDS, try_begin_write
 from newsletter.core.errors import DeliveryError, NewsletterError
 from newsletter.core.memory import freeze_what_lives_on
+from newsletter.core.scheduling import as_batch_work
 from newsletter.core.settings import Settings
 from newsletter.core.wire import PreparedMessage
 from newsletter.delivery import ledger, pacing
@@ -1252,7 +1253,8 @@ async def _run_worker(
         "stops when nothing is left to send" if stop_when_idle else "runs until stopped",
     )
     try:
-        await worker.run()
+        with as_batch_work():  # see there: the relay and the web server come first
+            await worker.run()
     finally:
         if own_transport:
             await active.aclose()
