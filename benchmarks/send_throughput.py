@@ -25,7 +25,9 @@ of distinct selections, the largest encoded HTML part of any selection, and
 one personal digest's bytes over the same connections, round by round. With
 `--all-different` as well, the worst case: every reader's words carry a token of
 their own in each phrase, so every reader's why lines, hence their selection,
-differ (one compiled digest per reader);
+differ (one compiled digest per reader). It also prints the CPU per message
+of the sending processes and of the sink, and the ceiling they put on two
+processes on this machine's cores;
 
 run interleaved round by round; each ratio is taken within a round and the
 median over the rounds is reported with its spread. Then the peak memory
@@ -42,6 +44,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import resource
 import secrets
 import shutil
 import socket
@@ -229,12 +232,33 @@ def smtp_sink(*, postfix: bool = False) -> Iterator[tuple[int, str]]:
         command = [sys.executable, __file__, "--child", "sink", "--port", str(port)]
         description = "aiosmtpd sink (subprocess)"
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    SINK_PIDS[port] = process.pid
     try:
         wait_until_listening(port, process)
         yield port, description
     finally:
+        del SINK_PIDS[port]
         process.terminate()
         process.wait(timeout=10)
+
+
+# The sink process on each port (not Postfix's, which are many): its CPU is read from /proc.
+SINK_PIDS: dict[int, int] = {}
+
+
+def sink_cpu_seconds(port: int) -> float | None:
+    """The CPU time the sink on `port` has used so far (None: not one process of ours)."""
+    pid = SINK_PIDS.get(port)
+    if pid is None:
+        return None
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(who: int) -> float:
+    """CPU time of this process (RUSAGE_SELF) or of its ended, waited-for children."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_aiosmtpd_sink(port: int) -> None:
@@ -878,6 +902,7 @@ def measure_personal(arguments: argparse.Namespace) -> dict[str, object]:
     from newsletter.delivery.control import start_edition
     from newsletter.delivery.selections import PersonalDigests, rank_readers
     from newsletter.delivery.worker import send_edition
+    from newsletter.delivery.worker_process import available_cores
     from newsletter.editions.content import prepare_edition
     from newsletter.editions.personal import load_selections
 
@@ -885,6 +910,8 @@ def measure_personal(arguments: argparse.Namespace) -> dict[str, object]:
     source = smtp_source_command()
     results: dict[str, object] = {"readers": count}
     rates: dict[str, list[float]] = {"personal": [], "personal_2p": [], "raw": [], "limit": []}
+    # CPU µs per message, each round: the sending processes' and the sink's, per case.
+    cpu: dict[str, list[float]] = {}
     with smtp_sink(postfix=arguments.postfix) as (port, sink), tempfile.TemporaryDirectory() as tmp:
         log(f"SMTP sink: {sink}; {count} personal readers; {concurrency} connections")
 
@@ -928,18 +955,22 @@ def measure_personal(arguments: argparse.Namespace) -> dict[str, object]:
                     view_url="https://news.example.org/view/x",
                 )
                 digest = (first.subject, html, body)
+                used = CpuUse(port)
                 clock = time.perf_counter()
                 report = asyncio.run(send_edition(settings, engine, edition_date=day))
                 rates["personal"].append(report.sent / (time.perf_counter() - clock))
+                used.per_message(report.sent, cpu, "1p")
                 if report.sent != count:
                     raise RuntimeError(f"the personal send sent {report.sent} of {count}")
             finally:
                 engine.dispose()
             settings, engine, day = started("personal-2p", round_number)
             try:
+                used = CpuUse(port)
                 clock = time.perf_counter()
                 sent = send_in_processes(per_process_settings(settings, 2), engine, 2, day, 1)
                 rates["personal_2p"].append(sent / (time.perf_counter() - clock))
+                used.per_message(sent, cpu, "2p")
                 if sent != count:
                     raise RuntimeError(f"the personal send from 2 processes sent {sent} of {count}")
             finally:
@@ -970,7 +1001,43 @@ def measure_personal(arguments: argparse.Namespace) -> dict[str, object]:
         results[key] = statistics.median(per_round) if per_round else None
         results[f"{key}_spread"] = spread(per_round) if per_round else None
     results["ranking_seconds"] = statistics.median(results["ranking_seconds"])  # type: ignore[arg-type]
+    for case in ("1p", "2p"):
+        for whose in ("senders", "sink"):
+            found = cpu.get(f"{whose}_{case}")
+            results[f"cpu_us_per_message_{whose}_{case}"] = (
+                statistics.median(found) if found else None
+            )
+    senders_cpu = results["cpu_us_per_message_senders_2p"]
+    sink_cpu = results["cpu_us_per_message_sink_2p"]
+    if isinstance(senders_cpu, float) and isinstance(sink_cpu, float):
+        # What two sending processes and the sink could send on this machine's cores if
+        # they never waited: the sink alone bounds smtp-source (1 / its CPU per message).
+        results["cores"] = available_cores()
+        results["ceiling_2p"] = available_cores() / ((senders_cpu + sink_cpu) / 1e6)
     return results
+
+
+class CpuUse:
+    """The CPU the sending processes and the sink use from now to `per_message`."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.own = cpu_seconds(resource.RUSAGE_SELF)
+        self.children = cpu_seconds(resource.RUSAGE_CHILDREN)
+        self.sink = sink_cpu_seconds(port)
+
+    def per_message(self, sent: int, into: dict[str, list[float]], case: str) -> None:
+        """Add µs per message of the senders (this process and its waited-for children)."""
+        senders = (
+            cpu_seconds(resource.RUSAGE_SELF)
+            - self.own
+            + cpu_seconds(resource.RUSAGE_CHILDREN)
+            - self.children
+        )
+        into.setdefault(f"senders_{case}", []).append(senders / sent * 1e6)
+        sink = sink_cpu_seconds(self.port)
+        if sink is not None and self.sink is not None:
+            into.setdefault(f"sink_{case}", []).append((sink - self.sink) / sent * 1e6)
 
 
 def print_personal(results: dict[str, object]) -> None:
@@ -994,6 +1061,22 @@ def print_personal(results: dict[str, object]) -> None:
     print(f"personal / raw                  {results['ratio_vs_raw']:.3f} (target ≥ 0.8)")
     print(f"personal / limit                {against_limit('ratio_vs_limit', '0.6')}")
     print(f"personal 2 processes / limit    {against_limit('ratio_2p_vs_limit', '0.8')}")
+
+    def microseconds(key: str) -> str:
+        value = results.get(key)
+        return f"{value:,.0f} µs" if isinstance(value, float) else "n/a"
+
+    for case, name in (("1p", "1 process  "), ("2p", "2 processes")):
+        print(
+            f"CPU per message, {name}    {microseconds(f'cpu_us_per_message_senders_{case}')} "
+            f"sending, {microseconds(f'cpu_us_per_message_sink_{case}')} the sink"
+        )
+    ceiling = results.get("ceiling_2p")
+    if isinstance(ceiling, float) and isinstance(limit, float):
+        print(
+            f"2 processes' ceiling             {ceiling:,.0f} msg/s, {ceiling / limit:.3f} × the "
+            f"limit: {results['cores']} cores / (sending + sink CPU per message)"
+        )
 
 
 # ---- the whole run ------------------------------------------------------------------------
