@@ -646,12 +646,18 @@ def _feedback_slot(flavour: str, index: int, verdict: str) -> int:
     return _FEEDBACK_SLOTS_START + 4 * index + _FEEDBACK_SLOT_OFFSET[flavour, verdict]
 
 
+def _placeholder_start(link_marker: str) -> str:
+    """What every placeholder of a rendering with this link marker starts with."""
+    return f"NLPERSONAL{link_marker}x"
+
+
 @lru_cache(maxsize=16)
 def _unit_placeholders(link_marker: str) -> re.Pattern[str]:
     """Any placeholder of the rendering: a personal field's, or a feedback link's by index."""
     fields = "|".join(re.escape(field.value) for field in PersonalField)
     return re.compile(
-        re.escape(f"NLPERSONAL{link_marker}x") + rf"(?:FB(\d{{1,4}})x(MORE|LESS)|({fields}))xURL"
+        re.escape(_placeholder_start(link_marker))
+        + rf"(?:FB(\d{{1,4}})x(MORE|LESS)|({fields}))xURL"
     )
 
 
@@ -679,6 +685,11 @@ def _unit_pieces(
     if not text.endswith("\n"):
         raise ValueError("a unit of a digest must end with a line end")
     body = normalised_body(text)
+    if _placeholder_start(link_marker) not in body:
+        # No values (a reader's why line, a trending block): its lines encoded as they
+        # stand, not kept line by line, as most such units are met once.
+        *lines, _ = qp_body_characters(body).split("\n")
+        return [qp_lines(lines)]
     placeholders = []
     for match in _unit_placeholders(link_marker).finditer(body):
         index, verdict, field = match.groups()
@@ -774,8 +785,10 @@ class _EncodedUnit:
         )
         self.fragments: dict[tuple[_Shape, ...], _WireFragment] = {}
         # The shapes last asked for and their fragment: readers' shapes are nearly always
-        # alike, and a unit without values has only the one.
-        self.last: tuple[tuple[_Shape, ...], _WireFragment] | None = None
+        # alike, and a unit without values has only the one, made now.
+        self.last: tuple[tuple[_Shape, ...], _WireFragment] | None = (
+            None if lines else ((), _fixed_fragment(pieces))
+        )
 
     def fragment(self, shapes: tuple[_Shape, ...], cache: EncodingCache) -> _WireFragment:
         """The unit's wire items for a reader's shapes (those of its own values decide)."""
@@ -954,6 +967,14 @@ class _WireFragment:
         self.spliced_holes = (*holes, _EMPTY_HOLE)
         self.header_mask = _mask(headers, len(self.spliced_holes))
         self.line_start_mask = _mask(line_starts, len(self.spliced_holes))
+
+
+def _fixed_fragment(pieces: Sequence[bytes | _SlotLine]) -> _WireFragment:
+    """`_wire_fragment` of whole lines that hold no value, made directly."""
+    chunk = b"".join(piece for piece in pieces if isinstance(piece, bytes))
+    return _WireFragment(
+        (stuff(chunk, at_line_start=True),), (), (), (), len(chunk), not chunk.isascii()
+    )
 
 
 def _mask(indices: tuple[int, ...], size: int) -> bytes:
