@@ -55,6 +55,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
@@ -70,6 +71,10 @@ from newsletter.values import (  # noqa: E402
     RankedPaper,
     new_link_marker,
 )
+
+if TYPE_CHECKING:
+    from newsletter.editions.personal import ReaderSelection
+    from newsletter.render import DigestBlocks
 
 EDITION_DATE = dt.date(2026, 1, 5)
 # The random part of the placeholders, as one rendering of an edition has it.
@@ -947,14 +952,7 @@ def measure_personal(arguments: argparse.Namespace) -> dict[str, object]:
                     for picks in stored.values()
                 ]
                 results["largest_html_kb"] = max(sizes) / 1024
-                first = next(iter(stored.values())).assemble(personal.blocks)
-                html, body = first.personalised(
-                    unsubscribe_url="https://news.example.org/unsubscribe/x",
-                    preferences_url="https://news.example.org/preferences/x",
-                    feedback_url=lambda a, v: f"https://news.example.org/feedback/{a}.{v}",
-                    view_url="https://news.example.org/view/x",
-                )
-                digest = (first.subject, html, body)
+                digest = first_personal_digest(personal.blocks, stored)
                 used = CpuUse(port)
                 clock = time.perf_counter()
                 report = asyncio.run(send_edition(settings, engine, edition_date=day))
@@ -1015,6 +1013,119 @@ def measure_personal(arguments: argparse.Namespace) -> dict[str, object]:
         results["cores"] = available_cores()
         results["ceiling_2p"] = available_cores() / ((senders_cpu + sink_cpu) / 1e6)
     return results
+
+
+def first_personal_digest(
+    blocks: DigestBlocks, stored: dict[int, ReaderSelection]
+) -> tuple[str, str, str]:
+    """(subject, HTML, text) of the first stored selection's digest, links filled in."""
+    first = next(iter(stored.values())).assemble(blocks)
+    html, body = first.personalised(
+        unsubscribe_url="https://news.example.org/unsubscribe/x",
+        preferences_url="https://news.example.org/preferences/x",
+        feedback_url=lambda a, v: f"https://news.example.org/feedback/{a}.{v}",
+        view_url="https://news.example.org/view/x",
+    )
+    return first.subject, html, body
+
+
+def measure_personal_cli(arguments: argparse.Namespace) -> dict[str, object]:
+    """`newsletter send` end to end for N personal readers, with the CLI's defaults.
+
+    The readers are seeded and the edition prepared (rendered) here; then the
+    command runs in a new process and is timed from its start to its exit:
+    its imports, the start (every reader ranked, the selections stored, the
+    audience queued), its sending processes and connections as it chooses
+    them. Then `smtp-source` sends as many copies of the first reader's
+    message over the CLI's connections, for the machine's own time.
+    """
+    from newsletter.delivery.selections import PersonalDigests
+    from newsletter.editions.content import prepare_edition
+    from newsletter.editions.personal import load_selections
+
+    count = arguments.cli_readers
+    source = smtp_source_command()
+    results: dict[str, object] = {"personal_cli_readers": count}
+    with smtp_sink(postfix=arguments.postfix) as (port, sink), tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'personal-cli.db'}"
+        settings = bench_settings(url, port, CLI_CONCURRENCY)
+        engine = create_db_engine(url)
+        try:
+            log(f"SMTP sink: {sink}; seeding {count:,} personal readers")
+            day = seed_personal(
+                engine, readers=count, seed=0, all_different=arguments.all_different
+            )
+            prepare_edition(settings, engine, day=day)
+            environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+            environment |= {
+                "NEWSLETTER_DATABASE_URL": url,
+                "NEWSLETTER_SMTP_HOST": settings.smtp_host,
+                "NEWSLETTER_SMTP_PORT": str(port),
+                "NEWSLETTER_SMTP_TIMEOUT_SECONDS": str(settings.smtp_timeout_seconds),
+                "NEWSLETTER_SECRET_KEY": settings.secret_key,
+                "NEWSLETTER_BASE_URL": settings.base_url,
+                "NEWSLETTER_FROM_ADDRESS": settings.from_address,
+                "NEWSLETTER_SEND_RETRY_BASE_SECONDS": "0",
+            }
+            command = [sys.executable, "-m", "newsletter", "send", "--date", day.isoformat()]
+            log(f"running: newsletter send --date {day.isoformat()}")
+            children_cpu = cpu_seconds(resource.RUSAGE_CHILDREN)
+            started = time.perf_counter()
+            finished = subprocess.run(
+                command, env=environment, cwd=tmp, capture_output=True, text=True, check=False
+            )
+            elapsed = time.perf_counter() - started
+            used = cpu_seconds(resource.RUSAGE_CHILDREN) - children_cpu
+            if finished.returncode != 0:
+                raise RuntimeError(f"newsletter send: {finished.stderr[-2000:]}")
+            for line in (finished.stdout + finished.stderr).splitlines()[-12:]:
+                log(f"  | {line}")
+            with engine.connect() as connection:
+                sent = connection.execute(
+                    text("SELECT count(*) FROM deliveries WHERE status = 'sent'")
+                ).scalar_one()
+                stored = load_selections(connection, edition_id=1)
+            if sent != count:
+                raise RuntimeError(f"newsletter send sent {sent} of {count}")
+            results["personal_cli_seconds"] = elapsed
+            results["personal_cli_per_s"] = count / elapsed
+            results["personal_cli_cpu_us_per_message"] = used / count * 1e6
+            results["distinct_selections"] = len(stored)
+            results["smtp_source_seconds"] = None
+            if source is not None:
+                personal = PersonalDigests.load(
+                    settings, engine, edition_id=1, clock=lambda: dt.datetime.now(dt.UTC)
+                )
+                assert personal is not None
+                digest = first_personal_digest(personal.blocks, stored)
+                rate = measure_smtp_source(
+                    settings, source=source, count=count, digest=digest, tmp=Path(tmp)
+                )
+                results["smtp_source_seconds"] = count / rate
+        finally:
+            engine.dispose()
+    return results
+
+
+def print_personal_cli(results: dict[str, object]) -> None:
+    """The end-to-end figures, one per line."""
+    count, seconds = results["personal_cli_readers"], results["personal_cli_seconds"]
+    assert isinstance(count, int) and isinstance(seconds, float)
+    print(f"readers                         {count:,}")
+    print(f"distinct selections             {results['distinct_selections']:,}")
+    print(
+        f"newsletter send (CLI defaults)  {seconds:.1f} s from its start to its exit, "
+        f"{results['personal_cli_per_s']:,.0f} msg/s (target at 100,000: under 60 s)"
+    )
+    print(
+        f"CPU per message, every process  {results['personal_cli_cpu_us_per_message']:,.0f} µs "
+        "(ranking and start-up included)"
+    )
+    limit = results["smtp_source_seconds"]
+    print(
+        "smtp-source, as many messages   "
+        + (f"{limit:.1f} s" if isinstance(limit, float) else "n/a (no smtp-source)")
+    )
 
 
 class CpuUse:
@@ -1356,6 +1467,12 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --personal: every reader's selection differs from every other's",
     )
     parser.add_argument(
+        "--cli-readers",
+        type=int,
+        metavar="N",
+        help="with --personal: instead, time `newsletter send` end to end for N personal readers",
+    )
+    parser.add_argument(
         "--postfix",
         action="store_true",
         help="send to Debian's Postfix (a real relay: SIZE, PIPELINING, a queue) instead of a sink",
@@ -1396,6 +1513,13 @@ def main() -> None:
         return
     if arguments.child == "dry-run":
         child_dry_run(arguments.database_url, arguments.subscribers, arguments.concurrency)
+        return
+    if arguments.personal and arguments.cli_readers:
+        end_to_end = measure_personal_cli(arguments)
+        if arguments.json:
+            print(json.dumps(end_to_end))
+        else:
+            print_personal_cli(end_to_end)
         return
     if arguments.personal:
         personal = measure_personal(arguments)
