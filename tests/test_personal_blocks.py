@@ -284,6 +284,19 @@ def test_a_digest_compiled_by_units_is_byte_for_byte_the_digest_compiled_whole(
     assert by_units.html_encoded_size == whole.html_encoded_size
 
 
+def test_units_selections_share_outlive_a_table_full_of_readers_own_why_lines() -> None:
+    # Every reader's why line is a unit of its own; were the shared blocks emptied
+    # with them whenever the table filled, each would be encoded again and again.
+    cache = EncodingCache(units_kept=4)
+    block = "<p>A block every selection holds</p>\n"
+    shared = cache.unit("html", MARKER, block)
+    assert cache.unit("html", MARKER, block) is shared
+
+    for reader in range(40):
+        cache.unit("html", MARKER, f"matches your interest in \u201cwords r{reader}\u201d\n")
+        assert cache.unit("html", MARKER, block) is shared
+
+
 @pytest.mark.parametrize("kind", ["rsa", "ed25519"])
 def test_personal_digests_are_signed_and_verify(
     kind: str, settings: Settings, tmp_path: Path

@@ -522,7 +522,8 @@ class EncodingCache:
     each piece's quoted-printable characters, each line without values
     encoded, and each line layout (`_line_layout`) are kept here. Bounded:
     the characters and lines are emptied past `limit` each, the units (a
-    block's few KB, twice: encoded and prepared for DATA) past `units_kept`;
+    block's few KB, twice: encoded and prepared for DATA) past `units_kept`,
+    those met once apart from those met again;
     the layouts, a few KB each and unique for a reader's own lines, are kept
     for the `layouts_kept` lines met last. The digests compiled with it share
     one multipart boundary per edition, so the runs of header and boundary
@@ -533,6 +534,7 @@ class EncodingCache:
         "_boundaries",
         "_date",
         "_layouts",
+        "_met_once",
         "_runs",
         "characters",
         "layouts_kept",
@@ -552,6 +554,7 @@ class EncodingCache:
         self.characters: dict[str, str] = {}
         self.lines: dict[str, bytes] = {}
         self.units: dict[tuple[str, str, str], _EncodedUnit] = {}
+        self._met_once: dict[tuple[str, str, str], _EncodedUnit] = {}
         self._layouts: OrderedDict[tuple[tuple[str, ...], tuple[_Shape, ...]], _LineLayout] = (
             OrderedDict()
         )
@@ -605,12 +608,23 @@ class EncodingCache:
         never reads its text again.
         """
         key = (flavour, link_marker, text)
-        return self.units.get(key) or _kept(
-            self.units,
-            key,
-            lambda: _EncodedUnit(_unit_pieces(text, flavour, link_marker, self)),
-            self.units_kept,
-        )
+        found = self.units.get(key)
+        if found is not None:
+            return found
+        # A unit is kept among the shared ones once met twice: most units met once
+        # are a reader's own why line, and emptying a full table of those must
+        # not drop the blocks every selection holds (each costs its encoding again).
+        found = self._met_once.pop(key, None)
+        if found is not None:
+            if len(self.units) >= self.units_kept:
+                self.units.clear()
+            self.units[key] = found
+            return found
+        found = _EncodedUnit(_unit_pieces(text, flavour, link_marker, self))
+        if len(self._met_once) >= self.units_kept:
+            self._met_once.clear()
+        self._met_once[key] = found
+        return found
 
     def line_layout(self, fixed: tuple[str, ...], shapes: tuple[_Shape, ...]) -> _LineLayout:
         """`_line_layout` of a line, once per line and value shapes (while kept)."""
