@@ -27,7 +27,9 @@ one personal digest's bytes over the same connections, round by round. With
 their own in each phrase, so every reader's why lines, hence their selection,
 differ (one compiled digest per reader). It also prints the CPU per message
 of the sending processes and of the sink, and the ceiling they put on two
-processes on this machine's cores;
+processes on this machine's cores. With `--personal --cli-readers N`, instead,
+`newsletter send` itself end to end for N personal readers (its start,
+ranking and sending processes), beside `smtp-source` sending as many messages;
 
 run interleaved round by round; each ratio is taken within a round and the
 median over the rounds is reported with its spread. Then the peak memory
