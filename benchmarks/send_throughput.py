@@ -1516,25 +1516,16 @@ def main() -> None:
     if arguments.child == "dry-run":
         child_dry_run(arguments.database_url, arguments.subscribers, arguments.concurrency)
         return
+    measure, show = run, print_table
     if arguments.personal and arguments.cli_readers:
-        end_to_end = measure_personal_cli(arguments)
-        if arguments.json:
-            print(json.dumps(end_to_end))
-        else:
-            print_personal_cli(end_to_end)
-        return
-    if arguments.personal:
-        personal = measure_personal(arguments)
-        if arguments.json:
-            print(json.dumps(personal))
-        else:
-            print_personal(personal)
-        return
-    results = run(arguments)
+        measure, show = measure_personal_cli, print_personal_cli
+    elif arguments.personal:
+        measure, show = measure_personal, print_personal
+    results = measure(arguments)
     if arguments.json:
         print(json.dumps(results))
     else:
-        print_table(results)
+        show(results)
 
 
 if __name__ == "__main__":
