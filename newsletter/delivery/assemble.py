@@ -786,18 +786,17 @@ class _EncodedUnit:
     def __init__(self, pieces: list[bytes | _SlotLine]) -> None:
         self.pieces: tuple[bytes | _SlotLine, ...] = tuple(pieces)
         self.fragments: dict[tuple[_Shape, ...], _WireFragment] = {}
-        if len(pieces) == 1 and isinstance(pieces[0], bytes):
-            # Lines without values, as most units met once are (a reader's why line):
-            # one fragment for every reader, made now.
+        lines = [piece for piece in pieces if isinstance(piece, _SlotLine)]
+        # The shapes last asked for and their fragment: readers' shapes are nearly always
+        # alike, and a unit without values has only the one, made now.
+        self.last: tuple[tuple[_Shape, ...], _WireFragment] | None = None
+        if not lines:
+            # Lines without values, as most units met once are (a reader's why line).
             self.slots: frozenset[int] = frozenset()
             self.shape_indices: tuple[int, ...] = ()
             self.feedback_papers = 0
-            self.last: tuple[tuple[_Shape, ...], _WireFragment] | None = (
-                (),
-                _fixed_fragment(pieces),
-            )
+            self.last = ((), _fixed_fragment(pieces))
             return
-        lines = [piece for piece in pieces if isinstance(piece, _SlotLine)]
         self.slots = frozenset(slot for line in lines for slot in line.slots)
         self.shape_indices = tuple(sorted({i for line in lines for i in line.shape_indices}))
         self.feedback_papers = max(
@@ -809,9 +808,6 @@ class _EncodedUnit:
             ),
             default=0,
         )
-        # The shapes last asked for and their fragment: readers' shapes are nearly always
-        # alike, and a unit without values has only the one, made now.
-        self.last = None if lines else ((), _fixed_fragment(pieces))
 
     def fragment(self, shapes: tuple[_Shape, ...], cache: EncodingCache) -> _WireFragment:
         """The unit's wire items for a reader's shapes (those of its own values decide)."""
