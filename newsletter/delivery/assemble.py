@@ -1133,6 +1133,27 @@ class _WirePlan:
         return PreparedMessage(b"".join(parts), size, eight_bit)
 
 
+# The header and boundary lines before the text part, before the HTML part and after it.
+_Frame = tuple[tuple[bytes | int, ...], tuple[bytes | int, ...], tuple[bytes | int, ...]]
+
+
+def _framed(
+    settings: Settings,
+    subject: str,
+    boundary: str,
+    text_pieces: Sequence[_Piece],
+    html_pieces: Sequence[_Piece],
+) -> tuple[list[_Piece], _Frame]:
+    """A digest's pieces in order, its two parts framed by its header and boundary lines.
+
+    Also the runs of those lines between the parts (`_Frame`), which a
+    personal digest's wire plans hold as fixed runs.
+    """
+    head, (text_head, html_head), closing = _message_frame(settings, subject, boundary)
+    pieces: list[_Piece] = [*head, text_head, *text_pieces, html_head, *html_pieces, closing]
+    return pieces, ((*head, text_head), (html_head,), (closing,))
+
+
 def _message_frame(
     settings: Settings, subject: str, boundary: str
 ) -> tuple[list[bytes | int], tuple[bytes, bytes], bytes]:
@@ -1260,12 +1281,16 @@ class CompiledDigest:
         count = len(feedback_papers)
         text_pieces = _encoded_part_pieces(normalised_body(text), "text", link_marker, count, cache)
         html_pieces = _encoded_part_pieces(normalised_body(html), "html", link_marker, count, cache)
-        head, (text_head, html_head), closing = _message_frame(
-            settings, _subject_line(subject, is_test=is_test), cache.boundary(edition_date)
+        pieces, _ = _framed(
+            settings,
+            _subject_line(subject, is_test=is_test),
+            cache.boundary(edition_date),
+            text_pieces,
+            html_pieces,
         )
         return cls._of_parts(
             settings,
-            [*head, text_head, *text_pieces, html_head, *html_pieces, closing],
+            pieces,
             html_pieces=html_pieces,
             groups=None,
             edition_date=edition_date,
@@ -1310,19 +1335,23 @@ class CompiledDigest:
 
         text_pieces = encoded(text_units, "text")
         html_pieces = encoded(html_units, "html")
-        head, (text_head, html_head), closing = _message_frame(
-            settings, _subject_line(subject, is_test=False), cache.boundary(edition_date)
+        pieces, (before_text, before_html, after_html) = _framed(
+            settings,
+            _subject_line(subject, is_test=False),
+            cache.boundary(edition_date),
+            text_pieces,
+            html_pieces,
         )
         return cls._of_parts(
             settings,
-            [*head, text_head, *text_pieces, html_head, *html_pieces, closing],
+            pieces,
             html_pieces=html_pieces,
             groups=[
-                cache.fixed_run((*head, text_head)),
+                cache.fixed_run(before_text),
                 *text_pieces,
-                cache.fixed_run((html_head,)),
+                cache.fixed_run(before_html),
                 *html_pieces,
-                cache.fixed_run((closing,)),
+                cache.fixed_run(after_html),
             ],
             edition_date=edition_date,
             clock=clock,
