@@ -26,13 +26,11 @@ def as_batch_work() -> Iterator[None]:
     idle one), and it is put back as it was; elsewhere than Linux, nothing
     is done. Applies to the calling thread (the event loop's).
     """
-    setter = getattr(os, "sched_setscheduler", None)
-    batch = getattr(os, "SCHED_BATCH", None)
     changed = False
-    if setter is not None and batch is not None:
+    if hasattr(os, "SCHED_BATCH"):  # Linux's
         with contextlib.suppress(OSError):
             if os.sched_getscheduler(0) == os.SCHED_OTHER:
-                setter(0, batch, os.sched_param(0))
+                os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
                 changed = True
     try:
         yield
