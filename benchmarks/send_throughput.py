@@ -456,6 +456,21 @@ def send_in_processes(
     return outcome.report.sent
 
 
+def cli_environment(settings: Settings) -> dict[str, str]:
+    """The environment for a `newsletter` command with these settings (none of ours inherited)."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    return environment | {
+        "NEWSLETTER_DATABASE_URL": settings.database_url,
+        "NEWSLETTER_SMTP_HOST": settings.smtp_host,
+        "NEWSLETTER_SMTP_PORT": str(settings.smtp_port),
+        "NEWSLETTER_SMTP_TIMEOUT_SECONDS": str(settings.smtp_timeout_seconds),
+        "NEWSLETTER_SECRET_KEY": settings.secret_key,
+        "NEWSLETTER_BASE_URL": settings.base_url,
+        "NEWSLETTER_FROM_ADDRESS": settings.from_address,
+        "NEWSLETTER_SEND_RETRY_BASE_SECONDS": "0",
+    }
+
+
 def measure_cli(
     settings: Settings, *, processes: int, subscribers: int, digest: tuple[str, str, str], tmp: Path
 ) -> float:
@@ -471,18 +486,8 @@ def measure_cli(
     engine = create_db_engine(settings.database_url)
     subject, html, body = digest
     seed_database(engine, subscribers=subscribers, subject=subject, html=html, body=body)
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    environment |= {
-        "NEWSLETTER_DATABASE_URL": settings.database_url,
-        "NEWSLETTER_SMTP_HOST": settings.smtp_host,
-        "NEWSLETTER_SMTP_PORT": str(settings.smtp_port),
-        "NEWSLETTER_SMTP_CONCURRENCY": str(max(1, settings.smtp_concurrency // processes)),
-        "NEWSLETTER_SMTP_TIMEOUT_SECONDS": str(settings.smtp_timeout_seconds),
-        "NEWSLETTER_SECRET_KEY": settings.secret_key,
-        "NEWSLETTER_BASE_URL": settings.base_url,
-        "NEWSLETTER_FROM_ADDRESS": settings.from_address,
-        "NEWSLETTER_SEND_RETRY_BASE_SECONDS": "0",
-    }
+    environment = cli_environment(settings)
+    environment["NEWSLETTER_SMTP_CONCURRENCY"] = str(max(1, settings.smtp_concurrency // processes))
     command = [sys.executable, "-m", "newsletter", "worker", "--processes", str(processes)]
     try:
         started = time.perf_counter()
@@ -1058,17 +1063,7 @@ def measure_personal_cli(arguments: argparse.Namespace) -> dict[str, object]:
                 engine, readers=count, seed=0, all_different=arguments.all_different
             )
             prepare_edition(settings, engine, day=day)
-            environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-            environment |= {
-                "NEWSLETTER_DATABASE_URL": url,
-                "NEWSLETTER_SMTP_HOST": settings.smtp_host,
-                "NEWSLETTER_SMTP_PORT": str(port),
-                "NEWSLETTER_SMTP_TIMEOUT_SECONDS": str(settings.smtp_timeout_seconds),
-                "NEWSLETTER_SECRET_KEY": settings.secret_key,
-                "NEWSLETTER_BASE_URL": settings.base_url,
-                "NEWSLETTER_FROM_ADDRESS": settings.from_address,
-                "NEWSLETTER_SEND_RETRY_BASE_SECONDS": "0",
-            }
+            environment = cli_environment(settings)  # the CLI's own concurrency
             command = [sys.executable, "-m", "newsletter", "send", "--date", day.isoformat()]
             log(f"running: newsletter send --date {day.isoformat()}")
             children_cpu = cpu_seconds(resource.RUSAGE_CHILDREN)
