@@ -1017,8 +1017,8 @@ def measure_personal(arguments: argparse.Namespace) -> dict[str, object]:
     if isinstance(senders_cpu, float) and isinstance(sink_cpu, float):
         # What two sending processes and the sink could send on this machine's cores if
         # they never waited: the sink alone bounds smtp-source (1 / its CPU per message).
-        results["cores"] = available_cores()
-        results["ceiling_2p"] = available_cores() / ((senders_cpu + sink_cpu) / 1e6)
+        cores = results["cores"] = available_cores()
+        results["ceiling_2p"] = cores / ((senders_cpu + sink_cpu) / 1e6)
     return results
 
 
