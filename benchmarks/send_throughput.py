@@ -31,6 +31,8 @@ processes on this machine's cores. With `--personal --cli-readers N`, instead,
 `newsletter send` itself end to end for N personal readers (its start,
 ranking and sending processes), beside `smtp-source` sending as many messages;
 
+Every Python path runs on the event loop the commands run on (uvloop where it
+is installed: `newsletter.core.eventloop`). The paths are
 run interleaved round by round; each ratio is taken within a round and the
 median over the rounds is reported with its spread. Then the peak memory
 (VmHWM, read by the measured process itself) of a dry run of (a), everything
@@ -65,6 +67,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 import aiosmtplib  # noqa: E402
 from sqlalchemy import Engine, text  # noqa: E402
 
+from newsletter.core import eventloop  # noqa: E402
 from newsletter.core.db import create_db_engine, upgrade_schema  # noqa: E402
 from newsletter.core.settings import Settings, load_settings  # noqa: E402
 from newsletter.values import (  # noqa: E402
@@ -373,7 +376,7 @@ def measure_pipeline(
         subject, html, body = digest
         seed_database(engine, subscribers=subscribers, subject=subject, html=html, body=body)
         started = time.perf_counter()
-        report = asyncio.run(send_edition(settings, engine, edition_date=EDITION_DATE))
+        report = eventloop.run(send_edition(settings, engine, edition_date=EDITION_DATE))
         elapsed = time.perf_counter() - started
     finally:
         engine.dispose()
@@ -542,7 +545,7 @@ def measure_raw(settings: Settings, *, count: int, digest: tuple[str, str, str])
     async def send(client: aiosmtplib.SMTP, index: int) -> None:
         await client.sendmail(sender, [f"reader{index}@example.org"], message)
 
-    return asyncio.run(_send_over_connections(settings, count, settings.smtp_concurrency, send))
+    return eventloop.run(_send_over_connections(settings, count, settings.smtp_concurrency, send))
 
 
 def smtp_source_command() -> Path | None:
@@ -638,7 +641,7 @@ def measure_prepared(settings: Settings, *, count: int, digest: tuple[str, str, 
         await asyncio.gather(*(client.quit() for client in clients))
         return count / (time.perf_counter() - started)
 
-    return asyncio.run(run())
+    return eventloop.run(run())
 
 
 def measure_naive(settings: Settings, *, count: int, digest: tuple[str, str, str]) -> float:
@@ -665,7 +668,7 @@ def measure_naive(settings: Settings, *, count: int, digest: tuple[str, str, str
         )
         await client.send_message(message)
 
-    return asyncio.run(_send_over_connections(settings, count, settings.smtp_concurrency, send))
+    return eventloop.run(_send_over_connections(settings, count, settings.smtp_concurrency, send))
 
 
 def measure_assemble_microseconds(settings: Settings, digest: tuple[str, str, str]) -> float:
@@ -774,7 +777,7 @@ def child_dry_run(database_url: str, subscribers: int, concurrency: int) -> None
     transport = NullTransport(lanes=concurrency)
     started = time.perf_counter()
     try:
-        report = asyncio.run(
+        report = eventloop.run(
             send_edition(settings, engine, edition_date=EDITION_DATE, transport=transport)
         )
     finally:
@@ -962,7 +965,7 @@ def measure_personal(arguments: argparse.Namespace) -> dict[str, object]:
                 digest = first_personal_digest(personal.blocks, stored)
                 used = CpuUse(port)
                 clock = time.perf_counter()
-                report = asyncio.run(send_edition(settings, engine, edition_date=day))
+                report = eventloop.run(send_edition(settings, engine, edition_date=day))
                 rates["personal"].append(report.sent / (time.perf_counter() - clock))
                 used.per_message(report.sent, cpu, "1p")
                 if report.sent != count:

@@ -793,10 +793,10 @@ def worker(
 
 
 def _run_async(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine (asyncio is imported here: `--help` never needs it)."""
-    import asyncio
+    """Run a command's coroutine (the loop is imported here: `--help` never needs it)."""
+    from newsletter.core import eventloop
 
-    return asyncio.run(coroutine)
+    return eventloop.run(coroutine)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

@@ -8,7 +8,6 @@ production uses.
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 from pathlib import Path
@@ -18,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
+from newsletter.core import eventloop
 from newsletter.core.db import create_db_engine, session_scope, upgrade_schema
 from newsletter.core.errors import ConfigurationError
 from newsletter.core.settings import Settings, SmtpSecurity
@@ -72,7 +72,7 @@ def run_demo(settings: Settings, *, outbox: Path, database_url: str, console: Co
         try:
             upgrade_schema(engine)
             console.print(f"[bold]1. Ingest[/] the bundled sample day ({SAMPLE_DAY.isoformat()})")
-            report = asyncio.run(
+            report = eventloop.run(
                 ingest_papers(
                     demo_settings,
                     engine,
@@ -99,7 +99,7 @@ def run_demo(settings: Settings, *, outbox: Path, database_url: str, console: Co
             console.print(f"   Subject: {edition.subject}", highlight=False)
             console.print(f"[bold]3. Send[/] over SMTP to the local server on port {server.port}")
             with RichSendProgress(console) as progress:
-                sent = asyncio.run(
+                sent = eventloop.run(
                     send_edition(demo_settings, engine, edition_date=SAMPLE_DAY, progress=progress)
                 )
             preview = _write_preview(outbox, edition, demo_settings)

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
 from newsletter.core.db import create_db_engine, upgrade_schema
+from newsletter.core.eventloop import loop_factory
 from newsletter.core.settings import Settings, load_settings
 from tests.support.cli import cli_environment
 from tests.support.message_kinds import SentKinds, received_every_kind
 from tests.support.postgres import postgres_database_or_skip
 from tests.support.relevance_corpus import store_labelled_papers
 from tests.support.smtp_server import RecordingSmtpServer
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Async tests run on the loop the commands run on; `both_event_loops` adds asyncio's.
+
+    The commands and uvicorn use uvloop where it is installed and asyncio's
+    own loop elsewhere, and the SMTP conversation must work on either.
+    """
+    factories = {"commands": loop_factory()}
+    if item.get_closest_marker("both_event_loops"):
+        factories["asyncio"] = asyncio.new_event_loop
+    return factories
 
 
 @pytest.fixture(autouse=True)

@@ -45,6 +45,9 @@ from tests.support.sending import (
 )
 from tests.support.smtp_server import RecordingSmtpServer
 
+# The SMTP conversation runs on uvloop (the commands') and on asyncio's own loop.
+pytestmark = pytest.mark.both_event_loops
+
 
 class RecordingProgress:
     """A SendProgress that remembers every call."""

@@ -36,6 +36,9 @@ from tests.support.sending import (
 )
 from tests.support.smtp_server import FaultRule, RecordingSmtpServer
 
+# The SMTP conversation runs on uvloop (the commands') and on asyncio's own loop.
+pytestmark = pytest.mark.both_event_loops
+
 
 def with_fault(server: RecordingSmtpServer, rule: FaultRule) -> None:
     """Install a fault rule on the running server."""

@@ -43,6 +43,9 @@ from tests.support.sending import DAY, ledger_rows, make_edition, seed_subscribe
 from tests.support.smtp_server import Hold, RecordingSmtpServer
 from tests.test_assemble import displayed_address, make_settings
 
+# The SMTP conversation runs on uvloop (the commands') and on asyncio's own loop.
+pytestmark = pytest.mark.both_event_loops
+
 EDITION_DATE = date(2026, 1, 5)
 SENT_AT = datetime(2026, 1, 5, 7, 30, 15, tzinfo=UTC)
 LINK_MARKER = "0123456789abcdef0123456789abcdef"

@@ -214,6 +214,10 @@ def _transaction_protocol(client: aiosmtplib.SMTP) -> _PipelinedProtocol | None:
     if not isinstance(protocol, _PipelinedProtocol):
         # Same object, same state, one more behaviour (only while `_replies` is set).
         protocol.__class__ = _PipelinedProtocol
+        # uvloop's transports keep the protocol's data_received from when it was set:
+        # setting it again makes them call the new class's, as asyncio's do anyway.
+        if protocol.transport is not None:  # it is: the protocol is connected
+            protocol.transport.set_protocol(protocol)
     assert isinstance(protocol, _PipelinedProtocol)
     return protocol
 

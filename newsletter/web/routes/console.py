@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import StreamingResponse
 
+from newsletter.core import eventloop
 from newsletter.core.clock import utc_now
 from newsletter.core.db import session_scope
 from newsletter.core.errors import (
@@ -762,7 +763,7 @@ async def ingest_now(form: CheckedFormDep, operator: OperatorDep, web: WebDep) -
     try:
         # Ingest writes to the database between its awaits: it gets a loop of its own, off this one.
         report = await asyncio.to_thread(
-            asyncio.run,
+            eventloop.run,
             ingest_papers(web.settings, web.database, day=day, source=PaperSource(raw_source)),
         )
     except IngestError as error:
