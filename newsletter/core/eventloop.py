@@ -5,7 +5,7 @@ transports (benchmarks/README.md); uvloop does that work in C. uvicorn
 picks uvloop by itself when it is installed, so the web server and the
 commands run on the same loop. Where uvloop cannot be installed (Windows),
 asyncio's loop runs the same code: `connection.py` relies only on what
-both loops do, and tests/test_smtp_wire.py runs the wire tests on each.
+both loops do, and the SMTP tests (marked `both_event_loops`) run on each.
 """
 
 from __future__ import annotations
