@@ -1015,6 +1015,11 @@ def measure_personal(arguments: argparse.Namespace) -> dict[str, object]:
             results[f"cpu_us_per_message_{whose}_{case}"] = (
                 statistics.median(found) if found else None
             )
+    one_sender_cpu = results["cpu_us_per_message_senders_1p"]
+    if isinstance(one_sender_cpu, float):
+        # One sending process runs on one core at most (the sink has the other):
+        # it cannot send faster than one message per its CPU per message.
+        results["ceiling_1p"] = 1e6 / one_sender_cpu
     senders_cpu = results["cpu_us_per_message_senders_2p"]
     sink_cpu = results["cpu_us_per_message_sink_2p"]
     if isinstance(senders_cpu, float) and isinstance(sink_cpu, float):
@@ -1181,6 +1186,12 @@ def print_personal(results: dict[str, object]) -> None:
         print(
             f"CPU per message, {name}    {microseconds(f'cpu_us_per_message_senders_{case}')} "
             f"sending, {microseconds(f'cpu_us_per_message_sink_{case}')} the sink"
+        )
+    one_ceiling = results.get("ceiling_1p")
+    if isinstance(one_ceiling, float) and isinstance(limit, float):
+        print(
+            f"1 process's ceiling              {one_ceiling:,.0f} msg/s, "
+            f"{one_ceiling / limit:.3f} × the limit: 1 core / sending CPU per message"
         )
     ceiling = results.get("ceiling_2p")
     if isinstance(ceiling, float) and isinstance(limit, float):
