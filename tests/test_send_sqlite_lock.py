@@ -12,10 +12,12 @@ import asyncio
 import sqlite3
 import threading
 
+import pytest
 from sqlalchemy import Engine
 
 from newsletter.core.db import try_begin_write
 from newsletter.core.settings import Settings
+from newsletter.delivery import worker
 from newsletter.delivery.worker import FLUSH_MAX_ROWS, send_edition
 from newsletter.models import DeliveryStatus
 from tests.support.sending import DAY, ledger_rows, make_edition, received, seed_subscribers
@@ -25,12 +27,23 @@ READERS = 300
 WAIT_SECONDS = 60.0
 
 
+# One lane: it is held back when the first batch is full, so it goes on only if the
+# batch's write in progress lets it (with several, one in flight could go on alone).
+@pytest.mark.parametrize("lanes", [4, 1])
 async def test_a_worker_keeps_sending_while_another_process_holds_the_write_lock(
-    settings: Settings, engine: Engine, smtp_server: RecordingSmtpServer
+    settings: Settings,
+    engine: Engine,
+    smtp_server: RecordingSmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    lanes: int,
 ) -> None:
+    settings = settings.model_copy(update={"smtp_concurrency": lanes})
+    # The first flush comes when FLUSH_MAX_ROWS outcomes are in hand, not at a tick of
+    # the clock: a tick that found only the first few would leave a worker that went on
+    # with fewer messages to send before its backpressure than the count below.
+    monkeypatch.setattr(worker, "FLUSH_INTERVAL_SECONDS", WAIT_SECONDS)
     addresses = seed_subscribers(engine, READERS)
     make_edition(engine)
-    lanes = settings.smtp_concurrency
     # Stalled in a busy handler, a worker could not get past the outcomes of its first
     # flush and the messages already on the wire: this many arrive only if it went on.
     beyond_a_stalled_worker = FLUSH_MAX_ROWS + lanes + 1

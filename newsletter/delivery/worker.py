@@ -29,8 +29,9 @@ cancel, and rows held by a worker that died return to the queue when its
 lease (NEWSLETTER_SEND_LEASE_SECONDS) expires. A message is sent twice only
 when the server accepted it but its `sent` mark was not yet committed when
 the worker died; per worker, that is at most the messages in flight (one per
-lane: `smtp_concurrency` × relays) plus the accepted-but-unwritten outcomes,
-which the backpressure below caps at 2 × FLUSH_MAX_ROWS + lanes. So after a
+lane: `smtp_concurrency` × relays) plus the accepted-but-unwritten outcomes.
+The backpressure below caps those two together at FLUSH_MAX_ROWS + lanes - 1
+while no batch is being written, and as much again while one is. So after a
 crash, duplicates ≤ 2 × (lanes + FLUSH_MAX_ROWS) per worker that died, in
 practice the messages of the last ~0.2 s. A resent message carries the same
 Message-ID (derived from the ledger row), so receiving servers that remember
@@ -1081,6 +1082,10 @@ class _Worker:
             attempts, self.attempt_log = self.attempt_log, {}
             if self.pending or attempts:
                 batch, self.pending = self.pending, []
+                # The outcomes are the batch's now: lanes held back by a full `pending`
+                # go on while it is written, however long another process holds
+                # SQLite's write lock (up to FLUSH_MAX_ROWS more, then they wait again).
+                self.room.set()
                 now = self.clock()
                 checks = await self._db(lambda c: self._write_outcomes(c, batch, attempts, now))
                 self.held.difference_update(outcome.delivery_id for outcome in batch)
