@@ -614,17 +614,15 @@ class EncodingCache:
         # A unit is kept among the shared ones once met twice: most units met once
         # are a reader's own why line, and emptying a full table of those must
         # not drop the blocks every selection holds (each costs its encoding again).
-        found = self._met_once.pop(key, None)
-        if found is not None:
-            if len(self.units) >= self.units_kept:
-                self.units.clear()
-            self.units[key] = found
-            return found
-        found = _EncodedUnit(_unit_pieces(text, flavour, link_marker, self))
-        if len(self._met_once) >= self.units_kept:
-            self._met_once.clear()
-        self._met_once[key] = found
-        return found
+        met_before = self._met_once.pop(key, None)
+        if met_before is not None:
+            return _kept(self.units, key, lambda: met_before, self.units_kept)
+        return _kept(
+            self._met_once,
+            key,
+            lambda: _EncodedUnit(_unit_pieces(text, flavour, link_marker, self)),
+            self.units_kept,
+        )
 
     def line_layout(self, fixed: tuple[str, ...], shapes: tuple[_Shape, ...]) -> _LineLayout:
         """`_line_layout` of a line, once per line and value shapes (while kept)."""
