@@ -1187,18 +1187,17 @@ def print_personal(results: dict[str, object]) -> None:
             f"CPU per message, {name}    {microseconds(f'cpu_us_per_message_senders_{case}')} "
             f"sending, {microseconds(f'cpu_us_per_message_sink_{case}')} the sink"
         )
-    one_ceiling = results.get("ceiling_1p")
-    if isinstance(one_ceiling, float) and isinstance(limit, float):
-        print(
-            f"1 process's ceiling              {one_ceiling:,.0f} msg/s, "
-            f"{one_ceiling / limit:.3f} × the limit: 1 core / sending CPU per message"
-        )
-    ceiling = results.get("ceiling_2p")
-    if isinstance(ceiling, float) and isinstance(limit, float):
-        print(
-            f"2 processes' ceiling             {ceiling:,.0f} msg/s, {ceiling / limit:.3f} × the "
-            f"limit: {results['cores']} cores / (sending + sink CPU per message)"
-        )
+    for key, name, bound in (
+        ("ceiling_1p", "1 process's ceiling", "1 core / sending CPU per message"),
+        (
+            "ceiling_2p",
+            "2 processes' ceiling",
+            f"{results.get('cores')} cores / (sending + sink CPU per message)",
+        ),
+    ):
+        ceiling = results.get(key)
+        if isinstance(ceiling, float) and isinstance(limit, float):
+            print(f"{name:<33}{ceiling:,.0f} msg/s, {ceiling / limit:.3f} × the limit: {bound}")
 
 
 # ---- the whole run ------------------------------------------------------------------------
