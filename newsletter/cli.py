@@ -420,7 +420,13 @@ def _send_and_report(context: CliContext, day: dt.date, *, processes: int | None
     from newsletter.delivery.progress import RichSendProgress
     from newsletter.delivery.worker import prepare_send, send_edition
 
-    begun = prepare_send(context.engine(), edition_date=day, settings=context.settings)
+    # The personal readers are ranked on as many cores as will send (no thread runs yet).
+    begun = prepare_send(
+        context.engine(),
+        edition_date=day,
+        settings=context.settings,
+        ranking_processes=_process_count(context.settings, processes, queued=None),
+    )
     count = _process_count(context.settings, processes, queued=begun.queued)
     if count > 1 and not begun.finished:
         command = [*_newsletter(context), "send", "--as-child", "--date", day.isoformat()]

@@ -11,6 +11,7 @@ receive must be exactly what one ranking of all of them gives.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -32,7 +33,7 @@ from newsletter.delivery.selections import (
     selections,
     store_selections,
 )
-from newsletter.delivery.worker import send_edition
+from newsletter.delivery.worker import prepare_send, send_edition
 from newsletter.editions import personal
 from newsletter.editions.content import prepare_edition
 from newsletter.editions.personal import (
@@ -183,6 +184,47 @@ def test_the_start_ranks_before_it_locks_then_stores_batch_by_batch_a_shared_sel
     # A selection met in several batches is stored once.
     assert len(stored) == len(distinct)
     assert rows["reader0@example.org"] == rows["reader4@example.org"] == rows["reader8@example.org"]
+
+
+def test_readers_ranked_in_two_processes_get_what_one_process_gives_them(
+    database: tuple[Engine, Settings], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # `newsletter send` ranks on as many processes as will send: the pages of
+    # readers go to forked children, and every reader must get what ranking
+    # everyone in one process gives, stored as one process would store it.
+    engine, settings = database
+    ids = _reader_ids(engine)
+    one_pass = personal_picks(settings, engine, day=DAY, subscriber_ids=sorted(ids.values()))
+    expected = {
+        address: [(p.arxiv_id, p.why) for p in one_pass[reader]]
+        for address, reader in ids.items()
+        if reader in one_pass
+    }
+    monkeypatch.setattr(personal, "READERS_PER_BATCH", 3)
+    rankers = tmp_path / "rankers"  # a child's memory is its own: each writes its pid here
+    load_readers = personal.load_readers
+
+    def ranking(connection: Connection, subscriber_ids: Sequence[int], **kwargs: object) -> object:
+        with rankers.open("a") as log:
+            log.write(f"{os.getpid()} {len(subscriber_ids)}\n")
+        return load_readers(connection, subscriber_ids, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(personal, "load_readers", ranking)
+    prepare_edition(settings, engine, day=DAY)
+    begun = prepare_send(engine, edition_date=DAY, settings=settings, ranking_processes=2)
+
+    assert begun.queued == len(READERS) + 1
+    ranked = [line.split() for line in rankers.read_text().splitlines()]
+    # Four pages of daily readers, none ranked by this process.
+    assert sorted(int(size) for _, size in ranked) == [1, 3, 3, 3]
+    assert str(os.getpid()) not in {pid for pid, _ in ranked}
+    rows, stored = _stored(engine)
+    assert {address: stored[_id(rows[address])] for address in expected} == expected
+    assert rows["plain@example.org"] is None
+    assert len(stored) == len({tuple(picks) for picks in expected.values()})
+    # The engine this process holds still works after the children let go of theirs.
+    with engine.connect() as connection:
+        assert connection.execute(select(deliveries.c.id)).all()
 
 
 async def test_a_worker_reads_only_the_selections_its_rows_point_at(

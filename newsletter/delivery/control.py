@@ -107,20 +107,25 @@ def start_with_selections(
 
 
 def picks_if_draft(
-    engine: Engine, edition_date: dt.date, settings: Settings | None
+    engine: Engine,
+    edition_date: dt.date,
+    settings: Settings | None,
+    *,
+    ranking_processes: int = 1,
 ) -> Iterable[PreparedSelections]:
     """The day's selections, batch by batch, when the edition is still a draft.
 
     A started edition keeps its own (none here). Call it before the start's
     transaction: it counts the corpus (a write) and ranks every reader
-    (`rank_readers`); the start then reads the batches back.
+    (`rank_readers`, in `ranking_processes` forked processes: only from a
+    caller that runs no thread); the start then reads the batches back.
     """
     if settings is None:
         return ()
     with engine.connect() as connection:
         if load_rendered_edition(connection, edition_date).status is not EditionStatus.DRAFT:
             return ()
-    return rank_readers(settings, engine, day=edition_date)
+    return rank_readers(settings, engine, day=edition_date, processes=ranking_processes)
 
 
 def pause_edition(engine: Engine, edition_date: dt.date, *, reason: str) -> None:

@@ -47,8 +47,8 @@ from newsletter.editions.personal import (
     ReaderSelection,
     SelectionBatch,
     edition_blocks,
-    edition_selections,
     load_selections,
+    ranked_selections,
     selection_papers,
 )
 from newsletter.models import Selection
@@ -74,7 +74,7 @@ QP_CACHE_MAX_PIECES = 50_000
 
 
 def rank_readers(
-    settings: Settings, engine: Engine, *, day: dt.date
+    settings: Settings, engine: Engine, *, day: dt.date, processes: int = 1
 ) -> Iterator[PreparedSelections]:
     """Each reader's selection of the day (daily personal readers, weekly readers of the day).
 
@@ -87,18 +87,33 @@ def rank_readers(
     SQLite database (sign-ups, another edition's worker) waiting for the
     whole ranking, 26 s at 100,000 readers. Readers absent get the trending
     digest.
+
+    With `processes` above one the daily readers' batches are ranked, prepared
+    and compressed in that many forked processes (`ranked_selections`): only
+    for a caller that has started no thread (the CLI's send).
     """
-    return spooled(edition_selections(settings, engine, day=day))
+    return _spooled_records(
+        ranked_selections(settings, engine, day=day, then=_spool_record, processes=processes)
+    )
 
 
 def spooled(batches: Iterable[SelectionBatch]) -> Iterator[PreparedSelections]:
     """Take every batch now, prepared for storing, into a temporary file; then read them back."""
+    return _spooled_records(map(_spool_record, batches))
+
+
+def _spool_record(batch: SelectionBatch) -> bytes:
+    """A batch as the spool keeps it: prepared for storing, pickled and compressed."""
+    with cycle_collection_paused():  # a batch makes ~100,000 small objects, no cycles
+        prepared = PreparedSelections.of(batch)
+    return zlib.compress(pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL), 1)
+
+
+def _spooled_records(records: Iterable[bytes]) -> Iterator[PreparedSelections]:
     spool = _Spool()
     try:
-        for batch in batches:
-            with cycle_collection_paused():  # a batch makes ~100,000 small objects, no cycles
-                prepared = PreparedSelections.of(batch)
-            spool.write(prepared)
+        for record in records:
+            spool.write(record)
     except BaseException:
         spool.close()
         raise
@@ -151,10 +166,10 @@ class _Spool:
         # Open across `write` and `read`, which closes it (or `close`, on failure).
         self._file = tempfile.TemporaryFile()  # noqa: SIM115
 
-    def write(self, batch: PreparedSelections) -> None:
-        data = zlib.compress(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL), 1)
-        self._file.write(len(data).to_bytes(8, "big"))
-        self._file.write(data)
+    def write(self, record: bytes) -> None:
+        """A batch's record (`_spool_record`), written as it comes."""
+        self._file.write(len(record).to_bytes(8, "big"))
+        self._file.write(record)
 
     def read(self) -> Iterator[PreparedSelections]:
         self._file.seek(0)

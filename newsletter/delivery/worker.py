@@ -1296,17 +1296,19 @@ def prepare_send(
     edition_date: dt.date,
     now: Clock = utc_now,
     settings: Settings | None = None,
+    ranking_processes: int = 1,
 ) -> SendStart:
     """Start a draft edition (fixing its audience) or check that one started may go on.
 
     With `settings`, a draft's personal readers are ranked before the start's
-    transaction, and their selections stored with the audience in it (see
-    `control.start_edition`). Raises
+    transaction, in `ranking_processes` forked processes (only from a caller
+    that runs no thread yet: the CLI), and their selections stored with the
+    audience in it (see `control.start_edition`). Raises
     DeliveryError for a paused or cancelled edition, saying what to do.
     `send_edition` begins with it; `newsletter send --processes N` calls it
     once before starting the sending processes.
     """
-    picks = picks_if_draft(engine, edition_date, settings)
+    picks = picks_if_draft(engine, edition_date, settings, ranking_processes=ranking_processes)
 
     def prepare(connection: Connection) -> tuple[Edition, dict[DeliveryStatus, int]]:
         edition = load_rendered_edition(connection, edition_date)

@@ -22,9 +22,11 @@ import datetime as dt
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import partial
+from itertools import chain
+from typing import TYPE_CHECKING, TypeVar
 
 from jinja2 import Environment
 from sqlalchemy import (
@@ -51,6 +53,7 @@ from newsletter.core.errors import (
     NoDigestThatDayError,
     SubscriberNotFoundError,
 )
+from newsletter.core.forked import forked_map
 from newsletter.core.memory import cycle_collection_paused
 from newsletter.core.settings import Settings
 from newsletter.core.templating import make_template_environment
@@ -375,6 +378,14 @@ class ReaderRanking:
             background=background,
         )
         return cls(model, frequencies, set(needed), frozenset(p.arxiv_id for p in candidates))
+
+    def selections(self, connection: Connection, subscriber_ids: Sequence[int]) -> SelectionBatch:
+        """These daily readers' selections: their "For you" (readers without a profile left out)."""
+        with cycle_collection_paused():
+            return {
+                reader: ReaderSelection(tuple(picks))
+                for reader, picks in self.picks(connection, subscriber_ids).items()
+            }
 
     def picks(
         self,
@@ -782,6 +793,8 @@ def papers_sent(
 
 # One batch of readers' selections: subscriber id -> what their digest holds.
 SelectionBatch = dict[int, ReaderSelection]
+# What a caller of `ranked_selections` makes of each batch.
+Made = TypeVar("Made")
 
 
 def daily_selections(
@@ -796,12 +809,46 @@ def daily_selections(
     ranking: ReaderRanking | None = None
     for page in _reader_id_pages(connection, *_daily_personal()):
         ranking = ranking or ReaderRanking.fit(settings, connection, day=day, days=days)
-        with cycle_collection_paused():
-            batch = {
-                reader: ReaderSelection(tuple(picks))
-                for reader, picks in ranking.picks(connection, page).items()
-            }
-        yield batch
+        yield ranking.selections(connection, page)
+
+
+def _daily_in_processes(
+    settings: Settings,
+    engine: Engine,
+    connection: Connection,
+    *,
+    day: dt.date,
+    then: Callable[[SelectionBatch], Made],
+    processes: int,
+) -> Iterator[Made]:
+    """`daily_selections` passed through `then`, the pages ranked in `processes` forked processes.
+
+    The model is fitted here, once, before the fork: the children share it.
+    A reader's picks do not depend on the page they are ranked with
+    (`ReaderRanking`), so each child ranking its own pages gives every reader
+    what one process would. An audience of one page is ranked here.
+    """
+    pages = _reader_id_pages(connection, *_daily_personal())
+    first = next(pages, None)
+    if first is None:
+        return
+    ranking = ReaderRanking.fit(settings, connection, day=day)
+    second = next(pages, None)
+    if second is None:
+        yield then(ranking.selections(connection, first))
+        return
+
+    def rank(page: list[int]) -> Made:
+        with engine.connect() as own:  # a child's own connection, never the parent's
+            return then(ranking.selections(own, page))
+
+    yield from forked_map(
+        rank,
+        chain([first, second], pages),
+        processes=processes,
+        # The engine's pooled connections are the parent's: a child opens its own.
+        in_child=partial(engine.dispose, close=False),
+    )
 
 
 def weekly_selections(
@@ -866,6 +913,24 @@ def edition_selections(
     when asked for: a caller may consume them inside a write transaction (the
     send's start does), holding one batch at a time.
     """
+    return ranked_selections(settings, engine, day=day, then=_as_it_is)
+
+
+def ranked_selections(
+    settings: Settings,
+    engine: Engine,
+    *,
+    day: dt.date,
+    then: Callable[[SelectionBatch], Made],
+    processes: int = 1,
+) -> Iterator[Made]:
+    """`edition_selections`, each batch passed through `then`; the daily readers' in processes.
+
+    With `processes` above one, the daily readers' batches are ranked, and
+    passed through `then`, in that many forked processes (`core.forked`), in
+    their order: only for a caller that has started no thread of its own (the
+    CLI's send). Weekly readers, a seventh of them on any day, are ranked here.
+    """
     with engine.connect() as connection:
         if not any(
             _reader_ids(connection, *conditions, limit=1)
@@ -875,15 +940,27 @@ def edition_selections(
             # counted (its analyzer's import alone is 0.15-0.3 s of a send's start).
             return iter(())
     index_corpus(engine)
-    return _selection_batches(settings, engine, day=day)
+    return _selection_batches(settings, engine, day=day, then=then, processes=processes)
+
+
+def _as_it_is(batch: SelectionBatch) -> SelectionBatch:
+    return batch
 
 
 def _selection_batches(
-    settings: Settings, engine: Engine, *, day: dt.date
-) -> Iterator[SelectionBatch]:
+    settings: Settings,
+    engine: Engine,
+    *,
+    day: dt.date,
+    then: Callable[[SelectionBatch], Made],
+    processes: int,
+) -> Iterator[Made]:
     with engine.connect() as connection:
-        yield from daily_selections(settings, connection, day=day)
-        yield from weekly_selections(settings, engine, connection, day=day)
+        yield from _daily_in_processes(
+            settings, engine, connection, day=day, then=then, processes=processes
+        )
+        for batch in weekly_selections(settings, engine, connection, day=day):
+            yield then(batch)
 
 
 def load_selections(
