@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -39,9 +40,14 @@ from sqlalchemy import func, select
 
 from newsletter.core.db import create_db_engine
 from newsletter.delivery.control import start_with_selections
-from newsletter.delivery.selections import spooled
+from newsletter.delivery.selections import spool_record, spooled, spooled_records
 from newsletter.editions.content import prepare_edition
-from newsletter.editions.personal import SelectionBatch, daily_selections, index_corpus
+from newsletter.editions.personal import (
+    SelectionBatch,
+    daily_selections,
+    daily_selections_in_processes,
+    index_corpus,
+)
 from newsletter.models import Selection
 from newsletter.relevance.terms import analyzer
 
@@ -71,8 +77,15 @@ class TimedBatches:
             yield batch
 
 
-def rank_child(database_url: str) -> None:
-    """Rank and store every reader of the seeded database as a start does; print one JSON line."""
+def rank_child(database_url: str, processes: int) -> None:
+    """Rank and store every reader of the seeded database as a start does; print one JSON line.
+
+    With `processes` above one, the readers' pages are ranked and prepared in
+    that many forked processes, as `newsletter send` ranks them
+    (`daily_selections_in_processes`); the ranking's seconds are then the
+    wall time until every batch is spooled, and its CPU seconds this
+    process's and the children's.
+    """
     settings = bench_settings(database_url, 25, 1)
     engine = create_db_engine(database_url)
     try:
@@ -93,10 +106,27 @@ def rank_child(database_url: str) -> None:
         index_corpus(engine)  # as `edition_selections` does, before the start's transaction
         with engine.connect() as reading, engine.connect() as connection:
             # Ranked before the start's transaction, as `selections.rank_readers` does.
-            batches = TimedBatches(
-                daily_selections(settings, reading, day=day, days=CANDIDATE_DAYS)
-            )
-            ranked = spooled(batches)
+            if processes > 1:
+                cpu_started = time.process_time() + children_cpu_seconds()
+                ranked = spooled_records(
+                    daily_selections_in_processes(
+                        settings,
+                        engine,
+                        reading,
+                        day=day,
+                        days=CANDIDATE_DAYS,
+                        then=spool_record,
+                        processes=processes,
+                    )
+                )
+                ranking_seconds = time.perf_counter() - started
+                ranking_cpu = time.process_time() + children_cpu_seconds() - cpu_started
+            else:
+                batches = TimedBatches(
+                    daily_selections(settings, reading, day=day, days=CANDIDATE_DAYS)
+                )
+                ranked = spooled(batches)
+                ranking_seconds, ranking_cpu = batches.seconds, batches.cpu_seconds
             locked = time.perf_counter()
             transaction = connection.begin()
             try:
@@ -117,10 +147,11 @@ def rank_child(database_url: str) -> None:
         json.dumps(
             {
                 "readers": readers,
-                "ranked": batches.readers,
+                "ranked": queued,
                 "candidates": candidates,
-                "seconds": batches.seconds,
-                "cpu_seconds": batches.cpu_seconds,
+                "processes": processes,
+                "seconds": ranking_seconds,
+                "cpu_seconds": ranking_cpu,
                 "start_seconds": start_seconds,
                 "transaction_seconds": transaction_seconds,
                 "selections": stored,
@@ -129,6 +160,12 @@ def rank_child(database_url: str) -> None:
             }
         )
     )
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's children that have ended (the ranking's forks, once joined)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def _as_date(value: object) -> dt.date:
@@ -144,7 +181,7 @@ def seed_child(database_url: str, readers: int) -> None:
         engine.dispose()
 
 
-def measure(readers: int, databases: Path | None) -> dict[str, float]:
+def measure(readers: int, databases: Path | None, processes: int) -> dict[str, float]:
     """Seed in one process (unless kept from before), rank and store in a fresh one; its figures."""
     with tempfile.TemporaryDirectory(prefix="bench-ranking-") as directory:
         database = (databases or Path(directory)) / f"ranking-{readers}.db"
@@ -157,7 +194,7 @@ def measure(readers: int, databases: Path | None) -> dict[str, float]:
                 cwd=PROJECT_ROOT,
             )
         result = subprocess.run(
-            [*child, "--child", "rank"],
+            [*child, "--child", "rank", "--processes", str(processes)],
             check=True,
             cwd=PROJECT_ROOT,
             capture_output=True,
@@ -175,6 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--databases", type=Path, help="keep the seeded databases in this folder and reuse them"
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="rank in this many forked processes, as `newsletter send` does (default 1)",
+    )
     parser.add_argument("--child", choices=["seed", "rank"], help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
@@ -182,17 +225,18 @@ def main(argv: list[str] | None = None) -> None:
         seed_child(arguments.database_url, arguments.readers[0])
         return
     if arguments.child == "rank":
-        rank_child(arguments.database_url)
+        rank_child(arguments.database_url, arguments.processes)
         return
     if arguments.databases is not None:
         arguments.databases.mkdir(parents=True, exist_ok=True)
     results = []
     for readers in arguments.readers:
-        figures = measure(readers, arguments.databases)
+        figures = measure(readers, arguments.databases, arguments.processes)
         results.append(figures)
         if not arguments.json:
             print(
-                f"{int(figures['readers']):>9,} readers × {int(figures['candidates'])} candidates: "
+                f"{int(figures['readers']):>9,} readers × {int(figures['candidates'])} candidates, "
+                f"{arguments.processes} process{'es' if arguments.processes > 1 else ''}: "
                 f"ranked in {figures['seconds']:.2f} s "
                 f"({figures['cpu_seconds']:.2f} s of CPU; "
                 f"{figures['readers'] / figures['seconds']:,.0f} readers/s), "

@@ -58,7 +58,9 @@ __all__ = [
     "PersonalDigests",
     "PreparedSelections",
     "rank_readers",
+    "spool_record",
     "spooled",
+    "spooled_records",
     "store_selection_batch",
     "store_selections",
 ]
@@ -92,24 +94,25 @@ def rank_readers(
     and compressed in that many forked processes (`ranked_selections`): only
     for a caller that has started no thread (the CLI's send).
     """
-    return _spooled_records(
-        ranked_selections(settings, engine, day=day, then=_spool_record, processes=processes)
+    return spooled_records(
+        ranked_selections(settings, engine, day=day, then=spool_record, processes=processes)
     )
 
 
 def spooled(batches: Iterable[SelectionBatch]) -> Iterator[PreparedSelections]:
     """Take every batch now, prepared for storing, into a temporary file; then read them back."""
-    return _spooled_records(map(_spool_record, batches))
+    return spooled_records(map(spool_record, batches))
 
 
-def _spool_record(batch: SelectionBatch) -> bytes:
+def spool_record(batch: SelectionBatch) -> bytes:
     """A batch as the spool keeps it: prepared for storing, pickled and compressed."""
     with cycle_collection_paused():  # a batch makes ~100,000 small objects, no cycles
         prepared = PreparedSelections.of(batch)
     return zlib.compress(pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL), 1)
 
 
-def _spooled_records(records: Iterable[bytes]) -> Iterator[PreparedSelections]:
+def spooled_records(records: Iterable[bytes]) -> Iterator[PreparedSelections]:
+    """`spooled` for batches already made into records (`spool_record`), as children make them."""
     spool = _Spool()
     try:
         for record in records:
@@ -167,7 +170,7 @@ class _Spool:
         self._file = tempfile.TemporaryFile()  # noqa: SIM115
 
     def write(self, record: bytes) -> None:
-        """A batch's record (`_spool_record`), written as it comes."""
+        """A batch's record (`spool_record`), written as it comes."""
         self._file.write(len(record).to_bytes(8, "big"))
         self._file.write(record)
 

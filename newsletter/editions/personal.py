@@ -812,7 +812,7 @@ def daily_selections(
         yield ranking.selections(connection, page)
 
 
-def _daily_in_processes(
+def daily_selections_in_processes(
     settings: Settings,
     engine: Engine,
     connection: Connection,
@@ -820,6 +820,7 @@ def _daily_in_processes(
     day: dt.date,
     then: Callable[[SelectionBatch], Made],
     processes: int,
+    days: int = 1,
 ) -> Iterator[Made]:
     """`daily_selections` passed through `then`, the pages ranked in `processes` forked processes.
 
@@ -832,7 +833,7 @@ def _daily_in_processes(
     first = next(pages, None)
     if first is None:
         return
-    ranking = ReaderRanking.fit(settings, connection, day=day)
+    ranking = ReaderRanking.fit(settings, connection, day=day, days=days)
     second = next(pages, None)
     if second is None:
         yield then(ranking.selections(connection, first))
@@ -956,7 +957,7 @@ def _selection_batches(
     processes: int,
 ) -> Iterator[Made]:
     with engine.connect() as connection:
-        yield from _daily_in_processes(
+        yield from daily_selections_in_processes(
             settings, engine, connection, day=day, then=then, processes=processes
         )
         for batch in weekly_selections(settings, engine, connection, day=day):
