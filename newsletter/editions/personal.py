@@ -835,8 +835,10 @@ def daily_selections_in_processes(
         return
     ranking = ReaderRanking.fit(settings, connection, day=day, days=days)
     second = next(pages, None)
-    if second is None:
-        yield then(ranking.selections(connection, first))
+    if second is None or processes <= 1:
+        # One page, or one process: ranked here, on this connection.
+        for page in chain([first], [second] if second is not None else [], pages):
+            yield then(ranking.selections(connection, page))
         return
 
     def rank(page: list[int]) -> Made:
