@@ -127,18 +127,25 @@ def _stored(engine: Engine) -> tuple[dict[str, int | None], dict[int, list[tuple
     return rows, picks
 
 
-def test_the_start_ranks_before_it_locks_then_stores_batch_by_batch_a_shared_selection_once(
-    database: tuple[Engine, Settings], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    engine, settings = database
+def _one_ranking_of_everyone(
+    engine: Engine, settings: Settings
+) -> dict[str, list[tuple[str, str]]]:
+    """Each profiled reader's (paper, why) picks when every reader is ranked in one batch."""
     ids = _reader_ids(engine)
-    # What one ranking of every reader at once (a single batch) gives each of them.
     one_pass = personal_picks(settings, engine, day=DAY, subscriber_ids=sorted(ids.values()))
-    expected = {
+    return {
         address: [(p.arxiv_id, p.why) for p in one_pass[reader]]
         for address, reader in ids.items()
         if reader in one_pass
     }
+
+
+def test_the_start_ranks_before_it_locks_then_stores_batch_by_batch_a_shared_selection_once(
+    database: tuple[Engine, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, settings = database
+    # What one ranking of every reader at once (a single batch) gives each of them.
+    expected = _one_ranking_of_everyone(engine, settings)
     assert "plain@example.org" not in expected and len(expected) == len(READERS)
     distinct = {tuple(picks) for picks in expected.values()}
     assert 1 < len(distinct) < len(READERS) and all(expected.values())
@@ -193,13 +200,7 @@ def test_readers_ranked_in_two_processes_get_what_one_process_gives_them(
     # readers go to forked children, and every reader must get what ranking
     # everyone in one process gives, stored as one process would store it.
     engine, settings = database
-    ids = _reader_ids(engine)
-    one_pass = personal_picks(settings, engine, day=DAY, subscriber_ids=sorted(ids.values()))
-    expected = {
-        address: [(p.arxiv_id, p.why) for p in one_pass[reader]]
-        for address, reader in ids.items()
-        if reader in one_pass
-    }
+    expected = _one_ranking_of_everyone(engine, settings)
     monkeypatch.setattr(personal, "READERS_PER_BATCH", 3)
     rankers = tmp_path / "rankers"  # a child's memory is its own: each writes its pid here
     load_readers = personal.load_readers
