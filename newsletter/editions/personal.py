@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from itertools import chain
+from itertools import chain, islice
 from typing import TYPE_CHECKING, TypeVar
 
 from jinja2 import Environment
@@ -806,10 +806,9 @@ def daily_selections(
     are the papers of the `days` days ending with `day`: the day's own for a
     send; `benchmarks/personal_ranking.py` ranks against five days' papers.
     """
-    ranking: ReaderRanking | None = None
-    for page in _reader_id_pages(connection, *_daily_personal()):
-        ranking = ranking or ReaderRanking.fit(settings, connection, day=day, days=days)
-        yield ranking.selections(connection, page)
+    return daily_selections_in_processes(
+        settings, connection.engine, connection, day=day, days=days, then=_as_it_is, processes=1
+    )
 
 
 def daily_selections_in_processes(
@@ -827,17 +826,17 @@ def daily_selections_in_processes(
     The model is fitted here, once, before the fork: the children share it.
     A reader's picks do not depend on the page they are ranked with
     (`ReaderRanking`), so each child ranking its own pages gives every reader
-    what one process would. An audience of one page is ranked here.
+    what one process would. With one process, or one page of readers, they
+    are ranked here, on `connection`.
     """
     pages = _reader_id_pages(connection, *_daily_personal())
-    first = next(pages, None)
-    if first is None:
+    head = list(islice(pages, 2))
+    if not head:
         return
     ranking = ReaderRanking.fit(settings, connection, day=day, days=days)
-    second = next(pages, None)
-    if second is None or processes <= 1:
-        # One page, or one process: ranked here, on this connection.
-        for page in chain([first], [second] if second is not None else [], pages):
+    pages = chain(head, pages)
+    if processes <= 1 or len(head) == 1:
+        for page in pages:
             yield then(ranking.selections(connection, page))
         return
 
@@ -847,7 +846,7 @@ def daily_selections_in_processes(
 
     yield from forked_map(
         rank,
-        chain([first, second], pages),
+        pages,
         processes=processes,
         # The engine's pooled connections are the parent's: a child opens its own.
         in_child=partial(engine.dispose, close=False),
