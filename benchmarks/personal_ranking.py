@@ -63,7 +63,6 @@ class TimedBatches:
     def __init__(self, batches: Iterator[SelectionBatch]) -> None:
         self.batches = batches
         self.seconds = self.cpu_seconds = 0.0
-        self.readers = 0
 
     def __iter__(self) -> Iterator[SelectionBatch]:
         while True:
@@ -73,7 +72,6 @@ class TimedBatches:
             self.cpu_seconds += time.process_time() - cpu_started
             if batch is None:
                 return
-            self.readers += len(batch)
             yield batch
 
 
